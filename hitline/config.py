@@ -1,0 +1,70 @@
+"""Settings, read once from the environment (prefix HITLINE_) and an optional .env file."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HITLINE_", env_file=".env", extra="ignore")
+
+    # where embedded mode keeps its SQLite job table, Milvus Lite file and caches
+    data_dir: Path = Path("hitline-data")
+    # empty = sqlite file under data_dir; production: postgresql+psycopg://user@host/db
+    database_url: str = ""
+    # empty = in-memory broker with an in-process worker (embedded mode)
+    broker_url: str = ""
+    # empty = Milvus Lite file under data_dir; distributed: http://host:19530
+    milvus_uri: str = ""
+    collection: str = "hit_products"
+    # redis URL of the shared rate limiter; empty = the broker when it is redis, else in-process
+    redis_url: str = ""
+
+    provider: Literal["auto", "local", "openrouter"] = "auto"
+    openrouter_api_key: SecretStr | None = None
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    openrouter_timeout_s: float = 120.0
+    openrouter_max_retries: int = 5
+    embed_model: str = "nvidia/llama-nemotron-embed-vl-1b-v2"
+    analyze_model: str = "qwen/qwen3.5-397b-a17b"
+    render_model: str = "google/gemini-3.1-flash-image-preview"
+
+    top_k: int = 3
+    min_sales: int = 1500
+    presets: list[str] = Field(default_factory=lambda: ["amazon_main", "shopify", "thumbnail", "banner"])
+    # file overriding the shipped presets / prices / rate limits (TOML, same shape as hitline/data/*.toml)
+    presets_file: Path | None = None
+    prices_file: Path | None = None
+    limits_file: Path | None = None
+
+    worker_concurrency: int = 4
+
+    def resolved_provider(self) -> Literal["local", "openrouter"]:
+        if self.provider == "auto":
+            return "openrouter" if self.openrouter_api_key else "local"
+        return self.provider
+
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'jobs.sqlite').resolve()}"
+
+    def milvus(self) -> str:
+        return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def load_data_file(name: str, override: Path | None = None) -> dict[str, Any]:
+    """A shipped TOML table from hitline/data, or the user's file in its place."""
+    if override is not None:
+        return tomllib.loads(Path(override).read_text())
+    return tomllib.loads(resources.files("hitline.data").joinpath(name).read_text())

@@ -1,0 +1,117 @@
+"""The nouns of hitline: catalog rows, presets, style analyses, rendered images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+__all__ = ["HitProduct", "NewProduct", "Hit", "StyleAnalysis", "Preset", "RenderedImage", "ASPECT_RATIOS", "IMAGE_SIZES"]
+
+# what Nano Banana 2 accepts; the local renderer honours the same set
+ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9", "4:1", "1:4", "8:1", "1:8")
+IMAGE_SIZES = {"512px": 512, "1K": 1024, "2K": 2048, "4K": 4096}
+
+
+@dataclass(frozen=True)
+class HitProduct:
+    """One row of products.csv: a proven best-seller."""
+
+    product_id: str
+    image_path: Path  # absolute, checked to lie inside the catalog folder
+    category: str
+    color: str
+    style: str
+    season: str
+    sales_count: int
+    description: str
+    price: float
+
+    def text(self) -> str:
+        """What the sparse (TF-IDF) vector of a hit is computed from."""
+        return " ".join([self.description, self.category, self.color, self.style, self.season])
+
+
+@dataclass(frozen=True)
+class NewProduct:
+    """One row of new_products.csv: a new SKU photographed as a flat-lay."""
+
+    new_id: str
+    image_path: Path
+    category: str
+    style: str
+    season: str
+    prompt_hint: str
+
+    def text(self) -> str:
+        """What the sparse query vector is computed from."""
+        return " ".join([self.category, self.style, self.season, self.prompt_hint])
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved best-seller with its fused score and the search paths that found it."""
+
+    product_id: str
+    score: float
+    image_path: str
+    category: str
+    sales_count: int
+    description: str
+    found_by: tuple[str, ...] = ()  # ("dense",), ("sparse",) or both
+    dense_rank: int | None = None
+    sparse_rank: int | None = None
+
+
+class StyleAnalysis(BaseModel):
+    """What the vision model (or the local analyzer) says about the retrieved hits."""
+
+    scene: str
+    lighting: str
+    pose: str
+    mood: str
+    prompt: str
+    palette: list[str] = Field(default_factory=list)  # hex colours, most frequent first
+    measurements: dict[str, float] = Field(default_factory=dict)  # local analyzer's numbers
+    warnings: list[str] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A marketplace output format: exact pixels, aspect ratio, size class, background rule."""
+
+    name: str
+    aspect_ratio: str
+    size: str  # 512px | 1K | 2K | 4K
+    width: int
+    height: int
+    background: str = "scene"  # "white" = pure #FFFFFF (Amazon main image), "scene" = styled
+
+    @classmethod
+    def build(cls, name: str, aspect_ratio: str, size: str, background: str = "scene",
+              width: int | None = None, height: int | None = None) -> "Preset":
+        from hitline.errors import InputError
+
+        if aspect_ratio not in ASPECT_RATIOS:
+            raise InputError(f"preset {name!r}: aspect ratio {aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}")
+        if size not in IMAGE_SIZES:
+            raise InputError(f"preset {name!r}: size {size!r} is not one of {', '.join(IMAGE_SIZES)}")
+        if background not in ("white", "scene"):
+            raise InputError(f"preset {name!r}: background must be 'white' or 'scene'")
+        if width is None or height is None:
+            a, b = (int(x) for x in aspect_ratio.split(":"))
+            long = IMAGE_SIZES[size]
+            width, height = (long, round(long * b / a)) if a >= b else (round(long * a / b), long)
+        return cls(name, aspect_ratio, size, int(width), int(height), background)
+
+
+@dataclass
+class RenderedImage:
+    """Output of one render call: encoded image bytes and what it cost."""
+
+    data: bytes  # PNG or JPEG bytes
+    mime: str = "image/png"
+    cost_usd: float = 0.0
+    model: str = ""
+    notes: list[str] = field(default_factory=list)

@@ -1,0 +1,66 @@
+"""Every exception hitline raises, in one tree.
+
+    HitlineError
+    +-- InputError              bad row, image or option: terminal for that SKU, never retried
+    +-- ConfigError             settings that cannot work (e.g. mixing embedders in one collection)
+    +-- BudgetExceeded          the next paid call would pass the batch budget: job is held, resumable
+    +-- ProviderError           a model provider failed
+        +-- RetryableProviderError      408/429/5xx, timeouts, connection errors, 200 without an image
+        |   +-- RateLimited             429; carries retry_after seconds when the provider sent it
+        +-- TerminalProviderError       400/401/402/403/404, content refusal: the message is the reason
+
+Tasks map RetryableProviderError to Celery retries and everything else to a failed job with its reason.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HitlineError",
+    "InputError",
+    "ConfigError",
+    "BudgetExceeded",
+    "ProviderError",
+    "RetryableProviderError",
+    "RateLimited",
+    "TerminalProviderError",
+]
+
+
+class HitlineError(Exception):
+    """Base of everything hitline raises on purpose."""
+
+
+class InputError(HitlineError):
+    """A row, an image or an option is unusable; the message says why in the user's words."""
+
+
+class ConfigError(HitlineError):
+    """Configuration that cannot work."""
+
+
+class BudgetExceeded(HitlineError):
+    """The next paid call would exceed the batch budget."""
+
+
+class ProviderError(HitlineError):
+    """A model provider call failed."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RetryableProviderError(ProviderError):
+    """Worth trying again later (429, 5xx, timeouts, connection errors, no image in a 200)."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class RateLimited(RetryableProviderError):
+    """429 from the provider (or our own limiter said wait)."""
+
+
+class TerminalProviderError(ProviderError):
+    """Trying again will not help (400/401/402/403/404, refusal)."""
