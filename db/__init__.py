@@ -1,0 +1,1 @@
+"""The job table: SQLAlchemy models, sessions and a few plain query functions."""

@@ -1,0 +1,181 @@
+"""Plain query functions over the job table. State changes are conditional updates, so a redelivered
+task or a second worker never runs a stage twice."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.models import Attempt, Batch, CacheEntry, Charge, Job, utcnow
+
+TERMINAL = ("done", "failed")
+OPEN = ("pending", "running", "retrying")
+
+
+def create_batch(s: Session, batch_id: str, *, catalog_dir: str, new_dir: str, out_dir: str,
+                 options: dict[str, Any], budget_usd: float | None, notes: list[Any]) -> Batch:
+    b = Batch(id=batch_id, catalog_dir=catalog_dir, new_dir=new_dir, out_dir=out_dir,
+              options=options, budget_usd=budget_usd, notes=notes)
+    s.add(b)
+    s.flush()
+    return b
+
+
+def add_job(s: Session, batch_id: str, kind: str, item_id: str, row_no: int, row: dict[str, Any],
+            stage: str, state: str = "pending", error: str | None = None) -> Job:
+    j = Job(batch_id=batch_id, kind=kind, item_id=item_id, row_no=row_no, row=row, stage=stage,
+            state=state, error=error, result={})
+    s.add(j)
+    return j
+
+
+def claim(s: Session, job_id: int, stage: str, stale_after_s: float = 900.0) -> Job | None:
+    """Mark (job, stage) running if it is ours to run; None when it is done, failed or running elsewhere."""
+    now = utcnow()
+    stale = now - timedelta(seconds=stale_after_s)
+    res = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.stage == stage)
+        .where((Job.state.in_(("pending", "retrying"))) | ((Job.state == "running") & (Job.claimed_at < stale)))
+        .values(state="running", claimed_at=now, attempts=Job.attempts + 1)
+    )
+    if res.rowcount != 1:
+        return None
+    s.add(Attempt(job_id=job_id, stage=stage, started_at=now))
+    s.flush()
+    return s.get(Job, job_id, populate_existing=True)
+
+
+def _close_attempt(s: Session, job_id: int, stage: str, outcome: str, error: str | None) -> float:
+    a = s.scalars(select(Attempt).where(Attempt.job_id == job_id, Attempt.stage == stage,
+                                        Attempt.outcome == "running").order_by(Attempt.id.desc())).first()
+    if a is None:
+        return 0.0
+    started = a.started_at if a.started_at.tzinfo else a.started_at.replace(tzinfo=timezone.utc)
+    a.seconds = (utcnow() - started).total_seconds()
+    a.outcome, a.error = outcome, error
+    return a.seconds
+
+
+def advance(s: Session, job_id: int, stage: str, next_stage: str, result: dict[str, Any] | None = None) -> None:
+    """Stage finished: store its result and move the job on (only if it is still at that stage)."""
+    _close_attempt(s, job_id, stage, "ok", None)
+    job = s.get(Job, job_id, populate_existing=True)
+    if job is None or job.stage != stage:
+        return
+    merged = dict(job.result or {})
+    if result is not None:
+        merged[stage] = result
+    job.result = merged
+    job.stage = next_stage
+    job.state = "done" if next_stage == "done" else "pending"
+    job.error = None
+    job.claimed_at = None
+
+
+def set_state(s: Session, job_id: int, stage: str, state: str, reason: str | None) -> None:
+    """retrying | failed | budget_exceeded, with the reason the user will read."""
+    outcome = {"retrying": "retry", "failed": "failed", "budget_exceeded": "held"}[state]
+    _close_attempt(s, job_id, stage, outcome, reason)
+    s.execute(update(Job).where(Job.id == job_id, Job.stage == stage)
+              .values(state=state, error=reason, claimed_at=None))
+
+
+def release(s: Session, job_id: int, stage: str) -> None:
+    """Give a claim back without counting it (e.g. waiting for the catalog)."""
+    a = s.scalars(select(Attempt).where(Attempt.job_id == job_id, Attempt.stage == stage,
+                                        Attempt.outcome == "running").order_by(Attempt.id.desc())).first()
+    if a is not None:
+        s.delete(a)
+    s.execute(update(Job).where(Job.id == job_id, Job.stage == stage, Job.state == "running")
+              .values(state="pending", claimed_at=None, attempts=Job.attempts - 1))
+
+
+def jobs(s: Session, batch_id: str, kind: str | None = None, ids: Iterable[int] | None = None) -> list[Job]:
+    q = select(Job).where(Job.batch_id == batch_id)
+    if kind:
+        q = q.where(Job.kind == kind)
+    if ids is not None:
+        q = q.where(Job.id.in_(list(ids)))
+    return list(s.scalars(q.order_by(Job.id)))
+
+
+def catalog_open(s: Session, batch_id: str) -> int:
+    """How many catalog (hit) jobs of the batch are still being embedded/indexed."""
+    return s.scalar(select(func.count()).select_from(Job).where(
+        Job.batch_id == batch_id, Job.kind == "hit", Job.state.in_(OPEN))) or 0
+
+
+def batch_open(s: Session, batch_id: str) -> int:
+    return s.scalar(select(func.count()).select_from(Job).where(
+        Job.batch_id == batch_id, Job.state.in_(OPEN))) or 0
+
+
+def latest_batch_id(s: Session) -> str | None:
+    return s.scalar(select(Batch.id).order_by(Batch.created_at.desc()).limit(1))
+
+
+# --- cost ------------------------------------------------------------------------------------
+
+def spent(s: Session, batch_id: str) -> float:
+    return float(s.scalar(select(func.coalesce(func.sum(Charge.cost_usd), 0.0)).where(Charge.batch_id == batch_id)) or 0.0)
+
+
+def reserve(s: Session, batch_id: str, job_id: int | None, stage: str, key: str, model: str,
+            cost: float, budget: float | None) -> str:
+    """Reserve the cost of one paid call before making it.
+
+    Returns "ok" (go ahead), "paid" (this key was already charged: do not call again) or "over"
+    (it would pass the budget). The batch row is locked so concurrent workers cannot both squeeze
+    under the budget (FOR UPDATE on PostgreSQL; SQLite serialises writers).
+    """
+    s.execute(select(Batch.id).where(Batch.id == batch_id).with_for_update())
+    existing = s.scalar(select(Charge).where(Charge.batch_id == batch_id, Charge.key == key))
+    if existing is not None:
+        return "paid" if existing.state == "charged" else "ok"
+    if budget is not None and spent(s, batch_id) + cost > budget + 1e-9:
+        return "over"
+    try:
+        with s.begin_nested():
+            s.add(Charge(batch_id=batch_id, job_id=job_id, stage=stage, key=key, model=model, cost_usd=cost))
+    except IntegrityError:
+        return "ok"
+    return "ok"
+
+
+def settle(s: Session, batch_id: str, key: str, cost: float | None = None, *, keep: bool = True) -> None:
+    """After the call: keep the reservation as a charge (with the actual cost) or drop it (call failed)."""
+    c = s.scalar(select(Charge).where(Charge.batch_id == batch_id, Charge.key == key))
+    if c is None:
+        return
+    if not keep:
+        s.delete(c)
+        return
+    if c.state != "charged" and c.job_id is not None:
+        s.execute(update(Job).where(Job.id == c.job_id).values(cost_usd=Job.cost_usd + (cost if cost is not None else c.cost_usd)))
+    if cost is not None:
+        c.cost_usd = cost
+    c.state = "charged"
+
+
+# --- cache -----------------------------------------------------------------------------------
+
+def cache_get(s: Session, key: str) -> Any | None:
+    e = s.get(CacheEntry, key)
+    return None if e is None else e.value
+
+
+def cache_put(s: Session, key: str, value: Any) -> None:
+    try:
+        with s.begin_nested():
+            s.merge(CacheEntry(key=key, value=value))
+    except IntegrityError:  # a concurrent writer stored the same content-keyed value
+        pass
+
+
+def now() -> datetime:
+    return utcnow()

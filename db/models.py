@@ -1,0 +1,93 @@
+"""Tables: batch, job (one per hit product or new SKU), attempt (one per stage run), charge, cache."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Batch(Base):
+    __tablename__ = "batch"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    catalog_dir: Mapped[str] = mapped_column(Text)
+    new_dir: Mapped[str] = mapped_column(Text)
+    out_dir: Mapped[str] = mapped_column(Text)
+    # top_k, min_sales, presets, provider and models: everything a worker needs to run the batch
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    vocab_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # file-level problems and rows that never became jobs (unreadable CSV lines)
+    notes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class Job(Base):
+    __tablename__ = "job"
+    __table_args__ = (UniqueConstraint("batch_id", "kind", "item_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # "hit" (catalog) or "sku" (new product)
+    item_id: Mapped[str] = mapped_column(String(128))  # product_id / new_id (may be "" for broken rows)
+    row_no: Mapped[int] = mapped_column(Integer, default=0)
+    row: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the validated or raw row
+    stage: Mapped[str] = mapped_column(String(16))  # embed | index | retrieve | analyze | render | done
+    # pending | running | retrying | done | failed | budget_exceeded
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # per-stage results
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Attempt(Base):
+    __tablename__ = "attempt"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    stage: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="running")  # ok | retry | failed | held
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Charge(Base):
+    """One paid call. The key (content hash + options) makes a redelivered task pay once."""
+
+    __tablename__ = "charge"
+    __table_args__ = (UniqueConstraint("batch_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), nullable=True)
+    stage: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(128))
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    state: Mapped[str] = mapped_column(String(16), default="reserved")  # reserved | charged
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CacheEntry(Base):
+    """Embeddings, analyses and vocabularies by content hash + model: identical inputs are not paid twice."""
+
+    __tablename__ = "cache"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)  # "<kind>:<model>:<sha256>"
+    value: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,63 @@
+"""Engine and session factory, one per process (created lazily, so after a worker fork)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Base
+
+_lock = threading.Lock()
+_engines: dict[tuple[int, str], tuple[Engine, sessionmaker[Session]]] = {}
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def engine_for(url: str) -> tuple[Engine, sessionmaker[Session]]:
+    """The engine for url in this process; a forked child gets its own."""
+    key = (os.getpid(), url)
+    with _lock:
+        if key not in _engines:
+            if url.startswith("sqlite"):
+                path = url.split("///", 1)[-1]
+                if path and path != ":memory:":
+                    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+                event.listen(eng, "connect", _sqlite_pragmas)
+            else:
+                eng = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            _engines[key] = (eng, sessionmaker(eng, expire_on_commit=False))
+        return _engines[key]
+
+
+def init_db(url: str) -> None:
+    """Create missing tables. PostgreSQL deployments run `alembic upgrade head` (db/migrations) instead;
+    both produce the same schema."""
+    eng, _ = engine_for(url)
+    Base.metadata.create_all(eng)
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    _, factory = engine_for(url)
+    s = factory()
+    try:
+        yield s
+        s.commit()
+    except BaseException:
+        s.rollback()
+        raise
+    finally:
+        s.close()

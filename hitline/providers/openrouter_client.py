@@ -1,0 +1,188 @@
+"""The one HTTP client for OpenRouter: auth headers, timeouts, error mapping, capped retries.
+
+Retries happen here (exponential backoff with jitter, `Retry-After` wins); once they are spent the
+retryable error is re-raised so the Celery task above can retry later. The API key never leaves
+this module: it is masked in reprs and scrubbed from every message that could reach a log.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from datetime import timezone
+from typing import Any, Callable, ContextManager, Mapping, Protocol
+
+import requests
+from pydantic import SecretStr
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from hitline.errors import ProviderError, RateLimited, RetryableProviderError, TerminalProviderError
+
+__all__ = ["OpenRouterClient", "RateLimiter", "parse_retry_after", "error_for_status"]
+
+log = logging.getLogger("hitline.openrouter")
+
+TERMINAL_STATUSES = frozenset({400, 401, 402, 403, 404})
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_MASK = "***"
+
+
+class RateLimiter(Protocol):
+    """What the client needs from a (shared) limiter: a slot per request for a model."""
+
+    def acquire(self, model: str) -> ContextManager[Any]: ...
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def error_for_status(status: int, message: str, *, retry_after: float | None = None) -> ProviderError:
+    """The hitline error for an OpenRouter error status (HTTP status or `error.code` in a 200 body)."""
+    if status == 429:
+        return RateLimited(f"rate limited (429): {message}", status=status, retry_after=retry_after)
+    if status == 402:
+        return TerminalProviderError(f"no credit (402): {message}", status=status)
+    if status in TERMINAL_STATUSES:
+        return TerminalProviderError(f"rejected ({status}): {message}", status=status)
+    if status in RETRYABLE_STATUSES or status >= 500:
+        return RetryableProviderError(f"provider error ({status}): {message}", status=status, retry_after=retry_after)
+    # other 4xx (413 payload too large, 422 ...) will fail the same way next time
+    return TerminalProviderError(f"rejected ({status}): {message}", status=status)
+
+
+class OpenRouterClient:
+    """POSTs JSON to OpenRouter and returns the decoded body, or raises a hitline ProviderError."""
+
+    def __init__(self, base_url: str, api_key: SecretStr, timeout_s: float = 120.0, max_retries: int = 5,
+                 limiter: RateLimiter | None = None, session: requests.Session | None = None,
+                 sleep: Callable[[float], None] = time.sleep, *, connect_timeout_s: float = 10.0,
+                 backoff_initial_s: float = 1.0, max_wait_s: float = 30.0, app_url: str = "https://github.com/hitline",
+                 app_title: str = "hitline") -> None:
+        if not isinstance(api_key, SecretStr):
+            api_key = SecretStr(str(api_key))
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self.timeout = (min(connect_timeout_s, timeout_s), timeout_s)  # (connect, read)
+        self.max_retries = max(0, int(max_retries))  # retries after the first attempt
+        self.limiter = limiter
+        self.session = session or requests.Session()
+        self._sleep = sleep
+        self.backoff_initial_s = backoff_initial_s
+        self.max_wait_s = max_wait_s
+        self._app_headers = {"HTTP-Referer": app_url, "X-Title": app_title}
+
+    def __repr__(self) -> str:
+        return (f"OpenRouterClient(base_url={self.base_url!r}, api_key={_MASK!r}, timeout={self.timeout}, "
+                f"max_retries={self.max_retries})")
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key.get_secret_value()}",
+                "Content-Type": "application/json", "Accept": "application/json", **self._app_headers}
+
+    def scrub(self, text: str) -> str:
+        """`text` with the API key masked (providers sometimes echo what they were sent)."""
+        key = self._api_key.get_secret_value()
+        return text.replace(key, _MASK) if key else text
+
+    def post(self, path: str, payload: Mapping[str, Any], model: str) -> dict[str, Any]:
+        """POST `payload` to `path` (e.g. "/chat/completions"), retrying retryable failures."""
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(self._worth_retrying_here),
+            sleep=self._sleep,
+            before_sleep=lambda state: self._log_retry(state, path, model),
+            reraise=True,
+        )
+        return retrying(self._attempt, url, payload, model)
+
+    # one HTTP attempt -------------------------------------------------------------------------
+    def _attempt(self, url: str, payload: Mapping[str, Any], model: str) -> dict[str, Any]:
+        slot = self.limiter.acquire(model) if self.limiter is not None else nullcontext()
+        with slot:
+            try:
+                response = self.session.post(url, json=payload, headers=self._headers(), timeout=self.timeout)
+            except requests.Timeout as exc:
+                raise RetryableProviderError(self.scrub(f"timed out calling {model}: {exc}")) from None
+            except requests.RequestException as exc:  # connection refused/reset, dropped mid-response
+                raise RetryableProviderError(self.scrub(f"connection error calling {model}: {exc}")) from None
+        return self._decode(response, model)
+
+    def _decode(self, response: requests.Response, model: str) -> dict[str, Any]:
+        status = response.status_code
+        text = self.scrub(response.text)
+        try:
+            body: Any = json.loads(text) if text else None
+        except ValueError:
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        ok = 200 <= status < 300
+        if not ok or error:
+            code = status
+            if ok:  # errors raised mid-generation come back inside a 200; no usable code = upstream fault
+                code = error.get("code") if isinstance(error, dict) else None
+                code = code if isinstance(code, int) and code >= 400 else 502
+            message = _error_message(error, text, status)
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise error_for_status(code, f"{model}: {message}", retry_after=retry_after)
+        if not isinstance(body, dict):
+            raise RetryableProviderError(f"malformed response from {model}: not a JSON object "
+                                         f"({len(text)} bytes)", status=status)
+        return body
+
+    # retry policy -----------------------------------------------------------------------------
+    def _worth_retrying_here(self, exc: BaseException) -> bool:
+        if not isinstance(exc, RetryableProviderError):
+            return False
+        # a long Retry-After is better served by the task queue than by a sleeping worker
+        return exc.retry_after is None or exc.retry_after <= self.max_wait_s
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return float(retry_after)
+        backoff = wait_exponential_jitter(initial=self.backoff_initial_s, max=self.max_wait_s,
+                                          jitter=self.backoff_initial_s)
+        return min(self.max_wait_s, backoff(state))
+
+    def _log_retry(self, state: RetryCallState, path: str, model: str) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning("openrouter %s %s attempt %d/%d failed: %s; retrying in %.2fs", path, model,
+                    state.attempt_number, self.max_retries + 1, self.scrub(str(exc)), wait)
+
+
+def _error_message(error: Any, text: str, status: int) -> str:
+    if isinstance(error, dict) and error.get("message"):
+        message = str(error["message"])
+        metadata = error.get("metadata")
+        if isinstance(metadata, dict) and metadata.get("raw"):
+            message += f" ({str(metadata['raw'])[:200]})"
+        return message
+    if isinstance(error, str):
+        return error
+    snippet = " ".join(text.split())[:200]
+    return f"HTTP {status}" + (f": {snippet}" if snippet else "")
