@@ -179,3 +179,19 @@ def cache_put(s: Session, key: str, value: Any) -> None:
 
 def now() -> datetime:
     return utcnow()
+
+
+def job_batch(s: Session, job_id: int) -> str:
+    return s.scalar(select(Job.batch_id).where(Job.id == job_id)) or ""
+
+
+def stage_seconds(s: Session, job_ids: list[int]) -> dict[int, dict[str, float]]:
+    """Seconds spent per job and stage (all attempts)."""
+    out: dict[int, dict[str, float]] = {}
+    if not job_ids:
+        return out
+    rows = s.execute(select(Attempt.job_id, Attempt.stage, func.sum(Attempt.seconds))
+                     .where(Attempt.job_id.in_(job_ids)).group_by(Attempt.job_id, Attempt.stage).order_by(Attempt.job_id))
+    for job_id, stage, secs in rows:
+        out.setdefault(job_id, {})[stage] = float(secs or 0.0)
+    return out

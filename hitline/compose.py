@@ -74,9 +74,16 @@ def _inpainted_reference(reference: Image.Image) -> np.ndarray:
             return _backdrops[key]
     arr = np.asarray(small)
     sal = subject_mask(small)
-    hole = (sal > 0.25).astype(np.uint8) * 255
-    hole = cv2.dilate(hole, np.ones((9, 9), np.uint8))
-    filled = cv2.inpaint(arr, hole, 7, cv2.INPAINT_TELEA)
+    hole = (sal > 0.12).astype(np.uint8) * 255
+    hole = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (17, 17)))
+    if hole.mean() > 0.6 * 255:
+        # the subject fills the frame: too little set left to inpaint from, keep only its light
+        keep = hole == 0
+        colour = arr[keep].mean(axis=0) if keep.any() else np.array([235.0, 232.0, 228.0])
+        t = np.linspace(1.04, 0.9, arr.shape[0])[:, None, None]
+        filled = np.clip(np.broadcast_to(colour, arr.shape) * t, 0, 255).astype(np.uint8)
+    else:
+        filled = cv2.inpaint(arr, hole, 7, cv2.INPAINT_TELEA)
     sigma = max(filled.shape[:2]) * 0.035
     out = cv2.GaussianBlur(filled.astype(np.float32) / 255.0, (0, 0), sigma)
     with _backdrops_lock:

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     embed_model: str = "nvidia/llama-nemotron-embed-vl-1b-v2"
     analyze_model: str = "qwen/qwen3.5-397b-a17b"
     render_model: str = "google/gemini-3.1-flash-image-preview"
+    # dimension the embed model returns (a mismatch is a ConfigError) and images per /embeddings call
+    embed_dim: int = 2048
+    embed_batch_size: int = 16
 
     top_k: int = 3
     min_sales: int = 1500

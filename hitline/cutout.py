@@ -107,7 +107,6 @@ def product_mask(img: Image.Image) -> np.ndarray:
     k = max(3, round(min(mask.shape) * 0.006)) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
-    m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel)
     mask = _fill_small_holes(_keep_main_components(m.astype(bool)))
     coverage = float(mask.mean())
     if not MIN_COVERAGE <= coverage <= MAX_COVERAGE:

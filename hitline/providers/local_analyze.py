@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from sklearn.cluster import KMeans
 
-from hitline.descriptors import Pixels, border_mask, load_image, prepare
+from hitline.descriptors import Pixels, load_image, prepare
 from hitline.domain import NewProduct, StyleAnalysis
 from hitline.errors import InputError
 from hitline.providers.base import Analysis
@@ -27,14 +27,44 @@ _SAMPLES_PER_IMAGE = 3000
 _EDGE_THRESHOLD = 6.0  # same "visible edge" as the descriptor (L units per pixel at 256 px)
 
 # thresholds, in CIELAB units unless said otherwise; measured on studio and lifestyle catalog photos
-HIGH_KEY_MEAN_L, HIGH_KEY_MEDIAN_L = 65.0, 72.0
-LOW_KEY_MEAN_L, LOW_KEY_MEDIAN_L = 40.0, 35.0
+HIGH_KEY_L, LOW_KEY_L = 72.0, 35.0  # key_l: mean of backdrop lightness and median frame lightness
 HIGH_CONTRAST_STD, LOW_CONTRAST_STD = 28.0, 16.0
-WARM_B, COOL_B = 7.0, -2.0  # mean b* of the frame: yellow (warm light) vs blue (cool light)
+WARM_B, COOL_B = 6.0, -3.0  # b* of the backdrop (the light's colour, not the garment's): yellow vs blue
 VIVID_CHROMA, MUTED_CHROMA = 25.0, 10.0
 PLAIN_BORDER_STD, BUSY_BORDER_STD = 6.0, 14.0  # spread of the border strip: backdrop vs environment
 BUSY_BORDER_EDGES = 0.12
 DIRECTIONAL_L_DIFF = 8.0  # backdrop lightness, one side vs the other
+
+
+def _border_segments(p: Pixels, n: int = 4, fraction: float = 0.08) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The frame's outer strip cut into 4n pieces: (Lab pixels, gradient magnitudes) of each."""
+    h, w = p.lab.shape[:2]
+    m = max(2, round(min(h, w) * fraction))
+    out = []
+    for rows, cols, along in ((slice(0, m), slice(None), w), (slice(h - m, h), slice(None), w),
+                              (slice(m, h - m), slice(0, m), h - 2 * m), (slice(m, h - m), slice(w - m, w), h - 2 * m)):
+        lab, mag = p.lab[rows, cols], p.magnitude[rows, cols]
+        axis = 1 if along == w else 0
+        for lab_part, mag_part in zip(np.array_split(lab, n, axis=axis), np.array_split(mag, n, axis=axis)):
+            out.append((lab_part.reshape(-1, 3), mag_part.reshape(-1)))
+    return out
+
+
+def _backdrop(p: Pixels) -> dict[str, float]:
+    """Backdrop colour and busyness from the border pieces; the calmer half of them wins, because a
+    cropped model or garment usually touches only a few pieces of the frame edge."""
+    segs = _border_segments(p)
+    stds = np.array([np.sqrt(lab.var(axis=0).sum() / 3.0) for lab, _ in segs])
+    edges = np.array([float(np.mean(mag > _EDGE_THRESHOLD)) for _, mag in segs])
+    calm = np.argsort(stds, kind="stable")[: len(segs) // 2]
+    colour = np.median(np.concatenate([segs[i][0] for i in calm]), axis=0)
+    return {
+        "border_std": float(np.median(stds)),
+        "border_edge_density": float(np.median(edges)),
+        "background_l": float(colour[0]),
+        "background_a": float(colour[1]),
+        "background_b": float(colour[2]),
+    }
 
 
 def measure(p: Pixels) -> dict[str, float]:
@@ -43,8 +73,6 @@ def measure(p: Pixels) -> dict[str, float]:
     L, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     h, w = L.shape
     chroma = np.hypot(a, b)
-    border = border_mask((h, w), 0.08)
-    border_lab = lab[border]
     subject = _subject_mask(p)
     area = float(subject.mean())
     if area > 0:
@@ -60,22 +88,22 @@ def measure(p: Pixels) -> dict[str, float]:
     light_side = 0.0
     if left.mean() > 0.05 and right.mean() > 0.05:
         light_side = float(L[:, w // 2 :][right].mean() - L[:, : w // 2][left].mean())
+    backdrop = _backdrop(p)
+    median_l = float(np.median(L))
     return {
         "mean_l": float(L.mean()),
-        "median_l": float(np.median(L)),
+        "median_l": median_l,
         "p10_l": float(np.percentile(L, 10)),
         "p90_l": float(np.percentile(L, 90)),
+        # what a photographer calls the key: the backdrop's lightness as much as the garment's
+        "key_l": 0.5 * (backdrop["background_l"] + median_l),
         "contrast_std_l": float(L.std()),
         "mean_a": float(a.mean()),
         "mean_b": float(b.mean()),
         "red_blue_balance": float((p.rgb[..., 0] - p.rgb[..., 2]).mean()),
         "mean_chroma": float(chroma.mean()),
         "subject_chroma": float(chroma[subject].mean()) if area > 0 else float(chroma.mean()),
-        "border_std": float(np.sqrt(border_lab.var(axis=0).sum() / 3.0)),
-        "border_edge_density": float(np.mean(p.magnitude[border] > _EDGE_THRESHOLD)),
-        "background_l": float(p.background_lab[0]),
-        "background_a": float(p.background_lab[1]),
-        "background_b": float(p.background_lab[2]),
+        **backdrop,
         "light_side": light_side,
         "subject_area": area,
         "subject_cx": cx,
@@ -118,10 +146,8 @@ def colour_name(L: float, a: float, b: float) -> str:
             return "grey"
         return "charcoal" if L > 18 else "black"
     hue = float(np.degrees(np.arctan2(b, a))) % 360.0
-    if L > 65 and chroma < 28 and 50 <= hue < 100:
-        return "cream" if L > 82 else "beige"
-    if L < 55 and chroma < 40 and 40 <= hue < 90:
-        return "brown" if L < 40 else "camel"
+    if chroma < 30 and 40 <= hue < 100:  # low-chroma yellow-orange: the studio neutrals
+        return "cream" if L > 82 else "beige" if L >= 55 else "camel" if L >= 40 else "brown"
     names = [(20, "pink" if L > 60 else "red"), (50, "red" if L < 60 else "coral"), (75, "orange"),
              (100, "yellow"), (160, "green"), (220, "teal"), (290, "blue"), (330, "purple"), (360, "pink")]
     hue_name = next(name for limit, name in names if hue < limit)
@@ -150,17 +176,17 @@ def _palette(pixels: list[Pixels]) -> tuple[list[str], list[str], list[float]]:
 
 
 def _key(m: dict[str, float]) -> str:
-    if m["mean_l"] >= HIGH_KEY_MEAN_L and m["median_l"] >= HIGH_KEY_MEDIAN_L:
+    if m["key_l"] >= HIGH_KEY_L:
         return "high-key"
-    if m["mean_l"] <= LOW_KEY_MEAN_L or m["median_l"] <= LOW_KEY_MEDIAN_L:
+    if m["key_l"] <= LOW_KEY_L:
         return "low-key"
     return "mid-key"
 
 
 def _warmth(m: dict[str, float]) -> str:
-    if m["mean_b"] >= WARM_B:
+    if m["background_b"] >= WARM_B:
         return "warm"
-    if m["mean_b"] <= COOL_B:
+    if m["background_b"] <= COOL_B:
         return "cool"
     return "neutral"
 
@@ -247,8 +273,9 @@ def _prompt(product: NewProduct, scene: str, lighting: str, pose: str, mood: str
     return text
 
 
-def _mean(ms: list[dict[str, float]]) -> dict[str, float]:
-    return {k: round(float(np.mean([m[k] for m in ms])), 4) for k in ms[0]}
+def _median(ms: list[dict[str, float]]) -> dict[str, float]:
+    # median, not mean: one black-backdrop hit among white ones must not invent a grey studio
+    return {k: round(float(np.median([m[k] for m in ms])), 4) for k in ms[0]}
 
 
 class LocalAnalyzer:
@@ -272,14 +299,15 @@ class LocalAnalyzer:
         return Analysis(style=style, cost_usd=0.0, raw=raw, warnings=list(style.warnings))
 
     def _from_references(self, pixels: list[Pixels], product: NewProduct, warnings: list[str]) -> StyleAnalysis:
-        m = _mean([measure(p) for p in pixels])
+        per_image = [measure(p) for p in pixels]
+        m = _median(per_image)
         m["n_references"] = float(len(pixels))
         palette, names, shares = _palette(pixels)
         for i, share in enumerate(shares):
             m[f"palette_share_{i}"] = round(share, 4)
-        keys = {_key(measure_one) for measure_one in (measure(p) for p in pixels)} if len(pixels) > 1 else set()
+        keys = {_key(one) for one in per_image}
         if len(keys) > 1:
-            warnings.append(f"references disagree on brightness ({', '.join(sorted(keys))}); the average look is described")
+            warnings.append(f"references disagree on brightness ({', '.join(sorted(keys))}); the median look is described")
         scene, lighting, pose, mood = _scene(m), _lighting(m), _pose(m), _mood(m)
         return StyleAnalysis(scene=scene, lighting=lighting, pose=pose, mood=mood,
                              prompt=_prompt(product, scene, lighting, pose, mood, names),

@@ -1,0 +1,245 @@
+"""The `hitline` command: demo, run, status, resume, report, worker, fake-openrouter."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hitline.errors import HitlineError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Turn new-product flat-lays into marketplace promo images in the look of your best-sellers.")
+console = Console()
+
+
+def _configure(provider: Optional[str], base_url: Optional[str], data_dir: Optional[Path]) -> None:
+    """CLI flags win over the environment; set them before any settings are read."""
+    if provider:
+        os.environ["HITLINE_PROVIDER"] = provider
+    if base_url:
+        os.environ["HITLINE_OPENROUTER_BASE_URL"] = base_url
+    if data_dir:
+        os.environ["HITLINE_DATA_DIR"] = str(data_dir)
+    from hitline.pipeline import reset_context
+
+    reset_context()
+    logging.basicConfig(level=os.environ.get("HITLINE_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min_sales: Optional[int],
+               presets: Optional[str], budget: Optional[float], wait: bool) -> str:
+    from hitline.pipeline import get_context, submit_batch
+    from hitline.imaging import load_presets
+
+    ctx = get_context()
+    st = ctx.settings
+    preset_names = [p.strip() for p in presets.split(",")] if presets else list(st.presets)
+    load_presets(preset_names, st.presets_file)  # unknown preset: fail before anything is queued
+    options = {"provider": st.resolved_provider(), "top_k": top_k or st.top_k,
+               "min_sales": st.min_sales if min_sales is None else min_sales, "presets": preset_names,
+               "models": {"embed_model": st.embed_model, "analyze_model": st.analyze_model,
+                          "render_model": st.render_model}}
+    embedded = not st.broker_url
+    from tasks.chains import enqueue
+    from workers.app import app as celery_app
+    from workers.embedded import embedded_worker
+
+    with embedded_worker(celery_app, st.worker_concurrency) if embedded else nullcontext():
+        sub = submit_batch(ctx, catalog, new, out, options=options, budget_usd=budget)
+        enqueue(sub)
+        console.print(f"batch [bold]{sub.batch_id}[/]: {sum(map(len, sub.hit_chunks))} catalog products, "
+                      f"{len(sub.sku_jobs)} new SKUs, {sub.rejected} rows rejected "
+                      f"({'embedded worker' if embedded else 'queued on ' + _safe_url(st.broker_url)})")
+        if embedded or wait:
+            _wait(ctx, sub.batch_id)
+    if embedded or wait:
+        _finish(ctx, sub.batch_id)
+    return sub.batch_id
+
+
+def _safe_url(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    return f"{u.scheme}://{u.hostname}:{u.port}" if u.hostname else u.scheme
+
+
+def _wait(ctx, batch_id: str) -> None:  # noqa: ANN001
+    from db import crud
+    from db.session import session_scope
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        tasks = {}
+        while True:
+            with session_scope(ctx.db_url) as s:
+                jobs = crud.jobs(s, batch_id)
+            for kind, label in (("hit", "catalog indexed"), ("sku", "SKUs rendered")):
+                mine = [j for j in jobs if j.kind == kind]
+                done = sum(1 for j in mine if j.state not in crud.OPEN)
+                if kind not in tasks:
+                    tasks[kind] = bar.add_task(label, total=len(mine))
+                bar.update(tasks[kind], completed=done)
+            if all(j.state not in crud.OPEN for j in jobs):
+                return
+            time.sleep(0.5)
+
+
+def _finish(ctx, batch_id: str) -> None:  # noqa: ANN001
+    from hitline.report import write_report
+
+    path = write_report(ctx, batch_id)
+    _print_status(batch_id, kind="sku")
+    console.print(f"report: [bold]{path}[/]")
+    console.print(f"outputs: {path.parent}")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("hitline-out"), help="where results go"),
+         data: Path = typer.Option(Path("hitline-demo"), help="where the generated sample data goes"),
+         provider: Optional[str] = typer.Option(None, help="local | openrouter (default: openrouter when a key is set)"),
+         openrouter_base_url: Optional[str] = typer.Option(None, help="e.g. the fake: http://127.0.0.1:P/api/v1"),
+         presets: Optional[str] = typer.Option(None, help="comma-separated preset names"),
+         budget: Optional[float] = typer.Option(None, help="USD cap for paid renders in this batch")) -> None:
+    """Generate a sample hit catalog and new flat-lays, then run the whole line on them."""
+    _configure(provider, openrouter_base_url, None)
+    from hitline.sampledata import generate_demo
+
+    catalog, new = generate_demo(data)
+    console.print(f"sample data: {catalog} (hit catalog), {new} (new products)")
+    _guard(lambda: _run_batch(catalog, new, out, top_k=None, min_sales=None, presets=presets, budget=budget, wait=True))
+
+
+@app.command()
+def run(catalog: Path = typer.Option(..., help="folder with products.csv + images"),
+        new: Path = typer.Option(..., help="folder with new_products.csv + flat-lays"),
+        out: Path = typer.Option(Path("hitline-out"), help="where results go"),
+        top_k: Optional[int] = typer.Option(None, help="hits to borrow the look from (default 3)"),
+        min_sales: Optional[int] = typer.Option(None, help="only hits with sales_count above this (default 1500)"),
+        presets: Optional[str] = typer.Option(None, help="comma-separated preset names (see presets.toml)"),
+        provider: Optional[str] = typer.Option(None, help="local | openrouter"),
+        openrouter_base_url: Optional[str] = typer.Option(None),
+        budget: Optional[float] = typer.Option(None, help="USD cap for paid renders in this batch"),
+        wait: bool = typer.Option(True, help="with a broker: wait for the batch and write the report")) -> None:
+    """Run the line on your own catalog and new products."""
+    _configure(provider, openrouter_base_url, None)
+    _guard(lambda: _run_batch(catalog, new, out, top_k=top_k, min_sales=min_sales, presets=presets,
+                              budget=budget, wait=wait))
+
+
+def _guard(fn) -> None:  # noqa: ANN001
+    try:
+        fn()
+    except HitlineError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+def _print_status(batch: Optional[str], kind: Optional[str] = None) -> None:
+    from db import crud
+    from db.session import session_scope
+    from hitline.pipeline import get_context
+
+    ctx = get_context()
+    with session_scope(ctx.db_url) as s:
+        batch = batch or crud.latest_batch_id(s)
+        if batch is None:
+            console.print("no batch yet")
+            return
+        jobs = crud.jobs(s, batch, kind)
+        spent = crud.spent(s, batch)
+        timings = crud.stage_seconds(s, [j.id for j in jobs])
+    t = Table(title=f"batch {batch}", show_lines=False)
+    for col in ("kind", "id", "stage", "state", "attempts", "seconds", "cost $", "reason"):
+        t.add_column(col, overflow="fold")
+    for j in jobs:
+        secs = timings.get(j.id, {})
+        t.add_row(j.kind, j.item_id, j.stage, j.state, str(j.attempts),
+                  " ".join(f"{k}:{v:.1f}" for k, v in secs.items()), f"{j.cost_usd:.3f}", j.error or "")
+    console.print(t)
+    counts: dict[str, int] = {}
+    for j in jobs:
+        counts[j.state] = counts.get(j.state, 0) + 1
+    console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; spent ${spent:.3f}")
+
+
+@app.command()
+def status(batch: Optional[str] = typer.Argument(None, help="batch id (default: the latest)"),
+           kind: Optional[str] = typer.Option(None, help="sku | hit")) -> None:
+    """Print the job table: one row per product with stage, state, attempts, timings, cost, reason."""
+    _configure(None, None, None)
+    _guard(lambda: _print_status(batch, kind))
+
+
+@app.command()
+def resume(batch: str, budget: Optional[float] = typer.Option(None, help="new USD budget for the batch"),
+           wait: bool = typer.Option(True)) -> None:
+    """Re-enqueue a batch's unfinished jobs (lost messages, crashes, renders held by the budget)."""
+    _configure(None, None, None)
+    from hitline.pipeline import get_context
+    from tasks.chains import resume as resume_batch
+    from workers.app import app as celery_app
+    from workers.embedded import embedded_worker
+
+    ctx = get_context()
+    embedded = not ctx.settings.broker_url
+    with embedded_worker(celery_app, ctx.settings.worker_concurrency) if embedded else nullcontext():
+        n = resume_batch(ctx, batch, budget_usd=budget)
+        console.print(f"re-enqueued {n} chains")
+        if embedded or wait:
+            _wait(ctx, batch)
+    if embedded or wait:
+        _finish(ctx, batch)
+
+
+@app.command()
+def report(batch: Optional[str] = typer.Argument(None)) -> None:
+    """(Re)write OUT/<batch>/report.html from the job table."""
+    _configure(None, None, None)
+    from db import crud
+    from db.session import session_scope
+    from hitline.pipeline import get_context
+    from hitline.report import write_report
+
+    ctx = get_context()
+    with session_scope(ctx.db_url) as s:
+        batch = batch or crud.latest_batch_id(s)
+    console.print(str(write_report(ctx, batch)))
+
+
+@app.command()
+def worker(queues: str = typer.Option(",".join(("embed", "index", "retrieve", "analyze", "render")),
+                                      help="comma-separated queues to consume"),
+           concurrency: int = typer.Option(2), pool: str = typer.Option("prefork", help="prefork | threads"),
+           loglevel: str = typer.Option("INFO")) -> None:
+    """Run a Celery worker for some queues (distributed mode: needs HITLINE_BROKER_URL)."""
+    _configure(None, None, None)
+    from workers.app import app as celery_app
+
+    if not celery_app.conf.broker_url or celery_app.conf.broker_url.startswith("memory"):
+        console.print("[red]error:[/] set HITLINE_BROKER_URL (e.g. redis://127.0.0.1:6379/0) to run a worker")
+        raise typer.Exit(2)
+    celery_app.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-l", loglevel,
+                            "-E", "-n", f"hitline-{queues.replace(',', '-')}@%h"])
+
+
+@app.command("fake-openrouter", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def fake_openrouter(ctx: typer.Context) -> None:
+    """Serve an OpenRouter-compatible fake API on loopback (try the API path offline). --help for knobs."""
+    from hitline.fake_openrouter import main
+
+    main(list(ctx.args))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,164 @@
+"""What the fake OpenRouter answers with: pixel-derived embeddings, style JSON, rendered PNGs.
+
+Kept apart from the HTTP plumbing in hitline/fake_openrouter.py; everything here is deterministic.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import logging
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from hitline.domain import NewProduct, Preset, StyleAnalysis
+
+__all__ = ["BadRequest", "decode_image", "Projector", "analysis_answer", "render_png", "image_summary"]
+
+log = logging.getLogger("hitline.fake_openrouter")
+_GRID = 16  # image feature: a 16x16 RGB thumbnail (768 numbers) -> near-duplicates stay near
+_FEATURES = _GRID * _GRID * 3
+
+
+class BadRequest(ValueError):
+    """The request would be rejected by the real API with a 400."""
+
+
+def decode_image(url: Any) -> Image.Image:
+    """An RGB image from a base64 data URI, or BadRequest like the real API."""
+    if not isinstance(url, str) or not url.startswith("data:image/") or ";base64," not in url:
+        raise BadRequest("image_url.url must be a base64 data URI (data:image/...;base64,...)")
+    try:
+        raw = base64.b64decode(url.split(",", 1)[1], validate=True)
+        with Image.open(io.BytesIO(raw)) as image:
+            return image.convert("RGB")
+    except (binascii.Error, ValueError, OSError, UnidentifiedImageError) as exc:
+        raise BadRequest(f"invalid image data: {exc}") from None
+
+
+def image_summary(image: Image.Image) -> dict[str, Any]:
+    mean = np.asarray(image.resize((8, 8)), dtype=np.float64).reshape(-1, 3).mean(axis=0)
+    return {"w": image.width, "h": image.height, "mean": [round(float(c), 1) for c in mean]}
+
+
+class Projector:
+    """Seeded random projections of pixel / hashed-word features to a model's dimension."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._cache: dict[tuple[str, int, str], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def _matrix(self, model: str, dim: int, kind: str) -> np.ndarray:
+        key = (model, dim, kind)
+        with self._lock:
+            if key not in self._cache:
+                digest = hashlib.sha256(f"{self.seed}|{model}|{kind}".encode()).digest()
+                rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+                self._cache[key] = rng.standard_normal((_FEATURES, dim)).astype(np.float32)
+            return self._cache[key]
+
+    def image_vector(self, image: Image.Image, model: str, dim: int) -> list[float]:
+        pixels = np.asarray(image.resize((_GRID, _GRID), Image.Resampling.BILINEAR), dtype=np.float32)
+        features = pixels.reshape(-1) / 255.0 - 0.5
+        return (features @ self._matrix(model, dim, "image")).tolist()  # deliberately not normalised
+
+    def text_vector(self, text: str, model: str, dim: int) -> list[float]:
+        features = np.zeros(_FEATURES, dtype=np.float32)
+        for word in text.lower().split():
+            h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+            features[h % _FEATURES] += 1.0 if (h >> 32) & 1 else -1.0
+        return (features @ self._matrix(model, dim, "text")).tolist()
+
+
+def _hex(rgb: Any) -> str:
+    return "#" + "".join(f"{int(c):02x}" for c in rgb)
+
+
+def analysis_answer(images: list[Image.Image], text: str) -> dict[str, Any]:
+    """A style description derived from the images' colours, brightness and shape."""
+    if not images:
+        images = [Image.new("RGB", (8, 8), (200, 200, 200))]
+    thumbs = [np.asarray(im.resize((48, 48)), dtype=np.float64) for im in images]
+    stack = np.concatenate([t.reshape(-1, 3) for t in thumbs])
+    r, g, b = stack.mean(axis=0)
+    luma = 0.299 * r + 0.587 * g + 0.114 * b
+    border = np.concatenate([np.concatenate([t[0], t[-1], t[:, 0], t[:, -1]]) for t in thumbs])
+    white_backdrop = float((border.min(axis=1) > 225).mean()) > 0.6
+    warm = r > b + 8
+    tall = sum(im.height > im.width * 1.1 for im in images) * 2 >= len(images)
+    mosaic = Image.fromarray(np.concatenate(thumbs, axis=1).astype(np.uint8))
+    quant = mosaic.quantize(colors=5, method=Image.Quantize.MEDIANCUT)
+    pal = quant.getpalette() or []
+    counts = sorted(quant.getcolors() or [], reverse=True)
+    palette = [_hex(pal[i * 3:i * 3 + 3]) for _, i in counts][:5]
+    scene = "clean white studio backdrop" if white_backdrop else f"{'warm' if warm else 'cool'}-toned lifestyle setting"
+    lighting = ("bright high-key studio light" if luma > 170 else
+                "moody low-key light" if luma < 90 else "soft natural daylight")
+    pose = "full-body standing pose, three-quarter angle" if tall else "relaxed half-body pose, facing camera"
+    mood = "warm, inviting" if warm else "calm, fresh"
+    prompt = (f"Fashion photo of the product worn by a model, {pose}, {scene}, {lighting}, {mood} mood, "
+              f"colour palette {', '.join(palette[:3])}, sharp focus, marketplace ready.")
+    return {"scene": scene, "lighting": lighting, "pose": pose, "mood": mood, "palette": palette, "prompt": prompt}
+
+
+def render_png(images: list[Image.Image], prompt: str, ratio: str, size: str, max_side: int | None,
+               use_local_renderer: bool) -> bytes:
+    """A real PNG of the requested ratio/size class (long side capped at `max_side` to stay fast)."""
+    white = "#FFFFFF" in prompt.upper()
+    preset = Preset.build("fake", ratio, size, background="white" if white else "scene")
+    if max_side and max(preset.width, preset.height) > max_side:
+        scale = max_side / max(preset.width, preset.height)
+        preset = Preset.build("fake", ratio, size, background=preset.background,
+                              width=max(1, round(preset.width * scale)), height=max(1, round(preset.height * scale)))
+    image = _local_render(images, prompt, preset) if use_local_renderer and images else None
+    if image is None:
+        image = _composite(images, preset, white)
+    if image.size != (preset.width, preset.height):
+        image = ImageOps.fit(image.convert("RGB"), (preset.width, preset.height))
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _local_render(images: list[Image.Image], prompt: str, preset: Preset) -> Image.Image | None:
+    try:
+        from hitline.providers.local_render import LocalRenderer
+    except Exception:  # noqa: BLE001 - not written yet, or its optional deps are missing
+        return None
+    try:
+        with tempfile.TemporaryDirectory(prefix="hitline-fake-") as tmp:
+            paths = []
+            for i, image in enumerate(images):
+                paths.append(Path(tmp) / f"in{i}.png")
+                image.save(paths[-1])
+            style = StyleAnalysis(scene="studio", lighting="soft", pose="natural", mood="neutral", prompt=prompt)
+            product = NewProduct("fake", paths[0], "unknown", "unknown", "unknown", "")
+            rendered = LocalRenderer().render(paths[0], paths[1:], style, product, preset)
+            with Image.open(io.BytesIO(rendered.data)) as out:
+                return out.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - the fake must answer anyway
+        log.warning("LocalRenderer failed in the fake (%s); using the simple compositor", exc)
+        return None
+
+
+def _composite(images: list[Image.Image], preset: Preset, white: bool) -> Image.Image:
+    if white:
+        colour: tuple[int, ...] = (255, 255, 255)
+    elif len(images) > 1:
+        colour = tuple(int(c) for c in np.asarray(images[1].resize((8, 8))).reshape(-1, 3).mean(axis=0))
+    else:
+        colour = (232, 228, 222)
+    canvas = Image.new("RGB", (preset.width, preset.height), colour)
+    if images:
+        product = images[0].copy()
+        product.thumbnail((max(1, int(preset.width * 0.8)), max(1, int(preset.height * 0.8))))
+        canvas.paste(product, ((preset.width - product.width) // 2, (preset.height - product.height) // 2))
+    return canvas

@@ -1,0 +1,534 @@
+"""An OpenRouter-compatible fake server on loopback, for tests, benchmarks and offline tries of the API path.
+
+It validates requests like the real API (400/401), rate-limits per model (429 + Retry-After), injects
+faults (500, 502, hangs, malformed JSON, a 200 without an image) and answers with real content:
+pixel-derived embeddings, style JSON from the images' colours, and PNGs of the requested size.
+Knobs change at runtime (`POST /_fake/config`); counters at `GET /_fake/stats`, `POST /_fake/reset`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import dataclasses
+import ipaddress
+import json
+import math
+import random
+import socket
+import threading
+import time
+from collections import Counter, deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator, Sequence
+
+from hitline.domain import ASPECT_RATIOS, IMAGE_SIZES
+from hitline.errors import ConfigError
+from hitline.fake_answers import BadRequest, Projector, analysis_answer, decode_image, image_summary, render_png
+
+__all__ = ["FakeConfig", "FakeServer", "serve", "running_fake", "main", "FAULTS"]
+
+API_PREFIX = "/api/v1"
+MAX_IMAGES = 14
+FAULTS = ("429", "500", "502", "timeout", "malformed", "no_image", "bad_analysis")
+FORCED = {"400": "bad request (scripted)", "401": "No auth credentials found", "402": "Insufficient credits",
+          "403": "Input flagged by moderation", "404": "Not found (scripted)"}
+_RECENT = 50
+
+
+@dataclass
+class FakeConfig:
+    """Knobs of the fake. Latencies are uniform (min_s, max_s) per endpoint: embeddings, chat, image."""
+
+    latency: dict[str, tuple[float, float]] = field(
+        default_factory=lambda: {"embeddings": (0.0, 0.0), "chat": (0.0, 0.0), "image": (0.0, 0.0)})
+    rpm: dict[str, int] = field(default_factory=dict)  # per model; "*" applies to every other model
+    rpm_window_s: float = 60.0
+    retry_after_s: float | None = None  # fixed Retry-After on 429; None = until the window frees a slot
+    p_429: float = 0.0
+    p_500: float = 0.0
+    p_502: float = 0.0
+    p_timeout: float = 0.0  # hang for hang_s, then drop the connection without an answer
+    p_malformed: float = 0.0  # 200 with a truncated JSON body
+    p_no_image: float = 0.0  # 200 to an image request, with text but no image
+    p_bad_analysis: float = 0.0  # analysis answered in prose instead of JSON
+    hang_s: float = 5.0
+    # faults (FAULTS or a forced status "400".."404", or "ok") for the next requests, in order
+    script: list[str] = field(default_factory=list)
+    require_key: bool = False  # 401 without `Authorization: Bearer <something>`
+    api_key: str | None = field(default=None, repr=False)  # when set, only this key passes
+    seed: int = 0
+    max_image_side: int | None = 1024  # cap on the returned long side (clients resize to the preset)
+    images_in_content: bool = False  # put images in content parts instead of message.images
+    report_cost: bool = True  # include usage.cost like OpenRouter does
+    use_local_renderer: bool = True  # hitline.providers.local_render when importable
+    embed_models: dict[str, int] = field(default_factory=lambda: {"nvidia/llama-nemotron-embed-vl-1b-v2": 2048})
+    chat_models: list[str] = field(default_factory=lambda: ["qwen/qwen3.5-397b-a17b"])
+    image_models: list[str] = field(default_factory=lambda: [
+        "google/gemini-3.1-flash-image-preview", "google/gemini-3-pro-image-preview"])
+
+    def updated(self, **knobs: Any) -> "FakeConfig":
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(knobs) - names)
+        if unknown:
+            raise ValueError(f"unknown fake knob(s): {', '.join(unknown)}")
+        if "latency" in knobs:
+            knobs["latency"] = {**self.latency, **{k: (float(v[0]), float(v[1])) for k, v in knobs["latency"].items()}}
+        if "script" in knobs:
+            bad = [s for s in knobs["script"] if str(s) not in (*FAULTS, *FORCED, "ok")]
+            if bad:
+                raise ValueError(f"unknown scripted fault(s): {bad}")
+            knobs["script"] = [str(s) for s in knobs["script"]]
+        return dataclasses.replace(self, **knobs)
+
+    def public(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["api_key"] = "***" if self.api_key else None
+        return data
+
+
+class _State:
+    """Everything the handler threads share, behind one lock."""
+
+    def __init__(self, config: FakeConfig) -> None:
+        self.lock = threading.Lock()
+        self.config = copy.deepcopy(config)  # the script is consumed; leave the caller's object alone
+        self.rng = random.Random(config.seed)
+        self.projector = Projector(config.seed)
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests: Counter[tuple[str, str]] = Counter()
+            self.statuses: Counter[int] = Counter()
+            self.faults: Counter[str] = Counter()
+            self.windows: dict[str, deque[float]] = {}
+            self.recent: deque[dict[str, Any]] = deque(maxlen=_RECENT)
+
+    def configure(self, **knobs: Any) -> FakeConfig:
+        with self.lock:
+            self.config = self.config.updated(**knobs)
+            if "seed" in knobs:
+                self.rng = random.Random(self.config.seed)
+                self.projector = Projector(self.config.seed)
+            return self.config
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            by_endpoint: dict[str, dict[str, int]] = {}
+            for (endpoint, model), n in sorted(self.requests.items()):
+                by_endpoint.setdefault(endpoint, {})[model] = n
+            return {"total": sum(self.requests.values()), "requests": by_endpoint,
+                    "statuses": {str(k) if k else "dropped": v for k, v in sorted(self.statuses.items())},
+                    "faults": dict(self.faults), "recent": list(self.recent)}
+
+    def pick_fault(self, kind: str) -> str | None:
+        """The fault for this request: the next scripted one, else a random draw."""
+        with self.lock:
+            cfg = self.config
+            if cfg.script:
+                fault = cfg.script.pop(0)
+                return None if fault == "ok" else fault
+            for name, p in (("429", cfg.p_429), ("500", cfg.p_500), ("502", cfg.p_502),
+                            ("timeout", cfg.p_timeout), ("malformed", cfg.p_malformed)):
+                if p and self.rng.random() < p:
+                    return name
+            if kind == "image" and cfg.p_no_image and self.rng.random() < cfg.p_no_image:
+                return "no_image"
+            if kind == "chat" and cfg.p_bad_analysis and self.rng.random() < cfg.p_bad_analysis:
+                return "bad_analysis"
+            return None
+
+    def rate_limit(self, model: str) -> float | None:
+        """Seconds to wait when `model` is over its rpm; records the request otherwise."""
+        with self.lock:
+            cfg = self.config
+            limit = cfg.rpm.get(model, cfg.rpm.get("*"))
+            if not limit:
+                return None
+            now = time.monotonic()
+            window = self.windows.setdefault(model, deque())
+            while window and window[0] <= now - cfg.rpm_window_s:
+                window.popleft()
+            if len(window) >= limit:
+                if cfg.retry_after_s is not None:
+                    return cfg.retry_after_s
+                return max(1.0, math.ceil(window[0] + cfg.rpm_window_s - now))
+            window.append(now)
+            return None
+
+    def latency(self, kind: str) -> float:
+        with self.lock:
+            low, high = self.config.latency.get(kind, (0.0, 0.0))
+            return self.rng.uniform(low, high) if high > 0 else max(0.0, low)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "_FakeHTTPServer"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # the stats endpoint is the record; stderr noise slows tests
+
+    # plumbing ----------------------------------------------------------------------------------
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None) -> None:
+        data = raw if raw is not None else json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        self._send(status, {"error": {"code": status, "message": message}}, headers)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            return json.loads(raw or b"null")
+        except ValueError:
+            raise BadRequest("request body is not valid JSON") from None
+
+    # fake control ------------------------------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        state = self.server.state
+        if self.path == "/_fake/stats":
+            return self._send(200, state.stats())
+        if self.path == "/_fake/config":
+            return self._send(200, state.config.public())
+        if self.path == f"{API_PREFIX}/models":
+            cfg = state.config
+            models = [*cfg.embed_models, *cfg.chat_models, *cfg.image_models]
+            return self._send(200, {"data": [{"id": m} for m in models]})
+        self._error(404, f"no route for GET {self.path}")
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        state = self.server.state
+        try:
+            if self.path == "/_fake/reset":
+                state.reset()
+                return self._send(200, {"ok": True})
+            if self.path == "/_fake/config":
+                body = self._body()
+                if not isinstance(body, dict):
+                    raise BadRequest("config body must be a JSON object of knobs")
+                return self._send(200, state.configure(**body).public())
+            if self.path == f"{API_PREFIX}/embeddings":
+                return self._api("embeddings")
+            if self.path == f"{API_PREFIX}/chat/completions":
+                return self._api("chat/completions")
+            self._error(404, f"no route for POST {self.path}")
+        except (BadRequest, ValueError, TypeError) as exc:
+            self._error(400, str(exc))
+
+    # the API -----------------------------------------------------------------------------------
+    def _api(self, endpoint: str) -> None:
+        state = self.server.state
+        cfg = state.config
+        record: dict[str, Any] = {"endpoint": endpoint, "model": None, "status": None, "fault": None}
+        try:
+            status = self._api_inner(endpoint, state, cfg, record)
+        except BadRequest as exc:
+            status = 400
+            self._error(400, str(exc))
+        with state.lock:
+            state.requests[(endpoint, str(record["model"]))] += 1
+            state.statuses[status] += 1
+            if record["fault"]:
+                state.faults[record["fault"]] += 1
+            record["status"] = status
+            state.recent.append(record)
+
+    def _api_inner(self, endpoint: str, state: _State, cfg: FakeConfig, record: dict[str, Any]) -> int:
+        auth = self.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth.startswith("Bearer ") else ""
+        if cfg.require_key and (not token or (cfg.api_key is not None and token != cfg.api_key)):
+            self._error(401, "No auth credentials found" if not token else "User not found.")
+            return 401
+        body = self._body()
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        model = body.get("model")
+        record["model"] = model
+        if not isinstance(model, str) or not model:
+            raise BadRequest("'model' is required")
+        if endpoint == "embeddings":
+            kind, work = "embeddings", self._embeddings(body, model, cfg, state, record)
+        else:
+            kind, work = self._chat(body, model, cfg, state, record)
+        wait = state.rate_limit(model)
+        if wait is not None:
+            record["fault"] = "rpm"
+            retry_after = str(int(wait)) if float(wait).is_integer() else f"{wait:.3f}"
+            self._error(429, f"Rate limit exceeded: {model}", {"Retry-After": retry_after})
+            return 429
+        fault = state.pick_fault(kind)
+        record["fault"] = fault
+        if fault in FORCED:
+            self._error(int(fault), FORCED[fault])  # type: ignore[index]
+            return int(fault)  # type: ignore[arg-type]
+        if fault == "429":
+            after = cfg.retry_after_s if cfg.retry_after_s is not None else 1
+            self._error(429, f"Rate limit exceeded: {model}", {"Retry-After": f"{after:g}"})
+            return 429
+        if fault in ("500", "502"):
+            self._error(int(fault), "Internal Server Error" if fault == "500" else f"{model} is down (upstream)")
+            return int(fault)
+        if fault == "timeout":
+            time.sleep(cfg.hang_s)
+            self.close_connection = True
+            return 0
+        time.sleep(state.latency(kind))
+        if fault == "malformed":
+            self._send(200, None, raw=b'{"id": "gen-fake", "choices": [{"message": {"content": "')
+            return 200
+        self._send(200, work(fault))
+        return 200
+
+    def _embeddings(self, body: dict[str, Any], model: str, cfg: FakeConfig, state: _State,
+                    record: dict[str, Any]) -> Any:
+        if model not in cfg.embed_models:
+            raise BadRequest(f"{model} is not a valid embedding model ID")
+        dim = cfg.embed_models[model]
+        items = body.get("input")
+        items = [items] if isinstance(items, str) else items
+        if not isinstance(items, list) or not items:
+            raise BadRequest("'input' must be a string or a non-empty list")
+        decoded: list[Any] = []
+        for item in items:
+            if isinstance(item, str):
+                decoded.append(item)
+                continue
+            parts = item.get("content") if isinstance(item, dict) else None
+            urls = [p.get("image_url", {}).get("url") for p in parts or [] if isinstance(p, dict)]
+            if not urls:
+                raise BadRequest("each input must be a string or {'content': [{'type': 'image_url', ...}]}")
+            decoded.append(decode_image(urls[0]))
+        record["images"] = [image_summary(x) for x in decoded if not isinstance(x, str)]
+        record["inputs"] = len(decoded)
+
+        def answer(_fault: str | None) -> dict[str, Any]:
+            data = [{"object": "embedding", "index": i,
+                     "embedding": state.projector.text_vector(x, model, dim) if isinstance(x, str)
+                     else state.projector.image_vector(x, model, dim)} for i, x in enumerate(decoded)]
+            data.reverse()  # OpenRouter does not promise order; clients sort by index
+            tokens = sum(len(x.split()) if isinstance(x, str) else 256 for x in decoded)
+            return {"object": "list", "model": model, "data": data,
+                    "usage": _usage(model, tokens, 0, cfg, None)}
+        return answer
+
+    def _chat(self, body: dict[str, Any], model: str, cfg: FakeConfig, state: _State,
+              record: dict[str, Any]) -> tuple[str, Any]:
+        if model not in cfg.chat_models and model not in cfg.image_models:
+            raise BadRequest(f"{model} is not a valid model ID")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("'messages' is required and must be a non-empty list")
+        images, texts = [], []
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                texts.append(content)
+            for part in content if isinstance(content, list) else []:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    url = part.get("image_url")
+                    images.append(decode_image(url.get("url") if isinstance(url, dict) else url))
+                elif isinstance(part, dict) and part.get("type") == "text":
+                    texts.append(str(part.get("text", "")))
+        if len(images) > MAX_IMAGES:
+            raise BadRequest(f"too many images: {len(images)} (this model accepts at most {MAX_IMAGES})")
+        modalities = body.get("modalities") or ["text"]
+        image_config = body.get("image_config") or {}
+        record.update(images=[image_summary(im) for im in images], modalities=modalities,
+                      image_config=image_config, text=" ".join(texts)[-400:])
+        prompt_tokens = 258 * len(images) + sum(len(t) for t in texts) // 4
+        if "image" not in modalities:
+            def analysis(fault: str | None) -> dict[str, Any]:
+                content = (json.dumps(analysis_answer(images, " ".join(texts))) if fault != "bad_analysis"
+                           else "Sure! These photos share a lovely warm look with soft light and happy models.")
+                return _completion(model, content, None, _usage(model, prompt_tokens, len(content) // 4, cfg, None))
+            return "chat", analysis
+        if model not in cfg.image_models:
+            raise BadRequest(f"{model} does not support image output")
+        ratio = image_config.get("aspect_ratio", "1:1")
+        size = image_config.get("image_size", "1K")
+        if ratio not in ASPECT_RATIOS:
+            raise BadRequest(f"unsupported aspect_ratio {ratio!r}; supported: {', '.join(ASPECT_RATIOS)}")
+        if size not in IMAGE_SIZES:
+            raise BadRequest(f"unsupported image_size {size!r}; supported: {', '.join(IMAGE_SIZES)}")
+        prompt = "\n".join(texts)
+
+        def image(fault: str | None) -> dict[str, Any]:
+            if fault == "no_image":
+                return _completion(model, "I can't help with that image.", None, _usage(model, prompt_tokens, 12, cfg, None))
+            png = render_png(images, prompt, ratio, size, cfg.max_image_side, cfg.use_local_renderer)
+            url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            return _completion(model, "Here is your image.", url, _usage(model, prompt_tokens, 1290, cfg, size),
+                               in_content=cfg.images_in_content)
+        return "image", image
+
+
+def _usage(model: str, prompt: int, completion: int, cfg: FakeConfig, image_size: str | None) -> dict[str, Any]:
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    if cfg.report_cost:
+        from hitline.pricing import PriceTable
+
+        try:
+            prices = PriceTable.load()
+            usage["cost"] = (prices.image_cost(model, image_size) if image_size
+                             else prices.token_cost(model, {"prompt_tokens": prompt, "completion_tokens": completion}))
+        except ConfigError:
+            usage["cost"] = 0.0
+    return usage
+
+
+def _completion(model: str, text: str, image_url: str | None, usage: dict[str, Any],
+                in_content: bool = False) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if image_url is not None:
+        part = {"type": "image_url", "image_url": {"url": image_url}}
+        if in_content:
+            message["content"] = [{"type": "text", "text": text}, part]
+        else:
+            message["images"] = [part]
+    return {"id": f"gen-fake-{time.monotonic_ns()}", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "finish_reason": "stop", "message": message}], "usage": usage}
+
+
+class _FakeHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    state: _State
+
+
+def _check_loopback(host: str) -> int:
+    """The address family for `host`; ConfigError unless it is a loopback address."""
+    if host == "localhost":
+        return socket.AF_INET
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or not address.is_loopback:
+        raise ConfigError(f"the fake OpenRouter binds to loopback only (127.0.0.1, ::1); refusing {host!r}")
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
+
+
+def serve(host: str = "127.0.0.1", port: int = 0, config: FakeConfig | None = None
+          ) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """Start the fake on a daemon thread; returns the server (its `.state` holds knobs and counters)."""
+    family = _check_loopback(host)
+    server_cls = type("_FakeServerV6" if family == socket.AF_INET6 else "_FakeServerV4", (_FakeHTTPServer,),
+                      {"address_family": family})
+    server = server_cls((host, port), _Handler)
+    server.state = _State(config or FakeConfig())
+    thread = threading.Thread(target=server.serve_forever, name=f"fake-openrouter:{server.server_address[1]}",
+                              daemon=True)
+    thread.start()
+    return server, thread
+
+
+class FakeServer:
+    """A running fake: `base_url` (ends in /api/v1), `stats()`, `configure(**knobs)`, `reset()`, `close()`."""
+
+    def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread) -> None:
+        self.server, self.thread = server, thread
+        host, port = server.server_address[:2]
+        host = f"[{host}]" if ":" in str(host) else host
+        self.root_url = f"http://{host}:{port}"
+        self.base_url = f"{self.root_url}{API_PREFIX}"
+
+    @property
+    def state(self) -> _State:
+        return self.server.state  # type: ignore[attr-defined, no-any-return]
+
+    def stats(self) -> dict[str, Any]:
+        return self.state.stats()
+
+    def configure(self, **knobs: Any) -> FakeConfig:
+        return self.state.configure(**knobs)
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def __enter__(self) -> "FakeServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def running_fake(config: FakeConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> Iterator[FakeServer]:
+    fake = FakeServer(*serve(host, port, config))
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+def _pairs(values: Sequence[str], convert: Any, what: str) -> dict[str, Any]:
+    out = {}
+    for value in values:
+        name, sep, rest = value.rpartition("=")
+        if not sep or not name:
+            raise SystemExit(f"--{what} expects NAME=VALUE, got {value!r}")
+        out[name] = convert(rest)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`hitline fake-openrouter`: serve the fake until interrupted."""
+    parser = argparse.ArgumentParser(prog="hitline fake-openrouter", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address only")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--latency", action="append", default=[], metavar="ENDPOINT=MIN:MAX",
+                        help="uniform latency in seconds for embeddings, chat or image (repeatable)")
+    parser.add_argument("--rpm", action="append", default=[], metavar="MODEL=N", help="requests per minute ('*' = any)")
+    parser.add_argument("--rpm-window", type=float, default=60.0)
+    parser.add_argument("--retry-after", type=float, default=None)
+    for fault in ("429", "500", "502", "timeout", "malformed", "no-image", "bad-analysis"):
+        parser.add_argument(f"--p-{fault}", type=float, default=0.0, help=f"probability of a {fault} fault")
+    parser.add_argument("--hang-s", type=float, default=5.0, help="how long a timeout fault hangs")
+    parser.add_argument("--require-key", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-image-side", type=int, default=1024, help="0 = full size")
+    parser.add_argument("--images-in-content", action="store_true")
+    parser.add_argument("--no-cost", action="store_true", help="omit usage.cost")
+    parser.add_argument("--no-local-renderer", action="store_true")
+    args = parser.parse_args(argv)
+    latency = _pairs(args.latency, lambda v: tuple(float(x) for x in (v.split(":") * 2)[:2]), "latency")
+    config = FakeConfig().updated(
+        latency=latency, rpm=_pairs(args.rpm, int, "rpm"), rpm_window_s=args.rpm_window,
+        retry_after_s=args.retry_after, p_429=args.p_429, p_500=args.p_500, p_502=args.p_502,
+        p_timeout=args.p_timeout, p_malformed=args.p_malformed, p_no_image=args.p_no_image,
+        p_bad_analysis=args.p_bad_analysis, hang_s=args.hang_s, require_key=args.require_key, seed=args.seed,
+        max_image_side=args.max_image_side or None, images_in_content=args.images_in_content,
+        report_cost=not args.no_cost, use_local_renderer=not args.no_local_renderer)
+    fake = FakeServer(*serve(args.host, args.port, config))
+    print(f"fake OpenRouter listening on {fake.base_url} (stats: {fake.root_url}/_fake/stats)", flush=True)
+    try:
+        while fake.thread.is_alive():
+            fake.thread.join(timeout=1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.close()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Builds the three providers a run uses from Settings: offline (`local`) or `openrouter`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hitline.config import Settings
+from hitline.errors import ConfigError
+from hitline.providers.base import ImageEmbedder, ImageRenderer, StyleAnalyzer
+
+__all__ = ["Providers", "build_providers"]
+
+
+@dataclass
+class Providers:
+    embedder: ImageEmbedder
+    analyzer: StyleAnalyzer
+    renderer: ImageRenderer
+
+
+def build_providers(settings: Settings, limiter: Any | None = None) -> Providers:
+    """The providers for `settings.resolved_provider()`; `limiter` gates every OpenRouter request."""
+    if settings.resolved_provider() == "local":
+        # imported here: the offline stack pulls in onnxruntime/opencv, the API path does not need them
+        from hitline.descriptors import LocalEmbedder
+        from hitline.providers.local_analyze import LocalAnalyzer
+        from hitline.providers.local_render import LocalRenderer
+
+        return Providers(embedder=LocalEmbedder(), analyzer=LocalAnalyzer(), renderer=LocalRenderer())
+
+    from hitline.pricing import PriceTable
+    from hitline.providers.openrouter import OpenRouterAnalyzer, OpenRouterEmbedder, OpenRouterRenderer
+    from hitline.providers.openrouter_client import OpenRouterClient
+
+    key = settings.openrouter_api_key
+    if key is None or not key.get_secret_value().strip():
+        raise ConfigError("provider 'openrouter' needs an API key: set HITLINE_OPENROUTER_API_KEY "
+                          "(or HITLINE_PROVIDER=local to run offline)")
+    prices = PriceTable.load(settings.prices_file)
+    client = OpenRouterClient(settings.openrouter_base_url, key, timeout_s=settings.openrouter_timeout_s,
+                              max_retries=settings.openrouter_max_retries, limiter=limiter)
+    return Providers(
+        embedder=OpenRouterEmbedder(client, settings.embed_model, settings.embed_dim, prices=prices,
+                                    batch_size=settings.embed_batch_size),
+        analyzer=OpenRouterAnalyzer(client, settings.analyze_model, prices),
+        renderer=OpenRouterRenderer(client, settings.render_model, prices),
+    )

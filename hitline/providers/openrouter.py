@@ -1,0 +1,322 @@
+"""The `openrouter` providers: image embeddings, style analysis (vision LLM) and rendering (Nano Banana 2).
+
+All three share one OpenRouterClient (timeouts, retries, error mapping, key masking live there).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from hitline.domain import NewProduct, Preset, RenderedImage, StyleAnalysis
+from hitline.errors import ConfigError, InputError, RetryableProviderError
+from hitline.pricing import PriceTable
+from hitline.providers.base import Analysis, Embedding
+from hitline.providers.openrouter_client import OpenRouterClient
+
+__all__ = ["OpenRouterEmbedder", "OpenRouterAnalyzer", "OpenRouterRenderer", "image_data_uri",
+           "decode_data_uri", "fit_exact", "extract_json_object", "MAX_INPUT_IMAGES"]
+
+MAX_INPUT_IMAGES = 14  # Nano Banana 2: 10 objects + 4 characters
+QUALITY_CONSTRAINTS = ("Clothing fits the body naturally, no exposed labels, no extra elements, "
+                       "product details sharp.")
+WHITE_BACKGROUND = "Pure white #FFFFFF background, product only."
+STYLE_KEYS = ("scene", "lighting", "pose", "mood")
+_HEX = re.compile(r"^#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})$")
+_FENCE = re.compile(r"```(?:json)?", re.IGNORECASE)
+
+
+# images on the wire -----------------------------------------------------------------------------
+def image_data_uri(path: Path, max_side: int, quality: int = 90) -> str:
+    """`path` as a JPEG data URI whose long side is at most `max_side` (alpha flattened on white)."""
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read image {Path(path).name}: {exc}") from exc
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        canvas = Image.new("RGB", image.size, (255, 255, 255))
+        canvas.paste(image, mask=image.getchannel("A"))
+        image = canvas
+    else:
+        image = image.convert("RGB")
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_data_uri(url: str) -> bytes:
+    """The bytes of a base64 `data:` URI; RetryableProviderError when the model sent garbage."""
+    header, sep, data = url.partition(",")
+    if not sep or not header.startswith("data:") or ";base64" not in header:
+        raise RetryableProviderError("model returned an image that is not a base64 data URI")
+    try:
+        return base64.b64decode(data, validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise RetryableProviderError(f"model returned undecodable base64 image data: {exc}") from None
+
+
+def fit_exact(data: bytes, width: int, height: int) -> bytes:
+    """Cover-resize and centre-crop encoded image `data` to exactly width x height; PNG bytes."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            image = opened.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise RetryableProviderError(f"model returned an image that cannot be decoded: {exc}") from None
+    if image.size != (width, height):
+        image = ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _image_part(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _first_message(body: Mapping[str, Any], model: str) -> Mapping[str, Any]:
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise RetryableProviderError(f"malformed response from {model}: no choices")
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        raise RetryableProviderError(f"malformed response from {model}: no message")
+    return message
+
+
+def _message_text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+# embeddings -------------------------------------------------------------------------------------
+class OpenRouterEmbedder:
+    """Image (and text) embeddings from `POST /embeddings`, L2-normalised, in input order."""
+
+    def __init__(self, client: OpenRouterClient, model: str, dim: int, prices: PriceTable | None = None,
+                 batch_size: int = 16, max_side: int = 512) -> None:
+        if batch_size < 1:
+            raise ConfigError("embed batch size must be at least 1")
+        self.client, self.model, self.dim = client, model, int(dim)
+        self.prices = prices if prices is not None else PriceTable.load()
+        self.batch_size, self.max_side = batch_size, max_side
+
+    def __repr__(self) -> str:
+        return f"OpenRouterEmbedder(model={self.model!r}, dim={self.dim}, client={self.client!r})"
+
+    def embed_images(self, images: Sequence[Path]) -> Embedding:
+        inputs = [{"content": [_image_part(image_data_uri(Path(p), self.max_side))]} for p in images]
+        return self._embed(inputs)
+
+    def embed_texts(self, texts: Sequence[str]) -> Embedding:
+        return self._embed([str(t) for t in texts])
+
+    def _embed(self, inputs: list[Any]) -> Embedding:
+        vectors: list[list[float]] = []
+        cost = 0.0
+        for start in range(0, len(inputs), self.batch_size):
+            batch = inputs[start:start + self.batch_size]
+            body = self.client.post("/embeddings", {"model": self.model, "input": batch}, self.model)
+            vectors.extend(self._vectors(body, len(batch)))
+            cost += self.prices.token_cost(self.model, body.get("usage"))
+        return Embedding(vectors=vectors, cost_usd=cost)
+
+    def _vectors(self, body: Mapping[str, Any], expected: int) -> list[list[float]]:
+        data = body.get("data")
+        if not isinstance(data, list) or len(data) != expected:
+            got = len(data) if isinstance(data, list) else "no"
+            raise RetryableProviderError(f"{self.model} returned {got} embeddings for {expected} inputs")
+        try:
+            rows = sorted(data, key=lambda row: int(row.get("index", 0)))
+            matrix = np.asarray([row["embedding"] for row in rows], dtype=np.float64)
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise RetryableProviderError(f"malformed embeddings from {self.model}: {exc}") from None
+        if matrix.ndim != 2 or matrix.shape[1] != self.dim:
+            got = matrix.shape[1] if matrix.ndim == 2 else "ragged"
+            raise ConfigError(f"{self.model} returns {got}-d embeddings but {self.dim} are configured "
+                              f"(HITLINE_EMBED_DIM); the collection must be rebuilt for another dimension")
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        matrix = matrix / np.where(norms == 0, 1.0, norms)
+        return matrix.tolist()
+
+
+# style analysis ---------------------------------------------------------------------------------
+ANALYZE_SYSTEM = (
+    "You are the art director of a fashion marketplace. You study photos of best-selling products and "
+    "describe the visual style they share, so that a new product can be shot the same way. Answer with "
+    "ONE JSON object and nothing else, with these keys: scene, lighting, pose, mood (short phrases), "
+    "palette (up to 6 hex colours like \"#a1b2c3\", most frequent first), prompt (an image-generation "
+    "prompt of under 100 words that recreates this look for the new product).")
+_REASK = ("That was not a valid JSON object. Reply with only the JSON object with keys scene, lighting, "
+          "pose, mood, palette, prompt.")
+
+
+def extract_json_object(text: str) -> dict[str, Any] | None:
+    """The first JSON object in `text` (```json fences and surrounding prose tolerated), else None."""
+    cleaned = _FENCE.sub("", text or "")
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"\{", cleaned):
+        try:
+            value, _ = decoder.raw_decode(cleaned, match.start())
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+class OpenRouterAnalyzer:
+    """Describes the shared look of the retrieved hits with a vision LLM (`POST /chat/completions`)."""
+
+    def __init__(self, client: OpenRouterClient, model: str, prices: PriceTable, max_parse_retries: int = 2,
+                 max_side: int = 768) -> None:
+        self.client, self.model, self.prices = client, model, prices
+        self.max_parse_retries, self.max_side = max(0, max_parse_retries), max_side
+
+    def __repr__(self) -> str:
+        return f"OpenRouterAnalyzer(model={self.model!r}, client={self.client!r})"
+
+    def analyze(self, references: Sequence[Path], product: NewProduct) -> Analysis:
+        parts: list[dict[str, Any]] = [_image_part(image_data_uri(Path(p), self.max_side)) for p in references]
+        parts.append({"type": "text", "text": self._request_text(len(references), product)})
+        messages: list[dict[str, Any]] = [{"role": "system", "content": ANALYZE_SYSTEM},
+                                          {"role": "user", "content": parts}]
+        cost, raw = 0.0, ""
+        for _ in range(self.max_parse_retries + 1):
+            payload = {"model": self.model, "messages": messages, "response_format": {"type": "json_object"}}
+            body = self.client.post("/chat/completions", payload, self.model)
+            cost += self.prices.token_cost(self.model, body.get("usage"))
+            raw = _message_text(_first_message(body, self.model))
+            parsed = extract_json_object(raw)
+            if parsed is not None:
+                style = _style_from(parsed, raw)
+                return Analysis(style=style, cost_usd=cost, raw=raw, warnings=list(style.warnings))
+            messages = [*messages, {"role": "assistant", "content": raw}, {"role": "user", "content": _REASK}]
+        warning = (f"{self.model} gave no parseable JSON after {self.max_parse_retries + 1} tries; "
+                   f"its raw answer is used as the prompt")
+        style = StyleAnalysis(scene="unknown", lighting="unknown", pose="unknown", mood="unknown",
+                              prompt=_clip_words(raw.strip(), 100), warnings=[warning])
+        return Analysis(style=style, cost_usd=cost, raw=raw, warnings=[warning])
+
+    @staticmethod
+    def _request_text(count: int, product: NewProduct) -> str:
+        return (f"The {count} images above are best-selling reference photos. The new product is a "
+                f"{product.category} (style: {product.style}; season: {product.season}). "
+                f"Merchant notes: {product.prompt_hint or 'none'}. Describe the shared style and return the "
+                f"JSON object {{scene, lighting, pose, mood, palette: [hex], prompt}}; the prompt must be "
+                f"under 100 words and describe the new product shot in this style.")
+
+
+def _style_from(parsed: Mapping[str, Any], raw: str) -> StyleAnalysis:
+    warnings: list[str] = []
+    fields: dict[str, str] = {}
+    for key in STYLE_KEYS:
+        value = parsed.get(key)
+        fields[key] = str(value).strip() if isinstance(value, (str, int, float)) and str(value).strip() else "unknown"
+        if fields[key] == "unknown":
+            warnings.append(f"analysis has no {key!r}")
+    prompt = parsed.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        prompt = ", ".join(fields[k] for k in STYLE_KEYS if fields[k] != "unknown") or raw.strip()
+        warnings.append("analysis has no 'prompt'; built one from its fields")
+    clipped = _clip_words(prompt.strip(), 100)
+    if clipped != prompt.strip():
+        warnings.append("analysis prompt clipped to 100 words")
+    palette_in = parsed.get("palette")
+    palette = [_hex(c) for c in palette_in if isinstance(c, str) and _HEX.match(c.strip())] \
+        if isinstance(palette_in, list) else []
+    return StyleAnalysis(prompt=clipped, palette=palette, warnings=warnings, **fields)
+
+
+def _hex(colour: str) -> str:
+    digits = colour.strip().lstrip("#").lower()
+    return "#" + (digits if len(digits) == 6 else "".join(c * 2 for c in digits))
+
+
+def _clip_words(text: str, limit: int) -> str:
+    words = text.split()
+    return text if len(words) <= limit else " ".join(words[:limit])
+
+
+# rendering --------------------------------------------------------------------------------------
+class OpenRouterRenderer:
+    """Renders the new product in the hits' style with an image model (`modalities: [text, image]`)."""
+
+    def __init__(self, client: OpenRouterClient, model: str, prices: PriceTable, max_references: int = 13,
+                 flatlay_max_side: int = 1536, reference_max_side: int = 1024) -> None:
+        self.client, self.model, self.prices = client, model, prices
+        self.max_references = max(0, min(max_references, MAX_INPUT_IMAGES - 1))  # + the flat-lay
+        self.flatlay_max_side, self.reference_max_side = flatlay_max_side, reference_max_side
+
+    def __repr__(self) -> str:
+        return f"OpenRouterRenderer(model={self.model!r}, client={self.client!r})"
+
+    def render(self, flatlay: Path, references: Sequence[Path], style: StyleAnalysis,
+               product: NewProduct, preset: Preset) -> RenderedImage:
+        cost = self.prices.image_cost(self.model, preset.size)  # fail on a missing price before paying
+        notes: list[str] = []
+        used = list(references)[:self.max_references]
+        if len(used) < len(references):
+            notes.append(f"used {len(used)} of {len(references)} references (model limit)")
+        parts = [_image_part(image_data_uri(Path(flatlay), self.flatlay_max_side))]
+        parts += [_image_part(image_data_uri(Path(p), self.reference_max_side)) for p in used]
+        parts.append({"type": "text", "text": self.prompt(style, product, preset)})
+        payload = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": parts}],
+            "modalities": ["text", "image"],
+            "image_config": {"aspect_ratio": preset.aspect_ratio, "image_size": preset.size},
+        }
+        body = self.client.post("/chat/completions", payload, self.model)
+        data = self._image_bytes(_first_message(body, self.model))
+        png = fit_exact(data, preset.width, preset.height)
+        return RenderedImage(data=png, mime="image/png", cost_usd=cost, model=self.model, notes=notes)
+
+    @staticmethod
+    def prompt(style: StyleAnalysis, product: NewProduct, preset: Preset) -> str:
+        lines = [style.prompt.strip()]
+        if product.prompt_hint.strip():
+            lines.append(f"Product: {product.prompt_hint.strip()}")
+        lines.append("The first image is the product to show (a flat-lay); the other images are style "
+                     "references only: match their scene, lighting, pose and mood, not their products.")
+        lines.append(QUALITY_CONSTRAINTS)
+        if preset.background == "white":
+            lines.append(WHITE_BACKGROUND)
+        return "\n".join(line for line in lines if line)
+
+    def _image_bytes(self, message: Mapping[str, Any]) -> bytes:
+        candidates: list[Any] = list(message.get("images") or [])
+        content = message.get("content")
+        if isinstance(content, list):
+            candidates += [p for p in content if isinstance(p, dict) and p.get("type") == "image_url"]
+        for item in candidates:
+            url = item.get("image_url") if isinstance(item, dict) else None
+            url = url.get("url") if isinstance(url, dict) else url
+            if isinstance(url, str) and url:
+                return decode_data_uri(url) if url.startswith("data:") else self._download(url)
+        raise RetryableProviderError(f"model returned no image ({self.model})")
+
+    def _download(self, url: str) -> bytes:
+        import requests  # only models that answer with hosted URLs get here
+
+        try:
+            response = self.client.session.get(url, timeout=self.client.timeout)
+            response.raise_for_status()
+        except requests.RequestException as exc:
+            raise RetryableProviderError(f"cannot download the rendered image: {exc}") from None
+        return response.content

@@ -1,0 +1,264 @@
+"""Global per-model limits shared by every worker: requests per window (rpm) and requests in flight.
+
+Celery's `rate_limit` counts per worker; these limiters count per model across all processes and hosts
+(`RedisLimiter`) or across the threads of one process (`LocalLimiter`, embedded mode).
+
+    limiter = build_limiter(settings)
+    with limiter.acquire(model, timeout=30):      # raises RateLimited(retry_after=...) after 30 s
+        provider.render(...)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from hitline.config import Settings, get_settings, load_data_file
+from hitline.errors import ConfigError, RateLimited
+
+if TYPE_CHECKING:
+    import redis
+
+__all__ = ["Limit", "Limiter", "RedisLimiter", "LocalLimiter", "load_limits", "build_limiter"]
+
+log = logging.getLogger(__name__)
+
+# Called after each grant with (model, granted_at, waited_s); granted_at is the limiter's clock in
+# seconds (Redis server time for RedisLimiter, time.monotonic() for LocalLimiter). For metrics and tests.
+OnAcquire = Callable[[str, float, float], None]
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One model's limit: at most `rpm` starts in any `window_s` seconds and `max_in_flight` at once."""
+
+    rpm: int
+    max_in_flight: int
+    # "per minute" by default; tests shorten it
+    window_s: float = 60.0
+    # a crashed worker's in-flight slot frees itself after this long; keep it above the provider timeout
+    lease_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.rpm < 1 or self.max_in_flight < 1 or self.window_s <= 0 or self.lease_s <= 0:
+            raise ConfigError(f"rate limit needs rpm >= 1, max_in_flight >= 1 and positive durations: {self}")
+
+
+def load_limits(override: Path | None = None) -> dict[str, Limit]:
+    """Limits by model from limits.toml; each model table inherits missing keys from `[default]`."""
+    table = load_data_file("limits.toml", override)
+    if "default" not in table:
+        raise ConfigError(f"{override or 'limits.toml'}: a [default] table is required")
+    known = {f.name for f in fields(Limit)}
+
+    def build(name: str, values: Mapping[str, Any]) -> Limit:
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"limits [{name}]: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+        try:
+            return Limit(**values)
+        except TypeError as exc:
+            raise ConfigError(f"limits [{name}]: {exc}") from exc
+
+    base = table["default"]
+    return {name: build(name, {**base, **values}) for name, values in table.items()}
+
+
+class Limiter(Protocol):
+    def acquire(self, model: str, timeout: float | None = None) -> AbstractContextManager[None]:
+        """Block until a rate slot and an in-flight slot are free; hold the in-flight slot inside.
+
+        Raises RateLimited(retry_after=...) when no slot is free within `timeout` seconds
+        (None = wait as long as it takes, 0 = try once).
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    granted: bool
+    # why not: "rate" (wait_s is exact: the oldest start leaves the window) or "busy" (all slots in
+    # flight; wait_s is only an upper bound, the earliest lease expiry)
+    reason: str = ""
+    wait_s: float = 0.0
+    granted_at: float = 0.0
+
+
+class _PollingLimiter:
+    """The waiting loop both limiters share; subclasses only try, wait and release."""
+
+    def __init__(self, limits: Mapping[str, Limit], *, poll_s: float = 0.05, busy_retry_s: float = 1.0,
+                 on_acquire: OnAcquire | None = None) -> None:
+        if "default" not in limits:
+            raise ConfigError("limits need a 'default' entry for models without their own")
+        self.limits = dict(limits)
+        # how often a waiter re-checks when all in-flight slots are taken (their end is unknown)
+        self.poll_s = poll_s
+        # retry_after suggested when the in-flight cap, not the rate, was the obstacle
+        self.busy_retry_s = busy_retry_s
+        self.on_acquire = on_acquire
+
+    def limit_for(self, model: str) -> Limit:
+        return self.limits.get(model) or self.limits["default"]
+
+    @contextmanager
+    def acquire(self, model: str, timeout: float | None = None) -> Iterator[None]:
+        limit = self.limit_for(model)
+        token = uuid.uuid4().hex
+        started = time.monotonic()
+        deadline = math.inf if timeout is None else started + max(timeout, 0.0)
+        while True:
+            attempt = self._try_acquire(model, limit, token)
+            if attempt.granted:
+                break
+            remaining = deadline - time.monotonic()
+            if attempt.reason == "rate":
+                wait, retry_after = attempt.wait_s, attempt.wait_s
+            else:
+                wait, retry_after = min(attempt.wait_s, self.poll_s), min(attempt.wait_s, self.busy_retry_s)
+            # a rate wait is exact: when it outlasts the timeout, hand the worker thread back at once
+            if remaining <= 0 or (attempt.reason == "rate" and wait > remaining):
+                raise RateLimited(
+                    f"{model}: no {'rate' if attempt.reason == 'rate' else 'in-flight'} slot within "
+                    f"{timeout} s (limit {limit.rpm}/{limit.window_s:g} s, {limit.max_in_flight} in flight)",
+                    status=429, retry_after=max(retry_after, 0.001))
+            # jitter spreads the waiters that wake for the same freed slot
+            self._wait(min(wait + random.uniform(0, 0.01), remaining))
+        if self.on_acquire is not None:
+            self.on_acquire(model, attempt.granted_at, time.monotonic() - started)
+        try:
+            yield
+        finally:
+            self._release(model, limit, token)
+
+    def _try_acquire(self, model: str, limit: Limit, token: str) -> _Attempt:
+        raise NotImplementedError
+
+    def _wait(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def _release(self, model: str, limit: Limit, token: str) -> None:
+        raise NotImplementedError
+
+
+# One atomic step: drop expired leases and old starts, then take both slots or say how long to wait.
+# Times are Redis server microseconds (TIME), so client clocks never matter. Integers only in the reply.
+_ACQUIRE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local rpm, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local max_in_flight, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local busy = redis.call('ZCARD', KEYS[2])
+if busy >= max_in_flight then
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  return {0, 2, tonumber(first[2]) - now, now}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+if used >= rpm then
+  local oldest = redis.call('ZRANGE', KEYS[1], used - rpm, used - rpm, 'WITHSCORES')
+  return {0, 1, tonumber(oldest[2]) + window - now, now}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[5])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
+redis.call('ZADD', KEYS[2], now + lease, ARGV[5])
+redis.call('PEXPIRE', KEYS[2], math.ceil(lease / 1000))
+return {1, 0, 0, now}
+"""
+
+
+class RedisLimiter(_PollingLimiter):
+    """Limits shared by every process that talks to the same Redis.
+
+    Rate: a sliding-window log (ZSET of start times), exact: no `window_s` span ever holds more than
+    `rpm` starts. In flight: a ZSET of leases token -> expiry, so a killed worker's slot comes back
+    after `lease_s`. Keys are `<prefix>:{<model>}:rate|inflight` (one hash slot per model for Cluster).
+    """
+
+    def __init__(self, redis_client: redis.Redis, limits: Mapping[str, Limit], key_prefix: str = "hitline:rl",
+                 **options: Any) -> None:
+        super().__init__(limits, **options)
+        self.redis = redis_client
+        self.key_prefix = key_prefix
+        self._acquire_script = redis_client.register_script(_ACQUIRE_LUA)
+
+    def keys(self, model: str) -> tuple[str, str]:
+        base = f"{self.key_prefix}:{{{model}}}"
+        return f"{base}:rate", f"{base}:inflight"
+
+    def _try_acquire(self, model: str, limit: Limit, token: str) -> _Attempt:
+        args = [limit.rpm, round(limit.window_s * 1e6), limit.max_in_flight, round(limit.lease_s * 1e6), token]
+        granted, why, wait_us, now_us = (int(v) for v in self._acquire_script(keys=self.keys(model), args=args))
+        if granted:
+            return _Attempt(True, granted_at=now_us / 1e6)
+        return _Attempt(False, "rate" if why == 1 else "busy", max(wait_us, 1) / 1e6)
+
+    def _release(self, model: str, limit: Limit, token: str) -> None:
+        try:
+            self.redis.zrem(self.keys(model)[1], token)
+        except Exception as exc:  # noqa: BLE001 - never mask the caller's own exception; the lease expires
+            log.warning("could not release in-flight slot of %s (frees itself in %g s): %s", model, limit.lease_s, exc)
+
+
+@dataclass
+class _LocalState:
+    starts: deque[float]
+    in_flight: int = 0
+
+
+class LocalLimiter(_PollingLimiter):
+    """The same limits for the threads of one process (embedded mode); nothing outlives the process."""
+
+    def __init__(self, limits: Mapping[str, Limit], **options: Any) -> None:
+        super().__init__(limits, **options)
+        self._cond = threading.Condition()
+        self._state: dict[str, _LocalState] = {}
+
+    def _try_acquire(self, model: str, limit: Limit, token: str) -> _Attempt:
+        with self._cond:
+            state = self._state.setdefault(model, _LocalState(deque()))
+            now = time.monotonic()
+            if state.in_flight >= limit.max_in_flight:
+                return _Attempt(False, "busy", math.inf)
+            while state.starts and state.starts[0] <= now - limit.window_s:
+                state.starts.popleft()
+            if len(state.starts) >= limit.rpm:
+                oldest = state.starts[len(state.starts) - limit.rpm]
+                return _Attempt(False, "rate", max(oldest + limit.window_s - now, 1e-6))
+            state.starts.append(now)
+            state.in_flight += 1
+            return _Attempt(True, granted_at=now)
+
+    def _wait(self, seconds: float) -> None:
+        # a release wakes busy waiters early; a missed notify costs at most one poll
+        with self._cond:
+            self._cond.wait(seconds)
+
+    def _release(self, model: str, limit: Limit, token: str) -> None:
+        with self._cond:
+            self._state[model].in_flight -= 1
+            self._cond.notify_all()
+
+
+def build_limiter(settings: Settings | None = None, **options: Any) -> Limiter:
+    """RedisLimiter when a Redis is configured (redis_url, or a redis broker), else LocalLimiter."""
+    settings = settings or get_settings()
+    limits = load_limits(settings.limits_file)
+    url = settings.redis_url or (
+        settings.broker_url if settings.broker_url.startswith(("redis://", "rediss://")) else "")
+    if not url:
+        return LocalLimiter(limits, **options)
+    import redis  # only distributed mode needs the client
+
+    return RedisLimiter(redis.Redis.from_url(url), limits, **options)

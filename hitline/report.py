@@ -1,0 +1,86 @@
+"""OUT/<batch>/report.html: one section per SKU (pictures, retrieved hits, style prompt, cost), offline."""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+from db import crud
+from db.session import session_scope
+
+
+def _rel(path: str | Path, base: Path) -> str:
+    return html.escape(os.path.relpath(Path(path).resolve(), base.resolve()).replace(os.sep, "/"), quote=True)
+
+
+def write_report(ctx: Any, batch_id: str) -> Path:
+    from hitline.pipeline import batch_info
+
+    info = batch_info(ctx, batch_id)
+    base = Path(info["out_dir"]) / batch_id
+    base.mkdir(parents=True, exist_ok=True)
+    with session_scope(ctx.db_url) as s:
+        jobs = crud.jobs(s, batch_id)
+        spent = crud.spent(s, batch_id)
+    skus = [j for j in jobs if j.kind == "sku"]
+    bad_hits = [j for j in jobs if j.kind == "hit" and j.state == "failed"]
+    e = html.escape
+    parts = [f"""<!doctype html><html><head><meta charset="utf-8"><title>hitline batch {e(batch_id)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}}
+section{{border-top:1px solid #ccc;padding:1em 0}} img{{max-height:260px;margin:4px;border:1px solid #ddd;background:#fff}}
+.sheet{{max-width:100%;max-height:none}} .state-failed{{color:#b00}} .state-done{{color:#070}}
+.state-budget_exceeded{{color:#b60}} table{{border-collapse:collapse}} td,th{{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}}
+code{{background:#f4f4f4;padding:1px 4px}}</style></head><body>
+<h1>hitline batch {e(batch_id)}</h1>
+<p>{len(skus)} new SKUs: {sum(j.state == 'done' for j in skus)} done, {sum(j.state == 'failed' for j in skus)} failed,
+{sum(j.state == 'budget_exceeded' for j in skus)} held by the budget. Provider <code>{e(str(info['options'].get('provider')))}</code>,
+top-k {e(str(info['options'].get('top_k')))}, min sales {e(str(info['options'].get('min_sales')))}.
+Total cost <b>${spent:.3f}</b>{f" of a ${info['budget_usd']:.2f} budget" if info['budget_usd'] is not None else ""}.</p>"""]
+    for j in skus:
+        parts.append(_section(j, base))
+    if bad_hits:
+        parts.append("<section><h2>Catalog rows that were not indexed</h2><table><tr><th>id</th><th>reason</th></tr>")
+        parts += [f"<tr><td>{e(j.item_id)}</td><td>{e(j.error or '')}</td></tr>" for j in bad_hits]
+        parts.append("</table></section>")
+    parts.append("</body></html>")
+    dest = base / "report.html"
+    tmp = dest.with_suffix(".part")
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    tmp.replace(dest)
+    return dest
+
+
+def _section(job: Any, base: Path) -> str:
+    e = html.escape
+    r = job.result or {}
+    out = [f"<section><h2>{e(job.item_id)} <small class='state-{e(job.state)}'>{e(job.state)}</small></h2>"]
+    row = job.row or {}
+    out.append(f"<p>{e(str(row.get('category', '')))} / {e(str(row.get('style', '')))} / "
+               f"{e(str(row.get('season', '')))} - hint: <i>{e(str(row.get('prompt_hint', '')))}</i>; "
+               f"cost ${job.cost_usd:.3f}; attempts {job.attempts}</p>")
+    if job.error:
+        out.append(f"<p class='state-failed'>stopped at {e(job.stage)}: {e(job.error)}</p>")
+    sheet = base / job.item_id / "contact_sheet.png"
+    if sheet.exists():
+        out.append(f"<img class='sheet' src='{_rel(sheet, base)}' alt='contact sheet'>")
+    if "retrieve" in r:
+        rr = r["retrieve"]
+        out.append(f"<p>retrieved with <code>{e(rr['filter'] or 'no filter')}</code>"
+                   + (f" - {e('; '.join(rr['notes']))}" if rr["notes"] else "") + "</p><table><tr><th>hit</th>"
+                   "<th>RRF score</th><th>found by</th><th>sales</th><th>description</th></tr>")
+        for h in rr["hits"]:
+            out.append(f"<tr><td>{e(h['product_id'])}</td><td>{h['score']:.4f}</td><td>{e(', '.join(h['found_by']))}</td>"
+                       f"<td>{h['sales_count']}</td><td>{e(h['description'])}</td></tr>")
+        out.append("</table>")
+    if "analyze" in r:
+        st = r["analyze"]["style"]
+        out.append("<table>" + "".join(f"<tr><th>{k}</th><td>{e(str(st.get(k, '')))}</td></tr>"
+                                       for k in ("scene", "lighting", "pose", "mood", "prompt")) + "</table>")
+    if "render" in r:
+        for o in r["render"]["outputs"]:
+            out.append(f"<figure style='display:inline-block'><img src='{_rel(o['path'], base)}' alt='{e(o['preset'])}'>"
+                       f"<figcaption>{e(o['preset'])} {o['width']}x{o['height']}</figcaption></figure>")
+    out.append("</section>")
+    return "\n".join(out)

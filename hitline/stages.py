@@ -1,0 +1,115 @@
+"""The five stages as plain functions: no Celery, no job table. Providers and stores come in as arguments."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+from hitline.domain import Hit, HitProduct, NewProduct, Preset, StyleAnalysis
+from hitline.index import HitIndex, Retrieval
+from hitline.providers.base import Analysis, ImageEmbedder, ImageRenderer, StyleAnalyzer
+from hitline.sparse import TextVocabulary
+
+__all__ = ["Cache", "file_sha256", "embed_images", "fit_vocabulary", "index_hits", "retrieve",
+           "analyze", "render_key", "render_preset", "retrieved_record"]
+
+
+class Cache(Protocol):
+    def get(self, key: str) -> Any | None: ...
+    def put(self, key: str, value: Any) -> None: ...
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def embed_key(model: str, path: Path) -> str:
+    return f"emb:{model}:{file_sha256(path)}"
+
+
+def embed_images(embedder: ImageEmbedder, paths: Sequence[Path], cache: Cache) -> tuple[list[list[float]], float]:
+    """Dense vectors for images, from the cache when the same bytes were embedded by the same model.
+    Returns (vectors, cost of the calls actually made)."""
+    keys = [embed_key(embedder.model, p) for p in paths]
+    vectors: list[list[float] | None] = [cache.get(k) for k in keys]
+    todo = [i for i, v in enumerate(vectors) if v is None]
+    cost = 0.0
+    if todo:
+        emb = embedder.embed_images([paths[i] for i in todo])
+        cost = emb.cost_usd
+        for i, v in zip(todo, emb.vectors, strict=True):
+            vectors[i] = [float(x) for x in v]
+            cache.put(keys[i], vectors[i])
+    return [v for v in vectors if v is not None], cost
+
+
+def fit_vocabulary(products: Sequence[HitProduct]) -> TextVocabulary:
+    return TextVocabulary.fit([p.text() for p in products])
+
+
+def index_hits(index: HitIndex, vocab: TextVocabulary, products: Sequence[HitProduct],
+               vectors: Sequence[Sequence[float]]) -> int:
+    return index.upsert(products, vectors, [vocab.transform(p.text()) for p in products])
+
+
+def retrieve(index: HitIndex, vocab: TextVocabulary, product: NewProduct, vector: Sequence[float],
+             top_k: int, min_sales: int) -> Retrieval:
+    return index.search(vector, vocab.transform(product.text()), product.category, min_sales, top_k)
+
+
+def retrieved_record(r: Retrieval) -> dict[str, Any]:
+    return {"filter": r.filter, "fallback": r.fallback, "notes": r.notes, "hits": [asdict(h) for h in r.hits]}
+
+
+def analysis_key(model: str, hits: Sequence[Hit], product: NewProduct) -> str:
+    h = hashlib.sha256()
+    for hit in hits:
+        h.update(file_sha256(Path(hit.image_path)).encode())
+    h.update(json.dumps([product.category, product.style, product.season, product.prompt_hint]).encode())
+    return f"analysis:{model}:{h.hexdigest()}"
+
+
+def analyze(analyzer: StyleAnalyzer, hits: Sequence[Hit], product: NewProduct, cache: Cache) -> tuple[Analysis, bool]:
+    """StyleAnalysis of the retrieved hits; (analysis, came_from_cache)."""
+    key = analysis_key(analyzer.model, hits, product)
+    cached = cache.get(key)
+    if cached is not None:
+        return Analysis(style=StyleAnalysis.model_validate(cached["style"]), cost_usd=0.0, raw=cached.get("raw", "")), True
+    a = analyzer.analyze([Path(h.image_path) for h in hits], product)
+    cache.put(key, {"style": a.style.model_dump(), "raw": a.raw})
+    return a, False
+
+
+def render_key(model: str, flatlay_sha: str, refs: Sequence[str], style: StyleAnalysis, preset: Preset) -> str:
+    """Content hash of everything that decides one output image: same inputs, same file, one charge."""
+    blob = json.dumps([model, flatlay_sha, list(refs), style.prompt, asdict(preset)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def render_preset(renderer: ImageRenderer, product: NewProduct, references: Sequence[Path], style: StyleAnalysis,
+                  preset: Preset, dest: Path, *, before_call: Callable[[], None] = lambda: None) -> tuple[Path, float, bool]:
+    """Render one preset to dest (written atomically). Returns (path, cost, rendered_now).
+    An existing dest is the result of an earlier identical call: nothing is called or paid again."""
+    if dest.exists():
+        return dest, 0.0, False
+    before_call()
+    img = renderer.render(product.image_path, list(references), style, product, preset)
+    from PIL import Image
+
+    with Image.open(io.BytesIO(img.data)) as im:
+        if im.size != (preset.width, preset.height):
+            raise ValueError(f"{renderer.model} returned {im.size[0]}x{im.size[1]} for {preset.name} "
+                             f"({preset.width}x{preset.height})")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(".part")
+        im.convert("RGB").save(tmp, format="PNG", optimize=False)
+    tmp.replace(dest)
+    return dest, img.cost_usd, True

@@ -1,0 +1,177 @@
+"""The work of each stage for one job (or one chunk of catalog jobs), on top of pipeline.run_step."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from db import crud
+from db.models import Job
+from db.session import session_scope
+from hitline import stages
+from hitline.domain import Hit, StyleAnalysis
+from hitline.errors import BudgetExceeded, InputError
+from hitline.imaging import load_presets
+from hitline.pipeline import (CatalogNotReady, Context, _hit, _sku, batch_info, run_step, vocabulary)
+
+log = logging.getLogger(__name__)
+
+
+def embed_hits(ctx: Context, job_ids: list[int]) -> dict[str, str]:
+    """Dense vectors for a chunk of catalog products (one provider call per chunk, cache first)."""
+    return {str(j): run_step(ctx, j, "embed", _embed_one) for j in job_ids}
+
+
+def _embed_one(job: Job, options: dict[str, Any]) -> dict[str, Any]:
+    from hitline.pipeline import get_context
+
+    ctx = get_context()
+    path = Path(job.row["image_path"])
+    _, cost = stages.embed_images(ctx.providers(options).embedder, [path], ctx.cache)
+    _charge_free(ctx, job, "embed", cost, options)
+    return {"key": stages.embed_key(ctx.providers(options).embedder.model, path), "cost_usd": cost}
+
+
+def _charge_free(ctx: Context, job: Job, stage: str, cost: float, options: dict[str, Any]) -> None:
+    """Record the cost of an embed/analyze call (they are cheap; the budget guards renders)."""
+    if cost <= 0:
+        return
+    key = f"{stage}:{job.id}"
+    with session_scope(ctx.db_url) as s:
+        crud.reserve(s, job.batch_id, job.id, stage, key, options.get("provider", "local"), cost, None)
+        crud.settle(s, job.batch_id, key, cost)
+
+
+def index_hits(ctx: Context, batch_id: str, job_ids: list[int]) -> int:
+    """Upsert a chunk of embedded catalog products; flush once the whole catalog is in."""
+    info = batch_info(ctx, batch_id)
+    vocab = vocabulary(ctx, info["vocab_version"])
+    index = ctx.index(info["options"])
+    # one upsert for the whole chunk (idempotent by product_id), then each job records its outcome
+    with session_scope(ctx.db_url) as s:
+        todo = [j for j in crud.jobs(s, batch_id, "hit", job_ids) if j.stage == "index" and j.state != "failed"]
+    items = {}
+    for job in todo:
+        vec = ctx.cache.get((job.result.get("embed") or {}).get("key", ""))
+        if vec is not None:
+            items[job.id] = (_hit(job), vec)
+    if items:
+        stages.index_hits(index, vocab, [p for p, _ in items.values()], [v for _, v in items.values()])
+
+    def work(job: Job, options: dict[str, Any]) -> dict[str, Any]:
+        if job.id not in items:
+            raise InputError("embedding missing from the cache: re-run the embed stage")
+        return {"collection": index.collection}
+
+    outcome = {j: run_step(ctx, j, "index", work) for j in job_ids}
+    with session_scope(ctx.db_url) as s:
+        remaining = crud.catalog_open(s, batch_id)
+    if remaining == 0:
+        index.flush()
+    return sum(1 for o in outcome.values() if o == "done")
+
+
+def embed_sku(ctx: Context, job_id: int) -> str:
+    return run_step(ctx, job_id, "embed", _embed_one)
+
+
+def retrieve(ctx: Context, job_id: int) -> str:
+    def work(job: Job, options: dict[str, Any]) -> dict[str, Any]:
+        with session_scope(ctx.db_url) as s:
+            waiting = crud.catalog_open(s, job.batch_id)
+        if waiting:
+            raise CatalogNotReady(f"{waiting} catalog products still being indexed")
+        info = batch_info(ctx, job.batch_id)
+        vec = ctx.cache.get(job.result["embed"]["key"])
+        product = _sku(job)
+        r = stages.retrieve(ctx.index(options), vocabulary(ctx, info["vocab_version"]), product, vec,
+                            int(options["top_k"]), int(options["min_sales"]))
+        if not r.hits:
+            raise InputError("the catalog has no product to take the look from (index empty)")
+        record = stages.retrieved_record(r)
+        _write_json(Path(info["out_dir"]) / job.batch_id / job.item_id / "retrieved.json", record)
+        return record
+
+    return run_step(ctx, job_id, "retrieve", work)
+
+
+def analyze(ctx: Context, job_id: int) -> str:
+    def work(job: Job, options: dict[str, Any]) -> dict[str, Any]:
+        info = batch_info(ctx, job.batch_id)
+        hits = [Hit(**{**h, "found_by": tuple(h["found_by"])}) for h in job.result["retrieve"]["hits"]]
+        analysis, cached = stages.analyze(ctx.providers(options).analyzer, hits, _sku(job), ctx.cache)
+        _charge_free(ctx, job, "analyze", analysis.cost_usd, options)
+        style = analysis.style
+        _write_json(Path(info["out_dir"]) / job.batch_id / job.item_id / "style.json", style.model_dump())
+        return {"style": style.model_dump(), "cached": cached, "cost_usd": analysis.cost_usd}
+
+    return run_step(ctx, job_id, "analyze", work)
+
+
+def render(ctx: Context, job_id: int) -> str:
+    def work(job: Job, options: dict[str, Any]) -> dict[str, Any]:
+        from hitline.imaging import contact_sheet
+        from hitline.pricing import PriceTable
+
+        info = batch_info(ctx, job.batch_id)
+        renderer = ctx.providers(options).renderer
+        prices = PriceTable.load(ctx.settings.prices_file)
+        product = _sku(job)
+        style = StyleAnalysis.model_validate(job.result["analyze"]["style"])
+        refs = [Path(h["image_path"]) for h in job.result["retrieve"]["hits"]]
+        flat_sha = stages.file_sha256(product.image_path)
+        ref_shas = [stages.file_sha256(p) for p in refs]
+        sku_dir = Path(info["out_dir"]) / job.batch_id / job.item_id
+        outputs = []
+        for preset in load_presets(options["presets"], ctx.settings.presets_file):
+            key = stages.render_key(renderer.model, flat_sha, ref_shas, style, preset)
+            dest = sku_dir / f"{preset.name}-{key[:12]}.png"
+            price = prices.image_cost(renderer.model, preset.size)
+
+            def reserve() -> None:
+                with session_scope(ctx.db_url) as s:
+                    verdict = crud.reserve(s, job.batch_id, job.id, "render", key, renderer.model, price,
+                                           info["budget_usd"])
+                if verdict == "over":
+                    raise BudgetExceeded(f"budget ${info['budget_usd']:.2f} reached before {preset.name} "
+                                         f"(${price:.3f}); resume with a higher --budget")
+
+            try:
+                path, cost, fresh = stages.render_preset(renderer, product, refs, style, preset, dest, before_call=reserve)
+            except BudgetExceeded:
+                raise
+            except BaseException:
+                with session_scope(ctx.db_url) as s:
+                    crud.settle(s, job.batch_id, key, keep=False)
+                raise
+            if fresh:
+                with session_scope(ctx.db_url) as s:
+                    crud.settle(s, job.batch_id, key, cost)
+            outputs.append({"preset": preset.name, "path": str(path), "width": preset.width,
+                            "height": preset.height, "cost_usd": price if fresh else 0.0, "key": key})
+        _write_contact_sheet(product.image_path, refs, outputs, sku_dir / "contact_sheet.png", contact_sheet)
+        return {"outputs": outputs}
+
+    return run_step(ctx, job_id, "render", work)
+
+
+def _write_contact_sheet(flatlay: Path, refs: list[Path], outputs: list[dict[str, Any]], dest: Path, sheet) -> None:  # noqa: ANN001
+    from PIL import Image
+
+    with Image.open(flatlay) as f:
+        ref_imgs = [Image.open(p) for p in refs]
+        outs = [(o["preset"], Image.open(o["path"])) for o in outputs]
+        img = sheet(f, ref_imgs, outs)
+    tmp = dest.with_suffix(".part")
+    img.save(tmp, format="PNG")
+    tmp.replace(dest)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""Thin Celery tasks, one per stage, and the chain builder."""
