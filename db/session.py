@@ -7,7 +7,9 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,10 +45,24 @@ def engine_for(url: str) -> tuple[Engine, sessionmaker[Session]]:
 
 
 def init_db(url: str) -> None:
-    """Create missing tables. PostgreSQL deployments run `alembic upgrade head` (db/migrations) instead;
-    both produce the same schema."""
+    """Bring the schema up to date: Alembic migrations on a server database (under an advisory lock,
+    so workers starting together migrate once), create_all on the embedded SQLite file."""
     eng, _ = engine_for(url)
-    Base.metadata.create_all(eng)
+    if eng.dialect.name != "postgresql":
+        Base.metadata.create_all(eng)
+        return
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(Path(__file__).with_name("alembic.ini")))
+    cfg.attributes["url"] = url
+    with eng.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(727274)"))
+        try:
+            command.upgrade(cfg, "head")
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(727274)"))
+            conn.commit()
 
 
 @contextmanager

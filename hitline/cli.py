@@ -220,7 +220,8 @@ def report(batch: Optional[str] = typer.Argument(None)) -> None:
 @app.command()
 def worker(queues: str = typer.Option(",".join(("embed", "index", "retrieve", "analyze", "render")),
                                       help="comma-separated queues to consume"),
-           concurrency: int = typer.Option(2), pool: str = typer.Option("prefork", help="prefork | threads"),
+           concurrency: Optional[int] = typer.Option(None, help="default: HITLINE_WORKER_CONCURRENCY"),
+           pool: str = typer.Option("prefork", help="prefork | threads"),
            loglevel: str = typer.Option("INFO")) -> None:
     """Run a Celery worker for some queues (distributed mode: needs HITLINE_BROKER_URL)."""
     _configure(None, None, None)
@@ -229,6 +230,9 @@ def worker(queues: str = typer.Option(",".join(("embed", "index", "retrieve", "a
     if not celery_app.conf.broker_url or celery_app.conf.broker_url.startswith("memory"):
         console.print("[red]error:[/] set HITLINE_BROKER_URL (e.g. redis://127.0.0.1:6379/0) to run a worker")
         raise typer.Exit(2)
+    from hitline.config import get_settings
+
+    concurrency = concurrency or get_settings().worker_concurrency
     celery_app.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-l", loglevel,
                             "-E", "-n", f"hitline-{queues.replace(',', '-')}@%h"])
 

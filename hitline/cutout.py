@@ -61,6 +61,17 @@ def _colour_distance(lab: np.ndarray) -> tuple[np.ndarray, bool]:
     return dist, bool(spread < 12.0)
 
 
+def _visible(salient: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Salient components that differ visibly (somewhere) from the background colour."""
+    n, labels = cv2.connectedComponents(salient.astype(np.uint8), connectivity=8)
+    out = np.zeros_like(salient, dtype=bool)
+    for i in range(1, n):
+        region = labels == i
+        if np.percentile(dist[region], 90) > 4.0:
+            out |= region
+    return out
+
+
 def _keep_main_components(mask: np.ndarray) -> np.ndarray:
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if n <= 1:
@@ -70,8 +81,9 @@ def _keep_main_components(mask: np.ndarray) -> np.ndarray:
     return np.isin(labels, keep)
 
 
-def _fill_small_holes(mask: np.ndarray) -> np.ndarray:
-    """Fill holes inside the product, but keep big ones (a bag handle, a gap between straps)."""
+def _fill_holes(mask: np.ndarray, saliency: np.ndarray) -> np.ndarray:
+    """Fill holes inside the product (a print the colour of the background), but keep the big
+    ones u2netp sees as background too (a bag handle, a gap between straps)."""
     inv = (~mask).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
     h, w = mask.shape
@@ -80,7 +92,7 @@ def _fill_small_holes(mask: np.ndarray) -> np.ndarray:
     for i in range(1, n):
         x, y, bw, bh, area = stats[i]
         touches_border = x == 0 or y == 0 or x + bw == w or y + bh == h
-        if not touches_border and area < limit:
+        if not touches_border and (area < limit or saliency[labels == i].mean() > 0.5):
             out[labels == i] = True
     return out
 
@@ -99,15 +111,15 @@ def product_mask(img: Image.Image) -> np.ndarray:
     saliency = subject_mask(small)
     if plain:
         # u2netp drops pale garments on pale backgrounds; the colour mask misses garments the colour
-        # of the background. Together: anything clearly off-colour, plus what u2netp sees that is
-        # at least faintly off-colour.
-        mask = (dist > 14.0) | ((saliency > 0.5) & (dist > 5.0))
+        # of the background (white on white). Union of both, but only salient regions that show
+        # something in the picture, or u2netp's min-max normalisation invents objects on a blank frame.
+        mask = (dist > 14.0) | _visible(saliency > 0.5, dist)
     else:
         mask = saliency > 0.5
     k = max(3, round(min(mask.shape) * 0.006)) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
-    mask = _fill_small_holes(_keep_main_components(m.astype(bool)))
+    mask = _fill_holes(_keep_main_components(m.astype(bool)), saliency)
     coverage = float(mask.mean())
     if not MIN_COVERAGE <= coverage <= MAX_COVERAGE:
         raise InputError(f"no product found in the flat-lay (mask covers {coverage:.1%} of the picture, "

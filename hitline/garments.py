@@ -33,7 +33,7 @@ def garment_polygon(category: str, pose: str, style: str) -> list[list[Pt]]:
         return [_mirror(left)[:-1]]
     if category in ("sweater", "jacket"):
         cuff = [(0.0, 0.8), (0.11, 0.85)] if flat else [(0.05, 0.9), (0.16, 0.92)]
-        neck = (0.5, 0.07) if category == "sweater" else (0.5, 0.32)
+        neck = (0.5, 0.07) if category == "sweater" else (0.5, 0.03)
         shoulder = [(0.4, 0.0), (0.2, 0.04), (0.13, 0.1)] if category == "sweater" else [(0.39, 0.0), (0.16, 0.04), (0.12, 0.09)]
         left = [neck, *shoulder, *cuff, (0.26, 0.3), (0.25, 1.0)]
         return [_mirror(left)[:-1]]

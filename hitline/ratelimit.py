@@ -134,9 +134,9 @@ class _PollingLimiter:
                     status=429, retry_after=max(retry_after, 0.001))
             # jitter spreads the waiters that wake for the same freed slot
             self._wait(min(wait + random.uniform(0, 0.01), remaining))
-        if self.on_acquire is not None:
-            self.on_acquire(model, attempt.granted_at, time.monotonic() - started)
         try:
+            if self.on_acquire is not None:
+                self.on_acquire(model, attempt.granted_at, time.monotonic() - started)
             yield
         finally:
             self._release(model, limit, token)

@@ -150,7 +150,7 @@ def test_load_limits_inherit_default_and_override(tmp_path: Path) -> None:
 
 def test_build_limiter_picks_redis_only_when_configured() -> None:
     assert isinstance(build_limiter(Settings(broker_url="", redis_url="")), LocalLimiter)
-    assert isinstance(build_limiter(Settings(broker_url="memory://")), LocalLimiter)
+    assert isinstance(build_limiter(Settings(broker_url="memory://", redis_url="")), LocalLimiter)
     assert isinstance(build_limiter(Settings(broker_url="redis://127.0.0.1:6379/0")), RedisLimiter)
     assert isinstance(build_limiter(Settings(broker_url="amqp://x", redis_url=REDIS_URL)), RedisLimiter)
 

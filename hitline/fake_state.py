@@ -1,0 +1,149 @@
+"""Knobs and shared state of the fake OpenRouter: fault draws, per-model rpm windows, counters."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import random
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from hitline.fake_answers import Projector
+
+__all__ = ["FakeConfig", "FakeState", "FAULTS", "FORCED"]
+
+FAULTS = ("429", "500", "502", "timeout", "malformed", "no_image", "bad_analysis")
+FORCED = {"400": "bad request (scripted)", "401": "No auth credentials found", "402": "Insufficient credits",
+          "403": "Input flagged by moderation", "404": "Not found (scripted)"}
+_RECENT = 50
+
+
+@dataclass
+class FakeConfig:
+    """Knobs of the fake. Latencies are uniform (min_s, max_s) per endpoint: embeddings, chat, image."""
+
+    latency: dict[str, tuple[float, float]] = field(
+        default_factory=lambda: {"embeddings": (0.0, 0.0), "chat": (0.0, 0.0), "image": (0.0, 0.0)})
+    rpm: dict[str, int] = field(default_factory=dict)  # per model; "*" applies to every other model
+    rpm_window_s: float = 60.0
+    retry_after_s: float | None = None  # fixed Retry-After on 429; None = until the window frees a slot
+    p_429: float = 0.0
+    p_500: float = 0.0
+    p_502: float = 0.0
+    p_timeout: float = 0.0  # hang for hang_s, then drop the connection without an answer
+    p_malformed: float = 0.0  # 200 with a truncated JSON body
+    p_no_image: float = 0.0  # 200 to an image request, with text but no image
+    p_bad_analysis: float = 0.0  # analysis answered in prose instead of JSON
+    hang_s: float = 5.0
+    # faults (FAULTS or a forced status "400".."404", or "ok") for the next requests, in order
+    script: list[str] = field(default_factory=list)
+    require_key: bool = False  # 401 without `Authorization: Bearer <something>`
+    api_key: str | None = field(default=None, repr=False)  # when set, only this key passes
+    seed: int = 0
+    max_image_side: int | None = 1024  # cap on the returned long side (clients resize to the preset)
+    images_in_content: bool = False  # put images in content parts instead of message.images
+    report_cost: bool = True  # include usage.cost like OpenRouter does
+    use_local_renderer: bool = True  # hitline.providers.local_render when importable
+    embed_models: dict[str, int] = field(default_factory=lambda: {"nvidia/llama-nemotron-embed-vl-1b-v2": 2048})
+    chat_models: list[str] = field(default_factory=lambda: ["qwen/qwen3.5-397b-a17b"])
+    image_models: list[str] = field(default_factory=lambda: [
+        "google/gemini-3.1-flash-image-preview", "google/gemini-3-pro-image-preview"])
+
+    def updated(self, **knobs: Any) -> "FakeConfig":
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(knobs) - names)
+        if unknown:
+            raise ValueError(f"unknown fake knob(s): {', '.join(unknown)}")
+        if "latency" in knobs:
+            knobs["latency"] = {**self.latency, **{k: (float(v[0]), float(v[1])) for k, v in knobs["latency"].items()}}
+        if "script" in knobs:
+            bad = [s for s in knobs["script"] if str(s) not in (*FAULTS, *FORCED, "ok")]
+            if bad:
+                raise ValueError(f"unknown scripted fault(s): {bad}")
+            knobs["script"] = [str(s) for s in knobs["script"]]
+        return dataclasses.replace(self, **knobs)
+
+    def public(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["api_key"] = "***" if self.api_key else None
+        return data
+
+
+class FakeState:
+    """Everything the handler threads share, behind one lock."""
+
+    def __init__(self, config: FakeConfig) -> None:
+        self.lock = threading.Lock()
+        self.config = copy.deepcopy(config)  # the script is consumed; leave the caller's object alone
+        self.rng = random.Random(config.seed)
+        self.projector = Projector(config.seed)
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests: Counter[tuple[str, str]] = Counter()
+            self.statuses: Counter[int] = Counter()
+            self.faults: Counter[str] = Counter()
+            self.windows: dict[str, deque[float]] = {}
+            self.recent: deque[dict[str, Any]] = deque(maxlen=_RECENT)
+
+    def configure(self, **knobs: Any) -> FakeConfig:
+        with self.lock:
+            self.config = self.config.updated(**knobs)
+            if "seed" in knobs:
+                self.rng = random.Random(self.config.seed)
+                self.projector = Projector(self.config.seed)
+            return self.config
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            by_endpoint: dict[str, dict[str, int]] = {}
+            for (endpoint, model), n in sorted(self.requests.items()):
+                by_endpoint.setdefault(endpoint, {})[model] = n
+            return {"total": sum(self.requests.values()), "requests": by_endpoint,
+                    "statuses": {str(k) if k else "dropped": v for k, v in sorted(self.statuses.items())},
+                    "faults": dict(self.faults), "recent": list(self.recent)}
+
+    def pick_fault(self, kind: str) -> str | None:
+        """The fault for this request: the next scripted one, else a random draw."""
+        with self.lock:
+            cfg = self.config
+            if cfg.script:
+                fault = cfg.script.pop(0)
+                return None if fault == "ok" else fault
+            for name, p in (("429", cfg.p_429), ("500", cfg.p_500), ("502", cfg.p_502),
+                            ("timeout", cfg.p_timeout), ("malformed", cfg.p_malformed)):
+                if p and self.rng.random() < p:
+                    return name
+            if kind == "image" and cfg.p_no_image and self.rng.random() < cfg.p_no_image:
+                return "no_image"
+            if kind == "chat" and cfg.p_bad_analysis and self.rng.random() < cfg.p_bad_analysis:
+                return "bad_analysis"
+            return None
+
+    def rate_limit(self, model: str) -> float | None:
+        """Seconds to wait when `model` is over its rpm; records the request otherwise."""
+        with self.lock:
+            cfg = self.config
+            limit = cfg.rpm.get(model, cfg.rpm.get("*"))
+            if not limit:
+                return None
+            now = time.monotonic()
+            window = self.windows.setdefault(model, deque())
+            while window and window[0] <= now - cfg.rpm_window_s:
+                window.popleft()
+            if len(window) >= limit:
+                if cfg.retry_after_s is not None:
+                    return cfg.retry_after_s
+                return max(1.0, math.ceil(window[0] + cfg.rpm_window_s - now))
+            window.append(now)
+            return None
+
+    def latency(self, kind: str) -> float:
+        with self.lock:
+            low, high = self.config.latency.get(kind, (0.0, 0.0))
+            return self.rng.uniform(low, high) if high > 0 else max(0.0, low)

@@ -1,0 +1,33 @@
+"""Shared fixtures: an isolated data dir per test, demo data generated once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_CATALOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "hit-catalog"
+
+
+@pytest.fixture
+def hitline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Embedded mode in a fresh data dir: SQLite job table + Milvus Lite file under tmp_path."""
+    from hitline.pipeline import reset_context
+
+    for k in list(os.environ):
+        if k.startswith("HITLINE_") and not k.startswith("HITLINE_TEST_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("HITLINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HITLINE_PROVIDER", "local")
+    monkeypatch.setenv("HITLINE_COLLECTION", "hits_" + tmp_path.name.replace("-", "_")[:40])
+    reset_context()
+    yield tmp_path
+    reset_context()
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from hitline.sampledata import generate_demo
+
+    return generate_demo(tmp_path_factory.mktemp("demo"))

@@ -1,0 +1,122 @@
+"""docker-compose.yml, Dockerfile and .dockerignore, checked offline (no Docker engine needed).
+
+`docker-compose config` (Debian's docker-compose 1.29) parses, validates and interpolates the file,
+including the fail-fast `${POSTGRES_PASSWORD:?...}`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUEUES = ("embed", "index", "retrieve", "analyze", "render")
+COMPOSE = shutil.which("docker-compose")
+
+needs_compose = pytest.mark.skipif(
+    COMPOSE is None, reason="docker-compose not installed (apt-get install -y docker-compose) - cannot validate")
+
+
+def _config(**env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in {"POSTGRES_PASSWORD", "HITLINE_OPENROUTER_API_KEY"}}
+    assert COMPOSE is not None
+    return subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), "config"], cwd=ROOT,
+                          env={**clean, **env}, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, Any]:
+    if COMPOSE is None:
+        pytest.skip("docker-compose not installed (apt-get install -y docker-compose) - cannot validate")
+    yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the rendered compose config")
+    result = _config(POSTGRES_PASSWORD="s3cret")
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return config
+
+
+@needs_compose
+def test_missing_postgres_password_fails_with_the_message() -> None:
+    result = _config()
+    assert result.returncode != 0
+    assert "set POSTGRES_PASSWORD" in result.stderr
+
+
+def test_worker_per_queue_with_its_own_queue(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    for queue in QUEUES:
+        worker = services[f"worker-{queue}"]
+        assert worker["command"] == ["hitline", "worker", "--queues", queue]
+        assert worker["image"].startswith("hitline:") and "build" in worker
+        assert {"redis", "postgres", "milvus"} <= set(worker["depends_on"])
+        assert all(dep["condition"] == "service_healthy" for dep in worker["depends_on"].values())
+        assert "/data" in " ".join(worker["volumes"])
+    for slow in ("analyze", "render"):
+        assert int(services[f"worker-{slow}"]["environment"]["HITLINE_WORKER_CONCURRENCY"]) <= 2
+
+
+def test_shared_environment_is_interpolated(rendered: dict[str, Any]) -> None:
+    env = rendered["services"]["worker-render"]["environment"]
+    assert env["HITLINE_BROKER_URL"] == "redis://redis:6379/0"
+    assert env["HITLINE_REDIS_URL"] == "redis://redis:6379/1"
+    assert env["HITLINE_DATABASE_URL"] == "postgresql+psycopg://hitline:s3cret@postgres:5432/hitline"
+    assert env["HITLINE_MILVUS_URI"] == "http://milvus:19530"
+    assert env["HITLINE_DATA_DIR"] == "/data"
+    assert env["HITLINE_OPENROUTER_API_KEY"] == ""  # optional: empty = local provider
+    assert rendered["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == "s3cret"
+
+
+def test_flower_on_5555_with_broker_from_env(rendered: dict[str, Any]) -> None:
+    flower = rendered["services"]["flower"]
+    command = " ".join(flower["command"])
+    assert "celery -A workers.app" in command and " flower" in command and "--port=5555" in command
+    # $$ survives rendering: the container's shell, not compose, reads the broker URL
+    assert '--broker="$$HITLINE_BROKER_URL"' in command
+    assert any("5555:5555" in str(port) for port in flower["ports"])
+    assert "healthcheck" in flower
+
+
+def test_backing_services_have_healthchecks(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    expect = {"redis": "redis-cli ping", "postgres": "pg_isready", "milvus": "9091/healthz",
+              "etcd": "etcdctl endpoint health", "minio": "/minio/health/live"}
+    for name, probe in expect.items():
+        assert probe in " ".join(services[name]["healthcheck"]["test"]), name
+    assert services["redis"]["image"] == "redis:7"
+    assert services["postgres"]["image"] == "postgres:16"
+    assert re.fullmatch(r"milvusdb/milvus:v2\.5\.\d+", services["milvus"]["image"])
+    assert services["milvus"]["environment"] == {"ETCD_ENDPOINTS": "etcd:2379", "MINIO_ADDRESS": "minio:9000"}
+    assert {"etcd", "minio"} == set(services["milvus"]["depends_on"])
+
+
+def test_dockerfile_installs_the_package_as_non_root() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert re.search(r"pip install \.(\s|$)", text)
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1] not in {"root", "0"}
+
+
+def test_dockerignore_keeps_sources_and_drops_the_rest() -> None:
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        return any(fnmatch.fnmatch(p, pat.removeprefix("**/")) or fnmatch.fnmatch(parts[-1], pat.removeprefix("**/"))
+                   for pat in patterns for p in prefixes)
+
+    for needed in ("pyproject.toml", "hitline/config.py", "hitline/data/limits.toml", "workers/app.py",
+                   "tasks/__init__.py", "db/__init__.py"):
+        assert not ignored(needed), needed
+    for dropped in (".git/config", ".venv/bin/python", ".env", "tests/test_compose.py", "hitline/__pycache__/x.pyc",
+                    "hitline-data/jobs.sqlite"):
+        assert ignored(dropped), dropped

@@ -1,0 +1,44 @@
+"""The whole line from the CLI: a real Celery worker (in-process, memory broker), Milvus Lite, SQLite."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from db import crud
+from db.session import session_scope
+from hitline.cli import app
+from hitline.pipeline import get_context
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_end_to_end_through_celery(hitline_env: Path) -> None:
+    runner = CliRunner()
+    out = hitline_env / "out"
+    res = runner.invoke(app, ["demo", "--out", str(out), "--data", str(hitline_env / "demo")])
+    assert res.exit_code == 0, res.output
+    batch = re.search(r"batch (\S+):", res.output).group(1)
+    ctx = get_context()
+    with session_scope(ctx.db_url) as s:
+        skus = crud.jobs(s, batch, "sku")
+        hits = crud.jobs(s, batch, "hit")
+    assert len(hits) >= 40 and all(h.state == "done" for h in hits)
+    assert len(skus) >= 4 and all(j.state == "done" for j in skus), [(j.item_id, j.error) for j in skus]
+    for j in skus:
+        outputs = j.result["render"]["outputs"]
+        assert len(outputs) >= 4
+        for o in outputs:
+            with Image.open(o["path"]) as im:
+                assert im.size == (o["width"], o["height"])
+    report = out / batch / "report.html"
+    html = report.read_text()
+    assert html.count("<section>") >= len(skus)
+    assert "contact_sheet.png" in html
+    # status shows the table
+    res = runner.invoke(app, ["status", batch, "--kind", "sku"])
+    assert res.exit_code == 0 and "done" in res.output

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hitline.domain import HitProduct
+from hitline.errors import ConfigError
+from hitline.index import HitIndex, build_filter, quote
+
+HOSTILE = 'x" or "1"=="1'
+
+
+def _products(n: int) -> list[HitProduct]:
+    cats = ["dress", "jacket", HOSTILE]
+    return [HitProduct(f"P{i:03d}", Path(f"/img/{i}.jpg"), cats[i % 3], "red", "boho", "summer",
+                       i * 200, f"product {i}", 10.0 + i) for i in range(n)]
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> HitIndex:
+    ix = HitIndex(str(tmp_path / "m.db"), "hits", 8, "test/model")
+    ix.ensure("v1")
+    ps = _products(30)
+    rng = np.random.default_rng(1)
+    ix.upsert(ps, [rng.random(8) for _ in ps], [{i % 7: 1.0} for i in range(30)])
+    ix.flush()
+    return ix
+
+
+def test_quote_escapes_quotes_and_backslashes() -> None:
+    assert quote('a"b\\c') == '"a\\"b\\\\c"'
+    assert build_filter("dress", 1500) == 'category == "dress" and sales_count > 1500'
+
+
+def test_upsert_is_idempotent(index: HitIndex) -> None:
+    ps = _products(30)
+    index.upsert(ps[:5], [np.ones(8)] * 5, [{1: 1.0}] * 5)
+    index.flush()
+    assert index.count() == 30
+
+
+def test_filter_keeps_category_and_sales(index: HitIndex) -> None:
+    r = index.search(np.ones(8), {1: 1.0}, "dress", 1500, 3)
+    assert len(r.hits) == 3 and r.fallback == "category+sales"
+    assert all(h.category == "dress" and h.sales_count > 1500 for h in r.hits)
+    assert all(h.found_by for h in r.hits)
+    assert r.hits[0].score >= r.hits[-1].score
+
+
+def test_hostile_category_cannot_widen_the_filter(index: HitIndex) -> None:
+    r = index.search(np.ones(8), {1: 1.0}, HOSTILE, 0, 10)
+    # only the products whose category is literally the hostile string
+    assert r.hits and all(h.category == HOSTILE for h in r.hits)
+    assert len(r.hits) == 10
+    r = index.search(np.ones(8), {1: 1.0}, 'nothing" or category != "', 0, 3)
+    assert r.fallback in ("sales", "any")  # strict steps found nothing, so the fallback had to widen
+
+
+def test_fallback_is_recorded_when_filter_is_too_strict(index: HitIndex) -> None:
+    r = index.search(np.ones(8), {1: 1.0}, "dress", 5000, 3)  # dresses above 5000: P027 only... none > 5800
+    assert len(r.hits) == 3
+    assert r.fallback != "category+sales"
+    assert any("left" in n for n in r.notes) and any("widened" in n for n in r.notes)
+
+
+def test_empty_sparse_query_uses_dense_only(index: HitIndex) -> None:
+    r = index.search(np.ones(8), {}, "dress", 0, 3)
+    assert len(r.hits) == 3 and all(h.found_by == ("dense",) for h in r.hits)
+    assert "dense search only" in r.notes[0]
+
+
+def test_mixing_embedders_is_refused_and_vocab_change_rebuilds(index: HitIndex, tmp_path: Path) -> None:
+    other = HitIndex(index.uri, "hits", 16, "other/model", client=index.client)
+    with pytest.raises(ConfigError, match="Mixing embedders"):
+        other.ensure("v1")
+    assert index.ensure("v1") == "exists"
+    assert index.ensure("v2") == "rebuilt"
+    assert index.count() == 0
