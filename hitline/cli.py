@@ -237,7 +237,8 @@ def worker(queues: str = typer.Option(",".join(("embed", "index", "retrieve", "a
                             "-E", "-n", f"hitline-{queues.replace(',', '-')}@%h"])
 
 
-@app.command("fake-openrouter", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("fake-openrouter", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def fake_openrouter(ctx: typer.Context) -> None:
     """Serve an OpenRouter-compatible fake API on loopback (try the API path offline). --help for knobs."""
     from hitline.fake_openrouter import main

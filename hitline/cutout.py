@@ -92,7 +92,7 @@ def _fill_holes(mask: np.ndarray, saliency: np.ndarray) -> np.ndarray:
     for i in range(1, n):
         x, y, bw, bh, area = stats[i]
         touches_border = x == 0 or y == 0 or x + bw == w or y + bh == h
-        if not touches_border and (area < limit or saliency[labels == i].mean() > 0.5):
+        if not touches_border and (area < limit or saliency[labels == i].mean() > 0.8):
             out[labels == i] = True
     return out
 
@@ -109,13 +109,18 @@ def product_mask(img: Image.Image) -> np.ndarray:
     lab[..., 1:] -= 128.0
     dist, plain = _colour_distance(cv2.GaussianBlur(lab, (0, 0), 1.0))
     saliency = subject_mask(small)
+    salient = saliency > 0.5
     if plain:
         # u2netp drops pale garments on pale backgrounds; the colour mask misses garments the colour
-        # of the background (white on white). Union of both, but only salient regions that show
-        # something in the picture, or u2netp's min-max normalisation invents objects on a blank frame.
-        mask = (dist > 14.0) | _visible(saliency > 0.5, dist)
+        # of the background (white on white). When the two agree, the colour mask has the crisper
+        # edge and keeps real holes; otherwise take their union, but only salient regions that show
+        # something, or u2netp's min-max normalisation invents objects on a blank frame.
+        colour = dist > 14.0
+        inter, union = (colour & salient).sum(), (colour | salient).sum()
+        agree = union > 0 and inter / union > 0.8 and MIN_COVERAGE <= colour.mean() <= MAX_COVERAGE
+        mask = colour if agree else colour | _visible(salient, dist)
     else:
-        mask = saliency > 0.5
+        mask = salient
     k = max(3, round(min(mask.shape) * 0.006)) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)

@@ -33,12 +33,14 @@ MAX_IMAGES = 14
 class _Handler(BaseHTTPRequestHandler):
     server: "_FakeHTTPServer"
     protocol_version = "HTTP/1.1"
+    _record: dict[str, Any] | None = None  # the API request being answered (one handler serves a connection)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # the stats endpoint is the record; stderr noise slows tests
 
     # plumbing ----------------------------------------------------------------------------------
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None) -> None:
+        self._commit(status)
         data = raw if raw is not None else json.dumps(body).encode()
         try:
             self.send_response(status)
@@ -97,27 +99,33 @@ class _Handler(BaseHTTPRequestHandler):
     # the API -----------------------------------------------------------------------------------
     def _api(self, endpoint: str) -> None:
         state = self.server.state
-        cfg = state.config
-        record: dict[str, Any] = {"endpoint": endpoint, "model": None, "status": None, "fault": None}
+        self._record = {"endpoint": endpoint, "model": None, "status": None, "fault": None}
         try:
-            status = self._api_inner(endpoint, state, cfg, record)
+            self._api_inner(endpoint, state, state.config, self._record)
         except BadRequest as exc:
-            status = 400
             self._error(400, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug in the fake must not look like a hang
+            self._error(500, f"fake OpenRouter internal error: {type(exc).__name__}: {exc}")
+
+    def _commit(self, status: int) -> None:
+        """Count the current API request; done before the answer is written so stats never lag it."""
+        record, self._record = self._record, None
+        if record is None:
+            return
+        state = self.server.state
         with state.lock:
-            state.requests[(endpoint, str(record["model"]))] += 1
+            state.requests[(record["endpoint"], str(record["model"]))] += 1
             state.statuses[status] += 1
             if record["fault"]:
                 state.faults[record["fault"]] += 1
             record["status"] = status
             state.recent.append(record)
 
-    def _api_inner(self, endpoint: str, state: FakeState, cfg: FakeConfig, record: dict[str, Any]) -> int:
+    def _api_inner(self, endpoint: str, state: FakeState, cfg: FakeConfig, record: dict[str, Any]) -> None:
         auth = self.headers.get("Authorization", "")
         token = auth[7:].strip() if auth.startswith("Bearer ") else ""
         if cfg.require_key and (not token or (cfg.api_key is not None and token != cfg.api_key)):
-            self._error(401, "No auth credentials found" if not token else "User not found.")
-            return 401
+            return self._error(401, "No auth credentials found" if not token else "User not found.")
         body = self._body()
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
@@ -133,30 +141,25 @@ class _Handler(BaseHTTPRequestHandler):
         if wait is not None:
             record["fault"] = "rpm"
             retry_after = str(int(wait)) if float(wait).is_integer() else f"{wait:.3f}"
-            self._error(429, f"Rate limit exceeded: {model}", {"Retry-After": retry_after})
-            return 429
+            return self._error(429, f"Rate limit exceeded: {model}", {"Retry-After": retry_after})
         fault = state.pick_fault(kind)
         record["fault"] = fault
         if fault in FORCED:
-            self._error(int(fault), FORCED[fault])  # type: ignore[index]
-            return int(fault)  # type: ignore[arg-type]
+            return self._error(int(fault), FORCED[fault])  # type: ignore[index]
         if fault == "429":
             after = cfg.retry_after_s if cfg.retry_after_s is not None else 1
-            self._error(429, f"Rate limit exceeded: {model}", {"Retry-After": f"{after:g}"})
-            return 429
+            return self._error(429, f"Rate limit exceeded: {model}", {"Retry-After": f"{after:g}"})
         if fault in ("500", "502"):
-            self._error(int(fault), "Internal Server Error" if fault == "500" else f"{model} is down (upstream)")
-            return int(fault)
+            return self._error(int(fault), "Internal Server Error" if fault == "500" else f"{model} is down (upstream)")
         if fault == "timeout":
+            self._commit(0)  # "dropped"
             time.sleep(cfg.hang_s)
             self.close_connection = True
-            return 0
+            return
         time.sleep(state.latency(kind))
         if fault == "malformed":
-            self._send(200, None, raw=b'{"id": "gen-fake", "choices": [{"message": {"content": "')
-            return 200
+            return self._send(200, None, raw=b'{"id": "gen-fake", "choices": [{"message": {"content": "')
         self._send(200, work(fault))
-        return 200
 
     def _embeddings(self, body: dict[str, Any], model: str, cfg: FakeConfig, state: FakeState,
                     record: dict[str, Any]) -> Any:
@@ -294,8 +297,8 @@ def serve(host: str = "127.0.0.1", port: int = 0, config: FakeConfig | None = No
                       {"address_family": family})
     server = server_cls((host, port), _Handler)
     server.state = FakeState(config or FakeConfig())
-    thread = threading.Thread(target=server.serve_forever, name=f"fake-openrouter:{server.server_address[1]}",
-                              daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+                              name=f"fake-openrouter:{server.server_address[1]}")
     thread.start()
     return server, thread
 

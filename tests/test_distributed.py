@@ -1,0 +1,100 @@
+"""Distributed mode for real: Redis broker, PostgreSQL job table, a Milvus Lite gRPC server and two
+separate `hitline worker` processes consuming different queues."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+REDIS = os.environ.get("HITLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+PG = os.environ.get("HITLINE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _services_or_skip() -> None:
+    import redis
+    import sqlalchemy
+
+    try:
+        redis.Redis.from_url(REDIS, socket_timeout=2).ping()
+        sqlalchemy.create_engine(PG).connect().close()
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"Redis/PostgreSQL not reachable ({e}); .ci/run starts them")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, demo_data: tuple[Path, Path]):
+    _services_or_skip()
+    import redis
+    import sqlalchemy
+
+    redis.Redis.from_url(REDIS).flushdb()
+    dbname = "hitline_" + uuid.uuid4().hex[:8]
+    admin = sqlalchemy.create_engine(PG, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sqlalchemy.text(f"CREATE DATABASE {dbname}"))
+    db_url = PG.rsplit("/", 1)[0] + "/" + dbname
+    port = _free_port()
+    procs = [subprocess.Popen([str(BIN / "milvus-lite"), "server", "--data-dir", str(tmp_path / "milvus"),
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HITLINE_")}
+    env.update(HITLINE_BROKER_URL=REDIS, HITLINE_DATABASE_URL=db_url, HITLINE_MILVUS_URI=f"http://127.0.0.1:{port}",
+               HITLINE_DATA_DIR=str(tmp_path / "data"), HITLINE_PROVIDER="local", HITLINE_WORKER_CONCURRENCY="2")
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for queues in ("embed,index,retrieve", "analyze,render"):
+        procs.append(subprocess.Popen([str(BIN / "hitline"), "worker", "--queues", queues, "--loglevel", "WARNING"],
+                                      env=env, stdout=open(logs / f"{queues}.log", "w"), stderr=subprocess.STDOUT))
+    try:
+        yield env, tmp_path, demo_data
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        with admin.connect() as c:
+            c.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))
+
+
+def test_batch_runs_on_separate_worker_processes(cluster) -> None:  # noqa: ANN001
+    env, tmp, (catalog, new) = cluster
+    out = tmp / "out"
+    res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(new), "--out", str(out),
+                          "--presets", "amazon_main,thumbnail,banner"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr + "".join(p.read_text() for p in (tmp / "logs").iterdir())
+    batch = re.search(r"batch (\S+):", res.stdout).group(1)
+    assert "queued on redis://127.0.0.1" in res.stdout
+    status = subprocess.run([str(BIN / "hitline"), "status", batch, "--kind", "sku"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0
+    n_new = len((new / "new_products.csv").read_text().strip().splitlines()) - 1
+    assert status.stdout.count(" done ") >= n_new or f"{n_new} done" in status.stdout, status.stdout
+    assert (out / batch / "report.html").exists()
+    assert len(list((out / batch).rglob("banner-*.png"))) == n_new
