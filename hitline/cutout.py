@@ -81,9 +81,9 @@ def _keep_main_components(mask: np.ndarray) -> np.ndarray:
     return np.isin(labels, keep)
 
 
-def _fill_holes(mask: np.ndarray, saliency: np.ndarray) -> np.ndarray:
+def _fill_holes(mask: np.ndarray, saliency: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """Fill holes inside the product (a print the colour of the background), but keep the big
-    ones u2netp sees as background too (a bag handle, a gap between straps)."""
+    ones that show the background itself (a bag handle, a gap between straps)."""
     inv = (~mask).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
     h, w = mask.shape
@@ -92,8 +92,11 @@ def _fill_holes(mask: np.ndarray, saliency: np.ndarray) -> np.ndarray:
     for i in range(1, n):
         x, y, bw, bh, area = stats[i]
         touches_border = x == 0 or y == 0 or x + bw == w or y + bh == h
-        if not touches_border and (area < limit or saliency[labels == i].mean() > 0.8):
-            out[labels == i] = True
+        if touches_border:
+            continue
+        region = labels == i
+        if area < limit or (saliency[region].mean() > 0.8 and np.median(dist[region]) > 3.0):
+            out[region] = True
     return out
 
 
@@ -124,7 +127,7 @@ def product_mask(img: Image.Image) -> np.ndarray:
     k = max(3, round(min(mask.shape) * 0.006)) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
-    mask = _fill_holes(_keep_main_components(m.astype(bool)), saliency)
+    mask = _fill_holes(_keep_main_components(m.astype(bool)), saliency, dist)
     coverage = float(mask.mean())
     if not MIN_COVERAGE <= coverage <= MAX_COVERAGE:
         raise InputError(f"no product found in the flat-lay (mask covers {coverage:.1%} of the picture, "

@@ -1,0 +1,130 @@
+"""The API path end to end against the shipped fake OpenRouter over real HTTP: cost, budget hold and
+resume, caches, error classes at batch level, and the key never leaking."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from db import crud
+from db.session import session_scope
+from hitline.cli import app
+from hitline.fake_openrouter import FakeConfig, running_fake
+from hitline.pipeline import get_context, reset_context
+
+pytestmark = pytest.mark.slow
+KEY = "sk-or-v1-TESTSECRET-0123456789abcdef"
+PRESETS = "thumbnail,banner"  # 512px $0.045 + 2K $0.101 per SKU
+
+
+@pytest.fixture
+def fake(hitline_env: Path, monkeypatch: pytest.MonkeyPatch):
+    with running_fake(FakeConfig(api_key=KEY, require_key=True, max_image_side=512)) as srv:
+        monkeypatch.setenv("HITLINE_OPENROUTER_API_KEY", KEY)
+        monkeypatch.setenv("HITLINE_OPENROUTER_MAX_RETRIES", "3")
+        reset_context()
+        yield srv
+
+
+@pytest.fixture
+def small_demo(demo_data: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    catalog, new = demo_data
+    new2 = tmp_path / "new2"
+    shutil.copytree(new, new2)
+    lines = (new2 / "new_products.csv").read_text().splitlines()
+    (new2 / "new_products.csv").write_text("\n".join(lines[:4]) + "\n")  # 3 SKUs
+    return catalog, new2
+
+
+def _run(fake, catalog: Path, new: Path, out: Path, *extra: str):  # noqa: ANN001
+    res = CliRunner().invoke(app, ["run", "--catalog", str(catalog), "--new", str(new), "--out", str(out),
+                                   "--provider", "openrouter", "--openrouter-base-url", fake.base_url,
+                                   "--presets", PRESETS, *extra])
+    assert res.exit_code == 0, res.output
+    return re.search(r"batch (\S+):", res.output).group(1), res.output
+
+
+def _jobs(batch: str, kind: str = "sku"):
+    with session_scope(get_context().db_url) as s:
+        return crud.jobs(s, batch, kind), crud.spent(s, batch)
+
+
+def _count(stats: dict, endpoint_part: str) -> int:
+    return sum(n for ep, models in stats["requests"].items() if endpoint_part in ep for n in models.values())
+
+
+def test_openrouter_line_costs_caches_and_secret(fake, small_demo, hitline_env: Path, caplog) -> None:  # noqa: ANN001
+    caplog.set_level("DEBUG")
+    catalog, new = small_demo
+    batch, output = _run(fake, catalog, new, hitline_env / "out")
+    skus, spent = _jobs(batch)
+    assert [j.state for j in skus] == ["done"] * 3, [(j.item_id, j.error) for j in skus]
+    for j in skus:
+        assert j.cost_usd == pytest.approx(0.045 + 0.101 + j.result["analyze"]["cost_usd"], abs=1e-6)
+    assert spent == pytest.approx(sum(j.cost_usd for j in skus) + sum(
+        h.cost_usd for h in _jobs(batch, "hit")[0]), abs=1e-6)
+    first = fake.stats()
+    assert _count(first, "embed") > 0
+    report = (hitline_env / "out" / batch / "report.html").read_text()
+    assert "$" in report and batch in report
+
+    # second batch on the same inputs: no embedding or analysis request is sent again
+    fake.reset()
+    batch2, _ = _run(fake, catalog, new, hitline_env / "out2")
+    second = fake.stats()
+    assert _count(second, "embed") == 0
+    chat_models = second["requests"].get("chat", {})
+    assert "qwen/qwen3.5-397b-a17b" not in chat_models, second["requests"]
+    assert all(j.state == "done" for j in _jobs(batch2)[0])
+
+    # the key is nowhere: job table, outputs, logs, CLI output
+    blobs = [p.read_bytes() for p in (hitline_env / "data").rglob("*") if p.is_file()]
+    blobs += [p.read_bytes() for p in (hitline_env / "out").rglob("*") if p.is_file()]
+    assert not any(KEY.encode() in b for b in blobs)
+    assert KEY not in caplog.text and KEY not in output
+
+
+def test_budget_holds_renders_and_resume_finishes_them(fake, small_demo, hitline_env: Path) -> None:  # noqa: ANN001
+    catalog, new = small_demo
+    batch, _ = _run(fake, catalog, new, hitline_env / "out", "--budget", "0.30")
+    skus, spent = _jobs(batch)
+    states = sorted(j.state for j in skus)
+    assert "budget_exceeded" in states, states
+    assert spent <= 0.30 + 1e-9
+    held = [j for j in skus if j.state == "budget_exceeded"]
+    assert all("budget" in (j.error or "") for j in held)
+    renders_before = _count(fake.stats(), "image") + fake.stats()["requests"].get("chat", {}).get(
+        "google/gemini-3.1-flash-image-preview", 0)
+
+    res = CliRunner().invoke(app, ["resume", batch, "--budget", "5"])
+    assert res.exit_code == 0, res.output
+    skus, spent = _jobs(batch)
+    assert all(j.state == "done" for j in skus), [(j.item_id, j.state, j.error) for j in skus]
+    n_images = sum(len(j.result["render"]["outputs"]) for j in skus)
+    assert n_images == 6
+    renders_after = _count(fake.stats(), "image") + fake.stats()["requests"].get("chat", {}).get(
+        "google/gemini-3.1-flash-image-preview", 0)
+    # each image paid and requested exactly once across hold + resume
+    assert renders_after == 6 and renders_before < 6
+    render_spend = sum(o["cost_usd"] for j in skus for o in j.result["render"]["outputs"])
+    assert render_spend <= 3 * (0.045 + 0.101) + 1e-9
+
+
+def test_terminal_and_retryable_errors_at_batch_level(fake, small_demo, hitline_env: Path) -> None:  # noqa: ANN001
+    catalog, new = small_demo
+    # embeddings/analysis fine; renders: the first answers 402, later ones hit 500/429 before succeeding
+    fake.configure(script=[], p_500=0.0)
+    batch, _ = _run(fake, catalog, new, hitline_env / "warm")  # warm the caches: only renders below
+    fake.reset()
+    fake.configure(script=["402"], p_500=0.25, p_429=0.15, retry_after_s=0.2)
+    batch, _ = _run(fake, catalog, new, hitline_env / "out")
+    skus, _ = _jobs(batch)
+    failed = [j for j in skus if j.state == "failed"]
+    assert len(failed) == 1 and "credit" in failed[0].error.lower()
+    assert sum(j.state == "done" for j in skus) == 2
+    stats = fake.stats()
+    assert stats["statuses"].get("402") == 1
