@@ -20,6 +20,9 @@ _engines: dict[tuple[int, str], tuple[Engine, sessionmaker[Session]]] = {}
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+    # we issue BEGIN ourselves (below): pysqlite's deferred BEGIN lets a reader upgrade to a writer,
+    # which SQLite answers with an immediate "database is locked" when another thread writes
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
@@ -38,6 +41,7 @@ def engine_for(url: str) -> tuple[Engine, sessionmaker[Session]]:
                     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
                 eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
                 event.listen(eng, "connect", _sqlite_pragmas)
+                event.listen(eng, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
             else:
                 eng = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
             _engines[key] = (eng, sessionmaker(eng, expire_on_commit=False))

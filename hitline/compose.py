@@ -84,7 +84,7 @@ def _inpainted_reference(reference: Image.Image) -> np.ndarray:
         filled = np.clip(np.broadcast_to(colour, arr.shape) * t, 0, 255).astype(np.uint8)
     else:
         filled = cv2.inpaint(arr, hole, 7, cv2.INPAINT_TELEA)
-    sigma = max(filled.shape[:2]) * 0.035
+    sigma = max(filled.shape[:2]) * 0.025
     out = cv2.GaussianBlur(filled.astype(np.float32) / 255.0, (0, 0), sigma)
     with _backdrops_lock:
         _backdrops[key] = out
@@ -176,8 +176,8 @@ def _shadow_mask(size: tuple[int, int], product: Image.Image, pos: tuple[int, in
     alpha = product.getchannel("A").resize((pw, ph), Image.BILINEAR)
     canvas = Image.new("L", (sw, shh), 0)
     # the cast shadow falls away from the light, down and to the side
-    dx, dy = round(-light * 0.035 * pw + 0.01 * pw), round(0.03 * ph)
-    canvas.paste(alpha.point(lambda v: int(v * 0.55 * strength)), (round(px) + dx, round(py) + dy))
+    dx, dy = round(-light * 0.04 * pw + 0.015 * pw), round(0.035 * ph)
+    canvas.paste(alpha.point(lambda v: int(v * 0.7 * strength)), (round(px) + dx, round(py) + dy))
     canvas = canvas.filter(ImageFilter.GaussianBlur(max(1.0, 0.03 * max(pw, ph))))
     contact = Image.new("L", (sw, shh), 0)
     bottom = py + ph

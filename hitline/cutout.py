@@ -81,21 +81,30 @@ def _keep_main_components(mask: np.ndarray) -> np.ndarray:
     return np.isin(labels, keep)
 
 
-def _fill_holes(mask: np.ndarray, saliency: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    """Fill holes inside the product (a print the colour of the background), but keep the big
-    ones that show the background itself (a bag handle, a gap between straps)."""
+def _fill_holes(mask: np.ndarray, saliency: np.ndarray) -> np.ndarray:
+    """Fill holes inside the product: small ones always, big ones when they are enclosed by thick
+    fabric (a print the colour of the background). A hole framed by a thin strap or handle shows
+    the background itself and stays open."""
     inv = (~mask).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
     h, w = mask.shape
     out = mask.copy()
     limit = 0.03 * mask.sum()
+    ys, xs = np.nonzero(mask)
+    k = max(3, round(0.1 * max(np.ptp(ys) if len(ys) else 1, np.ptp(xs) if len(xs) else 1)))
+    ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
     for i in range(1, n):
         x, y, bw, bh, area = stats[i]
-        touches_border = x == 0 or y == 0 or x + bw == w or y + bh == h
-        if touches_border:
+        if x == 0 or y == 0 or x + bw == w or y + bh == h:
             continue
         region = labels == i
-        if area < limit or (saliency[region].mean() > 0.8 and np.median(dist[region]) > 3.0):
+        if area < limit:
+            out[region] = True
+            continue
+        y0, y1, x0, x1 = max(0, y - k), min(h, y + bh + k), max(0, x - k), min(w, x + bw + k)
+        sub = region[y0:y1, x0:x1]
+        ring = (cv2.dilate(sub.astype(np.uint8), ring_kernel) > 0) & ~sub
+        if mask[y0:y1, x0:x1][ring].mean() > 0.95 and saliency[region].mean() > 0.6:
             out[region] = True
     return out
 
@@ -127,7 +136,7 @@ def product_mask(img: Image.Image) -> np.ndarray:
     k = max(3, round(min(mask.shape) * 0.006)) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
-    mask = _fill_holes(_keep_main_components(m.astype(bool)), saliency, dist)
+    mask = _fill_holes(_keep_main_components(m.astype(bool)), saliency)
     coverage = float(mask.mean())
     if not MIN_COVERAGE <= coverage <= MAX_COVERAGE:
         raise InputError(f"no product found in the flat-lay (mask covers {coverage:.1%} of the picture, "
@@ -149,7 +158,7 @@ def cutout(img: Image.Image) -> Image.Image:
     alpha = (mask[y0:y1, x0:x1].astype(np.float32) * 255.0)
     # erode a hair before feathering so the background colour does not fringe the edge
     feather = max(0.8, max(rgb.size) / 1000.0)
-    alpha = cv2.erode(alpha, np.ones((3, 3), np.uint8)) if max(rgb.size) >= 600 else alpha
+    alpha = cv2.erode(alpha, np.ones((3, 3), np.uint8), iterations=max(1, round(max(rgb.size) / 500)))
     alpha = cv2.GaussianBlur(alpha, (0, 0), feather)
     out = rgb.crop((x0, y0, x1, y1)).convert("RGBA")
     out.putalpha(Image.fromarray(np.clip(alpha, 0, 255).astype(np.uint8)))

@@ -15,6 +15,9 @@ from hitline.domain import Hit, HitProduct
 from hitline.errors import ConfigError
 
 log = logging.getLogger(__name__)
+# Milvus Lite's in-process gRPC server logs a traceback for every RPC it does not implement
+# (AllocTimestamp, which pymilvus probes and then works without): noise, not an error
+logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
 
 RRF_K = 60
 META_KEY = "hitline.meta"  # collection property: embedder, dimension and text vocabulary version

@@ -141,9 +141,12 @@ def submit_batch(ctx: Context, catalog_dir: Path, new_dir: Path, out_dir: Path, 
                     enumerate(catalog.items)]
         sku_jobs = [crud.add_job(s, batch_id, "sku", p.new_id, i, _row(p), "embed") for i, p in enumerate(new.items)]
         for kind, loaded in (("hit", catalog), ("sku", new)):
+            used = {getattr(p, "product_id", None) or getattr(p, "new_id") for p in loaded.items}
             for e in loaded.errors:
-                crud.add_job(s, batch_id, kind, e.id or f"row-{e.row}", e.row, e.raw, "embed", "failed",
-                             f"row {e.row}: {e.reason}")
+                # a rejected row keeps its id when it can (a duplicate id gets its row number appended)
+                item_id = e.id if e.id and e.id not in used else f"{e.id or 'row'}@row{e.row}"
+                used.add(item_id)
+                crud.add_job(s, batch_id, kind, item_id, e.row, e.raw, "embed", "failed", f"row {e.row}: {e.reason}")
         s.flush()
         hit_ids = [j.id for j in hit_jobs]
         sku_ids = [j.id for j in sku_jobs]

@@ -1,0 +1,52 @@
+"""The offline renderer: cut the product out of its flat-lay and composite it, no model calls."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+from PIL import Image
+
+from hitline.domain import NewProduct, Preset, RenderedImage, StyleAnalysis
+from hitline.imaging import compose, cutout, image_fingerprint, open_image
+
+__all__ = ["LocalRenderer"]
+
+
+class LocalRenderer:
+    """ImageRenderer that composites locally; free and deterministic."""
+
+    model = "local/compositor-v1"
+
+    def __init__(self, cache_size: int = 16, png_compress_level: int = 3) -> None:
+        self._cutouts: OrderedDict[str, Image.Image] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._compress = png_compress_level
+
+    def _cutout(self, flatlay: Path) -> Image.Image:
+        # one product is rendered for several presets in a row: cut it out once
+        key = image_fingerprint(flatlay)
+        with self._lock:
+            if key in self._cutouts:
+                self._cutouts.move_to_end(key)
+                return self._cutouts[key]
+        product = cutout(open_image(flatlay))
+        with self._lock:
+            self._cutouts[key] = product
+            while len(self._cutouts) > self._cache_size:
+                self._cutouts.popitem(last=False)
+        return product
+
+    def render(self, flatlay: Path, references: Sequence[Path], style: StyleAnalysis,
+               product: NewProduct, preset: Preset) -> RenderedImage:
+        cut = self._cutout(Path(flatlay))
+        reference = open_image(references[0]) if references else None
+        image = compose(cut, reference, style, preset)
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", compress_level=self._compress)
+        notes = [] if references else ["no reference image: backdrop built from the palette"]
+        return RenderedImage(data=buf.getvalue(), mime="image/png", cost_usd=0.0, model=self.model, notes=notes)
