@@ -13,16 +13,50 @@ from db.models import Job
 from db.session import session_scope
 from hitline import stages
 from hitline.domain import Hit, StyleAnalysis
-from hitline.errors import BudgetExceeded, InputError
+from hitline.errors import BudgetExceeded, InputError, RetryableProviderError
 from hitline.imaging import load_presets
 from hitline.pipeline import (CatalogNotReady, Context, _hit, _sku, batch_info, run_step, vocabulary)
 
 log = logging.getLogger(__name__)
 
 
-def embed_hits(ctx: Context, job_ids: list[int]) -> dict[str, str]:
-    """Dense vectors for a chunk of catalog products (one provider call per chunk, cache first)."""
-    return {str(j): run_step(ctx, j, "embed", _embed_one) for j in job_ids}
+def embed_hits(ctx: Context, job_ids: list[int]) -> dict[int, str]:
+    """Dense vectors for a chunk of catalog products: one batched provider call for the images not in
+    the cache. An unreadable image fails its own job only."""
+    with session_scope(ctx.db_url) as s:
+        claimed = [j for j in (crud.claim(s, i, "embed") for i in job_ids) if j is not None]
+    if not claimed:
+        return {}
+    options = batch_info(ctx, claimed[0].batch_id)["options"]
+    embedder = ctx.providers(options).embedder
+    outcome: dict[int, str] = {}
+    try:
+        _, cost = stages.embed_images(embedder, [Path(j.row["image_path"]) for j in claimed], ctx.cache)
+        ok = claimed
+    except InputError:
+        # find the bad image(s): embed one by one (cached vectors make this cheap)
+        ok, cost = [], 0.0
+        for j in claimed:
+            try:
+                cost += stages.embed_images(embedder, [Path(j.row["image_path"])], ctx.cache)[1]
+                ok.append(j)
+            except InputError as e:
+                with session_scope(ctx.db_url) as s:
+                    crud.set_state(s, j.id, "embed", "failed", str(e))
+                outcome[j.id] = "failed"
+    except RetryableProviderError as e:
+        with session_scope(ctx.db_url) as s:
+            for j in claimed:
+                crud.set_state(s, j.id, "embed", "retrying", str(e))
+        raise
+    with session_scope(ctx.db_url) as s:
+        for j in ok:
+            crud.advance(s, j.id, "embed", "index", {"key": stages.embed_key(embedder.model, Path(j.row["image_path"])),
+                                                     "cost_usd": cost / len(ok)})
+            outcome[j.id] = "done"
+    if cost > 0:
+        _record_cost(ctx, claimed[0].batch_id, ok[0].id, "embed", f"embed-chunk:{min(job_ids)}", embedder.model, cost)
+    return outcome
 
 
 def _embed_one(job: Job, options: dict[str, Any]) -> dict[str, Any]:
@@ -30,19 +64,18 @@ def _embed_one(job: Job, options: dict[str, Any]) -> dict[str, Any]:
 
     ctx = get_context()
     path = Path(job.row["image_path"])
-    _, cost = stages.embed_images(ctx.providers(options).embedder, [path], ctx.cache)
-    _charge_free(ctx, job, "embed", cost, options)
-    return {"key": stages.embed_key(ctx.providers(options).embedder.model, path), "cost_usd": cost}
+    embedder = ctx.providers(options).embedder
+    _, cost = stages.embed_images(embedder, [path], ctx.cache)
+    if cost > 0:
+        _record_cost(ctx, job.batch_id, job.id, "embed", f"embed:{job.id}", embedder.model, cost)
+    return {"key": stages.embed_key(embedder.model, path), "cost_usd": cost}
 
 
-def _charge_free(ctx: Context, job: Job, stage: str, cost: float, options: dict[str, Any]) -> None:
-    """Record the cost of an embed/analyze call (they are cheap; the budget guards renders)."""
-    if cost <= 0:
-        return
-    key = f"{stage}:{job.id}"
+def _record_cost(ctx: Context, batch_id: str, job_id: int, stage: str, key: str, model: str, cost: float) -> None:
+    """Record the cost of an embed/analyze call once per key (the budget guards renders, the big spend)."""
     with session_scope(ctx.db_url) as s:
-        crud.reserve(s, job.batch_id, job.id, stage, key, options.get("provider", "local"), cost, None)
-        crud.settle(s, job.batch_id, key, cost)
+        crud.reserve(s, batch_id, job_id, stage, key, model, cost, None)
+        crud.settle(s, batch_id, key, cost)
 
 
 def index_hits(ctx: Context, batch_id: str, job_ids: list[int]) -> int:
@@ -102,8 +135,10 @@ def analyze(ctx: Context, job_id: int) -> str:
     def work(job: Job, options: dict[str, Any]) -> dict[str, Any]:
         info = batch_info(ctx, job.batch_id)
         hits = [Hit(**{**h, "found_by": tuple(h["found_by"])}) for h in job.result["retrieve"]["hits"]]
-        analysis, cached = stages.analyze(ctx.providers(options).analyzer, hits, _sku(job), ctx.cache)
-        _charge_free(ctx, job, "analyze", analysis.cost_usd, options)
+        analyzer = ctx.providers(options).analyzer
+        analysis, cached = stages.analyze(analyzer, hits, _sku(job), ctx.cache)
+        if analysis.cost_usd > 0:
+            _record_cost(ctx, job.batch_id, job.id, "analyze", f"analyze:{job.id}", analyzer.model, analysis.cost_usd)
         style = analysis.style
         _write_json(Path(info["out_dir"]) / job.batch_id / job.item_id / "style.json", style.model_dump())
         return {"style": style.model_dump(), "cached": cached, "cost_usd": analysis.cost_usd}

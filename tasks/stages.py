@@ -28,7 +28,7 @@ def _retry(task: Task, exc: RetryableProviderError, job_ids: list[int], stage: s
         raise Ignore()
     backoff = min(300.0, 2.0 ** task.request.retries) * (0.5 + random.random())
     countdown = max(exc.retry_after or 0.0, backoff)
-    raise task.retry(exc=exc, countdown=countdown, max_retries=MAX_RETRIES)
+    raise task.retry(exc=exc, countdown=countdown)
 
 
 def _continue_or_stop(job_id: int, stage: str, outcome: str) -> None:
@@ -45,13 +45,14 @@ def _continue_or_stop(job_id: int, stage: str, outcome: str) -> None:
 
 
 def _sku_task(stage: str, fn):  # noqa: ANN001, ANN202
-    @app.task(name=f"hitline.{stage}", bind=True)
+    # max_retries=None: waiting for the catalog is unbounded; provider retries are capped in _retry
+    @app.task(name=f"hitline.{stage}", bind=True, max_retries=None)
     def run(self: Task, job_id: int) -> None:
         try:
             outcome = fn(get_context(), job_id)
         except CatalogNotReady:
             # not an attempt: the catalog chains are still running; look again shortly
-            raise self.retry(countdown=1.0, max_retries=None)
+            raise self.retry(countdown=1.0)
         except RetryableProviderError as e:
             _retry(self, e, [job_id], stage)
         _continue_or_stop(job_id, stage, outcome)
@@ -65,7 +66,7 @@ analyze = _sku_task("analyze", steps.analyze)
 render = _sku_task("render", steps.render)
 
 
-@app.task(name="hitline.embed_hits", bind=True)
+@app.task(name="hitline.embed_hits", bind=True, max_retries=None)
 def embed_hits(self: Task, batch_id: str, job_ids: list[int]) -> None:
     try:
         steps.embed_hits(get_context(), job_ids)

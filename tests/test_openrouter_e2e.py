@@ -53,8 +53,13 @@ def _jobs(batch: str, kind: str = "sku"):
         return crud.jobs(s, batch, kind), crud.spent(s, batch)
 
 
-def _count(stats: dict, endpoint_part: str) -> int:
-    return sum(n for ep, models in stats["requests"].items() if endpoint_part in ep for n in models.values())
+def _count(stats: dict, endpoint: str, model: str | None = None) -> int:
+    models = stats["requests"].get(endpoint, {})
+    return sum(n for m, n in models.items() if model is None or m == model)
+
+
+RENDER_MODEL = "google/gemini-3.1-flash-image-preview"
+ANALYZE_MODEL = "qwen/qwen3.5-397b-a17b"
 
 
 def test_openrouter_line_costs_caches_and_secret(fake, small_demo, hitline_env: Path, caplog) -> None:  # noqa: ANN001
@@ -68,7 +73,8 @@ def test_openrouter_line_costs_caches_and_secret(fake, small_demo, hitline_env: 
     assert spent == pytest.approx(sum(j.cost_usd for j in skus) + sum(
         h.cost_usd for h in _jobs(batch, "hit")[0]), abs=1e-6)
     first = fake.stats()
-    assert _count(first, "embed") > 0
+    assert _count(first, "embeddings") > 0 and _count(first, "chat/completions", ANALYZE_MODEL) == 3
+    assert _count(first, "chat/completions", RENDER_MODEL) == 6
     report = (hitline_env / "out" / batch / "report.html").read_text()
     assert "$" in report and batch in report
 
@@ -76,9 +82,8 @@ def test_openrouter_line_costs_caches_and_secret(fake, small_demo, hitline_env: 
     fake.reset()
     batch2, _ = _run(fake, catalog, new, hitline_env / "out2")
     second = fake.stats()
-    assert _count(second, "embed") == 0
-    chat_models = second["requests"].get("chat", {})
-    assert "qwen/qwen3.5-397b-a17b" not in chat_models, second["requests"]
+    assert _count(second, "embeddings") == 0, second["requests"]
+    assert _count(second, "chat/completions", ANALYZE_MODEL) == 0, second["requests"]
     assert all(j.state == "done" for j in _jobs(batch2)[0])
 
     # the key is nowhere: job table, outputs, logs, CLI output
@@ -97,8 +102,7 @@ def test_budget_holds_renders_and_resume_finishes_them(fake, small_demo, hitline
     assert spent <= 0.30 + 1e-9
     held = [j for j in skus if j.state == "budget_exceeded"]
     assert all("budget" in (j.error or "") for j in held)
-    renders_before = _count(fake.stats(), "image") + fake.stats()["requests"].get("chat", {}).get(
-        "google/gemini-3.1-flash-image-preview", 0)
+    renders_before = _count(fake.stats(), "chat/completions", RENDER_MODEL)
 
     res = CliRunner().invoke(app, ["resume", batch, "--budget", "5"])
     assert res.exit_code == 0, res.output
@@ -106,8 +110,7 @@ def test_budget_holds_renders_and_resume_finishes_them(fake, small_demo, hitline
     assert all(j.state == "done" for j in skus), [(j.item_id, j.state, j.error) for j in skus]
     n_images = sum(len(j.result["render"]["outputs"]) for j in skus)
     assert n_images == 6
-    renders_after = _count(fake.stats(), "image") + fake.stats()["requests"].get("chat", {}).get(
-        "google/gemini-3.1-flash-image-preview", 0)
+    renders_after = _count(fake.stats(), "chat/completions", RENDER_MODEL)
     # each image paid and requested exactly once across hold + resume
     assert renders_after == 6 and renders_before < 6
     render_spend = sum(o["cost_usd"] for j in skus for o in j.result["render"]["outputs"])
