@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,12 @@ def _services_or_skip() -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path, demo_data: tuple[Path, Path]):
+    with _cluster(tmp_path, {}) as env:
+        yield env, tmp_path, demo_data
+
+
+@contextmanager
+def _cluster(tmp_path: Path, extra_env: dict[str, str]):
     _services_or_skip()
     import redis
     import sqlalchemy
@@ -57,7 +64,8 @@ def cluster(tmp_path: Path, demo_data: tuple[Path, Path]):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HITLINE_")}
     env.update(HITLINE_BROKER_URL=REDIS, HITLINE_DATABASE_URL=db_url, HITLINE_MILVUS_URI=f"http://127.0.0.1:{port}",
-               HITLINE_DATA_DIR=str(tmp_path / "data"), HITLINE_PROVIDER="local", HITLINE_WORKER_CONCURRENCY="2")
+               HITLINE_DATA_DIR=str(tmp_path / "data"), HITLINE_PROVIDER="local", HITLINE_WORKER_CONCURRENCY="2",
+               **extra_env)
     for _ in range(100):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -69,7 +77,7 @@ def cluster(tmp_path: Path, demo_data: tuple[Path, Path]):
         procs.append(subprocess.Popen([str(BIN / "hitline"), "worker", "--queues", queues, "--loglevel", "WARNING"],
                                       env=env, stdout=open(logs / f"{queues}.log", "w"), stderr=subprocess.STDOUT))
     try:
-        yield env, tmp_path, demo_data
+        yield env
     finally:
         for p in procs:
             p.terminate()
@@ -98,3 +106,45 @@ def test_batch_runs_on_separate_worker_processes(cluster) -> None:  # noqa: ANN0
     assert status.stdout.count(" done ") >= n_new or f"{n_new} done" in status.stdout, status.stdout
     assert (out / batch / "report.html").exists()
     assert len(list((out / batch).rglob("banner-*.png"))) == n_new
+
+
+def test_global_rate_limit_holds_across_worker_processes(tmp_path: Path, demo_data: tuple[Path, Path]) -> None:
+    """Two worker processes (prefork, 2 children each) share one Redis limiter: the fake provider,
+    which enforces the same limit, sees no 429 while every render goes through."""
+    from hitline.fake_openrouter import FakeConfig, running_fake
+
+    render_model = "google/gemini-3.1-flash-image-preview"
+    limits = tmp_path / "limits.toml"
+    limits.write_text(f'''[default]
+rpm = 1000
+max_in_flight = 8
+window_s = 2.0
+
+["{render_model}"]
+rpm = 4
+max_in_flight = 2
+window_s = 2.0
+''')
+    key = "sk-or-v1-distributed-secret"
+    with running_fake(FakeConfig(rpm={render_model: 4}, rpm_window_s=2.0, retry_after_s=1.0, api_key=key,
+                                 require_key=True, max_image_side=512)) as fake:
+        extra = {"HITLINE_OPENROUTER_API_KEY": key, "HITLINE_OPENROUTER_BASE_URL": fake.base_url,
+                 "HITLINE_LIMITS_FILE": str(limits)}
+        with _cluster(tmp_path, extra) as env:
+            catalog, new = demo_data
+            out = tmp_path / "out"
+            t0 = time.monotonic()
+            res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(new),
+                                  "--out", str(out), "--provider", "openrouter", "--presets", "thumbnail,banner"],
+                                 env=env, capture_output=True, text=True, timeout=600)
+            elapsed = time.monotonic() - t0
+            logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
+            assert res.returncode == 0, res.stdout + res.stderr + logs
+            stats = fake.stats()
+    renders = stats["requests"]["chat/completions"][render_model]
+    n_new = len((new / "new_products.csv").read_text().strip().splitlines()) - 1
+    assert renders == 2 * n_new
+    assert stats["statuses"].get("429", 0) == 0, stats["statuses"]
+    # 4 renders per 2 s window: the batch cannot have been faster than the limit allows
+    assert elapsed >= (renders / 4 - 1) * 2.0
+    assert key not in res.stdout + res.stderr + logs
