@@ -38,25 +38,18 @@ def _configure(provider: Optional[str], base_url: Optional[str], data_dir: Optio
 
 def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min_sales: Optional[int],
                presets: Optional[str], budget: Optional[float], wait: bool) -> str:
-    from hitline.pipeline import get_context, submit_batch
-    from hitline.imaging import load_presets
-
-    ctx = get_context()
-    st = ctx.settings
-    preset_names = [p.strip() for p in presets.split(",")] if presets else list(st.presets)
-    load_presets(preset_names, st.presets_file)  # unknown preset: fail before anything is queued
-    options = {"provider": st.resolved_provider(), "top_k": top_k or st.top_k,
-               "min_sales": st.min_sales if min_sales is None else min_sales, "presets": preset_names,
-               "models": {"embed_model": st.embed_model, "analyze_model": st.analyze_model,
-                          "render_model": st.render_model}}
-    embedded = not st.broker_url
-    from tasks.chains import enqueue
+    from hitline.pipeline import get_context
+    from tasks.chains import submit
     from workers.app import app as celery_app
     from workers.embedded import embedded_worker
 
+    ctx = get_context()
+    st = ctx.settings
+    preset_names = [p.strip() for p in presets.split(",")] if presets else None
+    embedded = not st.broker_url
     with embedded_worker(celery_app, st.worker_concurrency) if embedded else nullcontext():
-        sub = submit_batch(ctx, catalog, new, out, options=options, budget_usd=budget)
-        enqueue(sub)
+        sub = submit(catalog, new, out, top_k=top_k, min_sales=min_sales, presets=preset_names, budget_usd=budget,
+                     ctx=ctx)
         console.print(f"batch [bold]{sub.batch_id}[/]: {sum(map(len, sub.hit_chunks))} catalog products, "
                       f"{len(sub.sku_jobs)} new SKUs, {sub.rejected} rows rejected "
                       f"({'embedded worker' if embedded else 'queued on ' + _safe_url(st.broker_url)})")
@@ -215,6 +208,24 @@ def report(batch: Optional[str] = typer.Argument(None)) -> None:
     with session_scope(ctx.db_url) as s:
         batch = batch or crud.latest_batch_id(s)
     console.print(str(write_report(ctx, batch)))
+
+
+@app.command("drop-collection")
+def drop_collection(name: str, yes: bool = typer.Option(False, "--yes", help="really drop it")) -> None:
+    """Drop a Milvus collection (e.g. to switch embedders); the next run re-indexes the catalog."""
+    _configure(None, None, None)
+    from hitline.config import get_settings
+    from hitline.index import client_for
+
+    if not yes:
+        console.print(f"this drops collection {name!r}; add --yes to confirm")
+        raise typer.Exit(1)
+    client = client_for(get_settings().milvus())
+    if not client.has_collection(name):
+        console.print(f"no collection {name!r}")
+        raise typer.Exit(1)
+    client.drop_collection(name)
+    console.print(f"dropped {name}")
 
 
 @app.command()

@@ -100,7 +100,8 @@ class HitIndex:
                         f"collection {self.collection!r} holds {meta.get('embed_model')} vectors "
                         f"({meta.get('dim')}-d); this run embeds with {self.embed_model} ({self.dim}-d). "
                         "Mixing embedders in one collection is refused: set HITLINE_COLLECTION to another "
-                        "name or drop it with `hitline index --rebuild`.")
+                        f"name (e.g. {self.collection}_{self.embed_model.split('/')[0]}) or drop it with "
+                        f"`hitline drop-collection {self.collection} --yes`.")
                 if meta.get("vocab_version") == vocab_version:
                     return "exists"
                 log.info("catalog vocabulary changed (%s -> %s): rebuilding %s",

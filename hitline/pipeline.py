@@ -116,6 +116,19 @@ class Submitted:
     rejected: int  # rows that failed validation (already recorded as failed jobs)
 
 
+def batch_options(settings: Settings, *, top_k: int | None = None, min_sales: int | None = None,
+                  presets: list[str] | None = None) -> dict[str, Any]:
+    """Everything a worker needs to run a batch, stored on the batch row (never the API key)."""
+    from hitline.imaging import load_presets
+
+    names = presets or list(settings.presets)
+    load_presets(names, settings.presets_file)  # an unknown preset fails before anything is queued
+    return {"provider": settings.resolved_provider(), "top_k": top_k or settings.top_k,
+            "min_sales": settings.min_sales if min_sales is None else min_sales, "presets": names,
+            "models": {"embed_model": settings.embed_model, "analyze_model": settings.analyze_model,
+                       "render_model": settings.render_model}}
+
+
 def new_batch_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 

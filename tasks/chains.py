@@ -4,12 +4,13 @@ analyze -> render. Called after the transaction that created the jobs has commit
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from celery import chain
 
 from db import crud
 from db.session import session_scope
-from hitline.pipeline import SKU_STAGES, Context, Submitted
+from hitline.pipeline import SKU_STAGES, Context, Submitted, batch_options, get_context, submit_batch
 from tasks import stages as t
 
 SKU_TASKS = {"embed": t.embed, "retrieve": t.retrieve, "analyze": t.analyze, "render": t.render}
@@ -22,6 +23,18 @@ def sku_chain(job_id: int, start: str = "embed") -> chain:
 def hit_chain(batch_id: str, job_ids: list[int], start: str = "embed") -> chain:
     steps = [t.embed_hits.si(batch_id, job_ids)] if start == "embed" else []
     return chain(*steps, t.index_hits.si(batch_id, job_ids))
+
+
+def submit(catalog_dir: Path, new_dir: Path, out_dir: Path, *, top_k: int | None = None,
+           min_sales: int | None = None, presets: list[str] | None = None, budget_usd: float | None = None,
+           ctx: Context | None = None) -> Submitted:
+    """The entry point for other services: validate, create the jobs, commit, then enqueue the chains.
+    Returns at once; progress is in the job table (`hitline status BATCH`)."""
+    ctx = ctx or get_context()
+    options = batch_options(ctx.settings, top_k=top_k, min_sales=min_sales, presets=presets)
+    sub = submit_batch(ctx, Path(catalog_dir), Path(new_dir), Path(out_dir), options=options, budget_usd=budget_usd)
+    enqueue(sub)
+    return sub
 
 
 def enqueue(sub: Submitted) -> int:

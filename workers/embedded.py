@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -18,6 +19,8 @@ def embedded_worker(app: Celery, concurrency: int = 4, loglevel: str = "WARNING"
     Celery's own threaded test worker does exactly what embedded mode needs (same consumer, same
     task execution path as a standalone worker); without a result backend the ping check is skipped.
     """
+    # the memory transport has no host; kombu warns about it on every start
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)
     with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False,
                       queues=list(QUEUES), loglevel=loglevel, shutdown_timeout=60.0) as w:
         yield w
