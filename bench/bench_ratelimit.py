@@ -90,7 +90,7 @@ def _worker(wid: int, base_url: str, mode: str, args: dict[str, Any], tickets: A
     out.put(result)
 
 
-def run_mode(mode: str, fake: Any, opts: argparse.Namespace) -> dict[str, Any]:
+def run_mode(mode: str, fake: Any, opts: argparse.Namespace, margin: float = 0.0) -> dict[str, Any]:
     ctx = mp.get_context("spawn")  # the fake's server thread lives in this process: do not fork it
     tickets = ctx.Value("i", opts.requests)
     ready = ctx.Barrier(opts.processes + 1)
@@ -98,7 +98,7 @@ def run_mode(mode: str, fake: Any, opts: argparse.Namespace) -> dict[str, Any]:
     out = ctx.Queue()
     fake.reset()
     key_prefix = f"bench:rl:{uuid.uuid4().hex[:8]}"
-    shared = {"rpm": opts.rpm, "window_s": opts.window, "max_in_flight": opts.max_in_flight,
+    shared = {"rpm": opts.rpm, "window_s": opts.window + margin, "max_in_flight": opts.max_in_flight,
               "redis_url": opts.redis_url, "key_prefix": key_prefix, "threads": opts.threads,
               "max_retries": opts.max_retries}
     deadline = ctx.Value("d", 0.0)  # set once every process is up, read after `go`
@@ -130,7 +130,7 @@ def run_mode(mode: str, fake: Any, opts: argparse.Namespace) -> dict[str, Any]:
     # a sliding window lets R requests through at once at the start; the steady rate leaves that burst out
     span = done_at[-1] - done_at[0] if len(done_at) > 1 else 0.0
     steady = (ok - opts.rpm) / span if ok > opts.rpm and span > 0 else float("nan")
-    return {"mode": mode, "ok": ok, "gave_up": sum(r["gave_up"] for r in results),
+    return {"mode": mode, "limiter_window_s": opts.window + margin if mode == "redis" else None, "ok": ok, "gave_up": sum(r["gave_up"] for r in results),
             "other_errors": sum(r["other_errors"] for r in results),
             "errors_sample": [e for r in results for e in r["errors"]][:3],
             "provider_429": int(stats["statuses"].get("429", 0)), "provider_requests": int(stats["total"]),
@@ -154,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--latency", type=float, nargs=2, default=(0.01, 0.03), metavar=("MIN", "MAX"),
                     help="fake embeddings latency, seconds")
     ap.add_argument("--max-seconds", type=float, default=50.0, help="deadline per mode")
+    ap.add_argument("--margin", type=float, default=0.1,
+                    help="extra row (c): the limiter's window is W + MARGIN s (0 = skip the row)")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     ap.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     opts = ap.parse_args(argv)
@@ -171,17 +173,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit_rate = opts.rpm / opts.window
     rows = []
     with running_fake(cfg) as fake:
-        for mode in ("none", "redis"):
-            rows.append(run_mode(mode, fake, opts))
+        modes = [("none", 0.0), ("redis", 0.0)] + ([("redis", opts.margin)] if opts.margin > 0 else [])
+        for mode, margin in modes:
+            rows.append(run_mode(mode, fake, opts, margin))
             time.sleep(opts.window)  # let the provider window drain between modes
-    base, lim = rows
+    base, lim = rows[0], rows[1]
+    names = ["(a) client retries only", "(b) shared RedisLimiter",
+             f"(c) RedisLimiter, window W+{opts.margin:g} s"]
     table = Table(title=f"{opts.processes} processes x {opts.threads} threads, {opts.requests} requests, "
                         f"limit {opts.rpm} per {opts.window:g} s ({limit_rate:.2f}/s), Retry-After "
                         f"{'window' if opts.retry_after < 0 else f'{opts.retry_after:g} s'}")
     for col in ("mode", "completed", "gave up (429)", "other errors", "provider 429s", "provider requests",
                 "provider calls per ok", "seconds", "ok /s", "steady ok /s", "steady / limit", "429s (b)/(a)"):
         table.add_column(col, justify="left" if col == "mode" else "right")
-    for name, r in (("(a) client retries only", base), ("(b) shared RedisLimiter", lim)):
+    for name, r in zip(names, rows):
         ratio = r["provider_429"] / base["provider_429"] if base["provider_429"] else float("nan")
         r["ratio_429_vs_a"] = None if ratio != ratio else ratio
         steady = r["steady_rate_per_s"]
@@ -207,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "params": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
                        for k, v in vars(opts).items()},
             "limit_per_s": limit_rate, "baseline": base, "redis_limiter": lim,
+            "redis_limiter_margin": rows[2] if len(rows) > 2 else None,
             "ratio_429_b_over_a": lim.get("ratio_429_vs_a")}, indent=2))
         console.print(f"wrote {opts.json}")
     return 0
