@@ -178,14 +178,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(run_mode(mode, fake, opts, margin))
             time.sleep(opts.window)  # let the provider window drain between modes
     base, lim = rows[0], rows[1]
-    names = ["(a) client retries only", "(b) shared RedisLimiter",
-             f"(c) RedisLimiter, window W+{opts.margin:g} s"]
+    names = ["(a) retries only", "(b) RedisLimiter", f"(c) RedisLimiter W+{opts.margin:g}s"]
     table = Table(title=f"{opts.processes} processes x {opts.threads} threads, {opts.requests} requests, "
                         f"limit {opts.rpm} per {opts.window:g} s ({limit_rate:.2f}/s), Retry-After "
                         f"{'window' if opts.retry_after < 0 else f'{opts.retry_after:g} s'}")
     for col in ("mode", "completed", "gave up (429)", "other errors", "provider 429s", "provider requests",
                 "provider calls per ok", "seconds", "ok /s", "steady ok /s", "steady / limit", "429s (b)/(a)"):
-        table.add_column(col, justify="left" if col == "mode" else "right")
+        table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=col == "mode")
     for name, r in zip(names, rows):
         ratio = r["provider_429"] / base["provider_429"] if base["provider_429"] else float("nan")
         r["ratio_429_vs_a"] = None if ratio != ratio else ratio

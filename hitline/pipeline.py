@@ -11,7 +11,6 @@ import logging
 import os
 import secrets
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,10 +22,10 @@ from db.session import init_db, session_scope
 from hitline import stages
 from hitline.catalog import load_catalog, load_new_products
 from hitline.config import Settings, get_settings
-from hitline.domain import Hit, HitProduct, NewProduct, StyleAnalysis
+from hitline.domain import HitProduct, NewProduct
 from hitline.errors import (BudgetExceeded, ConfigError, HitlineError, InputError, RetryableProviderError,
                             TerminalProviderError)
-from hitline.index import HitIndex, Retrieval
+from hitline.index import HitIndex
 from hitline.sparse import TextVocabulary
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -73,6 +72,11 @@ def _cluster(tmp_path: Path, extra_env: dict[str, str]):
         time.sleep(0.1)
     logs = tmp_path / "logs"
     logs.mkdir()
+    flower_port = _free_port()
+    env["HITLINE_TEST_FLOWER_PORT"] = str(flower_port)
+    procs.append(subprocess.Popen([str(BIN / "celery"), "-A", "workers.app", "flower", f"--port={flower_port}",
+                                   "--address=127.0.0.1"], env={**env, "FLOWER_UNAUTHENTICATED_API": "true"},
+                                  stdout=open(logs / "flower.log", "w"), stderr=subprocess.STDOUT))
     for queues in ("embed,index,retrieve", "analyze,render"):
         procs.append(subprocess.Popen([str(BIN / "hitline"), "worker", "--queues", queues, "--loglevel", "WARNING"],
                                       env=env, stdout=open(logs / f"{queues}.log", "w"), stderr=subprocess.STDOUT))
@@ -106,6 +110,21 @@ def test_batch_runs_on_separate_worker_processes(cluster) -> None:  # noqa: ANN0
     assert status.stdout.count(" done ") >= n_new or f"{n_new} done" in status.stdout, status.stdout
     assert (out / batch / "report.html").exists()
     assert len(list((out / batch).rglob("banner-*.png"))) == n_new
+    # Flower, on the same broker, saw both workers and the tasks of every queue
+    import requests
+
+    base = f"http://127.0.0.1:{env['HITLINE_TEST_FLOWER_PORT']}"
+    tasks = {}
+    for _ in range(30):
+        tasks = requests.get(f"{base}/api/tasks", timeout=10).json()
+        if sum(t["name"] == "hitline.render" and t["state"] == "SUCCESS" for t in tasks.values()) >= n_new:
+            break
+        time.sleep(1)
+    names = {t["name"] for t in tasks.values()}
+    assert {"hitline.embed_hits", "hitline.index_hits", "hitline.embed", "hitline.retrieve", "hitline.analyze",
+            "hitline.render"} <= names, names
+    workers = requests.get(f"{base}/api/workers?refresh=1", timeout=30).json()
+    assert len(workers) == 2, list(workers)
 
 
 def test_global_rate_limit_holds_across_worker_processes(tmp_path: Path, demo_data: tuple[Path, Path]) -> None:
