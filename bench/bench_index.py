@@ -18,9 +18,10 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -183,7 +184,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     data = make_data(n, args.vocab, args.nnz, args.categories, args.seed)
     queries = make_queries(data, args.queries, args.vocab, args.seed)
-    exprs = [build_filter(q["category"], args.min_sales) for q in queries]
     console.print(f"[dim]data: {n} rows, {data['sparse'].nnz / n:.1f} sparse nnz/row, generated in "
                   f"{time.perf_counter() - t0:.1f} s; Milvus Lite file {uri}[/]")
     client = MilvusClient(uri)

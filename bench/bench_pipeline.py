@@ -24,9 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -98,7 +99,7 @@ def run_once(work: Path, catalog: Path, new: Path, concurrency: int, presets: st
     else:
         cmd = [sys.executable, "-c", _PATCHED_CLI, str(polling), *args]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{tag}: hitline run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")

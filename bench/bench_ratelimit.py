@@ -23,9 +23,10 @@ import platform
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -129,13 +130,13 @@ def run_mode(mode: str, fake: Any, opts: argparse.Namespace, margin: float = 0.0
     ok = sum(r["ok"] for r in results)
     # a sliding window lets R requests through at once at the start; the steady rate leaves that burst out
     span = done_at[-1] - done_at[0] if len(done_at) > 1 else 0.0
-    steady = (ok - opts.rpm) / span if ok > opts.rpm and span > 0 else float("nan")
+    steady = (ok - opts.rpm) / span if ok > opts.rpm and span > 0 else None
     return {"mode": mode, "limiter_window_s": opts.window + margin if mode == "redis" else None, "ok": ok, "gave_up": sum(r["gave_up"] for r in results),
             "other_errors": sum(r["other_errors"] for r in results),
             "errors_sample": [e for r in results for e in r["errors"]][:3],
             "provider_429": int(stats["statuses"].get("429", 0)), "provider_requests": int(stats["total"]),
             "elapsed_s": elapsed, "rate_per_s": ok / elapsed if elapsed > 0 else 0.0,
-            "steady_rate_per_s": None if steady != steady else steady,
+            "steady_rate_per_s": steady,
             "provider_requests_per_ok": stats["total"] / ok if ok else None, "unfinished": max(0, opts.requests - ok - sum(r["gave_up"] for r in results)
                                                            - sum(r["other_errors"] for r in results))}
 
@@ -183,11 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"limit {opts.rpm} per {opts.window:g} s ({limit_rate:.2f}/s), Retry-After "
                         f"{'window' if opts.retry_after < 0 else f'{opts.retry_after:g} s'}")
     for col in ("mode", "completed", "gave up (429)", "other errors", "provider 429s", "provider requests",
-                "provider calls per ok", "seconds", "ok /s", "steady ok /s", "steady / limit", "429s (b)/(a)"):
+                "provider calls per ok", "seconds", "ok /s", "steady ok /s", "steady / limit", "429s vs (a)"):
         table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=col == "mode")
     for name, r in zip(names, rows):
-        ratio = r["provider_429"] / base["provider_429"] if base["provider_429"] else float("nan")
-        r["ratio_429_vs_a"] = None if ratio != ratio else ratio
+        ratio = r["provider_429"] / base["provider_429"] if base["provider_429"] else None
+        r["ratio_429_vs_a"] = ratio
         steady = r["steady_rate_per_s"]
         r["steady_vs_limit"] = None if steady is None else steady / limit_rate
         per_ok = r["provider_requests_per_ok"]
@@ -196,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{r['elapsed_s']:.1f}", f"{r['rate_per_s']:.2f}",
                       "-" if steady is None else f"{steady:.2f}",
                       "-" if steady is None else f"{r['steady_vs_limit']:.2f}",
-                      "-" if ratio != ratio else f"{ratio:.3f}")
+                      "-" if ratio is None else f"{ratio:.3f}")
     console.print(table)
     for r in rows:
         if r["errors_sample"]:

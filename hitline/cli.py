@@ -176,6 +176,8 @@ def status(batch: Optional[str] = typer.Argument(None, help="batch id (default: 
 
 @app.command()
 def resume(batch: str, budget: Optional[float] = typer.Option(None, help="new USD budget for the batch"),
+           stale_after: float = typer.Option(900.0, help="a job 'running' for longer than this many seconds "
+                                                          "is taken as lost (its worker died) and re-enqueued"),
            wait: bool = typer.Option(True)) -> None:
     """Re-enqueue a batch's unfinished jobs (lost messages, crashes, renders held by the budget)."""
     _configure(None, None, None)
@@ -187,7 +189,7 @@ def resume(batch: str, budget: Optional[float] = typer.Option(None, help="new US
     ctx = get_context()
     embedded = not ctx.settings.broker_url
     with embedded_worker(celery_app, ctx.settings.worker_concurrency) if embedded else nullcontext():
-        n = resume_batch(ctx, batch, budget_usd=budget)
+        n = resume_batch(ctx, batch, budget_usd=budget, stale_after_s=stale_after)
         console.print(f"re-enqueued {n} chains")
         if embedded or wait:
             _wait(ctx, batch)

@@ -104,12 +104,15 @@ def render_preset(renderer: ImageRenderer, product: NewProduct, references: Sequ
     img = renderer.render(product.image_path, list(references), style, product, preset)
     from PIL import Image
 
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".part")
     with Image.open(io.BytesIO(img.data)) as im:
         if im.size != (preset.width, preset.height):
             raise ValueError(f"{renderer.model} returned {im.size[0]}x{im.size[1]} for {preset.name} "
                              f"({preset.width}x{preset.height})")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(".part")
-        im.convert("RGB").save(tmp, format="PNG", optimize=False)
+        if im.format == "PNG" and im.mode == "RGB":
+            tmp.write_bytes(img.data)  # already what we store: no second encode
+        else:
+            im.convert("RGB").save(tmp, format="PNG")
     tmp.replace(dest)
     return dest, img.cost_usd, True

@@ -61,7 +61,7 @@ def _cluster(tmp_path: Path, extra_env: dict[str, str]):
     procs = [subprocess.Popen([str(BIN / "milvus-lite"), "server", "--data-dir", str(tmp_path / "milvus"),
                                "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HITLINE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HITLINE_", "_RENDER"))}
     env.update(HITLINE_BROKER_URL=REDIS, HITLINE_DATABASE_URL=db_url, HITLINE_MILVUS_URI=f"http://127.0.0.1:{port}",
                HITLINE_DATA_DIR=str(tmp_path / "data"), HITLINE_PROVIDER="local", HITLINE_WORKER_CONCURRENCY="2",
                **extra_env)
@@ -79,7 +79,9 @@ def _cluster(tmp_path: Path, extra_env: dict[str, str]):
                                   stdout=open(logs / "flower.log", "w"), stderr=subprocess.STDOUT))
     for queues in ("embed,index,retrieve", "analyze,render"):
         procs.append(subprocess.Popen([str(BIN / "hitline"), "worker", "--queues", queues, "--loglevel", "WARNING"],
-                                      env=env, stdout=open(logs / f"{queues}.log", "w"), stderr=subprocess.STDOUT))
+                                      env=env, stdout=open(logs / f"{queues}.log", "w"), stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+    env["_RENDER_WORKER_PID"] = str(procs[-1].pid)
     try:
         yield env
     finally:
@@ -167,3 +169,66 @@ window_s = 2.0
     # 4 renders per 2 s window: the batch cannot have been faster than the limit allows
     assert elapsed >= (renders / 4 - 1) * 2.0
     assert key not in res.stdout + res.stderr + logs
+
+
+def test_killed_render_worker_loses_nothing_and_resume_finishes(tmp_path: Path, demo_data: tuple[Path, Path]) -> None:
+    """SIGKILL the render worker mid-render: its message stays unacked in Redis and its job 'running' in
+    the table. `hitline resume --stale-after 0` finds it from the table; a fresh worker finishes the
+    batch, and every image is stored once."""
+    import signal
+
+    import sqlalchemy
+
+    from hitline.fake_openrouter import FakeConfig, running_fake
+
+    key = "sk-or-v1-crash-secret"
+    with running_fake(FakeConfig(api_key=key, require_key=True, max_image_side=512,
+                                 latency={"image": (1.5, 2.0)})) as fake:
+        extra = {"HITLINE_OPENROUTER_API_KEY": key, "HITLINE_OPENROUTER_BASE_URL": fake.base_url}
+        with _cluster(tmp_path, extra) as env:
+            catalog, new = demo_data
+            out = tmp_path / "out"
+            res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(new),
+                                  "--out", str(out), "--provider", "openrouter", "--presets", "thumbnail,banner",
+                                  "--no-wait"], env=env, capture_output=True, text=True, timeout=300)
+            assert res.returncode == 0, res.stdout + res.stderr
+            batch = re.search(r"batch (\S+):", res.stdout).group(1)
+            engine = sqlalchemy.create_engine(env["HITLINE_DATABASE_URL"])
+
+            def states() -> list[tuple[str, str]]:
+                with engine.connect() as c:
+                    return [tuple(r) for r in c.execute(sqlalchemy.text(
+                        "SELECT stage, state FROM job WHERE batch_id = :b AND kind = 'sku'"), {"b": batch})]
+
+            deadline = time.monotonic() + 240
+            while ("render", "running") not in states():
+                assert time.monotonic() < deadline, states()
+                time.sleep(0.2)
+            render_worker = env["_RENDER_WORKER_PID"]
+            os.killpg(int(render_worker), signal.SIGKILL)
+            time.sleep(1.0)
+            assert ("render", "running") in states()  # the dead worker's claim is still in the table
+            procs_env = {**env}
+            fresh = subprocess.Popen([str(BIN / "hitline"), "worker", "--queues", "analyze,render",
+                                      "--loglevel", "WARNING"], env=procs_env, start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                res = subprocess.run([str(BIN / "hitline"), "resume", batch, "--stale-after", "0"], env=env,
+                                     capture_output=True, text=True, timeout=600)
+                assert res.returncode == 0, res.stdout + res.stderr
+                assert all(st == ("done", "done") for st in states()), states()
+                with engine.connect() as c:
+                    charged = c.execute(sqlalchemy.text(
+                        "SELECT count(*), sum(CASE WHEN state = 'charged' THEN 1 ELSE 0 END) FROM charge "
+                        "WHERE batch_id = :b AND stage = 'render'"), {"b": batch}).one()
+                renders = fake.stats()["requests"]["chat/completions"]["google/gemini-3.1-flash-image-preview"]
+                engine.dispose()
+            finally:
+                os.killpg(fresh.pid, signal.SIGTERM)
+                fresh.wait(30)
+    n_new = len((new / "new_products.csv").read_text().strip().splitlines()) - 1
+    assert charged[0] == charged[1] == 2 * n_new  # one settled charge per image, no dangling reservation
+    # the only repeated requests are the ones in flight when the worker died (2 prefork children)
+    assert 2 * n_new <= renders <= 2 * n_new + 2
+    pngs = list((out / batch).rglob("thumbnail-*.png")) + list((out / batch).rglob("banner-*.png"))
+    assert len(pngs) == 2 * n_new
