@@ -243,6 +243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             lambda q: milvus_hybrid(client, hn, q, build_filter(q["category"], args.min_sales), k, hp), queries)
     finally:
         client.close()
+        try:  # stop the in-process Milvus Lite server now, or it writes into the folder at exit
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(uri)
+        except Exception:  # noqa: BLE001, S110 - cleanup only
+            pass
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
 

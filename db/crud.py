@@ -115,6 +115,13 @@ def batch_open(s: Session, batch_id: str) -> int:
         Job.batch_id == batch_id, Job.state.in_(OPEN))) or 0
 
 
+def progress(s: Session, batch_id: str) -> dict[tuple[str, str], int]:
+    """(kind, state) -> count: cheap enough to poll for a batch of thousands of SKUs."""
+    rows = s.execute(select(Job.kind, Job.state, func.count()).where(Job.batch_id == batch_id)
+                     .group_by(Job.kind, Job.state))
+    return {(k, st): n for k, st, n in rows}
+
+
 def latest_batch_id(s: Session) -> str | None:
     return s.scalar(select(Batch.id).order_by(Batch.created_at.desc()).limit(1))
 

@@ -73,17 +73,17 @@ def _wait(ctx, batch_id: str) -> None:  # noqa: ANN001
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
-        tasks = {}
+        bars = {}
         while True:
             with session_scope(ctx.db_url) as s:
-                jobs = crud.jobs(s, batch_id)
+                counts = crud.progress(s, batch_id)
             for kind, label in (("hit", "catalog indexed"), ("sku", "SKUs rendered")):
-                mine = [j for j in jobs if j.kind == kind]
-                done = sum(1 for j in mine if j.state not in crud.OPEN)
-                if kind not in tasks:
-                    tasks[kind] = bar.add_task(label, total=len(mine))
-                bar.update(tasks[kind], completed=done)
-            if all(j.state not in crud.OPEN for j in jobs):
+                total = sum(n for (k, _), n in counts.items() if k == kind)
+                done = sum(n for (k, st), n in counts.items() if k == kind and st not in crud.OPEN)
+                if kind not in bars:
+                    bars[kind] = bar.add_task(label, total=total)
+                bar.update(bars[kind], completed=done)
+            if not any(n for (_, st), n in counts.items() if st in crud.OPEN):
                 return
             time.sleep(0.5)
 

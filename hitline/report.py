@@ -81,6 +81,6 @@ def _section(job: Any, base: Path) -> str:
     if "render" in r:
         for o in r["render"]["outputs"]:
             out.append(f"<figure style='display:inline-block'><img src='{_rel(o['path'], base)}' alt='{e(o['preset'])}'>"
-                       f"<figcaption>{e(o['preset'])} {o['width']}x{o['height']}</figcaption></figure>")
+                       f"<figcaption>{e(o['preset'])} {o['width']}x{o['height']} ${o['cost_usd']:.3f}</figcaption></figure>")
     out.append("</section>")
     return "\n".join(out)
