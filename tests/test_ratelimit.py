@@ -223,7 +223,7 @@ def _timeout_and_release_semantics(limiter: Any) -> None:
             pass
     # the rate wait (~2 s) outlasts the timeout: refused at once, told when to come back
     assert time.monotonic() - started < 0.2
-    assert 0 < rate.value.retry_after <= 2.0
+    assert 0 < rate.value.retry_after <= 2.0 * 1.05 + 0.01  # the window plus its safety margin
 
     with pytest.raises(ValueError):
         with limiter.acquire("other/model", timeout=0):

@@ -1,0 +1,106 @@
+"""The job table on PostgreSQL: migrations match the models; claims and budget reservations hold
+under concurrent workers."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+
+import pytest
+import sqlalchemy
+
+from db import crud
+from db.models import Base
+from db.session import engine_for, init_db, session_scope
+
+PG = os.environ.get("HITLINE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+pytestmark = pytest.mark.distributed
+
+
+@pytest.fixture
+def pg_url():
+    try:
+        admin = sqlalchemy.create_engine(PG, isolation_level="AUTOCOMMIT")
+        admin.connect().close()
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not reachable ({e}); .ci/run starts it")
+    name = "hitline_db_" + uuid.uuid4().hex[:8]
+    with admin.connect() as c:
+        c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    url = PG.rsplit("/", 1)[0] + "/" + name
+    yield url
+    engine_for(url)[0].dispose()
+    with admin.connect() as c:
+        c.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def test_migrations_match_the_models(pg_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    init_db(pg_url)
+    init_db(pg_url)  # a second worker starting: nothing to do
+    with engine_for(pg_url)[0].connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def _batch_with_job(url: str, budget: float | None) -> tuple[str, int]:
+    init_db(url)
+    with session_scope(url) as s:
+        crud.create_batch(s, "b1", catalog_dir="c", new_dir="n", out_dir="o", options={}, budget_usd=budget, notes=[])
+        j = crud.add_job(s, "b1", "sku", "X", 1, {}, "render")
+        s.flush()
+        return "b1", j.id
+
+
+def test_only_one_of_many_concurrent_claims_wins(pg_url: str) -> None:
+    _, job_id = _batch_with_job(pg_url, None)
+    wins: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def claim() -> None:
+        barrier.wait()
+        with session_scope(pg_url) as s:
+            wins.append(crud.claim(s, job_id, "render") is not None)
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(wins) == [False] * 7 + [True]
+
+
+def test_concurrent_reservations_never_pass_the_budget(pg_url: str) -> None:
+    batch, job_id = _batch_with_job(pg_url, 1.00)
+    verdicts: list[str] = []
+    barrier = threading.Barrier(10)
+
+    def reserve(i: int) -> None:
+        barrier.wait()
+        with session_scope(pg_url) as s:
+            verdicts.append(crud.reserve(s, batch, job_id, "render", f"k{i}", "m", 0.30, 1.00))
+
+    threads = [threading.Thread(target=reserve, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert verdicts.count("ok") == 3 and verdicts.count("over") == 7
+    with session_scope(pg_url) as s:
+        assert crud.spent(s, batch) == pytest.approx(0.90)
+        # the same key again is "already reserved/paid", never a second charge
+        crud.settle(s, batch, "k0" if "k0" in [] else _first_key(s, batch), 0.30)
+    with session_scope(pg_url) as s:
+        key = _first_key(s, batch)
+        assert crud.reserve(s, batch, job_id, "render", key, "m", 0.30, 1.00) == "paid"
+
+
+def _first_key(s, batch: str) -> str:  # noqa: ANN001
+    from sqlalchemy import select
+
+    from db.models import Charge
+
+    return s.scalars(select(Charge.key).where(Charge.batch_id == batch).order_by(Charge.id)).first()
