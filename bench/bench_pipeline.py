@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         r["ratio_batch"] = r["skus_per_min_batch"] / base["skus_per_min_batch"]
         r["ratio_wall"] = r["skus_per_min_wall"] / base["skus_per_min_wall"]
         table.add_row(str(r["concurrency"]),
-                      "1 s (default)" if r["polling_interval_s"] is None else f"{r['polling_interval_s']:g} s",
+                      "app default" if r["polling_interval_s"] is None else f"{r['polling_interval_s']:g} s",
                       f"{r['skus_done']}/{r['skus']}", f"{r['batch_s']:.1f}", f"{r['skus_per_min_batch']:.1f}",
                       f"{r['ratio_batch']:.2f}x", f"{r['wall_s']:.1f}", f"{r['skus_per_min_wall']:.1f}",
                       f"{r['ratio_wall']:.2f}x")
