@@ -138,7 +138,7 @@ def _guard(fn) -> None:  # noqa: ANN001
         raise typer.Exit(2) from None
 
 
-def _print_status(batch: Optional[str], kind: Optional[str] = None) -> None:
+def _print_status(batch: Optional[str], kind: Optional[str] = None, state: Optional[str] = None) -> None:
     from db import crud
     from db.session import session_scope
     from hitline.pipeline import get_context
@@ -149,7 +149,8 @@ def _print_status(batch: Optional[str], kind: Optional[str] = None) -> None:
         if batch is None:
             console.print("no batch yet")
             return
-        jobs = crud.jobs(s, batch, kind)
+        all_jobs = crud.jobs(s, batch, kind)
+        jobs = [j for j in all_jobs if state is None or j.state == state]
         spent = crud.spent(s, batch)
         timings = crud.stage_seconds(s, [j.id for j in jobs])
     t = Table(title=f"batch {batch}", show_lines=False)
@@ -161,17 +162,18 @@ def _print_status(batch: Optional[str], kind: Optional[str] = None) -> None:
                   " ".join(f"{k}:{v:.1f}" for k, v in secs.items()), f"{j.cost_usd:.3f}", j.error or "")
     console.print(t)
     counts: dict[str, int] = {}
-    for j in jobs:
+    for j in all_jobs:
         counts[j.state] = counts.get(j.state, 0) + 1
     console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; spent ${spent:.3f}")
 
 
 @app.command()
 def status(batch: Optional[str] = typer.Argument(None, help="batch id (default: the latest)"),
-           kind: Optional[str] = typer.Option(None, help="sku | hit")) -> None:
+           kind: Optional[str] = typer.Option(None, help="sku | hit"),
+           state: Optional[str] = typer.Option(None, help="only rows in this state, e.g. failed")) -> None:
     """Print the job table: one row per product with stage, state, attempts, timings, cost, reason."""
     _configure(None, None, None)
-    _guard(lambda: _print_status(batch, kind))
+    _guard(lambda: _print_status(batch, kind, state))
 
 
 @app.command()

@@ -51,8 +51,9 @@ def _sku_task(stage: str, fn):  # noqa: ANN001, ANN202
         try:
             outcome = fn(get_context(), job_id)
         except CatalogNotReady:
-            # not an attempt: the catalog chains are still running; look again shortly
-            raise self.retry(countdown=1.0)
+            # not an attempt: the catalog chains are still running. Back off (0.5 s .. 10 s) so that
+            # thousands of waiting SKUs do not flood the broker while a large catalog is indexed.
+            raise self.retry(countdown=min(0.5 * 1.5 ** self.request.retries, 10.0))
         except RetryableProviderError as e:
             _retry(self, e, [job_id], stage)
         _continue_or_stop(job_id, stage, outcome)

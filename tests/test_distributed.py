@@ -162,6 +162,13 @@ window_s = 2.0
             logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
             assert res.returncode == 0, res.stdout + res.stderr + logs
             stats = fake.stats()
+            import requests
+
+            # Flower shows every task's arguments: ids only, never the key
+            flower_tasks = requests.get(f"http://127.0.0.1:{env['HITLINE_TEST_FLOWER_PORT']}/api/tasks",
+                                        timeout=10).text
+            assert "hitline.render" in flower_tasks or "hitline" in flower_tasks
+            assert key not in flower_tasks
     renders = stats["requests"]["chat/completions"][render_model]
     n_new = len((new / "new_products.csv").read_text().strip().splitlines()) - 1
     assert renders == 2 * n_new
