@@ -91,8 +91,16 @@ def _wait(ctx, batch_id: str) -> None:  # noqa: ANN001
 def _finish(ctx, batch_id: str) -> None:  # noqa: ANN001
     from hitline.report import write_report
 
+    from db import crud
+    from db.session import session_scope
+
     path = write_report(ctx, batch_id)
     _print_status(batch_id, kind="sku")
+    with session_scope(ctx.db_url) as s:
+        bad_hits = crud.progress(s, batch_id).get(("hit", "failed"), 0)
+    if bad_hits:
+        console.print(f"[yellow]{bad_hits} catalog rows were not indexed[/]: "
+                      f"hitline status {batch_id} --kind hit --state failed")
     console.print(f"report: [bold]{path}[/]")
     console.print(f"outputs: {path.parent}")
 

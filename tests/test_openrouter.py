@@ -504,6 +504,17 @@ def test_factory_needs_a_key_for_openrouter() -> None:
         build_providers(Settings(_env_file=None, provider="openrouter", openrouter_api_key=None))
 
 
+def test_factory_needs_no_key_for_a_loopback_stand_in(fake: Any) -> None:
+    from hitline.providers.factory import build_providers
+
+    for url in (fake.base_url, "http://localhost:1/api/v1", "http://[::1]:1/api/v1"):
+        build_providers(Settings(_env_file=None, provider="openrouter", openrouter_api_key=None,
+                                 openrouter_base_url=url))
+    with pytest.raises(ConfigError):
+        build_providers(Settings(_env_file=None, provider="openrouter", openrouter_api_key=None,
+                                 openrouter_base_url="http://10.0.0.1/api/v1"))
+
+
 def test_factory_local_mode() -> None:
     pytest.importorskip("hitline.providers.local_render")
     pytest.importorskip("hitline.descriptors")

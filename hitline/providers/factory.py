@@ -5,11 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import SecretStr
+
 from hitline.config import Settings
 from hitline.errors import ConfigError
 from hitline.providers.base import ImageEmbedder, ImageRenderer, StyleAnalyzer
 
 __all__ = ["Providers", "build_providers"]
+
+
+def _is_loopback(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -34,6 +49,9 @@ def build_providers(settings: Settings, limiter: Any | None = None) -> Providers
     from hitline.providers.openrouter_client import OpenRouterClient
 
     key = settings.openrouter_api_key
+    if (key is None or not key.get_secret_value().strip()) and _is_loopback(settings.openrouter_base_url):
+        # the shipped fake OpenRouter (or another local stand-in) needs no real key
+        key = SecretStr("hitline-local-no-key")
     if key is None or not key.get_secret_value().strip():
         raise ConfigError("provider 'openrouter' needs an API key: set HITLINE_OPENROUTER_API_KEY "
                           "(or HITLINE_PROVIDER=local to run offline)")
