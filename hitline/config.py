@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     broker_url: str = ""
     # empty = Milvus Lite file under data_dir; distributed: http://host:19530
     milvus_uri: str = ""
-    collection: str = "hit_products"
+    # empty = one collection per embedder ("hits_<model>"), so switching providers never mixes vectors
+    collection: str = ""
     # redis URL of the shared rate limiter; empty = the broker when it is redis, else in-process
     redis_url: str = ""
 
@@ -56,6 +57,11 @@ class Settings(BaseSettings):
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'jobs.sqlite').resolve()}"
+
+    def collection_for(self, embed_model: str) -> str:
+        import re
+
+        return self.collection or "hits_" + re.sub(r"[^0-9A-Za-z]+", "_", embed_model).strip("_")[:200]
 
     def milvus(self) -> str:
         return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())

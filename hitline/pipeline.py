@@ -84,7 +84,7 @@ class Context:
 
     def index(self, options: dict[str, Any]) -> HitIndex:
         emb = self.providers(options).embedder
-        return HitIndex(self.settings.milvus(), self.settings.collection, emb.dim, emb.model)
+        return HitIndex(self.settings.milvus(), self.settings.collection_for(emb.model), emb.dim, emb.model)
 
 
 _contexts: dict[int, Context] = {}

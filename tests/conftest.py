@@ -23,6 +23,9 @@ def hitline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HITLINE_COLLECTION", "hits_" + tmp_path.name.replace("-", "_")[:40])
     reset_context()
     yield tmp_path
+    # the CLI writes its flags into os.environ (as a user's shell would): keep them out of later tests
+    for k in [k for k in os.environ if k.startswith("HITLINE_") and not k.startswith("HITLINE_TEST_")]:
+        os.environ.pop(k)  # not via monkeypatch: it would restore the CLI's value on undo
     reset_context()
 
 
