@@ -169,6 +169,12 @@ def settle(s: Session, batch_id: str, key: str, cost: float | None = None, *, ke
     c.state = "charged"
 
 
+def charged(s: Session, batch_id: str, key: str) -> float:
+    """What the call under key was charged (0.0 if it was free or never reserved)."""
+    return float(s.scalar(select(Charge.cost_usd).where(Charge.batch_id == batch_id, Charge.key == key,
+                                                        Charge.state == "charged")) or 0.0)
+
+
 # --- cache -----------------------------------------------------------------------------------
 
 def cache_get(s: Session, key: str) -> Any | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -159,37 +161,56 @@ def render(ctx: Context, job_id: int) -> str:
         flat_sha = stages.file_sha256(product.image_path)
         ref_shas = [stages.file_sha256(p) for p in refs]
         sku_dir = Path(info["out_dir"]) / job.batch_id / job.item_id
+        job_ref = _RenderJob(ctx, job.batch_id, job.id, info["budget_usd"], renderer.model)
         outputs = []
         for preset in load_presets(options["presets"], ctx.settings.presets_file):
             key = stages.render_key(renderer.model, flat_sha, ref_shas, style, preset)
             dest = sku_dir / f"{preset.name}-{key[:12]}.png"
             price = prices.image_cost(renderer.model, preset.size)
-
-            def reserve() -> None:
-                with session_scope(ctx.db_url) as s:
-                    verdict = crud.reserve(s, job.batch_id, job.id, "render", key, renderer.model, price,
-                                           info["budget_usd"])
-                if verdict == "over":
-                    raise BudgetExceeded(f"budget ${info['budget_usd']:.2f} reached before {preset.name} "
-                                         f"(${price:.3f}); resume with a higher --budget")
-
             try:
-                path, cost, fresh = stages.render_preset(renderer, product, refs, style, preset, dest, before_call=reserve)
+                path, cost, fresh = stages.render_preset(renderer, product, refs, style, preset, dest,
+                                                         before_call=partial(job_ref.reserve, key, price, preset.name))
             except BudgetExceeded:
                 raise
             except BaseException:
-                with session_scope(ctx.db_url) as s:
-                    crud.settle(s, job.batch_id, key, keep=False)
+                job_ref.release(key)
                 raise
-            if fresh:
-                with session_scope(ctx.db_url) as s:
-                    crud.settle(s, job.batch_id, key, cost)
             outputs.append({"preset": preset.name, "path": str(path), "width": preset.width,
-                            "height": preset.height, "cost_usd": price if fresh else 0.0, "key": key})
+                            "height": preset.height, "cost_usd": job_ref.settle(key, cost if fresh else None),
+                            "key": key})
         _write_contact_sheet(product.image_path, refs, outputs, sku_dir / "contact_sheet.png", contact_sheet)
         return {"outputs": outputs}
 
     return run_step(ctx, job_id, "render", work)
+
+
+@dataclass
+class _RenderJob:
+    """Budget bookkeeping of one SKU's renders: reserve before the call, settle or release after."""
+
+    ctx: Context
+    batch_id: str
+    job_id: int
+    budget_usd: float | None
+    model: str
+
+    def reserve(self, key: str, price: float, preset: str) -> None:
+        with session_scope(self.ctx.db_url) as s:
+            verdict = crud.reserve(s, self.batch_id, self.job_id, "render", key, self.model, price, self.budget_usd)
+        if verdict == "over":
+            raise BudgetExceeded(f"budget ${self.budget_usd:.2f} reached before {preset} (${price:.3f}); "
+                                 "resume with a higher --budget")
+
+    def release(self, key: str) -> None:
+        with session_scope(self.ctx.db_url) as s:
+            crud.settle(s, self.batch_id, key, keep=False)
+
+    def settle(self, key: str, cost: float | None) -> float:
+        """Settle a fresh render (cost given) and return what this image was charged, now or before."""
+        with session_scope(self.ctx.db_url) as s:
+            if cost is not None:
+                crud.settle(s, self.batch_id, key, cost)
+            return crud.charged(s, self.batch_id, key)
 
 
 def _write_contact_sheet(flatlay: Path, refs: list[Path], outputs: list[dict[str, Any]], dest: Path, sheet) -> None:  # noqa: ANN001
