@@ -67,9 +67,14 @@ def _safe_url(url: str) -> str:
     return f"{u.scheme}://{u.hostname}:{u.port}" if u.hostname else u.scheme
 
 
+STALL_HINT_S = 60.0
+
+
 def _wait(ctx, batch_id: str) -> None:  # noqa: ANN001
     from db import crud
     from db.session import session_scope
+
+    last_counts, last_change, hinted = None, time.monotonic(), False
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
@@ -85,6 +90,13 @@ def _wait(ctx, batch_id: str) -> None:  # noqa: ANN001
                 bar.update(bars[kind], completed=done)
             if not any(n for (_, st), n in counts.items() if st in crud.OPEN):
                 return
+            if counts != last_counts:
+                last_counts, last_change = counts, time.monotonic()
+            elif not hinted and ctx.settings.broker_url and time.monotonic() - last_change > STALL_HINT_S:
+                hinted = True
+                bar.console.print(f"[yellow]no progress for {STALL_HINT_S:.0f} s[/]: are workers running on "
+                                  f"{_safe_url(ctx.settings.broker_url)}? (`hitline worker --queues ...`). "
+                                  "Ctrl-C stops waiting; the batch goes on without you (`hitline status`).")
             time.sleep(0.5)
 
 
