@@ -198,8 +198,9 @@ def status(batch: Optional[str] = typer.Argument(None, help="batch id (default: 
 
 @app.command()
 def resume(batch: str, budget: Optional[float] = typer.Option(None, help="new USD budget for the batch"),
-           stale_after: float = typer.Option(900.0, help="a job 'running' for longer than this many seconds "
-                                                          "is taken as lost (its worker died) and re-enqueued"),
+           stale_after: Optional[float] = typer.Option(
+               None, help="a job 'running' for longer than this many seconds is taken as lost (its worker died) "
+                          "and re-enqueued; default 900 with a broker, 0 in embedded mode (no other worker exists)"),
            wait: bool = typer.Option(True)) -> None:
     """Re-enqueue a batch's unfinished jobs (lost messages, crashes, renders held by the budget)."""
     _configure(None, None, None)
@@ -211,6 +212,8 @@ def resume(batch: str, budget: Optional[float] = typer.Option(None, help="new US
     ctx = get_context()
     embedded = not ctx.settings.broker_url
     with embedded_worker(celery_app, ctx.settings.worker_concurrency) if embedded else nullcontext():
+        if stale_after is None:
+            stale_after = 0.0 if embedded else 900.0
         n = resume_batch(ctx, batch, budget_usd=budget, stale_after_s=stale_after)
         console.print(f"re-enqueued {n} chains")
         if embedded or wait:
