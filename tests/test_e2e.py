@@ -42,3 +42,23 @@ def test_demo_runs_end_to_end_through_celery(hitline_env: Path) -> None:
     # status shows the table
     res = runner.invoke(app, ["status", batch, "--kind", "sku"])
     assert res.exit_code == 0 and "done" in res.output
+
+
+def test_interrupted_embedded_batch_resumes_from_the_table(hitline_env: Path, demo_data) -> None:  # noqa: ANN001
+    """A batch whose process died (nothing enqueued any more, one job left 'running') finishes with
+    `hitline resume`: the job table, not the broker, knows what is left."""
+    from hitline.pipeline import batch_options, submit_batch
+
+    catalog, new = demo_data
+    ctx = get_context()
+    options = batch_options(ctx.settings, presets=["thumbnail"])
+    sub = submit_batch(ctx, catalog, new, hitline_env / "out", options=options)  # submitted, never enqueued
+    with session_scope(ctx.db_url) as s:
+        victim = crud.claim(s, sub.sku_jobs[0], "embed")  # a worker took it, then the process died
+        assert victim is not None
+    res = CliRunner().invoke(app, ["resume", sub.batch_id])
+    assert res.exit_code == 0, res.output
+    with session_scope(ctx.db_url) as s:
+        jobs = crud.jobs(s, sub.batch_id)
+    assert all(j.state == "done" for j in jobs), [(j.item_id, j.stage, j.state, j.error) for j in jobs]
+    assert (hitline_env / "out" / sub.batch_id / "report.html").exists()

@@ -1,0 +1,277 @@
+"""How a bulk submission scales with the number of new SKUs (distributed mode, submission only).
+
+Generates the demo data once (`hitline.sampledata.generate_demo`: 48 hits, 6 new flat-lays), then for
+each size N writes a `new_products.csv` with N rows NEW00001.. whose images are **hard links** to the 6
+demo flat-lays (each row has its own file path, the bytes are shared; `--copy` copies instead). For each
+N, in a fresh `HITLINE_DATA_DIR` (Milvus Lite file), a fresh PostgreSQL database created here
+(`HITLINE_DATABASE_URL`, dropped afterwards) and `HITLINE_BROKER_URL=redis://127.0.0.1:6379/12`
+(flushed before each size and at the end), a child process (`bench_submit.py --child ...`) calls
+`tasks.chains.submit(...)` once. **No worker is started**: only submission is measured.
+
+The child times the parts of submit() by wrapping, in its own process only, the functions submit()
+calls (nothing in hitline is changed): CSV load + validation (`load_catalog` + `load_new_products`,
+each image opened and fully decoded), vocabulary fit, Milvus collection ensure, the job-row
+transaction (the rest of `submit_batch`), and `enqueue`. Peak RSS is the child's
+`resource.getrusage(RUSAGE_SELF).ru_maxrss` (the Milvus Lite server process is not included).
+Afterwards the parent counts job rows in PostgreSQL and messages in the Redis lists of the five
+queues. Per-SKU times are reported as ratios against the first (smallest) size: ~1.0 = linear.
+
+    python bench/bench_submit.py                        # N = 100, 1000, 3000
+    python bench/bench_submit.py --sizes 100,10000 --json bench/results/submit.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(width=170)
+QUEUES = ("embed", "index", "retrieve", "analyze", "render")
+REDIS_DB = 12
+BROKER = f"redis://127.0.0.1:6379/{REDIS_DB}"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_APP = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
+
+
+# --- child: one submission, timed ---------------------------------------------------------------
+
+def child(catalog: Path, new: Path, out: Path, presets: str, result: Path) -> None:
+    t_start = time.perf_counter()
+    import hitline.pipeline as pl
+    import tasks.chains as ch
+    from hitline.index import HitIndex
+
+    timings: dict[str, float] = {"load_catalog": 0.0, "load_new": 0.0, "vocab": 0.0, "milvus_ensure": 0.0,
+                                 "submit_batch": 0.0, "enqueue": 0.0}
+
+    def timed(name: str, fn):  # noqa: ANN001, ANN202
+        def wrapper(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                timings[name] += time.perf_counter() - t
+        return wrapper
+
+    pl.load_catalog = timed("load_catalog", pl.load_catalog)
+    pl.load_new_products = timed("load_new", pl.load_new_products)
+    pl.stages.fit_vocabulary = timed("vocab", pl.stages.fit_vocabulary)
+    HitIndex.ensure = timed("milvus_ensure", HitIndex.ensure)
+    ch.submit_batch = timed("submit_batch", ch.submit_batch)
+    ch.enqueue = timed("enqueue", ch.enqueue)
+
+    t = time.perf_counter()
+    ctx = pl.get_context()  # settings + Alembic migrations on the fresh database
+    init_s = time.perf_counter() - t
+    import_s = t - t_start
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    sub = ch.submit(catalog, new, out, presets=presets.split(","), ctx=ctx)
+    submit_s = time.perf_counter() - t
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result.write_text(json.dumps({
+        "batch_id": sub.batch_id, "hit_chunks": len(sub.hit_chunks), "hit_jobs": sum(map(len, sub.hit_chunks)),
+        "sku_jobs": len(sub.sku_jobs), "rejected": sub.rejected, "chains": len(sub.hit_chunks) + len(sub.sku_jobs),
+        "import_s": import_s, "init_db_s": init_s, "submit_s": submit_s, **{f"{k}_s": v for k, v in timings.items()},
+        "rss_before_submit_mb": rss_before / 1024, "rss_peak_mb": rss_peak / 1024}))
+
+
+# --- parent ---------------------------------------------------------------------------------------
+
+def make_data(work: Path, sizes: list[int], copy: bool) -> tuple[Path, dict[int, Path]]:
+    """The demo catalog, and one new-products folder per size (rows cycle through the 6 demo flat-lays)."""
+    from hitline.sampledata import generate_demo
+
+    catalog, demo_new = generate_demo(work / "demo")
+    with open(demo_new / "new_products.csv", newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header, demo_rows = next(reader), list(reader)
+    folders = {}
+    for n in sizes:
+        folder = work / f"new-{n}"
+        (folder / "new_products").mkdir(parents=True)
+        rows = []
+        for i in range(n):
+            src_row = demo_rows[i % len(demo_rows)]
+            new_id = f"NEW{i + 1:05d}"
+            src = demo_new / src_row[1]
+            dst = folder / "new_products" / f"{new_id}{src.suffix}"
+            (shutil.copyfile if copy else os.link)(src, dst)
+            rows.append([new_id, f"new_products/{dst.name}", *src_row[2:]])
+        with open(folder / "new_products.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+        folders[n] = folder
+    return catalog, folders
+
+
+def _admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as con:
+        con.execute(sql)
+
+
+def _redis():  # noqa: ANN202
+    import redis
+
+    return redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+
+
+def queue_lengths(r) -> tuple[dict[str, int], int]:  # noqa: ANN001
+    """LLEN of each queue (kombu's Redis transport: one list per queue, plus one per priority step),
+    and the messages in any list key at all (to catch messages routed elsewhere)."""
+    sep = "\x06\x16"
+    per_queue = {q: 0 for q in QUEUES}
+    total = 0
+    for key in r.scan_iter(count=1000):
+        if r.type(key) != b"list":
+            continue
+        n = r.llen(key)
+        total += n
+        name = key.decode().split(sep)[0]
+        if name in per_queue:
+            per_queue[name] += n
+    return per_queue, total
+
+
+def run_size(work: Path, catalog: Path, new: Path, n: int, presets: str, timeout: float) -> dict[str, Any]:
+    import psycopg
+
+    dbname = f"bench_submit_{secrets.token_hex(3)}_{n}"
+    data_dir, out, result = work / f"data-{n}", work / f"out-{n}", work / f"result-{n}.json"
+    r = _redis()
+    r.flushdb()
+    _admin(f'CREATE DATABASE "{dbname}"')
+    try:
+        env = {**os.environ, "HITLINE_DATA_DIR": str(data_dir), "HITLINE_DATABASE_URL": PG_APP.format(db=dbname),
+               "HITLINE_BROKER_URL": BROKER, "HITLINE_PROVIDER": "local"}
+        for key in ("HITLINE_MILVUS_URI", "HITLINE_OPENROUTER_API_KEY", "HITLINE_REDIS_URL", "HITLINE_COLLECTION"):
+            env.pop(key, None)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(catalog), str(new), str(out), presets,
+               str(result)]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+                              cwd=Path(__file__).resolve().parent.parent)
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise SystemExit(f"N={n}: child failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+        res = json.loads(result.read_text())
+        per_queue, in_lists = queue_lengths(r)
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{dbname}") as con:
+            counts = dict(con.execute("select kind, count(*) from job group by kind").fetchall())
+            batches = con.execute("select count(*) from batch").fetchone()[0]
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        r.flushdb()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    messages = sum(per_queue.values())
+    res.update({
+        "n": n, "wall_s": wall, "queues": per_queue, "messages": messages, "messages_in_any_list": in_lists,
+        "db_hit_rows": counts.get("hit", 0), "db_sku_rows": counts.get("sku", 0), "db_batches": batches,
+        "load_s": res["load_catalog_s"] + res["load_new_s"],
+        "db_s": res["submit_batch_s"] - res["load_catalog_s"] - res["load_new_s"] - res["vocab_s"]
+                - res["milvus_ensure_s"],
+    })
+    res["ok_rows"] = res["db_sku_rows"] == n and res["db_hit_rows"] == res["hit_jobs"] and res["rejected"] == 0
+    res["ok_messages"] = messages == res["chains"] == in_lists
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
+        catalog, new, out, presets, result = sys.argv[2:7]
+        child(Path(catalog), Path(new), Path(out), presets, Path(result))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100,1000,3000", help="comma list of SKU counts; the first is the baseline")
+    ap.add_argument("--presets", default="thumbnail,banner")
+    ap.add_argument("--copy", action="store_true", help="copy the images instead of hard-linking them")
+    ap.add_argument("--timeout", type=float, default=600.0, help="per size, seconds")
+    ap.add_argument("--workdir", type=Path, default=None, help="data (default: a temp dir, removed)")
+    ap.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    opts = ap.parse_args(argv)
+    sizes = [int(s) for s in opts.sizes.split(",") if s.strip()]
+    if not sizes or min(sizes) < 1:
+        ap.error("--sizes must be >= 1")
+
+    work = opts.workdir or Path(tempfile.mkdtemp(prefix="bench-submit-"))
+    work.mkdir(parents=True, exist_ok=True)
+    runs = []
+    try:
+        t = time.perf_counter()
+        catalog, folders = make_data(work, sizes, opts.copy)
+        console.print(f"[dim]data: 48 hits, sizes {sizes} ({'copied' if opts.copy else 'hard-linked'} images), "
+                      f"{time.perf_counter() - t:.1f} s[/]")
+        for n in sizes:
+            r = run_size(work, catalog, folders[n], n, opts.presets, opts.timeout)
+            console.print(f"[dim]N={n}: submit {r['submit_s']:.2f} s, {r['messages']} messages, "
+                          f"rows ok {r['ok_rows']}, messages ok {r['ok_messages']}[/]")
+            runs.append(r)
+    finally:
+        try:
+            _redis().flushdb()
+        finally:
+            if opts.workdir is None:
+                shutil.rmtree(work, ignore_errors=True)
+
+    base = runs[0]
+    cols = ("N SKUs", "load+validate s", "vocab+milvus s", "job rows s", "enqueue s", "submit total s",
+            "µs/SKU total", "ratio vs first", "load µs/SKU", "ratio", "rows µs/SKU", "ratio", "enqueue µs/SKU",
+            "ratio", "messages (embed)", "chains", "job rows (sku+hit)", "peak RSS MB (before)")
+    table = Table(title=f"tasks.chains.submit, 48 hits + N SKUs, PostgreSQL + Redis broker, no workers, "
+                        f"{os.cpu_count()} cores")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for r in runs:
+        n = r["n"]
+        r["us_per_sku"] = {"total": r["submit_s"] / n * 1e6, "load": r["load_s"] / n * 1e6,
+                           "rows": r["db_s"] / n * 1e6, "enqueue": r["enqueue_s"] / n * 1e6}
+        r["ratio_vs_first"] = {k: v / base["us_per_sku"][k] for k, v in r["us_per_sku"].items()}
+        u, q = r["us_per_sku"], r["ratio_vs_first"]
+        table.add_row(str(n), f"{r['load_s']:.2f}", f"{r['vocab_s'] + r['milvus_ensure_s']:.2f}", f"{r['db_s']:.2f}",
+                      f"{r['enqueue_s']:.2f}", f"{r['submit_s']:.2f}", f"{u['total']:.0f}", f"{q['total']:.2f}x",
+                      f"{u['load']:.0f}", f"{q['load']:.2f}x", f"{u['rows']:.0f}", f"{q['rows']:.2f}x",
+                      f"{u['enqueue']:.0f}", f"{q['enqueue']:.2f}x",
+                      f"{r['messages']} ({r['queues']['embed']})", str(r["chains"]),
+                      f"{r['db_sku_rows']}+{r['db_hit_rows']}" + ("" if r["ok_rows"] else " !"),
+                      f"{r['rss_peak_mb']:.0f} ({r['rss_before_submit_mb']:.0f})")
+    console.print(table)
+    console.print("[dim]load+validate = load_catalog + load_new_products (every image decoded); vocab+milvus = "
+                  "fit_vocabulary + HitIndex.ensure (fixed, 48 hits); job rows = the rest of submit_batch (one "
+                  "transaction); ratio = per-SKU time / the first size's. Start-up (imports, migrations) excluded: "
+                  f"{base['import_s']:.1f} s + {base['init_db_s']:.1f} s at N={base['n']}.[/]")
+    bad = [r["n"] for r in runs if not (r["ok_rows"] and r["ok_messages"])]
+    if bad:
+        console.print(f"[red]correctness check failed for N = {bad}[/]")
+    if opts.json:
+        opts.json.parent.mkdir(parents=True, exist_ok=True)
+        opts.json.write_text(json.dumps({
+            "bench": "submit", "date": date.today().isoformat(), "machine": platform.platform(),
+            "cores": os.cpu_count(),
+            "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+            "runs": runs}, indent=2))
+        console.print(f"wrote {opts.json}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
