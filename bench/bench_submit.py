@@ -61,8 +61,8 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path) -> No
     timings: dict[str, float] = {"load_catalog": 0.0, "load_new": 0.0, "vocab": 0.0, "milvus_ensure": 0.0,
                                  "submit_batch": 0.0, "enqueue": 0.0}
 
-    def timed(name: str, fn):  # noqa: ANN001, ANN202
-        def wrapper(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+    def timed(name: str, fn):
+        def wrapper(*a, **kw):
             t = time.perf_counter()
             try:
                 return fn(*a, **kw)
@@ -130,13 +130,13 @@ def _admin(sql: str) -> None:
         con.execute(sql)
 
 
-def _redis():  # noqa: ANN202
+def _redis():
     import redis
 
     return redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
 
 
-def queue_lengths(r) -> tuple[dict[str, int], int]:  # noqa: ANN001
+def queue_lengths(r) -> tuple[dict[str, int], int]:
     """LLEN of each queue (kombu's Redis transport: one list per queue, plus one per priority step),
     and the messages in any list key at all (to catch messages routed elsewhere)."""
     sep = "\x06\x16"
@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = Table(title=f"tasks.chains.submit: 48 hits + N new SKUs, PostgreSQL + Redis broker, no workers, "
                         f"{os.cpu_count()} cores")
     for c in ("N", "load new s", "fixed s", "rows s", "enqueue s", "total s", "µs/SKU load", "µs/SKU rows",
-              "µs/SKU enq", "µs/SKU var", "var ratio", "µs/SKU total", "total ratio", "msgs (embed)", "chains",
+              "µs/SKU enq", "µs/SKU var", "var ratio", "marginal µs/SKU var", "µs/SKU total", "total ratio", "msgs (embed)", "chains",
               "rows sku+hit", "RSS MB peak (pre)"):
         table.add_column(c, justify="right")
     for r in runs:
@@ -248,10 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "enqueue": r["enqueue_s"] / n * 1e6, "variable": r["variable_s"] / n * 1e6,
                            "total": r["submit_s"] / n * 1e6}
         r["ratio_vs_first"] = {k: v / base["us_per_sku"][k] for k, v in r["us_per_sku"].items()}
+        # cost of each SKU beyond the first size: fixed per-submission costs cancel out
+        r["marginal_us_per_sku_variable"] = ((r["variable_s"] - base["variable_s"]) / (n - base["n"]) * 1e6
+                                             if n != base["n"] else None)
+        marginal = r["marginal_us_per_sku_variable"]
         u, q = r["us_per_sku"], r["ratio_vs_first"]
         table.add_row(str(n), f"{r['load_new_s']:.2f}", f"{r['fixed_s']:.2f}", f"{r['db_s']:.2f}",
                       f"{r['enqueue_s']:.2f}", f"{r['submit_s']:.2f}", f"{u['load_new']:.0f}", f"{u['rows']:.0f}",
-                      f"{u['enqueue']:.0f}", f"{u['variable']:.0f}", f"{q['variable']:.2f}x", f"{u['total']:.0f}",
+                      f"{u['enqueue']:.0f}", f"{u['variable']:.0f}", f"{q['variable']:.2f}x", "-" if marginal is None else f"{marginal:.0f}",
+                      f"{u['total']:.0f}",
                       f"{q['total']:.2f}x", f"{r['messages']} ({r['queues']['embed']})", str(r["chains"]),
                       f"{r['db_sku_rows']}+{r['db_hit_rows']}" + ("" if r["ok_rows"] else " !"),
                       f"{r['rss_peak_mb']:.0f} ({r['rss_before_submit_mb']:.0f})")
@@ -259,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print("[dim]load new = load_new_products (CSV + every image decoded); fixed = load_catalog + "
                   "fit_vocabulary + HitIndex.ensure (48 hits, independent of N); rows = the rest of submit_batch "
                   "(one transaction); var = load new + rows + enqueue; ratio = per-SKU time / the first size's "
-                  "(~1.0 = linear). Start-up (imports, migrations) excluded: "
+                  "(~1.0 = linear); marginal = (var - first var) / (N - first N). Start-up (imports, migrations) excluded: "
                   f"{base['import_s']:.1f} s + {base['init_db_s']:.1f} s at N={base['n']}.[/]")
     bad = [r["n"] for r in runs if not (r["ok_rows"] and r["ok_messages"])]
     if bad:

@@ -30,7 +30,7 @@ from hitline.sparse import TextVocabulary
 
 log = logging.getLogger(__name__)
 
-SKU_STAGES = ("embed", "retrieve", "analyze", "render")
+SKU_STAGES = ("embed", "index", "retrieve", "analyze", "render")
 HIT_STAGES = ("embed", "index")
 
 

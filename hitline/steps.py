@@ -105,6 +105,7 @@ def index_hits(ctx: Context, batch_id: str, job_ids: list[int]) -> int:
         remaining = crud.catalog_open(s, batch_id)
     if remaining == 0:
         index.flush()
+        ctx.cache.put(f"flushed:{batch_id}", True)
     return sum(1 for o in outcome.values() if o == "done")
 
 
@@ -112,12 +113,26 @@ def embed_sku(ctx: Context, job_id: int) -> str:
     return run_step(ctx, job_id, "embed", _embed_one)
 
 
-def retrieve(ctx: Context, job_id: int) -> str:
+def index_sku(ctx: Context, job_id: int) -> str:
+    """A SKU's index stage: the catalog it will be searched against is indexed and flushed. Until then
+    CatalogNotReady sends the task back to wait (not counted as an attempt)."""
     def work(job: Job, options: dict[str, Any]) -> dict[str, Any]:
         with session_scope(ctx.db_url) as s:
             waiting = crud.catalog_open(s, job.batch_id)
         if waiting:
             raise CatalogNotReady(f"{waiting} catalog products still being indexed")
+        index = ctx.index(options)
+        if ctx.cache.get(f"flushed:{job.batch_id}") is None:
+            # the last catalog chunk flushes; this covers a chunk whose chain gave up before its index task
+            index.flush()
+            ctx.cache.put(f"flushed:{job.batch_id}", True)
+        return {"collection": index.collection, "catalog_rows": index.count()}
+
+    return run_step(ctx, job_id, "index", work)
+
+
+def retrieve(ctx: Context, job_id: int) -> str:
+    def work(job: Job, options: dict[str, Any]) -> dict[str, Any]:
         info = batch_info(ctx, job.batch_id)
         vec = ctx.cache.get(job.result["embed"]["key"])
         product = _sku(job)

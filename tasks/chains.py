@@ -1,4 +1,4 @@
-"""Chains and enqueueing: a catalog chunk is embed_hits -> index_hits; a SKU is embed -> retrieve ->
+"""Chains and enqueueing: a catalog chunk is embed_hits -> index_hits; a SKU is embed -> index -> retrieve ->
 analyze -> render. Called after the transaction that created the jobs has committed."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from db.session import session_scope
 from hitline.pipeline import SKU_STAGES, Context, Submitted, batch_options, get_context, submit_batch
 from tasks import stages as t
 
-SKU_TASKS = {"embed": t.embed, "retrieve": t.retrieve, "analyze": t.analyze, "render": t.render}
+SKU_TASKS = {"embed": t.embed, "index": t.index, "retrieve": t.retrieve, "analyze": t.analyze, "render": t.render}
 
 
 def sku_chain(job_id: int, start: str = "embed") -> chain:

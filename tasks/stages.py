@@ -62,6 +62,7 @@ def _sku_task(stage: str, fn):  # noqa: ANN001, ANN202
 
 
 embed = _sku_task("embed", steps.embed_sku)
+index = _sku_task("index", steps.index_sku)
 retrieve = _sku_task("retrieve", steps.retrieve)
 analyze = _sku_task("analyze", steps.analyze)
 render = _sku_task("render", steps.render)

@@ -123,7 +123,8 @@ def test_batch_runs_on_separate_worker_processes(cluster) -> None:  # noqa: ANN0
             break
         time.sleep(1)
     names = {t["name"] for t in tasks.values()}
-    assert {"hitline.embed_hits", "hitline.index_hits", "hitline.embed", "hitline.retrieve", "hitline.analyze",
+    assert {"hitline.embed_hits", "hitline.index_hits", "hitline.embed", "hitline.index", "hitline.retrieve",
+            "hitline.analyze",
             "hitline.render"} <= names, names
     workers = requests.get(f"{base}/api/workers?refresh=1", timeout=30).json()
     assert len(workers) == 2, list(workers)

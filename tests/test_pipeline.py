@@ -56,7 +56,7 @@ def _run_all(ctx, sub) -> None:  # noqa: ANN001
         steps.embed_hits(ctx, chunk)
         steps.index_hits(ctx, sub.batch_id, chunk)
     for j in sub.sku_jobs:
-        for fn in (steps.embed_sku, steps.retrieve, steps.analyze, steps.render):
+        for fn in (steps.embed_sku, steps.index_sku, steps.retrieve, steps.analyze, steps.render):
             fn(ctx, j)
 
 
@@ -98,12 +98,12 @@ def test_steps_are_idempotent(hitline_env: Path, demo_data: tuple[Path, Path]) -
     job_id = sub.sku_jobs[0]
     files = sorted((hitline_env / "out" / sub.batch_id).rglob("*.png"))
     # a redelivered message runs each step again: nothing is redone, nothing new is written
-    for fn in (steps.embed_sku, steps.retrieve, steps.analyze, steps.render):
+    for fn in (steps.embed_sku, steps.index_sku, steps.retrieve, steps.analyze, steps.render):
         assert fn(ctx, job_id) == "skipped"
     assert sorted((hitline_env / "out" / sub.batch_id).rglob("*.png")) == files
     with session_scope(ctx.db_url) as s:
         job = crud.jobs(s, sub.batch_id, ids=[job_id])[0]
-    assert job.attempts == 4 and job.state == "done"
+    assert job.attempts == 5 and job.state == "done"
 
 
 def test_unreadable_catalog_fails_the_submission_not_a_crash(hitline_env: Path) -> None:

@@ -13,6 +13,7 @@ ROUTES = {
     "hitline.embed_hits": {"queue": "embed"},
     "hitline.embed": {"queue": "embed"},
     "hitline.index_hits": {"queue": "index"},
+    "hitline.index": {"queue": "index"},
     "hitline.retrieve": {"queue": "retrieve"},
     "hitline.analyze": {"queue": "analyze"},
     "hitline.render": {"queue": "render"},
