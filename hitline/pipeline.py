@@ -23,8 +23,7 @@ from hitline import stages
 from hitline.catalog import load_catalog, load_new_products
 from hitline.config import Settings, get_settings
 from hitline.domain import HitProduct, NewProduct
-from hitline.errors import (BudgetExceeded, ConfigError, HitlineError, InputError, RetryableProviderError,
-                            TerminalProviderError)
+from hitline.errors import (BudgetExceeded, ConfigError, HitlineError, InputError, RetryableProviderError)
 from hitline.index import HitIndex
 from hitline.sparse import TextVocabulary
 
@@ -208,7 +207,7 @@ def run_step(ctx: Context, job_id: int, stage: str, work: Callable[[Job, dict[st
         with session_scope(ctx.db_url) as s:
             crud.set_state(s, job_id, stage, "budget_exceeded", str(e))
         return "held"
-    except (InputError, TerminalProviderError, ConfigError, HitlineError) as e:
+    except HitlineError as e:  # bad input, terminal provider answer, unusable config: this SKU fails alone
         with session_scope(ctx.db_url) as s:
             crud.set_state(s, job_id, stage, "failed", str(e))
         return "failed"
