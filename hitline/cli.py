@@ -158,7 +158,8 @@ def _guard(fn) -> None:  # noqa: ANN001
         raise typer.Exit(2) from None
 
 
-def _print_status(batch: Optional[str], kind: Optional[str] = None, state: Optional[str] = None) -> None:
+def _print_status(batch: Optional[str], kind: Optional[str] = None, state: Optional[str] = None,
+                  as_json: bool = False) -> None:
     from db import crud
     from db.session import session_scope
     from hitline.pipeline import get_context
@@ -173,6 +174,15 @@ def _print_status(batch: Optional[str], kind: Optional[str] = None, state: Optio
         jobs = [j for j in all_jobs if state is None or j.state == state]
         spent = crud.spent(s, batch)
         timings = crud.stage_seconds(s, [j.id for j in jobs])
+    if as_json:
+        import json
+
+        rows = [{"kind": j.kind, "id": j.item_id, "stage": j.stage, "state": j.state, "attempts": j.attempts,
+                 "seconds": timings.get(j.id, {}), "cost_usd": round(j.cost_usd, 6), "reason": j.error,
+                 "outputs": [o["path"] for o in (j.result or {}).get("render", {}).get("outputs", [])]}
+                for j in jobs]
+        print(json.dumps({"batch": batch, "spent_usd": round(spent, 6), "jobs": rows}, indent=2))
+        return
     t = Table(title=f"batch {batch}", show_lines=False)
     for col in ("kind", "id", "stage", "state", "attempts", "seconds", "cost $", "reason"):
         t.add_column(col, overflow="fold")
@@ -190,10 +200,11 @@ def _print_status(batch: Optional[str], kind: Optional[str] = None, state: Optio
 @app.command()
 def status(batch: Optional[str] = typer.Argument(None, help="batch id (default: the latest)"),
            kind: Optional[str] = typer.Option(None, help="sku | hit"),
-           state: Optional[str] = typer.Option(None, help="only rows in this state, e.g. failed")) -> None:
+           state: Optional[str] = typer.Option(None, help="only rows in this state, e.g. failed"),
+           as_json: bool = typer.Option(False, "--json", help="machine-readable, for other services")) -> None:
     """Print the job table: one row per product with stage, state, attempts, timings, cost, reason."""
     _configure(None, None, None)
-    _guard(lambda: _print_status(batch, kind, state))
+    _guard(lambda: _print_status(batch, kind, state, as_json))
 
 
 @app.command()

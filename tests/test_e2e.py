@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -39,9 +40,13 @@ def test_demo_runs_end_to_end_through_celery(hitline_env: Path) -> None:
     html = report.read_text()
     assert html.count("<section>") >= len(skus)
     assert "contact_sheet.png" in html
-    # status shows the table
+    # status shows the table, and the same rows as JSON for other services
     res = runner.invoke(app, ["status", batch, "--kind", "sku"])
     assert res.exit_code == 0 and "done" in res.output
+    res = runner.invoke(app, ["status", batch, "--kind", "sku", "--json"])
+    data = json.loads(res.output)
+    assert data["batch"] == batch and len(data["jobs"]) == len(skus)
+    assert all(j["state"] == "done" and len(j["outputs"]) >= 4 and "render" in j["seconds"] for j in data["jobs"])
 
 
 def test_interrupted_embedded_batch_resumes_from_the_table(hitline_env: Path, demo_data) -> None:  # noqa: ANN001
