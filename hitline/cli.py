@@ -161,6 +161,7 @@ def _guard(fn) -> None:  # noqa: ANN001
 def _print_status(batch: Optional[str], kind: Optional[str] = None, state: Optional[str] = None,
                   as_json: bool = False) -> None:
     from db import crud
+    from db.models import Batch
     from db.session import session_scope
     from hitline.pipeline import get_context
 
@@ -170,6 +171,8 @@ def _print_status(batch: Optional[str], kind: Optional[str] = None, state: Optio
         if batch is None:
             console.print("no batch yet")
             return
+        if s.get(Batch, batch) is None:
+            raise HitlineError(f"no batch {batch!r} (`hitline status` shows the latest)")
         all_jobs = crud.jobs(s, batch, kind)
         jobs = [j for j in all_jobs if state is None or j.state == state]
         spent = crud.spent(s, batch)
@@ -225,7 +228,11 @@ def resume(batch: str, budget: Optional[float] = typer.Option(None, help="new US
     with embedded_worker(celery_app, ctx.settings.worker_concurrency) if embedded else nullcontext():
         if stale_after is None:
             stale_after = 0.0 if embedded else 900.0
-        n = resume_batch(ctx, batch, budget_usd=budget, stale_after_s=stale_after)
+        try:
+            n = resume_batch(ctx, batch, budget_usd=budget, stale_after_s=stale_after)
+        except HitlineError as e:
+            console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from None
         console.print(f"re-enqueued {n} chains")
         if embedded or wait:
             _wait(ctx, batch)
@@ -245,7 +252,10 @@ def report(batch: Optional[str] = typer.Argument(None)) -> None:
     ctx = get_context()
     with session_scope(ctx.db_url) as s:
         batch = batch or crud.latest_batch_id(s)
-    console.print(str(write_report(ctx, batch)))
+    if batch is None:
+        console.print("no batch yet: start one with `hitline run` or `hitline demo`")
+        raise typer.Exit(1)
+    _guard(lambda: console.print(str(write_report(ctx, batch))))
 
 
 @app.command("drop-collection")

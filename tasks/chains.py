@@ -10,6 +10,7 @@ from celery import chain
 
 from db import crud
 from db.session import session_scope
+from hitline.errors import InputError
 from hitline.pipeline import SKU_STAGES, Context, Submitted, batch_options, get_context, submit_batch
 from tasks import stages as t
 
@@ -55,7 +56,7 @@ def resume(ctx: Context, batch_id: str, *, budget_usd: float | None = None, stal
 
         b = s.get(Batch, batch_id)
         if b is None:
-            raise KeyError(batch_id)
+            raise InputError(f"no batch {batch_id!r} (`hitline status` shows the latest)")
         if budget_usd is not None:
             b.budget_usd = budget_usd
         todo = []
