@@ -291,7 +291,13 @@ def worker(queues: str = typer.Option(",".join(("embed", "index", "retrieve", "a
         raise typer.Exit(2)
     from hitline.config import get_settings
 
-    concurrency = concurrency or get_settings().worker_concurrency
+    settings = get_settings()
+    if not settings.milvus_uri:
+        console.print("[red]error:[/] workers share the hit index through a Milvus server: set HITLINE_MILVUS_URI, "
+                      "e.g. http://127.0.0.1:19530 (`milvus-lite server --data-dir D --port 19530` or Milvus "
+                      "standalone). A Milvus Lite file opens in one process only.")
+        raise typer.Exit(2)
+    concurrency = concurrency or settings.worker_concurrency
     celery_app.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-l", loglevel,
                             "-E", "-n", f"hitline-{queues.replace(',', '-')}@%h"])
 

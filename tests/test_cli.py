@@ -30,3 +30,8 @@ def test_unknown_preset_is_refused_before_anything_is_queued(hitline_env: Path, 
     assert res.exit_code == 2 and "unknown preset" in res.output
     res = CliRunner().invoke(app, ["status"])
     assert "no batch yet" in res.output
+
+
+def test_worker_refuses_to_start_without_broker_or_shared_milvus(hitline_env: Path, monkeypatch) -> None:  # noqa: ANN001
+    res = CliRunner().invoke(app, ["worker", "--queues", "render"])
+    assert res.exit_code == 2 and "HITLINE_BROKER_URL" in res.output
