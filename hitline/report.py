@@ -29,7 +29,7 @@ def write_report(ctx: Any, batch_id: str) -> Path:
     e = html.escape
     parts = [f"""<!doctype html><html><head><meta charset="utf-8"><title>hitline batch {e(batch_id)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}}
-section{{border-top:1px solid #ccc;padding:1em 0}} img{{max-height:260px;margin:4px;border:1px solid #ddd;background:#fff}}
+section{{border-top:1px solid #ccc;padding:1em 0}} img{{max-height:260px;max-width:100%;margin:4px;border:1px solid #ddd;background:#fff}}
 .sheet{{max-width:100%;max-height:none}} .state-failed{{color:#b00}} .state-done{{color:#070}}
 .state-budget_exceeded{{color:#b60}} table{{border-collapse:collapse}} td,th{{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}}
 code{{background:#f4f4f4;padding:1px 4px}}</style></head><body>
