@@ -13,11 +13,15 @@ model loading) and over the whole command (wall clock). Ratios are against concu
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path as _P
+
+sys.path.insert(0, str(_P(__file__).resolve().parent))
+from _common import write_results  # noqa: E402
+
 import argparse
 import csv
-import json
 import os
-import platform
 import shutil
 import sqlite3
 import subprocess
@@ -25,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,14 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(table)
     console.print("[dim]batch = batch created -> last SKU job updated (job table); wall = the whole `hitline run` "
                   "(start-up, catalog embed + index, report). Baseline: the first row.[/]")
-    if opts.json:
-        opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_text(json.dumps({
-            "bench": "pipeline", "date": date.today().isoformat(), "machine": platform.platform(),
-            "cores": os.cpu_count(),
-            "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-            "runs": runs}, indent=2))
-        console.print(f"wrote {opts.json}")
+    write_results(opts.json, "pipeline", opts, runs)
     return 0
 
 

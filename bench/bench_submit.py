@@ -22,11 +22,16 @@ queues. Per-SKU times are reported as ratios against the first (smallest) size: 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path as _P
+
+sys.path.insert(0, str(_P(__file__).resolve().parent))
+from _common import write_results  # noqa: E402
+
 import argparse
 import csv
 import json
 import os
-import platform
 import resource
 import secrets
 import shutil
@@ -35,7 +40,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -269,14 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [r["n"] for r in runs if not (r["ok_rows"] and r["ok_messages"])]
     if bad:
         console.print(f"[red]correctness check failed for N = {bad}[/]")
-    if opts.json:
-        opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_text(json.dumps({
-            "bench": "submit", "date": date.today().isoformat(), "machine": platform.platform(),
-            "cores": os.cpu_count(),
-            "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-            "runs": runs}, indent=2))
-        console.print(f"wrote {opts.json}")
+    write_results(opts.json, "submit", opts, runs)
     return 1 if bad else 0
 
 

@@ -110,11 +110,6 @@ def catalog_open(s: Session, batch_id: str) -> int:
         Job.batch_id == batch_id, Job.kind == "hit", Job.state.in_(OPEN))) or 0
 
 
-def batch_open(s: Session, batch_id: str) -> int:
-    return s.scalar(select(func.count()).select_from(Job).where(
-        Job.batch_id == batch_id, Job.state.in_(OPEN))) or 0
-
-
 def progress(s: Session, batch_id: str) -> dict[tuple[str, str], int]:
     """(kind, state) -> count: cheap enough to poll for a batch of thousands of SKUs."""
     rows = s.execute(select(Job.kind, Job.state, func.count()).where(Job.batch_id == batch_id)

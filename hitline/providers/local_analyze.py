@@ -175,28 +175,21 @@ def _palette(pixels: list[Pixels]) -> tuple[list[str], list[str], list[float]]:
     return hexes, names, [float(shares[i]) for i in order]
 
 
+def _band(value: float, high: float, low: float, labels: tuple[str, str, str]) -> str:
+    """labels = (at or above high, at or below low, in between)."""
+    return labels[0] if value >= high else labels[1] if value <= low else labels[2]
+
+
 def _key(m: dict[str, float]) -> str:
-    if m["key_l"] >= HIGH_KEY_L:
-        return "high-key"
-    if m["key_l"] <= LOW_KEY_L:
-        return "low-key"
-    return "mid-key"
+    return _band(m["key_l"], HIGH_KEY_L, LOW_KEY_L, ("high-key", "low-key", "mid-key"))
 
 
 def _warmth(m: dict[str, float]) -> str:
-    if m["background_b"] >= WARM_B:
-        return "warm"
-    if m["background_b"] <= COOL_B:
-        return "cool"
-    return "neutral"
+    return _band(m["background_b"], WARM_B, COOL_B, ("warm", "cool", "neutral"))
 
 
 def _contrast(m: dict[str, float]) -> str:
-    if m["contrast_std_l"] >= HIGH_CONTRAST_STD:
-        return "high"
-    if m["contrast_std_l"] <= LOW_CONTRAST_STD:
-        return "low"
-    return "moderate"
+    return _band(m["contrast_std_l"], HIGH_CONTRAST_STD, LOW_CONTRAST_STD, ("high", "low", "moderate"))
 
 
 def _scene(m: dict[str, float]) -> str:
