@@ -29,8 +29,8 @@ from pymilvus import AnnSearchRequest, DataType, MilvusClient, RRFRanker
 from rich.console import Console
 from rich.table import Table
 
-from hitline.domain import HitProduct
-from hitline.index import RRF_K, HitIndex, build_filter
+from hitline.domain.models import HitProduct
+from hitline.domain.index import RRF_K, HitIndex, build_filter
 
 logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
 console = Console(width=150)

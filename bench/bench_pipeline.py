@@ -1,6 +1,6 @@
 """Throughput of the embedded line (in-process Celery worker, local provider) by worker concurrency.
 
-Generates the demo data once (`hitline.sampledata.generate_demo`: 48 hits, 6 new SKUs), then runs
+Generates the demo data once (`hitline.demo.sampledata.generate_demo`: 48 hits, 6 new SKUs), then runs
 `hitline run` as a subprocess per concurrency level, each in a fresh data dir (`HITLINE_DATA_DIR`) with
 `HITLINE_WORKER_CONCURRENCY=c`. SKUs/minute are measured two ways: over the batch (from the batch's
 creation to the last SKU job's update, read from the SQLite job table: no interpreter start-up or
@@ -46,7 +46,7 @@ _PATCHED_CLI = ("import sys; import workers.app as w; "
 
 def make_data(dest: Path, skus: int) -> tuple[Path, Path]:
     """The demo catalog, and `skus` new products (more demo seeds when more than 6 are asked for)."""
-    from hitline.sampledata import generate_demo
+    from hitline.demo.sampledata import generate_demo
 
     catalog, new = generate_demo(dest / "demo")
     with open(new / "new_products.csv", newline="", encoding="utf-8") as f:

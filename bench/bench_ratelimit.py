@@ -41,8 +41,8 @@ def _worker(wid: int, base_url: str, mode: str, args: dict[str, Any], tickets: A
     import logging
 
     from hitline.errors import ProviderError
-    from hitline.providers.openrouter_client import OpenRouterClient
-    from hitline.ratelimit import Limit, RedisLimiter
+    from hitline.providers.openrouter.client import OpenRouterClient
+    from hitline.providers.ratelimit import Limit, RedisLimiter
 
     logging.getLogger("hitline.openrouter").setLevel(logging.ERROR)  # one warning per retry: noise here
     limiter = None
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import redis
 
-    from hitline.fake_openrouter import FakeConfig, running_fake
+    from hitline.fake.server import FakeConfig, running_fake
 
     redis.Redis.from_url(opts.redis_url).ping()  # fail fast, before any process starts
     cfg = FakeConfig(rpm={MODEL: opts.rpm}, rpm_window_s=opts.window,

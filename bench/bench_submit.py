@@ -1,6 +1,6 @@
 """How a bulk submission scales with the number of new SKUs (distributed mode, submission only).
 
-Generates the demo data once (`hitline.sampledata.generate_demo`: 48 hits, 6 new flat-lays), then for
+Generates the demo data once (`hitline.demo.sampledata.generate_demo`: 48 hits, 6 new flat-lays), then for
 each size N writes a `new_products.csv` with N rows NEW00001.. whose images are **hard links** to the 6
 demo flat-lays (each row has its own file path, the bytes are shared; `--copy` copies instead). For each
 N, in a fresh `HITLINE_DATA_DIR` (Milvus Lite file), a fresh PostgreSQL database created here
@@ -58,9 +58,9 @@ PG_APP = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
 
 def child(catalog: Path, new: Path, out: Path, presets: str, result: Path) -> None:
     t_start = time.perf_counter()
-    import hitline.pipeline as pl
+    import hitline.jobs.context as pl
     import tasks.chains as ch
-    from hitline.index import HitIndex
+    from hitline.domain.index import HitIndex
 
     timings: dict[str, float] = {"load_catalog": 0.0, "load_new": 0.0, "vocab": 0.0, "milvus_ensure": 0.0,
                                  "submit_batch": 0.0, "enqueue": 0.0}
@@ -101,7 +101,7 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path) -> No
 
 def make_data(work: Path, sizes: list[int], copy: bool) -> tuple[Path, dict[int, Path]]:
     """The demo catalog, and one new-products folder per size (rows cycle through the 6 demo flat-lays)."""
-    from hitline.sampledata import generate_demo
+    from hitline.demo.sampledata import generate_demo
 
     catalog, demo_new = generate_demo(work / "demo")
     with open(demo_new / "new_products.csv", newline="", encoding="utf-8") as f:

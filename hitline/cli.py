@@ -29,7 +29,7 @@ def _configure(provider: Optional[str], base_url: Optional[str], data_dir: Optio
         os.environ["HITLINE_OPENROUTER_BASE_URL"] = base_url
     if data_dir:
         os.environ["HITLINE_DATA_DIR"] = str(data_dir)
-    from hitline.pipeline import reset_context
+    from hitline.jobs.context import reset_context
 
     reset_context()
     logging.basicConfig(level=os.environ.get("HITLINE_LOG_LEVEL", "WARNING"),
@@ -38,7 +38,7 @@ def _configure(provider: Optional[str], base_url: Optional[str], data_dir: Optio
 
 def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min_sales: Optional[int],
                presets: Optional[str], budget: Optional[float], wait: bool) -> str:
-    from hitline.pipeline import get_context
+    from hitline.jobs.context import get_context
     from tasks.chains import submit
     from workers.app import app as celery_app
     from workers.embedded import embedded_worker
@@ -101,7 +101,7 @@ def _wait(ctx, batch_id: str) -> None:  # noqa: ANN001
 
 
 def _finish(ctx, batch_id: str) -> None:  # noqa: ANN001
-    from hitline.report import write_report
+    from hitline.jobs.report import write_report
 
     from db import crud
     from db.session import session_scope
@@ -126,7 +126,7 @@ def demo(out: Path = typer.Option(Path("hitline-out"), help="where results go"),
          budget: Optional[float] = typer.Option(None, help="USD cap for paid renders in this batch")) -> None:
     """Generate a sample hit catalog and new flat-lays, then run the whole line on them."""
     _configure(provider, openrouter_base_url, None)
-    from hitline.sampledata import generate_demo
+    from hitline.demo.sampledata import generate_demo
 
     catalog, new = generate_demo(data)
     console.print(f"sample data: {catalog} (hit catalog), {new} (new products)")
@@ -163,7 +163,7 @@ def _print_status(batch: Optional[str], kind: Optional[str] = None, state: Optio
     from db import crud
     from db.models import Batch
     from db.session import session_scope
-    from hitline.pipeline import get_context
+    from hitline.jobs.context import get_context
 
     ctx = get_context()
     with session_scope(ctx.db_url) as s:
@@ -218,7 +218,7 @@ def resume(batch: str, budget: Optional[float] = typer.Option(None, help="new US
            wait: bool = typer.Option(True)) -> None:
     """Re-enqueue a batch's unfinished jobs (lost messages, crashes, renders held by the budget)."""
     _configure(None, None, None)
-    from hitline.pipeline import get_context
+    from hitline.jobs.context import get_context
     from tasks.chains import resume as resume_batch
     from workers.app import app as celery_app
     from workers.embedded import embedded_worker
@@ -246,8 +246,8 @@ def report(batch: Optional[str] = typer.Argument(None)) -> None:
     _configure(None, None, None)
     from db import crud
     from db.session import session_scope
-    from hitline.pipeline import get_context
-    from hitline.report import write_report
+    from hitline.jobs.context import get_context
+    from hitline.jobs.report import write_report
 
     ctx = get_context()
     with session_scope(ctx.db_url) as s:
@@ -263,7 +263,7 @@ def drop_collection(name: str, yes: bool = typer.Option(False, "--yes", help="re
     """Drop a Milvus collection (e.g. to switch embedders); the next run re-indexes the catalog."""
     _configure(None, None, None)
     from hitline.config import get_settings
-    from hitline.index import client_for
+    from hitline.domain.index import client_for
 
     if not yes:
         console.print(f"this drops collection {name!r}; add --yes to confirm")
@@ -306,7 +306,7 @@ def worker(queues: str = typer.Option(",".join(("embed", "index", "retrieve", "a
              context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def fake_openrouter(ctx: typer.Context) -> None:
     """Serve an OpenRouter-compatible fake API on loopback (try the API path offline). --help for knobs."""
-    from hitline.fake_openrouter import main
+    from hitline.fake.server import main
 
     main(list(ctx.args))
 

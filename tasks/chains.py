@@ -11,7 +11,7 @@ from celery import chain
 from db import crud
 from db.session import session_scope
 from hitline.errors import InputError
-from hitline.pipeline import SKU_STAGES, Context, Submitted, batch_options, get_context, submit_batch
+from hitline.jobs.context import SKU_STAGES, Context, Submitted, batch_options, get_context, submit_batch
 from tasks import stages as t
 
 SKU_TASKS = {"embed": t.embed, "index": t.index, "retrieve": t.retrieve, "analyze": t.analyze, "render": t.render}

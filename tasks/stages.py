@@ -1,4 +1,4 @@
-"""One Celery task per stage. Each takes ids, calls hitline.steps, and maps errors to retries."""
+"""One Celery task per stage. Each takes ids, calls hitline.jobs.stages, and maps errors to retries."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from celery.exceptions import Ignore
 
 from db import crud
 from db.session import session_scope
-from hitline import steps
+from hitline.jobs import stages as steps
 from hitline.errors import RetryableProviderError
-from hitline.pipeline import SKU_STAGES, CatalogNotReady, get_context
+from hitline.jobs.context import SKU_STAGES, CatalogNotReady, get_context
 from workers.app import app
 
 MAX_RETRIES = 6

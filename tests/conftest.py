@@ -13,7 +13,7 @@ SHARED_CATALOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "hit-
 @pytest.fixture
 def hitline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Embedded mode in a fresh data dir: SQLite job table + Milvus Lite file under tmp_path."""
-    from hitline.pipeline import reset_context
+    from hitline.jobs.context import reset_context
 
     for k in list(os.environ):
         if k.startswith("HITLINE_") and not k.startswith("HITLINE_TEST_"):
@@ -31,6 +31,6 @@ def hitline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from hitline.sampledata import generate_demo
+    from hitline.demo.sampledata import generate_demo
 
     return generate_demo(tmp_path_factory.mktemp("demo"))

@@ -1,4 +1,4 @@
-"""hitline.catalog: file-level errors raise, every bad row fails alone with its reason, good rows load."""
+"""hitline.domain.catalog: file-level errors raise, every bad row fails alone with its reason, good rows load."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hitline.catalog import MAX_IMAGE_PIXELS, check_image, load_catalog, load_new_products
+from hitline.domain.catalog import MAX_IMAGE_PIXELS, check_image, load_catalog, load_new_products
 from hitline.errors import InputError
 
 HIT_HEADER = ["product_id", "image_path", "category", "color", "style", "season", "sales_count", "description", "price"]

@@ -7,8 +7,8 @@ import re
 import pytest
 from PIL import Image
 
-from hitline.domain import StyleAnalysis
-from hitline.imaging import contact_sheet, load_presets
+from hitline.domain.models import StyleAnalysis
+from hitline.domain.imaging import contact_sheet, load_presets
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def _norm(text: str) -> str:
 
 
 def test_contact_sheet_labels_are_readable(ocr, tmp_path) -> None:  # noqa: ANN001
-    from hitline.compose import compose
+    from hitline.domain.compose import compose
 
     presets = load_presets(["amazon_main", "shopify", "thumbnail", "banner"])
     product = Image.new("RGBA", (300, 400), (0, 0, 0, 0))

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from hitline.descriptors import DIM, LocalEmbedder, describe, load_image
+from hitline.domain.descriptors import DIM, describe
+from hitline.domain.images import load_image
+from hitline.providers.local.embed import LocalEmbedder
 from hitline.errors import InputError
 from hitline.providers.base import ImageEmbedder
 

@@ -133,7 +133,7 @@ def test_batch_runs_on_separate_worker_processes(cluster) -> None:  # noqa: ANN0
 def test_global_rate_limit_holds_across_worker_processes(tmp_path: Path, demo_data: tuple[Path, Path]) -> None:
     """Two worker processes (prefork, 2 children each) share one Redis limiter: the fake provider,
     which enforces the same limit, sees no 429 while every render goes through."""
-    from hitline.fake_openrouter import FakeConfig, running_fake
+    from hitline.fake.server import FakeConfig, running_fake
 
     render_model = "google/gemini-3.1-flash-image-preview"
     limits = tmp_path / "limits.toml"
@@ -187,7 +187,7 @@ def test_killed_render_worker_loses_nothing_and_resume_finishes(tmp_path: Path, 
 
     import sqlalchemy
 
-    from hitline.fake_openrouter import FakeConfig, running_fake
+    from hitline.fake.server import FakeConfig, running_fake
 
     key = "sk-or-v1-crash-secret"
     with running_fake(FakeConfig(api_key=key, require_key=True, max_image_side=512,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from db import crud
 from db.session import session_scope
 from hitline.cli import app
-from hitline.pipeline import get_context
+from hitline.jobs.context import get_context
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def test_demo_runs_end_to_end_through_celery(hitline_env: Path) -> None:
 def test_interrupted_embedded_batch_resumes_from_the_table(hitline_env: Path, demo_data) -> None:  # noqa: ANN001
     """A batch whose process died (nothing enqueued any more, one job left 'running') finishes with
     `hitline resume`: the job table, not the broker, knows what is left."""
-    from hitline.pipeline import batch_options, submit_batch
+    from hitline.jobs.context import batch_options, submit_batch
 
     catalog, new = demo_data
     ctx = get_context()

@@ -14,8 +14,8 @@ import requests
 from PIL import Image
 
 from hitline.errors import ConfigError
-from hitline.fake_openrouter import FakeServer, parse_args, running_fake, serve
-from hitline.fake_state import FakeConfig
+from hitline.fake.server import FakeServer, parse_args, running_fake, serve
+from hitline.fake.state import FakeConfig
 
 EMBED = "nvidia/llama-nemotron-embed-vl-1b-v2"
 CHAT = "qwen/qwen3.5-397b-a17b"
@@ -218,7 +218,7 @@ def test_white_background_prompt_gives_a_white_canvas(fake: FakeServer) -> None:
 
 
 def test_local_renderer_is_used_when_available(fake: FakeServer) -> None:
-    pytest.importorskip("hitline.providers.local_render")
+    pytest.importorskip("hitline.providers.local.render")
     fake.configure(use_local_renderer=True, max_image_side=256)
     body = _post(fake, "/chat/completions", _image_request([_part((200, 0, 0)), _part((0, 0, 200))], "3:4", "1K"))
     assert body.status_code == 200 and _png(body.json()).size == (192, 256)

@@ -1,4 +1,4 @@
-"""Presets, cut-out, compositing and contact sheets (hitline.imaging, hitline.cutout, hitline.compose)."""
+"""Presets, cut-out, compositing and contact sheets (hitline.domain.imaging, hitline.domain.cutout, hitline.domain.compose)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from hitline.domain import ASPECT_RATIOS, NewProduct, Preset, StyleAnalysis
+from hitline.domain.models import ASPECT_RATIOS, NewProduct, Preset, StyleAnalysis
 from hitline.errors import InputError
-from hitline.imaging import compose, contact_sheet, cutout, image_fingerprint, load_presets
-from hitline.cutout import product_mask
+from hitline.domain.imaging import compose, contact_sheet, cutout, load_presets
+from hitline.domain.images import file_sha256 as image_fingerprint
+from hitline.domain.cutout import product_mask
 from hitline.providers.base import ImageRenderer
-from hitline.providers.local_render import LocalRenderer
+from hitline.providers.local.render import LocalRenderer
 
 REAL_PHOTOS = sorted(Path("/work/shared/data/hit-catalog/images").glob("*.jpg"))
 STYLE = StyleAnalysis(scene="studio", lighting="soft", pose="hung", mood="calm", prompt="p",

@@ -3,9 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hitline.domain import HitProduct
+from hitline.domain.models import HitProduct
 from hitline.errors import ConfigError
-from hitline.index import HitIndex, build_filter, quote
+from hitline.domain.index import HitIndex, build_filter, quote
 
 HOSTILE = 'x" or "1"=="1'
 

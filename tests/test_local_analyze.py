@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from hitline.domain import NewProduct
+from hitline.domain.models import NewProduct
 from hitline.providers.base import StyleAnalyzer
-from hitline.providers.local_analyze import MAX_PROMPT_WORDS, LocalAnalyzer, colour_name
+from hitline.providers.local.analyze import MAX_PROMPT_WORDS, LocalAnalyzer, colour_name
 
 HINT = "linen shirt dress with shell buttons"
 

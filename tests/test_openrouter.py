@@ -18,14 +18,14 @@ from PIL import Image
 from pydantic import SecretStr
 
 from hitline.config import Settings
-from hitline.domain import NewProduct, Preset, StyleAnalysis
+from hitline.domain.models import NewProduct, Preset, StyleAnalysis
 from hitline.errors import ConfigError, RateLimited, RetryableProviderError, TerminalProviderError
-from hitline.fake_openrouter import FakeServer, running_fake
-from hitline.fake_state import FakeConfig
-from hitline.pricing import PriceTable
-from hitline.providers.openrouter import (OpenRouterAnalyzer, OpenRouterEmbedder, OpenRouterRenderer,
+from hitline.fake.server import FakeServer, running_fake
+from hitline.fake.state import FakeConfig
+from hitline.domain.pricing import PriceTable
+from hitline.providers.openrouter.providers import (OpenRouterAnalyzer, OpenRouterEmbedder, OpenRouterRenderer,
                                           extract_json_object)
-from hitline.providers.openrouter_client import OpenRouterClient, parse_retry_after
+from hitline.providers.openrouter.client import OpenRouterClient, parse_retry_after
 
 KEY = "sk-or-v1-TOPSECRET-0123456789abcdef"
 EMBED = "nvidia/llama-nemotron-embed-vl-1b-v2"
@@ -516,8 +516,8 @@ def test_factory_needs_no_key_for_a_loopback_stand_in(fake: Any) -> None:
 
 
 def test_factory_local_mode() -> None:
-    pytest.importorskip("hitline.providers.local_render")
-    pytest.importorskip("hitline.descriptors")
+    pytest.importorskip("hitline.providers.local.render")
+    pytest.importorskip("hitline.domain.descriptors")
     from hitline.providers.factory import build_providers
 
     providers = build_providers(Settings(_env_file=None, provider="local"))

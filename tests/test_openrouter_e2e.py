@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from db import crud
 from db.session import session_scope
 from hitline.cli import app
-from hitline.fake_openrouter import FakeConfig, running_fake
-from hitline.pipeline import get_context, reset_context
+from hitline.fake.server import FakeConfig, running_fake
+from hitline.jobs.context import get_context, reset_context
 
 pytestmark = pytest.mark.slow
 KEY = "sk-or-v1-TESTSECRET-0123456789abcdef"

@@ -10,8 +10,8 @@ from PIL import Image
 
 from db import crud
 from db.session import session_scope
-from hitline import steps
-from hitline.pipeline import get_context, submit_batch
+from hitline.jobs import stages as steps
+from hitline.jobs.context import get_context, submit_batch
 
 OPTIONS = {"provider": "local", "top_k": 3, "min_sales": 1500, "presets": ["amazon_main", "thumbnail", "banner"],
            "models": {}}

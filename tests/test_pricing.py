@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hitline.errors import ConfigError
-from hitline.pricing import PriceTable
+from hitline.domain.pricing import PriceTable
 
 NANO = "google/gemini-3.1-flash-image-preview"
 QWEN = "qwen/qwen3.5-397b-a17b"

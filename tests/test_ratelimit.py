@@ -15,7 +15,7 @@ import pytest
 
 from hitline.config import Settings
 from hitline.errors import ConfigError, RateLimited
-from hitline.ratelimit import Limit, LocalLimiter, RedisLimiter, build_limiter, load_limits
+from hitline.providers.ratelimit import Limit, LocalLimiter, RedisLimiter, build_limiter, load_limits
 
 REDIS_URL = os.environ.get("HITLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 MODEL = "test/model"

@@ -1,4 +1,4 @@
-"""Demo data generator (hitline.sampledata)."""
+"""Demo data generator (hitline.demo.sampledata)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hitline.cutout import product_mask
-from hitline.sampledata import NEW_HEADER, PRODUCTS_HEADER, draw_flatlay, generate_demo, _pick_spec
+from hitline.domain.cutout import product_mask
+from hitline.demo.sampledata import NEW_HEADER, PRODUCTS_HEADER, draw_flatlay, generate_demo, _pick_spec
 
 
 @pytest.fixture(scope="module")

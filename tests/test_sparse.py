@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hitline.errors import ConfigError, InputError
-from hitline.sparse import TextVocabulary
+from hitline.domain.sparse import TextVocabulary
 
 TEXTS = [
     "Pink midi length dress with drawstring waist detail and flowing skirt midi_dress pink drawstring summer",
@@ -77,7 +77,7 @@ def test_save_load_round_trip(vocab: TextVocabulary, tmp_path: Path):
 
 
 def test_version_is_stable_across_processes(vocab: TextVocabulary, tmp_path: Path):
-    code = "import sys, json; from hitline.sparse import TextVocabulary; " \
+    code = "import sys, json; from hitline.domain.sparse import TextVocabulary; " \
            "print(TextVocabulary.fit(json.loads(sys.argv[1])).version)"
     out = subprocess.run([sys.executable, "-c", code, json.dumps(TEXTS)], capture_output=True, text=True,
                          check=True, env={"PYTHONHASHSEED": "123", "PATH": "", **_pythonpath()})

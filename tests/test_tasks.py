@@ -11,7 +11,7 @@ from celery.exceptions import Ignore
 from db import crud
 from db.session import session_scope
 from hitline.errors import RateLimited, RetryableProviderError
-from hitline.pipeline import get_context
+from hitline.jobs.context import get_context
 from tasks import stages as t
 from tasks.chains import sku_chain
 

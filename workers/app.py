@@ -17,7 +17,7 @@ ROUTES = {
     "hitline.retrieve": {"queue": "retrieve"},
     "hitline.analyze": {"queue": "analyze"},
     "hitline.render": {"queue": "render"},
-    "hitline.report": {"queue": "render"},
+    "hitline.jobs.report": {"queue": "render"},
 }
 
 

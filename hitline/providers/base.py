@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
-from hitline.domain import NewProduct, Preset, RenderedImage, StyleAnalysis
+from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
 
 __all__ = ["Embedding", "Analysis", "ImageEmbedder", "StyleAnalyzer", "ImageRenderer"]
 

@@ -38,15 +38,15 @@ def build_providers(settings: Settings, limiter: Any | None = None) -> Providers
     """The providers for `settings.resolved_provider()`; `limiter` gates every OpenRouter request."""
     if settings.resolved_provider() == "local":
         # imported here: the offline stack pulls in onnxruntime/opencv, the API path does not need them
-        from hitline.descriptors import LocalEmbedder
-        from hitline.providers.local_analyze import LocalAnalyzer
-        from hitline.providers.local_render import LocalRenderer
+        from hitline.providers.local.embed import LocalEmbedder
+        from hitline.providers.local.analyze import LocalAnalyzer
+        from hitline.providers.local.render import LocalRenderer
 
         return Providers(embedder=LocalEmbedder(), analyzer=LocalAnalyzer(), renderer=LocalRenderer())
 
-    from hitline.pricing import PriceTable
-    from hitline.providers.openrouter import OpenRouterAnalyzer, OpenRouterEmbedder, OpenRouterRenderer
-    from hitline.providers.openrouter_client import OpenRouterClient
+    from hitline.domain.pricing import PriceTable
+    from hitline.providers.openrouter.providers import OpenRouterAnalyzer, OpenRouterEmbedder, OpenRouterRenderer
+    from hitline.providers.openrouter.client import OpenRouterClient
 
     key = settings.openrouter_api_key
     if (key is None or not key.get_secret_value().strip()) and _is_loopback(settings.openrouter_base_url):

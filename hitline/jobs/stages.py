@@ -12,11 +12,11 @@ from typing import Any
 from db import crud
 from db.models import Job
 from db.session import session_scope
-from hitline import stages
-from hitline.domain import Hit, StyleAnalysis
+from hitline import line as stages
+from hitline.domain.models import Hit, StyleAnalysis
 from hitline.errors import BudgetExceeded, InputError, RetryableProviderError
-from hitline.imaging import load_presets
-from hitline.pipeline import (CatalogNotReady, Context, _hit, _sku, batch_info, run_step, vocabulary)
+from hitline.domain.imaging import load_presets
+from hitline.jobs.context import (CatalogNotReady, Context, _hit, _sku, batch_info, run_step, vocabulary)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def embed_hits(ctx: Context, job_ids: list[int]) -> dict[int, str]:
 
 
 def _embed_one(job: Job, options: dict[str, Any]) -> dict[str, Any]:
-    from hitline.pipeline import get_context
+    from hitline.jobs.context import get_context
 
     ctx = get_context()
     path = Path(job.row["image_path"])
@@ -164,8 +164,8 @@ def analyze(ctx: Context, job_id: int) -> str:
 
 def render(ctx: Context, job_id: int) -> str:
     def work(job: Job, options: dict[str, Any]) -> dict[str, Any]:
-        from hitline.imaging import contact_sheet
-        from hitline.pricing import PriceTable
+        from hitline.domain.imaging import contact_sheet
+        from hitline.domain.pricing import PriceTable
 
         info = batch_info(ctx, job.batch_id)
         renderer = ctx.providers(options).renderer

@@ -21,7 +21,7 @@ from typing import Callable, Generic, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
-from hitline.domain import HitProduct, NewProduct
+from hitline.domain.models import HitProduct, NewProduct
 from hitline.errors import InputError
 
 __all__ = ["RowError", "Loaded", "load_catalog", "load_new_products", "check_image",

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hitline.domain import NewProduct, Preset, StyleAnalysis
+from hitline.domain.models import NewProduct, Preset, StyleAnalysis
 
 __all__ = ["BadRequest", "decode_image", "Projector", "analysis_answer", "render_png", "image_summary"]
 
-log = logging.getLogger("hitline.fake_openrouter")
+log = logging.getLogger("hitline.fake.server")
 _GRID = 16  # image feature: a 16x16 RGB thumbnail (768 numbers) -> near-duplicates stay near
 _FEATURES = _GRID * _GRID * 3
 
@@ -130,7 +130,7 @@ def render_png(images: list[Image.Image], prompt: str, ratio: str, size: str, ma
 
 def _local_render(images: list[Image.Image], prompt: str, preset: Preset) -> Image.Image | None:
     try:
-        from hitline.providers.local_render import LocalRenderer
+        from hitline.providers.local.render import LocalRenderer
     except Exception:  # noqa: BLE001 - not written yet, or its optional deps are missing
         return None
     try:

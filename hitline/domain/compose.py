@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from hitline.cutout import subject_mask
-from hitline.domain import Preset, StyleAnalysis
+from hitline.domain.cutout import subject_mask
+from hitline.domain.models import Preset, StyleAnalysis
 
 __all__ = ["compose", "scene_backdrop", "layout_box", "Placement"]
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from hitline.compose import compose, layout_box
+from hitline.domain.compose import compose, layout_box
 from hitline.config import load_data_file
-from hitline.cutout import cutout
-from hitline.domain import Preset
+from hitline.domain.cutout import cutout
+from hitline.domain.models import Preset
 from hitline.errors import InputError
 
-__all__ = ["load_presets", "cutout", "compose", "layout_box", "contact_sheet", "stack_rows",
-           "image_fingerprint", "open_image"]
+__all__ = ["load_presets", "cutout", "compose", "layout_box", "contact_sheet"]
 
 SHEET_MAX_WIDTH = 2400
 _TILE_H = 300
@@ -33,25 +31,6 @@ def load_presets(names: list[str] | None = None, override: Path | None = None) -
     if unknown:
         raise InputError(f"unknown preset(s) {', '.join(unknown)}; known presets: {', '.join(known)}")
     return [known[n] for n in names]
-
-
-def image_fingerprint(path: Path | str) -> str:
-    """sha256 of the file's bytes: the content-hash key of an image."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def open_image(path: Path | str) -> Image.Image:
-    """An image file as RGB, or InputError saying why it cannot be read."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read image {path}: {e}") from e
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -97,16 +76,3 @@ def contact_sheet(flatlay: Image.Image, references: Sequence[Image.Image],
         s = SHEET_MAX_WIDTH / row.width
         row = row.resize((SHEET_MAX_WIDTH, max(1, round(row.height * s))), Image.LANCZOS)
     return row
-
-
-def stack_rows(rows: Sequence[Image.Image]) -> Image.Image:
-    """Several contact-sheet rows, one under the other, on white."""
-    if not rows:
-        raise InputError("no contact-sheet rows to stack")
-    width = max(r.width for r in rows)
-    sheet = Image.new("RGB", (width, sum(r.height for r in rows)), (255, 255, 255))
-    y = 0
-    for r in rows:
-        sheet.paste(r, (0, y))
-        y += r.height
-    return sheet

@@ -12,7 +12,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from hitline.fake_answers import Projector
+from hitline.fake.answers import Projector
 
 __all__ = ["FakeConfig", "FakeState", "FAULTS", "FORCED"]
 
@@ -47,7 +47,7 @@ class FakeConfig:
     max_image_side: int | None = 1024  # cap on the returned long side (clients resize to the preset)
     images_in_content: bool = False  # put images in content parts instead of message.images
     report_cost: bool = True  # include usage.cost like OpenRouter does
-    use_local_renderer: bool = True  # hitline.providers.local_render when importable
+    use_local_renderer: bool = True  # hitline.providers.local.render when importable
     embed_models: dict[str, int] = field(default_factory=lambda: {"nvidia/llama-nemotron-embed-vl-1b-v2": 2048})
     chat_models: list[str] = field(default_factory=lambda: ["qwen/qwen3.5-397b-a17b"])
     image_models: list[str] = field(default_factory=lambda: [

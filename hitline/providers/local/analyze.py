@@ -14,8 +14,9 @@ import cv2
 import numpy as np
 from sklearn.cluster import KMeans
 
-from hitline.descriptors import Pixels, load_image, prepare
-from hitline.domain import NewProduct, StyleAnalysis
+from hitline.domain.descriptors import Pixels, prepare
+from hitline.domain.images import load_image
+from hitline.domain.models import NewProduct, StyleAnalysis
 from hitline.errors import InputError
 from hitline.providers.base import Analysis
 

@@ -10,8 +10,9 @@ from typing import Sequence
 
 from PIL import Image
 
-from hitline.domain import NewProduct, Preset, RenderedImage, StyleAnalysis
-from hitline.imaging import compose, cutout, image_fingerprint, open_image
+from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
+from hitline.domain.imaging import compose, cutout
+from hitline.domain.images import file_sha256, load_image
 
 __all__ = ["LocalRenderer"]
 
@@ -29,12 +30,12 @@ class LocalRenderer:
 
     def _cutout(self, flatlay: Path) -> Image.Image:
         # one product is rendered for several presets in a row: cut it out once
-        key = image_fingerprint(flatlay)
+        key = file_sha256(flatlay)
         with self._lock:
             if key in self._cutouts:
                 self._cutouts.move_to_end(key)
                 return self._cutouts[key]
-        product = cutout(open_image(flatlay))
+        product = cutout(load_image(flatlay))
         with self._lock:
             self._cutouts[key] = product
             while len(self._cutouts) > self._cache_size:
@@ -44,7 +45,7 @@ class LocalRenderer:
     def render(self, flatlay: Path, references: Sequence[Path], style: StyleAnalysis,
                product: NewProduct, preset: Preset) -> RenderedImage:
         cut = self._cutout(Path(flatlay))
-        reference = open_image(references[0]) if references else None
+        reference = load_image(references[0]) if references else None
         image = compose(cut, reference, style, preset)
         buf = io.BytesIO()
         image.save(buf, format="PNG", compress_level=self._compress)

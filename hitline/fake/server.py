@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator, Sequence
 
-from hitline.domain import ASPECT_RATIOS, IMAGE_SIZES
+from hitline.domain.models import ASPECT_RATIOS, IMAGE_SIZES
 from hitline.errors import ConfigError
-from hitline.fake_answers import BadRequest, analysis_answer, decode_image, image_summary, render_png
-from hitline.fake_state import FAULTS, FORCED, FakeConfig, FakeState
+from hitline.fake.answers import BadRequest, analysis_answer, decode_image, image_summary, render_png
+from hitline.fake.state import FAULTS, FORCED, FakeConfig, FakeState
 
 __all__ = ["FakeConfig", "FakeServer", "serve", "running_fake", "main", "parse_args", "FAULTS", "API_PREFIX"]
 
@@ -247,7 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
 def _usage(model: str, prompt: int, completion: int, cfg: FakeConfig, image_size: str | None) -> dict[str, Any]:
     usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
     if cfg.report_cost:
-        from hitline.pricing import PriceTable
+        from hitline.domain.pricing import PriceTable
 
         try:
             prices = PriceTable.load()

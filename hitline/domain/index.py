@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from pymilvus import AnnSearchRequest, DataType, MilvusClient, RRFRanker
 
-from hitline.domain import Hit, HitProduct
+from hitline.domain.models import Hit, HitProduct
 from hitline.errors import ConfigError
 
 log = logging.getLogger(__name__)

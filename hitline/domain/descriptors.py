@@ -20,10 +20,9 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from hitline.errors import InputError
-from hitline.providers.base import Embedding
+from hitline.domain.images import load_image, to_rgb
 
 __all__ = [
     "DIM",
@@ -33,7 +32,6 @@ __all__ = [
     "load_image",
     "prepare",
     "describe",
-    "LocalEmbedder",
 ]
 
 WORK_SIZE = 256  # long side of the working copy: keeps describe() at ~10 ms and size-independent
@@ -72,38 +70,9 @@ class Pixels:
     aspect: float  # original width / height
 
 
-def load_image(path: Path | str) -> Image.Image:
-    """Open an image file fully (EXIF rotation applied, alpha flattened on white) or raise InputError."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
-    except FileNotFoundError:
-        raise InputError(f"image not found: {path}") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.width < 1 or im.height < 1:
-        raise InputError("image has no pixels")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: scale down rather than clip to 255
-        arr = np.asarray(im, dtype=np.float64)
-        top = max(float(arr.max()), 1.0)
-        return Image.fromarray((arr * (255.0 / top)).astype(np.uint8)).convert("RGB")
-    return im.convert("RGB")
-
-
 def prepare(img: Image.Image, size: int = WORK_SIZE) -> Pixels:
     """Resize to `size` on the long side and compute the per-pixel arrays every measurement uses."""
-    img = _to_rgb(img)
+    img = to_rgb(img)
     w, h = img.size
     scale = size / max(w, h)
     nw, nh = max(8, round(w * scale)), max(8, round(h * scale))
@@ -245,14 +214,3 @@ def describe(img: Image.Image) -> np.ndarray:
         vec /= n
     assert vec.shape == (DIM,)
     return vec.astype(np.float32)
-
-
-class LocalEmbedder:
-    """ImageEmbedder that runs describe() on each file: free, offline, ~10-30 ms per image."""
-
-    model = "local/descriptor-v1"
-    dim = DIM
-
-    def embed_images(self, images: Sequence[Path]) -> Embedding:
-        vectors = [describe(load_image(path)).tolist() for path in images]
-        return Embedding(vectors=vectors, cost_usd=0.0)

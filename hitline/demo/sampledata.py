@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from hitline.garments import ASPECT, CATEGORIES, draw_garment
+from hitline.demo.garments import ASPECT, CATEGORIES, draw_garment
 
 __all__ = ["generate_demo", "draw_flatlay", "draw_catalog_photo", "STYLES", "PRODUCTS_HEADER", "NEW_HEADER"]
 

@@ -19,13 +19,13 @@ from typing import Any, Callable
 from db import crud
 from db.models import Job
 from db.session import init_db, session_scope
-from hitline import stages
-from hitline.catalog import load_catalog, load_new_products
+from hitline import line as stages
+from hitline.domain.catalog import load_catalog, load_new_products
 from hitline.config import Settings, get_settings
-from hitline.domain import HitProduct, NewProduct
+from hitline.domain.models import HitProduct, NewProduct
 from hitline.errors import (BudgetExceeded, ConfigError, HitlineError, InputError, RetryableProviderError)
-from hitline.index import HitIndex
-from hitline.sparse import TextVocabulary
+from hitline.domain.index import HitIndex
+from hitline.domain.sparse import TextVocabulary
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Context:
 
     def providers(self, options: dict[str, Any]):  # -> Providers
         from hitline.providers.factory import build_providers
-        from hitline.ratelimit import build_limiter
+        from hitline.providers.ratelimit import build_limiter
 
         kind = options.get("provider", "local")
         models = options.get("models", {})
@@ -117,7 +117,7 @@ class Submitted:
 def batch_options(settings: Settings, *, top_k: int | None = None, min_sales: int | None = None,
                   presets: list[str] | None = None) -> dict[str, Any]:
     """Everything a worker needs to run a batch, stored on the batch row (never the API key)."""
-    from hitline.imaging import load_presets
+    from hitline.domain.imaging import load_presets
 
     names = presets or list(settings.presets)
     load_presets(names, settings.presets_file)  # an unknown preset fails before anything is queued

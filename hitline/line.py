@@ -9,10 +9,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from hitline.domain import Hit, HitProduct, NewProduct, Preset, StyleAnalysis
-from hitline.index import HitIndex, Retrieval
+from hitline.domain.images import file_sha256
+from hitline.domain.models import Hit, HitProduct, NewProduct, Preset, StyleAnalysis
+from hitline.domain.index import HitIndex, Retrieval
 from hitline.providers.base import Analysis, ImageEmbedder, ImageRenderer, StyleAnalyzer
-from hitline.sparse import TextVocabulary
+from hitline.domain.sparse import TextVocabulary
 
 __all__ = ["Cache", "file_sha256", "embed_images", "fit_vocabulary", "index_hits", "retrieve",
            "analyze", "render_key", "render_preset", "retrieved_record"]
@@ -21,14 +22,6 @@ __all__ = ["Cache", "file_sha256", "embed_images", "fit_vocabulary", "index_hits
 class Cache(Protocol):
     def get(self, key: str) -> Any | None: ...
     def put(self, key: str, value: Any) -> None: ...
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def embed_key(model: str, path: Path) -> str:

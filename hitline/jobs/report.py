@@ -16,7 +16,7 @@ def _rel(path: str | Path, base: Path) -> str:
 
 
 def write_report(ctx: Any, batch_id: str) -> Path:
-    from hitline.pipeline import batch_info
+    from hitline.jobs.context import batch_info
 
     info = batch_info(ctx, batch_id)
     base = Path(info["out_dir"]) / batch_id

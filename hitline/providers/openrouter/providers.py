@@ -16,11 +16,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hitline.domain import NewProduct, Preset, RenderedImage, StyleAnalysis
+from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
 from hitline.errors import ConfigError, InputError, RetryableProviderError
-from hitline.pricing import PriceTable
+from hitline.domain.pricing import PriceTable
 from hitline.providers.base import Analysis, Embedding
-from hitline.providers.openrouter_client import OpenRouterClient
+from hitline.providers.openrouter.client import OpenRouterClient
 
 __all__ = ["OpenRouterEmbedder", "OpenRouterAnalyzer", "OpenRouterRenderer", "image_data_uri",
            "decode_data_uri", "fit_exact", "extract_json_object", "MAX_INPUT_IMAGES"]
