@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
+from hitline.domain.catalog import verify_image_data
 from hitline.domain.images import file_sha256
 from hitline.domain.models import Hit, HitProduct, NewProduct, Preset, StyleAnalysis
 from hitline.domain.index import HitIndex, Retrieval
@@ -30,12 +31,15 @@ def embed_key(model: str, path: Path) -> str:
 
 def embed_images(embedder: ImageEmbedder, paths: Sequence[Path], cache: Cache) -> tuple[list[list[float]], float]:
     """Dense vectors for images, from the cache when the same bytes were embedded by the same model.
-    Returns (vectors, cost of the calls actually made)."""
+    Returns (vectors, cost of the calls actually made). A corrupt or truncated image raises InputError
+    (cached bytes were verified before their first embedding)."""
     keys = [embed_key(embedder.model, p) for p in paths]
     vectors: list[list[float] | None] = [cache.get(k) for k in keys]
     todo = [i for i, v in enumerate(vectors) if v is None]
     cost = 0.0
     if todo:
+        for i in todo:  # submit checked headers only: decode here, before anything is sent or paid for
+            verify_image_data(paths[i])
         emb = embedder.embed_images([paths[i] for i in todo])
         cost = emb.cost_usd
         for i, v in zip(todo, emb.vectors, strict=True):

@@ -29,11 +29,21 @@ def _small_copy(demo_data: tuple[Path, Path], dest: Path, n_new: int = 2) -> tup
     # bad rows: each must fail alone with its reason
     (new2 / "new_products" / "liar.jpg").write_bytes(_png_bytes())
     (new2 / "new_products" / "notes.jpg").write_text("not an image")
+    _truncate_copy(new2 / rows[0]["image_path"], new2 / "new_products" / "cut.jpg")
+    # a catalog photo cut short: its header passes submit, the embed stage fails that hit alone
+    with open(cat2 / "products.csv", newline="") as f:
+        hits = list(csv.DictReader(f))
+    _truncate_copy(cat2 / hits[0]["image_path"], cat2 / "images" / "cut-hit.jpg")
+    with open(cat2 / "products.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(hits[0].keys()))
+        w.writeheader()
+        w.writerows(hits + [{**hits[0], "product_id": "HIT-TRUNC", "image_path": "images/cut-hit.jpg"}])
     bad = [
         {**rows[0], "new_id": "BAD-MISSING", "image_path": "new_products/nope.jpg"},
         {**rows[0], "new_id": "BAD-ESCAPE", "image_path": "../../etc/passwd"},
         {**rows[0], "new_id": "BAD-NOTIMG", "image_path": "new_products/notes.jpg"},
         {**rows[0], "new_id": "BAD-LIAR", "image_path": "new_products/liar.jpg"},
+        {**rows[0], "new_id": "BAD-TRUNC", "image_path": "new_products/cut.jpg"},  # accepted at submit
         {**rows[0]},  # duplicate id
     ]
     with open(new2 / "new_products.csv", "w", newline="") as f:
@@ -41,6 +51,11 @@ def _small_copy(demo_data: tuple[Path, Path], dest: Path, n_new: int = 2) -> tup
         w.writeheader()
         w.writerows(rows + bad)
     return cat2, new2
+
+
+def _truncate_copy(src: Path, dest: Path) -> None:
+    data = src.read_bytes()
+    dest.write_bytes(data[: len(data) // 2])
 
 
 def _png_bytes() -> bytes:
@@ -65,12 +80,15 @@ def test_line_as_plain_functions(hitline_env: Path, demo_data: tuple[Path, Path]
     ctx = get_context()
     out = hitline_env / "out"
     sub = submit_batch(ctx, catalog, new, out, options=OPTIONS)
-    assert sub.rejected == 5
+    assert sub.rejected == 5 and len(sub.sku_jobs) == 3  # 2 good + the truncated one (headers only at submit)
     _run_all(ctx, sub)
     with session_scope(ctx.db_url) as s:
         skus = crud.jobs(s, sub.batch_id, "sku")
         hits = crud.jobs(s, sub.batch_id, "hit")
-    assert all(h.state == "done" and h.stage == "done" for h in hits)
+    assert all(h.state == "done" and h.stage == "done" for h in hits if h.item_id != "HIT-TRUNC")
+    bad_hit = next(h for h in hits if h.item_id == "HIT-TRUNC")
+    assert (bad_hit.stage, bad_hit.state) == ("embed", "failed")
+    assert "image 'cut-hit.jpg' is corrupt or truncated" in bad_hit.error
     good = [j for j in skus if j.state == "done"]
     bad = {j.item_id: j.error for j in skus if j.state == "failed"}
     assert len(good) == 2
@@ -79,6 +97,8 @@ def test_line_as_plain_functions(hitline_env: Path, demo_data: tuple[Path, Path]
     assert "PNG" in bad["BAD-LIAR"]
     assert any("duplicate" in (e or "") for e in bad.values())
     assert bad["BAD-NOTIMG"]
+    trunc = next(j for j in skus if j.item_id == "BAD-TRUNC")
+    assert trunc.stage == "embed" and "image 'cut.jpg' is corrupt or truncated" in trunc.error
     for j in good:
         r = j.result
         assert len(r["retrieve"]["hits"]) == 3
@@ -88,6 +108,36 @@ def test_line_as_plain_functions(hitline_env: Path, demo_data: tuple[Path, Path]
         assert sizes == {"amazon_main": (2048, 2048), "thumbnail": (512, 512), "banner": (2048, 512)}
         d = out / sub.batch_id / j.item_id
         assert (d / "style.json").exists() and (d / "retrieved.json").exists() and (d / "contact_sheet.png").exists()
+
+
+def test_a_truncated_image_is_never_sent_to_the_provider(tmp_path: Path, demo_data: tuple[Path, Path]) -> None:
+    """line.embed_images decodes before the call: an embedder that does not decode (a paid API taking
+    bytes) never receives the broken file, and nothing is cached for it."""
+    import pytest
+
+    from hitline import line
+    from hitline.errors import InputError
+    from hitline.providers.base import Embedding
+
+    good = next((demo_data[1] / "new_products").iterdir())
+    cut = tmp_path / "cut.jpg"
+    _truncate_copy(good, cut)
+
+    class BytesEmbedder:  # like the OpenRouter embedder with a lenient encoder: sends what it is given
+        model, dim, sent = "test/bytes", 2, []
+
+        def embed_images(self, images):  # noqa: ANN001, ANN202
+            self.sent.extend(images)
+            return Embedding(vectors=[[1.0, 0.0] for _ in images], cost_usd=0.01 * len(images))
+
+    cache: dict[str, object] = {}
+    store = type("DictCache", (), {"get": lambda self, k: cache.get(k), "put": lambda self, k, v: cache.__setitem__(k, v)})()
+    embedder = BytesEmbedder()
+    with pytest.raises(InputError, match="image 'cut.jpg' is corrupt or truncated"):
+        line.embed_images(embedder, [good, cut], store)
+    assert embedder.sent == [] and cache == {}
+    vectors, cost = line.embed_images(embedder, [good], store)
+    assert embedder.sent == [good] and cost == pytest.approx(0.01)
 
 
 def test_steps_are_idempotent(hitline_env: Path, demo_data: tuple[Path, Path]) -> None:

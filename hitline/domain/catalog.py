@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from hitline.domain.models import HitProduct, NewProduct
 from hitline.errors import InputError
 
-__all__ = ["RowError", "Loaded", "load_catalog", "load_new_products", "check_image",
+__all__ = ["RowError", "Loaded", "load_catalog", "load_new_products", "check_image", "verify_image_data",
            "MIN_IMAGE_SIDE", "MAX_IMAGE_PIXELS", "IMAGE_EXTENSIONS"]
 
 T = TypeVar("T")
@@ -65,7 +65,8 @@ class _BadValue(Exception):
 
 
 def check_image(path: Path, root: Path) -> Path:
-    """Resolve an image path given relative to `root` and prove it is a sane, complete image; else InputError.
+    """Resolve an image path given relative to `root` and check its header (format matches the extension,
+    size within bounds); else InputError. The pixel data is checked later by verify_image_data.
 
     A bare file name that is not in `root` is also looked up in `root/images` (how real catalogs ship).
     """
@@ -91,21 +92,40 @@ def check_image(path: Path, root: Path) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Image.open reads the header only (format, size); the pixels are decoded in the embed stage
+            # (verify_image_data), so a submission of 10,000 SKUs does not decode 10,000 images up front
             with Image.open(found) as im:
                 fmt, (width, height) = im.format, im.size
-                _check_header(text, fmt, expected, width, height)
-                im.verify()
-            with Image.open(found) as im:  # verify() leaves the image unusable; a full decode catches truncation
-                im.load()
+        _check_header(text, fmt, expected, width, height)
     except InputError:
         raise
     except Image.DecompressionBombError as exc:
         raise InputError(f"image {text!r} is too large to decode safely ({exc}); keep it under {MAX_IMAGE_PIXELS:,} pixels") from exc
     except UnidentifiedImageError as exc:
         raise InputError(f"file {text!r} is not an image (cannot identify its format); export it as JPEG, PNG or WebP") from exc
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for broken data
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for a broken header
         raise InputError(f"image {text!r} is corrupt or truncated ({exc}); re-export or re-upload it") from exc
     return found
+
+
+def verify_image_data(path: Path) -> None:
+    """Decode the whole image once: a truncated or corrupt file raises InputError with a reason the merchant
+    can act on. The embed stage calls this before anything is sent to a provider, so a bad image fails its
+    own job there while the rest of the batch goes on."""
+    name = Path(path).name
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.verify()  # structure and checksums (PNG CRCs); leaves the image unusable
+            with Image.open(path) as im:  # a full decode catches truncated data that verify() lets through
+                im.load()
+    except FileNotFoundError:
+        raise InputError(f"image file not found: {name!r} (was it moved after the batch was submitted?)") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image {name!r} is too large to decode safely ({exc}); keep it under {MAX_IMAGE_PIXELS:,} pixels") from exc
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for broken data
+        raise InputError(f"image {name!r} is corrupt or truncated ({exc}); re-export or re-upload it") from exc
 
 
 def _check_header(text: str, fmt: str | None, expected: str, width: int, height: int) -> None:
