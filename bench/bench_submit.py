@@ -10,7 +10,7 @@ N, in a fresh `HITLINE_DATA_DIR` (Milvus Lite file), a fresh PostgreSQL database
 
 The child times the parts of submit() by wrapping, in its own process only, the functions submit()
 calls (nothing in hitline is changed): CSV load + validation (`load_catalog` + `load_new_products`,
-each image opened and fully decoded), vocabulary fit, Milvus collection ensure, the job-row
+each image's header read; with `--full-decode` also each image decoded, the old path), vocabulary fit, Milvus collection ensure, the job-row
 transaction (the rest of `submit_batch`), and `enqueue`. Peak RSS is the child's
 `resource.getrusage(RUSAGE_SELF).ru_maxrss` (the Milvus Lite server process is not included).
 Afterwards the parent counts job rows in PostgreSQL and messages in the Redis lists of the five
@@ -18,6 +18,7 @@ queues. Per-SKU times are reported as ratios against the first (smallest) size: 
 
     python bench/bench_submit.py                        # N = 100, 1000, 3000
     python bench/bench_submit.py --sizes 100,10000 --json bench/results/submit.json
+    python bench/bench_submit.py --skus 10000 --full-decode   # N = 100, 10000, each also with the old path
 """
 
 from __future__ import annotations
@@ -56,11 +57,23 @@ PG_APP = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
 
 # --- child: one submission, timed ---------------------------------------------------------------
 
-def child(catalog: Path, new: Path, out: Path, presets: str, result: Path) -> None:
+def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode: str) -> None:
     t_start = time.perf_counter()
+    import hitline.domain.catalog as cat
     import hitline.jobs.context as pl
     import tasks.chains as ch
     from hitline.domain.index import HitIndex
+
+    if mode == "full-decode":
+        # the old path, as a baseline: every image decoded at submit (now done in the embed stage)
+        header_only = cat.check_image
+
+        def check_and_decode(path: Path, root: Path) -> Path:
+            found = header_only(path, root)
+            cat.verify_image_data(found)
+            return found
+
+        cat.check_image = check_and_decode
 
     timings: dict[str, float] = {"load_catalog": 0.0, "load_new": 0.0, "vocab": 0.0, "milvus_ensure": 0.0,
                                  "submit_batch": 0.0, "enqueue": 0.0}
@@ -91,7 +104,7 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path) -> No
     submit_s = time.perf_counter() - t
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result.write_text(json.dumps({
-        "batch_id": sub.batch_id, "hit_chunks": len(sub.hit_chunks), "hit_jobs": sum(map(len, sub.hit_chunks)),
+        "mode": mode, "batch_id": sub.batch_id, "hit_chunks": len(sub.hit_chunks), "hit_jobs": sum(map(len, sub.hit_chunks)),
         "sku_jobs": len(sub.sku_jobs), "rejected": sub.rejected, "chains": len(sub.hit_chunks) + len(sub.sku_jobs),
         "import_s": import_s, "init_db_s": init_s, "submit_s": submit_s, **{f"{k}_s": v for k, v in timings.items()},
         "rss_before_submit_mb": rss_before / 1024, "rss_peak_mb": rss_peak / 1024}))
@@ -157,11 +170,12 @@ def queue_lengths(r) -> tuple[dict[str, int], int]:
     return per_queue, total
 
 
-def run_size(work: Path, catalog: Path, new: Path, n: int, presets: str, timeout: float) -> dict[str, Any]:
+def run_size(work: Path, catalog: Path, new: Path, n: int, presets: str, timeout: float,
+             mode: str = "header") -> dict[str, Any]:
     import psycopg
 
     dbname = f"bench_submit_{secrets.token_hex(3)}_{n}"
-    data_dir, out, result = work / f"data-{n}", work / f"out-{n}", work / f"result-{n}.json"
+    data_dir, out, result = work / f"data-{n}-{mode}", work / f"out-{n}-{mode}", work / f"result-{n}-{mode}.json"
     r = _redis()
     r.flushdb()
     _admin(f'CREATE DATABASE "{dbname}"')
@@ -171,7 +185,7 @@ def run_size(work: Path, catalog: Path, new: Path, n: int, presets: str, timeout
         for key in ("HITLINE_MILVUS_URI", "HITLINE_OPENROUTER_API_KEY", "HITLINE_REDIS_URL", "HITLINE_COLLECTION"):
             env.pop(key, None)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(catalog), str(new), str(out), presets,
-               str(result)]
+               str(result), mode]
         t = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
                               cwd=Path(__file__).resolve().parent.parent)
@@ -202,34 +216,40 @@ def run_size(work: Path, catalog: Path, new: Path, n: int, presets: str, timeout
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
-        catalog, new, out, presets, result = sys.argv[2:7]
-        child(Path(catalog), Path(new), Path(out), presets, Path(result))
+        catalog, new, out, presets, result, mode = sys.argv[2:8]
+        child(Path(catalog), Path(new), Path(out), presets, Path(result), mode)
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100,1000,3000", help="comma list of SKU counts; the first is the baseline")
+    ap.add_argument("--skus", type=int, default=None, help="shorthand for --sizes 100,N")
+    ap.add_argument("--full-decode", action="store_true",
+                    help="also run every size with the old submit path (every image fully decoded), as a baseline")
+    ap.add_argument("--target-s", type=float, default=10.0, help="report whether the largest size is submitted within this")
     ap.add_argument("--presets", default="thumbnail,banner")
     ap.add_argument("--copy", action="store_true", help="copy the images instead of hard-linking them")
     ap.add_argument("--timeout", type=float, default=600.0, help="per size, seconds")
     ap.add_argument("--workdir", type=Path, default=None, help="data (default: a temp dir, removed)")
     ap.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     opts = ap.parse_args(argv)
-    sizes = [int(s) for s in opts.sizes.split(",") if s.strip()]
+    sizes = [100, opts.skus] if opts.skus else [int(s) for s in opts.sizes.split(",") if s.strip()]
     if not sizes or min(sizes) < 1:
         ap.error("--sizes must be >= 1")
 
     work = opts.workdir or Path(tempfile.mkdtemp(prefix="bench-submit-"))
     work.mkdir(parents=True, exist_ok=True)
     runs = []
+    load_before = os.getloadavg()
     try:
         t = time.perf_counter()
         catalog, folders = make_data(work, sizes, opts.copy)
         console.print(f"[dim]data: 48 hits, sizes {sizes} ({'copied' if opts.copy else 'hard-linked'} images), "
                       f"{time.perf_counter() - t:.1f} s[/]")
         for n in sizes:
-            r = run_size(work, catalog, folders[n], n, opts.presets, opts.timeout)
-            console.print(f"[dim]N={n}: submit {r['submit_s']:.2f} s, {r['messages']} messages, "
-                          f"rows ok {r['ok_rows']}, messages ok {r['ok_messages']}[/]")
-            runs.append(r)
+            for mode in ("header", "full-decode") if opts.full_decode else ("header",):
+                r = run_size(work, catalog, folders[n], n, opts.presets, opts.timeout, mode)
+                console.print(f"[dim]N={n} {mode}: submit {r['submit_s']:.2f} s, {r['messages']} messages, "
+                              f"rows ok {r['ok_rows']}, messages ok {r['ok_messages']}[/]")
+                runs.append(r)
     finally:
         try:
             _redis().flushdb()
@@ -237,39 +257,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             if opts.workdir is None:
                 shutil.rmtree(work, ignore_errors=True)
 
-    base = runs[0]
     table = Table(title=f"tasks.chains.submit: 48 hits + N new SKUs, PostgreSQL + Redis broker, no workers, "
                         f"{os.cpu_count()} cores")
-    for c in ("N", "load new s", "fixed s", "rows s", "enqueue s", "total s", "µs/SKU load", "µs/SKU rows",
-              "µs/SKU enq", "µs/SKU var", "var ratio", "marginal µs/SKU var", "µs/SKU total", "total ratio", "msgs (embed)", "chains",
-              "rows sku+hit", "RSS MB peak (pre)"):
+    for c in ("N", "mode", "load new s", "fixed s", "rows s", "enqueue s", "total s", "µs/SKU load", "µs/SKU rows",
+              "µs/SKU enq", "µs/SKU var", "var ratio", "marginal µs/SKU var", "µs/SKU total", "total vs full-decode",
+              f"<= {opts.target_s:g} s", "msgs (embed)", "rows sku+hit", "RSS MB peak (pre)"):
         table.add_column(c, justify="right")
     for r in runs:
         n = r["n"]
+        base = next(b for b in runs if b["mode"] == r["mode"])  # the first size of the same mode
+        old = next((b for b in runs if b["mode"] == "full-decode" and b["n"] == n), None)
         r["fixed_s"] = r["load_catalog_s"] + r["vocab_s"] + r["milvus_ensure_s"]
         r["variable_s"] = r["load_new_s"] + r["db_s"] + r["enqueue_s"]
         r["us_per_sku"] = {"load_new": r["load_new_s"] / n * 1e6, "rows": r["db_s"] / n * 1e6,
                            "enqueue": r["enqueue_s"] / n * 1e6, "variable": r["variable_s"] / n * 1e6,
                            "total": r["submit_s"] / n * 1e6}
         r["ratio_vs_first"] = {k: v / base["us_per_sku"][k] for k, v in r["us_per_sku"].items()}
+        r["total_vs_full_decode"] = r["submit_s"] / old["submit_s"] if old else None
+        r["within_target"] = r["submit_s"] <= opts.target_s
         # cost of each SKU beyond the first size: fixed per-submission costs cancel out
         r["marginal_us_per_sku_variable"] = ((r["variable_s"] - base["variable_s"]) / (n - base["n"]) * 1e6
                                              if n != base["n"] else None)
-        marginal = r["marginal_us_per_sku_variable"]
+        marginal, vs_old = r["marginal_us_per_sku_variable"], r["total_vs_full_decode"]
         u, q = r["us_per_sku"], r["ratio_vs_first"]
-        table.add_row(str(n), f"{r['load_new_s']:.2f}", f"{r['fixed_s']:.2f}", f"{r['db_s']:.2f}",
+        table.add_row(str(n), r["mode"], f"{r['load_new_s']:.2f}", f"{r['fixed_s']:.2f}", f"{r['db_s']:.2f}",
                       f"{r['enqueue_s']:.2f}", f"{r['submit_s']:.2f}", f"{u['load_new']:.0f}", f"{u['rows']:.0f}",
-                      f"{u['enqueue']:.0f}", f"{u['variable']:.0f}", f"{q['variable']:.2f}x", "-" if marginal is None else f"{marginal:.0f}",
-                      f"{u['total']:.0f}",
-                      f"{q['total']:.2f}x", f"{r['messages']} ({r['queues']['embed']})", str(r["chains"]),
+                      f"{u['enqueue']:.0f}", f"{u['variable']:.0f}", f"{q['variable']:.2f}x",
+                      "-" if marginal is None else f"{marginal:.0f}", f"{u['total']:.0f}",
+                      "-" if vs_old is None else f"{vs_old:.2f}x", "yes" if r["within_target"] else "no",
+                      f"{r['messages']} ({r['queues']['embed']})",
                       f"{r['db_sku_rows']}+{r['db_hit_rows']}" + ("" if r["ok_rows"] else " !"),
                       f"{r['rss_peak_mb']:.0f} ({r['rss_before_submit_mb']:.0f})")
     console.print(table)
-    console.print("[dim]load new = load_new_products (CSV + every image decoded); fixed = load_catalog + "
+    first = runs[0]
+    console.print("[dim]mode header = submit reads image headers (pixels decoded in the embed stage); full-decode = "
+                  "the old path, every image decoded at submit. load new = load_new_products; fixed = load_catalog + "
                   "fit_vocabulary + HitIndex.ensure (48 hits, independent of N); rows = the rest of submit_batch "
-                  "(one transaction); var = load new + rows + enqueue; ratio = per-SKU time / the first size's "
-                  "(~1.0 = linear); marginal = (var - first var) / (N - first N). Start-up (imports, migrations) excluded: "
-                  f"{base['import_s']:.1f} s + {base['init_db_s']:.1f} s at N={base['n']}.[/]")
+                  "(one transaction); var = load new + rows + enqueue; ratio = per-SKU time / the first size's of the "
+                  "same mode (~1.0 = linear); marginal = (var - first var) / (N - first N). Start-up (imports, "
+                  f"migrations) excluded: {first['import_s']:.1f} s + {first['init_db_s']:.1f} s at N={first['n']}. "
+                  f"Load average before/after: {load_before} / {os.getloadavg()}.[/]")
     bad = [r["n"] for r in runs if not (r["ok_rows"] and r["ok_messages"])]
     if bad:
         console.print(f"[red]correctness check failed for N = {bad}[/]")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import json
 import re
@@ -36,7 +37,19 @@ _FENCE = re.compile(r"```(?:json)?", re.IGNORECASE)
 
 # images on the wire -----------------------------------------------------------------------------
 def image_data_uri(path: Path, max_side: int, quality: int = 90) -> str:
-    """`path` as a JPEG data URI whose long side is at most `max_side` (alpha flattened on white)."""
+    """`path` as a JPEG data URI whose long side is at most `max_side` (alpha flattened on white).
+
+    Encoded once per process for the same file version: the retrieved hits are the same few catalog
+    photos for thousands of SKUs, and a SKU's flat-lay goes out once per preset."""
+    try:
+        stat = Path(path).stat()
+    except OSError as exc:
+        raise InputError(f"cannot read image {Path(path).name}: {exc}") from exc
+    return _encoded_data_uri(str(path), stat.st_mtime_ns, stat.st_size, max_side, quality)
+
+
+@functools.lru_cache(maxsize=64)  # ~64 x 0.3 MB at most; the key changes when the file does
+def _encoded_data_uri(path: str, _mtime_ns: int, _size: int, max_side: int, quality: int) -> str:
     try:
         with Image.open(path) as opened:
             image = ImageOps.exif_transpose(opened)
@@ -74,6 +87,8 @@ def fit_exact(data: bytes, width: int, height: int) -> bytes:
             image = opened.convert("RGB")
     except (OSError, UnidentifiedImageError) as exc:
         raise RetryableProviderError(f"model returned an image that cannot be decoded: {exc}") from None
+    if image.size == (width, height) and opened.format == "PNG" and opened.mode == "RGB":
+        return data  # already what we store: no second PNG encode on the render's critical path
     if image.size != (width, height):
         image = ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS, centering=(0.5, 0.5))
     buffer = io.BytesIO()
