@@ -61,6 +61,7 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode:
     t_start = time.perf_counter()
     import hitline.domain.catalog as cat
     import hitline.jobs.context as pl
+    import hitline.jobs.submit as sb
     import tasks.chains as ch
     from hitline.domain.index import HitIndex
 
@@ -87,12 +88,12 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode:
                 timings[name] += time.perf_counter() - t
         return wrapper
 
-    pl.load_catalog = timed("load_catalog", pl.load_catalog)
-    pl.load_new_products = timed("load_new", pl.load_new_products)
-    pl.stages.fit_vocabulary = timed("vocab", pl.stages.fit_vocabulary)
+    sb.load_catalog = timed("load_catalog", sb.load_catalog)
+    sb.load_new_products = timed("load_new", sb.load_new_products)
+    sb.fit_vocabulary = timed("vocab", sb.fit_vocabulary)
     HitIndex.ensure = timed("milvus_ensure", HitIndex.ensure)
     ch.submit_batch = timed("submit_batch", ch.submit_batch)
-    ch.enqueue = timed("enqueue", ch.enqueue)
+    ch.send = timed("enqueue", ch.send)  # the messages and the enqueued_at stamps
 
     t = time.perf_counter()
     ctx = pl.get_runtime()  # settings + Alembic migrations on the fresh database
@@ -100,7 +101,7 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode:
     import_s = t - t_start
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    sub = ch.submit(catalog, new, out, presets=presets.split(","), ctx=ctx)
+    sub = ch.submit(catalog, new, out, presets=presets.split(","), rt=ctx)
     submit_s = time.perf_counter() - t
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result.write_text(json.dumps({

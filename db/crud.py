@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import false, func, select, update
+from sqlalchemy import false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -30,6 +30,18 @@ def add_job(s: Session, batch_id: str, kind: str, item_id: str, row_no: int, row
             state=state, error=error, result={})
     s.add(j)
     return j
+
+
+def add_jobs(s: Session, batch_id: str, kind: str, rows: list[tuple[str, dict[str, Any]]],
+             stage: str = "embed") -> list[int]:
+    """Insert pending jobs for (item_id, row) pairs in one statement (row_no = position) and return their
+    ids in the same order. For bulk submission: ORM objects cost ~10x more per row."""
+    if not rows:
+        return []
+    stmt = insert(Job).returning(Job.id, sort_by_parameter_order=True)
+    params = [{"batch_id": batch_id, "kind": kind, "item_id": item_id, "row_no": i, "row": row, "stage": stage,
+               "state": "pending", "result": {}} for i, (item_id, row) in enumerate(rows)]
+    return list(s.scalars(stmt, params))
 
 
 def claim(s: Session, job_id: int, stage: str, token: str | None = None,

@@ -14,7 +14,9 @@ from hitline.jobs.context import Runtime, get_runtime
 from hitline.jobs.resume import plan_resume
 from hitline.jobs.stages import line_of
 from hitline.jobs.submit import Dispatch, Submitted, batch_options, submit_batch
+from tasks.publish import GROUP, apply_chain, batched_producer
 from tasks.stages import TASKS
+from workers.app import app
 
 __all__ = ["chain_for", "send", "submit", "resume", "EnqueueFailed"]
 
@@ -34,9 +36,12 @@ def send(rt: Runtime, dispatches: list[Dispatch]) -> int:
     """Send each chain; the jobs whose message the broker accepted are stamped as enqueued."""
     sent: list[int] = []
     try:
-        for d in dispatches:
-            chain_for(d).apply_async()
-            sent += d.job_ids
+        for n in range(0, len(dispatches), GROUP):  # one pipeline per group (tasks/publish.py)
+            group = dispatches[n:n + GROUP]
+            with batched_producer(app, len(group)) as producer:
+                for d in group:
+                    apply_chain(chain_for(d), producer)
+            sent += [j for d in group for j in d.job_ids]
     except Exception as e:  # kombu OperationalError, a refused connection, ...
         batch = dispatches[0].batch_id if dispatches else "?"
         raise EnqueueFailed(f"batch {batch}: the broker did not take the work ({type(e).__name__}: "

@@ -133,3 +133,22 @@ def test_a_redelivered_message_takes_its_own_claim_back_at_once(pg_url: str) -> 
 
         outcomes = list(s.scalars(select(Attempt.outcome).where(Attempt.job_id == job_id).order_by(Attempt.id)))
     assert outcomes == ["lost", "running"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_bulk_job_insert_returns_ids_in_row_order(backend: str, tmp_path, request) -> None:  # noqa: ANN001
+    """crud.add_jobs: one INSERT .. RETURNING for thousands of rows (past the driver's batch of 1000);
+    submit pairs ids with rows by position, so the order must hold."""
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    init_db(url)
+    rows = [(f"SKU{i:05d}", {"new_id": f"SKU{i:05d}", "n": i}) for i in reversed(range(2500))]
+    with session_scope(url) as s:
+        crud.create_batch(s, "b1", catalog_dir="c", new_dir="n", out_dir="o", options={}, budget_usd=None, notes=[])
+        ids = crud.add_jobs(s, "b1", "sku", rows)
+    assert len(set(ids)) == 2500
+    with session_scope(url) as s:
+        by_id = {j.id: j for j in crud.jobs(s, "b1", "sku")}
+    assert [by_id[i].item_id for i in ids] == [item for item, _ in rows]
+    assert [by_id[i].row["n"] for i in ids] == [row["n"] for _, row in rows]
+    first = by_id[ids[0]]
+    assert (first.state, first.stage, first.attempts, first.result, first.row_no) == ("pending", "embed", 0, {}, 0)

@@ -109,10 +109,8 @@ def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *
                                   budget_usd=budget_usd, notes=[])
             b.vocab_version = vocab.version
             b.idempotency_key, b.request_hash = idempotency_key, digest
-            hit_jobs = [crud.add_job(s, batch_id, "hit", p.product_id, i, _row(p), "embed")
-                        for i, p in enumerate(catalog.items)]
-            sku_jobs = [crud.add_job(s, batch_id, "sku", p.new_id, i, _row(p), "embed")
-                        for i, p in enumerate(new.items)]
+            hit_ids = crud.add_jobs(s, batch_id, "hit", [(p.product_id, _row(p)) for p in catalog.items])
+            sku_ids = crud.add_jobs(s, batch_id, "sku", [(p.new_id, _row(p)) for p in new.items])
             for kind, loaded in (("hit", catalog), ("sku", new)):
                 used = {getattr(p, "product_id", None) or getattr(p, "new_id") for p in loaded.items}
                 for e in loaded.errors:
@@ -121,9 +119,6 @@ def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *
                     used.add(item_id)
                     crud.add_job(s, batch_id, kind, item_id, e.row, e.raw, "embed", "failed",
                                  f"row {e.row}: {e.reason}")
-            s.flush()
-            hit_ids = [j.id for j in hit_jobs]
-            sku_ids = [j.id for j in sku_jobs]
     except IntegrityError:
         if idempotency_key:  # a concurrent request with the same key won the race
             earlier = _earlier(rt, idempotency_key, digest)
