@@ -14,6 +14,7 @@ from hitline.jobs.context import Runtime, get_runtime
 from hitline.jobs.resume import plan_resume
 from hitline.jobs.stages import line_of
 from hitline.jobs.submit import Dispatch, Submitted, batch_options, submit_batch
+from tasks.sheets import SHEET_PRIORITY, SHEET_QUEUE, contact_sheet
 from tasks.publish import GROUP, apply_chain, batched_producer
 from tasks.stages import TASKS
 from workers.app import app
@@ -29,7 +30,8 @@ def chain_for(d: Dispatch) -> chain:
     names = [st.name for st in line_of(d.kind)]
     steps = names[names.index(d.stage):]
     args = (d.job_ids[0],) if d.kind == "sku" else (d.batch_id, list(d.job_ids))
-    return chain(*(TASKS[(d.kind, name)].si(*args) for name in steps))
+    tail = [contact_sheet.si(*args).set(priority=SHEET_PRIORITY, queue=SHEET_QUEUE)] if d.kind == "sku" else []
+    return chain(*(TASKS[(d.kind, name)].si(*args) for name in steps), *tail)
 
 
 def send(rt: Runtime, dispatches: list[Dispatch]) -> int:

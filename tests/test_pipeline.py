@@ -13,6 +13,7 @@ from db.session import session_scope
 from hitline.domain.index import FALLBACKS
 from hitline.jobs.stages import CATALOG_LINE, SKU_LINE
 from hitline.jobs.context import get_runtime
+from hitline.jobs.sheets import draw_contact_sheet
 from hitline.jobs.submit import submit_batch
 
 OPTIONS = {"provider": "local", "top_k": 3, "min_sales": 1500, "presets": ["amazon_main", "thumbnail", "banner"],
@@ -113,7 +114,14 @@ def test_line_as_plain_functions(hitline_env: Path, demo_data: tuple[Path, Path]
         sizes = {o["preset"]: Image.open(o["path"]).size for o in r["render"]["outputs"]}
         assert sizes == {"amazon_main": (2048, 2048), "thumbnail": (512, 512), "banner": (2048, 512)}
         d = out / sub.batch_id / j.item_id
-        assert (d / "style.json").exists() and (d / "retrieved.json").exists() and (d / "contact_sheet.png").exists()
+        assert (d / "style.json").exists() and (d / "retrieved.json").exists()
+        # the contact sheet is not drawn on the SKU's critical path, but after it (tasks/sheets.py, the report)
+        assert not (d / "contact_sheet.png").exists()
+        sheet = draw_contact_sheet(ctx, j.id)
+        assert sheet == d / "contact_sheet.png" and Image.open(sheet).size[0] > 0
+        stamp = sheet.stat().st_mtime_ns
+        assert draw_contact_sheet(ctx, j.id) == sheet and sheet.stat().st_mtime_ns == stamp  # drawn once
+    assert draw_contact_sheet(ctx, trunc.id) is None  # a failed SKU has nothing to show
 
 
 def test_a_truncated_image_is_never_sent_to_the_provider(tmp_path: Path, demo_data: tuple[Path, Path]) -> None:

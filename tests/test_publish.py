@@ -37,7 +37,8 @@ redis.connection.Connection.send_packed_command = real
 sent = [json.loads(m) for m in r.lrange("embed", 0, -1)]
 def chain_of(m):
     args, kwargs, embed = json.loads(base64.b64decode(m["body"]))
-    return [[m["headers"]["task"], args]] + [[t["task"], t["args"]] for t in reversed(embed["chain"] or [])], sorted(m["headers"])
+    steps = [[t["task"], t["args"], t["options"].get("priority")] for t in reversed(embed["chain"] or [])]
+    return [[m["headers"]["task"], args, m["properties"].get("priority")]] + steps, sorted(m["headers"])
 print(json.dumps({"group": GROUP, "round_trips": len(trips), "messages": len(sent),
                   "reference": chain_of(reference), "sent": [chain_of(m) for m in sent]}))
 '''
@@ -80,10 +81,12 @@ def test_bulk_send_uses_few_round_trips_and_sends_what_celery_would(tmp_path: Pa
     # one pipeline per group of chains (+ a few for the producer's connection); one by one it was 2 per chain
     assert out["round_trips"] <= -(-n // out["group"]) + 5, out["round_trips"]
     ref_chain, ref_headers = out["reference"]
-    assert ref_chain == [["hitline.embed", [1]], ["hitline.index", [1]], ["hitline.retrieve", [1]],
-                         ["hitline.analyze", [1]], ["hitline.render", [1]]]
+    # the five stages, then the contact sheet at the lowest priority (off the SKU's critical path)
+    assert ref_chain == [["hitline.embed", [1], 0], ["hitline.index", [1], None], ["hitline.retrieve", [1], None],
+                         ["hitline.analyze", [1], None], ["hitline.render", [1], None],
+                         ["hitline.contact_sheet", [1], 9]]
     # LPUSH + BRPOP: the first chain sent is the last in the list
     sent = {c[0][1][0]: (c, h) for c, h in out["sent"]}
     assert sorted(sent) == list(range(1, n + 1))
     for job, (chain, headers) in sent.items():
-        assert chain == [[task, [job]] for task, _ in ref_chain] and headers == ref_headers
+        assert chain == [[task, [job], pri] for task, _, pri in ref_chain] and headers == ref_headers

@@ -12,6 +12,8 @@ from hitline.config import Settings, get_settings
 from hitline.jobs.stages import QUEUES, STAGES
 
 ROUTES: dict[str, dict[str, str]] = {st.task_name: {"queue": st.queue} for st in STAGES}
+# not a stage: the review picture drawn after a SKU is done, at the lowest priority (tasks/sheets.py)
+ROUTES["hitline.contact_sheet"] = {"queue": "render"}
 
 
 class UnroutedTask(RuntimeError):
@@ -37,7 +39,7 @@ def check_routes(app: Celery) -> None:
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("hitline", broker=settings.broker_url or "memory://", include=["tasks.stages"])
+    app = Celery("hitline", broker=settings.broker_url or "memory://", include=["tasks.stages", "tasks.sheets"])
     app.conf.update(
         # the job table is the source of truth for results and state: no result backend
         result_backend=None,

@@ -10,6 +10,7 @@ from typing import Any
 from db import crud
 from db.session import session_scope
 from hitline.jobs.context import Runtime, load_batch
+from hitline.jobs.sheets import draw_missing_sheets
 
 
 def _rel(path: str | Path, base: Path) -> str:
@@ -25,6 +26,7 @@ def write_report(rt: Runtime, batch_id: str) -> Path:
     base = b.out_dir / batch_id
     base.mkdir(parents=True, exist_ok=True)
     skus = [j for j in jobs if j.kind == "sku"]
+    draw_missing_sheets(skus, b.out_dir)  # most were drawn by their low-priority tasks already
     bad_hits = [j for j in jobs if j.kind == "hit" and j.state == "failed"]
     e = html.escape
     parts = [f"""<!doctype html><html><head><meta charset="utf-8"><title>hitline batch {e(batch_id)}</title>

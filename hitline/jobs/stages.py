@@ -136,8 +136,6 @@ def render(jc: JobContext) -> dict[str, Any]:
     """One image per preset. Every paid call is reserved against the budget first; an image with the same
     inputs already paid for in this batch (another SKU with the same flat-lay, hits and style) is reused,
     not rendered again."""
-    from hitline.domain.imaging import contact_sheet
-
     renderer = jc.providers.renderer
     style = StyleAnalysis.model_validate(jc.result["analyze"]["style"])
     refs = [Path(h["image_path"]) for h in jc.result["retrieve"]["hits"]]
@@ -160,7 +158,7 @@ def render(jc: JobContext) -> dict[str, Any]:
             path, charged = dest, 0.0
         outputs.append({"preset": preset.name, "path": str(path), "width": preset.width, "height": preset.height,
                         "cost_usd": charged, "key": key, "reused_from": reused_from})
-    _write_contact_sheet(jc.product.image_path, refs, outputs, jc.out_dir / "contact_sheet.png", contact_sheet)
+    # the contact sheet is drawn after the SKU is done (hitline/jobs/sheets.py): not on its critical path
     return {"outputs": outputs}
 
 
@@ -215,17 +213,6 @@ def _record_cost(rt: Runtime, jc: JobContext, stage: str, key: str, model: str, 
     with session_scope(rt.db_url) as s:
         crud.reserve(s, jc.batch.id, jc.job_id, stage, key, model, cost, None)
         crud.settle(s, jc.batch.id, key, cost)
-
-
-def _write_contact_sheet(flatlay: Path, refs: list[Path], outputs: list[dict[str, Any]], dest: Path,
-                         sheet: Callable[..., Any]) -> None:
-    from hitline.domain.images import load_image
-
-    img = sheet(load_image(flatlay), [load_image(p) for p in refs],
-                [(o["preset"], load_image(o["path"])) for o in outputs])
-    tmp = dest.with_suffix(".part")
-    img.save(tmp, format="PNG")
-    tmp.replace(dest)
 
 
 def _write_json(path: Path, data: Any) -> None:
