@@ -4,7 +4,9 @@ embedder, the analyzer and the renderer all see a phone photo the same way up.""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +47,14 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def file_sha256(path: Path | str) -> str:
-    """sha256 of the file's bytes: the content-hash key of an image."""
+    """sha256 of the file's bytes: the content-hash key of an image. Read once per process for the same
+    file version (path, mtime, size): every render and analysis keys on the same few catalog photos."""
+    st = os.stat(path)
+    return _sha256_of(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_of(path: str, _mtime_ns: int, _size: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
