@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from celery import chain
+from celery import Signature, chain
 
 from db import crud
 from db.session import session_scope
@@ -27,11 +27,17 @@ class EnqueueFailed(HitlineError):
 
 
 def chain_for(d: Dispatch) -> chain:
+    return chain(*steps_for(d))
+
+
+def steps_for(d: Dispatch) -> list[Signature]:
+    """The signatures of a dispatch's chain: the registered stages from its stage on, and for a SKU its
+    contact sheet at the lowest priority (off the critical path)."""
     names = [st.name for st in line_of(d.kind)]
     steps = names[names.index(d.stage):]
     args = (d.job_ids[0],) if d.kind == "sku" else (d.batch_id, list(d.job_ids))
     tail = [contact_sheet.si(*args).set(priority=SHEET_PRIORITY, queue=SHEET_QUEUE)] if d.kind == "sku" else []
-    return chain(*(TASKS[(d.kind, name)].si(*args) for name in steps), *tail)
+    return [*(TASKS[(d.kind, name)].si(*args) for name in steps), *tail]
 
 
 def send(rt: Runtime, dispatches: list[Dispatch]) -> int:
@@ -42,7 +48,7 @@ def send(rt: Runtime, dispatches: list[Dispatch]) -> int:
             group = dispatches[n:n + GROUP]
             with batched_producer(app, len(group)) as producer:
                 for d in group:
-                    apply_chain(chain_for(d), producer)
+                    apply_chain(steps_for(d), producer)
             sent += [j for d in group for j in d.job_ids]
     except Exception as e:  # kombu OperationalError, a refused connection, ...
         batch = dispatches[0].batch_id if dispatches else "?"
