@@ -17,6 +17,10 @@ reach (the shared Redis limiter still runs). Worker shape for both: one worker p
 
 Rates: "steady" = (done - 1) / (last finish - first finish) (start-up, catalog embedding and the
 index barrier excluded), "batch" = done / (last finish - submission). Ratio = line / baseline.
+On a shared machine wall rates swing with other users' load, so the run also counts CPU seconds
+(user + system, /proc) of the worker process tree, the private Redis and the Milvus server per SKU;
+"ratio at equal CPU" = SKUs per CPU-second of the line / of the bare chain (PostgreSQL, shared, is not
+counted; the fake provider's CPU is reported apart, and once added in).
 
     python bench/overhead.py                       # 200 SKUs, 1000 no-op chains, concurrency 2
     python bench/overhead.py --skus 300 --json bench/results/overhead.json
@@ -126,6 +130,48 @@ def make_data(work: Path, n: int) -> tuple[Path, Path]:
     return catalog, folder
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process, its reaped children and its live descendants (/proc).
+    CPU per SKU is what the machine's load does not stretch; wall rates swing with other users' jobs."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:
+                continue
+            stats[int(entry.name)] = text[text.rindex(")") + 2:].split()  # fields after "pid (comm)"
+    children: dict[int, list[int]] = {}
+    for child, f in stats.items():
+        children.setdefault(int(f[1]), []).append(child)
+    total, todo, first = 0.0, [pid], True
+    while todo:
+        p = todo.pop()
+        f = stats.get(p)
+        if f is None:
+            continue
+        # utime, stime (+ cutime, cstime for the root: children it already reaped)
+        total += sum(int(x) for x in (f[11:15] if first else f[11:13])) / tick
+        first = False
+        todo += children.get(p, [])
+    return total
+
+
+class CpuMeter:
+    """CPU seconds spent by a set of processes between start() and stop()."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids, self.start_s, self.used_s = pids, {}, {}
+
+    def start(self) -> None:
+        self.start_s = {k: tree_cpu_s(p) for k, p in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        self.used_s = {k: tree_cpu_s(p) - self.start_s[k] for k, p in self.pids.items()}
+        return self.used_s
+
+
 def _ping(broker: str, timeout: float = 120.0) -> None:
     from celery import Celery
 
@@ -145,14 +191,17 @@ def _rates(submitted: float, finishes: list[float]) -> dict[str, float]:
             "batch_per_s": len(finishes) / (finishes[-1] - submitted)}
 
 
-def run_baseline(work: Path, env: dict[str, str], broker: str, chains: int, concurrency: int, timeout: float) -> dict[str, Any]:
+def run_baseline(work: Path, env: dict[str, str], broker: str, chains: int, concurrency: int, timeout: float,
+                 services: dict[str, int]) -> dict[str, Any]:
     import redis
 
     r = redis.Redis.from_url(broker)
     with _process([str(BIN / "celery"), "-A", "overhead_noop", "worker", "-Q", QUEUES, "-c", str(concurrency),
                    "-P", "prefork", "-l", "WARNING", "-E", "-n", "noop@%h"],
-                  work / "noop-worker.log", {**env, "HITLINE_BROKER_URL": broker}, cwd=HERE):
+                  work / "noop-worker.log", {**env, "HITLINE_BROKER_URL": broker}, cwd=HERE) as worker:
         _ping(broker)
+        meter = CpuMeter({"worker": worker.pid, **services})
+        meter.start()
         os.environ["HITLINE_BROKER_URL"] = broker
         import overhead_noop as noop
 
@@ -167,19 +216,23 @@ def run_baseline(work: Path, env: dict[str, str], broker: str, chains: int, conc
                 raise SystemExit(f"baseline: {r.llen(noop.DONE_KEY)}/{chains} chains after {timeout} s")
             time.sleep(0.1)
         finishes = [float(x.split()[1]) for x in r.lrange(noop.DONE_KEY, 0, -1)]
-    return {"name": "bare chain of 5 no-op tasks", "n": chains, "enqueue_s": enqueue_s, **_rates(t0, finishes)}
+        cpu = meter.stop()
+    return {"name": "bare chain of 5 no-op tasks", "n": chains, "enqueue_s": enqueue_s, "cpu_s": cpu,
+            **_rates(t0, finishes)}
 
 
 def run_line(work: Path, env: dict[str, str], db_url: str, n: int, presets: str, concurrency: int,
-             timeout: float) -> dict[str, Any]:
+             timeout: float, services: dict[str, int]) -> dict[str, Any]:
     import sqlalchemy
 
     catalog, new = make_data(work, n)
     engine = sqlalchemy.create_engine(db_url)
     with _process([str(BIN / "hitline"), "worker", "--queues", QUEUES, "--concurrency", str(concurrency),
-                   "--loglevel", "WARNING"], work / "line-worker.log", env):
+                   "--loglevel", "WARNING"], work / "line-worker.log", env) as worker:
         _ping(env["HITLINE_BROKER_URL"])
-        t0 = time.time()
+        meter = CpuMeter({"worker": worker.pid, **services})
+        meter.start()
+        t0, cpu0 = time.time(), time.process_time()
         res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(new), "--out",
                               str(work / "out"), "--provider", "openrouter", "--presets", presets, "--no-wait"],
                              env=env, capture_output=True, text=True, timeout=600, check=False)
@@ -195,6 +248,10 @@ def run_line(work: Path, env: dict[str, str], db_url: str, n: int, presets: str,
             if time.monotonic() > deadline:
                 raise SystemExit(f"line: {open_} SKUs still open after {timeout} s (see {work}/line-worker.log)")
             time.sleep(0.25)
+        # this process' CPU while the line ran: the fake provider's threads (it decodes every image it is
+        # sent and draws a PNG per render), plus this loop's polling
+        fake_cpu_s = time.process_time() - cpu0
+        cpu = meter.stop()
     with engine.connect() as c:
         created = c.execute(sqlalchemy.text("SELECT created_at FROM batch")).scalar()
         rows = c.execute(sqlalchemy.text("SELECT state, updated_at FROM job WHERE kind = 'sku'")).all()
@@ -205,6 +262,7 @@ def run_line(work: Path, env: dict[str, str], db_url: str, n: int, presets: str,
     failed = sum(1 for st, _ in rows if st != "done")
     finishes = [u.timestamp() for st, u in rows if st == "done"]
     out = {"name": "hitline line, 5 stages", "n": n, "failed": failed, "submit_s": created.timestamp() - t0,
+           "fake_provider_cpu_s_per_sku": fake_cpu_s / n, "cpu_s": cpu,
            "stage_s_per_sku": {k: float(v) for k, v in stages.items()}, **_rates(created.timestamp(), finishes)}
     return out
 
@@ -231,11 +289,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ExitStack() as stack:
             redis_port, milvus_port = _free_port(), _free_port()
             (work / "redis").mkdir(exist_ok=True)
-            stack.enter_context(_process(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                                          "--save", "", "--appendonly", "no", "--dir", str(work / "redis")],
-                                         work / "redis.log"))
-            stack.enter_context(_process([str(BIN / "milvus-lite"), "server", "--data-dir", str(work / "milvus"),
-                                          "--host", "127.0.0.1", "--port", str(milvus_port)], work / "milvus.log"))
+            redis_proc = stack.enter_context(_process(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(work / "redis")], work / "redis.log"))
+            milvus_proc = stack.enter_context(_process(
+                [str(BIN / "milvus-lite"), "server", "--data-dir", str(work / "milvus"), "--host", "127.0.0.1",
+                 "--port", str(milvus_port)], work / "milvus.log"))
+            # PostgreSQL is the machine's, shared: its CPU is not counted (the line's only)
+            services = {"redis": redis_proc.pid, "milvus": milvus_proc.pid}
             _wait_port(redis_port)
             _wait_port(milvus_port)
             dbname = stack.enter_context(_database())
@@ -252,10 +313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        HITLINE_LIMITS_FILE=str(limits),
                        PYTHONPATH=os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]))
             base = run_baseline(work, env, f"redis://127.0.0.1:{redis_port}/1", opts.noop_chains,
-                                opts.concurrency, opts.timeout)
+                                opts.concurrency, opts.timeout, services)
             console.print(f"[dim]baseline: {base['done']} chains, {base['steady_per_s']:.1f}/s steady[/]")
             line = run_line(work, env, env["HITLINE_DATABASE_URL"], opts.skus, opts.presets, opts.concurrency,
-                            opts.timeout)
+                            opts.timeout, services)
             console.print(f"[dim]line: {line['done']} SKUs done, {line['failed']} not, "
                           f"{line['steady_per_s']:.2f}/s steady[/]")
     finally:
@@ -263,7 +324,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
 
-    ratio = {"steady": line["steady_per_s"] / base["steady_per_s"], "batch": line["batch_per_s"] / base["batch_per_s"]}
+    for r in (base, line):
+        r["cpu_s_per_sku"] = {k: v / r["n"] for k, v in r["cpu_s"].items()}
+        r["cpu_s_per_sku"]["total"] = sum(r["cpu_s"].values()) / r["n"]
+    # SKUs per CPU-second, line / bare chain: the throughput ratio on cores nobody else uses
+    ratio = {"steady": line["steady_per_s"] / base["steady_per_s"], "batch": line["batch_per_s"] / base["batch_per_s"],
+             "cpu": base["cpu_s_per_sku"]["total"] / line["cpu_s_per_sku"]["total"],
+             "cpu_with_fake": base["cpu_s_per_sku"]["total"]
+             / (line["cpu_s_per_sku"]["total"] + line["fake_provider_cpu_s_per_sku"])}
     table = Table(title=f"SKUs/s, one worker process (prefork, concurrency {opts.concurrency}), private Redis broker, "
                         f"instant fake provider, presets {opts.presets}, {os.cpu_count()} cores")
     for c in ("run", "N", "done", "first finish s", "last finish s", "steady /s", "batch /s", "ratio steady",
@@ -276,6 +344,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(table)
     console.print("line stage seconds per SKU (mean of successful attempts): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in sorted(line["stage_s_per_sku"].items())))
+    for r in (base, line):
+        console.print(f"{r['name']}: CPU s per SKU " + ", ".join(f"{k} {v:.4f}" for k, v in r["cpu_s_per_sku"].items()))
+    console.print(f"[bold]ratio at equal CPU (SKUs per CPU-second, line / bare chain): {ratio['cpu']:.3f}x[/] "
+                  f"(counting the fake provider's CPU too: {ratio['cpu_with_fake']:.3f}x)")
+    console.print(f"fake provider CPU (this process) per SKU: {line['fake_provider_cpu_s_per_sku']:.3f} s, "
+                  "on the same 2 cores as the workers")
     console.print(f"[dim]load average (1, 5, 15 min) before {load_before}, after {load_after}[/]")
     write_results(opts.json, "overhead", opts, [base, line], ratio=ratio,
                   load_before=load_before, load_after=load_after)
