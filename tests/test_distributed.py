@@ -64,9 +64,9 @@ def _cluster(tmp_path: Path, extra_env: dict[str, str],
                                "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HITLINE_", "_RENDER"))}
-    env.update(HITLINE_BROKER_URL=REDIS, HITLINE_DATABASE_URL=db_url, HITLINE_MILVUS_URI=f"http://127.0.0.1:{port}",
-               HITLINE_DATA_DIR=str(tmp_path / "data"), HITLINE_PROVIDER="local", HITLINE_WORKER_CONCURRENCY="2",
-               **extra_env)
+    env.update({"HITLINE_BROKER_URL": REDIS, "HITLINE_DATABASE_URL": db_url,
+                "HITLINE_MILVUS_URI": f"http://127.0.0.1:{port}", "HITLINE_DATA_DIR": str(tmp_path / "data"),
+                "HITLINE_PROVIDER": "local", "HITLINE_WORKER_CONCURRENCY": "2", **extra_env})
     for _ in range(100):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -172,7 +172,9 @@ window_s = 2.0
             # Flower shows every task's arguments: ids only, never the key
             flower = requests.get(f"http://127.0.0.1:{env['HITLINE_TEST_FLOWER_PORT']}/api/tasks", timeout=10).json()
             renders_seen = [t for t in flower.values() if t["name"] == "hitline.render"]
-            assert renders_seen and all(re.fullmatch(r"\(\d+,\)", t["args"]) for t in renders_seen), renders_seen[:3]
+            ids_only = [(t.get("args"), t.get("kwargs")) for t in renders_seen]
+            assert ids_only and all(re.fullmatch(r"[(\[]\d+,?[)\]]", a or "") and
+                                    re.fullmatch(r"\{('provider_retries': \d+)?\}", k or "{}") for a, k in ids_only), ids_only[:5]
             assert key not in json.dumps(flower)
     n_new = len((new / "new_products.csv").read_text().strip().splitlines()) - 1
     renders = [r["t"] for r in stats["recent"] if r["model"] == render_model]
