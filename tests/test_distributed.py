@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.timeout(600)]
 
 REDIS = os.environ.get("HITLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PG = os.environ.get("HITLINE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -162,7 +162,7 @@ window_s = 2.0
             catalog, new = demo_data
             out = tmp_path / "out"
             res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(new),
-                                  "--out", str(out), "--presets", "thumbnail,banner,amazon_main"],
+                                  "--out", str(out), "--presets", "thumbnail,banner"],
                                  env=env, capture_output=True, text=True, timeout=600)
             logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
             assert res.returncode == 0, res.stdout + res.stderr + logs
@@ -178,7 +178,7 @@ window_s = 2.0
             assert key not in json.dumps(flower)
     n_new = len((new / "new_products.csv").read_text().strip().splitlines()) - 1
     renders = [r["t"] for r in stats["recent"] if r["model"] == render_model]
-    assert len(renders) == stats["requests"]["chat/completions"][render_model] == 3 * n_new
+    assert len(renders) == stats["requests"]["chat/completions"][render_model] == 2 * n_new
     assert stats["statuses"].get("429", 0) == 0, stats["statuses"]
     # the rate the provider saw: never more than 4 arrivals in any 2 s (small slack for network jitter)
     renders.sort()
