@@ -47,9 +47,14 @@ def send(rt: Runtime, dispatches: list[Dispatch]) -> int:
         for n in range(0, len(dispatches), GROUP):  # one pipeline per group (tasks/publish.py)
             group = dispatches[n:n + GROUP]
             with batched_producer(app, len(group)) as producer:
+                # RabbitMQ, memory: each message is out when published; Redis: the group goes out at the end
+                immediate = not producer.supports_batch_publish
                 for d in group:
                     apply_chain(steps_for(d), producer)
-            sent += [j for d in group for j in d.job_ids]
+                    if immediate:
+                        sent += d.job_ids
+            if not immediate:
+                sent += [j for d in group for j in d.job_ids]
     except Exception as e:  # kombu OperationalError, a refused connection, ...
         batch = dispatches[0].batch_id if dispatches else "?"
         raise EnqueueFailed(f"batch {batch}: the broker did not take the work ({type(e).__name__}: "

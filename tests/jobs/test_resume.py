@@ -24,7 +24,8 @@ def test_resume_leaves_queued_jobs_alone_and_sends_the_lost(hitline_env: Path, d
     import tasks.chains as chains
 
     sent = []
-    monkeypatch.setattr(chains, "chain_for", lambda d: type("C", (), {"apply_async": lambda self: sent.append(d)})())
+    monkeypatch.setattr(chains, "steps_for", lambda d: d)
+    monkeypatch.setattr(chains, "apply_chain", lambda d, producer: sent.append(d))
     rt = get_runtime()
     sub = _submit(demo_data, hitline_env / "out")
     chains.send(rt, sub.dispatches)
@@ -49,14 +50,13 @@ def test_a_refused_enqueue_names_the_batch_and_resume_finishes_it(hitline_env: P
 
     sent = []
 
-    def flaky(d):  # noqa: ANN001, ANN202
-        def apply_async(self):  # noqa: ANN001, ANN202
-            if len(sent) == 3:
-                raise OperationalError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
-            sent.append(d)
-        return type("C", (), {"apply_async": apply_async})()
+    def flaky(d, producer):  # noqa: ANN001, ANN202
+        if len(sent) == 3:
+            raise OperationalError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
+        sent.append(d)
 
-    monkeypatch.setattr(chains, "chain_for", flaky)
+    monkeypatch.setattr(chains, "steps_for", lambda d: d)
+    monkeypatch.setattr(chains, "apply_chain", flaky)
     rt = get_runtime()
     sub = _submit(demo_data, hitline_env / "out")
     with pytest.raises(chains.EnqueueFailed) as info:
