@@ -148,6 +148,9 @@ def test_resolution_fail_and_downsize_say_by_how_much() -> None:
     assert ok.passed and ok.measured <= MAX_UPSCALE and resolve_preset(SHOPIFY_2K, ok) is SHOPIFY_2K
     tiny = check_resolution(40, SHOPIFY_2K)  # even 512px would need 6.4x: nothing to downsize to
     assert tiny.action == "fail"
+    amazon = Preset.build("amazon_main", "1:1", "2K", "white", rules={"min_fill": 0.85, "min_side": 1000})
+    assert check_resolution(600, amazon).action == "downsize:1K"  # 1K needs 870 px: 1.45x
+    assert check_resolution(300, amazon).action == "fail"  # 512px would do, but Amazon wants 1000+ px
 
 
 def test_non_white_background_is_flagged_for_white_presets_only() -> None:

@@ -70,7 +70,8 @@ def check_resolution(product_px: int, preset: Preset) -> Check:
     short = f"product is {product_px} px, {preset.name} at {preset.size} needs {needed:.0f} px ({factor:.1f}x upscale, " \
             f"at most {MAX_UPSCALE:g}x)"
     if preset.low_res == "downsize":
-        smaller = [s for s, side in IMAGE_SIZES.items() if side < IMAGE_SIZES[preset.size]]
+        floor = float(preset.rule("min_side") or 0)  # a marketplace minimum (Amazon: 1000 px)
+        smaller = [s for s, side in IMAGE_SIZES.items() if floor <= side < IMAGE_SIZES[preset.size]]
         fits = [s for s in smaller if _needed_px(preset, s) / max(1, product_px) <= MAX_UPSCALE]
         if fits:
             size = max(fits, key=IMAGE_SIZES.__getitem__)

@@ -16,6 +16,7 @@ from hitline import line as stages
 from hitline.domain.models import Hit, StyleAnalysis
 from hitline.errors import BudgetExceeded, InputError, RetryableProviderError
 from hitline.domain.imaging import load_presets
+from hitline.jobs import quality
 from hitline.jobs.context import (CatalogNotReady, Context, _hit, _sku, batch_info, run_step, vocabulary)
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,12 @@ def render(ctx: Context, job_id: int) -> str:
         sku_dir = Path(info["out_dir"]) / job.batch_id / job.item_id
         job_ref = _RenderJob(ctx, job.batch_id, job.id, info["budget_usd"], renderer.model)
         outputs = []
-        for preset in load_presets(options["presets"], ctx.settings.presets_file):
+        presets, inputs = load_presets(options["presets"], ctx.settings.presets_file), None
+        if ctx.settings.quality_gate:  # hitline/jobs/quality.py: input checks, then a judge per output
+            presets, inputs = quality.check_inputs(product.image_path, presets)
+            gate = quality.GateRun(ctx, job_ref, renderer, ctx.providers(options).judge, product, refs, style,
+                                   flat_sha, ref_shas, sku_dir, partial(prices.image_cost, renderer.model))
+        for preset in presets:
             key = stages.render_key(renderer.model, flat_sha, ref_shas, style, preset)
             dest = sku_dir / f"{preset.name}-{key[:12]}.png"
             price = prices.image_cost(renderer.model, preset.size)
@@ -193,8 +199,10 @@ def render(ctx: Context, job_id: int) -> str:
             outputs.append({"preset": preset.name, "path": str(path), "width": preset.width,
                             "height": preset.height, "cost_usd": job_ref.settle(key, cost if fresh else None),
                             "key": key})
+            if inputs is not None:
+                outputs[-1].update(quality.gate_output(gate, preset, outputs[-1]))
         _write_contact_sheet(product.image_path, refs, outputs, sku_dir / "contact_sheet.png", contact_sheet)
-        return {"outputs": outputs}
+        return {"outputs": outputs, **({"inputs": inputs} if inputs is not None else {})}
 
     return run_step(ctx, job_id, "render", work)
 
