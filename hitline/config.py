@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     presets: list[str] = Field(default_factory=lambda: ["amazon_main", "shopify", "thumbnail", "banner"])
     # file overriding the shipped presets / prices / rate limits (TOML, same shape as hitline/data/*.toml)
     presets_file: Path | None = None
+    # input checks before and a judge after every render (HITLINE_QUALITY_GATE=0 turns both off)
+    quality_gate: bool = True
     prices_file: Path | None = None
     limits_file: Path | None = None
 

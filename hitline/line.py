@@ -14,11 +14,11 @@ from hitline.domain.catalog import verify_image_data
 from hitline.domain.images import file_sha256
 from hitline.domain.models import Hit, HitProduct, NewProduct, Preset, StyleAnalysis
 from hitline.domain.index import HitIndex, Retrieval
-from hitline.providers.base import Analysis, ImageEmbedder, ImageRenderer, StyleAnalyzer
+from hitline.providers.base import Analysis, ImageEmbedder, ImageRenderer, Judgement, OutputJudge, StyleAnalyzer
 from hitline.domain.sparse import TextVocabulary
 
 __all__ = ["Cache", "embed_key", "embed_images", "fit_vocabulary", "index_hits", "retrieve",
-           "analyze", "render_key", "render_preset", "retrieved_record"]
+           "analyze", "render_key", "render_preset", "retrieved_record", "judge_output"]
 
 
 class Cache(Protocol):
@@ -115,3 +115,22 @@ def render_preset(renderer: ImageRenderer, product: NewProduct, references: Sequ
             im.convert("RGB").save(tmp, format="PNG")
     tmp.replace(dest)
     return dest, img.cost_usd, True
+
+
+def judge_key(model: str, flatlay: Path, output: Path, preset: Preset) -> str:
+    blob = json.dumps([file_sha256(flatlay), file_sha256(output), asdict(preset)], sort_keys=True)
+    return f"judge:{model}:{hashlib.sha256(blob.encode()).hexdigest()}"
+
+
+def judge_output(judge: OutputJudge, flatlay: Path, output: Path, preset: Preset, cache: Cache) -> tuple[Judgement, bool]:
+    """The judge's verdict on one output, from the cache when the same images were judged by the same
+    model for the same preset; (judgement, came_from_cache). A cached verdict costs nothing."""
+    key = judge_key(judge.model, flatlay, output, preset)
+    cached = cache.get(key)
+    if cached is not None:
+        return Judgement(checks=cached["checks"], cost_usd=0.0, model=cached.get("model", judge.model),
+                         raw=cached.get("raw", "")), True
+    j = judge.judge(flatlay, output, preset)
+    if not any(c["name"] == "judge_answer" for c in j.checks):  # no verdict is not worth keeping
+        cache.put(key, {"checks": j.checks, "model": j.model, "raw": j.raw})
+    return j, False

@@ -33,6 +33,9 @@ def hitline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(k)
     monkeypatch.setenv("HITLINE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("HITLINE_PROVIDER", "local")
+    # the quality gate (OCR + u2netp per output) would add seconds to every run; tests/test_quality_gate.py
+    # turns it on where it is under test
+    monkeypatch.setenv("HITLINE_QUALITY_GATE", "0")
     monkeypatch.setenv("HITLINE_COLLECTION", "hits_" + tmp_path.name.replace("-", "_")[:40])
     reset_runtime()
     yield tmp_path

@@ -66,7 +66,9 @@ def _cluster(tmp_path: Path, extra_env: dict[str, str],
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HITLINE_", "_RENDER"))}
     env.update({"HITLINE_BROKER_URL": REDIS, "HITLINE_DATABASE_URL": db_url,
                 "HITLINE_MILVUS_URI": f"http://127.0.0.1:{port}", "HITLINE_DATA_DIR": str(tmp_path / "data"),
-                "HITLINE_PROVIDER": "local", "HITLINE_WORKER_CONCURRENCY": "2", **extra_env})
+                "HITLINE_PROVIDER": "local", "HITLINE_WORKER_CONCURRENCY": "2",
+                "HITLINE_QUALITY_GATE": "0",  # the gate is tested in tests/test_quality_gate.py
+                **extra_env})
     for _ in range(100):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:

@@ -16,7 +16,7 @@ from hitline.domain.models import Preset, StyleAnalysis
 
 __all__ = ["compose", "scene_backdrop", "layout_box", "Placement"]
 
-WHITE_FILL = 0.85  # share of the canvas the product spans on a white (marketplace main) image
+WHITE_FILL = 0.9  # share of the frame the product spans on white: Amazon asks for at least 85%
 _BACKDROP_SIDE = 256  # backdrops are modelled this small: they are blurred anyway
 _SHADOW_SIDE = 768  # shadows likewise
 
@@ -38,9 +38,10 @@ def layout_box(width: int, height: int) -> Placement:
     """A sensible product box for the aspect ratio: wide strips keep the right side for text,
     tall strips keep the lower part for text, everything else is centred."""
     r = width / height
-    if r >= 1.9:  # 21:9, 4:1, 8:1
-        box_h = 0.82 * height
-        box_w = min(0.42 * width, box_h * 1.15)
+    if r >= 1.9:  # 21:9, 4:1, 8:1: the product takes the strip's height, so it still reads when the
+        # banner is shown at thumbnail width; a wide product (a bag, a folded knit) may take more width
+        box_h = 0.86 * height
+        box_w = min(0.42 * width, box_h * 1.6)
         margin = max(0.05 * width, 0.12 * height)
         return Placement(box_w, box_h, margin + box_w / 2, 0.5 * height)
     if r >= 1.45:  # 3:2, 16:9
@@ -195,20 +196,21 @@ def _apply_shadow(canvas: Image.Image, shadow: Image.Image, tint: tuple[int, int
 
 
 def _compose_white(product: Image.Image, preset: Preset) -> Image.Image:
+    """Amazon's main image, met by construction: every background pixel exactly RGB 255 (no cast
+    shadow: a shadow is not pure white) and the product spanning WHITE_FILL of the frame."""
     w, h = preset.width, preset.height
-    placed = _fit(product, WHITE_FILL * w, WHITE_FILL * h)
+    placed = _fit(_opaque_crop(product), WHITE_FILL * w, WHITE_FILL * h)
     x = (w - placed.width) // 2
-    y = (h - placed.height) // 2 - round(0.01 * h)
+    y = (h - placed.height) // 2
     canvas = Image.new("RGB", (w, h), (255, 255, 255))
-    shadow = _shadow_mask((w, h), placed, (x, y), light=0.0, strength=0.45)
-    # the marketplace rule is a pure white field: keep any shadow off the outer frame
-    frame = Image.new("L", (w, h), 0)
-    m = max(2, round(0.03 * min(w, h)))
-    ImageDraw.Draw(frame).rectangle([m, m, w - 1 - m, h - 1 - m], fill=255)
-    shadow = ImageChops.multiply(shadow, frame)
-    canvas = _apply_shadow(canvas, shadow, (200, 200, 202))
     canvas.paste(placed, (x, y), placed)
     return canvas
+
+
+def _opaque_crop(product: Image.Image) -> Image.Image:
+    """The cut-out cropped to where it is visibly there, so the fill is measured on the product."""
+    box = product.getchannel("A").point(lambda v: 255 if v > 24 else 0).getbbox()
+    return product.crop(box) if box else product
 
 
 def _grain(size: tuple[int, int], seed: int = 11) -> Image.Image:

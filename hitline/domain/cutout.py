@@ -1,4 +1,4 @@
-"""Cut a product out of its flat-lay photo: u2netp saliency + a background-colour mask, cleaned up."""
+"""Cut a product out of its flat-lay photo: u2netp saliency combined with a model of the paper."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from hitline.domain.backdrop import Backdrop, model_backdrop, paper_reachable, to_lab
 from hitline.errors import InputError
 
 __all__ = ["cutout", "product_mask", "subject_mask", "MIN_COVERAGE", "MAX_COVERAGE"]
@@ -18,6 +19,7 @@ MIN_COVERAGE = 0.02
 MAX_COVERAGE = 0.95
 # masks are computed at this long side; the full-size alpha is an upscaled, feathered version
 _WORK_SIDE = 768
+_MIN_PIECE = 0.02  # a piece this share of the largest one is product (a clutch beside a coat)
 
 _session: Any = None
 _session_lock = threading.Lock()
@@ -43,100 +45,128 @@ def subject_mask(img: Image.Image) -> np.ndarray:
     return np.asarray(mask, dtype=np.float32) / 255.0
 
 
-def _border_pixels(lab: np.ndarray) -> np.ndarray:
-    h, w = lab.shape[:2]
-    b = max(2, round(min(h, w) * 0.03))
-    return np.concatenate([lab[:b].reshape(-1, 3), lab[-b:].reshape(-1, 3),
-                           lab[:, :b].reshape(-1, 3), lab[:, -b:].reshape(-1, 3)])
-
-
-def _colour_distance(lab: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Distance of every pixel from the border colour, and whether the background looks plain."""
-    border = _border_pixels(lab)
-    bg = np.median(border, axis=0)
-    spread = np.percentile(np.linalg.norm(border - bg, axis=1), 90)
-    d = lab - bg
-    # lightness counts less than hue: soft shadows on the background are darker, not differently coloured
-    dist = np.sqrt((0.55 * d[..., 0]) ** 2 + d[..., 1] ** 2 + d[..., 2] ** 2)
-    return dist, bool(spread < 12.0)
-
-
-def _visible(salient: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    """Salient components that differ visibly (somewhere) from the background colour."""
-    n, labels = cv2.connectedComponents(salient.astype(np.uint8), connectivity=8)
-    out = np.zeros_like(salient, dtype=bool)
-    for i in range(1, n):
-        region = labels == i
-        if np.percentile(dist[region], 90) > 4.0:
-            out |= region
-    return out
-
-
-def _keep_main_components(mask: np.ndarray) -> np.ndarray:
+def _components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return n, labels, stats
+
+
+def _keep_significant(mask: np.ndarray) -> np.ndarray:
+    """Every piece big enough to be product (a clutch next to a coat), not specks of dust."""
+    n, labels, stats = _components(mask)
     if n <= 1:
         return np.zeros_like(mask, dtype=bool)
     areas = stats[1:, cv2.CC_STAT_AREA]
-    keep = 1 + np.flatnonzero(areas >= max(areas.max() * 0.15, 0.002 * mask.size))
+    keep = 1 + np.flatnonzero(areas >= max(areas.max() * _MIN_PIECE, 0.001 * mask.size))
     return np.isin(labels, keep)
 
 
-def _fill_holes(mask: np.ndarray, saliency: np.ndarray) -> np.ndarray:
-    """Fill holes inside the product: small ones always, big ones when they are enclosed by thick
-    fabric (a print the colour of the background). A hole framed by a thin strap or handle shows
-    the background itself and stays open."""
+def _drop_border_lines(mask: np.ndarray) -> np.ndarray:
+    """Pieces that are thin lines lying along the border are frame or scanner edges, not product."""
+    n, labels, stats = _components(mask)
+    h, w = mask.shape
+    thin = max(3, round(0.015 * min(h, w)))
+    band = max(thin, round(0.05 * min(h, w)))
+    out = mask.copy()
+    for i in range(1, n):
+        x, y, bw, bh, _ = stats[i]
+        along_x = bh <= thin and (y <= band or y + bh >= h - band) and bw > 0.3 * w
+        along_y = bw <= thin and (x <= band or x + bw >= w - band) and bh > 0.3 * h
+        if along_x or along_y:
+            out[labels == i] = False
+    return out
+
+
+def _fill_small_holes(mask: np.ndarray) -> np.ndarray:
+    """Close pinholes (highlights, a print the paper's colour) a salient region may leave."""
     inv = (~mask).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
     h, w = mask.shape
     out = mask.copy()
     limit = 0.03 * mask.sum()
-    ys, xs = np.nonzero(mask)
-    k = max(3, round(0.1 * max(np.ptp(ys) if len(ys) else 1, np.ptp(xs) if len(xs) else 1)))
-    ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
     for i in range(1, n):
         x, y, bw, bh, area = stats[i]
-        if x == 0 or y == 0 or x + bw == w or y + bh == h:
+        if x > 0 and y > 0 and x + bw < w and y + bh < h and area < limit:
+            out[labels == i] = True
+    return out
+
+
+def _real_holes(colour: np.ndarray, bd: Backdrop, saliency: np.ndarray) -> np.ndarray:
+    """Paper-coloured regions the paper cannot reach are filled: highlights, a print the paper's
+    colour. A big one that is the paper itself (its colour and noise, neither brighter like a
+    highlight nor seen by u2netp as subject) is real background, the opening of a bag's handle,
+    and stays open (u2netp tends to fill it)."""
+    holes = colour & ~bd.unlike
+    n, labels, stats = _components(holes)
+    out = np.zeros_like(colour)
+    limit = 0.03 * colour.sum()
+    for i in range(1, n):
+        if stats[i, cv2.CC_STAT_AREA] < limit:
             continue
         region = labels == i
-        if area < limit:
-            out[region] = True
-            continue
-        y0, y1, x0, x1 = max(0, y - k), min(h, y + bh + k), max(0, x - k), min(w, x + bw + k)
-        sub = region[y0:y1, x0:x1]
-        ring = (cv2.dilate(sub.astype(np.uint8), ring_kernel) > 0) & ~sub
-        if mask[y0:y1, x0:x1][ring].mean() > 0.95 and saliency[region].mean() > 0.6:
-            out[region] = True
+        darker = bd.darker[region].mean()
+        paper_itself = np.median(bd.distance[region]) < 0.5 * bd.tolerance and 0.2 < darker < 0.8
+        if paper_itself or saliency[region].mean() < 0.5:
+            out |= region
+    return out
+
+
+def _soft_edged(region: np.ndarray, others: np.ndarray, lum: np.ndarray, noise: float) -> bool:
+    """A region whose outline against the paper is soft: a shadow. Fabric, even sheer, has an edge."""
+    ring = cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    ring &= ~region & ~others
+    if ring.sum() < 8:
+        return False
+    gy, gx = np.gradient(lum)
+    grad = np.hypot(gx, gy)
+    return bool(np.median(grad[ring]) < max(1.0, 1.5 * noise))
+
+
+def _drop_shadows(colour: np.ndarray, salient: np.ndarray, bd: Backdrop, lum: np.ndarray) -> np.ndarray:
+    """Colour-mask pixels that are only a darkening of the paper, outside what u2netp sees as the
+    subject, and soft-edged, are shadows."""
+    shadow_like = colour & bd.darker & (bd.chroma < bd.tolerance) & ~salient
+    n, labels, stats = _components(shadow_like)
+    out = colour.copy()
+    keep = colour & ~shadow_like
+    for i in range(1, n):
+        region = labels == i
+        if _soft_edged(region, keep, lum, bd.noise):
+            out[region] = False
     return out
 
 
 def product_mask(img: Image.Image) -> np.ndarray:
-    """Boolean product mask at the image's size (raises InputError when nothing plausible is found)."""
+    """Boolean product mask at the image's size (raises InputError when nothing plausible is found).
+
+    Two views are combined. The learned one (u2netp) finds the subject but drops pale pieces on
+    white and small photos. The paper model learns the backdrop from the border (colour under the
+    light's fall-off, noise, frame lines), and everything the paper cannot reach from the border is
+    product: that keeps every piece that differs from the paper, and fills highlights and
+    paper-coloured prints enclosed by fabric. Shadows (a soft darkening outside the subject) and
+    thin lines along the border are dropped; every significant piece is kept."""
     rgb = img.convert("RGB")
     scale = min(1.0, _WORK_SIDE / max(rgb.size))
     small = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BILINEAR) \
         if scale < 1.0 else rgb
-    arr = np.asarray(small)
-    lab = cv2.cvtColor(arr, cv2.COLOR_RGB2LAB).astype(np.float32)
-    lab[..., 0] *= 100.0 / 255.0
-    lab[..., 1:] -= 128.0
-    dist, plain = _colour_distance(cv2.GaussianBlur(lab, (0, 0), 1.0))
+    lab = cv2.GaussianBlur(to_lab(np.asarray(small)), (0, 0), 1.0)
+    bd = model_backdrop(lab)
     saliency = subject_mask(small)
     salient = saliency > 0.5
-    if plain:
-        # u2netp drops pale garments on pale backgrounds; the colour mask misses garments the colour
-        # of the background (white on white). When the two agree, the colour mask has the crisper
-        # edge and keeps real holes; otherwise take their union, but only salient regions that show
-        # something, or u2netp's min-max normalisation invents objects on a blank frame.
-        colour = dist > 14.0
-        inter, union = (colour & salient).sum(), (colour | salient).sum()
-        agree = union > 0 and inter / union > 0.8 and MIN_COVERAGE <= colour.mean() <= MAX_COVERAGE
-        mask = colour if agree else colour | _visible(salient, dist)
+    if bd.plain:
+        unlike = bd.unlike
+        colour = ~paper_reachable(unlike) & ~bd.frame
+        holes = _real_holes(colour, bd, saliency)
+        colour &= ~holes
+        colour = _drop_shadows(colour, salient, bd, lab[..., 0])
+        # the blur that tames paper noise spreads every edge by a pixel: take it back
+        colour = cv2.erode(colour.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        mask = (colour | salient) & ~holes
     else:
         mask = salient
     k = max(3, round(min(mask.shape) * 0.006)) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
-    mask = _fill_holes(_keep_main_components(m.astype(bool)), saliency)
+    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool)
+    mask = _fill_small_holes(_keep_significant(_drop_border_lines(mask)))
     coverage = float(mask.mean())
     if not MIN_COVERAGE <= coverage <= MAX_COVERAGE:
         raise InputError(f"no product found in the flat-lay (mask covers {coverage:.1%} of the picture, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -87,11 +88,20 @@ class Preset:
     width: int
     height: int
     background: str = "scene"  # "white" = pure #FFFFFF (Amazon main image), "scene" = styled
+    low_res: str = "downsize"  # flat-lay too small for `size`: "downsize" to a smaller size class, or "fail"
+    rules: tuple[tuple[str, Any], ...] = ()  # the output gate's rules for this preset (presets.toml)
+
+    def rule(self, name: str, default: Any = None) -> Any:
+        return dict(self.rules).get(name, default)
 
     @classmethod
     def build(cls, name: str, aspect_ratio: str, size: str, background: str = "scene",
-              width: int | None = None, height: int | None = None) -> "Preset":
+              width: int | None = None, height: int | None = None, low_res: str = "downsize",
+              rules: dict[str, Any] | None = None) -> "Preset":
         from hitline.errors import InputError
+
+        if low_res not in ("downsize", "fail"):
+            raise InputError(f"preset {name!r}: low_res must be 'downsize' or 'fail'")
 
         if aspect_ratio not in ASPECT_RATIOS:
             raise InputError(f"preset {name!r}: aspect ratio {aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}")
@@ -103,7 +113,8 @@ class Preset:
             a, b = (int(x) for x in aspect_ratio.split(":"))
             long = IMAGE_SIZES[size]
             width, height = (long, round(long * b / a)) if a >= b else (round(long * a / b), long)
-        return cls(name, aspect_ratio, size, int(width), int(height), background)
+        return cls(name, aspect_ratio, size, int(width), int(height), background, low_res,
+                   tuple(sorted((rules or {}).items())))
 
 
 @dataclass

@@ -20,7 +20,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hitline.domain.models import NewProduct, Preset, StyleAnalysis
 
-__all__ = ["BadRequest", "decode_image", "Projector", "analysis_answer", "render_png", "image_summary"]
+__all__ = ["BadRequest", "decode_image", "Projector", "analysis_answer", "render_png", "image_summary",
+           "is_judge_request", "judge_answer", "JUDGE_FAILS"]
 
 log = logging.getLogger("hitline.fake.server")
 _GRID = 16  # image feature: a 16x16 RGB thumbnail (768 numbers) -> near-duplicates stay near
@@ -123,9 +124,22 @@ def render_png(images: list[Image.Image], prompt: str, ratio: str, size: str, ma
         image = _composite(images, preset, white)
     if image.size != (preset.width, preset.height):
         image = ImageOps.fit(image.convert("RGB"), (preset.width, preset.height))
+    image = _vary_with_prompt(image.convert("RGB"), prompt)
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def _vary_with_prompt(image: Image.Image, prompt: str) -> Image.Image:
+    """Another prompt gives another picture, as with a real model: here 16 pixels at the centre (on
+    the product) differ by at most one level, so a re-render with a changed prompt is a new file, not
+    a cache hit of the judge's verdict."""
+    digest = hashlib.sha256(prompt.encode()).digest()
+    arr = np.asarray(image, dtype=np.int16).copy()
+    y, x0 = image.height // 2, max(0, image.width // 2 - 8)
+    bits = np.array([(digest[i // 8] >> (i % 8)) & 1 for i in range(16)])[: arr.shape[1] - x0]
+    arr[y, x0:x0 + len(bits), 2] = np.clip(arr[y, x0:x0 + len(bits), 2] - bits, 0, 255)
+    return Image.fromarray(arr.astype(np.uint8), "RGB")
 
 
 def _local_render(images: list[Image.Image], prompt: str, preset: Preset) -> Image.Image | None:
@@ -162,3 +176,26 @@ def _composite(images: list[Image.Image], preset: Preset, white: bool) -> Image.
         product.thumbnail((max(1, int(preset.width * 0.8)), max(1, int(preset.height * 0.8))))
         canvas.paste(product, ((preset.width - product.width) // 2, (preset.height - product.height) // 2))
     return canvas
+
+
+# what a failed verdict says for each answer key the fake can be told to fail
+JUDGE_FAILS = {"same_garment": False, "colour_match": False, "pattern_match": False,
+               "artefacts": ["extra sleeve"], "text_or_logo": True, "background_ok": False}
+
+
+def is_judge_request(text: str) -> bool:
+    """A judge request, told apart from an analysis the way a model would: by what it is asked."""
+    return "quality judge" in text.lower() and "same_garment" in text
+
+
+def judge_answer(images: list[Image.Image], fail: list[str]) -> dict[str, Any]:
+    """A verdict on the second image against the first: passes unless told to fail some keys."""
+    answer: dict[str, Any] = {"same_garment": True, "colour_match": True, "pattern_match": True, "artefacts": [],
+                              "text_or_logo": False, "background_ok": True, "reasons": []}
+    for key in fail:
+        answer[key] = JUDGE_FAILS[key]
+        answer["reasons"].append(f"{key.replace('_', ' ')} failed (scripted)")
+    if len(images) < 2:
+        answer["same_garment"] = False
+        answer["reasons"].append("expected the flat-lay and the output")
+    return answer

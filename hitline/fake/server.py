@@ -21,7 +21,8 @@ from typing import Any, Iterator, Sequence
 
 from hitline.domain.models import ASPECT_RATIOS, IMAGE_SIZES
 from hitline.errors import ConfigError
-from hitline.fake.answers import BadRequest, analysis_answer, decode_image, image_summary, render_png
+from hitline.fake.answers import (BadRequest, analysis_answer, decode_image, image_summary, is_judge_request,
+                                  judge_answer, render_png)
 from hitline.fake.state import FAULTS, FORCED, FakeConfig, FakeState
 
 __all__ = ["FakeConfig", "FakeServer", "serve", "running_fake", "main", "parse_args", "FAULTS", "API_PREFIX"]
@@ -220,9 +221,15 @@ class _Handler(BaseHTTPRequestHandler):
                       response_format=body.get("response_format"), text=" ".join(texts)[-600:])
         prompt_tokens = 258 * len(images) + sum(len(t) for t in texts) // 4
         if "image" not in modalities:
+            judging = is_judge_request(" ".join(texts))
+
             def analysis(fault: str | None) -> dict[str, Any]:
-                content = (json.dumps(analysis_answer(images, " ".join(texts))) if fault != "bad_analysis"
-                           else "Sure! These photos share a lovely warm look with soft light and happy models.")
+                if fault == "bad_analysis":
+                    content = "Sure! These photos share a lovely warm look with soft light and happy models."
+                elif judging:
+                    content = json.dumps(judge_answer(images, state.judge_failures()))
+                else:
+                    content = json.dumps(analysis_answer(images, " ".join(texts)))
                 return _completion(model, content, None, _usage(model, prompt_tokens, len(content) // 4, cfg, None))
             return "chat", analysis
         if model not in cfg.image_models:

@@ -47,6 +47,10 @@ class FakeConfig:
     max_image_side: int | None = 1024  # cap on the returned long side (clients resize to the preset)
     images_in_content: bool = False  # put images in content parts instead of message.images
     report_cost: bool = True  # include usage.cost like OpenRouter does
+    # the judge: answer keys to report as failed (see hitline.fake.answers.JUDGE_FAILS), for how many
+    # judge requests (-1 = every one; n = the next n, then verdicts pass again)
+    judge_fail: list[str] = field(default_factory=list)
+    judge_fail_count: int = -1
     use_local_renderer: bool = True  # hitline.providers.local.render when importable
     embed_models: dict[str, int] = field(default_factory=lambda: {"nvidia/llama-nemotron-embed-vl-1b-v2": 2048})
     chat_models: list[str] = field(default_factory=lambda: ["qwen/qwen3.5-397b-a17b"])
@@ -65,6 +69,12 @@ class FakeConfig:
             if bad:
                 raise ValueError(f"unknown scripted fault(s): {bad}")
             knobs["script"] = [str(s) for s in knobs["script"]]
+        if "judge_fail" in knobs:
+            from hitline.fake.answers import JUDGE_FAILS
+
+            bad = [k for k in knobs["judge_fail"] if k not in JUDGE_FAILS]
+            if bad:
+                raise ValueError(f"unknown judge failure(s) {bad}; known: {', '.join(JUDGE_FAILS)}")
         return dataclasses.replace(self, **knobs)
 
     def public(self) -> dict[str, Any]:
@@ -124,6 +134,17 @@ class FakeState:
             if kind == "chat" and cfg.p_bad_analysis and self.rng.random() < cfg.p_bad_analysis:
                 return "bad_analysis"
             return None
+
+    def judge_failures(self) -> list[str]:
+        """The answer keys this judge request fails (consumes one of judge_fail_count)."""
+        with self.lock:
+            cfg = self.config
+            if not cfg.judge_fail or cfg.judge_fail_count == 0:
+                return []
+            if cfg.judge_fail_count > 0:
+                self.config = dataclasses.replace(cfg, judge_fail_count=cfg.judge_fail_count - 1)
+            self.faults["judge_fail"] += 1
+            return list(cfg.judge_fail)
 
     def rate_limit(self, model: str) -> float | None:
         """Seconds to wait when `model` is over its rpm; records the request otherwise."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from db import crud
 from db.session import session_scope
+from hitline.jobs import badges
 from hitline.jobs.context import Runtime, load_batch
 from hitline.jobs.sheets import draw_missing_sheets
 
@@ -34,12 +35,13 @@ def write_report(rt: Runtime, batch_id: str) -> Path:
 section{{border-top:1px solid #ccc;padding:1em 0}} img{{max-height:260px;max-width:100%;margin:4px;border:1px solid #ddd;background:#fff}}
 .sheet{{max-width:100%;max-height:none}} .state-failed{{color:#b00}} .state-done{{color:#070}}
 .state-budget_exceeded{{color:#b60}} table{{border-collapse:collapse}} td,th{{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}}
-code{{background:#f4f4f4;padding:1px 4px}}</style></head><body>
+code{{background:#f4f4f4;padding:1px 4px}}{badges.CSS}</style></head><body>
 <h1>hitline batch {e(batch_id)}</h1>
 <p>{len(skus)} new SKUs: {sum(j.state == 'done' for j in skus)} done, {sum(j.state == 'failed' for j in skus)} failed,
 {sum(j.state == 'budget_exceeded' for j in skus)} held by the budget. Provider <code>{e(str(info['options'].get('provider')))}</code>,
 top-k {e(str(info['options'].get('top_k')))}, min sales {e(str(info['options'].get('min_sales')))}.
-Total cost <b>${spent:.3f}</b>{f" of a ${info['budget_usd']:.2f} budget" if info['budget_usd'] is not None else ""}.</p>"""]
+Total cost <b>${spent:.3f}</b>{f" of a ${info['budget_usd']:.2f} budget" if info['budget_usd'] is not None else ""}.</p>
+{badges.batch_counts([(j.result or {}).get("render", {}) for j in skus])}"""]
     for j in skus:
         parts.append(_section(j, base))
     if bad_hits:
@@ -81,8 +83,10 @@ def _section(job: Any, base: Path) -> str:
         out.append("<table>" + "".join(f"<tr><th>{k}</th><td>{e(str(st.get(k, '')))}</td></tr>"
                                        for k in ("scene", "lighting", "pose", "mood", "prompt")) + "</table>")
     if "render" in r:
+        out.append(badges.input_notes(r["render"]))
         for o in r["render"]["outputs"]:
             out.append(f"<figure style='display:inline-block'><img src='{_rel(o['path'], base)}' alt='{e(o['preset'])}'>"
-                       f"<figcaption>{e(o['preset'])} {o['width']}x{o['height']} ${o['cost_usd']:.3f}</figcaption></figure>")
+                       f"<figcaption>{e(o['preset'])} {o['width']}x{o['height']} ${o['cost_usd']:.3f} "
+                       f"{badges.output_badge(o)}</figcaption></figure>")
     out.append("</section>")
     return "\n".join(out)

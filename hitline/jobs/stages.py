@@ -21,6 +21,7 @@ from hitline import line
 from hitline.domain.images import file_sha256
 from hitline.domain.models import Hit, HitProduct, StyleAnalysis
 from hitline.errors import BudgetExceeded, HitlineError, InputError, NotReady
+from hitline.jobs import quality
 from hitline.jobs.context import JobContext, Runtime, load_batch
 from hitline.jobs.runner import Outcome, run_chunk, run_step
 
@@ -142,7 +143,11 @@ def render(jc: JobContext) -> dict[str, Any]:
     ref_shas = [file_sha256(p) for p in refs]
     budget = RenderBudget(jc, renderer.model)
     outputs = []
-    for preset in jc.presets:
+    presets, inputs, gate = jc.presets, None, None
+    if jc.rt.settings.quality_gate:  # hitline/jobs/quality.py: input checks, then a judge per output
+        presets, inputs = quality.check_inputs(jc.product.image_path, presets)
+        gate = quality.GateRun(jc, budget, renderer, jc.providers.judge, refs, style, ref_shas)
+    for preset in presets:
         key = line.render_key(renderer.model, jc.image_sha, ref_shas, style, preset)
         dest = jc.out_dir / f"{preset.name}-{key[:12]}.png"
         price = jc.rt.prices.image_cost(renderer.model, preset.size)
@@ -158,8 +163,10 @@ def render(jc: JobContext) -> dict[str, Any]:
             path, charged = dest, 0.0
         outputs.append({"preset": preset.name, "path": str(path), "width": preset.width, "height": preset.height,
                         "cost_usd": charged, "key": key, "reused_from": reused_from})
+        if gate is not None:
+            outputs[-1].update(quality.gate_output(gate, preset, outputs[-1]))
     # the contact sheet is drawn after the SKU is done (hitline/jobs/sheets.py): not on its critical path
-    return {"outputs": outputs}
+    return {"outputs": outputs, **({"inputs": inputs} if inputs is not None else {})}
 
 
 @dataclass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
 
-__all__ = ["Embedding", "Analysis", "ImageEmbedder", "StyleAnalyzer", "ImageRenderer"]
+__all__ = ["Embedding", "Analysis", "Judgement", "ImageEmbedder", "StyleAnalyzer", "ImageRenderer", "OutputJudge"]
 
 
 @dataclass
@@ -23,6 +23,24 @@ class Analysis:
     cost_usd: float = 0.0
     raw: str = ""  # the provider's raw answer, kept for the record
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Judgement:
+    """A judge's verdict on one output: per-check results (hitline.domain.quality.Check as dicts)."""
+
+    checks: list[dict[str, Any]]
+    cost_usd: float = 0.0
+    model: str = ""
+    raw: str = ""  # the judge's raw answer, kept for the record
+
+    @property
+    def passed(self) -> bool:
+        return all(c["passed"] for c in self.checks)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [c["message"] for c in self.checks if not c["passed"]]
 
 
 @runtime_checkable
@@ -46,3 +64,12 @@ class ImageRenderer(Protocol):
 
     def render(self, flatlay: Path, references: Sequence[Path], style: StyleAnalysis,
                product: NewProduct, preset: Preset) -> RenderedImage: ...
+
+
+@runtime_checkable
+class OutputJudge(Protocol):
+    """Looks at one rendered output next to its flat-lay and says what is wrong with it."""
+
+    model: str
+
+    def judge(self, flatlay: Path, output: Path, preset: Preset) -> Judgement: ...

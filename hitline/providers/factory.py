@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from hitline.config import Settings
 from hitline.errors import ConfigError
-from hitline.providers.base import ImageEmbedder, ImageRenderer, StyleAnalyzer
+from hitline.providers.base import ImageEmbedder, ImageRenderer, OutputJudge, StyleAnalyzer
 from hitline.providers.ratelimit import Limiter
 
 __all__ = ["Providers", "build_providers"]
@@ -32,6 +32,7 @@ class Providers:
     embedder: ImageEmbedder
     analyzer: StyleAnalyzer
     renderer: ImageRenderer
+    judge: OutputJudge | None = None  # the quality gate's judge (same provider as the analysis)
 
 
 def build_providers(settings: Settings, limiter: Limiter | None = None) -> Providers:
@@ -40,13 +41,16 @@ def build_providers(settings: Settings, limiter: Limiter | None = None) -> Provi
         # imported here: the offline stack pulls in onnxruntime/opencv, the API path does not need them
         from hitline.providers.local.embed import LocalEmbedder
         from hitline.providers.local.analyze import LocalAnalyzer
+        from hitline.providers.local.judge import LocalJudge
         from hitline.providers.local.render import LocalRenderer
 
-        return Providers(embedder=LocalEmbedder(), analyzer=LocalAnalyzer(), renderer=LocalRenderer())
+        return Providers(embedder=LocalEmbedder(), analyzer=LocalAnalyzer(), renderer=LocalRenderer(),
+                         judge=LocalJudge())
 
     from hitline.domain.pricing import PriceTable
     from hitline.providers.openrouter.providers import OpenRouterAnalyzer, OpenRouterEmbedder, OpenRouterRenderer
     from hitline.providers.openrouter.client import OpenRouterClient
+    from hitline.providers.openrouter.judge import OpenRouterJudge
 
     key = settings.openrouter_api_key
     if (key is None or not key.get_secret_value().strip()) and _is_loopback(settings.openrouter_base_url):
@@ -63,4 +67,5 @@ def build_providers(settings: Settings, limiter: Limiter | None = None) -> Provi
                                     batch_size=settings.embed_batch_size),
         analyzer=OpenRouterAnalyzer(client, settings.analyze_model, prices),
         renderer=OpenRouterRenderer(client, settings.render_model, prices),
+        judge=OpenRouterJudge(client, settings.analyze_model, prices),
     )

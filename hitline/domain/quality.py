@@ -1,0 +1,250 @@
+"""Checks on what goes in and what comes out: input checks on a flat-lay against a preset, and the
+output gate on a rendered image (spec rules from presets.toml, fidelity to the flat-lay). Pure
+functions over images and masks: no job table, no Celery, no provider."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from hitline.domain.backdrop import to_lab
+from hitline.domain.colour import ciede2000
+from hitline.domain.models import IMAGE_SIZES, Preset
+
+__all__ = ["Check", "MAX_UPSCALE", "input_checks", "check_resolution", "resolve_preset", "check_background",
+           "check_touching", "gate", "output_mask", "find_text", "failed", "TextFinder"]
+
+MAX_UPSCALE = 2.0  # the product's pixels may be enlarged this much; beyond it the output is a smudge
+OFF_WHITE_DELTA = 8.0  # CIEDE2000 of the flat-lay's paper from white beyond which it is not white
+TOUCH_SHARE = 0.02  # product on this share of a side's edge pixels touches that side
+_NEAR_WHITE = 250  # on a white output, a pixel with any channel below this is product (or shadow)
+_OCR_SIDE = 768  # text a shopper can read survives this downscale; OCR is the slow check
+_OCR_MIN_SCORE = 0.6
+
+TextFinder = Callable[[Image.Image], list[tuple[str, float]]]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check: what was measured against what threshold, and a sentence a person can act on."""
+
+    name: str
+    passed: bool
+    measured: Any
+    threshold: Any
+    message: str
+    action: str = ""  # input checks: "downsize:<size>" or "fail" when a preset must change
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def failed(checks: Sequence[Check]) -> list[Check]:
+    return [c for c in checks if not c.passed]
+
+
+# input checks ------------------------------------------------------------------------------------
+def _fill(preset: Preset) -> float:
+    return float(preset.rule("min_fill") or preset.rule("min_height_fill") or 0.8)
+
+
+def _needed_px(preset: Preset, size: str | None = None) -> float:
+    """How many pixels the product spans in the output (its long side in the frame's short side)."""
+    p = preset if size is None else Preset.build(preset.name, preset.aspect_ratio, size, preset.background)
+    return _fill(preset) * min(p.width, p.height)
+
+
+def check_resolution(product_px: int, preset: Preset) -> Check:
+    """Is the flat-lay's product big enough for the preset without more than MAX_UPSCALE? If not,
+    say by how much, and (policy `low_res`) which smaller size class it supports, or fail."""
+    needed = _needed_px(preset)
+    factor = needed / max(1, product_px)
+    if factor <= MAX_UPSCALE:
+        return Check("resolution", True, round(factor, 2), MAX_UPSCALE,
+                     f"product {product_px} px, {preset.size} needs {needed:.0f} px: {factor:.1f}x")
+    short = f"product is {product_px} px, {preset.name} at {preset.size} needs {needed:.0f} px ({factor:.1f}x upscale, " \
+            f"at most {MAX_UPSCALE:g}x)"
+    if preset.low_res == "downsize":
+        floor = float(preset.rule("min_side") or 0)  # a marketplace minimum (Amazon: 1000 px)
+        smaller = [s for s, side in IMAGE_SIZES.items() if floor <= side < IMAGE_SIZES[preset.size]]
+        fits = [s for s in smaller if _needed_px(preset, s) / max(1, product_px) <= MAX_UPSCALE]
+        if fits:
+            size = max(fits, key=IMAGE_SIZES.__getitem__)
+            return Check("resolution", False, round(factor, 2), MAX_UPSCALE,
+                         f"{short}: rendering at {size} instead", action=f"downsize:{size}")
+    return Check("resolution", False, round(factor, 2), MAX_UPSCALE,
+                 f"{short}: preset failed; photograph the product larger", action="fail")
+
+
+def resolve_preset(preset: Preset, check: Check) -> Preset | None:
+    """The preset to render after a resolution check: itself, a smaller size class, or None (fail)."""
+    if check.passed:
+        return preset
+    if check.action.startswith("downsize:"):
+        size = check.action.split(":", 1)[1]
+        return Preset.build(preset.name, preset.aspect_ratio, size, preset.background,
+                            low_res=preset.low_res, rules=dict(preset.rules))
+    return None
+
+
+def _paper_lab(lab: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    ring = np.zeros(mask.shape, bool)
+    b = max(2, round(0.03 * min(mask.shape)))
+    ring[:b], ring[-b:], ring[:, :b], ring[:, -b:] = True, True, True, True
+    sample = ring & ~mask
+    return np.median(lab[sample if sample.any() else ~mask], axis=0)
+
+
+def check_background(flatlay: Image.Image, mask: np.ndarray, preset: Preset) -> Check:
+    """A white-background preset from a flat-lay on coloured paper: the render has to replace it."""
+    paper = _paper_lab(to_lab(np.asarray(flatlay.convert("RGB"))), mask)
+    delta = float(ciede2000(paper, np.array([100.0, 0.0, 0.0])))
+    if preset.background != "white":
+        return Check("background", True, round(delta, 1), None, "the preset has a scene background")
+    ok = delta <= OFF_WHITE_DELTA
+    return Check("background", ok, round(delta, 1), OFF_WHITE_DELTA,
+                 "flat-lay background is white" if ok else
+                 f"flat-lay background is not white (ΔE00 {delta:.1f} from white); {preset.name} needs pure white, "
+                 f"so the background must be replaced entirely")
+
+
+def _touching(mask: np.ndarray) -> list[str]:
+    edges = {"top": mask[0], "bottom": mask[-1], "left": mask[:, 0], "right": mask[:, -1]}
+    return [side for side, px in edges.items() if px.mean() > TOUCH_SHARE]
+
+
+def check_touching(mask: np.ndarray) -> Check:
+    """A garment running off the photo is cropped in every output."""
+    sides = _touching(mask)
+    return Check("touches_frame", not sides, sides, [], "the product is clear of the photo's edges" if not sides else
+                 f"the product touches the photo's {', '.join(sides)} edge(s): it may be cropped; leave a margin")
+
+
+def input_checks(flatlay: Image.Image, mask: np.ndarray, presets: Sequence[Preset]) -> dict[str, list[Check]]:
+    """Every input check for every preset (the touching check is the same for all)."""
+    ys, xs = np.nonzero(mask)
+    product_px = int(max(np.ptp(ys), np.ptp(xs)) + 1) if len(ys) else 0
+    touching = check_touching(mask)
+    return {p.name: [check_resolution(product_px, p), check_background(flatlay, mask, p), touching] for p in presets}
+
+
+# the output gate ---------------------------------------------------------------------------------
+def output_mask(output: Image.Image, preset: Preset) -> np.ndarray:
+    """Where the product is in an output: on white, whatever is not white; in a scene, u2netp's subject."""
+    rgb = np.asarray(output.convert("RGB"))
+    if preset.background == "white":
+        mask = rgb.min(axis=2) < _NEAR_WHITE
+        return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+    from hitline.domain.cutout import subject_mask
+
+    small = output.convert("RGB")
+    small.thumbnail((512, 512))
+    sal = subject_mask(small)
+    return cv2.resize(sal, output.size, interpolation=cv2.INTER_LINEAR) > 0.5
+
+
+_ocr: Any = None
+_ocr_lock = threading.Lock()
+
+
+def find_text(image: Image.Image) -> list[tuple[str, float]]:
+    """Text that rapidocr reads in the image (bundled PP-OCR models; no download)."""
+    global _ocr
+    with _ocr_lock:
+        if _ocr is None:
+            import logging
+
+            from rapidocr import RapidOCR
+
+            _ocr = RapidOCR()
+            logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        small = image.convert("RGB")
+        small.thumbnail((_OCR_SIDE, _OCR_SIDE))
+        result = _ocr(np.asarray(small))
+    texts = result.txts or ()
+    scores = result.scores or ()
+    # one letter alone is how OCR reads a garment's outline (a T-shirt is a "T"); words have two or more
+    return [(t, float(s)) for t, s in zip(texts, scores)
+            if sum(ch.isalnum() for ch in t) >= 2 and s >= _OCR_MIN_SCORE]
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max() + 1), int(ys.max() + 1)
+
+
+def _garment_colour(image: Image.Image, mask: np.ndarray) -> np.ndarray:
+    """The garment's typical colour: the median CIELAB of its pixels, the edge left out."""
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    use = inner if inner.sum() > 50 else mask
+    lab = to_lab(np.asarray(image.convert("RGB")))
+    return np.median(lab[use], axis=0)
+
+
+def gate(output: Image.Image, preset: Preset, flatlay: Image.Image, flatlay_mask: np.ndarray, *,
+         text_finder: TextFinder | None = find_text) -> list[Check]:
+    """Every check of one output against its preset's rules and the flat-lay it was made from."""
+    w, h = output.size
+    checks = [Check("size", (w, h) == (preset.width, preset.height), [w, h], [preset.width, preset.height],
+                    f"{w}x{h}" + ("" if (w, h) == (preset.width, preset.height) else
+                                  f", {preset.name} needs {preset.width}x{preset.height}"))]
+    if (w, h) != (preset.width, preset.height):
+        output = output.resize((preset.width, preset.height))  # the other checks still say something useful
+        w, h = output.size
+    mask = output_mask(output, preset)
+    box = _bbox(mask)
+    area = float(mask.mean())
+    # silhouette: present, uncropped, the same shape as in the flat-lay
+    fbox = _bbox(flatlay_mask)
+    if box is None or area < 0.02 or fbox is None:
+        checks.append(Check("silhouette", False, round(area, 3), 0.02, "no product found in the output"))
+    else:
+        sides = [s for s, hit in (("left", box[0] <= 1), ("top", box[1] <= 1), ("right", box[2] >= w - 1),
+                                  ("bottom", box[3] >= h - 1)) if hit]
+        aspect = (box[2] - box[0]) / max(1, box[3] - box[1])
+        f_aspect = (fbox[2] - fbox[0]) / max(1, fbox[3] - fbox[1])
+        ratio = max(aspect, f_aspect) / max(1e-6, min(aspect, f_aspect))
+        ok = not sides and ratio <= 1.35
+        msg = "product present, uncropped, same shape" if ok else "; ".join(
+            ([f"product cut off at the {', '.join(sides)} edge"] if sides else []) +
+            ([f"product shape changed ({aspect:.2f} wide/tall vs {f_aspect:.2f} in the flat-lay)"] if ratio > 1.35 else []))
+        checks.append(Check("silhouette", ok, {"touches": sides, "aspect_ratio_change": round(ratio, 2)},
+                            {"touches": [], "aspect_ratio_change": 1.35}, msg))
+    if preset.rule("pure_white"):
+        halo = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+        rgb = np.asarray(output.convert("RGB"))
+        background = ~halo
+        share = float((rgb[background] == 255).all(axis=1).mean()) if background.any() else 0.0
+        checks.append(Check("pure_white", share >= 0.995, round(share, 4), 0.995,
+                            "background is pure white RGB 255" if share >= 0.995 else
+                            f"only {share:.1%} of the background is pure white RGB 255 (needs 99.5%)"))
+    if preset.rule("min_fill") is not None and box is not None:
+        fill = max((box[2] - box[0]) / w, (box[3] - box[1]) / h)
+        need = float(preset.rule("min_fill"))
+        checks.append(Check("fill", fill >= need, round(fill, 3), need,
+                            f"product spans {fill:.0%} of the frame" + ("" if fill >= need else f" (needs {need:.0%})")))
+    if preset.rule("min_height_fill") is not None and box is not None:
+        fill = (box[3] - box[1]) / h
+        need = float(preset.rule("min_height_fill"))
+        checks.append(Check("height_fill", fill >= need, round(fill, 3), need,
+                            f"product is {fill:.0%} of the frame's height" +
+                            ("" if fill >= need else f" (needs {need:.0%} to read at thumbnail size)")))
+    if preset.rule("no_text") and text_finder is not None:
+        found = text_finder(output)
+        checks.append(Check("no_text", not found, [t for t, _ in found], [],
+                            "no text or logo found" if not found else
+                            f"text found in the output: {', '.join(repr(t) for t, _ in found[:5])}"))
+    if preset.rule("max_colour_delta") is not None and box is not None and flatlay_mask.any():
+        delta = float(ciede2000(_garment_colour(flatlay, flatlay_mask), _garment_colour(output, mask)))
+        limit = float(preset.rule("max_colour_delta"))
+        checks.append(Check("colour", delta <= limit, round(delta, 1), limit,
+                            f"garment colour ΔE00 {delta:.1f} from the flat-lay" + ("" if delta <= limit else
+                                                                                  f" (at most {limit:g})")))
+    return checks

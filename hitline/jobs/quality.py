@@ -1,0 +1,130 @@
+"""The quality gate in the render stage: input checks before a SKU's renders, and after each output a
+judge's verdict; a failed output is re-rendered once with the failed checks added to the prompt
+(budget-aware, its cost recorded), then kept as `needs_review` with its reasons.
+
+The render stage calls two functions (see hitline/jobs/stages.py render):
+    presets, inputs = check_inputs(product.image_path, presets)        # before the loop
+    out.update(gate_output(run, preset, out))                         # after each output
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from db import crud
+from db.session import session_scope
+from hitline import line
+from hitline.domain.models import Preset, StyleAnalysis
+from hitline.errors import BudgetExceeded
+from hitline.providers.base import ImageRenderer, Judgement, OutputJudge
+
+__all__ = ["GateRun", "check_inputs", "gate_output", "summarise", "OUTCOMES"]
+
+OUTCOMES = ("passed", "passed_after_rerender", "needs_review")
+
+
+def check_inputs(flatlay: Path, presets: Sequence[Preset]) -> tuple[list[Preset], dict[str, Any]]:
+    """Input checks of one flat-lay for every preset: the presets to render (a too-small photo
+    downsizes or fails a preset, per its `low_res`) and the record for the job."""
+    from hitline.domain.cutout import product_mask
+    from hitline.domain.images import load_image
+    from hitline.domain.quality import failed, input_checks, resolve_preset
+
+    flat = load_image(flatlay)
+    checks = input_checks(flat, product_mask(flat), presets)
+    keep: list[Preset] = []
+    record: dict[str, Any] = {"checks": {}, "failed_presets": {}, "downsized": {}}
+    for p in presets:
+        record["checks"][p.name] = [c.to_dict() for c in checks[p.name]]
+        resolution = checks[p.name][0]
+        chosen = resolve_preset(p, resolution)
+        if chosen is None:
+            record["failed_presets"][p.name] = resolution.message
+            continue
+        if chosen is not p:
+            record["downsized"][p.name] = chosen.size
+        keep.append(chosen)
+    record["warnings"] = sorted({c.message for cs in checks.values() for c in failed(cs)})
+    return keep, record
+
+
+@dataclass
+class GateRun:
+    """What one SKU's gate needs: the job, its render budget bookkeeping (hitline.jobs.stages.RenderBudget),
+    the renderer and judge, and the render inputs."""
+
+    jc: Any  # hitline.jobs.context.JobContext
+    budget: Any  # hitline.jobs.stages.RenderBudget
+    renderer: ImageRenderer
+    judge: OutputJudge
+    refs: list[Path]
+    style: StyleAnalysis
+    ref_shas: list[str]
+
+    def verdict(self, preset: Preset, path: Path) -> Judgement:
+        rt = self.jc.rt
+        j, _ = line.judge_output(self.judge, self.jc.product.image_path, path, preset, rt.cache)
+        if j.cost_usd > 0:
+            key = f"judge:{self.jc.job_id}:{path.name}"
+            with session_scope(rt.db_url) as s:
+                crud.reserve(s, self.jc.batch.id, self.jc.job_id, "judge", key, j.model, j.cost_usd, None)
+                crud.settle(s, self.jc.batch.id, key, j.cost_usd)
+        return j
+
+
+def _fix_prompt(style: StyleAnalysis, reasons: list[str]) -> StyleAnalysis:
+    fix = "Fix these problems of the previous attempt: " + "; ".join(reasons) + "."
+    return style.model_copy(update={"prompt": f"{style.prompt}\n{fix}"})
+
+
+def gate_output(run: GateRun, preset: Preset, output: dict[str, Any]) -> dict[str, Any]:
+    """Judge one output; re-render it once if it fails. Returns the fields to merge into the output
+    record: `path`/`cost_usd` when a re-render replaced it, and `quality`."""
+    first = run.verdict(preset, Path(output["path"]))
+    if first.passed:
+        return {"quality": {"status": "passed", "checks": first.checks, "judge": first.model}}
+    reasons = first.reasons
+    if run.renderer.model.startswith("local/"):
+        # the compositor does not read prompts: a second try would be the same picture
+        return {"quality": {"status": "needs_review", "checks": first.checks, "reasons": reasons,
+                            "judge": first.model, "rerender": "skipped: the local compositor ignores prompts"}}
+    style = _fix_prompt(run.style, reasons)
+    key = line.render_key(run.renderer.model, run.jc.image_sha, run.ref_shas, style, preset)
+    dest = run.jc.out_dir / f"{preset.name}-{key[:12]}.png"
+    try:
+        reused = run.budget.reserve(key, run.jc.rt.prices.image_cost(run.renderer.model, preset.size), preset.name,
+                                    dest)
+    except BudgetExceeded as exc:
+        return {"quality": {"status": "needs_review", "checks": first.checks, "reasons": reasons,
+                            "judge": first.model, "rerender": f"skipped: {exc}"}}
+    if reused is None:
+        try:
+            path, cost, fresh = line.render_preset(run.renderer, run.jc.product, run.refs, style, preset, dest)
+        except BaseException:
+            run.budget.release(key)
+            raise
+        rerender_cost = run.budget.settle(key, cost if fresh else None, dest)
+    else:  # the same re-render was paid for another SKU of the batch
+        path, rerender_cost = dest, 0.0
+    second = run.verdict(preset, path)
+    record = {"cost_usd": output["cost_usd"] + rerender_cost,
+              "quality": {"first_path": output["path"], "first_checks": first.checks, "checks": second.checks,
+                          "judge": second.model, "rerender_cost_usd": rerender_cost,
+                          "status": "passed_after_rerender" if second.passed else "needs_review"}}
+    if not second.passed:
+        record["quality"]["reasons"] = second.reasons
+    # keep the attempt with fewer failed checks as the output
+    if sum(not c["passed"] for c in second.checks) <= sum(not c["passed"] for c in first.checks):
+        record["path"] = str(path)
+    return record
+
+
+def summarise(outputs_by_sku: Sequence[Sequence[dict[str, Any]]]) -> dict[str, int]:
+    """How many outputs of a batch ended in each outcome (ungated outputs counted as `unchecked`)."""
+    counts = {k: 0 for k in (*OUTCOMES, "unchecked")}
+    for outputs in outputs_by_sku:
+        for o in outputs:
+            counts[o.get("quality", {}).get("status", "unchecked")] += 1
+    return counts

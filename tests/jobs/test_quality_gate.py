@@ -1,0 +1,113 @@
+"""The quality gate inside the render stage, end to end through the CLI and a real (embedded) worker:
+input checks recorded, a verdict per output, one re-render with the failed checks in the prompt
+(paid and recorded), `needs_review` with reasons, badges and counts in the report."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from db import crud
+from db.session import session_scope
+from hitline.cli import app
+from hitline.fake.server import FakeConfig, running_fake
+from hitline.jobs.context import get_context, reset_context
+from hitline.jobs.quality import summarise
+
+pytestmark = pytest.mark.slow
+RENDER_MODEL = "google/gemini-3.1-flash-image-preview"
+
+
+@pytest.fixture
+def one_sku(demo_data: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    catalog, new = demo_data
+    new2 = tmp_path / "new1"
+    shutil.copytree(new, new2)
+    lines = (new2 / "new_products.csv").read_text().splitlines()
+    (new2 / "new_products.csv").write_text("\n".join(lines[:2]) + "\n")
+    return catalog, new2
+
+
+def _run(catalog: Path, new: Path, out: Path, *extra: str) -> str:
+    res = CliRunner().invoke(app, ["run", "--catalog", str(catalog), "--new", str(new), "--out", str(out), *extra])
+    assert res.exit_code == 0, res.output
+    return re.search(r"batch (\S+):", res.output).group(1)
+
+
+def _sku(batch: str):  # noqa: ANN202
+    with session_scope(get_context().db_url) as s:
+        return crud.jobs(s, batch, "sku")[0]
+
+
+def test_local_gate_checks_inputs_and_every_output(one_sku, hitline_env: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("HITLINE_QUALITY_GATE", "1")
+    reset_context()
+    catalog, new = one_sku
+    batch = _run(catalog, new, hitline_env / "out", "--presets", "amazon_main,banner")
+    job = _sku(batch)
+    assert job.state == "done", job.error
+    render = job.result["render"]
+    assert set(render["inputs"]["checks"]) == {"amazon_main", "banner"}
+    for o in render["outputs"]:
+        q = o["quality"]
+        assert q["status"] in ("passed", "needs_review") and q["judge"] == "local/quality-gate-v1"
+        names = {c["name"] for c in q["checks"]}
+        assert {"size", "silhouette", "colour"} <= names
+    amazon = next(o for o in render["outputs"] if o["preset"] == "amazon_main")["quality"]["checks"]
+    # the local compositor meets Amazon's rules by construction
+    assert all(c["passed"] for c in amazon if c["name"] in ("size", "pure_white", "fill", "no_text")), amazon
+    report = (hitline_env / "out" / batch / "report.html").read_text()
+    assert "Quality gate:" in report and "badge q-" in report
+
+
+@pytest.fixture
+def fake(hitline_env: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    with running_fake(FakeConfig(max_image_side=512)) as srv:
+        monkeypatch.setenv("HITLINE_OPENROUTER_API_KEY", "sk-test")
+        monkeypatch.setenv("HITLINE_QUALITY_GATE", "1")
+        reset_context()
+        yield srv
+
+
+def _renders(fake) -> int:  # noqa: ANN001
+    return fake.stats()["requests"].get("chat/completions", {}).get(RENDER_MODEL, 0)
+
+
+def _api(fake, catalog: Path, new: Path, out: Path, *extra: str) -> str:  # noqa: ANN001
+    return _run(catalog, new, out, "--provider", "openrouter", "--openrouter-base-url", fake.base_url,
+                "--presets", "thumbnail", *extra)
+
+
+def test_failed_output_is_rerendered_once_with_the_reasons(fake, one_sku, hitline_env: Path) -> None:  # noqa: ANN001
+    fake.configure(judge_fail=["colour_match"], judge_fail_count=1)  # the first verdict fails, the next pass
+    batch = _api(fake, *one_sku, hitline_env / "out")
+    job = _sku(batch)
+    assert job.state == "done", job.error
+    (o,) = job.result["render"]["outputs"]
+    assert o["quality"]["status"] == "passed_after_rerender", [c for c in o["quality"]["checks"] if not c["passed"]]
+    assert _renders(fake) == 2  # the render and one re-render
+    rerender_prompt = [r for r in fake.stats()["recent"] if r["model"] == RENDER_MODEL][-1]["text"]
+    assert "Fix these problems" in rerender_prompt and "colour differs" in rerender_prompt
+    assert o["cost_usd"] == pytest.approx(2 * 0.045) and o["quality"]["rerender_cost_usd"] == pytest.approx(0.045)
+    assert job.cost_usd >= 2 * 0.045  # both renders (and the judge's tokens) are on the job
+
+
+def test_output_failing_twice_needs_review_and_budget_is_respected(fake, one_sku, hitline_env: Path) -> None:  # noqa: ANN001
+    fake.configure(judge_fail=["text_or_logo"])  # every verdict fails
+    batch = _api(fake, *one_sku, hitline_env / "out")
+    (o,) = _sku(batch).result["render"]["outputs"]
+    assert o["quality"]["status"] == "needs_review" and _renders(fake) == 2  # re-rendered once, not more
+    assert any("text" in r for r in o["quality"]["reasons"])
+    report = (hitline_env / "out" / batch / "report.html").read_text()
+    assert "needs review" in report and "text, logo or watermark" in report
+    assert summarise([_sku(batch).result["render"]["outputs"]])["needs_review"] == 1
+
+    fake.reset()
+    batch2 = _api(fake, *one_sku, hitline_env / "out2", "--budget", "0.05")  # room for one render, not two
+    (o2,) = _sku(batch2).result["render"]["outputs"]
+    assert o2["quality"]["status"] == "needs_review" and "budget" in o2["quality"]["rerender"]
+    assert _renders(fake) == 1
