@@ -15,7 +15,7 @@ from db import crud
 from db.session import session_scope
 from hitline.cli import app
 from hitline.fake.server import FakeConfig, running_fake
-from hitline.jobs.context import get_context, reset_context
+from hitline.jobs.context import get_runtime, reset_runtime
 from hitline.jobs.quality import summarise
 
 pytestmark = pytest.mark.slow
@@ -39,13 +39,13 @@ def _run(catalog: Path, new: Path, out: Path, *extra: str) -> str:
 
 
 def _sku(batch: str):  # noqa: ANN202
-    with session_scope(get_context().db_url) as s:
+    with session_scope(get_runtime().db_url) as s:
         return crud.jobs(s, batch, "sku")[0]
 
 
 def test_local_gate_checks_inputs_and_every_output(one_sku, hitline_env: Path, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setenv("HITLINE_QUALITY_GATE", "1")
-    reset_context()
+    reset_runtime()
     catalog, new = one_sku
     batch = _run(catalog, new, hitline_env / "out", "--presets", "amazon_main,banner")
     job = _sku(batch)
@@ -69,7 +69,7 @@ def fake(hitline_env: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     with running_fake(FakeConfig(max_image_side=512)) as srv:
         monkeypatch.setenv("HITLINE_OPENROUTER_API_KEY", "sk-test")
         monkeypatch.setenv("HITLINE_QUALITY_GATE", "1")
-        reset_context()
+        reset_runtime()
         yield srv
 
 

@@ -63,7 +63,7 @@ def fake():  # noqa: ANN201
 
 
 def _judge(fake) -> OpenRouterJudge:  # noqa: ANN001
-    client = OpenRouterClient(fake.base_url, SecretStr("sk-test"), timeout_s=10, max_retries=1, backoff_initial_s=0.01)
+    client = OpenRouterClient(fake.base_url, SecretStr("sk-test"), timeout_s=10)
     return OpenRouterJudge(client, MODEL, PriceTable.load())
 
 
