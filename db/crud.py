@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from db.models import Attempt, Batch, CacheEntry, Charge, Job, utcnow
 
-TERMINAL = ("done", "failed")
+TERMINAL = ("done", "failed", "cancelled")
 OPEN = ("pending", "running", "retrying")
+CANCELLED = "cancelled"
 
 
 def create_batch(s: Session, batch_id: str, *, catalog_dir: str, new_dir: str, out_dir: str,
@@ -41,9 +42,11 @@ def claim(s: Session, job_id: int, stage: str, stale_after_s: float = 900.0) -> 
         update(Job)
         .where(Job.id == job_id, Job.stage == stage)
         .where((Job.state.in_(("pending", "retrying"))) | ((Job.state == "running") & (Job.claimed_at < stale)))
+        .where(~_batch_cancelled())
         .values(state="running", claimed_at=now, attempts=Job.attempts + 1)
     )
     if res.rowcount != 1:
+        stop_if_cancelled(s, job_id)
         return None
     s.add(Attempt(job_id=job_id, stage=stage, started_at=now))
     s.flush()
@@ -75,6 +78,24 @@ def advance(s: Session, job_id: int, stage: str, next_stage: str, result: dict[s
     job.state = "done" if next_stage == "done" else "pending"
     job.error = None
     job.claimed_at = None
+    if next_stage != "done":
+        s.flush()
+        stop_if_cancelled(s, job_id)  # a cancel during this stage: the work is kept, the next stage not run
+
+
+# --- cancel ----------------------------------------------------------------------------------------
+
+def _batch_cancelled():  # noqa: ANN202
+    return select(Batch.id).where(Batch.id == Job.batch_id, Batch.cancelled_at.is_not(None)).exists()
+
+
+def stop_if_cancelled(s: Session, job_id: int) -> bool:
+    """A waiting job of a cancelled batch becomes `cancelled` (conditional: a running one finishes its stage)."""
+    res = s.execute(update(Job).where(Job.id == job_id, Job.state.in_(("pending", "retrying", "budget_exceeded")))
+                    .where(_batch_cancelled())
+                    .values(state=CANCELLED, error="cancelled", claimed_at=None)
+                    .execution_options(synchronize_session=False))
+    return res.rowcount == 1
 
 
 def set_state(s: Session, job_id: int, stage: str, state: str, reason: str | None) -> None:

@@ -81,3 +81,19 @@ def resume(ctx: Context, batch_id: str, *, budget_usd: float | None = None, stal
             sku_chain(i, st).apply_async()
             sent += 1
     return sent
+
+
+def enqueue_todo(batch_id: str, todo: list, chunk_size: int = 64) -> int:  # list[control.Todo]
+    """Send the chains the job layer asked for (retry, reopen): catalog jobs in chunks per stage, one
+    chain per SKU from its stage on. Call after the session that reset the jobs has committed."""
+    sent = 0
+    for stage in ("embed", "index"):
+        ids = [t.job_id for t in todo if t.kind == "hit" and t.stage == stage]
+        for n in range(0, len(ids), chunk_size):
+            hit_chain(batch_id, ids[n:n + chunk_size], stage).apply_async()
+            sent += 1
+    for t in todo:
+        if t.kind == "sku":
+            sku_chain(t.job_id, t.stage).apply_async()
+            sent += 1
+    return sent

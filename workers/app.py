@@ -18,6 +18,9 @@ ROUTES = {
     "hitline.analyze": {"queue": "analyze"},
     "hitline.render": {"queue": "render"},
     "hitline.jobs.report": {"queue": "render"},
+    # the Celery contract (tasks/contract.py): on a queue every default worker consumes
+    "hitline.submit_batch": {"queue": "embed"},
+    "hitline.retry_jobs": {"queue": "embed"},
 }
 
 
@@ -31,12 +34,18 @@ def _transport_options(broker_url: str) -> dict[str, float]:
     return {"visibility_timeout": 3600}
 
 
+def _result_backend(broker_url: str) -> str | None:
+    return broker_url if broker_url.startswith(("redis://", "rediss://")) else None
+
+
 def make_app(settings: Settings) -> Celery:
-    app = Celery("hitline", broker=settings.broker_url or "memory://", include=["tasks.stages"])
+    app = Celery("hitline", broker=settings.broker_url or "memory://", include=["tasks.stages", "tasks.contract"])
     app.conf.update(
-        # the job table is the source of truth for results and state: no result backend
-        result_backend=None,
+        # the job table is the source of truth for results and state; the only results stored are the
+        # return values of the contract tasks (batch id, jobs retried), for senders that .get() them
+        result_backend=_result_backend(settings.broker_url),
         task_ignore_result=True,
+        result_expires=86400,
         task_serializer="json",
         accept_content=["json"],
         task_queues=[Queue(q) for q in QUEUES],
