@@ -50,7 +50,7 @@ def bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def current_token(request: Request, s: SessionDep) -> ApiToken:
+def current_token(request: Request) -> ApiToken:
     token = bearer(request)
     from_cookie = False
     if token is None:
@@ -59,7 +59,10 @@ def current_token(request: Request, s: SessionDep) -> ApiToken:
     if token is None:
         raise _unauthorized("authentication required: send `Authorization: Bearer <token>` "
                             "(create one with `hitline token create NAME`)")
-    row = control.verify_token(s, token)
+    # its own short transaction: a request that then works for seconds (a submission) must not keep the
+    # token row or SQLite's write lock
+    with session_scope(request.app.state.settings.db_url()) as s:
+        row = control.verify_token(s, token)
     if row is None:
         raise _unauthorized("invalid or revoked token: create a new one with `hitline token create NAME`")
     if from_cookie and request.method not in SAFE_METHODS:

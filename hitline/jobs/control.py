@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple
 
@@ -256,9 +257,17 @@ def verify_token(s: Session, token: str | None) -> ApiToken | None:
     if not token:
         return None
     row = s.scalar(select(ApiToken).where(ApiToken.token_sha256 == _digest(token), ApiToken.revoked_at.is_(None)))
-    if row is not None:
-        row.last_used_at = utcnow()
+    now = utcnow()
+    if row is not None and (row.last_used_at is None or _aware(row.last_used_at) < now - _TOUCH_EVERY):
+        row.last_used_at = now  # at most once a minute: a busy client does not write on every request
     return row
+
+
+_TOUCH_EVERY = timedelta(minutes=1)
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def revoke_token(s: Session, name: str) -> None:
