@@ -92,7 +92,7 @@ def _worker(wid: int, base_url: str, mode: str, args: dict[str, Any], tickets: A
 
 
 def run_mode(mode: str, fake: Any, opts: argparse.Namespace, margin: float = 0.0) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")  # the fake's server thread lives in this process: do not fork it
+    ctx = mp.get_runtime("spawn")  # the fake's server thread lives in this process: do not fork it
     tickets = ctx.Value("i", opts.requests)
     ready = ctx.Barrier(opts.processes + 1)
     go = ctx.Event()

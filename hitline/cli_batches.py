@@ -9,42 +9,34 @@ import shutil
 import textwrap
 import time
 from contextlib import nullcontext
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
 
-from hitline.errors import HitlineError
 
 console = Console()
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for `hitline serve` (only a hash is stored).")
 
 
-def register(app: typer.Typer) -> None:
-    """Add these commands to the `hitline` app (hitline/cli.py calls this; no import back into it)."""
+def register(app: typer.Typer, *, configure: Callable[..., None], guard: Callable[[Callable[[], Any]], None]) -> None:
+    """Add these commands to the `hitline` app. hitline/cli.py passes its own settings set-up and error
+    guard (one clear line for a mistake or an unreachable service), so there is no import back into it."""
+    _hooks.update(configure=configure, guard=guard)
     for fn in (status, retry, cancel, serve):
         app.command()(fn)
     app.add_typer(token_app, name="token")
 
 
-def _configure(*_flags: None) -> None:
-    """Settings are read fresh for each command (as hitline.cli does), logging at HITLINE_LOG_LEVEL."""
-    import logging
-    import os
-
-    from hitline.jobs.context import reset_context
-
-    reset_context()
-    logging.basicConfig(level=os.environ.get("HITLINE_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+_hooks: dict[str, Callable[..., Any]] = {}
 
 
-def _guard(fn) -> None:  # noqa: ANN001
-    try:
-        fn()
-    except HitlineError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+def _configure() -> None:
+    _hooks["configure"](None, None, None)
+
+
+def _guard(fn: Callable[[], Any]) -> None:
+    _hooks["guard"](fn)
 
 
 def _width() -> int:
@@ -111,7 +103,7 @@ def status(batch: Optional[str] = typer.Argument(None, help="batch id (default: 
            watch: bool = typer.Option(False, "--watch", help="refresh the summary every 2 s until the batch ends"),
            as_json: bool = typer.Option(False, "--json", help="machine-readable, for other services")) -> None:
     """A batch at a glance: counts by stage and state, failures grouped by reason, cost (--jobs for rows)."""
-    _configure(None, None, None)
+    _configure()
     _guard(lambda: _status(batch, jobs, kind, state, stage, reason, limit, cursor, watch, as_json))
 
 
@@ -120,19 +112,19 @@ def _status(batch: Optional[str], jobs: bool, kind: Optional[str], state: Option
     from db import crud
     from db.session import session_scope
     from hitline.jobs import control
-    from hitline.jobs.context import get_context
+    from hitline.jobs.context import get_runtime
 
-    ctx = get_context()
-    with session_scope(ctx.db_url) as s:
+    rt = get_runtime()
+    with session_scope(rt.db_url) as s:
         batch = batch or crud.latest_batch_id(s)
         if batch is None:
             console.print("no batch yet")
             return
         control.get_batch(s, batch)
     if as_json:
-        return _print_json(ctx, batch, kind, state)
+        return _print_json(rt, batch, kind, state)
     while True:
-        with session_scope(ctx.db_url) as s:
+        with session_scope(rt.db_url) as s:
             if jobs:
                 page = control.list_jobs(s, batch, control.JobFilter(state=state, stage=stage, reason=reason,
                                                                      kind=kind), cursor=cursor, limit=limit)
@@ -150,12 +142,12 @@ def _status(batch: Optional[str], jobs: bool, kind: Optional[str], state: Option
         time.sleep(2.0)
 
 
-def _print_json(ctx: Any, batch: str, kind: Optional[str], state: Optional[str]) -> None:
+def _print_json(rt: Any, batch: str, kind: Optional[str], state: Optional[str]) -> None:
     from db import crud
     from db.session import session_scope
     from hitline.jobs import control
 
-    with session_scope(ctx.db_url) as s:
+    with session_scope(rt.db_url) as s:
         summ = control.summary(s, batch)
         rows = [j for j in crud.jobs(s, batch, kind) if state is None or j.state == state]
         timings = crud.stage_seconds(s, [j.id for j in rows])
@@ -174,42 +166,42 @@ def retry(batch: str, stage: Optional[str] = typer.Option(None, help="only jobs 
           job: Optional[List[str]] = typer.Option(None, "--job", help="a job id or SKU id (repeatable)"),
           wait: bool = typer.Option(True, help="with a broker: wait for the retried jobs")) -> None:
     """Retry a batch's failed jobs (all, or by stage, reason or job) from the stage they failed in."""
-    _configure(None, None, None)
+    _configure()
     _guard(lambda: _retry(batch, stage, reason, job, wait))
 
 
 def _retry(batch: str, stage: Optional[str], reason: Optional[str], job: Optional[List[str]], wait: bool) -> None:
     from db.session import session_scope
     from hitline.jobs import control
-    from hitline.jobs.context import get_context
-    from tasks.chains import enqueue_todo
-    from workers.app import app as celery_app
+    from hitline.jobs.context import get_runtime
+    from tasks.chains import send
     from workers.embedded import embedded_worker
 
-    ctx = get_context()
-    embedded = not ctx.settings.broker_url
-    with embedded_worker(celery_app, ctx.settings.worker_concurrency) if embedded else nullcontext():
-        with session_scope(ctx.db_url) as s:
+    rt = get_runtime()
+    embedded = not rt.settings.broker_url
+    with embedded_worker(rt.settings.worker_concurrency) if embedded else nullcontext():
+        with session_scope(rt.db_url) as s:
             ids = control.resolve_job_refs(s, batch, job) if job else None
             todo = control.retry_failed(s, batch, control.JobFilter(stage=stage, reason=reason, job_ids=ids))
-        enqueue_todo(batch, todo)
+        send(rt, todo)
+        job_ids = [i for d in todo for i in d.job_ids]
         if not todo:
             console.print("no retryable failed job matches (rows rejected at validation need a new CSV)")
             return
-        console.print(f"re-enqueued {len(todo)} failed jobs")
+        console.print(f"re-enqueued {len(job_ids)} failed jobs")
         if embedded or wait:
-            _watch_until_settled(ctx, batch, [t.job_id for t in todo])
-    with session_scope(ctx.db_url) as s:
+            _watch_until_settled(rt, batch, job_ids)
+    with session_scope(rt.db_url) as s:
         console.print(render_summary(control.summary(s, batch)), highlight=False, markup=False)
 
 
-def _watch_until_settled(ctx: Any, batch: str, job_ids: list[int]) -> None:
+def _watch_until_settled(rt: Any, batch: str, job_ids: list[int]) -> None:
     """Poll the table until the retried jobs are no longer pending/running/retrying."""
     from db import crud
     from db.session import session_scope
 
     while True:
-        with session_scope(ctx.db_url) as s:
+        with session_scope(rt.db_url) as s:
             open_ = sum(1 for j in crud.jobs(s, batch, ids=job_ids) if j.state in crud.OPEN)
         if not open_:
             return
@@ -218,14 +210,14 @@ def _watch_until_settled(ctx: Any, batch: str, job_ids: list[int]) -> None:
 
 def cancel(batch: str) -> None:
     """Cancel a batch: queued jobs stop now, running ones after their current stage (paid work is kept)."""
-    _configure(None, None, None)
+    _configure()
 
     def run() -> None:
         from db.session import session_scope
         from hitline.jobs import control
-        from hitline.jobs.context import get_context
+        from hitline.jobs.context import get_runtime
 
-        with session_scope(get_context().db_url) as s:
+        with session_scope(get_runtime().db_url) as s:
             n = control.cancel(s, batch)
         console.print(f"cancelled {batch}: {n} waiting jobs stopped; running ones stop after their current stage "
                       f"(`hitline resume {batch}` undoes it)")
@@ -237,41 +229,40 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
           port: int = typer.Option(8000),
           workers: int = typer.Option(1, help="uvicorn worker processes (distributed mode only)")) -> None:
     """Serve the HTTP API (/docs) and the dashboard (/ui). Without a broker it also runs the embedded worker."""
-    _configure(None, None, None)
+    _configure()
     import uvicorn
 
-    from hitline.jobs.context import get_context
-    from workers.app import app as celery_app
+    from hitline.jobs.context import get_runtime
     from workers.embedded import embedded_worker
 
-    ctx = get_context()
-    embedded = not ctx.settings.broker_url
+    rt = get_runtime()
+    embedded = not rt.settings.broker_url
     if embedded and workers > 1:
         console.print("[red]error:[/] embedded mode runs in one process: set HITLINE_BROKER_URL for --workers > 1")
         raise typer.Exit(2)
     console.print(f"hitline API on http://{host}:{port}/docs, dashboard http://{host}:{port}/ui "
                   f"({'embedded worker' if embedded else 'workers on the broker'})")
-    with embedded_worker(celery_app, ctx.settings.worker_concurrency) if embedded else nullcontext():
+    with embedded_worker(rt.settings.worker_concurrency) if embedded else nullcontext():
         if workers > 1:
             uvicorn.run("hitline.api.app:create_app", factory=True, host=host, port=port, workers=workers,
                         log_level="warning")
         else:
             from hitline.api import create_app
 
-            uvicorn.run(create_app(ctx.settings), host=host, port=port, log_level="warning")
+            uvicorn.run(create_app(rt.settings), host=host, port=port, log_level="warning")
 
 
 @token_app.command("create")
 def token_create(name: str) -> None:
     """Create a token for NAME and print it once (store it now: only its hash is kept)."""
-    _configure(None, None, None)
+    _configure()
 
     def run() -> None:
         from db.session import session_scope
         from hitline.jobs import control
-        from hitline.jobs.context import get_context
+        from hitline.jobs.context import get_runtime
 
-        with session_scope(get_context().db_url) as s:
+        with session_scope(get_runtime().db_url) as s:
             token = control.create_token(s, name)
         print(token)
         Console(stderr=True).print(f"token for {name!r}: shown once, only its hash is stored. Use it as "
@@ -283,12 +274,12 @@ def token_create(name: str) -> None:
 @token_app.command("list")
 def token_list() -> None:
     """Token names, when they were created and last used (never the tokens)."""
-    _configure(None, None, None)
+    _configure()
     from db.session import session_scope
     from hitline.jobs import control
-    from hitline.jobs.context import get_context
+    from hitline.jobs.context import get_runtime
 
-    with session_scope(get_context().db_url) as s:
+    with session_scope(get_runtime().db_url) as s:
         for t in control.tokens(s):
             used = t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "never"
             console.print(f"{t.name:<24} created {t.created_at:%Y-%m-%d %H:%M}  last used {used}"
@@ -298,14 +289,14 @@ def token_list() -> None:
 @token_app.command("revoke")
 def token_revoke(name: str) -> None:
     """Revoke the token named NAME (requests with it get 401 from now on)."""
-    _configure(None, None, None)
+    _configure()
 
     def run() -> None:
         from db.session import session_scope
         from hitline.jobs import control
-        from hitline.jobs.context import get_context
+        from hitline.jobs.context import get_runtime
 
-        with session_scope(get_context().db_url) as s:
+        with session_scope(get_runtime().db_url) as s:
             control.revoke_token(s, name)
         console.print(f"revoked {name}")
 

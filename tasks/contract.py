@@ -21,7 +21,8 @@ from pydantic import ValidationError
 from db.session import session_scope
 from hitline.errors import InputError
 from hitline.jobs import control
-from hitline.jobs.context import Submitted, get_context
+from hitline.jobs.context import get_runtime
+from hitline.jobs.submit import Submitted
 from hitline.jobs.requests import BatchRequest, RetryRequest
 from workers.app import app
 
@@ -34,16 +35,19 @@ def submit_request(req: BatchRequest, out_dir: Path, *, idempotency_key: str | N
     from tasks.chains import submit
 
     return submit(Path(req.catalog), Path(req.new), out_dir, top_k=req.top_k, min_sales=req.min_sales,
-                  presets=req.presets, budget_usd=req.budget_usd, ctx=get_context())
+                  presets=req.presets, budget_usd=req.budget_usd, idempotency_key=idempotency_key,
+                  rt=get_runtime())
 
 
 def retry_request(req: RetryRequest) -> int:
-    from tasks.chains import enqueue_todo
+    """Reset the matching failed jobs, commit, send their chains; returns how many jobs."""
+    from tasks.chains import send
 
-    with session_scope(get_context().db_url) as s:
+    rt = get_runtime()
+    with session_scope(rt.db_url) as s:
         todo = control.retry_failed(s, req.batch_id, req.to_filter())
-    enqueue_todo(req.batch_id, todo)
-    return len(todo)
+    send(rt, todo)
+    return sum(len(d.job_ids) for d in todo)
 
 
 def _parse(model: type, payload: Any):  # noqa: ANN202
@@ -56,9 +60,10 @@ def _parse(model: type, payload: Any):  # noqa: ANN202
 
 
 @app.task(name=SUBMIT_BATCH, ignore_result=False)
-def submit_batch(payload: dict[str, Any]) -> str:
+def submit_batch(payload: dict[str, Any], idempotency_key: str | None = None) -> str:
+    """A redelivered message (acks_late) with a key creates no second batch; send one key per request."""
     req = _parse(BatchRequest, payload)
-    return submit_request(req, get_context().settings.out_dir_for_api()).batch_id
+    return submit_request(req, get_runtime().settings.out_dir_for_api(), idempotency_key=idempotency_key).batch_id
 
 
 @app.task(name=RETRY_JOBS, ignore_result=False)

@@ -13,6 +13,7 @@ from db.models import ApiToken
 from db.session import engine_for, init_db, session_scope
 from hitline.jobs import control
 from hitline.jobs.control import JobFilter
+from hitline.jobs.submit import Dispatch
 
 
 @pytest.fixture
@@ -81,13 +82,13 @@ def test_retry_resets_matching_failed_jobs_once_and_skips_rejected_rows(db: str)
     a = _fail(db, "SKU01", "render", "402 Insufficient credits")
     b = _fail(db, "SKU02", "analyze", "403 flagged")
     with session_scope(db) as s:
-        assert control.retry_failed(s, "B", JobFilter(reason="402")) == [control.Todo("sku", a, "render")]
+        assert control.retry_failed(s, "B", JobFilter(reason="402")) == [Dispatch("B", "sku", "render", (a,))]
     with session_scope(db) as s:
         assert control.retry_failed(s, "B", JobFilter(reason="402")) == []  # already pending: not twice
         job = crud.jobs(s, "B", ids=[a])[0]
         assert (job.state, job.stage, job.error) == ("pending", "render", None)
         todo = control.retry_failed(s, "B")  # all failed: b, but not the rejected row
-    assert todo == [control.Todo("sku", b, "analyze")]
+    assert todo == [Dispatch("B", "sku", "analyze", (b,))]
 
 
 def test_cancel_stops_waiting_jobs_and_running_ones_at_their_next_stage(db: str) -> None:

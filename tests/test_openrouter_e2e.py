@@ -14,7 +14,7 @@ from db import crud
 from db.session import session_scope
 from hitline.cli import app
 from hitline.fake.server import FakeConfig, running_fake
-from hitline.jobs.context import get_context, reset_context
+from hitline.jobs.context import get_runtime, reset_runtime
 
 pytestmark = pytest.mark.slow
 KEY = "sk-or-v1-TESTSECRET-0123456789abcdef"
@@ -26,7 +26,7 @@ def fake(hitline_env: Path, monkeypatch: pytest.MonkeyPatch):
     with running_fake(FakeConfig(api_key=KEY, require_key=True, max_image_side=512)) as srv:
         monkeypatch.setenv("HITLINE_OPENROUTER_API_KEY", KEY)
         monkeypatch.setenv("HITLINE_OPENROUTER_MAX_RETRIES", "3")
-        reset_context()
+        reset_runtime()
         yield srv
 
 
@@ -49,7 +49,7 @@ def _run(fake, catalog: Path, new: Path, out: Path, *extra: str):  # noqa: ANN00
 
 
 def _jobs(batch: str, kind: str = "sku"):
-    with session_scope(get_context().db_url) as s:
+    with session_scope(get_runtime().db_url) as s:
         return crud.jobs(s, batch, kind), crud.spent(s, batch)
 
 

@@ -93,7 +93,7 @@ def _hold_forever(ready: Any, prefix: str, limit: dict[str, Any]) -> None:
 
 def _run_processes(target: Callable[..., None], *args: Any) -> list[Any]:
     """Start PROCESSES spawned workers, release them together once all have imported, collect results."""
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_runtime("spawn")
     barrier, results = ctx.Barrier(PROCESSES + 1), ctx.Queue()
     procs = [ctx.Process(target=target, args=(barrier, results, *args), daemon=True) for _ in range(PROCESSES)]
     for p in procs:
@@ -194,7 +194,7 @@ def test_processes_never_exceed_max_in_flight(redis_client: Any, prefix: str) ->
 @pytest.mark.distributed
 def test_killed_worker_slot_frees_after_lease(redis_client: Any, prefix: str) -> None:
     limit = {"rpm": 1000, "max_in_flight": 1, "lease_s": 1.0}
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_runtime("spawn")
     ready = ctx.Event()
     proc = ctx.Process(target=_hold_forever, args=(ready, prefix, limit), daemon=True)
     proc.start()

@@ -13,9 +13,9 @@ from hitline.config import Settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     from hitline.api import dashboard, errors, routes
     from hitline.api.limits import BodyLimit
-    from hitline.jobs.context import get_context
+    from hitline.jobs.context import get_runtime
 
-    settings = settings or get_context().settings
+    settings = settings or get_runtime().settings
     app = FastAPI(title="hitline", version="0.1.0",
                   description="Submit batches, watch them, retry what failed. Every endpoint but /healthz needs "
                               "`Authorization: Bearer <token>` (`hitline token create NAME`).")

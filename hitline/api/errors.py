@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 
 from hitline.errors import HitlineError, InputError
 from hitline.jobs.control import Conflict, NotFound
+from hitline.jobs.submit import IdempotencyConflict
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def install(app: FastAPI) -> None:
     async def domain_error(_request: Request, exc: HitlineError) -> JSONResponse:
         if isinstance(exc, NotFound):
             return error_response(404, str(exc))
-        if isinstance(exc, Conflict):
+        if isinstance(exc, (Conflict, IdempotencyConflict)):
             return error_response(409, str(exc))
         if isinstance(exc, InputError):
             return error_response(422, str(exc))

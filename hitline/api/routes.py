@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 
 from hitline.api import present, schemas
@@ -42,7 +42,7 @@ def _submit(settings: Settings, req: BatchRequest, idempotency_key: str | None) 
 
     sub = submit_request(req, settings.out_dir_for_api(), idempotency_key=idempotency_key)
     return schemas.Submitted(batch_id=sub.batch_id, catalog_products=sum(map(len, sub.hit_chunks)),
-                             new_skus=len(sub.sku_jobs), rejected_rows=sub.rejected,
+                             new_skus=len(sub.sku_jobs), rejected_rows=sub.rejected, existing=sub.existing,
                              links={"batch": f"/batches/{sub.batch_id}", "dashboard": f"/ui/batches/{sub.batch_id}"})
 
 
@@ -62,7 +62,7 @@ _UPLOAD_SCHEMA = {
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": BatchRequest.model_json_schema()},
                  "multipart/form-data": {"schema": _UPLOAD_SCHEMA}}}})
-async def submit_batch(request: Request, settings: SettingsDep, _t: TokenDep,
+async def submit_batch(request: Request, response: Response, settings: SettingsDep, _t: TokenDep,
                        idempotency_key: IdempotencyKey = None) -> schemas.Submitted:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         req = await _from_upload(request, settings)
@@ -72,7 +72,10 @@ async def submit_batch(request: Request, settings: SettingsDep, _t: TokenDep,
         except ValidationError as e:
             raise RequestValidationError(e.errors()) from None
     _check_shared(settings, req.catalog, req.new)
-    return await run_in_threadpool(_submit, settings, req, idempotency_key)
+    sub = await run_in_threadpool(_submit, settings, req, idempotency_key)
+    if sub.existing:
+        response.status_code = 200  # the batch an earlier request with this key created
+    return sub
 
 
 async def _from_upload(request: Request, settings: Settings) -> BatchRequest:
@@ -132,13 +135,15 @@ def get_job(job_id: int, s: SessionDep, _t: TokenDep) -> schemas.JobDetail:
 @router.post("/batches/{batch_id}/retry", response_model=schemas.Enqueued, tags=["operations"],
              summary="Retry failed jobs: all, or by stage, reason or job ids")
 def retry(batch_id: str, s: SessionDep, _t: TokenDep, body: RetryFilter | None = None) -> schemas.Enqueued:
-    from tasks.chains import enqueue_todo
+    from hitline.jobs.context import get_runtime
+    from tasks.chains import send
 
     todo = control.retry_failed(s, batch_id, (body or RetryFilter()).to_filter())
     s.commit()  # the jobs are pending in the table before their messages exist
-    enqueue_todo(batch_id, todo)
-    return schemas.Enqueued(batch_id=batch_id, jobs=len(todo),
-                            message=f"{len(todo)} failed jobs re-enqueued" if todo else
+    send(get_runtime(), todo)
+    n = sum(len(d.job_ids) for d in todo)
+    return schemas.Enqueued(batch_id=batch_id, jobs=n,
+                            message=f"{n} failed jobs re-enqueued" if todo else
                             "no retryable failed job matches (rows rejected at validation need a new CSV)")
 
 
@@ -153,12 +158,12 @@ def cancel(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
 @router.post("/batches/{batch_id}/resume", response_model=schemas.Enqueued, tags=["operations"],
              summary="Resume: reopen a cancelled batch and re-enqueue every unfinished job")
 def resume(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
-    from hitline.jobs.context import get_context
+    from hitline.jobs.context import get_runtime
     from tasks.chains import resume as resume_batch
 
     control.reopen(s, batch_id)
     s.commit()
-    n = resume_batch(get_context(), batch_id)
+    n = resume_batch(get_runtime(), batch_id)
     return schemas.Enqueued(batch_id=batch_id, jobs=n, message=f"{n} chains re-enqueued")
 
 

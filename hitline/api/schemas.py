@@ -58,6 +58,8 @@ class Submitted(BaseModel):
     catalog_products: int
     new_skus: int
     rejected_rows: int
+    existing: bool = Field(False, description="true when an earlier request with the same Idempotency-Key "
+                                              "created this batch (status 200 instead of 201)")
     links: dict[str, str]
 
 

@@ -1,8 +1,8 @@
 """What an operator does to a batch, shared by the HTTP API, the CLI and the Celery contract: summarise
 it, list its jobs a page at a time, retry failed jobs, cancel and reopen it, and manage API tokens.
 
-Functions take an open session and never enqueue: the ones that make work return a `Todo` list of
-(kind, job id, stage), which tasks.chains.enqueue_todo sends once the session has committed.
+Functions take an open session and never enqueue: the ones that make work return Dispatches (the job
+layer's "chains to send"), which tasks.chains.send sends once the session has committed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -19,10 +19,12 @@ from sqlalchemy.orm import Session
 from db import crud
 from db.models import ApiToken, Attempt, Batch, Job, utcnow
 from hitline.errors import HitlineError, InputError
+from hitline.jobs.stages import CATALOG_LINE
+from hitline.jobs.submit import Dispatch, chunks
 
-__all__ = ["NotFound", "Conflict", "Todo", "JobFilter", "BatchSummary", "JobPage", "summary", "list_batches",
+__all__ = ["NotFound", "Conflict", "JobFilter", "BatchSummary", "JobPage", "summary", "list_batches",
            "list_jobs", "job_detail", "resolve_job_refs", "retry_failed", "cancel", "reopen", "create_token", "verify_token",
-           "revoke_token", "REJECTED_HINT"]
+           "revoke_token", "dispatches_for", "REJECTED_HINT"]
 
 FAILED = "failed"
 REJECTED_HINT = "rejected at validation: fix the CSV row and submit the batch again"
@@ -34,14 +36,6 @@ class NotFound(InputError):
 
 class Conflict(HitlineError):
     """The request contradicts what the table holds (e.g. a token name in use)."""
-
-
-class Todo(NamedTuple):
-    """One chain to send: a job of `kind` ("hit" | "sku") from `stage` on."""
-
-    kind: str
-    job_id: int
-    stage: str
 
 
 def get_batch(s: Session, batch_id: str) -> Batch:
@@ -187,7 +181,7 @@ def resolve_job_refs(s: Session, batch_id: str, refs: Iterable[str]) -> tuple[in
 
 # --- retry, cancel, reopen -------------------------------------------------------------------------
 
-def retry_failed(s: Session, batch_id: str, flt: JobFilter = JobFilter()) -> list[Todo]:
+def retry_failed(s: Session, batch_id: str, flt: JobFilter = JobFilter()) -> list[Dispatch]:
     """Put the batch's failed jobs that match back to `pending` at the stage they failed in and return
     what to enqueue. Rows rejected at validation never ran and are left alone (they need a new CSV).
     The update is conditional on `failed`, so two operators clicking retry enqueue each job once."""
@@ -196,15 +190,23 @@ def retry_failed(s: Session, batch_id: str, flt: JobFilter = JobFilter()) -> lis
         raise Conflict(f"batch {batch_id} is cancelled: resume it first (POST /batches/{batch_id}/resume)")
     q = flt.apply(select(Job.id, Job.kind, Job.stage).where(Job.batch_id == batch_id, Job.state == FAILED,
                                                             Job.attempts > 0))
-    todo = [Todo(kind, jid, stage) for jid, kind, stage in s.execute(q.order_by(Job.id))]
-    won = []
-    for t in todo:
-        res = s.execute(update(Job).where(Job.id == t.job_id, Job.state == FAILED)
-                        .values(state="pending", error=None, claimed_at=None)
+    won: list[tuple[str, int, str]] = []
+    for jid, kind, stage in s.execute(q.order_by(Job.id)).all():
+        res = s.execute(update(Job).where(Job.id == jid, Job.state == FAILED)
+                        .values(state="pending", error=None, claimed_at=None, claimed_by=None, enqueued_at=None)
                         .execution_options(synchronize_session=False))
         if res.rowcount == 1:
-            won.append(t)
-    return won
+            won.append((kind, jid, stage))
+    return dispatches_for(batch_id, won)
+
+
+def dispatches_for(batch_id: str, todo: list[tuple[str, int, str]]) -> list[Dispatch]:
+    """Catalog jobs in chunks per stage (one batched call each), one chain per SKU from its stage on."""
+    out: list[Dispatch] = []
+    for stage in (st.name for st in CATALOG_LINE):
+        ids = [i for k, i, st in todo if k == "hit" and st == stage]
+        out += [Dispatch(batch_id, "hit", stage, tuple(c)) for c in chunks(ids)]
+    return out + [Dispatch(batch_id, "sku", st, (i,)) for k, i, st in todo if k == "sku"]
 
 
 def cancel(s: Session, batch_id: str) -> int:

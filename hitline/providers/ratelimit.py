@@ -4,7 +4,7 @@ Celery's `rate_limit` counts per worker; these limiters count per model across a
 (`RedisLimiter`) or across the threads of one process (`LocalLimiter`, embedded mode).
 
     limiter = build_limiter(settings)
-    with limiter.acquire(model, timeout=30):      # raises RateLimited(retry_after=...) after 30 s
+    with limiter.acquire(model, timeout=30):      # raises RateWait(retry_after=...) after 30 s
         provider.render(...)
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hitline.config import Settings, get_settings, load_data_file
-from hitline.errors import ConfigError, RateLimited
+from hitline.errors import ConfigError, RateWait
 
 if TYPE_CHECKING:
     import redis
@@ -86,7 +86,7 @@ class Limiter(Protocol):
     def acquire(self, model: str, timeout: float | None = None) -> AbstractContextManager[None]:
         """Block until a rate slot and an in-flight slot are free; hold the in-flight slot inside.
 
-        Raises RateLimited(retry_after=...) when no slot is free within `timeout` seconds
+        Raises RateWait(retry_after=...) when no slot is free within `timeout` seconds
         (None = wait as long as it takes, 0 = try once).
         """
         ...
@@ -136,7 +136,7 @@ class _PollingLimiter:
                 wait, retry_after = min(attempt.wait_s, self.poll_s), min(attempt.wait_s, self.busy_retry_s)
             # a rate wait is exact: when it outlasts the timeout, hand the worker thread back at once
             if remaining <= 0 or (attempt.reason == "rate" and wait > remaining):
-                raise RateLimited(
+                raise RateWait(
                     f"{model}: no {'rate' if attempt.reason == 'rate' else 'in-flight'} slot within "
                     f"{timeout} s (limit {limit.rpm}/{limit.window_s:g} s, {limit.max_in_flight} in flight)",
                     status=429, retry_after=max(retry_after, 0.001))

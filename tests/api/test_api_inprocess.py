@@ -21,10 +21,10 @@ def client(hitline_env: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     monkeypatch.setenv("HITLINE_API_MAX_BODY_BYTES", "20000")
     monkeypatch.setenv("HITLINE_API_MAX_UPLOAD_BYTES", "3000000")
     from hitline.api import create_app
-    from hitline.jobs.context import get_context, reset_context
+    from hitline.jobs.context import get_runtime, reset_runtime
 
-    reset_context()
-    ctx = get_context()
+    reset_runtime()
+    ctx = get_runtime()
     with session_scope(ctx.db_url) as s:
         token = control.create_token(s, "tests")
     with TestClient(create_app(ctx.settings)) as c:
@@ -174,3 +174,16 @@ def test_openapi_documents_every_endpoint(client: TestClient) -> None:
     body = spec["paths"]["/batches"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(body)
     assert client.get("/docs").status_code == 200
+
+
+def test_idempotency_key_returns_the_same_batch_and_409_for_another_body(client: TestClient,
+                                                                          demo_data: tuple[Path, Path]) -> None:
+    catalog, new = demo_data
+    body = {"catalog": str(catalog), "new": str(new), "presets": ["thumbnail"]}
+    first = client.post("/batches", json=body, headers={"Idempotency-Key": "order-42"})
+    again = client.post("/batches", json=body, headers={"Idempotency-Key": "order-42"})
+    assert first.status_code == 201 and again.status_code == 200, again.text
+    assert again.json()["batch_id"] == first.json()["batch_id"] and again.json()["existing"] is True
+    other = client.post("/batches", json={**body, "presets": ["banner"]}, headers={"Idempotency-Key": "order-42"})
+    assert "use a new key" in _error(other, 409)
+    assert len(client.get("/batches").json()["batches"]) == 1
