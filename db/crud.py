@@ -134,9 +134,13 @@ def job(s: Session, job_id: int) -> Job | None:
 
 def mark_enqueued(s: Session, job_ids: Iterable[int]) -> None:
     """The messages for these jobs were sent (after the broker accepted them)."""
-    ids = list(job_ids)
+    ids = sorted(job_ids)
     for n in range(0, len(ids), 1000):
-        s.execute(update(Job).where(Job.id.in_(ids[n:n + 1000])).values(enqueued_at=utcnow()))
+        part = ids[n:n + 1000]
+        # lock the rows in id order first, the order workers claim a chunk in: a plain UPDATE ... IN locks
+        # them in heap order, which deadlocked against a worker already claiming the same chunk (PostgreSQL)
+        s.execute(select(Job.id).where(Job.id.in_(part)).order_by(Job.id).with_for_update())
+        s.execute(update(Job).where(Job.id.in_(part)).values(enqueued_at=utcnow()))
 
 
 def jobs(s: Session, batch_id: str, kind: str | None = None, ids: Iterable[int] | None = None) -> list[Job]:

@@ -116,8 +116,11 @@ def test_cancel_stops_waiting_jobs_and_running_ones_at_their_next_stage(db: str)
         with pytest.raises(control.Conflict):
             control.retry_failed(s, "B")
     with session_scope(db) as s:
+        crud.mark_enqueued(s, [j.id for j in jobs])  # as if their messages had been sent before the cancel
         assert control.reopen(s, "B") == 10
     with session_scope(db) as s:
+        # resume re-sends jobs with no message in flight: the reopened ones must count as never sent
+        assert all(j.enqueued_at is None for j in crud.jobs(s, "B", "sku") if j.state == "pending")
         assert crud.claim(s, running.id, "index") is not None  # resumable where it stopped
 
 

@@ -218,7 +218,8 @@ def cancel(s: Session, batch_id: str) -> int:
     s.flush()
     res = s.execute(update(Job).where(Job.batch_id == batch_id,
                                       Job.state.in_(("pending", "retrying", "budget_exceeded")))
-                    .values(state=crud.CANCELLED, error="cancelled", claimed_at=None)
+                    .values(state=crud.CANCELLED, error="cancelled", claimed_at=None, claimed_by=None,
+                            enqueued_at=None)
                     .execution_options(synchronize_session=False))
     return res.rowcount
 
@@ -228,8 +229,9 @@ def reopen(s: Session, batch_id: str) -> int:
     them). Returns how many."""
     b = get_batch(s, batch_id)
     b.cancelled_at = None
+    # their messages were dropped when they stopped: enqueued_at=None tells resume to send them again
     res = s.execute(update(Job).where(Job.batch_id == batch_id, Job.state == crud.CANCELLED)
-                    .values(state="pending", error=None)
+                    .values(state="pending", error=None, enqueued_at=None)
                     .execution_options(synchronize_session=False))
     return res.rowcount
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hitline.jobs.control import JobFilter
 
-__all__ = ["BatchRequest", "RetryFilter", "RetryRequest", "SCHEMAS"]
+__all__ = ["BatchRequest", "RetryFilter", "RetryRequest", "SCHEMAS", "json_schema", "write_schemas"]
 
 
 class BatchRequest(BaseModel):
@@ -47,3 +47,21 @@ class RetryRequest(RetryFilter):
 
 # file name under docs/contract/ -> model
 SCHEMAS = {"submit_batch.schema.json": BatchRequest, "retry_jobs.schema.json": RetryRequest}
+
+
+def json_schema(model: type[BaseModel]) -> dict:
+    """The published schema of a request model (what docs/contract/*.schema.json hold)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **model.model_json_schema()}
+
+
+def write_schemas(folder: str = "docs/contract") -> None:
+    """Regenerate docs/contract/ after changing a model: python -m hitline.jobs.requests"""
+    import json
+    from pathlib import Path
+
+    for name, model in SCHEMAS.items():
+        Path(folder, name).write_text(json.dumps(json_schema(model), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    write_schemas()
