@@ -78,8 +78,8 @@ def render_summary(b: Any) -> str:  # control.BatchSummary
             lines.append(f"  {f['count']:>5} {what}{'s' if f['count'] > 1 else ''} at {f['stage']}"
                          + ("" if f["retryable"] else " (rejected row: fix the CSV, resubmit)"))
             lines.append(_wrap(f["reason"] or "(no reason recorded)", 8))
-        lines.append(f"retry: hitline retry {b.batch_id} [--stage S] [--reason TEXT]; "
-                     f"rows: hitline status {b.batch_id} --jobs --state failed")
+        lines.append(f"retry: hitline retry {b.batch_id} [--stage S] [--reason TEXT]")
+        lines.append(f"rows:  hitline status {b.batch_id} --jobs --state failed")
     return "\n".join(lines)
 
 

@@ -61,7 +61,8 @@ def test_worker_per_queue_with_its_own_queue(rendered: dict[str, Any]) -> None:
     services = rendered["services"]
     for queue in QUEUES:
         worker = services[f"worker-{queue}"]
-        assert worker["command"] == ["hitline", "worker", "--queues", queue]
+        queues = f"{queue},celery" if queue == "embed" else queue  # + the Celery contract's queue
+        assert worker["command"] == ["hitline", "worker", "--queues", queues]
         assert worker["image"].startswith("hitline:") and "build" in worker
         assert {"redis", "postgres", "milvus"} <= set(worker["depends_on"])
         assert all(dep["condition"] == "service_healthy" for dep in worker["depends_on"].values())

@@ -53,8 +53,8 @@ def test_summary_counts_and_failures_grouped_by_reason(db: str) -> None:
     assert summ.by_stage["sku"]["render"] == {"failed": 3}
     assert summ.budget_usd == 2.0 and summ.spent_usd == 0.0 and summ.open == 6
     assert summ.failures[0] == {"reason": "provider 402: Insufficient credits", "stage": "render", "kind": "sku",
-                                "count": 3, "retryable": True}
-    rejected = [f for f in summ.failures if f["reason"].startswith("row 12")]
+                                "count": 3, "retryable": True, "example": "provider 402: Insufficient credits"}
+    rejected = [f for f in summ.failures if f["reason"] == "row <n>: missing image_path"]
     assert rejected and rejected[0]["retryable"] is False
 
 
@@ -138,3 +138,18 @@ def test_tokens_store_only_a_hash(db: str) -> None:
     with session_scope(db) as s:
         assert control.verify_token(s, token) is None
         assert s.scalar(select(ApiToken.revoked_at)) is not None
+
+
+def test_reasons_that_differ_only_by_file_or_row_are_one_group_and_retry_together(db: str) -> None:
+    ids = [_fail(db, f"SKU0{i}", "embed", f"cannot read image NEW00{i}.jpg: cannot identify image file")
+           for i in range(4)]
+    _fail(db, "SKU05", "embed", "cannot read image x.png: 100%_ truncated")  # another group, LIKE-hostile
+    with session_scope(db) as s:
+        groups = {f["reason"]: f for f in control.summary(s, "B").failures}
+        label = "cannot read image <file>: cannot identify image file"
+        assert groups[label]["count"] == 4 and groups[label]["example"].startswith("cannot read image NEW00")
+        assert groups["cannot read image <file>: 100%_ truncated"]["count"] == 1
+        page = control.list_jobs(s, "B", JobFilter(reason_group=label))
+        assert sorted(j.id for j in page.jobs) == sorted(ids)
+        todo = control.retry_failed(s, "B", JobFilter(reason_group=label))
+    assert sorted(i for d in todo for i in d.job_ids) == sorted(ids)

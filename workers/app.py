@@ -12,10 +12,12 @@ from hitline.config import Settings, get_settings
 from hitline.jobs.stages import QUEUES, STAGES
 
 ROUTES: dict[str, dict[str, str]] = {st.task_name: {"queue": st.queue} for st in STAGES}
-# the Celery contract for other services (tasks/contract.py): on the first stage's queue, which every
-# default worker (`hitline worker`, all queues) and the compose worker-embed service consume
+# the Celery contract for other services (tasks/contract.py) on Celery's default queue name: a client
+# that knows nothing of hitline's routes sends `send_task("hitline.submit_batch")` there. A default
+# `hitline worker` consumes it beside the line's queues (workers/run.py).
+CONTRACT_QUEUE = "celery"
 CONTRACT_TASKS = ("hitline.submit_batch", "hitline.retry_jobs")
-ROUTES.update({name: {"queue": QUEUES[0]} for name in CONTRACT_TASKS})
+ROUTES.update({name: {"queue": CONTRACT_QUEUE} for name in CONTRACT_TASKS})
 
 
 class UnroutedTask(RuntimeError):
@@ -54,7 +56,7 @@ def make_app(settings: Settings) -> Celery:
         result_expires=86400,
         task_serializer="json",
         accept_content=["json"],
-        task_queues=[Queue(q) for q in QUEUES],
+        task_queues=[Queue(q) for q in (*QUEUES, CONTRACT_QUEUE)],
         task_routes=ROUTES,
         # a task sent to a queue that is not declared is an error, not a new queue nobody reads
         task_create_missing_queues=False,

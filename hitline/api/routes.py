@@ -118,9 +118,11 @@ def get_batch(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Batch:
             summary="A batch's jobs, filtered, one page at a time (cursor)")
 def list_jobs(batch_id: str, s: SessionDep, _t: TokenDep, state: str | None = None, stage: str | None = None,
               reason: str | None = Query(None, description="substring of the reason, case-insensitive"),
+              reason_group: str | None = Query(None, description="a failure group label from GET /batches/{id}"),
               kind: str | None = Query(None, description="sku | hit"), cursor: str | None = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> schemas.JobPage:
-    page = control.list_jobs(s, batch_id, control.JobFilter(state=state, stage=stage, reason=reason, kind=kind),
+    page = control.list_jobs(s, batch_id, control.JobFilter(state=state, stage=stage, reason=reason, kind=kind,
+                                                            reason_group=reason_group),
                              cursor=cursor, limit=limit)
     return schemas.JobPage(jobs=[present.job_row(j) for j in page.jobs], next_cursor=page.next_cursor)
 

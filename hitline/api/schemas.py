@@ -18,7 +18,9 @@ class Error(BaseModel):
 
 
 class Failure(BaseModel):
-    reason: str
+    reason: str = Field(description="the group: the reason with row numbers and file names as <n>, <file> "
+                                    "(retry it with {\"reason_group\": ...})")
+    example: str = Field(description="one of the group's reasons as recorded")
     stage: str
     kind: str
     count: int

@@ -8,6 +8,7 @@ layer's "chains to send"), which tasks.chains.send sends once the session has co
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from hitline.jobs.submit import Dispatch, chunks
 
 __all__ = ["NotFound", "Conflict", "JobFilter", "BatchSummary", "JobPage", "summary", "list_batches",
            "list_jobs", "job_detail", "resolve_job_refs", "retry_failed", "cancel", "reopen", "create_token", "verify_token",
-           "revoke_token", "dispatches_for", "REJECTED_HINT"]
+           "revoke_token", "dispatches_for", "reason_group", "REJECTED_HINT"]
 
 FAILED = "failed"
 REJECTED_HINT = "rejected at validation: fix the CSV row and submit the batch again"
@@ -49,13 +50,15 @@ def get_batch(s: Session, batch_id: str) -> Batch:
 
 @dataclass(frozen=True)
 class JobFilter:
-    """Which jobs of a batch: all conditions must hold; `reason` is a case-insensitive substring."""
+    """Which jobs of a batch: all conditions must hold. `reason` is a case-insensitive substring;
+    `reason_group` is a group label from summary() (the reason with row numbers and file names taken out)."""
 
     state: str | None = None
     stage: str | None = None
     reason: str | None = None
     kind: str | None = None
     job_ids: tuple[int, ...] | None = None
+    reason_group: str | None = None
 
     def apply(self, q: Any) -> Any:
         if self.state:
@@ -68,7 +71,39 @@ class JobFilter:
             q = q.where(func.lower(Job.error).contains(self.reason.lower(), autoescape=True))
         if self.job_ids is not None:
             q = q.where(Job.id.in_(self.job_ids))
+        if self.reason_group is not None:
+            q = q.where(Job.error.like(_group_pattern(self.reason_group), escape="\\"))
         return q
+
+
+# what differs from SKU to SKU in otherwise equal reasons: the row number, a file name
+_ROW, _FILE = "row <n>: ", "<file>"
+_VARIABLE = ((re.compile(r"^row \d+: "), _ROW),
+             (re.compile(r"[\w.-]+\.(?:jpe?g|png|webp|gif|tiff?|bmp|csv)\b", re.I), _FILE))
+
+
+def reason_group(error: str | None) -> str:
+    """The label failures are grouped under: 3,000 "cannot read image NEW0001.jpg" are one group."""
+    label = error or ""
+    for pattern, placeholder in _VARIABLE:
+        label = pattern.sub(placeholder, label)
+    return label
+
+
+def _group_pattern(label: str) -> str:
+    """A LIKE pattern matching the reasons of a group (the label's literal text escaped)."""
+    out, i = [], 0
+    while i < len(label):
+        for placeholder, like in ((_ROW, "row %: "), (_FILE, "%")):
+            if label.startswith(placeholder, i):
+                out.append(like)
+                i += len(placeholder)
+                break
+        else:
+            ch = label[i]
+            out.append("\\" + ch if ch in "%_\\" else ch)
+            i += 1
+    return "".join(out)
 
 
 @dataclass
@@ -146,14 +181,18 @@ def summary(s: Session, batch_id: str, *, max_reasons: int = 50) -> BatchSummary
         out.by_state.setdefault(kind, {}).setdefault(state, 0)
         out.by_state[kind][state] += n
         out.by_stage.setdefault(kind, {}).setdefault(stage, {})[state] = n
-    # a rejected row never ran (no attempt): retrying it cannot help, the CSV must change
-    ran = func.max(Job.attempts) > 0
-    groups = s.execute(select(Job.error, Job.stage, Job.kind, func.count(), ran)
-                       .where(Job.batch_id == batch_id, Job.state == FAILED)
-                       .group_by(Job.error, Job.stage, Job.kind)
-                       .order_by(func.count().desc(), Job.error).limit(max_reasons))
-    out.failures = [{"reason": err or "", "stage": stage, "kind": kind, "count": n, "retryable": bool(r)}
-                    for err, stage, kind, n, r in groups]
+    # grouped by the reason with row numbers and file names taken out; a rejected row never ran (no
+    # attempt): retrying it cannot help, the CSV must change
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    rows = s.execute(select(Job.error, Job.stage, Job.kind, func.count(), func.max(Job.attempts))
+                     .where(Job.batch_id == batch_id, Job.state == FAILED).group_by(Job.error, Job.stage, Job.kind))
+    for err, stage, kind, n, attempts in rows:
+        g = groups.setdefault((reason_group(err), stage, kind), {
+            "reason": reason_group(err), "example": err or "", "stage": stage, "kind": kind, "count": 0,
+            "retryable": False})
+        g["count"] += n
+        g["retryable"] = g["retryable"] or (attempts or 0) > 0
+    out.failures = sorted(groups.values(), key=lambda g: (-g["count"], g["reason"]))[:max_reasons]
     return out
 
 

@@ -32,10 +32,12 @@ class RetryFilter(BaseModel):
     stage: str | None = Field(None, description="only jobs that failed in this stage (embed, index, retrieve, "
                                                 "analyze, render)")
     reason: str | None = Field(None, description="only jobs whose reason contains this text (case-insensitive)")
+    reason_group: str | None = Field(None, description="only jobs in this failure group (`failures[].reason` of "
+                                                      "GET /batches/{id}: row numbers and file names as <n>, <file>)")
     job_ids: list[int] | None = Field(None, description="only these job ids")
 
     def to_filter(self) -> JobFilter:
-        return JobFilter(stage=self.stage, reason=self.reason,
+        return JobFilter(stage=self.stage, reason=self.reason, reason_group=self.reason_group,
                          job_ids=tuple(self.job_ids) if self.job_ids is not None else None)
 
 

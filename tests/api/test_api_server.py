@@ -4,6 +4,7 @@ worker` process, a milvus-lite server, and the fake OpenRouter switched into fau
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from pathlib import Path
 
@@ -147,5 +148,17 @@ def test_flower_beside_the_api_is_behind_basic_auth(api_cluster) -> None:  # noq
     flower = api_cluster.flower_url
     assert requests.get(f"{flower}/healthcheck", timeout=10).status_code == 200  # probes need no password
     assert requests.get(f"{flower}/api/workers", timeout=10).status_code == 401
-    r = requests.get(f"{flower}/api/workers?refresh=1", auth=("ops", "flower-pass"), timeout=30)
+    auth = ("ops", "flower-pass")
+    r = requests.get(f"{flower}/api/workers?refresh=1", auth=auth, timeout=30)
     assert r.status_code == 200 and len(r.json()) == 1  # its API works with the credentials
+    # the Celery contract through Flower's task API: retry_jobs reaches a worker and answers
+    r = requests.post(f"{flower}/api/task/send-task/hitline.retry_jobs", auth=auth, timeout=30,
+                      json={"args": [{"batch_id": "no-such-batch"}]})
+    assert r.status_code == 200, r.text
+    result: dict = {}
+    for _ in range(60):
+        result = requests.get(f"{flower}/api/task/result/{r.json()['task-id']}", auth=auth, timeout=30).json()
+        if result.get("state") in ("SUCCESS", "FAILURE"):
+            break
+        time.sleep(0.5)
+    assert result["state"] == "FAILURE" and "no batch 'no-such-batch'" in str(result["result"]), result

@@ -67,7 +67,7 @@
       const tr = body.appendChild(el("tr", { "data-reason-group": f.reason }));
       tr.appendChild(el("td", {}, f.count + " " + (f.kind === "sku" ? "SKU" : "catalog") + (f.count > 1 ? "s" : "")));
       tr.appendChild(el("td", {}, f.stage));
-      tr.appendChild(el("td", { class: "reason" }, f.reason));
+      tr.appendChild(el("td", { class: "reason", title: f.example }, f.reason));
       const cell = tr.appendChild(el("td"));
       if (f.retryable) {
         const btn = el("button", { type: "button", "data-action": "retry-reason", "data-batch": b.id,
@@ -121,7 +121,7 @@
     try {
       let r;
       if (action === "retry-all") r = await api("POST", url + "/retry", {});
-      else if (action === "retry-reason") r = await api("POST", url + "/retry", { reason: btn.dataset.reason, stage: btn.dataset.stage });
+      else if (action === "retry-reason") r = await api("POST", url + "/retry", { reason_group: btn.dataset.reason, stage: btn.dataset.stage });
       else if (action === "retry-job") r = await api("POST", url + "/retry", { job_ids: [Number(btn.dataset.job)] });
       else if (action === "cancel") {
         if (!confirm("Cancel batch " + batch + "? Running jobs finish their current stage.")) { btn.disabled = false; return; }
