@@ -14,7 +14,7 @@ import pytest
 
 from hitline.jobs.requests import SCHEMAS, json_schema
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # a client service: nothing of hitline is importable on purpose (-I: isolated, no cwd on sys.path)
 CLIENT = textwrap.dedent("""
