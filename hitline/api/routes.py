@@ -163,9 +163,9 @@ def resume(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
     from hitline.jobs.context import get_runtime
     from tasks.chains import resume as resume_batch
 
-    control.reopen(s, batch_id)
-    s.commit()
-    n = resume_batch(get_runtime(), batch_id)
+    control.get_batch(s, batch_id)  # 404 for an unknown id
+    s.commit()  # end this read before resume writes in its own transactions (SQLite has one writer)
+    n = resume_batch(get_runtime(), batch_id)  # reopens a cancelled batch, then re-sends what has no message
     return schemas.Enqueued(batch_id=batch_id, jobs=n, message=f"{n} chains re-enqueued")
 
 

@@ -187,3 +187,17 @@ def test_idempotency_key_returns_the_same_batch_and_409_for_another_body(client:
     other = client.post("/batches", json={**body, "presets": ["banner"]}, headers={"Idempotency-Key": "order-42"})
     assert "use a new key" in _error(other, 409)
     assert len(client.get("/batches").json()["batches"]) == 1
+
+
+def test_cancel_then_resume_on_the_embedded_job_table(client: TestClient, demo_data: tuple[Path, Path]) -> None:
+    catalog, new = demo_data
+    batch = client.post("/batches", json={"catalog": str(catalog), "new": str(new)}).json()["batch_id"]
+    r = client.post(f"/batches/{batch}/cancel")
+    assert r.status_code == 200 and r.json()["jobs"] > 0
+    b = client.get(f"/batches/{batch}").json()
+    assert b["status"] == "cancelled" and set(b["counts"]["sku"]) == {"cancelled"}
+    assert "resume it first" in _error(client.post(f"/batches/{batch}/retry", json={}), 409)
+    r = client.post(f"/batches/{batch}/resume")  # no worker here: the messages wait in the broker
+    assert r.status_code == 200 and r.json()["jobs"] > 0, r.text
+    b = client.get(f"/batches/{batch}").json()
+    assert not b["cancelled"] and set(b["counts"]["sku"]) == {"pending"}

@@ -56,9 +56,12 @@
     if (!box) return;
     box.replaceChildren();
     if (!b.failures.length) { box.appendChild(el("p", { class: "none" }, "No failed job.")); return; }
-    const all = el("button", { type: "button", "data-action": "retry-all", "data-batch": b.id },
-      "Retry all failed (" + b.progress.failed + " SKUs)");
-    box.appendChild(el("p")).appendChild(all);
+    const retryable = b.failures.filter((f) => f.retryable).reduce((n, f) => n + f.count, 0);
+    if (retryable) {
+      const all = el("button", { type: "button", "data-action": "retry-all", "data-batch": b.id },
+        "Retry all failed (" + retryable + " jobs)");
+      box.appendChild(el("p")).appendChild(all);
+    }
     const table = el("table", { class: "failures" });
     const head = table.appendChild(el("thead")).appendChild(el("tr"));
     ["jobs", "stage", "reason", ""].forEach((h) => head.appendChild(el("th", {}, h)));
