@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import SecretStr
 
 from hitline.config import Settings
 from hitline.errors import ConfigError
 from hitline.providers.base import ImageEmbedder, ImageRenderer, StyleAnalyzer
+from hitline.providers.ratelimit import Limiter
 
 __all__ = ["Providers", "build_providers"]
 
@@ -34,7 +34,7 @@ class Providers:
     renderer: ImageRenderer
 
 
-def build_providers(settings: Settings, limiter: Any | None = None) -> Providers:
+def build_providers(settings: Settings, limiter: Limiter | None = None) -> Providers:
     """The providers for `settings.resolved_provider()`; `limiter` gates every OpenRouter request."""
     if settings.resolved_provider() == "local":
         # imported here: the offline stack pulls in onnxruntime/opencv, the API path does not need them

@@ -16,27 +16,21 @@ import math
 import time
 from contextlib import nullcontext
 from datetime import timezone
-from typing import Any, ContextManager, Mapping, Protocol
+from typing import Any, Mapping
 
 import requests
 from pydantic import SecretStr
 
 from hitline.errors import ProviderError, RateLimited, RetryableProviderError, TerminalProviderError
+from hitline.providers.ratelimit import Limiter
 
-__all__ = ["OpenRouterClient", "RateLimiter", "parse_retry_after", "error_for_status"]
+__all__ = ["OpenRouterClient", "parse_retry_after", "error_for_status"]
 
 log = logging.getLogger("hitline.openrouter")
 
 TERMINAL_STATUSES = frozenset({400, 401, 402, 403, 404})
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _MASK = "***"
-
-
-class RateLimiter(Protocol):
-    """What the client needs from a (shared) limiter: a slot per request for a model, or RateLimited
-    (with retry_after) when none frees up within `timeout` seconds. hitline.providers.ratelimit.Limiter."""
-
-    def acquire(self, model: str, timeout: float | None = None) -> ContextManager[Any]: ...
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -77,7 +71,7 @@ class OpenRouterClient:
     """POSTs JSON to OpenRouter and returns the decoded body, or raises a hitline ProviderError."""
 
     def __init__(self, base_url: str, api_key: SecretStr, timeout_s: float = 120.0,
-                 limiter: RateLimiter | None = None, session: requests.Session | None = None, *,
+                 limiter: Limiter | None = None, session: requests.Session | None = None, *,
                  connect_timeout_s: float = 10.0, rate_wait_max_s: float = 5.0,
                  app_url: str = "https://github.com/hitline", app_title: str = "hitline") -> None:
         if not isinstance(api_key, SecretStr):
