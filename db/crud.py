@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from db.models import Attempt, Batch, CacheEntry, Charge, Job, utcnow
 
 OPEN = ("pending", "running", "retrying")
+CANCELLED = "cancelled"
 
 
 def create_batch(s: Session, batch_id: str, *, catalog_dir: str, new_dir: str, out_dir: str,
@@ -58,9 +59,11 @@ def claim(s: Session, job_id: int, stage: str, token: str | None = None,
         update(Job)
         .where(Job.id == job_id, Job.stage == stage)
         .where(Job.state.in_(("pending", "retrying")) | running_ours)
+        .where(~_batch_cancelled())
         .values(state="running", claimed_at=now, claimed_by=token, attempts=Job.attempts + 1)
     )
     if res.rowcount != 1:
+        stop_if_cancelled(s, job_id)
         return None
     # a reclaimed attempt (redelivery) closes the one its dead worker left open
     _close_attempt(s, job_id, stage, "lost", "the worker running it stopped")
@@ -96,6 +99,24 @@ def advance(s: Session, job_id: int, stage: str, next_stage: str, result: dict[s
     job.claimed_at = job.claimed_by = None
     # the chain sends the next stage's message as soon as this task returns
     job.enqueued_at = utcnow() if next_stage != "done" else None
+    if next_stage != "done":
+        s.flush()
+        stop_if_cancelled(s, job_id)  # a cancel during this stage: the work is kept, the next stage not run
+
+
+# --- cancel ----------------------------------------------------------------------------------------
+
+def _batch_cancelled():  # noqa: ANN202
+    return select(Batch.id).where(Batch.id == Job.batch_id, Batch.cancelled_at.is_not(None)).exists()
+
+
+def stop_if_cancelled(s: Session, job_id: int) -> bool:
+    """A waiting job of a cancelled batch becomes `cancelled` (conditional: a running one finishes its stage)."""
+    res = s.execute(update(Job).where(Job.id == job_id, Job.state.in_(("pending", "retrying", "budget_exceeded")))
+                    .where(_batch_cancelled())
+                    .values(state=CANCELLED, error="cancelled", claimed_at=None, claimed_by=None, enqueued_at=None)
+                    .execution_options(synchronize_session=False))
+    return res.rowcount == 1
 
 
 def set_state(s: Session, job_id: int, stage: str, state: str, reason: str | None) -> None:
@@ -125,9 +146,13 @@ def job(s: Session, job_id: int) -> Job | None:
 
 def mark_enqueued(s: Session, job_ids: Iterable[int]) -> None:
     """The messages for these jobs were sent (after the broker accepted them)."""
-    ids = list(job_ids)
+    ids = sorted(job_ids)
     for n in range(0, len(ids), 1000):
-        s.execute(update(Job).where(Job.id.in_(ids[n:n + 1000])).values(enqueued_at=utcnow()))
+        part = ids[n:n + 1000]
+        # lock the rows in id order first, the order workers claim a chunk in: a plain UPDATE ... IN locks
+        # them in heap order, which deadlocked against a worker already claiming the same chunk (PostgreSQL)
+        s.execute(select(Job.id).where(Job.id.in_(part)).order_by(Job.id).with_for_update())
+        s.execute(update(Job).where(Job.id.in_(part)).values(enqueued_at=utcnow()))
 
 
 def jobs(s: Session, batch_id: str, kind: str | None = None, ids: Iterable[int] | None = None) -> list[Job]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -32,6 +32,8 @@ class Batch(Base):
     vocab_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # file-level problems and rows that never became jobs (unreadable CSV lines)
     notes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # set by a cancel: no job of the batch is claimed for a new stage after this (see crud.claim)
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # a client's Idempotency-Key and the hash of what it asked for: the same request returns this batch
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -39,7 +41,9 @@ class Batch(Base):
 
 class Job(Base):
     __tablename__ = "job"
-    __table_args__ = (UniqueConstraint("batch_id", "kind", "item_id"),)
+    # the index: the API lists a batch's jobs by state and pages through them by id (migration 0003)
+    __table_args__ = (UniqueConstraint("batch_id", "kind", "item_id"),
+                      Index("ix_job_batch_state_id", "batch_id", "state", "id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     batch_id: Mapped[str] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), index=True)
@@ -48,7 +52,7 @@ class Job(Base):
     row_no: Mapped[int] = mapped_column(Integer, default=0)
     row: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the validated or raw row
     stage: Mapped[str] = mapped_column(String(16))  # embed | index | retrieve | analyze | render | done
-    # pending | running | retrying | done | failed | budget_exceeded
+    # pending | running | retrying | done | failed | budget_exceeded | cancelled
     state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -100,3 +104,17 @@ class CacheEntry(Base):
     key: Mapped[str] = mapped_column(String(160), primary_key=True)  # "<kind>:<model>:<sha256>"
     value: Mapped[Any] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token of the HTTP API and dashboard. Only the SHA-256 of the token is stored: the token
+    itself is printed once by `hitline token create` and cannot be read back from the table."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

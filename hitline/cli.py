@@ -12,7 +12,6 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from hitline.errors import HitlineError
 
@@ -200,54 +199,10 @@ def _unreachable(e: BaseException) -> str:
 
 def _print_status(batch: Optional[str], kind: Optional[str] = None, state: Optional[str] = None,
                   as_json: bool = False) -> None:
-    from db import crud
-    from db.models import Batch
-    from db.session import session_scope
-    from hitline.jobs.context import get_runtime
+    """The batch summary (status, retry, cancel and serve live in hitline/cli_batches.py)."""
+    from hitline.cli_batches import _status
 
-    rt = get_runtime()
-    with session_scope(rt.db_url) as s:
-        batch = batch or crud.latest_batch_id(s)
-        if batch is None:
-            console.print("no batch yet")
-            return
-        if s.get(Batch, batch) is None:
-            raise HitlineError(f"no batch {batch!r} (`hitline status` shows the latest)")
-        all_jobs = crud.jobs(s, batch, kind)
-        jobs = [j for j in all_jobs if state is None or j.state == state]
-        spent = crud.spent(s, batch)
-        timings = crud.stage_seconds(s, [j.id for j in jobs])
-    if as_json:
-        import json
-
-        rows = [{"kind": j.kind, "id": j.item_id, "stage": j.stage, "state": j.state, "attempts": j.attempts,
-                 "seconds": timings.get(j.id, {}), "cost_usd": round(j.cost_usd, 6), "reason": j.error,
-                 "outputs": [o["path"] for o in (j.result or {}).get("render", {}).get("outputs", [])]}
-                for j in jobs]
-        print(json.dumps({"batch": batch, "spent_usd": round(spent, 6), "jobs": rows}, indent=2))
-        return
-    t = Table(title=f"batch {batch}", show_lines=False)
-    for col in ("kind", "id", "stage", "state", "attempts", "seconds", "cost $", "reason"):
-        t.add_column(col, overflow="fold")
-    for j in jobs:
-        secs = timings.get(j.id, {})
-        t.add_row(j.kind, j.item_id, j.stage, j.state, str(j.attempts),
-                  " ".join(f"{k}:{v:.1f}" for k, v in secs.items()), f"{j.cost_usd:.3f}", j.error or "")
-    console.print(t)
-    counts: dict[str, int] = {}
-    for j in all_jobs:
-        counts[j.state] = counts.get(j.state, 0) + 1
-    console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; spent ${spent:.3f}")
-
-
-@app.command()
-def status(batch: Optional[str] = typer.Argument(None, help="batch id (default: the latest)"),
-           kind: Optional[str] = typer.Option(None, help="sku | hit"),
-           state: Optional[str] = typer.Option(None, help="only rows in this state, e.g. failed"),
-           as_json: bool = typer.Option(False, "--json", help="machine-readable, for other services")) -> None:
-    """Print the job table: one row per product with stage, state, attempts, timings, cost, reason."""
-    _configure(None, None, None)
-    _guard(lambda: _print_status(batch, kind, state, as_json))
+    _status(batch, False, kind, state, None, None, 50, None, False, as_json)
 
 
 @app.command()
@@ -340,6 +295,11 @@ def fake_openrouter(ctx: typer.Context) -> None:
 
     main(list(ctx.args))
 
+
+# status, retry, cancel, serve, token
+from hitline import cli_batches  # noqa: E402
+
+cli_batches.register(app, configure=_configure, guard=_guard)
 
 if __name__ == "__main__":
     app()

@@ -56,6 +56,19 @@ class Settings(BaseSettings):
 
     worker_concurrency: int = 4
 
+    # HTTP API / dashboard (`hitline serve`)
+    # where batches submitted over HTTP write their outputs; empty = <data_dir>/out
+    api_out_dir: Path | None = None
+    # folders a JSON submission may name (catalog, new products); empty = any folder the server can read
+    api_shared_dirs: list[Path] = Field(default_factory=list)
+    api_max_body_bytes: int = 1_000_000  # JSON bodies
+    api_max_upload_bytes: int = 200_000_000  # a multipart upload (CSV + zip), and the zip's unpacked size
+    # shown as a link on the dashboard (Celery-level monitoring); empty = no link
+    flower_url: str = ""
+
+    def out_dir_for_api(self) -> Path:
+        return (self.api_out_dir or self.data_dir / "out").resolve()
+
     def resolved_provider(self) -> Literal["local", "openrouter"]:
         if self.provider == "auto":
             return "openrouter" if self.openrouter_api_key else "local"

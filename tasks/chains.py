@@ -83,5 +83,13 @@ def submit(catalog_dir: Path | str, new_dir: Path | str, out_dir: Path | str, *,
 
 
 def resume(rt: Runtime, batch_id: str, *, budget_usd: float | None = None, stale_after_s: float = 900.0) -> int:
-    """Re-send every unfinished job of a batch that has no message in flight. Returns chains sent."""
+    """Re-send every unfinished job of a batch that has no message in flight (a cancelled batch is
+    reopened first: its cancelled jobs go on from where they stopped). Returns chains sent."""
+    from hitline.jobs.control import NotFound, reopen
+
+    with session_scope(rt.db_url) as s:
+        try:
+            reopen(s, batch_id)
+        except NotFound:
+            pass  # plan_resume says so, in its words
     return send(rt, plan_resume(rt, batch_id, budget_usd=budget_usd, stale_after_s=stale_after_s))

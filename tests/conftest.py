@@ -50,3 +50,27 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from hitline.demo.sampledata import generate_demo
 
     return generate_demo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def api_cluster(tmp_path_factory: pytest.TempPathFactory, demo_data: tuple[Path, Path]):  # noqa: ANN201
+    """PostgreSQL + Redis + milvus-lite server + fake OpenRouter + `hitline worker` + `hitline serve`,
+    shared by tests/api, tests/browser and tests/test_contract.py (see tests/hitline_cluster.py)."""
+    import hitline_cluster
+
+    problem = hitline_cluster.services_reachable()
+    if problem:
+        pytest.skip(problem)
+    catalog, new = demo_data
+    cluster = hitline_cluster.start(tmp_path_factory.mktemp("api-cluster"), catalog, new)
+    try:
+        yield cluster
+    finally:
+        hitline_cluster.stop(cluster)
+
+
+@pytest.fixture
+def fake_fault(api_cluster):  # noqa: ANN001, ANN201
+    """Set fake OpenRouter knobs for one test; the fake is put back to normal service afterwards."""
+    yield api_cluster.fake.configure
+    api_cluster.fake.configure(fail={}, latency={"image": (0.2, 0.3)})

@@ -25,7 +25,8 @@ needs_compose = pytest.mark.skipif(
 
 
 def _config(**env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in {"POSTGRES_PASSWORD", "HITLINE_OPENROUTER_API_KEY"}}
+    clean = {k: v for k, v in os.environ.items()
+             if k not in {"POSTGRES_PASSWORD", "HITLINE_OPENROUTER_API_KEY", "FLOWER_BASIC_AUTH", "HITLINE_FLOWER_URL"}}
     assert COMPOSE is not None
     return subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), "config"], cwd=ROOT,
                           env={**clean, **env}, capture_output=True, text=True, timeout=60)
@@ -36,7 +37,7 @@ def rendered() -> dict[str, Any]:
     if COMPOSE is None:
         pytest.skip("docker-compose not installed (apt-get install -y docker-compose) - cannot validate")
     yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the rendered compose config")
-    result = _config(POSTGRES_PASSWORD="s3cret")
+    result = _config(POSTGRES_PASSWORD="s3cret", FLOWER_BASIC_AUTH="ops:fl0wer")
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config
@@ -44,16 +45,24 @@ def rendered() -> dict[str, Any]:
 
 @needs_compose
 def test_missing_postgres_password_fails_with_the_message() -> None:
-    result = _config()
+    result = _config(FLOWER_BASIC_AUTH="ops:fl0wer")
     assert result.returncode != 0
     assert "set POSTGRES_PASSWORD" in result.stderr
+
+
+@needs_compose
+def test_missing_flower_credentials_fail_with_the_message() -> None:
+    result = _config(POSTGRES_PASSWORD="s3cret")
+    assert result.returncode != 0
+    assert "set FLOWER_BASIC_AUTH" in result.stderr
 
 
 def test_worker_per_queue_with_its_own_queue(rendered: dict[str, Any]) -> None:
     services = rendered["services"]
     for queue in QUEUES:
         worker = services[f"worker-{queue}"]
-        assert worker["command"] == ["hitline", "worker", "--queues", queue]
+        queues = f"{queue},celery" if queue == "embed" else queue  # + the Celery contract's queue
+        assert worker["command"] == ["hitline", "worker", "--queues", queues]
         assert worker["image"].startswith("hitline:") and "build" in worker
         assert {"redis", "postgres", "milvus"} <= set(worker["depends_on"])
         assert all(dep["condition"] == "service_healthy" for dep in worker["depends_on"].values())
@@ -120,3 +129,23 @@ def test_dockerignore_keeps_sources_and_drops_the_rest() -> None:
     for dropped in (".git/config", ".venv/bin/python", ".env", "tests/test_compose.py", "hitline/__pycache__/x.pyc",
                     "hitline-data/jobs.sqlite"):
         assert ignored(dropped), dropped
+
+
+def test_api_service_serves_the_dashboard_on_8000(rendered: dict[str, Any]) -> None:
+    api = rendered["services"]["api"]
+    assert api["command"] == ["hitline", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert api["image"].startswith("hitline:") and "build" in api
+    assert any("127.0.0.1:8000:8000" in str(port) or (port.get("published") in (8000, "8000")
+                                                     and port.get("host_ip") == "127.0.0.1")
+               for port in api["ports"])
+    assert "/healthz" in " ".join(api["healthcheck"]["test"])
+    assert api["environment"]["HITLINE_DATABASE_URL"] == "postgresql+psycopg://hitline:s3cret@postgres:5432/hitline"
+    assert api["environment"]["HITLINE_FLOWER_URL"] == "http://127.0.0.1:5555"
+    assert all(dep["condition"] == "service_healthy" for dep in api["depends_on"].values())
+
+
+def test_flower_is_behind_basic_auth(rendered: dict[str, Any]) -> None:
+    flower = rendered["services"]["flower"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == "ops:fl0wer"
+    assert "FLOWER_UNAUTHENTICATED_API" not in flower["environment"]
+    assert "/healthcheck" in " ".join(flower["healthcheck"]["test"])  # open: the probe needs no password

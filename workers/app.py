@@ -14,6 +14,12 @@ from hitline.jobs.stages import QUEUES, STAGES
 ROUTES: dict[str, dict[str, str]] = {st.task_name: {"queue": st.queue} for st in STAGES}
 # not a stage: the review picture drawn after a SKU is done, at the lowest priority (tasks/sheets.py)
 ROUTES["hitline.contact_sheet"] = {"queue": "render"}
+# the Celery contract for other services (tasks/contract.py) on Celery's default queue name: a client
+# that knows nothing of hitline's routes sends `send_task("hitline.submit_batch")` there. A default
+# `hitline worker` consumes it beside the line's queues (workers/run.py).
+CONTRACT_QUEUE = "celery"
+CONTRACT_TASKS = ("hitline.submit_batch", "hitline.retry_jobs")
+ROUTES.update({name: {"queue": CONTRACT_QUEUE} for name in CONTRACT_TASKS})
 
 
 class UnroutedTask(RuntimeError):
@@ -30,6 +36,10 @@ def _transport_options(broker_url: str) -> dict[str, float]:
     return {"visibility_timeout": 3600}
 
 
+def _result_backend(broker_url: str) -> str | None:
+    return broker_url if broker_url.startswith(("redis://", "rediss://")) else None
+
+
 def check_routes(app: Celery) -> None:
     """Every hitline task has a queue: an unknown or unrouted task is an error at start-up."""
     missing = sorted(n for n in app.tasks if n.startswith("hitline.") and n not in app.conf.task_routes)
@@ -39,14 +49,17 @@ def check_routes(app: Celery) -> None:
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("hitline", broker=settings.broker_url or "memory://", include=["tasks.stages", "tasks.sheets"])
+    app = Celery("hitline", broker=settings.broker_url or "memory://",
+                 include=["tasks.stages", "tasks.sheets", "tasks.contract"])
     app.conf.update(
-        # the job table is the source of truth for results and state: no result backend
-        result_backend=None,
+        # the job table is the source of truth for results and state; the only results stored are the
+        # return values of the contract tasks (batch id, jobs retried), for senders that .get() them
+        result_backend=_result_backend(settings.broker_url),
         task_ignore_result=True,
+        result_expires=86400,
         task_serializer="json",
         accept_content=["json"],
-        task_queues=[Queue(q) for q in QUEUES],
+        task_queues=[Queue(q) for q in (*QUEUES, CONTRACT_QUEUE)],
         task_routes=ROUTES,
         # a task sent to a queue that is not declared is an error, not a new queue nobody reads
         task_create_missing_queues=False,

@@ -16,9 +16,12 @@ PREFLIGHT_TIMEOUT_S = 5.0
 
 def preflight(settings: Settings, queues: Sequence[str]) -> None:
     """Raise ConfigError naming the first thing this worker could not use."""
-    unknown = sorted(set(queues) - set(QUEUES))
+    from workers.app import CONTRACT_QUEUE
+
+    unknown = sorted(set(queues) - set(QUEUES) - {CONTRACT_QUEUE})
     if unknown:
-        raise ConfigError(f"unknown queue(s) {', '.join(unknown)}; the line's queues: {', '.join(QUEUES)}")
+        raise ConfigError(f"unknown queue(s) {', '.join(unknown)}; the line's queues: {', '.join(QUEUES)} "
+                          f"(and {CONTRACT_QUEUE} for tasks other services send)")
     if not settings.broker_url or settings.broker_url.startswith("memory"):
         raise ConfigError("set HITLINE_BROKER_URL (e.g. redis://127.0.0.1:6379/0) to run a worker")
     if not settings.milvus_uri:
@@ -68,9 +71,9 @@ def _check_milvus(settings: Settings) -> None:
 
 
 def run_worker(queues: Sequence[str] | None, concurrency: int | None, pool: str, loglevel: str) -> None:
-    from workers.app import app
+    from workers.app import CONTRACT_QUEUE, app
 
-    queues = list(queues or QUEUES)
+    queues = list(queues or (*QUEUES, CONTRACT_QUEUE))
     settings = get_settings()
     preflight(settings, queues)
     app.worker_main(["worker", "-Q", ",".join(queues), "-c", str(concurrency or settings.worker_concurrency),

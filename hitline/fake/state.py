@@ -41,6 +41,9 @@ class FakeConfig:
     hang_s: float = 5.0
     # faults (FAULTS or a forced status "400".."404", or "ok") for the next requests, in order
     script: list[str] = field(default_factory=list)
+    # a fault for every request of an endpoint ("embeddings", "chat", "image") until cleared, e.g.
+    # {"image": "402"}: an outage of one capability that an operator later retries past
+    fail: dict[str, str] = field(default_factory=dict)
     require_key: bool = False  # 401 without `Authorization: Bearer <something>`
     api_key: str | None = field(default=None, repr=False)  # when set, only this key passes
     seed: int = 0
@@ -75,6 +78,12 @@ class FakeConfig:
             bad = [k for k in knobs["judge_fail"] if k not in JUDGE_FAILS]
             if bad:
                 raise ValueError(f"unknown judge failure(s) {bad}; known: {', '.join(JUDGE_FAILS)}")
+        if "fail" in knobs:
+            bad = {k: v for k, v in knobs["fail"].items()
+                   if k not in ("embeddings", "chat", "image") or str(v) not in (*FAULTS, *FORCED)}
+            if bad:
+                raise ValueError(f"unknown endpoint or fault in fail: {bad}")
+            knobs["fail"] = {k: str(v) for k, v in knobs["fail"].items()}
         return dataclasses.replace(self, **knobs)
 
     def public(self) -> dict[str, Any]:
@@ -122,6 +131,8 @@ class FakeState:
         """The fault for this request: the next scripted one, else a random draw."""
         with self.lock:
             cfg = self.config
+            if kind in cfg.fail:
+                return cfg.fail[kind]
             if cfg.script:
                 fault = cfg.script.pop(0)
                 return None if fault == "ok" else fault

@@ -10,8 +10,8 @@ from db.models import Batch
 from db.session import session_scope
 from hitline.errors import InputError
 from hitline.jobs.context import Runtime
-from hitline.jobs.stages import CATALOG_LINE
-from hitline.jobs.submit import Dispatch, chunks
+from hitline.jobs.control import dispatches_for
+from hitline.jobs.submit import Dispatch
 
 __all__ = ["plan_resume"]
 
@@ -46,9 +46,4 @@ def plan_resume(rt: Runtime, batch_id: str, *, budget_usd: float | None = None,
             else:
                 continue
             todo.append((j.kind, j.id, j.stage))
-    out: list[Dispatch] = []
-    for stage in (st.name for st in CATALOG_LINE):
-        ids = [i for k, i, st in todo if k == "hit" and st == stage]
-        out += [Dispatch(batch_id, "hit", stage, tuple(c)) for c in chunks(ids)]
-    out += [Dispatch(batch_id, "sku", st, (i,)) for k, i, st in todo if k == "sku"]
-    return out
+    return dispatches_for(batch_id, todo)

@@ -33,7 +33,7 @@ def fake() -> Iterator[FakeServer]:
 def fresh(fake: FakeServer) -> None:
     fake.configure(script=[], rpm={}, retry_after_s=None, require_key=False, p_500=0.0, p_no_image=0.0,
                    latency={"embeddings": (0, 0), "chat": (0, 0), "image": (0, 0)}, max_image_side=256,
-                   use_local_renderer=False, report_cost=True)
+                   use_local_renderer=False, report_cost=True, fail={})
     fake.reset()
 
 
@@ -278,3 +278,15 @@ def test_cli_options_become_knobs() -> None:
     assert config.latency["image"] == (0.5, 2.0) and config.latency["chat"] == (0.1, 0.1)
     assert config.rpm == {NANO: 20} and config.p_500 == 0.1 and config.p_no_image == 0.05
     assert config.require_key and config.max_image_side is None and config.seed == 3
+
+
+def test_an_endpoint_fails_until_the_fault_is_cleared(fake: FakeServer) -> None:
+    fake.configure(fail={"image": "402"})
+    image = _image_request([_part((200, 30, 30))])
+    assert _post(fake, "/chat/completions", image).status_code == 402
+    assert _post(fake, "/chat/completions", image).status_code == 402
+    assert _post(fake, "/embeddings", {"model": EMBED, "input": "x"}).status_code == 200  # other endpoints work
+    fake.configure(fail={})
+    assert _post(fake, "/chat/completions", image).status_code == 200
+    with pytest.raises(ValueError):
+        fake.configure(fail={"image": "418"})

@@ -15,7 +15,7 @@ from celery import Celery
 
 from hitline.config import Settings
 from hitline.jobs.stages import QUEUES, STAGES
-from workers.app import ROUTES, UnroutedTask, check_routes, make_app
+from workers.app import CONTRACT_QUEUE, CONTRACT_TASKS, ROUTES, UnroutedTask, check_routes, make_app
 
 
 @pytest.fixture
@@ -74,4 +74,7 @@ def test_an_unrouted_task_is_an_error_at_start_up() -> None:
 def test_sending_to_an_undeclared_queue_fails_instead_of_creating_it() -> None:
     app = make_app(Settings(broker_url="memory://"))
     assert app.conf.task_create_missing_queues is False
-    assert {r["queue"] for r in ROUTES.values()} <= set(QUEUES)
+    # the line's queues, and Celery's default queue for the contract tasks other services send by name
+    assert {r["queue"] for r in ROUTES.values()} <= {*QUEUES, CONTRACT_QUEUE}
+    assert {n for n, r in ROUTES.items() if r["queue"] == CONTRACT_QUEUE} == set(CONTRACT_TASKS)
+    assert {q.name for q in app.conf.task_queues} == {*QUEUES, CONTRACT_QUEUE}

@@ -1,0 +1,66 @@
+"""Job-table rows and summaries as API models, with the URLs a client follows (outputs, images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from db.models import Attempt, Job
+from hitline.api import schemas
+from hitline.jobs.control import BatchSummary
+
+FINISHED = ("done", "failed", "budget_exceeded", "cancelled")
+
+
+def batch(b: BatchSummary) -> schemas.Batch:
+    sku = b.by_state.get("sku", {})
+    total = sum(sku.values())
+    status = "cancelled" if b.cancelled and b.open == 0 else ("running" if b.open else "finished")
+    if b.cancelled and b.open:
+        status = "cancelling"
+    return schemas.Batch(
+        id=b.batch_id, created_at=b.created_at, cancelled=b.cancelled, status=status, options=b.options,
+        budget_usd=b.budget_usd, spent_usd=round(b.spent_usd, 6),
+        progress=schemas.Progress(total=total, finished=sum(n for st, n in sku.items() if st in FINISHED),
+                                  done=sku.get("done", 0), failed=sku.get("failed", 0), open=b.open),
+        counts=b.by_state, stages=b.by_stage, failures=[schemas.Failure(**f) for f in b.failures],
+        links={"self": f"/batches/{b.batch_id}", "jobs": f"/batches/{b.batch_id}/jobs",
+               "failed": f"/batches/{b.batch_id}/jobs?state=failed", "dashboard": f"/ui/batches/{b.batch_id}"})
+
+
+def job_row(j: Job) -> schemas.JobRow:
+    return schemas.JobRow(id=j.id, batch_id=j.batch_id, kind=j.kind, item_id=j.item_id, stage=j.stage,
+                          state=j.state, attempts=j.attempts, reason=j.error, cost_usd=round(j.cost_usd, 6),
+                          updated_at=j.updated_at, url=f"/jobs/{j.id}")
+
+
+def file_url(batch_id: str, out_dir: str, path: str | Path) -> str | None:
+    """The /files URL of an output under OUT/<batch>/, or None for anything outside it."""
+    base = (Path(out_dir) / batch_id).resolve()
+    try:
+        rel = Path(path).resolve().relative_to(base)
+    except ValueError:
+        return None
+    return f"/files/{batch_id}/{rel.as_posix()}"
+
+
+def job_detail(j: Job, attempts: list[Attempt], out_dir: str) -> schemas.JobDetail:
+    r: dict[str, Any] = j.result or {}
+    outputs = []
+    for o in (r.get("render") or {}).get("outputs", []):
+        url = file_url(j.batch_id, out_dir, o["path"])
+        if url:
+            outputs.append(schemas.Output(preset=o["preset"], width=o["width"], height=o["height"],
+                                          cost_usd=o.get("cost_usd", 0.0), url=url))
+    sheet = Path(out_dir) / j.batch_id / j.item_id / "contact_sheet.png"
+    retrieved = r.get("retrieve") or {}
+    hits = [schemas.HitOut(product_id=h["product_id"], score=h["score"], found_by=list(h["found_by"]),
+                           sales_count=h["sales_count"], description=h.get("description", ""),
+                           image_url=f"/jobs/{j.id}/hits/{n}") for n, h in enumerate(retrieved.get("hits", []))]
+    return schemas.JobDetail(
+        **job_row(j).model_dump(), row=j.row or {},
+        history=[schemas.AttemptOut(stage=a.stage, started_at=a.started_at, seconds=a.seconds, outcome=a.outcome,
+                                    error=a.error) for a in attempts],
+        outputs=outputs, contact_sheet_url=file_url(j.batch_id, out_dir, sheet) if sheet.exists() else None,
+        flatlay_url=f"/jobs/{j.id}/flatlay" if j.kind == "sku" and (j.row or {}).get("image_path") else None,
+        hits=hits, retrieval_filter=retrieved.get("filter"), style=(r.get("analyze") or {}).get("style"))

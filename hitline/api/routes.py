@@ -1,0 +1,209 @@
+"""The JSON API: batches (submit, list, show, retry, cancel, resume), jobs, and output files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, Response
+from pydantic import ValidationError
+
+from hitline.api import present, schemas
+from hitline.api.deps import SessionDep, SettingsDep, TokenDep
+from hitline.api.uploads import store_upload
+from hitline.config import Settings
+from hitline.errors import InputError
+from hitline.jobs import control
+from hitline.jobs.requests import BatchRequest, RetryFilter
+
+ERRORS = {401: {"model": schemas.Error}, 404: {"model": schemas.Error}, 409: {"model": schemas.Error},
+          413: {"model": schemas.Error}, 422: {"model": schemas.Error}}
+router = APIRouter(responses=ERRORS)
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
+                                              description="same key + same body = the same batch")]
+
+
+def _check_shared(settings: Settings, *folders: str) -> None:
+    roots = [r.resolve() for r in settings.api_shared_dirs]
+    if not roots:
+        return
+    for f in folders:
+        p = Path(f).resolve()
+        if not any(p == r or r in p.parents for r in roots):
+            raise InputError(f"{f} is not under a shared folder this server accepts "
+                             f"({', '.join(map(str, roots))}; HITLINE_API_SHARED_DIRS)")
+
+
+def _submit(settings: Settings, req: BatchRequest, idempotency_key: str | None) -> schemas.Submitted:
+    from tasks.contract import submit_request
+
+    sub = submit_request(req, settings.out_dir_for_api(), idempotency_key=idempotency_key)
+    return schemas.Submitted(batch_id=sub.batch_id, catalog_products=sum(map(len, sub.hit_chunks)),
+                             new_skus=len(sub.sku_jobs), rejected_rows=sub.rejected, existing=sub.existing,
+                             links={"batch": f"/batches/{sub.batch_id}", "dashboard": f"/ui/batches/{sub.batch_id}"})
+
+
+_UPLOAD_SCHEMA = {
+    "type": "object", "required": ["catalog", "new_products", "images"],
+    "properties": {"catalog": {"type": "string", "description": "hit catalog folder on shared storage"},
+                   "new_products": {"type": "string", "format": "binary", "description": "new_products.csv"},
+                   "images": {"type": "string", "format": "binary",
+                              "description": "zip of the flat-lays, paths as in image_path"},
+                   "top_k": {"type": "integer"}, "min_sales": {"type": "integer"},
+                   "presets": {"type": "string", "description": "comma-separated preset names"},
+                   "budget_usd": {"type": "number"}}}
+
+
+@router.post("/batches", status_code=201, response_model=schemas.Submitted, tags=["batches"],
+             summary="Submit a batch: JSON naming shared folders, or a multipart upload",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": BatchRequest.model_json_schema()},
+                 "multipart/form-data": {"schema": _UPLOAD_SCHEMA}}}})
+async def submit_batch(request: Request, response: Response, settings: SettingsDep, _t: TokenDep,
+                       idempotency_key: IdempotencyKey = None) -> schemas.Submitted:
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        req = await _from_upload(request, settings)
+    else:
+        try:
+            req = BatchRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise RequestValidationError(e.errors()) from None
+    _check_shared(settings, req.catalog, req.new)
+    sub = await run_in_threadpool(_submit, settings, req, idempotency_key)
+    if sub.existing:
+        response.status_code = 200  # the batch an earlier request with this key created
+    return sub
+
+
+async def _from_upload(request: Request, settings: Settings) -> BatchRequest:
+    form = await request.form(max_part_size=settings.api_max_upload_bytes)
+    missing = [k for k in ("catalog", "new_products", "images") if k not in form]
+    if missing:
+        raise InputError(f"the upload lacks {', '.join(missing)}: send catalog (a folder path), new_products "
+                         "(new_products.csv) and images (a zip)")
+    files = {k: form[k] for k in ("new_products", "images")}
+    if any(isinstance(v, str) for v in files.values()):
+        raise InputError("new_products and images must be files (multipart file parts)")
+    csv_bytes, zip_bytes = await files["new_products"].read(), await files["images"].read()
+    _check_shared(settings, str(form["catalog"]))
+    folder = await run_in_threadpool(store_upload, settings.data_dir.resolve() / "uploads", csv_bytes, zip_bytes,
+                                     settings.api_max_upload_bytes)
+    fields = {k: form[k] for k in ("top_k", "min_sales", "budget_usd") if form.get(k) not in (None, "")}
+    presets = str(form.get("presets") or "")
+    try:
+        return BatchRequest.model_validate({
+            "catalog": str(form["catalog"]), "new": str(folder), **fields,
+            "presets": [p.strip() for p in presets.split(",") if p.strip()] or None})
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from None
+
+
+@router.get("/batches", response_model=schemas.BatchList, tags=["batches"], summary="Batches, newest first")
+def list_batches(s: SessionDep, _t: TokenDep, cursor: str | None = None,
+                 limit: Annotated[int, Query(ge=1, le=200)] = 20) -> schemas.BatchList:
+    rows, nxt = control.list_batches(s, cursor=cursor, limit=limit)
+    return schemas.BatchList(batches=[present.batch(control.summary(s, b.id)) for b in rows], next_cursor=nxt)
+
+
+@router.get("/batches/{batch_id}", response_model=schemas.Batch, tags=["batches"],
+            summary="Counts by stage and state, failures grouped by reason, cost and budget")
+def get_batch(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Batch:
+    return present.batch(control.summary(s, batch_id))
+
+
+@router.get("/batches/{batch_id}/jobs", response_model=schemas.JobPage, tags=["jobs"],
+            summary="A batch's jobs, filtered, one page at a time (cursor)")
+def list_jobs(batch_id: str, s: SessionDep, _t: TokenDep, state: str | None = None, stage: str | None = None,
+              reason: str | None = Query(None, description="substring of the reason, case-insensitive"),
+              reason_group: str | None = Query(None, description="a failure group label from GET /batches/{id}"),
+              kind: str | None = Query(None, description="sku | hit"), cursor: str | None = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> schemas.JobPage:
+    page = control.list_jobs(s, batch_id, control.JobFilter(state=state, stage=stage, reason=reason, kind=kind,
+                                                            reason_group=reason_group),
+                             cursor=cursor, limit=limit)
+    return schemas.JobPage(jobs=[present.job_row(j) for j in page.jobs], next_cursor=page.next_cursor)
+
+
+@router.get("/jobs/{job_id}", response_model=schemas.JobDetail, tags=["jobs"],
+            summary="One job: stages, attempts, reason, outputs with URLs, retrieved hits, style")
+def get_job(job_id: int, s: SessionDep, _t: TokenDep) -> schemas.JobDetail:
+    job, attempts = control.job_detail(s, job_id)
+    return present.job_detail(job, attempts, control.get_batch(s, job.batch_id).out_dir)
+
+
+@router.post("/batches/{batch_id}/retry", response_model=schemas.Enqueued, tags=["operations"],
+             summary="Retry failed jobs: all, or by stage, reason or job ids")
+def retry(batch_id: str, s: SessionDep, _t: TokenDep, body: RetryFilter | None = None) -> schemas.Enqueued:
+    from hitline.jobs.context import get_runtime
+    from tasks.chains import send
+
+    todo = control.retry_failed(s, batch_id, (body or RetryFilter()).to_filter())
+    s.commit()  # the jobs are pending in the table before their messages exist
+    send(get_runtime(), todo)
+    n = sum(len(d.job_ids) for d in todo)
+    return schemas.Enqueued(batch_id=batch_id, jobs=n,
+                            message=f"{n} failed jobs re-enqueued" if todo else
+                            "no retryable failed job matches (rows rejected at validation need a new CSV)")
+
+
+@router.post("/batches/{batch_id}/cancel", response_model=schemas.Enqueued, tags=["operations"],
+             summary="Cancel: queued jobs stop now, running ones after their current stage")
+def cancel(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
+    n = control.cancel(s, batch_id)
+    return schemas.Enqueued(batch_id=batch_id, jobs=n, message=f"cancelled; {n} waiting jobs stopped, running "
+                            "ones stop after their current stage (what was paid for is kept)")
+
+
+@router.post("/batches/{batch_id}/resume", response_model=schemas.Enqueued, tags=["operations"],
+             summary="Resume: reopen a cancelled batch and re-enqueue every unfinished job")
+def resume(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
+    from hitline.jobs.context import get_runtime
+    from tasks.chains import resume as resume_batch
+
+    control.get_batch(s, batch_id)  # 404 for an unknown id
+    s.commit()  # end this read before resume writes in its own transactions (SQLite has one writer)
+    n = resume_batch(get_runtime(), batch_id)  # reopens a cancelled batch, then re-sends what has no message
+    return schemas.Enqueued(batch_id=batch_id, jobs=n, message=f"{n} chains re-enqueued")
+
+
+def _file(path: Path, what: str) -> FileResponse:
+    if not path.is_file():
+        raise control.NotFound(f"{what} is not on disk (yet): the job may not have reached that stage")
+    return FileResponse(path)
+
+
+@router.get("/files/{batch_id}/{path:path}", tags=["files"], summary="An output file of a batch (PNG, JSON, HTML)",
+            response_class=FileResponse)
+def output_file(batch_id: str, path: str, s: SessionDep, _t: TokenDep) -> FileResponse:
+    base = (Path(control.get_batch(s, batch_id).out_dir) / batch_id).resolve()
+    target = (base / path).resolve()
+    if base not in target.parents:
+        raise control.NotFound(f"no file {path!r} in batch {batch_id}")
+    return _file(target, f"file {path!r}")
+
+
+@router.get("/jobs/{job_id}/flatlay", tags=["files"], response_class=FileResponse, summary="A SKU's flat-lay")
+def flatlay(job_id: int, s: SessionDep, _t: TokenDep) -> FileResponse:
+    job, _ = control.job_detail(s, job_id)
+    path = (job.row or {}).get("image_path")
+    if job.kind != "sku" or not path:
+        raise control.NotFound(f"job {job_id} has no flat-lay")
+    return _file(Path(path), "the flat-lay")
+
+
+@router.get("/jobs/{job_id}/hits/{n}", tags=["files"], response_class=FileResponse,
+            summary="The image of the n-th retrieved hit")
+def hit_image(job_id: int, n: int, s: SessionDep, _t: TokenDep) -> FileResponse:
+    job, _ = control.job_detail(s, job_id)
+    hits = ((job.result or {}).get("retrieve") or {}).get("hits", [])
+    if not 0 <= n < len(hits):
+        raise control.NotFound(f"job {job_id} has {len(hits)} retrieved hits; no hit {n}")
+    return _file(Path(hits[n]["image_path"]), f"hit {hits[n]['product_id']}'s image")
+
+
+@router.get("/healthz", include_in_schema=False)
+def healthz(request: Request) -> dict[str, str]:
+    return {"status": "ok"}

@@ -1,0 +1,306 @@
+"""`hitline status | retry | cancel | serve | token`: operating on batches from a terminal. The work is
+hitline.jobs.control (shared with the HTTP API and the Celery contract); this module only prints.
+Everything fits an 80-column terminal: reasons get their own wrapped lines instead of a narrow column."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+import time
+from contextlib import nullcontext
+from typing import Any, Callable, List, Optional
+
+import typer
+from rich.console import Console
+
+
+console = Console()
+token_app = typer.Typer(no_args_is_help=True, help="API tokens for `hitline serve` (only a hash is stored).")
+
+
+def register(app: typer.Typer, *, configure: Callable[..., None], guard: Callable[[Callable[[], Any]], None]) -> None:
+    """Add these commands to the `hitline` app. hitline/cli.py passes its own settings set-up and error
+    guard (one clear line for a mistake or an unreachable service), so there is no import back into it."""
+    _hooks.update(configure=configure, guard=guard)
+    for fn in (status, retry, cancel, serve):
+        app.command()(fn)
+    app.add_typer(token_app, name="token")
+
+
+_hooks: dict[str, Callable[..., Any]] = {}
+
+
+def _configure() -> None:
+    _hooks["configure"](None, None, None)
+
+
+def _guard(fn: Callable[[], Any]) -> None:
+    _hooks["guard"](fn)
+
+
+def _width() -> int:
+    return max(60, min(shutil.get_terminal_size((80, 24)).columns, 120))
+
+
+def _wrap(text: str, indent: int) -> str:
+    return textwrap.fill(text, width=_width(), initial_indent=" " * indent, subsequent_indent=" " * indent,
+                         break_long_words=True, break_on_hyphens=False)
+
+
+def _counts(states: dict[str, int]) -> str:
+    order = ("done", "failed", "running", "retrying", "pending", "budget_exceeded", "cancelled")
+    keys = sorted(states, key=lambda k: order.index(k) if k in order else len(order))
+    return ", ".join(f"{states[k]} {k}" for k in keys)
+
+
+def render_summary(b: Any) -> str:  # control.BatchSummary
+    """A batch in a dozen lines however many SKUs it has."""
+    lines = []
+    status = "cancelled" if b.cancelled else ("running" if b.open else "finished")
+    budget = f" of a ${b.budget_usd:.2f} budget" if b.budget_usd is not None else ""
+    lines.append(f"batch {b.batch_id}  {status}  cost ${b.spent_usd:.3f}{budget}")
+    for kind, label in (("sku", "new SKUs"), ("hit", "catalog")):
+        states = b.by_state.get(kind, {})
+        if states:
+            lines.append(f"  {label:<9}{sum(states.values()):>6}: {_counts(states)}")
+    stages = b.by_stage.get("sku", {})
+    waiting = [f"{stage} {_counts({k: v for k, v in st.items() if k not in ('done', 'failed', 'cancelled')})}"
+               for stage, st in stages.items() if stage != "done"
+               and any(k not in ("done", "failed", "cancelled") for k in st)]
+    if waiting:
+        lines.append("  unfinished SKUs by stage: " + "; ".join(waiting))
+    if b.failures:
+        n = sum(f["count"] for f in b.failures)
+        lines.append(f"failures by reason ({n} jobs, largest group first):")
+        for f in b.failures:
+            what = "SKU" if f["kind"] == "sku" else "catalog row"
+            lines.append(f"  {f['count']:>5} {what}{'s' if f['count'] > 1 else ''} at {f['stage']}"
+                         + ("" if f["retryable"] else " (rejected row: fix the CSV, resubmit)"))
+            lines.append(_wrap(f["reason"] or "(no reason recorded)", 8))
+        lines.append(f"retry: hitline retry {b.batch_id} [--stage S] [--reason TEXT]")
+        lines.append(f"rows:  hitline status {b.batch_id} --jobs --state failed")
+    return "\n".join(lines)
+
+
+def render_jobs(page: Any) -> str:  # control.JobPage
+    lines = [f"{'job':>7}  {'id':<24} {'stage':<9} {'state':<15} {'att':>3} {'cost $':>8}"]
+    for j in page.jobs:
+        lines.append(f"{j.id:>7}  {j.item_id[:24]:<24} {j.stage:<9} {j.state:<15} {j.attempts:>3} {j.cost_usd:>8.3f}")
+        if j.error:
+            lines.append(_wrap(j.error, 9))
+    return "\n".join(lines)
+
+
+def status(batch: Optional[str] = typer.Argument(None, help="batch id (default: the latest)"),
+           jobs: bool = typer.Option(False, "--jobs", help="one row per job, a page at a time"),
+           kind: Optional[str] = typer.Option(None, help="with --jobs/--json: sku | hit"),
+           state: Optional[str] = typer.Option(None, help="with --jobs/--json: only this state, e.g. failed"),
+           stage: Optional[str] = typer.Option(None, help="with --jobs: only jobs standing at this stage"),
+           reason: Optional[str] = typer.Option(None, help="with --jobs: reason contains this text"),
+           limit: int = typer.Option(50, help="with --jobs: rows per page"),
+           cursor: Optional[str] = typer.Option(None, help="with --jobs: the page after this cursor"),
+           watch: bool = typer.Option(False, "--watch", help="refresh the summary every 2 s until the batch ends"),
+           as_json: bool = typer.Option(False, "--json", help="machine-readable, for other services")) -> None:
+    """A batch at a glance: counts by stage and state, failures grouped by reason, cost (--jobs for rows)."""
+    _configure()
+    _guard(lambda: _status(batch, jobs, kind, state, stage, reason, limit, cursor, watch, as_json))
+
+
+def _status(batch: Optional[str], jobs: bool, kind: Optional[str], state: Optional[str], stage: Optional[str],
+            reason: Optional[str], limit: int, cursor: Optional[str], watch: bool, as_json: bool) -> None:
+    from db import crud
+    from db.session import session_scope
+    from hitline.jobs import control
+    from hitline.jobs.context import get_runtime
+
+    rt = get_runtime()
+    with session_scope(rt.db_url) as s:
+        batch = batch or crud.latest_batch_id(s)
+        if batch is None:
+            console.print("no batch yet")
+            return
+        control.get_batch(s, batch)
+    if as_json:
+        return _print_json(rt, batch, kind, state)
+    while True:
+        with session_scope(rt.db_url) as s:
+            if jobs:
+                page = control.list_jobs(s, batch, control.JobFilter(state=state, stage=stage, reason=reason,
+                                                                     kind=kind), cursor=cursor, limit=limit)
+                text = render_jobs(page)
+                if page.next_cursor:
+                    text += f"\nnext page: hitline status {batch} --jobs --cursor {page.next_cursor}"
+            else:
+                summ = control.summary(s, batch)
+                text = render_summary(summ)
+        if watch and not jobs:
+            console.clear()
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+        if not watch or jobs or not summ.open:
+            return
+        time.sleep(2.0)
+
+
+def _print_json(rt: Any, batch: str, kind: Optional[str], state: Optional[str]) -> None:
+    from db import crud
+    from db.session import session_scope
+    from hitline.jobs import control
+
+    with session_scope(rt.db_url) as s:
+        summ = control.summary(s, batch)
+        rows = [j for j in crud.jobs(s, batch, kind) if state is None or j.state == state]
+        timings = crud.stage_seconds(s, [j.id for j in rows])
+    data = {"batch": batch, "spent_usd": round(summ.spent_usd, 6), "budget_usd": summ.budget_usd,
+            "cancelled": summ.cancelled, "counts": summ.by_state, "stages": summ.by_stage, "failures": summ.failures,
+            "jobs": [{"job": j.id, "kind": j.kind, "id": j.item_id, "stage": j.stage, "state": j.state,
+                      "attempts": j.attempts, "seconds": timings.get(j.id, {}), "cost_usd": round(j.cost_usd, 6),
+                      "reason": j.error,
+                      "outputs": [o["path"] for o in (j.result or {}).get("render", {}).get("outputs", [])]}
+                     for j in rows]}
+    print(json.dumps(data, indent=2))
+
+
+def retry(batch: str, stage: Optional[str] = typer.Option(None, help="only jobs that failed in this stage"),
+          reason: Optional[str] = typer.Option(None, help="only jobs whose reason contains this text"),
+          job: Optional[List[str]] = typer.Option(None, "--job", help="a job id or SKU id (repeatable)"),
+          wait: bool = typer.Option(True, help="with a broker: wait for the retried jobs")) -> None:
+    """Retry a batch's failed jobs (all, or by stage, reason or job) from the stage they failed in."""
+    _configure()
+    _guard(lambda: _retry(batch, stage, reason, job, wait))
+
+
+def _retry(batch: str, stage: Optional[str], reason: Optional[str], job: Optional[List[str]], wait: bool) -> None:
+    from db.session import session_scope
+    from hitline.jobs import control
+    from hitline.jobs.context import get_runtime
+    from tasks.chains import send
+    from workers.embedded import embedded_worker
+
+    rt = get_runtime()
+    embedded = not rt.settings.broker_url
+    with embedded_worker(rt.settings.worker_concurrency) if embedded else nullcontext():
+        with session_scope(rt.db_url) as s:
+            ids = control.resolve_job_refs(s, batch, job) if job else None
+            todo = control.retry_failed(s, batch, control.JobFilter(stage=stage, reason=reason, job_ids=ids))
+        send(rt, todo)
+        job_ids = [i for d in todo for i in d.job_ids]
+        if not todo:
+            console.print("no retryable failed job matches (rows rejected at validation need a new CSV)")
+            return
+        console.print(f"re-enqueued {len(job_ids)} failed jobs")
+        if embedded or wait:
+            _watch_until_settled(rt, batch, job_ids)
+    with session_scope(rt.db_url) as s:
+        console.print(render_summary(control.summary(s, batch)), highlight=False, markup=False)
+
+
+def _watch_until_settled(rt: Any, batch: str, job_ids: list[int]) -> None:
+    """Poll the table until the retried jobs are no longer pending/running/retrying."""
+    from db import crud
+    from db.session import session_scope
+
+    while True:
+        with session_scope(rt.db_url) as s:
+            open_ = sum(1 for j in crud.jobs(s, batch, ids=job_ids) if j.state in crud.OPEN)
+        if not open_:
+            return
+        time.sleep(0.5)
+
+
+def cancel(batch: str) -> None:
+    """Cancel a batch: queued jobs stop now, running ones after their current stage (paid work is kept)."""
+    _configure()
+
+    def run() -> None:
+        from db.session import session_scope
+        from hitline.jobs import control
+        from hitline.jobs.context import get_runtime
+
+        with session_scope(get_runtime().db_url) as s:
+            n = control.cancel(s, batch)
+        console.print(f"cancelled {batch}: {n} waiting jobs stopped; running ones stop after their current stage "
+                      f"(`hitline resume {batch}` undoes it)")
+
+    _guard(run)
+
+
+def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
+          port: int = typer.Option(8000),
+          workers: int = typer.Option(1, help="uvicorn worker processes (distributed mode only)")) -> None:
+    """Serve the HTTP API (/docs) and the dashboard (/ui). Without a broker it also runs the embedded worker."""
+    _configure()
+    import uvicorn
+
+    from hitline.jobs.context import get_runtime
+    from workers.embedded import embedded_worker
+
+    rt = get_runtime()
+    embedded = not rt.settings.broker_url
+    if embedded and workers > 1:
+        console.print("[red]error:[/] embedded mode runs in one process: set HITLINE_BROKER_URL for --workers > 1")
+        raise typer.Exit(2)
+    console.print(f"hitline API on http://{host}:{port}/docs, dashboard http://{host}:{port}/ui "
+                  f"({'embedded worker' if embedded else 'workers on the broker'})")
+    with embedded_worker(rt.settings.worker_concurrency) if embedded else nullcontext():
+        if workers > 1:
+            uvicorn.run("hitline.api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                        log_level="warning")
+        else:
+            from hitline.api import create_app
+
+            uvicorn.run(create_app(rt.settings), host=host, port=port, log_level="warning")
+
+
+@token_app.command("create")
+def token_create(name: str) -> None:
+    """Create a token for NAME and print it once (store it now: only its hash is kept)."""
+    _configure()
+
+    def run() -> None:
+        from db.session import session_scope
+        from hitline.jobs import control
+        from hitline.jobs.context import get_runtime
+
+        with session_scope(get_runtime().db_url) as s:
+            token = control.create_token(s, name)
+        print(token)
+        Console(stderr=True).print(f"token for {name!r}: shown once, only its hash is stored. Use it as "
+                                   "`Authorization: Bearer <token>` or to log in to the dashboard.")
+
+    _guard(run)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """Token names, when they were created and last used (never the tokens)."""
+    _configure()
+    from db.session import session_scope
+    from hitline.jobs import control
+    from hitline.jobs.context import get_runtime
+
+    with session_scope(get_runtime().db_url) as s:
+        for t in control.tokens(s):
+            used = t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "never"
+            console.print(f"{t.name:<24} created {t.created_at:%Y-%m-%d %H:%M}  last used {used}"
+                          + ("  REVOKED" if t.revoked_at else ""), markup=False)
+
+
+@token_app.command("revoke")
+def token_revoke(name: str) -> None:
+    """Revoke the token named NAME (requests with it get 401 from now on)."""
+    _configure()
+
+    def run() -> None:
+        from db.session import session_scope
+        from hitline.jobs import control
+        from hitline.jobs.context import get_runtime
+
+        with session_scope(get_runtime().db_url) as s:
+            control.revoke_token(s, name)
+        console.print(f"revoked {name}")
+
+    _guard(run)
+
+
+__all__ = ["register", "render_summary", "render_jobs"]

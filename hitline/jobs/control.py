@@ -1,0 +1,324 @@
+"""What an operator does to a batch, shared by the HTTP API, the CLI and the Celery contract: summarise
+it, list its jobs a page at a time, retry failed jobs, cancel and reopen it, and manage API tokens.
+
+Functions take an open session and never enqueue: the ones that make work return Dispatches (the job
+layer's "chains to send"), which tasks.chains.send sends once the session has committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from db import crud
+from db.models import ApiToken, Attempt, Batch, Job, utcnow
+from hitline.errors import HitlineError, InputError
+from hitline.jobs.stages import CATALOG_LINE
+from hitline.jobs.submit import Dispatch, chunks
+
+__all__ = ["NotFound", "Conflict", "JobFilter", "BatchSummary", "JobPage", "summary", "list_batches",
+           "list_jobs", "job_detail", "resolve_job_refs", "retry_failed", "cancel", "reopen", "create_token", "verify_token",
+           "revoke_token", "dispatches_for", "reason_group", "REJECTED_HINT"]
+
+FAILED = "failed"
+REJECTED_HINT = "rejected at validation: fix the CSV row and submit the batch again"
+
+
+class NotFound(InputError):
+    """An id that names no batch or job."""
+
+
+class Conflict(HitlineError):
+    """The request contradicts what the table holds (e.g. a token name in use)."""
+
+
+def get_batch(s: Session, batch_id: str) -> Batch:
+    b = s.get(Batch, batch_id)
+    if b is None:
+        raise NotFound(f"no batch {batch_id!r}: GET /batches (or `hitline status`) lists the batches")
+    return b
+
+
+# --- filters and pages -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs of a batch: all conditions must hold. `reason` is a case-insensitive substring;
+    `reason_group` is a group label from summary() (the reason with row numbers and file names taken out)."""
+
+    state: str | None = None
+    stage: str | None = None
+    reason: str | None = None
+    kind: str | None = None
+    job_ids: tuple[int, ...] | None = None
+    reason_group: str | None = None
+
+    def apply(self, q: Any) -> Any:
+        if self.state:
+            q = q.where(Job.state == self.state)
+        if self.stage:
+            q = q.where(Job.stage == self.stage)
+        if self.kind:
+            q = q.where(Job.kind == self.kind)
+        if self.reason:
+            q = q.where(func.lower(Job.error).contains(self.reason.lower(), autoescape=True))
+        if self.job_ids is not None:
+            q = q.where(Job.id.in_(self.job_ids))
+        if self.reason_group is not None:
+            q = q.where(Job.error.like(_group_pattern(self.reason_group), escape="\\"))
+        return q
+
+
+# what differs from SKU to SKU in otherwise equal reasons: the row number, a file name
+_ROW, _FILE = "row <n>: ", "<file>"
+_VARIABLE = ((re.compile(r"^row \d+: "), _ROW),
+             (re.compile(r"[\w.-]+\.(?:jpe?g|png|webp|gif|tiff?|bmp|csv)\b", re.I), _FILE))
+
+
+def reason_group(error: str | None) -> str:
+    """The label failures are grouped under: 3,000 "cannot read image NEW0001.jpg" are one group."""
+    label = error or ""
+    for pattern, placeholder in _VARIABLE:
+        label = pattern.sub(placeholder, label)
+    return label
+
+
+def _group_pattern(label: str) -> str:
+    """A LIKE pattern matching the reasons of a group (the label's literal text escaped)."""
+    out, i = [], 0
+    while i < len(label):
+        for placeholder, like in ((_ROW, "row %: "), (_FILE, "%")):
+            if label.startswith(placeholder, i):
+                out.append(like)
+                i += len(placeholder)
+                break
+        else:
+            ch = label[i]
+            out.append("\\" + ch if ch in "%_\\" else ch)
+            i += 1
+    return "".join(out)
+
+
+@dataclass
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None  # pass back as `cursor` for the next page; None on the last page
+
+
+def list_jobs(s: Session, batch_id: str, flt: JobFilter = JobFilter(), *, cursor: str | None = None,
+              limit: int = 100) -> JobPage:
+    """Jobs in id order, `limit` at a time. The cursor is the last id seen (keyset paging: a page costs
+    the same at row 3,000 as at row 0, and jobs changing state do not shift later pages)."""
+    get_batch(s, batch_id)
+    after = _cursor(cursor)
+    q = flt.apply(select(Job).where(Job.batch_id == batch_id, Job.id > after)).order_by(Job.id).limit(limit + 1)
+    rows = list(s.scalars(q))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return JobPage(rows, str(rows[-1].id) if more and rows else None)
+
+
+def _cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        return int(cursor)
+    except ValueError:
+        raise InputError(f"cursor {cursor!r} is not one this API returned: use next_cursor of the previous page")
+
+
+def list_batches(s: Session, *, cursor: str | None = None, limit: int = 50) -> tuple[list[Batch], str | None]:
+    """Newest first; the cursor is the id of the last batch seen (ids start with a UTC timestamp)."""
+    q = select(Batch).order_by(Batch.id.desc()).limit(limit + 1)
+    if cursor:
+        q = q.where(Batch.id < cursor)
+    rows = list(s.scalars(q))
+    return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+
+
+# --- summary ---------------------------------------------------------------------------------------
+
+@dataclass
+class BatchSummary:
+    batch_id: str
+    created_at: Any
+    cancelled: bool
+    options: dict[str, Any]
+    budget_usd: float | None
+    spent_usd: float
+    # kind -> state -> n, and kind -> stage -> state -> n (where the unfinished ones stand)
+    by_state: dict[str, dict[str, int]] = field(default_factory=dict)
+    by_stage: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # [{reason, stage, kind, count, retryable}]
+
+    def total(self, kind: str = "sku") -> int:
+        return sum(self.by_state.get(kind, {}).values())
+
+    def count(self, state: str, kind: str = "sku") -> int:
+        return self.by_state.get(kind, {}).get(state, 0)
+
+    @property
+    def open(self) -> int:
+        return sum(n for states in self.by_state.values() for st, n in states.items() if st in crud.OPEN)
+
+
+def summary(s: Session, batch_id: str, *, max_reasons: int = 50) -> BatchSummary:
+    """Counts by kind/stage/state, failures grouped by reason (largest group first) and cost: a few
+    GROUP BY queries, so a batch of thousands of SKUs summarises as fast as one of ten."""
+    b = get_batch(s, batch_id)
+    out = BatchSummary(b.id, b.created_at, b.cancelled_at is not None, dict(b.options or {}), b.budget_usd,
+                       crud.spent(s, batch_id))
+    rows = s.execute(select(Job.kind, Job.stage, Job.state, func.count()).where(Job.batch_id == batch_id)
+                     .group_by(Job.kind, Job.stage, Job.state))
+    for kind, stage, state, n in rows:
+        out.by_state.setdefault(kind, {}).setdefault(state, 0)
+        out.by_state[kind][state] += n
+        out.by_stage.setdefault(kind, {}).setdefault(stage, {})[state] = n
+    # grouped by the reason with row numbers and file names taken out; a rejected row never ran (no
+    # attempt): retrying it cannot help, the CSV must change
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    rows = s.execute(select(Job.error, Job.stage, Job.kind, func.count(), func.max(Job.attempts))
+                     .where(Job.batch_id == batch_id, Job.state == FAILED).group_by(Job.error, Job.stage, Job.kind))
+    for err, stage, kind, n, attempts in rows:
+        g = groups.setdefault((reason_group(err), stage, kind), {
+            "reason": reason_group(err), "example": err or "", "stage": stage, "kind": kind, "count": 0,
+            "retryable": False})
+        g["count"] += n
+        g["retryable"] = g["retryable"] or (attempts or 0) > 0
+    out.failures = sorted(groups.values(), key=lambda g: (-g["count"], g["reason"]))[:max_reasons]
+    return out
+
+
+def job_detail(s: Session, job_id: int) -> tuple[Job, list[Attempt]]:
+    job = s.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}: GET /batches/{{id}}/jobs lists a batch's jobs")
+    attempts = list(s.scalars(select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.id)))
+    return job, attempts
+
+
+def resolve_job_refs(s: Session, batch_id: str, refs: Iterable[str]) -> tuple[int, ...]:
+    """Job ids from what a person types: a job id (digits) or a SKU / product id of the batch."""
+    ids: list[int] = []
+    for ref in refs:
+        if ref.isdigit():
+            ids.append(int(ref))
+            continue
+        found = list(s.scalars(select(Job.id).where(Job.batch_id == batch_id, Job.item_id == ref)))
+        if not found:
+            raise NotFound(f"batch {batch_id} has no job {ref!r} (`hitline status {batch_id} --jobs` lists them)")
+        ids += found
+    return tuple(ids)
+
+
+# --- retry, cancel, reopen -------------------------------------------------------------------------
+
+def retry_failed(s: Session, batch_id: str, flt: JobFilter = JobFilter()) -> list[Dispatch]:
+    """Put the batch's failed jobs that match back to `pending` at the stage they failed in and return
+    what to enqueue. Rows rejected at validation never ran and are left alone (they need a new CSV).
+    The update is conditional on `failed`, so two operators clicking retry enqueue each job once."""
+    b = get_batch(s, batch_id)
+    if b.cancelled_at is not None:
+        raise Conflict(f"batch {batch_id} is cancelled: resume it first (POST /batches/{batch_id}/resume)")
+    q = flt.apply(select(Job.id, Job.kind, Job.stage).where(Job.batch_id == batch_id, Job.state == FAILED,
+                                                            Job.attempts > 0))
+    won: list[tuple[str, int, str]] = []
+    for jid, kind, stage in s.execute(q.order_by(Job.id)).all():
+        res = s.execute(update(Job).where(Job.id == jid, Job.state == FAILED)
+                        .values(state="pending", error=None, claimed_at=None, claimed_by=None, enqueued_at=None)
+                        .execution_options(synchronize_session=False))
+        if res.rowcount == 1:
+            won.append((kind, jid, stage))
+    return dispatches_for(batch_id, won)
+
+
+def dispatches_for(batch_id: str, todo: list[tuple[str, int, str]]) -> list[Dispatch]:
+    """Catalog jobs in chunks per stage (one batched call each), one chain per SKU from its stage on."""
+    out: list[Dispatch] = []
+    for stage in (st.name for st in CATALOG_LINE):
+        ids = [i for k, i, st in todo if k == "hit" and st == stage]
+        out += [Dispatch(batch_id, "hit", stage, tuple(c)) for c in chunks(ids)]
+    return out + [Dispatch(batch_id, "sku", st, (i,)) for k, i, st in todo if k == "sku"]
+
+
+def cancel(s: Session, batch_id: str) -> int:
+    """Stop the batch: waiting jobs become `cancelled` now; running ones finish (and keep) their current
+    stage and stop before the next (crud.claim refuses a cancelled batch). Returns the jobs stopped now."""
+    b = get_batch(s, batch_id)
+    if b.cancelled_at is None:
+        b.cancelled_at = utcnow()
+    s.flush()
+    res = s.execute(update(Job).where(Job.batch_id == batch_id,
+                                      Job.state.in_(("pending", "retrying", "budget_exceeded")))
+                    .values(state=crud.CANCELLED, error="cancelled", claimed_at=None, claimed_by=None,
+                            enqueued_at=None)
+                    .execution_options(synchronize_session=False))
+    return res.rowcount
+
+
+def reopen(s: Session, batch_id: str) -> int:
+    """Undo a cancel: cancelled jobs go back to `pending` at the stage they stopped at (resume enqueues
+    them). Returns how many."""
+    b = get_batch(s, batch_id)
+    b.cancelled_at = None
+    # their messages were dropped when they stopped: enqueued_at=None tells resume to send them again
+    res = s.execute(update(Job).where(Job.batch_id == batch_id, Job.state == crud.CANCELLED)
+                    .values(state="pending", error=None, enqueued_at=None)
+                    .execution_options(synchronize_session=False))
+    return res.rowcount
+
+
+# --- API tokens ------------------------------------------------------------------------------------
+
+def _digest(token: str) -> str:
+    # tokens are 256-bit random strings, so a plain SHA-256 suffices (no password stretching needed)
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(s: Session, name: str) -> str:
+    """A new token for `name`; returns the only copy of the token (the table keeps its hash)."""
+    name = name.strip()
+    if not name or len(name) > 64:
+        raise InputError("a token name is 1 to 64 characters, e.g. the service or person using it")
+    if s.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
+        raise Conflict(f"a token named {name!r} exists: pick another name (or `hitline token revoke {name}`)")
+    token = "hl_" + secrets.token_urlsafe(32)
+    s.add(ApiToken(name=name, token_sha256=_digest(token)))
+    s.flush()
+    return token
+
+
+def verify_token(s: Session, token: str | None) -> ApiToken | None:
+    """The live token row for a presented token, or None."""
+    if not token:
+        return None
+    row = s.scalar(select(ApiToken).where(ApiToken.token_sha256 == _digest(token), ApiToken.revoked_at.is_(None)))
+    now = utcnow()
+    if row is not None and (row.last_used_at is None or _aware(row.last_used_at) < now - _TOUCH_EVERY):
+        row.last_used_at = now  # at most once a minute: a busy client does not write on every request
+    return row
+
+
+_TOUCH_EVERY = timedelta(minutes=1)
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def revoke_token(s: Session, name: str) -> None:
+    row = s.scalar(select(ApiToken).where(ApiToken.name == name, ApiToken.revoked_at.is_(None)))
+    if row is None:
+        raise NotFound(f"no live token named {name!r} (`hitline token list`)")
+    row.revoked_at = utcnow()
+
+
+def tokens(s: Session) -> Iterable[ApiToken]:
+    return list(s.scalars(select(ApiToken).order_by(ApiToken.id)))

@@ -1,0 +1,69 @@
+"""The requests other services make, as pydantic models: one definition for the HTTP API, the Celery
+contract (tasks/contract.py) and the JSON schemas in docs/contract/ (generated from these models;
+tests/test_contract.py fails when a file and its model drift apart)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hitline.jobs.control import JobFilter
+
+__all__ = ["BatchRequest", "RetryFilter", "RetryRequest", "SCHEMAS", "json_schema", "write_schemas"]
+
+
+class BatchRequest(BaseModel):
+    """A batch over folders on storage the workers share; the options of `hitline run`."""
+
+    model_config = ConfigDict(extra="forbid", title="hitline.submit_batch")
+
+    catalog: str = Field(description="folder with products.csv and the hit catalog's images", min_length=1)
+    new: str = Field(description="folder with new_products.csv and the new products' flat-lays", min_length=1)
+    top_k: int | None = Field(None, ge=1, le=50, description="hits to borrow the look from (default 3)")
+    min_sales: int | None = Field(None, ge=0, description="only hits with sales_count above this (default 1500)")
+    presets: list[str] | None = Field(None, min_length=1, description="preset names, e.g. [\"amazon_main\", \"banner\"]")
+    budget_usd: float | None = Field(None, ge=0, description="USD cap for paid renders in this batch")
+
+
+class RetryFilter(BaseModel):
+    """Which failed jobs to retry; nothing set = every failed job of the batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str | None = Field(None, description="only jobs that failed in this stage (embed, index, retrieve, "
+                                                "analyze, render)")
+    reason: str | None = Field(None, description="only jobs whose reason contains this text (case-insensitive)")
+    reason_group: str | None = Field(None, description="only jobs in this failure group (`failures[].reason` of "
+                                                      "GET /batches/{id}: row numbers and file names as <n>, <file>)")
+    job_ids: list[int] | None = Field(None, description="only these job ids")
+
+    def to_filter(self) -> JobFilter:
+        return JobFilter(stage=self.stage, reason=self.reason, reason_group=self.reason_group,
+                         job_ids=tuple(self.job_ids) if self.job_ids is not None else None)
+
+
+class RetryRequest(RetryFilter):
+    model_config = ConfigDict(extra="forbid", title="hitline.retry_jobs")
+
+    batch_id: str = Field(min_length=1, description="the batch whose failed jobs to retry")
+
+
+# file name under docs/contract/ -> model
+SCHEMAS = {"submit_batch.schema.json": BatchRequest, "retry_jobs.schema.json": RetryRequest}
+
+
+def json_schema(model: type[BaseModel]) -> dict:
+    """The published schema of a request model (what docs/contract/*.schema.json hold)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **model.model_json_schema()}
+
+
+def write_schemas(folder: str = "docs/contract") -> None:
+    """Regenerate docs/contract/ after changing a model: python -m hitline.jobs.requests"""
+    import json
+    from pathlib import Path
+
+    for name, model in SCHEMAS.items():
+        Path(folder, name).write_text(json.dumps(json_schema(model), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    write_schemas()
