@@ -5,6 +5,8 @@ docs/dashboard-sku.png for the README."""
 from __future__ import annotations
 
 import shutil
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,9 @@ import pytest
 # the first test also pays for starting the cluster (a minute on a loaded 2-core machine)
 pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.timeout(600)]
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+# the README's screenshots: `HITLINE_SCREENSHOT_DIR=docs pytest tests/browser` refreshes them; a plain run
+# (CI) writes them to a temporary folder and leaves the checkout clean
+DOCS = Path(os.environ.get("HITLINE_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="hitline-screens-"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
 
