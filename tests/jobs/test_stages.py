@@ -182,3 +182,24 @@ def test_unreadable_catalog_fails_the_submission_not_a_crash(hitline_env: Path) 
     (hitline_env / "new" / "new_products.csv").write_text("new_id,image_path,category,style,season,prompt_hint\n")
     with pytest.raises(InputError, match="category"):
         submit_batch(get_runtime(), hitline_env / "cat", hitline_env / "new", hitline_env / "out", options=OPTIONS)
+
+
+def test_a_worker_without_the_batch_provider_fails_its_jobs_visibly(hitline_env: Path, demo_data, monkeypatch) -> None:  # noqa: ANN001
+    """The batch asks for OpenRouter; this worker has no key (and the real API URL): the jobs fail with
+    what to set, catalog jobs included - none is left 'running', nothing hangs."""
+    catalog, new = _small_copy(demo_data, hitline_env, n_new=1)
+    rt = get_runtime()
+    sub = submit_batch(rt, catalog, new, hitline_env / "out", options=OPTIONS)
+    with session_scope(rt.db_url) as s:  # the submitter had a key; this worker's settings do not
+        from db.models import Batch
+
+        s.get(Batch, sub.batch_id).options = {**OPTIONS, "provider": "openrouter"}
+    chunk = sub.hit_chunks[0]
+    CATALOG_LINE[0].run(rt, sub.batch_id, chunk)
+    for job_id in sub.sku_jobs:
+        sku = SKU_LINE[0].run(rt, job_id)
+        assert sku.status == "failed" and "HITLINE_OPENROUTER_API_KEY" in sku.reason
+    with session_scope(rt.db_url) as s:
+        jobs = crud.jobs(s, sub.batch_id, ids=chunk + sub.sku_jobs)
+    assert {j.state for j in jobs} == {"failed"}, [(j.kind, j.item_id, j.stage, j.state, j.error) for j in jobs if j.state != "failed"][:5]
+    assert all("HITLINE_OPENROUTER_API_KEY" in j.error for j in jobs)
