@@ -32,7 +32,7 @@ def _transport_options(broker_url: str) -> dict[str, float]:
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("hitline", broker=settings.broker_url or "memory://", include=["tasks.stages"])
+    app = Celery("hitline", broker=settings.broker_url or "memory://", include=["tasks.stages", "workers.reconciler"])
     app.conf.update(
         # the job table is the source of truth for results and state: no result backend
         result_backend=None,

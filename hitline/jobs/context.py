@@ -26,6 +26,7 @@ from hitline.domain.models import HitProduct, NewProduct
 from hitline.errors import (BudgetExceeded, ConfigError, HitlineError, InputError, RetryableProviderError)
 from hitline.domain.index import HitIndex
 from hitline.domain.sparse import TextVocabulary
+from hitline.jobs.heartbeat import held_claims
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,8 @@ def run_step(ctx: Context, job_id: int, stage: str, work: Callable[[Job, dict[st
             return "skipped"
         options = dict(_batch(s, job.batch_id).options)
     try:
-        result = work(job, options)
+        with held_claims(ctx.db_url, [job_id], stage, ctx.settings.heartbeat_s):  # a dead worker's claim goes stale
+            result = work(job, options)
     except CatalogNotReady:
         with session_scope(ctx.db_url) as s:
             crud.release(s, job_id, stage)

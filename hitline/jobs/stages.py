@@ -16,6 +16,7 @@ from hitline import line as stages
 from hitline.domain.models import Hit, StyleAnalysis
 from hitline.errors import BudgetExceeded, InputError, RetryableProviderError
 from hitline.domain.imaging import load_presets
+from hitline.jobs.heartbeat import held_claims
 from hitline.jobs.context import (CatalogNotReady, Context, _hit, _sku, batch_info, run_step, vocabulary)
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ def embed_hits(ctx: Context, job_ids: list[int]) -> dict[int, str]:
     embedder = ctx.providers(options).embedder
     outcome: dict[int, str] = {}
     try:
-        _, cost = stages.embed_images(embedder, [Path(j.row["image_path"]) for j in claimed], ctx.cache)
+        with held_claims(ctx.db_url, [j.id for j in claimed], "embed", ctx.settings.heartbeat_s):
+            _, cost = stages.embed_images(embedder, [Path(j.row["image_path"]) for j in claimed], ctx.cache)
         ok = claimed
     except InputError:
         # find the bad image(s): embed one by one (cached vectors make this cheap)
