@@ -225,8 +225,10 @@ class _RenderJob:
     def settle(self, key: str, cost: float | None) -> float:
         """Settle a fresh render (cost given) and return what this image was charged, now or before."""
         with session_scope(self.ctx.db_url) as s:
-            if cost is not None:
-                crud.settle(s, self.batch_id, key, cost)
+            # cost None = the image was on disk already. If its reservation is still open, the call that
+            # wrote it was cut before settling (worker killed, job table down) and was paid: settle it
+            # at the reserved price (a no-op for a charge that is settled)
+            crud.settle(s, self.batch_id, key, cost)
             return crud.charged(s, self.batch_id, key)
 
 
