@@ -299,7 +299,9 @@ def worker(queues: str = typer.Option(",".join(("embed", "index", "retrieve", "a
         raise typer.Exit(2)
     concurrency = concurrency or settings.worker_concurrency
     celery_app.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-l", loglevel,
-                            "-E", "-n", f"hitline-{queues.replace(',', '-')}@%h"])
+                            # the pid keeps two workers of the same queues on one host apart (RabbitMQ refuses a
+                            # second consumer of the same node's exclusive pidbox queue and the worker dies)
+                            "-E", "-n", f"hitline-{queues.replace(',', '-')}-{os.getpid()}@%h"])
 
 
 @app.command("fake-openrouter", add_help_option=False,

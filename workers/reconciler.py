@@ -130,7 +130,17 @@ def start(settings: Settings | None = None) -> threading.Thread | None:
     from workers.app import QUEUES
 
     def loop() -> None:
+        from db.session import init_db
+
+        migrated = False
         while not _stop.wait(settings.reconcile_every_s):
+            if not migrated:  # a fresh database has no job table until the first worker migrates it
+                try:
+                    init_db(settings.db_url())
+                    migrated = True
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("job table not reachable yet (retrying in %g s): %s", settings.reconcile_every_s, exc)
+                    continue
             try:
                 run_once(settings, QUEUES)
             except Exception as exc:  # noqa: BLE001 - the broker or the job table may be down: next pass

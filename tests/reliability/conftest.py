@@ -86,6 +86,21 @@ def skus_factory(demo_data: tuple[Path, Path], tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="session")
+def small_catalog(demo_data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 21 demo hits (every category, all above the default min_sales or not): the faults
+    under test are in the SKU chains; a smaller catalog keeps each test's warm-up short."""
+    catalog = demo_data[0]
+    dest = tmp_path_factory.mktemp("catalog")
+    lines = (catalog / "products.csv").read_text(encoding="utf-8").splitlines()
+    (dest / "products.csv").write_text("\n".join(lines[:22]) + "\n", encoding="utf-8")
+    (dest / "images").mkdir()
+    for row in lines[1:22]:
+        name = row.split(",")[1]  # images/SKU001.jpg (demo rows have no quoted path)
+        shutil.copy(catalog / name, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="session")
 def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
     """One private PostgreSQL cluster for the session (a database per test); tests may restart it."""
     pg = PgCluster().init().start()
@@ -194,7 +209,7 @@ class Line:
         return self.sql("SELECT key, state, cost_usd FROM charge WHERE batch_id = :b AND stage = 'render'", b=batch)
 
 
-def _line(tmp_path: Path, demo_data: tuple[Path, Path], pg: PgCluster, broker: str,
+def _line(tmp_path: Path, catalog: Path, pg: PgCluster, broker: str,
           limits: str, fake_args: tuple[str, ...], env_extra: dict[str, str]) -> Iterator[Line]:
     root = tmp_path
     (root / "logs").mkdir(exist_ok=True)
@@ -217,7 +232,6 @@ def _line(tmp_path: Path, demo_data: tuple[Path, Path], pg: PgCluster, broker: s
                HITLINE_LIMITS_FILE=str(root / "limits.toml"),
                HITLINE_COLLECTION="rel_" + uuid.uuid4().hex[:8], **FAST_RECOVERY, **env_extra)
     workers = Workers(env, root / "logs")
-    catalog = demo_data[0]
     line = Line(root, env, redis, pg, milvus, fake, workers, catalog, db_url)
     try:
         yield line
@@ -231,13 +245,13 @@ def _line(tmp_path: Path, demo_data: tuple[Path, Path], pg: PgCluster, broker: s
 
 
 @pytest.fixture
-def make_line(tmp_path: Path, demo_data: tuple[Path, Path], pg_cluster: PgCluster) -> Iterator[Callable[..., Line]]:
+def make_line(tmp_path: Path, small_catalog: Path, pg_cluster: PgCluster) -> Iterator[Callable[..., Line]]:
     """make_line(broker="redis"|"amqp", render_rpm=..., window_s=..., fake_args=(...), env={...})."""
     gens: list[Iterator[Line]] = []
 
     def make(broker: str = "redis", render_rpm: int = 1000, window_s: float = 2.0, in_flight: int = 4,
              fake_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Line:
-        gen = _line(tmp_path, demo_data, pg_cluster, broker, limits_toml(render_rpm, window_s, in_flight),
+        gen = _line(tmp_path, small_catalog, pg_cluster, broker, limits_toml(render_rpm, window_s, in_flight),
                     fake_args, env or {})
         gens.append(gen)
         return next(gen)
