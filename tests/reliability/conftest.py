@@ -23,6 +23,7 @@ from .services import (BIN, FakeProvider, MilvusServer, PgCluster, RabbitVhost, 
 
 RENDER_MODEL = "google/gemini-3.1-flash-image-preview"
 TERMINAL = ("done", "failed")
+SIDE = 320  # long side of the test images
 # short bounds so the suite stays fast; the shipped defaults are documented in README "Guarantees"
 FAST_RECOVERY = {"HITLINE_CLAIM_LEASE_S": "6", "HITLINE_HEARTBEAT_S": "1", "HITLINE_RECONCILE_EVERY_S": "2",
                  "HITLINE_RECONCILE_GRACE_S": "4"}
@@ -69,6 +70,7 @@ def skus_factory(demo_data: tuple[Path, Path], tmp_path_factory: pytest.TempPath
             src = rows[i % len(rows)]
             with Image.open(new / src["image_path"]) as im:
                 img = im.convert("RGB")
+            img.thumbnail((SIDE, SIDE))  # small inputs: the CPU goes to the line, not to JPEG codecs
             px = img.load()
             for x in range(16):  # a unique stamp in the corner: distinct bytes, same garment
                 px[x, 0] = ((i >> 8) & 255, i & 255, (x * 16) & 255)
@@ -94,9 +96,13 @@ def small_catalog(demo_data: tuple[Path, Path], tmp_path_factory: pytest.TempPat
     lines = (catalog / "products.csv").read_text(encoding="utf-8").splitlines()
     (dest / "products.csv").write_text("\n".join(lines[:22]) + "\n", encoding="utf-8")
     (dest / "images").mkdir()
+    from PIL import Image
+
     for row in lines[1:22]:
         name = row.split(",")[1]  # images/SKU001.jpg (demo rows have no quoted path)
-        shutil.copy(catalog / name, dest / name)
+        with Image.open(catalog / name) as im:
+            im.thumbnail((SIDE, SIDE))
+            im.save(dest / name, quality=90)
     return dest
 
 
@@ -230,7 +236,8 @@ def _line(tmp_path: Path, catalog: Path, pg: PgCluster, broker: str,
                HITLINE_OPENROUTER_BASE_URL=fake.base_url, HITLINE_OPENROUTER_API_KEY="sk-or-v1-reliability",
                HITLINE_OPENROUTER_TIMEOUT_S="3", HITLINE_OPENROUTER_MAX_RETRIES="2",
                HITLINE_LIMITS_FILE=str(root / "limits.toml"),
-               HITLINE_COLLECTION="rel_" + uuid.uuid4().hex[:8], **FAST_RECOVERY, **env_extra)
+               HITLINE_COLLECTION="rel_" + uuid.uuid4().hex[:8], **FAST_RECOVERY)
+    env.update(env_extra)
     workers = Workers(env, root / "logs")
     line = Line(root, env, redis, pg, milvus, fake, workers, catalog, db_url)
     try:
