@@ -20,6 +20,7 @@ import argparse
 import json
 import multiprocessing as mp
 import platform
+import random
 import threading
 import time
 import uuid
@@ -40,7 +41,7 @@ def _worker(wid: int, base_url: str, mode: str, args: dict[str, Any], tickets: A
     """One worker process: T threads, each with its own client, taking tickets until none are left."""
     import logging
 
-    from hitline.errors import ProviderError
+    from hitline.errors import ProviderError, RetryableProviderError
     from hitline.providers.openrouter.client import OpenRouterClient
     from hitline.providers.ratelimit import Limit, RedisLimiter
 
@@ -63,23 +64,31 @@ def _worker(wid: int, base_url: str, mode: str, args: dict[str, Any], tickets: A
             return True
 
     def thread_main(tid: int) -> None:
-        client = OpenRouterClient(base_url, "sk-bench", timeout_s=30, max_retries=args["max_retries"],
-                                  limiter=limiter, backoff_initial_s=0.2, max_wait_s=30)
+        # one HTTP attempt per post; retries as the stage task does them (Retry-After wins, else capped
+        # exponential backoff with jitter), within the same budget of attempts
+        client = OpenRouterClient(base_url, "sk-bench", timeout_s=30, limiter=limiter, rate_wait_max_s=30)
         payload = {"model": MODEL, "input": [f"worker {wid} thread {tid} bench text"]}
         deadline = deadline_v.value
         while time.time() < deadline and take():
-            try:
-                client.post("/embeddings", payload, MODEL)
-                with lock:
-                    result["ok"] += 1
-                    result["done_at"].append(time.time())
-            except ProviderError as exc:
-                with lock:
-                    if getattr(exc, "status", None) == 429:
-                        result["gave_up"] += 1
-                    else:
+            for attempt in range(args["max_retries"] + 1):
+                try:
+                    client.post("/embeddings", payload, MODEL)
+                    with lock:
+                        result["ok"] += 1
+                        result["done_at"].append(time.time())
+                    break
+                except RetryableProviderError as exc:
+                    if attempt == args["max_retries"]:
+                        with lock:
+                            result["gave_up" if getattr(exc, "status", None) == 429 else "other_errors"] += 1
+                        break
+                    wait = exc.retry_after if exc.retry_after is not None else min(30.0, 0.2 * 2 ** attempt)
+                    time.sleep(wait * (1.0 + 0.1 * random.random()))
+                except ProviderError as exc:
+                    with lock:
                         result["other_errors"] += 1
                         result["errors"].append(str(exc)[:200])
+                    break
 
     threads = [threading.Thread(target=thread_main, args=(t,), daemon=True) for t in range(args["threads"])]
     ready.wait()  # every process imported and built its clients: start together

@@ -82,7 +82,7 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path) -> No
     ch.enqueue = timed("enqueue", ch.enqueue)
 
     t = time.perf_counter()
-    ctx = pl.get_context()  # settings + Alembic migrations on the fresh database
+    ctx = pl.get_runtime()  # settings + Alembic migrations on the fresh database
     init_s = time.perf_counter() - t
     import_s = t - t_start
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -6,13 +6,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import false, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import Attempt, Batch, CacheEntry, Charge, Job, utcnow
 
-TERMINAL = ("done", "failed")
 OPEN = ("pending", "running", "retrying")
 
 
@@ -33,18 +32,26 @@ def add_job(s: Session, batch_id: str, kind: str, item_id: str, row_no: int, row
     return j
 
 
-def claim(s: Session, job_id: int, stage: str, stale_after_s: float = 900.0) -> Job | None:
-    """Mark (job, stage) running if it is ours to run; None when it is done, failed or running elsewhere."""
+def claim(s: Session, job_id: int, stage: str, token: str | None = None,
+          stale_after_s: float = 900.0) -> Job | None:
+    """Mark (job, stage) running if it is ours to run; None when it is done, failed or running elsewhere.
+
+    `token` is the Celery task id: the same message redelivered (its worker died) or retried after a
+    lost connection takes its own claim back at once instead of waiting for the claim to go stale."""
     now = utcnow()
     stale = now - timedelta(seconds=stale_after_s)
+    running_ours = (Job.state == "running") & ((Job.claimed_at < stale) | (
+        (Job.claimed_by == token) if token else false()))
     res = s.execute(
         update(Job)
         .where(Job.id == job_id, Job.stage == stage)
-        .where((Job.state.in_(("pending", "retrying"))) | ((Job.state == "running") & (Job.claimed_at < stale)))
-        .values(state="running", claimed_at=now, attempts=Job.attempts + 1)
+        .where(Job.state.in_(("pending", "retrying")) | running_ours)
+        .values(state="running", claimed_at=now, claimed_by=token, attempts=Job.attempts + 1)
     )
     if res.rowcount != 1:
         return None
+    # a reclaimed attempt (redelivery) closes the one its dead worker left open
+    _close_attempt(s, job_id, stage, "lost", "the worker running it stopped")
     s.add(Attempt(job_id=job_id, stage=stage, started_at=now))
     s.flush()
     return s.get(Job, job_id, populate_existing=True)
@@ -74,7 +81,9 @@ def advance(s: Session, job_id: int, stage: str, next_stage: str, result: dict[s
     job.stage = next_stage
     job.state = "done" if next_stage == "done" else "pending"
     job.error = None
-    job.claimed_at = None
+    job.claimed_at = job.claimed_by = None
+    # the chain sends the next stage's message as soon as this task returns
+    job.enqueued_at = utcnow() if next_stage != "done" else None
 
 
 def set_state(s: Session, job_id: int, stage: str, state: str, reason: str | None) -> None:
@@ -82,7 +91,9 @@ def set_state(s: Session, job_id: int, stage: str, state: str, reason: str | Non
     outcome = {"retrying": "retry", "failed": "failed", "budget_exceeded": "held"}[state]
     _close_attempt(s, job_id, stage, outcome, reason)
     s.execute(update(Job).where(Job.id == job_id, Job.stage == stage)
-              .values(state=state, error=reason, claimed_at=None))
+              .values(state=state, error=reason, claimed_at=None, claimed_by=None,
+                      # a retry is a new message (Celery re-sends the task); the others have none
+                      enqueued_at=utcnow() if state == "retrying" else None))
 
 
 def release(s: Session, job_id: int, stage: str) -> None:
@@ -92,7 +103,19 @@ def release(s: Session, job_id: int, stage: str) -> None:
     if a is not None:
         s.delete(a)
     s.execute(update(Job).where(Job.id == job_id, Job.stage == stage, Job.state == "running")
-              .values(state="pending", claimed_at=None, attempts=Job.attempts - 1))
+              .values(state="pending", claimed_at=None, claimed_by=None, attempts=Job.attempts - 1,
+                      enqueued_at=utcnow()))
+
+
+def job(s: Session, job_id: int) -> Job | None:
+    return s.get(Job, job_id, populate_existing=True)
+
+
+def mark_enqueued(s: Session, job_ids: Iterable[int]) -> None:
+    """The messages for these jobs were sent (after the broker accepted them)."""
+    ids = list(job_ids)
+    for n in range(0, len(ids), 1000):
+        s.execute(update(Job).where(Job.id.in_(ids[n:n + 1000])).values(enqueued_at=utcnow()))
 
 
 def jobs(s: Session, batch_id: str, kind: str | None = None, ids: Iterable[int] | None = None) -> list[Job]:
@@ -131,14 +154,18 @@ def reserve(s: Session, batch_id: str, job_id: int | None, stage: str, key: str,
             cost: float, budget: float | None) -> str:
     """Reserve the cost of one paid call before making it.
 
-    Returns "ok" (go ahead), "paid" (this key was already charged: do not call again) or "over"
-    (it would pass the budget). The batch row is locked so concurrent workers cannot both squeeze
-    under the budget (FOR UPDATE on PostgreSQL; SQLite serialises writers).
+    Returns "ok" (go ahead: reserved now, or this job's own reservation from an earlier delivery),
+    "paid" (another job of the batch already paid for this key: reuse its result, do not call again),
+    "busy" (another job holds the reservation: its call is in flight) or "over" (it would pass the
+    budget). The batch row is locked so concurrent workers cannot both squeeze under the budget
+    (FOR UPDATE on PostgreSQL; SQLite serialises writers).
     """
     s.execute(select(Batch.id).where(Batch.id == batch_id).with_for_update())
     existing = s.scalar(select(Charge).where(Charge.batch_id == batch_id, Charge.key == key))
     if existing is not None:
-        return "paid" if existing.state == "charged" else "ok"
+        if existing.job_id == job_id:
+            return "ok"
+        return "paid" if existing.state == "charged" else "busy"
     if budget is not None and spent(s, batch_id) + cost > budget + 1e-9:
         return "over"
     try:

@@ -19,6 +19,7 @@ class Base(DeclarativeBase):
 
 class Batch(Base):
     __tablename__ = "batch"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_batch_idempotency_key"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -31,6 +32,9 @@ class Batch(Base):
     vocab_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # file-level problems and rows that never became jobs (unreadable CSV lines)
     notes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # a client's Idempotency-Key and the hash of what it asked for: the same request returns this batch
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Job(Base):
@@ -51,6 +55,11 @@ class Job(Base):
     result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # per-stage results
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # the Celery task id holding the claim: a redelivery or retry of that same message may take it back
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # when the message for the job's current stage was last sent (None: never sent, e.g. the broker
+    # was down at submit): resume and reconciliation re-send only what has no message in flight
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
@@ -62,7 +71,7 @@ class Attempt(Base):
     stage: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
-    outcome: Mapped[str] = mapped_column(String(16), default="running")  # ok | retry | failed | held
+    outcome: Mapped[str] = mapped_column(String(16), default="running")  # ok | retry | failed | held | lost
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 

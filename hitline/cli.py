@@ -29,48 +29,55 @@ def _configure(provider: Optional[str], base_url: Optional[str], data_dir: Optio
         os.environ["HITLINE_OPENROUTER_BASE_URL"] = base_url
     if data_dir:
         os.environ["HITLINE_DATA_DIR"] = str(data_dir)
-    from hitline.jobs.context import reset_context
+    from hitline.jobs.context import reset_runtime
 
-    reset_context()
+    reset_runtime()
     logging.basicConfig(level=os.environ.get("HITLINE_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min_sales: Optional[int],
                presets: Optional[str], budget: Optional[float], wait: bool) -> str:
-    from hitline.jobs.context import get_context
-    from tasks.chains import submit
-    from workers.app import app as celery_app
-    from workers.embedded import embedded_worker
+    from hitline.jobs.context import get_runtime
+    from hitline.jobs.submit import batch_options, submit_batch
+    from tasks.chains import send
 
-    ctx = get_context()
-    st = ctx.settings
+    rt = get_runtime()
+    st = rt.settings
     preset_names = [p.strip() for p in presets.split(",")] if presets else None
     embedded = not st.broker_url
-    with embedded_worker(celery_app, st.worker_concurrency) if embedded else nullcontext():
-        sub = submit(catalog, new, out, top_k=top_k, min_sales=min_sales, presets=preset_names, budget_usd=budget,
-                     ctx=ctx)
-        console.print(f"batch [bold]{sub.batch_id}[/]: {sum(map(len, sub.hit_chunks))} catalog products, "
-                      f"{len(sub.sku_jobs)} new SKUs, {sub.rejected} rows rejected "
-                      f"({'embedded worker' if embedded else 'queued on ' + _safe_url(st.broker_url)})")
+    # everything is checked and recorded before a worker starts: a mistake costs no start-up time
+    options = batch_options(st, top_k=top_k, min_sales=min_sales, presets=preset_names)
+    sub = submit_batch(rt, catalog, new, out, options=options, budget_usd=budget)
+    console.print(f"batch [bold]{sub.batch_id}[/]: {sum(map(len, sub.hit_chunks))} catalog products, "
+                  f"{len(sub.sku_jobs)} new SKUs, {sub.rejected} rows rejected "
+                  f"({'embedded worker' if embedded else 'queued on ' + _safe_url(st.broker_url)})")
+    with _embedded_worker(st) if embedded else nullcontext():
+        send(rt, sub.dispatches)
         if embedded or wait:
-            _wait(ctx, sub.batch_id)
+            _wait(rt, sub.batch_id)
     if embedded or wait:
-        _finish(ctx, sub.batch_id)
+        _finish(rt, sub.batch_id)
     return sub.batch_id
 
 
-def _safe_url(url: str) -> str:
-    from urllib.parse import urlsplit
+def _embedded_worker(settings):  # noqa: ANN001, ANN202
+    from workers.embedded import embedded_worker
 
-    u = urlsplit(url)
-    return f"{u.scheme}://{u.hostname}:{u.port}" if u.hostname else u.scheme
+    return embedded_worker(settings.worker_concurrency)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password (kept: scheme, host, port, vhost or db number)."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(url)
 
 
 STALL_HINT_S = 60.0
 
 
-def _wait(ctx, batch_id: str) -> None:  # noqa: ANN001
+def _wait(rt, batch_id: str) -> None:  # noqa: ANN001
     from db import crud
     from db.session import session_scope
 
@@ -80,7 +87,7 @@ def _wait(ctx, batch_id: str) -> None:  # noqa: ANN001
                   console=console, transient=False) as bar:
         bars = {}
         while True:
-            with session_scope(ctx.db_url) as s:
+            with session_scope(rt.db_url) as s:
                 counts = crud.progress(s, batch_id)
             for kind, label in (("hit", "catalog indexed"), ("sku", "SKUs rendered")):
                 total = sum(n for (k, _), n in counts.items() if k == kind)
@@ -92,23 +99,24 @@ def _wait(ctx, batch_id: str) -> None:  # noqa: ANN001
                 return
             if counts != last_counts:
                 last_counts, last_change = counts, time.monotonic()
-            elif not hinted and ctx.settings.broker_url and time.monotonic() - last_change > STALL_HINT_S:
+            elif not hinted and rt.settings.broker_url and time.monotonic() - last_change > STALL_HINT_S:
                 hinted = True
                 bar.console.print(f"[yellow]no progress for {STALL_HINT_S:.0f} s[/]: are workers running on "
-                                  f"{_safe_url(ctx.settings.broker_url)}? (`hitline worker --queues ...`). "
+                                  f"{_safe_url(rt.settings.broker_url)} with the same HITLINE_DATABASE_URL? "
+                                  "(`hitline worker --queues ...`; `hitline status` shows failed jobs). "
                                   "Ctrl-C stops waiting; the batch goes on without you (`hitline status`).")
             time.sleep(0.5)
 
 
-def _finish(ctx, batch_id: str) -> None:  # noqa: ANN001
+def _finish(rt, batch_id: str) -> None:  # noqa: ANN001
     from hitline.jobs.report import write_report
 
     from db import crud
     from db.session import session_scope
 
-    path = write_report(ctx, batch_id)
+    path = write_report(rt, batch_id)
     _print_status(batch_id, kind="sku")
-    with session_scope(ctx.db_url) as s:
+    with session_scope(rt.db_url) as s:
         bad_hits = crud.progress(s, batch_id).get(("hit", "failed"), 0)
     if bad_hits:
         console.print(f"[yellow]{bad_hits} catalog rows were not indexed[/]: "
@@ -151,11 +159,43 @@ def run(catalog: Path = typer.Option(..., help="folder with products.csv + image
 
 
 def _guard(fn) -> None:  # noqa: ANN001
+    """A mistake or an unreachable service is one clear line and exit 2, never a traceback."""
+    from hitline.jobs.runner import is_transient
+
     try:
         fn()
     except HitlineError as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
+    except Exception as e:
+        if not (is_transient(e) or _is_connection_error(e)):
+            raise
+        console.print(f"[red]error:[/] {_unreachable(e)}")
+        raise typer.Exit(2) from None
+
+
+def _is_connection_error(e: BaseException) -> bool:
+    from kombu.exceptions import OperationalError as BrokerDown
+    from pymilvus.exceptions import MilvusException
+    from sqlalchemy.exc import DBAPIError
+
+    return isinstance(e, (BrokerDown, MilvusException, DBAPIError))
+
+
+def _unreachable(e: BaseException) -> str:
+    """Which service, where, and the first line of what it said."""
+    from hitline.config import get_settings
+
+    st = get_settings()
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    mod = type(e).__module__
+    if mod.startswith(("sqlalchemy", "psycopg")):
+        return f"cannot reach the job table at {_safe_url(st.db_url())}: {first}"
+    if mod.startswith(("kombu", "amqp", "redis")):
+        return f"cannot reach the broker at {_safe_url(st.broker_url or 'memory://')}: {first}"
+    if mod.startswith(("pymilvus", "grpc")):
+        return f"cannot reach Milvus at {st.milvus()}: {first}"
+    return f"{type(e).__name__}: {first}"
 
 
 def _print_status(batch: Optional[str], kind: Optional[str] = None, state: Optional[str] = None,
@@ -163,10 +203,10 @@ def _print_status(batch: Optional[str], kind: Optional[str] = None, state: Optio
     from db import crud
     from db.models import Batch
     from db.session import session_scope
-    from hitline.jobs.context import get_context
+    from hitline.jobs.context import get_runtime
 
-    ctx = get_context()
-    with session_scope(ctx.db_url) as s:
+    rt = get_runtime()
+    with session_scope(rt.db_url) as s:
         batch = batch or crud.latest_batch_id(s)
         if batch is None:
             console.print("no batch yet")
@@ -213,49 +253,52 @@ def status(batch: Optional[str] = typer.Argument(None, help="batch id (default: 
 @app.command()
 def resume(batch: str, budget: Optional[float] = typer.Option(None, help="new USD budget for the batch"),
            stale_after: Optional[float] = typer.Option(
-               None, help="a job 'running' for longer than this many seconds is taken as lost (its worker died) "
-                          "and re-enqueued; default 900 with a broker, 0 in embedded mode (no other worker exists)"),
+               None, help="a job 'running' (or queued) for longer than this many seconds is taken as lost and "
+                          "re-enqueued; default 900 with a broker, 0 in embedded mode (no other worker exists)"),
            wait: bool = typer.Option(True)) -> None:
-    """Re-enqueue a batch's unfinished jobs (lost messages, crashes, renders held by the budget)."""
+    """Re-enqueue a batch's unfinished jobs (lost messages, crashes, renders held by the budget); jobs with a
+    message in flight are left alone."""
     _configure(None, None, None)
-    from hitline.jobs.context import get_context
-    from tasks.chains import resume as resume_batch
-    from workers.app import app as celery_app
-    from workers.embedded import embedded_worker
+    _guard(lambda: _resume(batch, budget, stale_after, wait))
 
-    ctx = get_context()
-    embedded = not ctx.settings.broker_url
-    with embedded_worker(celery_app, ctx.settings.worker_concurrency) if embedded else nullcontext():
-        if stale_after is None:
-            stale_after = 0.0 if embedded else 900.0
-        try:
-            n = resume_batch(ctx, batch, budget_usd=budget, stale_after_s=stale_after)
-        except HitlineError as e:
-            console.print(f"[red]error:[/] {e}")
-            raise typer.Exit(2) from None
-        console.print(f"re-enqueued {n} chains")
+
+def _resume(batch: str, budget: Optional[float], stale_after: Optional[float], wait: bool) -> None:
+    from hitline.jobs.context import get_runtime
+    from hitline.jobs.resume import plan_resume
+    from tasks.chains import send
+
+    rt = get_runtime()
+    embedded = not rt.settings.broker_url
+    if stale_after is None:
+        stale_after = 0.0 if embedded else 900.0
+    todo = plan_resume(rt, batch, budget_usd=budget, stale_after_s=stale_after)
+    with _embedded_worker(rt.settings) if embedded else nullcontext():
+        console.print(f"re-enqueued {send(rt, todo)} chains")
         if embedded or wait:
-            _wait(ctx, batch)
+            _wait(rt, batch)
     if embedded or wait:
-        _finish(ctx, batch)
+        _finish(rt, batch)
 
 
 @app.command()
 def report(batch: Optional[str] = typer.Argument(None)) -> None:
     """(Re)write OUT/<batch>/report.html from the job table."""
     _configure(None, None, None)
+    _guard(lambda: _report(batch))
+
+
+def _report(batch: Optional[str]) -> None:
     from db import crud
     from db.session import session_scope
-    from hitline.jobs.context import get_context
+    from hitline.jobs.context import get_runtime
     from hitline.jobs.report import write_report
 
-    ctx = get_context()
-    with session_scope(ctx.db_url) as s:
+    rt = get_runtime()
+    with session_scope(rt.db_url) as s:
         batch = batch or crud.latest_batch_id(s)
     if batch is None:
-        console.print("no batch yet: start one with `hitline run` or `hitline demo`")
-        raise typer.Exit(1)
-    _guard(lambda: console.print(str(write_report(ctx, batch))))
+        raise HitlineError("no batch yet: start one with `hitline run` or `hitline demo`")
+    console.print(str(write_report(rt, batch)))
 
 
 @app.command("drop-collection")
@@ -277,31 +320,16 @@ def drop_collection(name: str, yes: bool = typer.Option(False, "--yes", help="re
 
 
 @app.command()
-def worker(queues: str = typer.Option(",".join(("embed", "index", "retrieve", "analyze", "render")),
-                                      help="comma-separated queues to consume"),
+def worker(queues: Optional[str] = typer.Option(None, help="comma-separated queues to consume (default: all)"),
            concurrency: Optional[int] = typer.Option(None, help="default: HITLINE_WORKER_CONCURRENCY"),
            pool: str = typer.Option("prefork", help="prefork | threads"),
            loglevel: str = typer.Option("INFO")) -> None:
-    """Run a Celery worker for some queues (distributed mode: needs HITLINE_BROKER_URL)."""
+    """Run a Celery worker for some queues (distributed mode). It checks the broker, the job table, Milvus and
+    (for provider queues) the provider settings first, and refuses to start with one line if one is wrong."""
     _configure(None, None, None)
-    from workers.app import app as celery_app
+    from workers.run import run_worker
 
-    if not celery_app.conf.broker_url or celery_app.conf.broker_url.startswith("memory"):
-        console.print("[red]error:[/] set HITLINE_BROKER_URL (e.g. redis://127.0.0.1:6379/0) to run a worker")
-        raise typer.Exit(2)
-    from hitline.config import get_settings
-
-    settings = get_settings()
-    if not settings.milvus_uri:
-        console.print("[red]error:[/] workers share the hit index through a Milvus server: set HITLINE_MILVUS_URI, "
-                      "e.g. http://127.0.0.1:19530 (`milvus-lite server --data-dir D --port 19530` or Milvus "
-                      "standalone). A Milvus Lite file opens in one process only.")
-        raise typer.Exit(2)
-    concurrency = concurrency or settings.worker_concurrency
-    celery_app.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-l", loglevel,
-                            # the pid keeps two workers of the same queues on one host apart (RabbitMQ refuses a
-                            # second consumer of the same node's exclusive pidbox queue and the worker dies)
-                            "-E", "-n", f"hitline-{queues.replace(',', '-')}-{os.getpid()}@%h"])
+    _guard(lambda: run_worker(queues.split(",") if queues else None, concurrency, pool, loglevel))
 
 
 @app.command("fake-openrouter", add_help_option=False,

@@ -32,7 +32,11 @@ class Settings(BaseSettings):
     openrouter_api_key: SecretStr | None = None
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
     openrouter_timeout_s: float = 120.0
-    openrouter_max_retries: int = 5
+    # the one retry budget: HTTP attempts per provider call (per image, per analysis, per embed batch),
+    # spent as Celery retries of the stage's task, each visible in Flower as RETRY with the provider's error
+    provider_attempts: int = Field(7, ge=1)
+    # a rate-limit wait longer than this gives the worker thread back: the task retries after the wait
+    rate_wait_max_s: float = Field(5.0, ge=0)
     embed_model: str = "nvidia/llama-nemotron-embed-vl-1b-v2"
     analyze_model: str = "qwen/qwen3.5-397b-a17b"
     render_model: str = "google/gemini-3.1-flash-image-preview"

@@ -7,9 +7,15 @@
     +-- ProviderError           a model provider failed
         +-- RetryableProviderError      408/429/5xx, timeouts, connection errors, 200 without an image
         |   +-- RateLimited             429; carries retry_after seconds when the provider sent it
+        |       +-- RateWait            our own limiter had no slot within the bounded wait: the task
+        |                               retries after retry_after, not counted against the retry budget
         +-- TerminalProviderError       400/401/402/403/404, content refusal: the message is the reason
+    NotReady (not a HitlineError)   another chain is still preparing what this stage needs (the catalog):
+                                    try again shortly; not an attempt, never a failure
 
-Tasks map RetryableProviderError to Celery retries and everything else to a failed job with its reason.
+Tasks map RetryableProviderError to Celery retries (a bounded budget), unreachable infrastructure (job
+table, Milvus, Redis: see hitline.jobs.runner.is_transient) to retries without a bound, and every other
+HitlineError to a failed job with its reason.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ __all__ = [
     "ProviderError",
     "RetryableProviderError",
     "RateLimited",
+    "RateWait",
     "TerminalProviderError",
+    "NotReady",
 ]
 
 
@@ -62,5 +70,14 @@ class RateLimited(RetryableProviderError):
     """429 from the provider (or our own limiter said wait)."""
 
 
+class RateWait(RateLimited):
+    """hitline's own rate limiter had no slot for this model within the bounded wait (nothing was sent)."""
+
+
 class TerminalProviderError(ProviderError):
     """Trying again will not help (400/401/402/403/404, refusal)."""
+
+
+class NotReady(Exception):
+    """A stage's precondition is being finished by another chain (e.g. the batch's catalog is still being
+    indexed): give the claim back and try again shortly."""

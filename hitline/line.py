@@ -1,4 +1,5 @@
-"""The five stages as plain functions: no Celery, no job table. Providers and stores come in as arguments."""
+"""The line's operations as plain functions (embed, index, retrieve, analyze, render one preset): no Celery,
+no job table. Providers and stores come in as arguments; hitline.jobs.stages runs them for jobs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hitline.domain.index import HitIndex, Retrieval
 from hitline.providers.base import Analysis, ImageEmbedder, ImageRenderer, StyleAnalyzer
 from hitline.domain.sparse import TextVocabulary
 
-__all__ = ["Cache", "file_sha256", "embed_images", "fit_vocabulary", "index_hits", "retrieve",
+__all__ = ["Cache", "embed_key", "embed_images", "fit_vocabulary", "index_hits", "retrieve",
            "analyze", "render_key", "render_preset", "retrieved_record"]
 
 
@@ -24,14 +25,15 @@ class Cache(Protocol):
     def put(self, key: str, value: Any) -> None: ...
 
 
-def embed_key(model: str, path: Path) -> str:
-    return f"emb:{model}:{file_sha256(path)}"
+def embed_key(model: str, image_sha: str) -> str:
+    return f"emb:{model}:{image_sha}"
 
 
-def embed_images(embedder: ImageEmbedder, paths: Sequence[Path], cache: Cache) -> tuple[list[list[float]], float]:
+def embed_images(embedder: ImageEmbedder, paths: Sequence[Path], cache: Cache,
+                 shas: Sequence[str] | None = None) -> tuple[list[list[float]], float]:
     """Dense vectors for images, from the cache when the same bytes were embedded by the same model.
-    Returns (vectors, cost of the calls actually made)."""
-    keys = [embed_key(embedder.model, p) for p in paths]
+    `shas`: the images' content hashes when the caller has them. Returns (vectors, cost of the calls made)."""
+    keys = [embed_key(embedder.model, h) for h in (shas or [file_sha256(p) for p in paths])]
     vectors: list[list[float] | None] = [cache.get(k) for k in keys]
     todo = [i for i, v in enumerate(vectors) if v is None]
     cost = 0.0

@@ -1,83 +1,69 @@
-"""Chains and enqueueing: a catalog chunk is embed_hits -> index_hits; a SKU is embed -> index -> retrieve ->
-analyze -> render. Called after the transaction that created the jobs has committed."""
+"""Sending work: a Dispatch from the job layer becomes a Celery chain of the registered stages from the
+job's current stage on. Called only after the transaction that created or reset the jobs has committed."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 from celery import chain
 
 from db import crud
 from db.session import session_scope
-from hitline.errors import InputError
-from hitline.jobs.context import SKU_STAGES, Context, Submitted, batch_options, get_context, submit_batch
-from tasks import stages as t
+from hitline.errors import HitlineError
+from hitline.jobs.context import Runtime, get_runtime
+from hitline.jobs.resume import plan_resume
+from hitline.jobs.stages import line_of
+from hitline.jobs.submit import Dispatch, Submitted, batch_options, submit_batch
+from tasks.stages import TASKS
 
-SKU_TASKS = {"embed": t.embed, "index": t.index, "retrieve": t.retrieve, "analyze": t.analyze, "render": t.render}
-
-
-def sku_chain(job_id: int, start: str = "embed") -> chain:
-    return chain(*(SKU_TASKS[st].si(job_id) for st in SKU_STAGES[SKU_STAGES.index(start):]))
-
-
-def hit_chain(batch_id: str, job_ids: list[int], start: str = "embed") -> chain:
-    steps = [t.embed_hits.si(batch_id, job_ids)] if start == "embed" else []
-    return chain(*steps, t.index_hits.si(batch_id, job_ids))
+__all__ = ["chain_for", "send", "submit", "resume", "EnqueueFailed"]
 
 
-def submit(catalog_dir: Path, new_dir: Path, out_dir: Path, *, top_k: int | None = None,
+class EnqueueFailed(HitlineError):
+    """The broker refused the messages: the batch exists in the job table and `hitline resume` finishes it."""
+
+
+def chain_for(d: Dispatch) -> chain:
+    names = [st.name for st in line_of(d.kind)]
+    steps = names[names.index(d.stage):]
+    args = (d.job_ids[0],) if d.kind == "sku" else (d.batch_id, list(d.job_ids))
+    return chain(*(TASKS[(d.kind, name)].si(*args) for name in steps))
+
+
+def send(rt: Runtime, dispatches: list[Dispatch]) -> int:
+    """Send each chain; the jobs whose message the broker accepted are stamped as enqueued."""
+    sent: list[int] = []
+    try:
+        for d in dispatches:
+            chain_for(d).apply_async()
+            sent += d.job_ids
+    except Exception as e:  # kombu OperationalError, a refused connection, ...
+        batch = dispatches[0].batch_id if dispatches else "?"
+        raise EnqueueFailed(f"batch {batch}: the broker did not take the work ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}); {len(sent)} of "
+                            f"{sum(len(d.job_ids) for d in dispatches)} jobs queued. When the broker is "
+                            f"back: hitline resume {batch}") from None
+    finally:
+        if sent:
+            with session_scope(rt.db_url) as s:
+                crud.mark_enqueued(s, sent)
+    return len(dispatches)
+
+
+def submit(catalog_dir: Path | str, new_dir: Path | str, out_dir: Path | str, *, top_k: int | None = None,
            min_sales: int | None = None, presets: list[str] | None = None, budget_usd: float | None = None,
-           ctx: Context | None = None) -> Submitted:
-    """The entry point for other services: validate, create the jobs, commit, then enqueue the chains.
-    Returns at once; progress is in the job table (`hitline status BATCH`)."""
-    ctx = ctx or get_context()
-    options = batch_options(ctx.settings, top_k=top_k, min_sales=min_sales, presets=presets)
-    sub = submit_batch(ctx, Path(catalog_dir), Path(new_dir), Path(out_dir), options=options, budget_usd=budget_usd)
-    enqueue(sub)
+           idempotency_key: str | None = None, rt: Runtime | None = None) -> Submitted:
+    """The entry point for other services: validate, create the jobs, commit, then send the chains.
+    Returns at once; progress is in the job table (`hitline status BATCH`). The same idempotency key with
+    the same request returns the same batch and sends nothing twice."""
+    rt = rt or get_runtime()
+    options = batch_options(rt.settings, top_k=top_k, min_sales=min_sales, presets=presets)
+    sub = submit_batch(rt, Path(catalog_dir), Path(new_dir), Path(out_dir), options=options,
+                       budget_usd=budget_usd, idempotency_key=idempotency_key)
+    send(rt, sub.dispatches)
     return sub
 
 
-def enqueue(sub: Submitted) -> int:
-    for ids in sub.hit_chunks:
-        hit_chain(sub.batch_id, ids).apply_async()
-    for j in sub.sku_jobs:
-        sku_chain(j).apply_async()
-    return len(sub.hit_chunks) + len(sub.sku_jobs)
-
-
-def resume(ctx: Context, batch_id: str, *, budget_usd: float | None = None, stale_after_s: float = 900.0,
-           chunk_size: int = 64) -> int:
-    """Re-enqueue every unfinished job of a batch from the stage it stands at (lost messages, a crash,
-    or renders held by the budget). Returns the number of chains sent."""
-    stale = crud.now() - timedelta(seconds=stale_after_s)
-    with session_scope(ctx.db_url) as s:
-        from db.models import Batch
-
-        b = s.get(Batch, batch_id)
-        if b is None:
-            raise InputError(f"no batch {batch_id!r} (`hitline status` shows the latest)")
-        if budget_usd is not None:
-            b.budget_usd = budget_usd
-        todo = []
-        for j in crud.jobs(s, batch_id):
-            claimed = j.claimed_at if j.claimed_at is None or j.claimed_at.tzinfo else j.claimed_at.replace(tzinfo=stale.tzinfo)
-            if j.state == "budget_exceeded":
-                j.state, j.error = "pending", None
-            elif j.state == "running" and claimed is not None and claimed < stale:
-                j.claimed_at = None
-                j.state = "pending"
-            elif j.state not in ("pending", "retrying"):
-                continue
-            todo.append((j.kind, j.id, j.stage))
-    sent = 0
-    for stage in ("embed", "index"):
-        ids = [i for k, i, st in todo if k == "hit" and st == stage]
-        for n in range(0, len(ids), chunk_size):
-            hit_chain(batch_id, ids[n:n + chunk_size], stage).apply_async()
-            sent += 1
-    for k, i, st in todo:
-        if k == "sku":
-            sku_chain(i, st).apply_async()
-            sent += 1
-    return sent
+def resume(rt: Runtime, batch_id: str, *, budget_usd: float | None = None, stale_after_s: float = 900.0) -> int:
+    """Re-send every unfinished job of a batch that has no message in flight. Returns chains sent."""
+    return send(rt, plan_resume(rt, batch_id, budget_usd=budget_usd, stale_after_s=stale_after_s))

@@ -1,81 +1,88 @@
-"""One Celery task per stage. Each takes ids, calls hitline.jobs.stages, and maps errors to retries."""
+"""One Celery task per registered stage (hitline.jobs.stages), all made the same way: take ids, run the
+stage, and tell Celery the truth - SUCCESS when the stage is done, FAILURE with the reason when the job
+failed, RETRY (visible in Flower) for a provider error, an unreachable store, or a catalog still indexing."""
 
 from __future__ import annotations
 
+import logging
 import random
 
 from celery import Task
-from celery.exceptions import Ignore
 
-from db import crud
-from db.session import session_scope
-from hitline.jobs import stages as steps
-from hitline.errors import RetryableProviderError
-from hitline.jobs.context import SKU_STAGES, CatalogNotReady, get_context
+from hitline.errors import NotReady, RateWait, RetryableProviderError
+from hitline.jobs.context import get_runtime
+from hitline.jobs.runner import Outcome, fail_jobs, is_transient
+from hitline.jobs.stages import STAGES, Stage
 from workers.app import app
 
-MAX_RETRIES = 6
+log = logging.getLogger(__name__)
+
+# unreachable infrastructure is retried for as long as it takes, at most this far apart
+INFRA_BACKOFF_MAX_S = 30.0
 
 
-def _retry(task: Task, exc: RetryableProviderError, job_ids: list[int], stage: str):  # noqa: ANN201
-    """Retry with Retry-After when the provider gave one, else exponential backoff with jitter;
-    after MAX_RETRIES the jobs fail with the last reason."""
-    if task.request.retries >= MAX_RETRIES:
-        ctx = get_context()
-        with session_scope(ctx.db_url) as s:
-            for j in job_ids:
-                crud.set_state(s, j, stage, "failed", f"gave up after {MAX_RETRIES + 1} attempts: {exc}")
-        raise Ignore()
-    backoff = min(300.0, 2.0 ** task.request.retries) * (0.5 + random.random())
-    countdown = max(exc.retry_after or 0.0, backoff)
-    raise task.retry(exc=exc, countdown=countdown)
+class JobFailed(Exception):
+    """The job failed for good (bad input, a terminal provider answer, the retry budget spent): the task
+    ends as FAILURE with the reason, and the chain stops."""
 
 
-def _continue_or_stop(job_id: int, stage: str, outcome: str) -> None:
-    """Keep the chain going when this stage is done (now or by an earlier delivery); stop it otherwise."""
-    if outcome == "done":
-        return
-    if outcome == "skipped":
-        with session_scope(get_context().db_url) as s:
-            job = crud.jobs(s, crud.job_batch(s, job_id), ids=[job_id])[0]
-        order = SKU_STAGES + ("done",)
-        if job.state not in ("failed", "budget_exceeded") and order.index(job.stage) > order.index(stage):
-            return
-    raise Ignore()
+def backoff(stage: Stage, retries: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter, capped; the provider's Retry-After wins."""
+    pol = stage.retry
+    wait = min(pol.max_backoff_s, pol.backoff_s * 2.0 ** retries) * (0.5 + random.random())
+    return max(retry_after or 0.0, wait)
 
 
-def _sku_task(stage: str, fn):  # noqa: ANN001, ANN202
-    # max_retries=None: waiting for the catalog is unbounded; provider retries are capped in _retry
-    @app.task(name=f"hitline.{stage}", bind=True, max_retries=None)
-    def run(self: Task, job_id: int) -> None:
+def _job_ids(stage: Stage, args: tuple) -> list[int]:  # type: ignore[type-arg]
+    return [args[0]] if stage.kind == "sku" else list(args[1])
+
+
+def _finish(task: Task, stage: Stage, outcome: Outcome | dict[int, Outcome]) -> str:
+    """Map the job layer's outcome to the task's end state; stop the chain unless the stage is done."""
+    if isinstance(outcome, dict):  # a catalog chunk goes on if any of its jobs is done
+        done = sum(o.status == "done" for o in outcome.values())
+        if not done:
+            task.request.chain = None
+        return f"{done}/{len(outcome)} done"
+    if outcome.status == "failed":
+        raise JobFailed(outcome.reason)
+    if outcome.status == "done" or (outcome.status == "skipped" and outcome.moved_on):
+        return outcome.status
+    task.request.chain = None  # held by the budget, or another delivery has it: this copy stops here
+    return f"{outcome.status}: {outcome.reason}" if outcome.reason else outcome.status
+
+
+def make_task(stage: Stage) -> Task:
+    # max_retries=None: the bound on provider retries is the Settings budget, checked below
+    @app.task(name=stage.task_name, bind=True, max_retries=None, throws=(JobFailed,))
+    def run(self: Task, *args: object, provider_retries: int = 0) -> str:
+        rt = get_runtime()
         try:
-            outcome = fn(get_context(), job_id)
-        except CatalogNotReady:
-            # not an attempt: the catalog chains are still running. Back off (0.5 s .. 10 s) so that
-            # thousands of waiting SKUs do not flood the broker while a large catalog is indexed.
-            raise self.retry(countdown=min(0.5 * 1.5 ** self.request.retries, 10.0))
+            outcome = stage.run(rt, *args, token=self.request.id)
+        except NotReady as e:
+            # not an attempt: another chain is finishing what this needs. Back off (0.5 s .. 10 s) so that
+            # thousands of waiting SKUs do not flood the broker while a large catalog is indexed
+            raise self.retry(exc=e, countdown=min(stage.retry.not_ready_s * 1.5 ** min(self.request.retries, 20), 10.0))
+        except RateWait as e:
+            # our own limiter: nothing was sent, so nothing is spent from the retry budget
+            raise self.retry(exc=e, countdown=(e.retry_after or 1.0) * (1.0 + 0.2 * random.random()))
         except RetryableProviderError as e:
-            _retry(self, e, [job_id], stage)
-        _continue_or_stop(job_id, stage, outcome)
+            # counted apart from waits and outages: the budget is for calls the provider refused
+            attempts = rt.settings.provider_attempts
+            if provider_retries + 1 >= attempts:
+                reason = f"gave up after {attempts} attempts: {e}"
+                fail_jobs(rt, _job_ids(stage, args), stage.name, reason)
+                raise JobFailed(reason) from None
+            raise self.retry(exc=e, kwargs={"provider_retries": provider_retries + 1},
+                             countdown=backoff(stage, provider_retries, e.retry_after))
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            log.warning("%s %s: %s unreachable, retrying: %s", stage.task_name, args, type(e).__name__, e)
+            raise self.retry(exc=e, countdown=min(INFRA_BACKOFF_MAX_S, 2.0 ** min(self.request.retries, 5)))
+        return _finish(self, stage, outcome)
 
     return run
 
 
-embed = _sku_task("embed", steps.embed_sku)
-index = _sku_task("index", steps.index_sku)
-retrieve = _sku_task("retrieve", steps.retrieve)
-analyze = _sku_task("analyze", steps.analyze)
-render = _sku_task("render", steps.render)
-
-
-@app.task(name="hitline.embed_hits", bind=True, max_retries=None)
-def embed_hits(self: Task, batch_id: str, job_ids: list[int]) -> None:
-    try:
-        steps.embed_hits(get_context(), job_ids)
-    except RetryableProviderError as e:
-        _retry(self, e, job_ids, "embed")
-
-
-@app.task(name="hitline.index_hits", bind=True)
-def index_hits(self: Task, batch_id: str, job_ids: list[int]) -> None:
-    steps.index_hits(get_context(), batch_id, job_ids)
+TASKS: dict[tuple[str, str], Task] = {(st.kind, st.name): make_task(st) for st in STAGES}

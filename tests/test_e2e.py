@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from db import crud
 from db.session import session_scope
 from hitline.cli import app
-from hitline.jobs.context import get_context
+from hitline.jobs.context import get_runtime
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end_through_celery(hitline_env: Path) -> None:
     res = runner.invoke(app, ["demo", "--out", str(out), "--data", str(hitline_env / "demo")])
     assert res.exit_code == 0, res.output
     batch = re.search(r"batch (\S+):", res.output).group(1)
-    ctx = get_context()
+    ctx = get_runtime()
     with session_scope(ctx.db_url) as s:
         skus = crud.jobs(s, batch, "sku")
         hits = crud.jobs(s, batch, "hit")
@@ -52,10 +52,10 @@ def test_demo_runs_end_to_end_through_celery(hitline_env: Path) -> None:
 def test_interrupted_embedded_batch_resumes_from_the_table(hitline_env: Path, demo_data) -> None:  # noqa: ANN001
     """A batch whose process died (nothing enqueued any more, one job left 'running') finishes with
     `hitline resume`: the job table, not the broker, knows what is left."""
-    from hitline.jobs.context import batch_options, submit_batch
+    from hitline.jobs.submit import batch_options, submit_batch
 
     catalog, new = demo_data
-    ctx = get_context()
+    ctx = get_runtime()
     options = batch_options(ctx.settings, presets=["thumbnail"])
     sub = submit_batch(ctx, catalog, new, hitline_env / "out", options=options)  # submitted, never enqueued
     with session_scope(ctx.db_url) as s:

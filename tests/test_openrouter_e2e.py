@@ -14,7 +14,7 @@ from db import crud
 from db.session import session_scope
 from hitline.cli import app
 from hitline.fake.server import FakeConfig, running_fake
-from hitline.jobs.context import get_context, reset_context
+from hitline.jobs.context import get_runtime, reset_runtime
 
 pytestmark = pytest.mark.slow
 KEY = "sk-or-v1-TESTSECRET-0123456789abcdef"
@@ -25,8 +25,7 @@ PRESETS = "thumbnail,banner"  # 512px $0.045 + 2K $0.101 per SKU
 def fake(hitline_env: Path, monkeypatch: pytest.MonkeyPatch):
     with running_fake(FakeConfig(api_key=KEY, require_key=True, max_image_side=512)) as srv:
         monkeypatch.setenv("HITLINE_OPENROUTER_API_KEY", KEY)
-        monkeypatch.setenv("HITLINE_OPENROUTER_MAX_RETRIES", "3")
-        reset_context()
+        reset_runtime()
         yield srv
 
 
@@ -49,7 +48,7 @@ def _run(fake, catalog: Path, new: Path, out: Path, *extra: str):  # noqa: ANN00
 
 
 def _jobs(batch: str, kind: str = "sku"):
-    with session_scope(get_context().db_url) as s:
+    with session_scope(get_runtime().db_url) as s:
         return crud.jobs(s, batch, kind), crud.spent(s, batch)
 
 
@@ -131,3 +130,36 @@ def test_terminal_and_retryable_errors_at_batch_level(fake, small_demo, hitline_
     assert sum(j.state == "done" for j in skus) == 2
     stats = fake.stats()
     assert stats["statuses"].get("402") == 1
+
+
+def test_identical_skus_are_rendered_and_paid_once(fake, small_demo, hitline_env: Path) -> None:  # noqa: ANN001
+    """Four SKUs with the same flat-lay and text: every paid call the fake served is on the record, and
+    the identical images are rendered once and reused (cost 0, `reused_from`), not requested again."""
+    from sqlalchemy import func, select
+
+    from db.models import Charge
+
+    catalog, new = small_demo
+    lines = (new / "new_products.csv").read_text().splitlines()
+    header, row = lines[0], lines[1].split(",", 1)
+    (new / "new_products.csv").write_text("\n".join([header] + [f"TWIN{i},{row[1]}" for i in range(4)]) + "\n")
+    batch, _ = _run(fake, catalog, new, hitline_env / "out")
+    skus, spent = _jobs(batch)
+    assert [j.state for j in skus] == ["done"] * 4, [(j.item_id, j.error) for j in skus]
+    stats = fake.stats()
+    renders = _count(stats, "chat/completions", RENDER_MODEL)
+    analyses = _count(stats, "chat/completions", ANALYZE_MODEL)
+    assert renders == 2  # one per preset, not one per SKU
+    outputs = [o for j in skus for o in j.result["render"]["outputs"]]
+    assert sum(o["reused_from"] is None for o in outputs) == 2 and sum(o["cost_usd"] > 0 for o in outputs) == 2
+    assert all(o["cost_usd"] == 0 for o in outputs if o["reused_from"])
+    assert all(Path(o["path"]).exists() for o in outputs)
+    with session_scope(get_runtime().db_url) as s:
+        by_stage = dict(s.execute(select(Charge.stage, func.count()).where(Charge.batch_id == batch)
+                                  .group_by(Charge.stage)).all())
+        render_cost = s.scalar(select(func.sum(Charge.cost_usd)).where(Charge.batch_id == batch,
+                                                                       Charge.stage == "render"))
+    # every call the fake served is one charge: renders and analyses alike
+    assert by_stage["render"] == renders and by_stage.get("analyze", 0) == analyses
+    assert render_cost == pytest.approx(0.045 + 0.101)
+    assert spent == pytest.approx(sum(j.cost_usd for j in skus) + sum(h.cost_usd for h in _jobs(batch, "hit")[0]))

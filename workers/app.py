@@ -1,24 +1,21 @@
-"""The Celery app. `celery -A workers.app worker -Q render` and `celery -A workers.app flower` use it."""
+"""The Celery app. `celery -A workers.app worker -Q render` and `celery -A workers.app flower` use it.
+Queues and routes come from the stage registry (hitline.jobs.stages); nothing is routed by default."""
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
+
+from celery import Celery, signals
 from kombu import Queue
 
 from hitline.config import Settings, get_settings
+from hitline.jobs.stages import QUEUES, STAGES
 
-QUEUES = ("embed", "index", "retrieve", "analyze", "render")
+ROUTES: dict[str, dict[str, str]] = {st.task_name: {"queue": st.queue} for st in STAGES}
 
-ROUTES = {
-    "hitline.embed_hits": {"queue": "embed"},
-    "hitline.embed": {"queue": "embed"},
-    "hitline.index_hits": {"queue": "index"},
-    "hitline.index": {"queue": "index"},
-    "hitline.retrieve": {"queue": "retrieve"},
-    "hitline.analyze": {"queue": "analyze"},
-    "hitline.render": {"queue": "render"},
-    "hitline.jobs.report": {"queue": "render"},
-}
+
+class UnroutedTask(RuntimeError):
+    """A hitline task with no queue in the stage registry: it would sit in a queue no worker reads."""
 
 
 def _transport_options(broker_url: str) -> dict[str, float]:
@@ -31,6 +28,14 @@ def _transport_options(broker_url: str) -> dict[str, float]:
     return {"visibility_timeout": 3600}
 
 
+def check_routes(app: Celery) -> None:
+    """Every hitline task has a queue: an unknown or unrouted task is an error at start-up."""
+    missing = sorted(n for n in app.tasks if n.startswith("hitline.") and n not in app.conf.task_routes)
+    if missing:
+        raise UnroutedTask(f"tasks without a queue: {', '.join(missing)}; add them to the stage registry "
+                           "(hitline/jobs/stages.py) or to workers/app.py ROUTES")
+
+
 def make_app(settings: Settings) -> Celery:
     app = Celery("hitline", broker=settings.broker_url or "memory://", include=["tasks.stages", "workers.reconciler"])
     app.conf.update(
@@ -41,7 +46,9 @@ def make_app(settings: Settings) -> Celery:
         accept_content=["json"],
         task_queues=[Queue(q) for q in QUEUES],
         task_routes=ROUTES,
-        task_default_queue="embed",
+        # a task sent to a queue that is not declared is an error, not a new queue nobody reads
+        task_create_missing_queues=False,
+        task_default_queue=QUEUES[0],
         # tasks are idempotent (claims in the job table), so a lost worker's task may run again
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -50,6 +57,7 @@ def make_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,  # Flower
         task_send_sent_event=True,
+        task_track_started=True,
         broker_transport_options=_transport_options(settings.broker_url),
         worker_hijack_root_logger=False,
     )
@@ -57,3 +65,28 @@ def make_app(settings: Settings) -> Celery:
 
 
 app = make_app(get_settings())
+
+
+@app.on_after_finalize.connect
+def _routes_are_complete(sender: Celery, **_: Any) -> None:
+    check_routes(sender)
+
+
+def install_limiter() -> None:
+    """One rate limiter per worker process, shared by its threads (Redis-backed when a Redis is set)."""
+    from hitline.jobs.context import get_runtime
+    from hitline.providers.ratelimit import build_limiter
+
+    rt = get_runtime()
+    if rt.limiter is None:
+        rt.limiter = build_limiter(rt.settings)
+
+
+@signals.worker_process_init.connect  # each prefork child
+def _child_starts(**_: Any) -> None:
+    install_limiter()
+
+
+@signals.worker_init.connect  # the worker's own process (threads/solo pools run tasks there)
+def _worker_starts(**_: Any) -> None:
+    install_limiter()

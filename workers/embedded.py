@@ -1,4 +1,4 @@
-"""Embedded mode: an in-process Celery worker (thread pool) consuming all five queues."""
+"""Embedded mode: an in-process Celery worker (thread pool) consuming every queue of the registry."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import logging
 from contextlib import contextmanager
 from typing import Iterator
 
-from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
-from workers.app import QUEUES
+from hitline.jobs.stages import QUEUES
+from workers.app import app, install_limiter
 
 
 @contextmanager
-def embedded_worker(app: Celery, concurrency: int = 4, loglevel: str = "WARNING") -> Iterator[object]:
+def embedded_worker(concurrency: int = 4, loglevel: str = "WARNING") -> Iterator[object]:
     """Run a real Celery worker in a background thread for the duration of the block.
 
     Celery's own threaded test worker does exactly what embedded mode needs (same consumer, same
@@ -21,6 +21,7 @@ def embedded_worker(app: Celery, concurrency: int = 4, loglevel: str = "WARNING"
     """
     # the memory transport has no host; kombu warns about it on every start
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+    install_limiter()
     with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False,
                       queues=list(QUEUES), loglevel=loglevel, shutdown_timeout=60.0) as w:
         yield w

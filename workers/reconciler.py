@@ -75,22 +75,22 @@ def broker_in_flight(broker_url: str, queues: Iterable[str]) -> set[int] | None:
         client.close()
 
 
-def _enqueue(lost: list[LostJob], chunk_size: int = 64) -> int:
-    from tasks.chains import hit_chain, sku_chain
+def _enqueue(lost: list[LostJob]) -> int:
+    """One chain per lost SKU job and per chunk of lost catalog jobs, from the stage each stands at."""
+    from hitline.jobs.context import get_runtime
+    from hitline.jobs.submit import Dispatch, chunks
+    from tasks.chains import send
 
     hits: dict[tuple[str, str], list[int]] = defaultdict(list)
-    sent = 0
+    out = []
     for j in lost:
         if j.kind == "hit":
             hits[(j.batch_id, j.stage)].append(j.job_id)
         elif j.stage != "done":
-            sku_chain(j.job_id, j.stage).apply_async()
-            sent += 1
+            out.append(Dispatch(j.batch_id, "sku", j.stage, (j.job_id,)))
     for (batch_id, stage), ids in hits.items():
-        for n in range(0, len(ids), chunk_size):
-            hit_chain(batch_id, ids[n:n + chunk_size], stage).apply_async()
-            sent += 1
-    return sent
+        out += [Dispatch(batch_id, "hit", stage, tuple(c)) for c in chunks(ids)]
+    return send(get_runtime(), out)  # stamps enqueued_at on what the broker took
 
 
 def run_once(settings: Settings, queues: Iterable[str]) -> list[LostJob]:

@@ -100,7 +100,8 @@ class _Handler(BaseHTTPRequestHandler):
     # the API -----------------------------------------------------------------------------------
     def _api(self, endpoint: str) -> None:
         state = self.server.state
-        self._record = {"endpoint": endpoint, "model": None, "status": None, "fault": None}
+        # arrival time (monotonic): tests measure the rate the provider actually saw
+        self._record = {"endpoint": endpoint, "model": None, "status": None, "fault": None, "t": time.monotonic()}
         try:
             self._api_inner(endpoint, state, state.config, self._record)
         except BadRequest as exc:

@@ -20,7 +20,7 @@ __all__ = ["FakeConfig", "FakeState", "FAULTS", "FORCED"]
 FAULTS = ("429", "500", "502", "timeout", "malformed", "no_image", "bad_analysis")
 FORCED = {"400": "bad request (scripted)", "401": "No auth credentials found", "402": "Insufficient credits",
           "403": "Input flagged by moderation", "404": "Not found (scripted)"}
-_RECENT = 50
+_RECENT = 2000
 _LOGGED = ("endpoint", "model", "status", "fault", "input_sha", "image_config", "modalities")
 
 

@@ -59,16 +59,16 @@ def reconcile(db_url: str, *, lease_s: float, grace_s: float, in_flight: Callabl
             # conditional on the claim we saw: a heartbeat that lands in between keeps the job
             moved = s.execute(update(Job).where(Job.id == job_id, Job.state == "running",
                                                 Job.claimed_at == claimed_at)
-                              .values(state="pending", claimed_at=None, updated_at=now)).rowcount
+                              .values(state="pending", claimed_at=None, claimed_by=None, updated_at=now)).rowcount
             if moved:
                 s.execute(update(Attempt).where(Attempt.job_id == job_id, Attempt.stage == stage,
                                                 Attempt.outcome == "running")
                           .values(outcome="lost", error=f"worker lost: no heartbeat for {lease_s:g} s"))
                 lost.append(LostJob(batch_id, kind, job_id, stage, "dead claim"))
         if sent_before is not None:
-            quiet = [Job.updated_at < now - timedelta(seconds=grace_s)]
-            if hasattr(Job, "enqueued_at"):  # the enqueue stamp, where the job table records it
-                quiet.append(or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - timedelta(seconds=grace_s)))
+            # quiet: not touched and no message sent (enqueued_at) within the grace period
+            quiet = [Job.updated_at < now - timedelta(seconds=grace_s),
+                     or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - timedelta(seconds=grace_s))]
             idle = s.execute(select(Job.id, Job.batch_id, Job.kind, Job.stage)
                              .where(Job.state.in_(("pending", "retrying")), *quiet)
                              .order_by(Job.id).limit(limit)).all()

@@ -9,21 +9,21 @@ from typing import Any
 
 from db import crud
 from db.session import session_scope
+from hitline.jobs.context import Runtime, load_batch
 
 
 def _rel(path: str | Path, base: Path) -> str:
     return html.escape(os.path.relpath(Path(path).resolve(), base.resolve()).replace(os.sep, "/"), quote=True)
 
 
-def write_report(ctx: Any, batch_id: str) -> Path:
-    from hitline.jobs.context import batch_info
-
-    info = batch_info(ctx, batch_id)
-    base = Path(info["out_dir"]) / batch_id
-    base.mkdir(parents=True, exist_ok=True)
-    with session_scope(ctx.db_url) as s:
+def write_report(rt: Runtime, batch_id: str) -> Path:
+    with session_scope(rt.db_url) as s:
+        b = load_batch(s, batch_id)
         jobs = crud.jobs(s, batch_id)
         spent = crud.spent(s, batch_id)
+    info = {"options": b.options, "budget_usd": b.budget_usd}
+    base = b.out_dir / batch_id
+    base.mkdir(parents=True, exist_ok=True)
     skus = [j for j in jobs if j.kind == "sku"]
     bad_hits = [j for j in jobs if j.kind == "hit" and j.state == "failed"]
     e = html.escape

@@ -1,244 +1,228 @@
-"""The work of each stage for one job (or one chunk of catalog jobs), on top of pipeline.run_step."""
+"""The stage registry - the one list of the line's stages (name, kind, queue, work, retry policy) that
+routing, chains, resume, the CLI and the benchmarks derive from - and the work each stage does for one
+job (or one chunk of catalog jobs) on top of hitline.jobs.runner.
+
+Adding a stage: write its work function here, add a Stage to SKU_LINE (or CATALOG_LINE), and handle its
+result where it is read (the next stage or the report). The Celery task, its queue, routing, chains and
+resume follow from the registry.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
+import shutil
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Literal
 
 from db import crud
-from db.models import Job
 from db.session import session_scope
-from hitline import line as stages
-from hitline.domain.models import Hit, StyleAnalysis
-from hitline.errors import BudgetExceeded, InputError, RetryableProviderError
-from hitline.domain.imaging import load_presets
-from hitline.jobs.heartbeat import held_claims
-from hitline.jobs.context import (CatalogNotReady, Context, _hit, _sku, batch_info, run_step, vocabulary)
+from hitline import line
+from hitline.domain.images import file_sha256
+from hitline.domain.models import Hit, HitProduct, StyleAnalysis
+from hitline.errors import BudgetExceeded, HitlineError, InputError, NotReady
+from hitline.jobs.context import JobContext, Runtime, load_batch
+from hitline.jobs.runner import Outcome, run_chunk, run_step
 
-log = logging.getLogger(__name__)
+__all__ = ["Stage", "RetryPolicy", "SKU_LINE", "CATALOG_LINE", "STAGES", "QUEUES", "line_of", "stage",
+           "embed_catalog", "index_catalog", "embed", "wait_for_catalog", "retrieve", "analyze", "render"]
 
 
-def embed_hits(ctx: Context, job_ids: list[int]) -> dict[int, str]:
-    """Dense vectors for a chunk of catalog products: one batched provider call for the images not in
-    the cache. An unreadable image fails its own job only."""
-    with session_scope(ctx.db_url) as s:
-        claimed = [j for j in (crud.claim(s, i, "embed") for i in job_ids) if j is not None]
-    if not claimed:
-        return {}
-    options = batch_info(ctx, claimed[0].batch_id)["options"]
-    embedder = ctx.providers(options).embedder
-    outcome: dict[int, str] = {}
+# --- catalog chunks: one batched provider call, one upsert ----------------------------------------
+
+def embed_catalog(jobs: list[JobContext]) -> dict[int, dict[str, Any] | HitlineError]:
+    """Dense vectors for a chunk of catalog products: one batched call for the images not in the cache.
+    An unreadable image fails its own job only."""
+    rt = jobs[0].rt
+    embedder = jobs[0].providers.embedder
+    results: dict[int, dict[str, Any] | HitlineError] = {}
     try:
-        with held_claims(ctx.db_url, [j.id for j in claimed], "embed", ctx.settings.heartbeat_s):
-            _, cost = stages.embed_images(embedder, [Path(j.row["image_path"]) for j in claimed], ctx.cache)
-        ok = claimed
-    except InputError:
-        # find the bad image(s): embed one by one (cached vectors make this cheap)
+        shas = [jc.image_sha for jc in jobs]
+        _, cost = line.embed_images(embedder, [jc.product.image_path for jc in jobs], rt.cache, shas)
+        ok = jobs
+    except (InputError, OSError):
+        # find the bad image(s): one by one (cached vectors make this cheap)
         ok, cost = [], 0.0
-        for j in claimed:
+        for jc in jobs:
             try:
-                cost += stages.embed_images(embedder, [Path(j.row["image_path"])], ctx.cache)[1]
-                ok.append(j)
-            except InputError as e:
-                with session_scope(ctx.db_url) as s:
-                    crud.set_state(s, j.id, "embed", "failed", str(e))
-                outcome[j.id] = "failed"
-    except RetryableProviderError as e:
-        with session_scope(ctx.db_url) as s:
-            for j in claimed:
-                crud.set_state(s, j.id, "embed", "retrying", str(e))
-        raise
-    with session_scope(ctx.db_url) as s:
-        for j in ok:
-            crud.advance(s, j.id, "embed", "index", {"key": stages.embed_key(embedder.model, Path(j.row["image_path"])),
-                                                     "cost_usd": cost / len(ok)})
-            outcome[j.id] = "done"
-    if cost > 0:
-        _record_cost(ctx, claimed[0].batch_id, ok[0].id, "embed", f"embed-chunk:{min(job_ids)}", embedder.model, cost)
-    return outcome
+                cost += line.embed_images(embedder, [jc.product.image_path], rt.cache, [jc.image_sha])[1]
+                ok.append(jc)
+            except (InputError, OSError) as e:
+                results[jc.job_id] = e if isinstance(e, InputError) else InputError(f"cannot read image: {e}")
+    for jc in ok:
+        results[jc.job_id] = {"key": line.embed_key(embedder.model, jc.image_sha), "cost_usd": cost / len(ok)}
+    if cost > 0 and ok:
+        _record_cost(rt, ok[0], "embed", f"embed-chunk:{min(jc.job_id for jc in jobs)}", embedder.model, cost)
+    return results
 
 
-def _embed_one(job: Job, options: dict[str, Any]) -> dict[str, Any]:
-    from hitline.jobs.context import get_context
-
-    ctx = get_context()
-    path = Path(job.row["image_path"])
-    embedder = ctx.providers(options).embedder
-    _, cost = stages.embed_images(embedder, [path], ctx.cache)
-    if cost > 0:
-        _record_cost(ctx, job.batch_id, job.id, "embed", f"embed:{job.id}", embedder.model, cost)
-    return {"key": stages.embed_key(embedder.model, path), "cost_usd": cost}
-
-
-def _record_cost(ctx: Context, batch_id: str, job_id: int, stage: str, key: str, model: str, cost: float) -> None:
-    """Record the cost of an embed/analyze call once per key (the budget guards renders, the big spend)."""
-    with session_scope(ctx.db_url) as s:
-        crud.reserve(s, batch_id, job_id, stage, key, model, cost, None)
-        crud.settle(s, batch_id, key, cost)
-
-
-def index_hits(ctx: Context, batch_id: str, job_ids: list[int]) -> int:
-    """Upsert a chunk of embedded catalog products; flush once the whole catalog is in."""
-    info = batch_info(ctx, batch_id)
-    vocab = vocabulary(ctx, info["vocab_version"])
-    index = ctx.index(info["options"])
-    # one upsert for the whole chunk (idempotent by product_id), then each job records its outcome
-    with session_scope(ctx.db_url) as s:
-        todo = [j for j in crud.jobs(s, batch_id, "hit", job_ids) if j.stage == "index" and j.state != "failed"]
-    items = {}
-    for job in todo:
-        vec = ctx.cache.get((job.result.get("embed") or {}).get("key", ""))
-        if vec is not None:
-            items[job.id] = (_hit(job), vec)
+def index_catalog(jobs: list[JobContext]) -> dict[int, dict[str, Any] | HitlineError]:
+    """Upsert a chunk of embedded catalog products (idempotent by product_id); the chunk that finishes
+    the catalog flushes, so searches run on sealed segments."""
+    rt, batch = jobs[0].rt, jobs[0].batch
+    index = rt.index(batch.options)
+    results: dict[int, dict[str, Any] | HitlineError] = {}
+    items: list[tuple[JobContext, list[float]]] = []
+    for jc in jobs:
+        vec = rt.cache.get((jc.result.get("embed") or {}).get("key", ""))
+        if vec is None:
+            results[jc.job_id] = InputError("embedding missing from the cache: re-run the embed stage")
+        else:
+            items.append((jc, vec))
     if items:
-        stages.index_hits(index, vocab, [p for p, _ in items.values()], [v for _, v in items.values()])
-
-    def work(job: Job, options: dict[str, Any]) -> dict[str, Any]:
-        if job.id not in items:
-            raise InputError("embedding missing from the cache: re-run the embed stage")
-        return {"collection": index.collection}
-
-    outcome = {j: run_step(ctx, j, "index", work) for j in job_ids}
-    with session_scope(ctx.db_url) as s:
-        remaining = crud.catalog_open(s, batch_id)
-    if remaining == 0:
-        index.flush()
-        ctx.cache.put(f"flushed:{batch_id}", True)
-    return sum(1 for o in outcome.values() if o == "done")
+        products = [jc.product for jc, _ in items]
+        assert all(isinstance(p, HitProduct) for p in products)
+        line.index_hits(index, jobs[0].vocabulary, products, [v for _, v in items])  # type: ignore[arg-type]
+    for jc, _ in items:
+        results[jc.job_id] = {"collection": index.collection}
+    return results
 
 
-def embed_sku(ctx: Context, job_id: int) -> str:
-    return run_step(ctx, job_id, "embed", _embed_one)
+def flush_if_catalog_indexed(rt: Runtime, batch_id: str) -> bool:
+    """True once every catalog job of the batch is indexed; the first caller to see it flushes."""
+    with session_scope(rt.db_url) as s:
+        if crud.catalog_open(s, batch_id):
+            return False
+        options = load_batch(s, batch_id).options
+    if rt.cache.get(f"flushed:{batch_id}") is None:
+        rt.index(options).flush()
+        rt.cache.put(f"flushed:{batch_id}", True)
+    return True
 
 
-def index_sku(ctx: Context, job_id: int) -> str:
-    """A SKU's index stage: the catalog it will be searched against is indexed and flushed. Until then
-    CatalogNotReady sends the task back to wait (not counted as an attempt)."""
-    def work(job: Job, options: dict[str, Any]) -> dict[str, Any]:
-        with session_scope(ctx.db_url) as s:
-            waiting = crud.catalog_open(s, job.batch_id)
-        if waiting:
-            raise CatalogNotReady(f"{waiting} catalog products still being indexed")
-        index = ctx.index(options)
-        if ctx.cache.get(f"flushed:{job.batch_id}") is None:
-            # the last catalog chunk flushes; this covers a chunk whose chain gave up before its index task
-            index.flush()
-            ctx.cache.put(f"flushed:{job.batch_id}", True)
-        return {"collection": index.collection, "catalog_rows": index.count()}
+# --- one SKU's stages: work(JobContext) -> the stage's result ---------------------------------------
 
-    return run_step(ctx, job_id, "index", work)
+def embed(jc: JobContext) -> dict[str, Any]:
+    embedder = jc.providers.embedder
+    _, cost = line.embed_images(embedder, [jc.product.image_path], jc.rt.cache, [jc.image_sha])
+    if cost > 0:
+        _record_cost(jc.rt, jc, "embed", f"embed:{jc.job_id}", embedder.model, cost)
+    return {"key": line.embed_key(embedder.model, jc.image_sha), "cost_usd": cost}
 
 
-def retrieve(ctx: Context, job_id: int) -> str:
-    def work(job: Job, options: dict[str, Any]) -> dict[str, Any]:
-        info = batch_info(ctx, job.batch_id)
-        vec = ctx.cache.get(job.result["embed"]["key"])
-        product = _sku(job)
-        r = stages.retrieve(ctx.index(options), vocabulary(ctx, info["vocab_version"]), product, vec,
-                            int(options["top_k"]), int(options["min_sales"]))
-        if not r.hits:
-            raise InputError("the catalog has no product to take the look from (index empty)")
-        record = stages.retrieved_record(r)
-        _write_json(Path(info["out_dir"]) / job.batch_id / job.item_id / "retrieved.json", record)
-        return record
-
-    return run_step(ctx, job_id, "retrieve", work)
+def wait_for_catalog(jc: JobContext) -> dict[str, Any]:
+    """The SKU's index stage: the catalog it will be searched against is indexed and flushed. Until then
+    NotReady sends the task back to wait (not counted as an attempt)."""
+    if not flush_if_catalog_indexed(jc.rt, jc.batch.id):
+        raise NotReady("catalog products still being indexed")
+    index = jc.rt.index(jc.options)
+    return {"collection": index.collection, "catalog_rows": index.count()}
 
 
-def analyze(ctx: Context, job_id: int) -> str:
-    def work(job: Job, options: dict[str, Any]) -> dict[str, Any]:
-        info = batch_info(ctx, job.batch_id)
-        hits = [Hit(**{**h, "found_by": tuple(h["found_by"])}) for h in job.result["retrieve"]["hits"]]
-        analyzer = ctx.providers(options).analyzer
-        analysis, cached = stages.analyze(analyzer, hits, _sku(job), ctx.cache)
-        if analysis.cost_usd > 0:
-            _record_cost(ctx, job.batch_id, job.id, "analyze", f"analyze:{job.id}", analyzer.model, analysis.cost_usd)
-        style = analysis.style
-        _write_json(Path(info["out_dir"]) / job.batch_id / job.item_id / "style.json", style.model_dump())
-        return {"style": style.model_dump(), "cached": cached, "cost_usd": analysis.cost_usd}
-
-    return run_step(ctx, job_id, "analyze", work)
+def retrieve(jc: JobContext) -> dict[str, Any]:
+    vec = jc.rt.cache.get(jc.result["embed"]["key"])
+    if vec is None:
+        raise InputError("embedding missing from the cache: re-run the embed stage")
+    r = line.retrieve(jc.rt.index(jc.options), jc.vocabulary, jc.product, vec,  # type: ignore[arg-type]
+                      int(jc.options["top_k"]), int(jc.options["min_sales"]))
+    if not r.hits:
+        raise InputError("the catalog has no product to take the look from (index empty)")
+    record = line.retrieved_record(r)
+    _write_json(jc.out_dir / "retrieved.json", record)
+    return record
 
 
-def render(ctx: Context, job_id: int) -> str:
-    def work(job: Job, options: dict[str, Any]) -> dict[str, Any]:
-        from hitline.domain.imaging import contact_sheet
-        from hitline.domain.pricing import PriceTable
+def analyze(jc: JobContext) -> dict[str, Any]:
+    hits = [Hit(**{**h, "found_by": tuple(h["found_by"])}) for h in jc.result["retrieve"]["hits"]]
+    analyzer = jc.providers.analyzer
+    analysis, cached = line.analyze(analyzer, hits, jc.product, jc.rt.cache)  # type: ignore[arg-type]
+    if analysis.cost_usd > 0:
+        _record_cost(jc.rt, jc, "analyze", f"analyze:{jc.job_id}", analyzer.model, analysis.cost_usd)
+    _write_json(jc.out_dir / "style.json", analysis.style.model_dump())
+    return {"style": analysis.style.model_dump(), "cached": cached, "cost_usd": analysis.cost_usd}
 
-        info = batch_info(ctx, job.batch_id)
-        renderer = ctx.providers(options).renderer
-        prices = PriceTable.load(ctx.settings.prices_file)
-        product = _sku(job)
-        style = StyleAnalysis.model_validate(job.result["analyze"]["style"])
-        refs = [Path(h["image_path"]) for h in job.result["retrieve"]["hits"]]
-        flat_sha = stages.file_sha256(product.image_path)
-        ref_shas = [stages.file_sha256(p) for p in refs]
-        sku_dir = Path(info["out_dir"]) / job.batch_id / job.item_id
-        job_ref = _RenderJob(ctx, job.batch_id, job.id, info["budget_usd"], renderer.model)
-        outputs = []
-        for preset in load_presets(options["presets"], ctx.settings.presets_file):
-            key = stages.render_key(renderer.model, flat_sha, ref_shas, style, preset)
-            dest = sku_dir / f"{preset.name}-{key[:12]}.png"
-            price = prices.image_cost(renderer.model, preset.size)
+
+def render(jc: JobContext) -> dict[str, Any]:
+    """One image per preset. Every paid call is reserved against the budget first; an image with the same
+    inputs already paid for in this batch (another SKU with the same flat-lay, hits and style) is reused,
+    not rendered again."""
+    from hitline.domain.imaging import contact_sheet
+
+    renderer = jc.providers.renderer
+    style = StyleAnalysis.model_validate(jc.result["analyze"]["style"])
+    refs = [Path(h["image_path"]) for h in jc.result["retrieve"]["hits"]]
+    ref_shas = [file_sha256(p) for p in refs]
+    budget = RenderBudget(jc, renderer.model)
+    outputs = []
+    for preset in jc.presets:
+        key = line.render_key(renderer.model, jc.image_sha, ref_shas, style, preset)
+        dest = jc.out_dir / f"{preset.name}-{key[:12]}.png"
+        price = jc.rt.prices.image_cost(renderer.model, preset.size)
+        reused_from = budget.reserve(key, price, preset.name, dest)
+        if reused_from is None:
             try:
-                path, cost, fresh = stages.render_preset(renderer, product, refs, style, preset, dest,
-                                                         before_call=partial(job_ref.reserve, key, price, preset.name))
-            except BudgetExceeded:
-                raise
+                path, cost, fresh = line.render_preset(renderer, jc.product, refs, style, preset, dest)  # type: ignore[arg-type]
             except BaseException:
-                job_ref.release(key)
+                budget.release(key)
                 raise
-            outputs.append({"preset": preset.name, "path": str(path), "width": preset.width,
-                            "height": preset.height, "cost_usd": job_ref.settle(key, cost if fresh else None),
-                            "key": key})
-        _write_contact_sheet(product.image_path, refs, outputs, sku_dir / "contact_sheet.png", contact_sheet)
-        return {"outputs": outputs}
-
-    return run_step(ctx, job_id, "render", work)
+            charged = budget.settle(key, cost if fresh else None, dest)
+        else:
+            path, charged = dest, 0.0
+        outputs.append({"preset": preset.name, "path": str(path), "width": preset.width, "height": preset.height,
+                        "cost_usd": charged, "key": key, "reused_from": reused_from})
+    _write_contact_sheet(jc.product.image_path, refs, outputs, jc.out_dir / "contact_sheet.png", contact_sheet)
+    return {"outputs": outputs}
 
 
 @dataclass
-class _RenderJob:
-    """Budget bookkeeping of one SKU's renders: reserve before the call, settle or release after."""
+class RenderBudget:
+    """One SKU's render bookkeeping on the charge table: reserve before a call, settle or release after."""
 
-    ctx: Context
-    batch_id: str
-    job_id: int
-    budget_usd: float | None
+    jc: JobContext
     model: str
 
-    def reserve(self, key: str, price: float, preset: str) -> None:
-        with session_scope(self.ctx.db_url) as s:
-            verdict = crud.reserve(s, self.batch_id, self.job_id, "render", key, self.model, price, self.budget_usd)
+    def reserve(self, key: str, price: float, preset: str, dest: Path) -> str | None:
+        """None: go ahead and render (this job holds the reservation). Otherwise the path of the same image
+        already paid for in this batch, now copied to dest. Raises BudgetExceeded, or NotReady while
+        another job is rendering the same image."""
+        b = self.jc.batch
+        with session_scope(self.jc.rt.db_url) as s:
+            verdict = crud.reserve(s, b.id, self.jc.job_id, "render", key, self.model, price, b.budget_usd)
         if verdict == "over":
-            raise BudgetExceeded(f"budget ${self.budget_usd:.2f} reached before {preset} (${price:.3f}); "
+            raise BudgetExceeded(f"budget ${b.budget_usd:.2f} reached before {preset} (${price:.3f}); "
                                  "resume with a higher --budget")
+        if verdict == "busy":
+            raise NotReady(f"the same {preset} image is being rendered for another SKU of this batch")
+        if verdict == "paid":
+            source = self.jc.rt.cache.get(_output_key(b.id, key))
+            if source is None or not Path(source).exists():
+                raise InputError(f"{preset}: the identical image paid for earlier in this batch is missing "
+                                 f"({source}); it is not rendered and charged twice")
+            if Path(source) != dest:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, dest)
+            return str(source)
+        return None
 
     def release(self, key: str) -> None:
-        with session_scope(self.ctx.db_url) as s:
-            crud.settle(s, self.batch_id, key, keep=False)
+        with session_scope(self.jc.rt.db_url) as s:
+            crud.settle(s, self.jc.batch.id, key, keep=False)
 
-    def settle(self, key: str, cost: float | None) -> float:
-        """Settle a fresh render (cost given) and return what this image was charged, now or before."""
-        with session_scope(self.ctx.db_url) as s:
-            # cost None = the image was on disk already. If its reservation is still open, the call that
-            # wrote it was cut before settling (worker killed, job table down) and was paid: settle it
-            # at the reserved price (a no-op for a charge that is settled)
-            crud.settle(s, self.batch_id, key, cost)
-            return crud.charged(s, self.batch_id, key)
+    def settle(self, key: str, cost: float | None, dest: Path) -> float:
+        """Settle a render (cost given when it was made now) and return what this image was charged."""
+        self.jc.rt.cache.put(_output_key(self.jc.batch.id, key), str(dest))
+        with session_scope(self.jc.rt.db_url) as s:
+            crud.settle(s, self.jc.batch.id, key, cost)
+            return crud.charged(s, self.jc.batch.id, key)
 
 
-def _write_contact_sheet(flatlay: Path, refs: list[Path], outputs: list[dict[str, Any]], dest: Path, sheet) -> None:  # noqa: ANN001
-    from PIL import Image
+def _output_key(batch_id: str, key: str) -> str:
+    return f"render-out:{batch_id}:{key}"
 
-    with Image.open(flatlay) as f:
-        ref_imgs = [Image.open(p) for p in refs]
-        outs = [(o["preset"], Image.open(o["path"])) for o in outputs]
-        img = sheet(f, ref_imgs, outs)
+
+def _record_cost(rt: Runtime, jc: JobContext, stage: str, key: str, model: str, cost: float) -> None:
+    """Record the cost of an embed/analyze call once per key (the budget guards renders, the big spend)."""
+    with session_scope(rt.db_url) as s:
+        crud.reserve(s, jc.batch.id, jc.job_id, stage, key, model, cost, None)
+        crud.settle(s, jc.batch.id, key, cost)
+
+
+def _write_contact_sheet(flatlay: Path, refs: list[Path], outputs: list[dict[str, Any]], dest: Path,
+                         sheet: Callable[..., Any]) -> None:
+    from hitline.domain.images import load_image
+
+    img = sheet(load_image(flatlay), [load_image(p) for p in refs],
+                [(o["preset"], load_image(o["path"])) for o in outputs])
     tmp = dest.with_suffix(".part")
     img.save(tmp, format="PNG")
     tmp.replace(dest)
@@ -249,3 +233,70 @@ def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(".part")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     tmp.replace(path)
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a stage's task retries a retryable provider error: exponential backoff from `backoff_s`, capped
+    at `max_backoff_s`, with jitter; a provider's Retry-After wins. How many times: Settings
+    `provider_attempts` (one budget for every paid call). Unreachable infrastructure is retried without a
+    bound (capped backoff); NotReady is re-checked every `not_ready_s` (growing to 10 s), uncounted."""
+
+    backoff_s: float = 1.0
+    max_backoff_s: float = 120.0
+    not_ready_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # as stored in job.stage
+    kind: Literal["sku", "hit"]
+    queue: str
+    work: Callable[..., Any]
+    calls_provider: bool = True
+    retry: RetryPolicy = RetryPolicy()
+
+    @property
+    def task_name(self) -> str:
+        return f"hitline.{self.name}" if self.kind == "sku" else f"hitline.{self.name}_hits"
+
+    def run(self, rt: Runtime, *args: Any, token: str | None = None) -> Outcome | dict[int, Outcome]:
+        """sku stages take (job_id,), catalog stages (batch_id, job_ids)."""
+        names = [st.name for st in line_of(self.kind)]
+        if self.kind == "sku":
+            (job_id,) = args
+            return run_step(rt, job_id, self.name, self.work, names, token)
+        batch_id, job_ids = args
+        outcomes = run_chunk(rt, batch_id, list(job_ids), self.name, self.work, names, token)
+        if self.name == names[-1]:
+            # the chunk that finishes the catalog flushes (SKUs waiting in their index stage also check)
+            flush_if_catalog_indexed(rt, batch_id)
+        return outcomes
+
+
+SKU_LINE: tuple[Stage, ...] = (
+    Stage("embed", "sku", "embed", embed),
+    Stage("index", "sku", "index", wait_for_catalog, calls_provider=False),
+    Stage("retrieve", "sku", "retrieve", retrieve, calls_provider=False),
+    Stage("analyze", "sku", "analyze", analyze),
+    Stage("render", "sku", "render", render),
+)
+CATALOG_LINE: tuple[Stage, ...] = (
+    Stage("embed", "hit", "embed", embed_catalog),
+    Stage("index", "hit", "index", index_catalog, calls_provider=False),
+)
+STAGES: tuple[Stage, ...] = CATALOG_LINE + SKU_LINE
+QUEUES: tuple[str, ...] = tuple(dict.fromkeys(st.queue for st in SKU_LINE + CATALOG_LINE))
+
+
+def line_of(kind: str) -> tuple[Stage, ...]:
+    return SKU_LINE if kind == "sku" else CATALOG_LINE
+
+
+def stage(kind: str, name: str) -> Stage:
+    for st in line_of(kind):
+        if st.name == name:
+            return st
+    raise KeyError(f"no {kind} stage {name!r}")

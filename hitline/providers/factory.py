@@ -57,7 +57,7 @@ def build_providers(settings: Settings, limiter: Any | None = None) -> Providers
                           "(or HITLINE_PROVIDER=local to run offline)")
     prices = PriceTable.load(settings.prices_file)
     client = OpenRouterClient(settings.openrouter_base_url, key, timeout_s=settings.openrouter_timeout_s,
-                              max_retries=settings.openrouter_max_retries, limiter=limiter)
+                              limiter=limiter, rate_wait_max_s=settings.rate_wait_max_s)
     return Providers(
         embedder=OpenRouterEmbedder(client, settings.embed_model, settings.embed_dim, prices=prices,
                                     batch_size=settings.embed_batch_size),

@@ -4,7 +4,7 @@ Celery's `rate_limit` counts per worker; these limiters count per model across a
 (`RedisLimiter`) or across the threads of one process (`LocalLimiter`, embedded mode).
 
     limiter = build_limiter(settings)
-    with limiter.acquire(model, timeout=30):      # raises RateLimited(retry_after=...) after 30 s
+    with limiter.acquire(model, timeout=30):      # raises RateWait(retry_after=...) after 30 s
         provider.render(...)
 """
 
@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hitline.config import Settings, get_settings, load_data_file
-from hitline.errors import ConfigError, RateLimited
+from hitline.errors import ConfigError, RateWait
 
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["Limit", "Limiter", "RedisLimiter", "LocalLimiter", "load_limits", "build_limiter"]
+__all__ = ["Limit", "Limiter", "Clock", "SystemClock", "RedisLimiter", "LocalLimiter", "load_limits", "build_limiter"]
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,26 @@ def load_limits(override: Path | None = None) -> dict[str, Limit]:
     return {name: build(name, {**base, **values}) for name, values in table.items()}
 
 
+class Clock(Protocol):
+    """Where a limiter reads the time and how it waits; tests pass a manual clock."""
+
+    def now(self) -> float: ...
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
 class Limiter(Protocol):
     def acquire(self, model: str, timeout: float | None = None) -> AbstractContextManager[None]:
         """Block until a rate slot and an in-flight slot are free; hold the in-flight slot inside.
 
-        Raises RateLimited(retry_after=...) when no slot is free within `timeout` seconds
+        Raises RateWait(retry_after=...) when no slot is free within `timeout` seconds
         (None = wait as long as it takes, 0 = try once).
         """
         ...
@@ -107,7 +122,7 @@ class _PollingLimiter:
     """The waiting loop both limiters share; subclasses only try, wait and release."""
 
     def __init__(self, limits: Mapping[str, Limit], *, poll_s: float = 0.05, busy_retry_s: float = 1.0,
-                 on_acquire: OnAcquire | None = None) -> None:
+                 on_acquire: OnAcquire | None = None, clock: Clock | None = None) -> None:
         if "default" not in limits:
             raise ConfigError("limits need a 'default' entry for models without their own")
         self.limits = dict(limits)
@@ -116,6 +131,8 @@ class _PollingLimiter:
         # retry_after suggested when the in-flight cap, not the rate, was the obstacle
         self.busy_retry_s = busy_retry_s
         self.on_acquire = on_acquire
+        self.clock: Clock = clock or SystemClock()
+        self._injected_clock = clock is not None
 
     def limit_for(self, model: str) -> Limit:
         return self.limits.get(model) or self.limits["default"]
@@ -124,20 +141,20 @@ class _PollingLimiter:
     def acquire(self, model: str, timeout: float | None = None) -> Iterator[None]:
         limit = self.limit_for(model)
         token = uuid.uuid4().hex
-        started = time.monotonic()
+        started = self.clock.now()
         deadline = math.inf if timeout is None else started + max(timeout, 0.0)
         while True:
             attempt = self._try_acquire(model, limit, token)
             if attempt.granted:
                 break
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock.now()
             if attempt.reason == "rate":
                 wait, retry_after = attempt.wait_s, attempt.wait_s
             else:
                 wait, retry_after = min(attempt.wait_s, self.poll_s), min(attempt.wait_s, self.busy_retry_s)
             # a rate wait is exact: when it outlasts the timeout, hand the worker thread back at once
             if remaining <= 0 or (attempt.reason == "rate" and wait > remaining):
-                raise RateLimited(
+                raise RateWait(
                     f"{model}: no {'rate' if attempt.reason == 'rate' else 'in-flight'} slot within "
                     f"{timeout} s (limit {limit.rpm}/{limit.window_s:g} s, {limit.max_in_flight} in flight)",
                     status=429, retry_after=max(retry_after, 0.001))
@@ -146,7 +163,7 @@ class _PollingLimiter:
         renewing = self._keep_lease(model, limit, token)
         try:
             if self.on_acquire is not None:
-                self.on_acquire(model, attempt.granted_at, time.monotonic() - started)
+                self.on_acquire(model, attempt.granted_at, self.clock.now() - started)
             yield
         finally:
             renewing.set()
@@ -176,7 +193,7 @@ class _PollingLimiter:
         raise NotImplementedError
 
     def _wait(self, seconds: float) -> None:
-        time.sleep(seconds)
+        self.clock.sleep(seconds)
 
     def _release(self, model: str, limit: Limit, token: str) -> None:
         raise NotImplementedError
@@ -185,8 +202,13 @@ class _PollingLimiter:
 # One atomic step: drop expired leases and old starts, then take both slots or say how long to wait.
 # Times are Redis server microseconds (TIME), so client clocks never matter. Integers only in the reply.
 _ACQUIRE_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now
+if ARGV[6] and ARGV[6] ~= '' then
+  now = tonumber(ARGV[6])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local rpm, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local max_in_flight, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -249,7 +271,10 @@ class RedisLimiter(_PollingLimiter):
         return f"{base}:rate", f"{base}:inflight"
 
     def _try_acquire(self, model: str, limit: Limit, token: str) -> _Attempt:
-        args = [limit.rpm, round(limit.held_window_s * 1e6), limit.max_in_flight, round(limit.lease_s * 1e6), token]
+        # Redis server time unless a clock was injected (tests), so client clocks never matter
+        now_us = round(self.clock.now() * 1e6) if self._injected_clock else ""
+        args = [limit.rpm, round(limit.held_window_s * 1e6), limit.max_in_flight, round(limit.lease_s * 1e6), token,
+                now_us]
         granted, why, wait_us, now_us = (int(v) for v in self._acquire_script(keys=self.keys(model), args=args))
         if granted:
             return _Attempt(True, granted_at=now_us / 1e6)
@@ -279,7 +304,7 @@ class LocalLimiter(_PollingLimiter):
     def _try_acquire(self, model: str, limit: Limit, token: str) -> _Attempt:
         with self._cond:
             state = self._state.setdefault(model, _LocalState(deque()))
-            now = time.monotonic()
+            now = self.clock.now()
             if state.in_flight >= limit.max_in_flight:
                 return _Attempt(False, "busy", math.inf)
             while state.starts and state.starts[0] <= now - limit.held_window_s:
@@ -292,6 +317,9 @@ class LocalLimiter(_PollingLimiter):
             return _Attempt(True, granted_at=now)
 
     def _wait(self, seconds: float) -> None:
+        if self._injected_clock:
+            self.clock.sleep(seconds)
+            return
         # a release wakes busy waiters early; a missed notify costs at most one poll
         with self._cond:
             self._cond.wait(seconds)

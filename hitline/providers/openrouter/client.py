@@ -1,8 +1,10 @@
-"""The one HTTP client for OpenRouter: auth headers, timeouts, error mapping, capped retries.
+"""The one HTTP client for OpenRouter: auth headers, timeouts, the rate limiter, error mapping.
 
-Retries happen here (exponential backoff with jitter, `Retry-After` wins); once they are spent the
-retryable error is re-raised so the Celery task above can retry later. The API key never leaves
-this module: it is masked in reprs and scrubbed from every message that could reach a log.
+One call is one HTTP attempt. A retryable failure (429, 5xx, timeout, reset, malformed body) is raised
+as RetryableProviderError carrying the provider's Retry-After; the stage's Celery task retries it
+within the one budget of Settings.provider_attempts, so every retry shows in Flower and the HTTP attempts
+per image are bounded by that number. The API key never leaves this module: it is masked in reprs and
+scrubbed from every message that could reach a log.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ import math
 import time
 from contextlib import nullcontext
 from datetime import timezone
-from typing import Any, Callable, ContextManager, Mapping, Protocol
+from typing import Any, ContextManager, Mapping, Protocol
 
 import requests
 from pydantic import SecretStr
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from hitline.errors import ProviderError, RateLimited, RetryableProviderError, TerminalProviderError
 
@@ -32,9 +33,10 @@ _MASK = "***"
 
 
 class RateLimiter(Protocol):
-    """What the client needs from a (shared) limiter: a slot per request for a model."""
+    """What the client needs from a (shared) limiter: a slot per request for a model, or RateLimited
+    (with retry_after) when none frees up within `timeout` seconds. hitline.providers.ratelimit.Limiter."""
 
-    def acquire(self, model: str) -> ContextManager[Any]: ...
+    def acquire(self, model: str, timeout: float | None = None) -> ContextManager[Any]: ...
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -74,27 +76,23 @@ def error_for_status(status: int, message: str, *, retry_after: float | None = N
 class OpenRouterClient:
     """POSTs JSON to OpenRouter and returns the decoded body, or raises a hitline ProviderError."""
 
-    def __init__(self, base_url: str, api_key: SecretStr, timeout_s: float = 120.0, max_retries: int = 5,
-                 limiter: RateLimiter | None = None, session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep, *, connect_timeout_s: float = 10.0,
-                 backoff_initial_s: float = 1.0, max_wait_s: float = 30.0, app_url: str = "https://github.com/hitline",
-                 app_title: str = "hitline") -> None:
+    def __init__(self, base_url: str, api_key: SecretStr, timeout_s: float = 120.0,
+                 limiter: RateLimiter | None = None, session: requests.Session | None = None, *,
+                 connect_timeout_s: float = 10.0, rate_wait_max_s: float = 5.0,
+                 app_url: str = "https://github.com/hitline", app_title: str = "hitline") -> None:
         if not isinstance(api_key, SecretStr):
             api_key = SecretStr(str(api_key))
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.timeout = (min(connect_timeout_s, timeout_s), timeout_s)  # (connect, read)
-        self.max_retries = max(0, int(max_retries))  # retries after the first attempt
         self.limiter = limiter
         self.session = session or requests.Session()
-        self._sleep = sleep
-        self.backoff_initial_s = backoff_initial_s
-        self.max_wait_s = max_wait_s
+        # a longer rate wait hands the worker back: RateLimited(retry_after) -> the task retries later
+        self.rate_wait_max_s = rate_wait_max_s
         self._app_headers = {"HTTP-Referer": app_url, "X-Title": app_title}
 
     def __repr__(self) -> str:
-        return (f"OpenRouterClient(base_url={self.base_url!r}, api_key={_MASK!r}, timeout={self.timeout}, "
-                f"max_retries={self.max_retries})")
+        return f"OpenRouterClient(base_url={self.base_url!r}, api_key={_MASK!r}, timeout={self.timeout})"
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key.get_secret_value()}",
@@ -106,21 +104,9 @@ class OpenRouterClient:
         return text.replace(key, _MASK) if key else text
 
     def post(self, path: str, payload: Mapping[str, Any], model: str) -> dict[str, Any]:
-        """POST `payload` to `path` (e.g. "/chat/completions"), retrying retryable failures."""
+        """POST `payload` to `path` (e.g. "/chat/completions") once; the decoded body or a ProviderError."""
         url = f"{self.base_url}/{path.lstrip('/')}"
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception(self._worth_retrying_here),
-            sleep=self._sleep,
-            before_sleep=lambda state: self._log_retry(state, path, model),
-            reraise=True,
-        )
-        return retrying(self._attempt, url, payload, model)
-
-    # one HTTP attempt -------------------------------------------------------------------------
-    def _attempt(self, url: str, payload: Mapping[str, Any], model: str) -> dict[str, Any]:
-        slot = self.limiter.acquire(model) if self.limiter is not None else nullcontext()
+        slot = self.limiter.acquire(model, timeout=self.rate_wait_max_s) if self.limiter is not None else nullcontext()
         with slot:
             try:
                 response = self.session.post(url, json=payload, headers=self._headers(), timeout=self.timeout)
@@ -151,28 +137,6 @@ class OpenRouterClient:
             raise RetryableProviderError(f"malformed response from {model}: not a JSON object "
                                          f"({len(text)} bytes)", status=status)
         return body
-
-    # retry policy -----------------------------------------------------------------------------
-    def _worth_retrying_here(self, exc: BaseException) -> bool:
-        if not isinstance(exc, RetryableProviderError):
-            return False
-        # a long Retry-After is better served by the task queue than by a sleeping worker
-        return exc.retry_after is None or exc.retry_after <= self.max_wait_s
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            return float(retry_after)
-        backoff = wait_exponential_jitter(initial=self.backoff_initial_s, max=self.max_wait_s,
-                                          jitter=self.backoff_initial_s)
-        return min(self.max_wait_s, backoff(state))
-
-    def _log_retry(self, state: RetryCallState, path: str, model: str) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("openrouter %s %s attempt %d/%d failed: %s; retrying in %.2fs", path, model,
-                    state.attempt_number, self.max_retries + 1, self.scrub(str(exc)), wait)
 
 
 def _error_message(error: Any, text: str, status: int) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_CATALOG
 from PIL import Image, ImageDraw
 
 from hitline.domain.models import ASPECT_RATIOS, NewProduct, Preset, StyleAnalysis
@@ -18,7 +19,7 @@ from hitline.domain.cutout import product_mask
 from hitline.providers.base import ImageRenderer
 from hitline.providers.local.render import LocalRenderer
 
-REAL_PHOTOS = sorted(Path("/work/shared/data/hit-catalog/images").glob("*.jpg"))
+REAL_PHOTOS = sorted((SHARED_CATALOG / "images").glob("*.jpg"))
 STYLE = StyleAnalysis(scene="studio", lighting="soft", pose="hung", mood="calm", prompt="p",
                       palette=["#d8cfc4", "#333333"])
 

@@ -51,14 +51,8 @@ def calm(fake: FakeServer) -> None:
 
 
 @pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def client(fake: FakeServer, sleeps: list[float]) -> OpenRouterClient:
-    return OpenRouterClient(fake.base_url, SecretStr(KEY), timeout_s=2.0, max_retries=2, sleep=sleeps.append,
-                            backoff_initial_s=0.01, max_wait_s=30.0)
+def client(fake: FakeServer) -> OpenRouterClient:
+    return OpenRouterClient(fake.base_url, SecretStr(KEY), timeout_s=2.0)
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +96,13 @@ def _recent(fake: FakeServer) -> list[dict[str, Any]]:
 # terminal errors ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("status, text", [("400", "bad request"), ("402", "no credit"), ("403", "moderation"),
                                           ("404", "Not found")])
-def test_terminal_statuses_raise_once_with_the_providers_message(fake: FakeServer, client: OpenRouterClient,
-                                                                 sleeps: list[float], status: str, text: str) -> None:
+def test_terminal_statuses_raise_with_the_providers_message(fake: FakeServer, client: OpenRouterClient,
+                                                            status: str, text: str) -> None:
     fake.configure(script=[status])
     with pytest.raises(TerminalProviderError, match=text) as info:
         _call(client)
-    assert info.value.status == int(status)
-    assert fake.stats()["total"] == 1 and sleeps == []  # never retried
+    assert info.value.status == int(status) and not isinstance(info.value, RetryableProviderError)
+    assert fake.stats()["total"] == 1
 
 
 def test_402_says_no_credit(fake: FakeServer, client: OpenRouterClient) -> None:
@@ -125,96 +119,54 @@ def test_validation_400_carries_the_api_message(client: OpenRouterClient) -> Non
 
 def test_wrong_key_is_401_terminal_and_the_key_is_not_echoed(fake: FakeServer) -> None:
     other = "sk-or-v1-WRONG-key-987654321"
-    bad = OpenRouterClient(fake.base_url, SecretStr(other), timeout_s=2, max_retries=2, sleep=lambda s: None)
+    bad = OpenRouterClient(fake.base_url, SecretStr(other), timeout_s=2)
     with pytest.raises(TerminalProviderError) as info:
         _call(bad)
     assert info.value.status == 401 and other not in str(info.value)
 
 
-# retryable errors --------------------------------------------------------------------------------
-def test_429_retry_after_is_honoured(fake: FakeServer, client: OpenRouterClient, sleeps: list[float]) -> None:
+# retryable errors: one HTTP attempt per call; the stage's task retries (tests/test_tasks.py) --------
+def test_429_carries_retry_after(fake: FakeServer, client: OpenRouterClient) -> None:
     fake.configure(script=["429"], retry_after_s=3)
-    assert _call(client)["choices"]
-    assert sleeps == [3.0]  # Retry-After wins over the (tiny) computed backoff
+    with pytest.raises(RateLimited) as info:
+        _call(client)
+    assert info.value.retry_after == 3.0 and info.value.status == 429
+    assert _call(client)["choices"]  # the next attempt (the task's retry) goes through
     assert fake.stats()["statuses"] == {"200": 1, "429": 1}
 
 
-def test_rpm_limit_over_real_time_waits_then_succeeds(fake: FakeServer) -> None:
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        time.sleep(seconds)
-
-    fake.configure(rpm={CHAT: 1}, rpm_window_s=1.0)
-    client = OpenRouterClient(fake.base_url, SecretStr(KEY), timeout_s=2, max_retries=2, sleep=sleep)
-    _call(client)
-    _call(client)  # 429 with Retry-After: 1, then a slot frees
-    assert slept and slept[0] >= 1.0
-    assert fake.stats()["statuses"]["429"] >= 1
-
-
-def test_long_retry_after_is_left_to_the_task_queue(fake: FakeServer, client: OpenRouterClient,
-                                                     sleeps: list[float]) -> None:
-    fake.configure(rpm={CHAT: 1})  # 60 s window: Retry-After ~60 > max wait 30 s
+def test_rpm_limit_answers_with_the_window_left(fake: FakeServer, client: OpenRouterClient) -> None:
+    fake.configure(rpm={CHAT: 1})  # 60 s window
     _call(client)
     with pytest.raises(RateLimited) as info:
         _call(client)
     assert info.value.retry_after is not None and info.value.retry_after >= 59
-    assert sleeps == [] and info.value.status == 429
 
 
-def test_429_exhausted_reraises_rate_limited(fake: FakeServer, client: OpenRouterClient, sleeps: list[float]) -> None:
-    fake.configure(script=["429"] * 3, retry_after_s=1)
-    with pytest.raises(RateLimited) as info:
+@pytest.mark.parametrize("fault, match", [("500", "provider error \\(500\\)"), ("502", "provider error \\(502\\)"),
+                                          ("malformed", "malformed")])
+def test_5xx_and_malformed_bodies_are_retryable_and_one_call_is_one_attempt(
+        fake: FakeServer, client: OpenRouterClient, fault: str, match: str) -> None:
+    fake.configure(script=[fault])
+    with pytest.raises(RetryableProviderError, match=match) as info:
         _call(client)
-    assert info.value.retry_after == 1.0 and sleeps == [1.0, 1.0]
-
-
-def test_500_and_502_are_retried_then_succeed(fake: FakeServer, client: OpenRouterClient, sleeps: list[float]) -> None:
-    fake.configure(script=["500", "502"])
+    assert not isinstance(info.value, RateLimited)
+    assert fake.stats()["total"] == 1  # no hidden retries inside the client
     assert _call(client)["choices"]
-    assert fake.stats()["statuses"] == {"200": 1, "500": 1, "502": 1}
-    assert len(sleeps) == 2 and all(0 < s <= 30 for s in sleeps)
 
 
-def test_retries_are_capped_and_the_last_error_is_raised(fake: FakeServer, client: OpenRouterClient,
-                                                         sleeps: list[float]) -> None:
-    fake.configure(script=["500", "502", "500", "ok"])
-    with pytest.raises(RetryableProviderError) as info:
-        _call(client)
-    assert info.value.status == 500 and not isinstance(info.value, RateLimited)
-    assert fake.stats()["total"] == 3 and len(sleeps) == 2  # max_retries=2 -> 3 attempts
-
-
-def test_backoff_grows_with_jitter_and_stays_capped(fake: FakeServer, sleeps: list[float]) -> None:
-    fake.configure(script=["502"] * 5)
-    client = OpenRouterClient(fake.base_url, SecretStr(KEY), max_retries=4, sleep=sleeps.append,
-                              backoff_initial_s=1.0, max_wait_s=3.0)
-    with pytest.raises(RetryableProviderError):
-        _call(client)
-    assert len(sleeps) == 4 and max(sleeps) <= 3.0 and sleeps[0] >= 1.0
-
-
-def test_a_hang_times_out_and_is_retried(fake: FakeServer, sleeps: list[float]) -> None:
+def test_a_hang_times_out_at_the_read_timeout(fake: FakeServer) -> None:
     fake.configure(script=["timeout"], hang_s=0.6)
-    client = OpenRouterClient(fake.base_url, SecretStr(KEY), timeout_s=0.2, max_retries=1, sleep=sleeps.append,
-                              backoff_initial_s=0.01)
+    client = OpenRouterClient(fake.base_url, SecretStr(KEY), timeout_s=0.2)
     started = time.monotonic()
-    assert _call(client)["choices"]
-    assert time.monotonic() - started < 0.6 + 0.5 and len(sleeps) == 1
-
-
-def test_timeouts_exhausted_are_retryable(fake: FakeServer) -> None:
-    fake.configure(script=["timeout", "timeout"], hang_s=0.5)
-    client = OpenRouterClient(fake.base_url, SecretStr(KEY), timeout_s=0.15, max_retries=1, sleep=lambda s: None)
     with pytest.raises(RetryableProviderError, match="timed out"):
         _call(client)
+    assert time.monotonic() - started < 0.6
 
 
 def test_dropped_connection_is_retryable(fake: FakeServer) -> None:
     fake.configure(script=["timeout"], hang_s=0.05)  # the fake drops the connection before the read timeout
-    client = OpenRouterClient(fake.base_url, SecretStr(KEY), timeout_s=2, max_retries=0)
+    client = OpenRouterClient(fake.base_url, SecretStr(KEY), timeout_s=2)
     with pytest.raises(RetryableProviderError, match="connection error"):
         _call(client)
 
@@ -223,25 +175,15 @@ def test_connection_refused_is_retryable() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client = OpenRouterClient(f"http://127.0.0.1:{port}/api/v1", SecretStr(KEY), timeout_s=1, max_retries=1,
-                              sleep=lambda s: None)
+    client = OpenRouterClient(f"http://127.0.0.1:{port}/api/v1", SecretStr(KEY), timeout_s=1)
     with pytest.raises(RetryableProviderError, match="connection error") as info:
         _call(client)
     assert KEY not in str(info.value)
 
 
-def test_malformed_json_is_retried(fake: FakeServer, client: OpenRouterClient, sleeps: list[float]) -> None:
-    fake.configure(script=["malformed"])
-    assert _call(client)["choices"] and len(sleeps) == 1
-    fake.configure(script=["malformed"] * 3)
-    with pytest.raises(RetryableProviderError, match="malformed"):
-        _call(client)
-
-
 def test_error_inside_a_200_body_is_mapped() -> None:
     body = {"error": {"code": 502, "message": "upstream died mid-generation"}}
-    client = OpenRouterClient("http://127.0.0.1:9/api/v1", SecretStr(KEY), max_retries=0,
-                              session=_CannedSession(200, json.dumps(body)))
+    client = OpenRouterClient("http://127.0.0.1:9/api/v1", SecretStr(KEY), session=_CannedSession(200, json.dumps(body)))
     with pytest.raises(RetryableProviderError, match="upstream died"):
         _call(client)
 
@@ -256,32 +198,32 @@ def test_parse_retry_after_seconds_and_http_dates() -> None:
 
 # the limiter -------------------------------------------------------------------------------------
 class _RecordingLimiter:
-    def __init__(self, refuse_first: bool = False) -> None:
-        self.models: list[str] = []
-        self.refuse_first = refuse_first
+    def __init__(self, refuse: bool = False) -> None:
+        self.calls: list[tuple[str, float | None]] = []
+        self.refuse = refuse
 
     @contextmanager
-    def acquire(self, model: str) -> Iterator[None]:
-        self.models.append(model)
-        if self.refuse_first and len(self.models) == 1:
-            raise RateLimited("our own limiter says wait", retry_after=0.25)
+    def acquire(self, model: str, timeout: float | None = None) -> Iterator[None]:
+        self.calls.append((model, timeout))
+        if self.refuse:
+            raise RateLimited("our own limiter says wait", retry_after=12.0)
         yield
 
 
-def test_every_attempt_goes_through_the_limiter(fake: FakeServer, sleeps: list[float]) -> None:
+def test_every_call_goes_through_the_limiter_with_a_bounded_wait(fake: FakeServer) -> None:
     limiter = _RecordingLimiter()
-    client = OpenRouterClient(fake.base_url, SecretStr(KEY), max_retries=2, limiter=limiter, sleep=sleeps.append,
-                              backoff_initial_s=0.01)
-    fake.configure(script=["500"])
+    client = OpenRouterClient(fake.base_url, SecretStr(KEY), limiter=limiter, rate_wait_max_s=5.0)
     _call(client)
-    assert limiter.models == [CHAT, CHAT]
+    assert limiter.calls == [(CHAT, 5.0)]
 
 
-def test_limiter_refusal_is_retried_after_its_retry_after(fake: FakeServer, sleeps: list[float]) -> None:
-    limiter = _RecordingLimiter(refuse_first=True)
-    client = OpenRouterClient(fake.base_url, SecretStr(KEY), max_retries=2, limiter=limiter, sleep=sleeps.append)
-    _call(client)
-    assert sleeps == [0.25] and fake.stats()["total"] == 1
+def test_a_long_rate_wait_gives_the_worker_back(fake: FakeServer) -> None:
+    """The limiter refuses (the wait is longer than rate_wait_max_s): nothing is sent, and the error
+    carries the wait so the task retries after it instead of holding a worker thread."""
+    client = OpenRouterClient(fake.base_url, SecretStr(KEY), limiter=_RecordingLimiter(refuse=True))
+    with pytest.raises(RateLimited) as info:
+        _call(client)
+    assert info.value.retry_after == 12.0 and fake.stats()["total"] == 0
 
 
 # the key never leaks -----------------------------------------------------------------------------
@@ -306,7 +248,11 @@ def test_key_is_masked_in_reprs_logs_errors_and_data(fake: FakeServer, client: O
                                                      product: NewProduct) -> None:
     caplog.set_level(logging.DEBUG)
     fake.configure(script=["500", "timeout", "malformed", "429"], retry_after_s=0.01, hang_s=0.05)
-    client.max_retries = 4
+    errors = []
+    for _ in range(4):
+        with pytest.raises(RetryableProviderError) as failed:
+            _call(client)
+        errors.append(failed.value)
     body = _call(client)
     fake.configure(script=["401"])
     with pytest.raises(TerminalProviderError) as info:
@@ -315,17 +261,15 @@ def test_key_is_masked_in_reprs_logs_errors_and_data(fake: FakeServer, client: O
                  OpenRouterRenderer(client, NANO, prices)]
     analysis = providers[1].analyze([photos["blue"]], product)
     texts = [caplog.text, str(info.value), repr(info.value), repr(client), json.dumps(body), *map(repr, providers),
-             repr(analysis), str(vars(client))]
-    assert "retrying" in caplog.text  # the retries were logged...
+             repr(analysis), str(vars(client)), *map(str, errors)]
     for text in texts:
-        assert KEY not in text  # ...without the key
+        assert KEY not in text
     assert "***" in repr(client)
 
 
 def test_a_provider_echoing_the_key_is_scrubbed() -> None:
     echo = json.dumps({"error": {"code": 400, "message": f"bad header: Bearer {KEY}"}})
-    client = OpenRouterClient("http://127.0.0.1:9/api/v1", SecretStr(KEY), max_retries=0,
-                              session=_CannedSession(400, echo))
+    client = OpenRouterClient("http://127.0.0.1:9/api/v1", SecretStr(KEY), session=_CannedSession(400, echo))
     with pytest.raises(TerminalProviderError) as info:
         _call(client)
     assert KEY not in str(info.value) and "Bearer ***" in str(info.value)
@@ -377,7 +321,7 @@ def test_dimension_mismatch_is_a_config_error(client: OpenRouterClient, prices: 
 
 def test_count_mismatch_is_retryable(prices: PriceTable) -> None:
     one = json.dumps({"data": [{"index": 0, "embedding": [1.0, 0.0]}], "usage": {"cost": 0.0}})
-    client = OpenRouterClient("http://127.0.0.1:9/api/v1", SecretStr(KEY), max_retries=0, session=_CannedSession(200, one))
+    client = OpenRouterClient("http://127.0.0.1:9/api/v1", SecretStr(KEY), session=_CannedSession(200, one))
     with pytest.raises(RetryableProviderError, match="1 embeddings for 2 inputs"):
         OpenRouterEmbedder(client, EMBED, 2, prices).embed_texts(["a", "b"])
 

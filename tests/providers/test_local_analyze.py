@@ -10,7 +10,6 @@ import pytest
 from PIL import Image, ImageDraw
 
 from hitline.domain.models import NewProduct
-from hitline.providers.base import StyleAnalyzer
 from hitline.providers.local.analyze import MAX_PROMPT_WORDS, LocalAnalyzer, colour_name
 
 HINT = "linen shirt dress with shell buttons"
@@ -38,9 +37,14 @@ def analyze(refs, tmp_path: Path, **kw):
     return LocalAnalyzer().analyze(refs, product(tmp_path, **kw))
 
 
-def test_is_a_style_analyzer():
-    assert isinstance(LocalAnalyzer(), StyleAnalyzer)
-    assert LocalAnalyzer.model == "local/stats-analyzer-v1"
+def test_answers_like_a_style_analyzer_free_and_deterministic(tmp_path: Path):
+    bright = [photo(tmp_path / f"w{i}.png", (246, 246, 244), (200, 190, 180)) for i in range(2)]
+    dark = [photo(tmp_path / f"d{i}.png", (25, 25, 30), (150, 40, 40)) for i in range(2)]
+    first, again, other = analyze(bright, tmp_path), analyze(bright, tmp_path), analyze(dark, tmp_path)
+    assert LocalAnalyzer.model == "local/stats-analyzer-v1" and first.cost_usd == 0.0
+    assert all(getattr(first.style, k).strip() for k in ("scene", "lighting", "pose", "mood", "prompt"))
+    assert first.style == again.style  # same photos, same analysis
+    assert other.style.lighting != first.style.lighting and other.style.prompt != first.style.prompt
 
 
 def test_bright_plain_image_is_high_key_studio(tmp_path: Path):

@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_CATALOG
 from PIL import Image
 
 from hitline.domain.catalog import MAX_IMAGE_PIXELS, check_image, load_catalog, load_new_products
@@ -17,7 +18,7 @@ from hitline.errors import InputError
 
 HIT_HEADER = ["product_id", "image_path", "category", "color", "style", "season", "sales_count", "description", "price"]
 NEW_HEADER = ["new_id", "image_path", "category", "style", "season", "prompt_hint"]
-REAL_CATALOG = Path("/work/shared/data/hit-catalog")
+REAL_CATALOG = SHARED_CATALOG
 
 
 def save_image(path: Path, size: tuple[int, int] = (80, 96), fmt: str = "JPEG") -> Path:

@@ -91,16 +91,45 @@ def test_concurrent_reservations_never_pass_the_budget(pg_url: str) -> None:
     assert verdicts.count("ok") == 3 and verdicts.count("over") == 7
     with session_scope(pg_url) as s:
         assert crud.spent(s, batch) == pytest.approx(0.90)
-        # the same key again is "already reserved/paid", never a second charge
-        crud.settle(s, batch, "k0" if "k0" in [] else _first_key(s, batch), 0.30)
+        keys = _keys(s, batch)
+        crud.settle(s, batch, keys[0], 0.30)
+        other = crud.add_job(s, batch, "sku", "OTHER", 2, {}, "render")
+        s.flush()
+        other_id = other.id
     with session_scope(pg_url) as s:
-        key = _first_key(s, batch)
-        assert crud.reserve(s, batch, job_id, "render", key, "m", 0.30, 1.00) == "paid"
+        # the job that paid for a key gets it back on a redelivery (no second charge row)...
+        assert crud.reserve(s, batch, job_id, "render", keys[0], "m", 0.30, 1.00) == "ok"
+        # ...another job with the same inputs reuses it: "paid", never a second call
+        assert crud.reserve(s, batch, other_id, "render", keys[0], "m", 0.30, 1.00) == "paid"
+        # and waits while the call of the job holding an unsettled reservation is in flight
+        assert crud.reserve(s, batch, other_id, "render", keys[1], "m", 0.30, 1.00) == "busy"
+        assert crud.spent(s, batch) == pytest.approx(0.90)
 
 
-def _first_key(s, batch: str) -> str:  # noqa: ANN001
+def _keys(s, batch: str) -> list[str]:  # noqa: ANN001
     from sqlalchemy import select
 
     from db.models import Charge
 
-    return s.scalars(select(Charge.key).where(Charge.batch_id == batch).order_by(Charge.id)).first()
+    return list(s.scalars(select(Charge.key).where(Charge.batch_id == batch).order_by(Charge.id)))
+
+
+def test_a_redelivered_message_takes_its_own_claim_back_at_once(pg_url: str) -> None:
+    """kill -9 of a worker: the same task id (redelivery, or a retry after a lost connection) reclaims the
+    job without waiting for the claim to go stale; another message cannot."""
+    _, job_id = _batch_with_job(pg_url, None)
+    with session_scope(pg_url) as s:
+        assert crud.claim(s, job_id, "render", token="task-1") is not None
+    with session_scope(pg_url) as s:
+        assert crud.claim(s, job_id, "render", token="task-2") is None  # a second message: running elsewhere
+        assert crud.claim(s, job_id, "render") is None
+    with session_scope(pg_url) as s:
+        job = crud.claim(s, job_id, "render", token="task-1")
+        assert job is not None and job.attempts == 2
+    with session_scope(pg_url) as s:
+        from sqlalchemy import select
+
+        from db.models import Attempt
+
+        outcomes = list(s.scalars(select(Attempt.outcome).where(Attempt.job_id == job_id).order_by(Attempt.id)))
+    assert outcomes == ["lost", "running"]

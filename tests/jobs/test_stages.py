@@ -10,8 +10,10 @@ from PIL import Image
 
 from db import crud
 from db.session import session_scope
-from hitline.jobs import stages as steps
-from hitline.jobs.context import get_context, submit_batch
+from hitline.domain.index import FALLBACKS
+from hitline.jobs.stages import CATALOG_LINE, SKU_LINE
+from hitline.jobs.context import get_runtime
+from hitline.jobs.submit import submit_batch
 
 OPTIONS = {"provider": "local", "top_k": 3, "min_sales": 1500, "presets": ["amazon_main", "thumbnail", "banner"],
            "models": {}}
@@ -51,18 +53,19 @@ def _png_bytes() -> bytes:
     return buf.getvalue()
 
 
-def _run_all(ctx, sub) -> None:  # noqa: ANN001
+def _run_all(rt, sub) -> None:  # noqa: ANN001
+    """The registry's stages in order, as plain functions (no broker)."""
     for chunk in sub.hit_chunks:
-        steps.embed_hits(ctx, chunk)
-        steps.index_hits(ctx, sub.batch_id, chunk)
+        for st in CATALOG_LINE:
+            st.run(rt, sub.batch_id, chunk)
     for j in sub.sku_jobs:
-        for fn in (steps.embed_sku, steps.index_sku, steps.retrieve, steps.analyze, steps.render):
-            fn(ctx, j)
+        for st in SKU_LINE:
+            assert st.run(rt, j).status == "done", st.name
 
 
 def test_line_as_plain_functions(hitline_env: Path, demo_data: tuple[Path, Path]) -> None:
     catalog, new = _small_copy(demo_data, hitline_env)
-    ctx = get_context()
+    ctx = get_runtime()
     out = hitline_env / "out"
     sub = submit_batch(ctx, catalog, new, out, options=OPTIONS)
     assert sub.rejected == 5
@@ -75,14 +78,16 @@ def test_line_as_plain_functions(hitline_env: Path, demo_data: tuple[Path, Path]
     bad = {j.item_id: j.error for j in skus if j.state == "failed"}
     assert len(good) == 2
     assert "escapes" in bad["BAD-ESCAPE"]
-    assert "not found" in bad["BAD-MISSING"] or "missing" in bad["BAD-MISSING"]
+    assert "image file not found" in bad["BAD-MISSING"]
     assert "PNG" in bad["BAD-LIAR"]
     assert any("duplicate" in (e or "") for e in bad.values())
-    assert bad["BAD-NOTIMG"]
+    assert "is not an image" in bad["BAD-NOTIMG"]
     for j in good:
         r = j.result
         assert len(r["retrieve"]["hits"]) == 3
-        assert all(h["category"] == j.row["category"] for h in r["retrieve"]["hits"]) or r["retrieve"]["notes"]
+        # the demo catalog has every new product's category: the filter holds, no fallback was needed
+        assert all(h["category"] == j.row["category"] for h in r["retrieve"]["hits"]), r["retrieve"]
+        assert r["retrieve"]["fallback"] == FALLBACKS[0] and not r["retrieve"]["notes"]
         assert len(r["analyze"]["style"]["prompt"].split()) < 100
         sizes = {o["preset"]: Image.open(o["path"]).size for o in r["render"]["outputs"]}
         assert sizes == {"amazon_main": (2048, 2048), "thumbnail": (512, 512), "banner": (2048, 512)}
@@ -92,14 +97,15 @@ def test_line_as_plain_functions(hitline_env: Path, demo_data: tuple[Path, Path]
 
 def test_steps_are_idempotent(hitline_env: Path, demo_data: tuple[Path, Path]) -> None:
     catalog, new = _small_copy(demo_data, hitline_env, n_new=1)
-    ctx = get_context()
+    ctx = get_runtime()
     sub = submit_batch(ctx, catalog, new, hitline_env / "out", options=OPTIONS)
     _run_all(ctx, sub)
     job_id = sub.sku_jobs[0]
     files = sorted((hitline_env / "out" / sub.batch_id).rglob("*.png"))
     # a redelivered message runs each step again: nothing is redone, nothing new is written
-    for fn in (steps.embed_sku, steps.index_sku, steps.retrieve, steps.analyze, steps.render):
-        assert fn(ctx, job_id) == "skipped"
+    for st in SKU_LINE:
+        outcome = st.run(ctx, job_id)
+        assert outcome.status == "skipped" and outcome.moved_on, st.name
     assert sorted((hitline_env / "out" / sub.batch_id).rglob("*.png")) == files
     with session_scope(ctx.db_url) as s:
         job = crud.jobs(s, sub.batch_id, ids=[job_id])[0]
@@ -116,4 +122,4 @@ def test_unreadable_catalog_fails_the_submission_not_a_crash(hitline_env: Path) 
     (hitline_env / "new").mkdir()
     (hitline_env / "new" / "new_products.csv").write_text("new_id,image_path,category,style,season,prompt_hint\n")
     with pytest.raises(InputError, match="category"):
-        submit_batch(get_context(), hitline_env / "cat", hitline_env / "new", hitline_env / "out", options=OPTIONS)
+        submit_batch(get_runtime(), hitline_env / "cat", hitline_env / "new", hitline_env / "out", options=OPTIONS)

@@ -288,3 +288,52 @@ def test_local_limiter_same_semantics_with_threads() -> None:
     print(f"\nlocal: {len(granted)} grants in 2.5 s, max {worst} per 1 s window (rpm 20), peak in flight {peak[0]}")
     assert worst <= 20 and peak[0] == 3
     assert len(granted) >= 0.9 * 20 * 2.5
+
+
+# ---------------------------------------------------------------- an injected clock: exact, no sleeping
+
+class ManualClock:
+    """Time moves only when the limiter sleeps: the window arithmetic is checked to the microsecond."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+
+
+def _grants(limiter: Any, clock: ManualClock, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        with limiter.acquire("m"):
+            times.append(clock.now())
+    return times
+
+
+@pytest.mark.parametrize("kind", ["local", "redis"])
+def test_window_holds_exactly_with_an_injected_clock(kind: str, request: pytest.FixtureRequest) -> None:
+    from hitline.providers.ratelimit import LocalLimiter, RedisLimiter
+    from hitline.errors import RateWait
+
+    clock = ManualClock()
+    limits = {"default": Limit(rpm=3, max_in_flight=10, window_s=10.0, margin=0.05)}
+    if kind == "local":
+        limiter = LocalLimiter(limits, clock=clock)
+    else:
+        limiter = RedisLimiter(request.getfixturevalue("redis_client"), limits,
+                               key_prefix=request.getfixturevalue("prefix"), clock=clock)
+    times = _grants(limiter, clock, 6)
+    # three at once, the next three exactly when the first ones leave the (held) window of 10.5 s
+    assert times[:3] == [1000.0] * 3
+    assert times[3:] == pytest.approx([1010.5] * 3, abs=0.02)
+    # a wait longer than the caller's bound is refused at once with the exact wait, nothing slept
+    slept = len(clock.slept)
+    with pytest.raises(RateWait) as info:
+        with limiter.acquire("m", timeout=1.0):
+            pass
+    assert info.value.retry_after == pytest.approx(10.5, abs=0.02) and len(clock.slept) == slept

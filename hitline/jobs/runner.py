@@ -1,0 +1,166 @@
+"""Run one stage of one job: claim (job, stage) in the job table, hand the stage a JobContext loaded once,
+record the outcome. No Celery here: tasks/ maps the outcomes and exceptions to Celery's states."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from db import crud
+from db.session import session_scope
+from hitline.errors import BudgetExceeded, HitlineError, NotReady, RetryableProviderError
+from hitline.jobs.context import JobContext, Runtime, load_batch
+from hitline.jobs.heartbeat import held_claims
+
+__all__ = ["Outcome", "run_step", "run_chunk", "fail_jobs", "is_transient", "next_stage"]
+
+log = logging.getLogger(__name__)
+
+Work = Callable[[JobContext], dict[str, Any]]
+# a chunk's work: each job's result, or the HitlineError that fails that job alone
+ChunkWork = Callable[[list[JobContext]], dict[int, "dict[str, Any] | HitlineError"]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """done | skipped | failed | held. `moved_on` (skipped only): an earlier delivery already finished
+    this stage, so the chain may go on; otherwise the job is failed, held or running elsewhere."""
+
+    status: str
+    reason: str | None = None
+    moved_on: bool = False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Unreachable infrastructure (job table, Milvus, Redis, a reset connection): worth retrying for as
+    long as it takes, never a reason to fail a SKU."""
+    import redis.exceptions
+    from pymilvus.exceptions import MilvusException, MilvusUnavailableException
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout,
+                        redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                        MilvusUnavailableException, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, MilvusException):
+        text = str(exc).lower()
+        return any(w in text for w in ("unavailable", "connect", "deadline", "timeout", "timed out", "closed"))
+    return False
+
+
+def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[str],
+             token: str | None = None) -> Outcome:
+    """Claim (job, stage), run work(JobContext), record the outcome; `line` is the order of the job's
+    stages (from the stage registry), so the job moves on to the stage after this one.
+
+    RetryableProviderError is recorded as `retrying` and re-raised (the task retries, bounded);
+    NotReady gives the claim back uncounted and is re-raised; a transient infrastructure error is
+    re-raised with the claim kept for this task id (`token`), so its retry takes it back."""
+    with session_scope(rt.db_url) as s:
+        job = crud.claim(s, job_id, stage, token)
+        if job is None:
+            return Outcome("skipped", moved_on=_moved_on(s, job_id, stage, line))
+        jc = JobContext.of(rt, job, load_batch(s, job.batch_id))
+    try:
+        with held_claims(rt.db_url, [job_id], stage, rt.settings.heartbeat_s):  # a dead worker's claim goes stale
+            result = work(jc)
+    except NotReady:
+        with session_scope(rt.db_url) as s:
+            crud.release(s, job_id, stage)
+        raise
+    except RetryableProviderError as e:
+        _record(rt, job_id, stage, "retrying", str(e))
+        raise
+    except BudgetExceeded as e:
+        _record(rt, job_id, stage, "budget_exceeded", str(e))
+        return Outcome("held", str(e))
+    except HitlineError as e:  # bad input, terminal provider answer, unusable config: this SKU fails alone
+        _record(rt, job_id, stage, "failed", str(e))
+        return Outcome("failed", str(e))
+    except Exception as e:
+        if is_transient(e):
+            try:  # visible in `hitline status`; if the job table is the thing that is down, the claim stays ours
+                _record(rt, job_id, stage, "retrying", f"{type(e).__name__}: {_first_line(e)}")
+            except Exception:  # noqa: BLE001
+                pass
+            raise
+        log.exception("job %s stage %s crashed", job_id, stage)  # a bug or an unreadable file: this SKU fails
+        reason = f"{type(e).__name__}: {e}"
+        _record(rt, job_id, stage, "failed", reason)
+        return Outcome("failed", reason)
+    with session_scope(rt.db_url) as s:
+        crud.advance(s, job_id, stage, next_stage(line, stage), result)
+    return Outcome("done")
+
+
+def run_chunk(rt: Runtime, batch_id: str, job_ids: list[int], stage: str, work: ChunkWork, line: Sequence[str],
+              token: str | None = None) -> dict[int, Outcome]:
+    """run_step for a chunk of catalog jobs that share one provider call or one upsert."""
+    with session_scope(rt.db_url) as s:
+        batch = load_batch(s, batch_id)
+        claimed = [JobContext.of(rt, j, batch) for j in (crud.claim(s, i, stage, token) for i in job_ids) if j]
+    outcomes = {i: Outcome("skipped") for i in job_ids}
+    if not claimed:
+        return outcomes
+    ids = [jc.job_id for jc in claimed]
+    try:
+        with held_claims(rt.db_url, ids, stage, rt.settings.heartbeat_s):
+            results = work(claimed)
+    except RetryableProviderError as e:
+        _record_many(rt, ids, stage, "retrying", str(e))
+        raise
+    except HitlineError as e:
+        _record_many(rt, ids, stage, "failed", str(e))
+        return {**outcomes, **{i: Outcome("failed", str(e)) for i in ids}}
+    except Exception as e:
+        if is_transient(e):
+            raise
+        log.exception("catalog chunk of batch %s stage %s crashed", batch_id, stage)
+        reason = f"{type(e).__name__}: {e}"
+        _record_many(rt, ids, stage, "failed", reason)
+        return {**outcomes, **{i: Outcome("failed", reason) for i in ids}}
+    with session_scope(rt.db_url) as s:
+        for i in ids:
+            r = results.get(i) or HitlineError("no result for this product")
+            if isinstance(r, HitlineError):
+                crud.set_state(s, i, stage, "failed", str(r))
+                outcomes[i] = Outcome("failed", str(r))
+            else:
+                crud.advance(s, i, stage, next_stage(line, stage), r)
+                outcomes[i] = Outcome("done")
+    return outcomes
+
+
+def _record_many(rt: Runtime, job_ids: list[int], stage: str, state: str, reason: str) -> None:
+    with session_scope(rt.db_url) as s:
+        for j in job_ids:
+            crud.set_state(s, j, stage, state, reason)
+
+
+def next_stage(line: Sequence[str], stage: str) -> str:
+    i = list(line).index(stage)
+    return line[i + 1] if i + 1 < len(line) else "done"
+
+
+def _moved_on(s: Any, job_id: int, stage: str, line: Sequence[str]) -> bool:
+    job = crud.job(s, job_id)
+    if job is None or job.state in ("failed", "budget_exceeded", "cancelled"):
+        return False
+    order = list(line) + ["done"]
+    return job.stage in order and order.index(job.stage) > order.index(stage)
+
+
+def _record(rt: Runtime, job_id: int, stage: str, state: str, reason: str) -> None:
+    _record_many(rt, [job_id], stage, state, reason)
+
+
+def fail_jobs(rt: Runtime, job_ids: list[int], stage: str, reason: str) -> None:
+    """The retry budget is spent: these jobs fail with the last reason."""
+    _record_many(rt, job_ids, stage, "failed", reason)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else ""

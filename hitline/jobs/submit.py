@@ -1,0 +1,169 @@
+"""Submission: validate a batch's CSVs, create every job row (bad rows as failed jobs with their reason),
+and say what must be enqueued. Idempotent under a client's key. The caller sends the chains after commit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from db import crud
+from db.models import Batch, Job
+from db.session import session_scope
+from hitline.config import Settings
+from hitline.domain.catalog import load_catalog, load_new_products
+from hitline.domain.imaging import load_presets
+from hitline.domain.models import HitProduct, NewProduct
+from hitline.errors import HitlineError, InputError
+from hitline.jobs.context import Runtime
+from hitline.line import fit_vocabulary
+
+__all__ = ["Dispatch", "Submitted", "IdempotencyConflict", "batch_options", "submit_batch", "new_batch_id"]
+
+CHUNK_SIZE = 64  # catalog products per embed -> index chain (one batched provider call each)
+
+
+class IdempotencyConflict(HitlineError):
+    """An Idempotency-Key already used for a different request."""
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One chain to send: a SKU job from `stage` on, or a chunk of catalog jobs from `stage` on."""
+
+    batch_id: str
+    kind: str  # "sku" | "hit"
+    stage: str
+    job_ids: tuple[int, ...]
+
+
+@dataclass
+class Submitted:
+    batch_id: str
+    hit_chunks: list[list[int]]  # catalog job ids, one list per embed -> index chain
+    sku_jobs: list[int]
+    rejected: int  # rows that failed validation (already recorded as failed jobs)
+    # True when an earlier request with the same idempotency key created the batch
+    existing: bool = False
+    # what still has to be sent (a repeated request re-sends only jobs whose first send failed)
+    dispatches: list[Dispatch] = field(default_factory=list)
+
+
+def batch_options(settings: Settings, *, top_k: int | None = None, min_sales: int | None = None,
+                  presets: list[str] | None = None) -> dict[str, Any]:
+    """Everything a worker needs to run a batch, stored on the batch row (never the API key)."""
+    names = presets or list(settings.presets)
+    load_presets(names, settings.presets_file)  # an unknown preset fails before anything is queued
+    return {"provider": settings.resolved_provider(), "top_k": top_k or settings.top_k,
+            "min_sales": settings.min_sales if min_sales is None else min_sales, "presets": names,
+            "models": {"embed_model": settings.embed_model, "analyze_model": settings.analyze_model,
+                       "render_model": settings.render_model}}
+
+
+def new_batch_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def request_hash(catalog_dir: Path, new_dir: Path, out_dir: Path, options: dict[str, Any],
+                 budget_usd: float | None) -> str:
+    """What a request asks for: folders, options, budget and the bytes of both CSVs."""
+    h = hashlib.sha256(json.dumps([str(catalog_dir.resolve()), str(new_dir.resolve()), str(out_dir.resolve()),
+                                   options, budget_usd], sort_keys=True).encode())
+    for csv_path in (catalog_dir / "products.csv", new_dir / "new_products.csv"):
+        h.update(csv_path.read_bytes() if csv_path.is_file() else b"-")
+    return h.hexdigest()
+
+
+def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *, options: dict[str, Any],
+                 budget_usd: float | None = None, batch_id: str | None = None,
+                 idempotency_key: str | None = None) -> Submitted:
+    """Validate both CSVs, fit the text vocabulary, prepare the collection and create every job row.
+    Bad rows become failed jobs with their reason; the caller sends `dispatches` after this commits.
+    With an idempotency key, the same request returns the batch it created the first time."""
+    catalog_dir, new_dir, out_dir = Path(catalog_dir), Path(new_dir), Path(out_dir)
+    digest = request_hash(catalog_dir, new_dir, out_dir, options, budget_usd) if idempotency_key else None
+    if idempotency_key:
+        earlier = _earlier(rt, idempotency_key, digest)
+        if earlier is not None:
+            return earlier
+    catalog = load_catalog(catalog_dir)  # a missing/unreadable file raises InputError: nothing to run
+    new = load_new_products(new_dir)
+    if not catalog.items:
+        raise InputError(f"{catalog_dir}: no usable product in products.csv "
+                         f"({len(catalog.errors)} rows rejected); nothing to retrieve from")
+    vocab = fit_vocabulary(catalog.items)
+    rt.index(options).ensure(vocab.version)
+    batch_id = batch_id or new_batch_id()
+    try:
+        with session_scope(rt.db_url) as s:
+            crud.cache_put(s, f"vocab:{vocab.version}", vocab.to_json())
+            b = crud.create_batch(s, batch_id, catalog_dir=str(catalog_dir.resolve()),
+                                  new_dir=str(new_dir.resolve()), out_dir=str(out_dir.resolve()), options=options,
+                                  budget_usd=budget_usd, notes=[])
+            b.vocab_version = vocab.version
+            b.idempotency_key, b.request_hash = idempotency_key, digest
+            hit_jobs = [crud.add_job(s, batch_id, "hit", p.product_id, i, _row(p), "embed")
+                        for i, p in enumerate(catalog.items)]
+            sku_jobs = [crud.add_job(s, batch_id, "sku", p.new_id, i, _row(p), "embed")
+                        for i, p in enumerate(new.items)]
+            for kind, loaded in (("hit", catalog), ("sku", new)):
+                used = {getattr(p, "product_id", None) or getattr(p, "new_id") for p in loaded.items}
+                for e in loaded.errors:
+                    # a rejected row keeps its id when it can (a duplicate id gets its row number appended)
+                    item_id = e.id if e.id and e.id not in used else f"{e.id or 'row'}@row{e.row}"
+                    used.add(item_id)
+                    crud.add_job(s, batch_id, kind, item_id, e.row, e.raw, "embed", "failed",
+                                 f"row {e.row}: {e.reason}")
+            s.flush()
+            hit_ids = [j.id for j in hit_jobs]
+            sku_ids = [j.id for j in sku_jobs]
+    except IntegrityError:
+        if idempotency_key:  # a concurrent request with the same key won the race
+            earlier = _earlier(rt, idempotency_key, digest)
+            if earlier is not None:
+                return earlier
+        raise
+    sub = Submitted(batch_id, chunks(hit_ids), sku_ids, len(catalog.errors) + len(new.errors))
+    sub.dispatches = [Dispatch(batch_id, "hit", "embed", tuple(c)) for c in sub.hit_chunks] + [
+        Dispatch(batch_id, "sku", "embed", (j,)) for j in sku_ids]
+    return sub
+
+
+def chunks(ids: list[int], size: int = CHUNK_SIZE) -> list[list[int]]:
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def _earlier(rt: Runtime, key: str, digest: str | None) -> Submitted | None:
+    """The batch an earlier request with this key created, with whatever of it was never sent."""
+    with session_scope(rt.db_url) as s:
+        b = s.scalar(select(Batch).where(Batch.idempotency_key == key))
+        if b is None:
+            return None
+        if b.request_hash != digest:
+            raise IdempotencyConflict(f"Idempotency-Key {key!r} was used for a different request "
+                                      f"(batch {b.id}); use a new key for a new batch")
+        rows = s.execute(select(Job.id, Job.kind, Job.state, Job.stage, Job.attempts, Job.enqueued_at)
+                         .where(Job.batch_id == b.id).order_by(Job.id)).all()
+    # rows rejected at submission are the failed jobs that never ran
+    rejected = {r.id for r in rows if r.state == "failed" and r.attempts == 0}
+    hits = [r.id for r in rows if r.kind == "hit" and r.id not in rejected]
+    skus = [r.id for r in rows if r.kind == "sku" and r.id not in rejected]
+    unsent = [r for r in rows if r.state == "pending" and r.enqueued_at is None]
+    sub = Submitted(b.id, chunks(hits), skus, len(rejected), existing=True)
+    sub.dispatches = [Dispatch(b.id, "hit", st, tuple(c)) for st in ("embed", "index")
+                      for c in chunks([r.id for r in unsent if r.kind == "hit" and r.stage == st])] + [
+        Dispatch(b.id, "sku", r.stage, (r.id,)) for r in unsent if r.kind == "sku"]
+    return sub
+
+
+def _row(p: HitProduct | NewProduct) -> dict[str, Any]:
+    d = asdict(p)
+    d["image_path"] = str(p.image_path)
+    return d
