@@ -9,7 +9,9 @@ import pytest
 from .conftest import RENDER_MODEL
 
 N_SKUS = 100
-R, W = 12, 2.0  # renders per window: configured in limits.toml and enforced by the fake
+R, W = 2, 2.0  # renders per window, configured in limits.toml and enforced by the fake: below what the
+# workers could do here (~2 renders/s), so the ceiling binds (at 12 per 2 s it never did, and a limiter
+# set 4x too high went unnoticed)
 FAULTS = {"--p-500": 0.035, "--p-502": 0.035, "--p-timeout": 0.035, "--p-malformed": 0.035, "--p-429": 0.035,
           "--p-no-image": 0.03}  # a render meets one of them ~20% of the time, the other calls ~17.5%
 
