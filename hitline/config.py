@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     limits_file: Path | None = None
 
     worker_concurrency: int = 4
+    # automatic reconciliation (hitline/jobs/reconcile.py, run by every worker): a running stage renews
+    # its claim every heartbeat_s; a claim silent for claim_lease_s is a dead worker's and is taken back;
+    # a pending job untouched for reconcile_grace_s with no message in the (Redis) broker is re-sent.
+    # Passes every reconcile_every_s (0 = off). Lost work restarts within lease + every (90 s by default).
+    heartbeat_s: float = 10.0
+    claim_lease_s: float = 60.0
+    reconcile_every_s: float = 30.0
+    reconcile_grace_s: float = 60.0
 
     # HTTP API / dashboard (`hitline serve`)
     # where batches submitted over HTTP write their outputs; empty = <data_dir>/out

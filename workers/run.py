@@ -3,6 +3,7 @@ ready can do its work; otherwise it refuses with one line (and takes no message 
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from hitline.config import Settings, get_settings
@@ -77,4 +78,6 @@ def run_worker(queues: Sequence[str] | None, concurrency: int | None, pool: str,
     settings = get_settings()
     preflight(settings, queues)
     app.worker_main(["worker", "-Q", ",".join(queues), "-c", str(concurrency or settings.worker_concurrency),
-                     "-P", pool, "-l", loglevel, "-E", "-n", f"hitline-{'-'.join(queues)}@%h"])
+                     # the pid keeps two workers of the same queues on one host apart: RabbitMQ refuses a second
+                     # consumer of a node's exclusive pidbox queue, and that worker dies
+                     "-P", pool, "-l", loglevel, "-E", "-n", f"hitline-{'-'.join(queues)}-{os.getpid()}@%h"])

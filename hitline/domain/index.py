@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from pymilvus import AnnSearchRequest, DataType, MilvusClient, RRFRanker
+from pymilvus.exceptions import MilvusException
 
 from hitline.domain.models import Hit, HitProduct
 from hitline.errors import ConfigError
@@ -191,6 +192,18 @@ class HitIndex:
         return best
 
     def _hybrid(self, dense: Sequence[float], sparse: dict[int, float], expr: str, top_k: int) -> list[Hit]:
+        try:
+            return self._hybrid_once(dense, sparse, expr, top_k)
+        except MilvusException as e:
+            # a restarted server (milvus-lite, or a Milvus standalone that lost its query node) comes back
+            # with the collection released: load it again instead of failing the SKU
+            if "released" not in str(e) and "not loaded" not in str(e):
+                raise
+            with _call_lock:
+                self.client.load_collection(self.collection)
+            return self._hybrid_once(dense, sparse, expr, top_k)
+
+    def _hybrid_once(self, dense: Sequence[float], sparse: dict[int, float], expr: str, top_k: int) -> list[Hit]:
         per_path = max(top_k * 3, 10)
         dense_req = AnnSearchRequest(data=[list(map(float, dense))], anns_field="dense",
                                      param={"metric_type": "COSINE"}, limit=per_path, expr=expr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import ipaddress
 import json
 import socket
@@ -122,6 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
                 state.faults[record["fault"]] += 1
             record["status"] = status
             state.recent.append(record)
+            state.log(record)
 
     def _api_inner(self, endpoint: str, state: FakeState, cfg: FakeConfig, record: dict[str, Any]) -> None:
         auth = self.headers.get("Authorization", "")
@@ -202,7 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise BadRequest("'messages' is required and must be a non-empty list")
-        images, texts = [], []
+        images, texts, first_url = [], [], None
         for message in messages:
             content = message.get("content") if isinstance(message, dict) else None
             if isinstance(content, str):
@@ -210,14 +212,19 @@ class _Handler(BaseHTTPRequestHandler):
             for part in content if isinstance(content, list) else []:
                 if isinstance(part, dict) and part.get("type") == "image_url":
                     url = part.get("image_url")
-                    images.append(decode_image(url.get("url") if isinstance(url, dict) else url))
+                    url = url.get("url") if isinstance(url, dict) else url
+                    first_url = first_url or url
+                    images.append(decode_image(url))
                 elif isinstance(part, dict) and part.get("type") == "text":
                     texts.append(str(part.get("text", "")))
         if len(images) > MAX_IMAGES:
             raise BadRequest(f"too many images: {len(images)} (this model accepts at most {MAX_IMAGES})")
         modalities = body.get("modalities") or ["text"]
         image_config = body.get("image_config") or {}
+        # the first image names the request's input (the flat-lay of a render): a log counts calls per SKU
+        input_sha = hashlib.sha256(str(first_url).encode()).hexdigest()[:16] if first_url else None
         record.update(images=[image_summary(im) for im in images], modalities=modalities, image_config=image_config,
+                      input_sha=input_sha,
                       response_format=body.get("response_format"), text=" ".join(texts)[-600:])
         prompt_tokens = 258 * len(images) + sum(len(t) for t in texts) // 4
         if "image" not in modalities:
@@ -384,6 +391,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, FakeConfig]
     parser.add_argument("--images-in-content", action="store_true")
     parser.add_argument("--no-cost", action="store_true", help="omit usage.cost")
     parser.add_argument("--no-local-renderer", action="store_true")
+    parser.add_argument("--log", default=None, metavar="FILE", help="append one JSON line per API request")
     args = parser.parse_args(argv)
     latency = _pairs(args.latency, lambda v: tuple(float(x) for x in (v.split(":") * 2)[:2]), "latency")
     config = FakeConfig().updated(
@@ -392,7 +400,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, FakeConfig]
         p_timeout=args.p_timeout, p_malformed=args.p_malformed, p_no_image=args.p_no_image,
         p_bad_analysis=args.p_bad_analysis, hang_s=args.hang_s, require_key=args.require_key, seed=args.seed,
         max_image_side=args.max_image_side or None, images_in_content=args.images_in_content,
-        report_cost=not args.no_cost, use_local_renderer=not args.no_local_renderer)
+        report_cost=not args.no_cost, use_local_renderer=not args.no_local_renderer,
+        log_path=args.log)
     return args.host, args.port, config
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import random
 import threading
@@ -20,6 +21,7 @@ FAULTS = ("429", "500", "502", "timeout", "malformed", "no_image", "bad_analysis
 FORCED = {"400": "bad request (scripted)", "401": "No auth credentials found", "402": "Insufficient credits",
           "403": "Input flagged by moderation", "404": "Not found (scripted)"}
 _RECENT = 2000
+_LOGGED = ("endpoint", "model", "status", "fault", "input_sha", "image_config", "modalities")
 
 
 @dataclass
@@ -55,6 +57,9 @@ class FakeConfig:
     judge_fail: list[str] = field(default_factory=list)
     judge_fail_count: int = -1
     use_local_renderer: bool = True  # hitline.providers.local.render when importable
+    # append one JSON line per API request (endpoint, model, status, fault, input hash, image_config):
+    # the record tests and the soak use to count paid renders per (SKU, preset)
+    log_path: str | None = None
     embed_models: dict[str, int] = field(default_factory=lambda: {"nvidia/llama-nemotron-embed-vl-1b-v2": 2048})
     chat_models: list[str] = field(default_factory=lambda: ["qwen/qwen3.5-397b-a17b"])
     image_models: list[str] = field(default_factory=lambda: [
@@ -117,6 +122,15 @@ class FakeState:
                 self.rng = random.Random(self.config.seed)
                 self.projector = Projector(self.config.seed)
             return self.config
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append `record` to the request log (caller holds the lock, so lines never interleave)."""
+        if not self.config.log_path:
+            return
+        line = {k: record.get(k) for k in _LOGGED if k in record}
+        line["t"] = round(time.time(), 3)
+        with open(self.config.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
 
     def stats(self) -> dict[str, Any]:
         with self.lock:

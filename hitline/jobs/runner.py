@@ -11,6 +11,7 @@ from db import crud
 from db.session import session_scope
 from hitline.errors import BudgetExceeded, HitlineError, NotReady, RetryableProviderError
 from hitline.jobs.context import JobContext, Runtime, load_batch
+from hitline.jobs.heartbeat import held_claims
 
 __all__ = ["Outcome", "run_step", "run_chunk", "fail_jobs", "is_transient", "next_stage"]
 
@@ -63,7 +64,8 @@ def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[st
             return Outcome("skipped", moved_on=_moved_on(s, job_id, stage, line))
         jc = JobContext.of(rt, job, load_batch(s, job.batch_id))
     try:
-        result = work(jc)
+        with held_claims(rt.db_url, [job_id], stage, rt.settings.heartbeat_s):  # a dead worker's claim goes stale
+            result = work(jc)
     except NotReady:
         with session_scope(rt.db_url) as s:
             crud.release(s, job_id, stage)
@@ -104,7 +106,8 @@ def run_chunk(rt: Runtime, batch_id: str, job_ids: list[int], stage: str, work: 
         return outcomes
     ids = [jc.job_id for jc in claimed]
     try:
-        results = work(claimed)
+        with held_claims(rt.db_url, ids, stage, rt.settings.heartbeat_s):
+            results = work(claimed)
     except RetryableProviderError as e:
         _record_many(rt, ids, stage, "retrying", str(e))
         raise

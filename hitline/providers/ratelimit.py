@@ -46,8 +46,9 @@ class Limit:
     max_in_flight: int
     # "per minute" by default; tests shorten it
     window_s: float = 60.0
-    # a crashed worker's in-flight slot frees itself after this long; keep it above the provider timeout
-    lease_s: float = 600.0
+    # a crashed worker's in-flight slot frees itself after at most this long: a live holder renews its
+    # lease every lease_s / 3 for as long as its call runs, so the lease need not outlast the call
+    lease_s: float = 30.0
     # the provider counts arrivals, we count grants: network jitter puts a request granted at the very
     # end of our window into the provider's next one. Holding the window this much longer (fraction)
     # removed the 429s at window edges in bench/bench_ratelimit.py.
@@ -159,12 +160,34 @@ class _PollingLimiter:
                     status=429, retry_after=max(retry_after, 0.001))
             # jitter spreads the waiters that wake for the same freed slot
             self._wait(min(wait + random.uniform(0, 0.01), remaining))
+        renewing = self._keep_lease(model, limit, token)
         try:
             if self.on_acquire is not None:
                 self.on_acquire(model, attempt.granted_at, self.clock.now() - started)
             yield
         finally:
+            renewing.set()
             self._release(model, limit, token)
+
+    def _keep_lease(self, model: str, limit: Limit, token: str) -> threading.Event:
+        """Renew the in-flight lease of `token` every lease_s / 3 until the returned event is set."""
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(limit.lease_s / 3):
+                try:
+                    self._renew(model, limit, token)
+                except Exception as exc:  # noqa: BLE001 - a broker blip: the lease holds until the next try
+                    log.warning("could not renew the in-flight lease of %s: %s", model, exc)
+
+        if self._renews:
+            threading.Thread(target=renew, name=f"lease-{model}", daemon=True).start()
+        return done
+
+    _renews = False  # LocalLimiter: nothing outlives the process, nothing to renew
+
+    def _renew(self, model: str, limit: Limit, token: str) -> None:
+        raise NotImplementedError
 
     def _try_acquire(self, model: str, limit: Limit, token: str) -> _Attempt:
         raise NotImplementedError
@@ -208,12 +231,26 @@ return {1, 0, 0, now}
 """
 
 
+# Push a held lease's expiry to now + lease (only if it is still held: XX never re-creates a released one).
+_RENEW_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local lease = tonumber(ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(lease / 1000))
+  return 1
+end
+return 0
+"""
+
+
 class RedisLimiter(_PollingLimiter):
     """Limits shared by every process that talks to the same Redis.
 
     Rate: a sliding-window log (ZSET of start times), exact: no `window_s` span ever holds more than
-    `rpm` starts. In flight: a ZSET of leases token -> expiry, so a killed worker's slot comes back
-    after `lease_s`. Keys are `<prefix>:{<model>}:rate|inflight` (one hash slot per model for Cluster).
+    `rpm` starts. In flight: a ZSET of leases token -> expiry, renewed every lease_s / 3 while the call
+    runs, so a killed worker's slot comes back within `lease_s` (30 s by default). Keys are `<prefix>:{<model>}:rate|inflight` (one hash slot per model for Cluster).
     """
 
     def __init__(self, redis_client: redis.Redis, limits: Mapping[str, Limit], key_prefix: str = "hitline:rl",
@@ -222,6 +259,12 @@ class RedisLimiter(_PollingLimiter):
         self.redis = redis_client
         self.key_prefix = key_prefix
         self._acquire_script = redis_client.register_script(_ACQUIRE_LUA)
+        self._renew_script = redis_client.register_script(_RENEW_LUA)
+
+    _renews = True
+
+    def _renew(self, model: str, limit: Limit, token: str) -> None:
+        self._renew_script(keys=[self.keys(model)[1]], args=[round(limit.lease_s * 1e6), token])
 
     def keys(self, model: str) -> tuple[str, str]:
         base = f"{self.key_prefix}:{{{model}}}"

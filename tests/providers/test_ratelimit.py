@@ -212,6 +212,20 @@ def test_killed_worker_slot_frees_after_lease(redis_client: Any, prefix: str) ->
     assert freed_after <= 1.3
 
 
+@pytest.mark.distributed
+def test_live_holder_keeps_its_slot_past_the_lease(redis_client: Any, prefix: str) -> None:
+    """A call that runs longer than the lease keeps its in-flight slot (the lease is renewed while it
+    runs), so a short lease frees a killed worker's slot early without letting a live call be overtaken."""
+    limiter = RedisLimiter(redis_client, _limits(rpm=1000, max_in_flight=1, lease_s=0.6), key_prefix=prefix)
+    with limiter.acquire(MODEL, timeout=0):
+        time.sleep(2.0)  # three leases long
+        with pytest.raises(RateLimited):
+            with limiter.acquire(MODEL, timeout=0):
+                pass
+    with limiter.acquire(MODEL, timeout=0):  # released on exit, at once
+        pass
+
+
 def _timeout_and_release_semantics(limiter: Any) -> None:
     """Shared by both limiters: rate timeout, busy timeout, release on exception."""
     for _ in range(2):
