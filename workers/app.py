@@ -50,7 +50,7 @@ def check_routes(app: Celery) -> None:
 
 def make_app(settings: Settings) -> Celery:
     app = Celery("hitline", broker=settings.broker_url or "memory://",
-                 include=["tasks.stages", "tasks.sheets", "tasks.contract", "workers.reconciler"])
+                 include=["tasks.stages", "tasks.sheets", "tasks.contract", "tasks.reconciler"])
     app.conf.update(
         # the job table is the source of truth for results and state; the only results stored are the
         # return values of the contract tasks (batch id, jobs retried), for senders that .get() them

@@ -1,5 +1,5 @@
 """Automatic reconciliation: find, from the job table, the work that nobody will do any more, and hand
-it back to be enqueued again. No Celery here; the worker side (workers/reconciler.py) runs it every
+it back to be enqueued again. No Celery here; the worker side (tasks/reconciler.py) runs it every
 `reconcile_every_s` seconds and sends the chains.
 
 Two kinds of lost work:
