@@ -100,9 +100,27 @@ def _cluster(tmp_path: Path, extra_env: dict[str, str],
             c.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))
 
 
+def _with_a_truncated_flatlay(new: Path, dest: Path) -> Path:
+    """The demo's new products plus one whose JPEG is cut in half: its header passes the submission
+    check, its decode fails in the embed stage."""
+    import shutil
+
+    shutil.copytree(new, dest)
+    lines = (dest / "new_products.csv").read_text().strip().splitlines()
+    first = lines[1].split(",")
+    src = dest / first[1]
+    data = src.read_bytes()
+    (src.parent / "cut.jpg").write_bytes(data[: len(data) // 2])
+    first[0], first[1] = "BROKEN", str(Path(first[1]).parent / "cut.jpg")
+    (dest / "new_products.csv").write_text("\n".join(lines + [",".join(first)]) + "\n")
+    return dest
+
+
 def test_batch_runs_on_separate_worker_processes(cluster) -> None:  # noqa: ANN001
     env, tmp, (catalog, new) = cluster
     out = tmp / "out"
+    good = new
+    new = _with_a_truncated_flatlay(good, tmp / "new")
     res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(new), "--out", str(out),
                           "--presets", "amazon_main,thumbnail,banner"],
                          env=env, capture_output=True, text=True, timeout=600)
@@ -112,10 +130,12 @@ def test_batch_runs_on_separate_worker_processes(cluster) -> None:  # noqa: ANN0
     status = subprocess.run([str(BIN / "hitline"), "status", batch, "--kind", "sku", "--json"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stdout + status.stderr
-    n_new = len((new / "new_products.csv").read_text().strip().splitlines()) - 1
-    rows = json.loads(status.stdout)["jobs"]
-    assert len(rows) == n_new and [r["state"] for r in rows] == ["done"] * n_new, rows
-    assert all(len(r["outputs"]) == 3 for r in rows)
+    n_new = len((good / "new_products.csv").read_text().strip().splitlines()) - 1
+    rows = {r["id"]: r for r in json.loads(status.stdout)["jobs"]}
+    broken = rows.pop("BROKEN")
+    assert broken["state"] == "failed" and "corrupt or truncated" in broken["reason"], broken
+    assert len(rows) == n_new and [r["state"] for r in rows.values()] == ["done"] * n_new, rows
+    assert all(len(r["outputs"]) == 3 for r in rows.values())
     assert (out / batch / "report.html").exists()
     assert len(list((out / batch).rglob("banner-*.png"))) == n_new
     # Flower, on the same broker, saw both workers and the tasks of every queue
@@ -129,6 +149,12 @@ def test_batch_runs_on_separate_worker_processes(cluster) -> None:  # noqa: ANN0
             break
         time.sleep(1)
     names = {t["name"] for t in tasks.values()}
+    # Flower tells the job table's story: the failed SKU's task ended as FAILURE with the reason, and no
+    # task of the line is left STARTED once its job has ended
+    failures = [t for t in tasks.values() if t["state"] == "FAILURE"]
+    assert [t["name"] for t in failures] == ["hitline.embed"], failures
+    assert "corrupt or truncated" in (failures[0].get("exception") or ""), failures[0]
+    assert not [t for t in tasks.values() if t["name"].startswith("hitline.") and t["state"] == "STARTED"]
     assert {"hitline.embed_hits", "hitline.index_hits", "hitline.embed", "hitline.index", "hitline.retrieve",
             "hitline.analyze",
             "hitline.render"} <= names, names
