@@ -126,6 +126,7 @@ def start(tmp: Path, catalog: Path, new: Path) -> Cluster:
                HITLINE_MILVUS_URI=f"http://127.0.0.1:{milvus_port}", HITLINE_DATA_DIR=str(tmp / "data"),
                HITLINE_PROVIDER="openrouter", HITLINE_OPENROUTER_API_KEY=FAKE_KEY,
                HITLINE_OPENROUTER_BASE_URL=fake.base_url, HITLINE_WORKER_CONCURRENCY="2",
+               HITLINE_QUALITY_GATE="0",  # the gate has its own tests (tests/jobs/test_quality_gate.py)
                HITLINE_PRESETS='["thumbnail"]', HITLINE_API_OUT_DIR=str(tmp / "out"),
                HITLINE_API_MAX_UPLOAD_BYTES="5000000", HITLINE_FLOWER_URL=f"http://127.0.0.1:{flower_port}",
                HITLINE_COLLECTION="hits_api_tests")
