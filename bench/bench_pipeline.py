@@ -93,7 +93,7 @@ def run_once(work: Path, catalog: Path, new: Path, concurrency: int, presets: st
     shutil.rmtree(data_dir, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "HITLINE_DATA_DIR": str(data_dir), "HITLINE_WORKER_CONCURRENCY": str(concurrency),
-           "HITLINE_PROVIDER": "local"}
+           "HITLINE_PROVIDER": "local", "HITLINE_QUALITY_GATE": os.environ.get("HITLINE_QUALITY_GATE", "0")}
     for key in ("HITLINE_BROKER_URL", "HITLINE_DATABASE_URL", "HITLINE_MILVUS_URI", "HITLINE_OPENROUTER_API_KEY"):
         env.pop(key, None)  # embedded mode only
     args = ["run", "--catalog", str(catalog), "--new", str(new), "--out", str(out), "--presets", presets]

@@ -310,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        HITLINE_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{dbname}",
                        HITLINE_MILVUS_URI=f"http://127.0.0.1:{milvus_port}", HITLINE_DATA_DIR=str(work / "data"),
                        HITLINE_OPENROUTER_API_KEY="sk-bench-overhead", HITLINE_OPENROUTER_BASE_URL=fake.base_url,
-                       HITLINE_LIMITS_FILE=str(limits),
+                       HITLINE_LIMITS_FILE=str(limits), HITLINE_QUALITY_GATE=os.environ.get("HITLINE_QUALITY_GATE", "0"),
                        PYTHONPATH=os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]))
             base = run_baseline(work, env, f"redis://127.0.0.1:{redis_port}/1", opts.noop_chains,
                                 opts.concurrency, opts.timeout, services)

@@ -133,7 +133,7 @@ max_in_flight = {2 * opts.render_threads}
                HITLINE_MILVUS_URI=milvus.uri, HITLINE_DATA_DIR=str(root / "data"), HITLINE_PROVIDER="openrouter",
                HITLINE_OPENROUTER_BASE_URL=fake.base_url, HITLINE_OPENROUTER_API_KEY="sk-or-v1-soak",
                HITLINE_OPENROUTER_TIMEOUT_S="30", HITLINE_LIMITS_FILE=str(root / "limits.toml"),
-               HITLINE_TOP_K="2")
+               HITLINE_TOP_K="2", HITLINE_QUALITY_GATE=os.environ.get("HITLINE_QUALITY_GATE", "0"))
     workers = Workers(env, root / "logs")
     summary: dict[str, object] = {}
     try:
