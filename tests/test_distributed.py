@@ -276,3 +276,44 @@ def test_killed_render_worker_loses_nothing_and_resume_finishes(tmp_path: Path, 
     assert 2 * n_new <= renders <= 2 * n_new + 2
     pngs = list((out / batch).rglob("thumbnail-*.png")) + list((out / batch).rglob("banner-*.png"))
     assert len(pngs) == 2 * n_new
+
+
+def test_identical_skus_on_the_cluster_are_rendered_and_paid_once(tmp_path: Path, demo_data: tuple[Path, Path]) -> None:
+    """Money on real services: four SKUs with the same flat-lay and text, two worker processes, PostgreSQL,
+    the fake over HTTP. The fake serves one render per preset; the charge table holds exactly those."""
+    import shutil
+
+    import sqlalchemy
+
+    from hitline.fake.server import FakeConfig, running_fake
+
+    catalog, new = demo_data
+    twins = tmp_path / "twins"
+    shutil.copytree(new, twins)
+    lines = (twins / "new_products.csv").read_text().strip().splitlines()
+    row = lines[1].split(",", 1)[1]
+    (twins / "new_products.csv").write_text("\n".join([lines[0]] + [f"TWIN{i},{row}" for i in range(4)]) + "\n")
+    key = "sk-or-v1-twins-secret"
+    render_model = "google/gemini-3.1-flash-image-preview"
+    with running_fake(FakeConfig(api_key=key, require_key=True, max_image_side=256)) as fake:
+        extra = {"HITLINE_OPENROUTER_API_KEY": key, "HITLINE_OPENROUTER_BASE_URL": fake.base_url,
+                 "HITLINE_PROVIDER": "openrouter"}
+        with _cluster(tmp_path, extra) as env:
+            res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(twins),
+                                  "--out", str(tmp_path / "out"), "--presets", "thumbnail,banner"],
+                                 env=env, capture_output=True, text=True, timeout=600)
+            logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
+            assert res.returncode == 0, res.stdout + res.stderr + logs
+            batch = re.search(r"batch (\S+):", res.stdout).group(1)
+            engine = sqlalchemy.create_engine(env["HITLINE_DATABASE_URL"])
+            with engine.connect() as c:
+                states = [r[0] for r in c.execute(sqlalchemy.text(
+                    "SELECT state FROM job WHERE batch_id = :b AND kind = 'sku'"), {"b": batch})]
+                charges = c.execute(sqlalchemy.text(
+                    "SELECT count(*), sum(cost_usd) FROM charge WHERE batch_id = :b AND stage = 'render' "
+                    "AND state = 'charged'"), {"b": batch}).one()
+            engine.dispose()
+            renders = fake.stats()["requests"]["chat/completions"][render_model]
+    assert states == ["done"] * 4
+    assert renders == 2 and charges[0] == 2, (renders, charges)  # one per preset, not one per SKU
+    assert charges[1] == pytest.approx(0.045 + 0.101)
