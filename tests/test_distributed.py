@@ -300,13 +300,31 @@ def test_identical_skus_on_the_cluster_are_rendered_and_paid_once(tmp_path: Path
                  "HITLINE_PROVIDER": "openrouter"}
         with _cluster(tmp_path, extra) as env:
             res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(twins),
-                                  "--out", str(tmp_path / "out"), "--presets", "thumbnail,banner"],
+                                  "--out", str(tmp_path / "out"), "--presets", "thumbnail,banner", "--no-wait"],
                                  env=env, capture_output=True, text=True, timeout=600)
             logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
             assert res.returncode == 0, res.stdout + res.stderr + logs
             batch = re.search(r"batch (\S+):", res.stdout).group(1)
+            # resume while the batch is live: every job has a message in flight, so nothing is sent twice
+            again = subprocess.run([str(BIN / "hitline"), "resume", batch, "--no-wait"], env=env,
+                                   capture_output=True, text=True, timeout=300)
+            assert again.returncode == 0 and "re-enqueued 0 chains" in again.stdout, again.stdout + again.stderr
             engine = sqlalchemy.create_engine(env["HITLINE_DATABASE_URL"])
+            deadline = time.monotonic() + 300
+            while True:
+                with engine.connect() as c:
+                    open_jobs = c.execute(sqlalchemy.text(
+                        "SELECT count(*) FROM job WHERE batch_id = :b AND state IN ('pending', 'running', "
+                        "'retrying')"), {"b": batch}).scalar()
+                if not open_jobs:
+                    break
+                assert time.monotonic() < deadline, "batch did not finish"
+                time.sleep(0.5)
             with engine.connect() as c:
+                # one attempt per (job, stage): no stage ran twice
+                repeated = c.execute(sqlalchemy.text(
+                    "SELECT count(*) FROM (SELECT a.job_id, a.stage FROM attempt a JOIN job j ON j.id = a.job_id "
+                    "WHERE j.batch_id = :b GROUP BY a.job_id, a.stage HAVING count(*) > 1) t"), {"b": batch}).scalar()
                 states = [r[0] for r in c.execute(sqlalchemy.text(
                     "SELECT state FROM job WHERE batch_id = :b AND kind = 'sku'"), {"b": batch})]
                 charges = c.execute(sqlalchemy.text(
@@ -315,5 +333,6 @@ def test_identical_skus_on_the_cluster_are_rendered_and_paid_once(tmp_path: Path
             engine.dispose()
             renders = fake.stats()["requests"]["chat/completions"][render_model]
     assert states == ["done"] * 4
+    assert repeated == 0
     assert renders == 2 and charges[0] == 2, (renders, charges)  # one per preset, not one per SKU
     assert charges[1] == pytest.approx(0.045 + 0.101)
