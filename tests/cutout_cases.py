@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Callable
 
 import cv2
+from conftest import SHARED_CATALOG
 import numpy as np
 from PIL import Image, ImageDraw
 
-SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "hit-catalog" / "images"
+SHARED_IMAGES = SHARED_CATALOG / "images"
 _SS = 4  # silhouettes are drawn at 4x and averaged down: anti-aliased edges like a photo
 
 # where the fabric is in each catalog photo (576 x 768): a crop of garment only
