@@ -336,3 +336,24 @@ def test_identical_skus_on_the_cluster_are_rendered_and_paid_once(tmp_path: Path
     assert repeated == 0
     assert renders == 2 and charges[0] == 2, (renders, charges)  # one per preset, not one per SKU
     assert charges[1] == pytest.approx(0.045 + 0.101)
+
+
+def test_workers_without_the_batch_provider_fail_its_jobs_with_the_reason(tmp_path: Path,
+                                                                          demo_data: tuple[Path, Path]) -> None:
+    """The submitter has an OpenRouter key; the workers have none (their own environment): every job of the
+    batch, catalog included, fails with what to set - none hangs, `hitline run` comes back."""
+    catalog, new = demo_data
+    with _cluster(tmp_path, {}) as env:
+        submitter = {**env, "HITLINE_OPENROUTER_API_KEY": "sk-or-v1-submitter-only"}
+        res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(new), "--out",
+                              str(tmp_path / "out"), "--provider", "openrouter", "--presets", "thumbnail"],
+                             env=submitter, capture_output=True, text=True, timeout=600)
+        logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
+        assert res.returncode == 0, res.stdout + res.stderr + logs
+        batch = re.search(r"batch (\S+):", res.stdout).group(1)
+        status = subprocess.run([str(BIN / "hitline"), "status", batch, "--json"], env=env,
+                                capture_output=True, text=True, timeout=120)
+    jobs = json.loads(status.stdout)["jobs"]
+    assert jobs and {j["state"] for j in jobs} == {"failed"}, {j["state"] for j in jobs}
+    assert all("HITLINE_OPENROUTER_API_KEY" in (j["reason"] or "") for j in jobs), jobs[:2]
+    assert "sk-or-v1-submitter-only" not in res.stdout + res.stderr + logs + status.stdout
