@@ -8,6 +8,8 @@ missing when it is written. Both are idempotent: an existing sheet is kept.
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,8 @@ def draw_sheet(job: Job, out_dir: Path) -> Path | None:
     refs = [Path(h["image_path"]) for h in job.result["retrieve"]["hits"]]
     img = contact_sheet(load_image(job.row["image_path"]), [load_image(p) for p in refs],
                         [(o["preset"], load_image(o["path"])) for o in outputs])
-    tmp = dest.with_name(f"{dest.stem}.{job.id}.part")
+    # the sheet task and the report may draw the same sheet at once: each writes its own temporary file
+    tmp = dest.with_name(f"{dest.stem}.{job.id}.{os.getpid()}.{threading.get_ident()}.part")
     # a review picture: fast zlib level (the default level 6 took ~4x longer for ~10% smaller files)
     img.save(tmp, format="PNG", compress_level=1)
     tmp.replace(dest)
