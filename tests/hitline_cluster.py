@@ -18,9 +18,13 @@ from typing import Any, Callable
 import requests
 
 BIN = Path(sys.executable).parent
-REDIS = os.environ.get("HITLINE_TEST_API_REDIS_URL", "redis://127.0.0.1:6379/11")
+# one cluster per pytest-xdist worker (the tests that use it sit in several files): its own Redis db
+# (11, 10, 9 ...) and its own database
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_API_REDIS = os.environ.get("HITLINE_TEST_API_REDIS_URL", "redis://127.0.0.1:6379/11")
+REDIS = _API_REDIS.rsplit("/", 1)[0] + "/" + str(int(_API_REDIS.rsplit("/", 1)[1]) - _WORKER)
 PG = os.environ.get("HITLINE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-DB_NAME = "hitline_api_test"
+DB_NAME = f"hitline_api_test_{_WORKER}"
 FAKE_KEY = "sk-or-v1-api-tests-secret"
 
 

@@ -17,7 +17,9 @@ from hitline.config import Settings
 from hitline.errors import ConfigError, RateLimited
 from hitline.providers.ratelimit import Limit, LocalLimiter, RedisLimiter, build_limiter, load_limits
 
-REDIS_URL = os.environ.get("HITLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# not HITLINE_TEST_REDIS_URL's db: tests/test_distributed.py flushes that one, maybe at the same time in
+# another pytest-xdist worker
+REDIS_URL = os.environ.get("HITLINE_TEST_LIMITER_REDIS_URL", "redis://127.0.0.1:6379/14")
 MODEL = "test/model"
 PROCESSES = 4
 
