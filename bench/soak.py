@@ -92,6 +92,18 @@ def sql(url: str, query: str, **params: object) -> list[tuple]:  # type: ignore[
         eng.dispose()
 
 
+def stop_services(workers: Workers, fake: FakeProvider, milvus: MilvusServer, redis: RedisServer,
+                  pg: PgCluster) -> None:
+    workers.stop_all()
+    fake.proc.stop()
+    milvus.proc.stop()
+    redis.proc.kill9()
+    try:
+        pg.stop("fast")
+    finally:
+        pg.remove()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skus", type=int, default=2000)
@@ -212,14 +224,7 @@ max_in_flight = {2 * opts.render_threads}
         print(json.dumps(summary, indent=2))
         write_results(opts.json, "soak", opts, summary)
     finally:
-        workers.stop_all()
-        fake.proc.stop()
-        milvus.proc.stop()
-        redis.proc.kill9()
-        try:
-            pg.stop("fast")
-        finally:
-            pg.remove()
+        stop_services(workers, fake, milvus, redis, pg)
 
 
 if __name__ == "__main__":

@@ -48,11 +48,11 @@ def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min
     # everything is checked and recorded before a worker starts: a mistake costs no start-up time
     options = batch_options(st, top_k=top_k, min_sales=min_sales, presets=preset_names)
     sub = submit_batch(rt, catalog, new, out, options=options, budget_usd=budget)
-    console.print(f"batch [bold]{sub.batch_id}[/]: {sum(map(len, sub.hit_chunks))} catalog products, "
-                  f"{len(sub.sku_jobs)} new SKUs, {sub.rejected} rows rejected "
-                  f"({'embedded worker' if embedded else 'queued on ' + _safe_url(st.broker_url)})")
     with _embedded_worker(st) if embedded else nullcontext():
-        send(rt, sub.dispatches)
+        send(rt, sub.dispatches)  # a broker that refuses: one error line with the batch id and `hitline resume`
+        console.print(f"batch [bold]{sub.batch_id}[/]: {sum(map(len, sub.hit_chunks))} catalog products, "
+                      f"{len(sub.sku_jobs)} new SKUs, {sub.rejected} rows rejected "
+                      f"({'embedded worker' if embedded else 'queued on ' + _safe_url(st.broker_url)})")
         if embedded or wait:
             _wait(rt, sub.batch_id)
     if embedded or wait:
@@ -164,13 +164,17 @@ def _guard(fn) -> None:  # noqa: ANN001
     try:
         fn()
     except HitlineError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        _error(str(e))
     except Exception as e:
         if not (is_transient(e) or _is_connection_error(e)):
             raise
-        console.print(f"[red]error:[/] {_unreachable(e)}")
-        raise typer.Exit(2) from None
+        _error(_unreachable(e))
+
+
+def _error(message: str) -> None:
+    """One line, whatever the width: no wrapping (a log or a pipe keeps it whole), then exit 2."""
+    console.print(f"[red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(2) from None
 
 
 def _is_connection_error(e: BaseException) -> bool:

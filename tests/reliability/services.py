@@ -241,6 +241,48 @@ class FakeProvider:
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
 
 
+class Flower:
+    """`celery -A workers.app flower` behind basic auth, as docker-compose.yml runs it; its API and
+    Prometheus metrics are read with the credentials."""
+
+    def __init__(self, root: Path, env: dict[str, str], user: str = "ops", password: str = "flower-test-pass") -> None:
+        self.port = free_port()
+        self.auth = (user, password)
+        self.proc = Proc("flower", [str(BIN / "celery"), "-A", "workers.app", "flower", f"--port={self.port}",
+                                    "--address=127.0.0.1", f"--basic-auth={user}:{password}"],
+                         root / "logs" / "flower.log", env=env)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Flower":
+        self.proc.start()
+        wait_port(self.port, 60, "flower")
+        return self
+
+    def get(self, path: str, **params: Any) -> Any:
+        import requests
+
+        r = requests.get(self.url + path, params=params, auth=self.auth, timeout=30)
+        r.raise_for_status()
+        return r.json() if path.startswith("/api/") else r.text
+
+    def tasks(self, name: str | None = None) -> dict[str, dict[str, Any]]:
+        """Flower's task list (each task's last state, its exception, `retries`, args), optionally one name."""
+        tasks = self.get("/api/tasks")
+        return {k: t for k, t in tasks.items() if name is None or t.get("name") == name}
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A Prometheus metric of Flower (/metrics), summed over the samples that carry these labels:
+        metric("flower_events_total", type="task-retried", task="hitline.render") counts the RETRY events
+        Flower received; metric("flower_worker_online") the workers it hears from."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        return sum(s.value for family in text_string_to_metric_families(self.get("/metrics")) for s in family.samples
+                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
 class RabbitVhost:
     """A private vhost on the machine's RabbitMQ (guest/guest), deleted afterwards: other people's
     queues are never touched."""
