@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from hitline.domain.models import Preset
 from hitline.domain.pricing import PriceTable
 from hitline.providers.base import Judgement
 from hitline.providers.openrouter.client import OpenRouterClient
-from hitline.providers.openrouter.providers import (_first_message, _image_part, _message_text, extract_json_object,
-                                                    image_data_uri)
+from hitline.providers.openrouter.providers import _image_part, ask_for_json, image_data_uri
 
 __all__ = ["OpenRouterJudge", "JudgeAnswer", "JUDGE_SYSTEM", "JUDGE_CHECKS"]
 
@@ -87,26 +86,16 @@ class OpenRouterJudge:
                                        {"type": "text", "text": self.request_text(preset)}]
         messages: list[dict[str, Any]] = [{"role": "system", "content": JUDGE_SYSTEM},
                                           {"role": "user", "content": parts}]
-        cost, raw, problem = 0.0, "", ""
-        for _ in range(self.max_parse_retries + 1):
-            payload = {"model": self.model, "messages": messages, "response_format": {"type": "json_object"}}
-            body = self.client.post("/chat/completions", payload, self.model)
-            cost += self.prices.token_cost(self.model, body.get("usage"))
-            raw = _message_text(_first_message(body, self.model))
-            parsed = extract_json_object(raw)
-            try:
-                answer = JudgeAnswer.model_validate(parsed) if parsed is not None else None
-            except ValidationError as exc:
-                answer, problem = None, str(exc.errors()[0].get("msg", exc))
-            if answer is not None:
-                checks = answer.checks()
-                if answer.reasons:
-                    for c in checks:
-                        if not c["passed"]:
-                            c["message"] += f" ({'; '.join(answer.reasons)[:200]})"
-                            break
-                return Judgement(checks=checks, cost_usd=cost, model=self.model, raw=raw)
-            messages = [*messages, {"role": "assistant", "content": raw}, {"role": "user", "content": _REASK}]
+        answer, cost, raw, problem = ask_for_json(self.client, self.model, self.prices, messages,
+                                                  JudgeAnswer.model_validate, _REASK, self.max_parse_retries + 1)
+        if answer is not None:
+            checks = answer.checks()
+            if answer.reasons:
+                for c in checks:
+                    if not c["passed"]:
+                        c["message"] += f" ({'; '.join(answer.reasons)[:200]})"
+                        break
+            return Judgement(checks=checks, cost_usd=cost, model=self.model, raw=raw)
         # no verdict is not a pass: the output goes to review with the reason
         check = {"name": "judge_answer", "passed": False, "measured": raw[:200], "threshold": "JSON verdict",
                  "message": f"{self.model} gave no valid verdict after {self.max_parse_retries + 1} tries"

@@ -12,7 +12,7 @@ import io
 import json
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -23,7 +23,9 @@ from hitline.domain.pricing import PriceTable
 from hitline.providers.base import Analysis, Embedding
 from hitline.providers.openrouter.client import OpenRouterClient
 
-__all__ = ["OpenRouterEmbedder", "OpenRouterAnalyzer", "OpenRouterRenderer", "image_data_uri",
+T = TypeVar("T")
+
+__all__ = ["OpenRouterEmbedder", "OpenRouterAnalyzer", "OpenRouterRenderer", "image_data_uri", "ask_for_json",
            "decode_data_uri", "fit_exact", "extract_json_object", "MAX_INPUT_IMAGES"]
 
 MAX_INPUT_IMAGES = 14  # Nano Banana 2: 10 objects + 4 characters
@@ -195,6 +197,28 @@ def extract_json_object(text: str) -> dict[str, Any] | None:
     return None
 
 
+def ask_for_json(client: OpenRouterClient, model: str, prices: PriceTable, messages: list[dict[str, Any]],
+                 accept: Callable[[dict[str, Any]], T], reask: str, tries: int) -> tuple[T | None, float, str, str]:
+    """Ask `model` for one JSON object, up to `tries` times: an answer with no JSON object, or one that
+    `accept` refuses (ValueError, pydantic's ValidationError included), is asked again with `reask`.
+    Returns (accepted value or None, the cost of every call, the last raw answer, the last refusal)."""
+    cost, raw, problem = 0.0, "", ""
+    for _ in range(tries):
+        payload = {"model": model, "messages": messages, "response_format": {"type": "json_object"}}
+        body = client.post("/chat/completions", payload, model)
+        cost += prices.token_cost(model, body.get("usage"))
+        raw = _message_text(_first_message(body, model))
+        parsed = extract_json_object(raw)
+        if parsed is not None:
+            try:
+                return accept(parsed), cost, raw, ""
+            except ValueError as exc:
+                errors = getattr(exc, "errors", None)
+                problem = str(errors()[0].get("msg", exc)) if callable(errors) else str(exc)
+        messages = [*messages, {"role": "assistant", "content": raw}, {"role": "user", "content": reask}]
+    return None, cost, raw, problem
+
+
 class OpenRouterAnalyzer:
     """Describes the shared look of the retrieved hits with a vision LLM (`POST /chat/completions`)."""
 
@@ -211,17 +235,11 @@ class OpenRouterAnalyzer:
         parts.append({"type": "text", "text": self._request_text(len(references), product)})
         messages: list[dict[str, Any]] = [{"role": "system", "content": ANALYZE_SYSTEM},
                                           {"role": "user", "content": parts}]
-        cost, raw = 0.0, ""
-        for _ in range(self.max_parse_retries + 1):
-            payload = {"model": self.model, "messages": messages, "response_format": {"type": "json_object"}}
-            body = self.client.post("/chat/completions", payload, self.model)
-            cost += self.prices.token_cost(self.model, body.get("usage"))
-            raw = _message_text(_first_message(body, self.model))
-            parsed = extract_json_object(raw)
-            if parsed is not None:
-                style = _style_from(parsed, raw)
-                return Analysis(style=style, cost_usd=cost, raw=raw, warnings=list(style.warnings))
-            messages = [*messages, {"role": "assistant", "content": raw}, {"role": "user", "content": _REASK}]
+        parsed, cost, raw, _ = ask_for_json(self.client, self.model, self.prices, messages, lambda v: v, _REASK,
+                                            self.max_parse_retries + 1)
+        if parsed is not None:
+            style = _style_from(parsed, raw)
+            return Analysis(style=style, cost_usd=cost, raw=raw, warnings=list(style.warnings))
         warning = (f"{self.model} gave no parseable JSON after {self.max_parse_retries + 1} tries; "
                    f"its raw answer is used as the prompt")
         style = StyleAnalysis(scene="unknown", lighting="unknown", pose="unknown", mood="unknown",
