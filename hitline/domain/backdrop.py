@@ -111,16 +111,17 @@ def model_backdrop(lab: np.ndarray) -> Backdrop:
     """Learn the paper from the border band of a (lightly blurred) Lab image."""
     h, w = lab.shape[:2]
     b = _band(h, w)
-    band = _ring(h, w, b)
-    median = np.median(lab[band], axis=0)
+    band, wide = _ring(h, w, b), _ring(h, w, 2 * b)
+    # the reference colour from the wide band: a frame line and its halo can fill the outer one
+    median = np.median(lab[wide], axis=0)
     rough, _, _ = _distance(lab, np.broadcast_to(median, lab.shape))
-    spread = float(np.percentile(rough[band], 50))
+    spread = float(np.percentile(rough[wide], 50))
     # a frame line comes with a halo (the blur, JPEG ringing) a few Lab units darker than the paper:
     # left in the samples it drags the fitted paper down until pale fabric passes for paper
     frame = cv2.dilate(_frame_lines(rough, b).astype(np.uint8), np.ones((2 * _HALO + 1,) * 2, np.uint8)) > 0
     # samples: a band twice as wide (there is paper inside a frame line) minus frame lines and minus
     # whatever sticks out (a garment touching the edge)
-    sample = _ring(h, w, 2 * b) & ~frame & (rough < max(4.0 * spread, 10.0))
+    sample = wide & ~frame & (rough < max(4.0 * spread, 10.0))
     paper, sample = _robust_fit(lab, sample)
     distance, chroma, darker = _distance(lab, paper)
     residual = distance[sample] if sample.any() else distance[band]

@@ -20,6 +20,7 @@ MAX_COVERAGE = 0.95
 # masks are computed at this long side; the full-size alpha is an upscaled, feathered version
 _WORK_SIDE = 768
 _MIN_PIECE = 0.02  # a piece this share of the largest one is product (a clutch beside a coat)
+_SHARP = 3.0  # a lightness gradient this many times a shadow's soft edge is an edge of fabric
 
 _session: Any = None
 _session_lock = threading.Lock()
@@ -110,28 +111,34 @@ def _real_holes(colour: np.ndarray, bd: Backdrop, saliency: np.ndarray) -> np.nd
     return out
 
 
-def _soft_edged(region: np.ndarray, others: np.ndarray, lum: np.ndarray, noise: float) -> bool:
+def _soft_edged(region: np.ndarray, others: np.ndarray, grad: np.ndarray, soft: float) -> bool:
     """A region whose outline against the paper is soft: a shadow. Fabric, even sheer, has an edge."""
     ring = cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     ring &= ~region & ~others
     if ring.sum() < 8:
         return False
-    gy, gx = np.gradient(lum)
-    grad = np.hypot(gx, gy)
-    return bool(np.median(grad[ring]) < max(1.0, 1.5 * noise))
+    return bool(np.median(grad[ring]) < soft)
 
 
 def _drop_shadows(colour: np.ndarray, salient: np.ndarray, bd: Backdrop, lum: np.ndarray) -> np.ndarray:
     """Colour-mask pixels that are only a darkening of the paper, outside what u2netp sees as the
-    subject, and soft-edged, are shadows."""
+    subject, and soft-edged, are shadows. The shadow-like pixels are first cut apart at sharp edges:
+    a grey garment beside its own shadow is one shadow-like blob, and only the shadow's part of it
+    has a soft outline."""
+    gy, gx = np.gradient(lum)
+    grad = np.hypot(gx, gy)
+    soft = max(1.0, 1.5 * bd.noise)
     shadow_like = colour & bd.darker & (bd.chroma < bd.tolerance) & ~salient
-    n, labels, stats = _components(shadow_like)
+    n, labels, stats = _components(shadow_like & (grad < _SHARP * soft))
     out = colour.copy()
     keep = colour & ~shadow_like
+    h, w = colour.shape
     for i in range(1, n):
-        region = labels == i
-        if _soft_edged(region, keep, lum, bd.noise):
-            out[region] = False
+        x, y, bw, bh, _ = stats[i]
+        x0, y0, x1, y1 = max(0, x - 3), max(0, y - 3), min(w, x + bw + 3), min(h, y + bh + 3)
+        region = labels[y0:y1, x0:x1] == i
+        if _soft_edged(region, keep[y0:y1, x0:x1], grad[y0:y1, x0:x1], soft):
+            out[y0:y1, x0:x1][region] = False
     return out
 
 
