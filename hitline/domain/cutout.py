@@ -20,7 +20,6 @@ MAX_COVERAGE = 0.95
 # masks are computed at this long side; the full-size alpha is an upscaled, feathered version
 _WORK_SIDE = 768
 _MIN_PIECE = 0.02  # a piece this share of the largest one is product (a clutch beside a coat)
-_SHARP = 3.0  # a lightness gradient this many times a shadow's soft edge is an edge of fabric
 
 _session: Any = None
 _session_lock = threading.Lock()
@@ -112,8 +111,9 @@ def _real_holes(colour: np.ndarray, bd: Backdrop, saliency: np.ndarray) -> np.nd
 
 
 def _soft_edged(region: np.ndarray, others: np.ndarray, grad: np.ndarray, soft: float) -> bool:
-    """A region whose outline against the paper is soft (two thirds of it at least): a shadow. Fabric,
-    even sheer, has an edge, though a pale patch of it may border paper-like fabric softly."""
+    """A region whose outline against the paper is soft, two thirds of it at least: a shadow. Fabric,
+    even sheer, has an edge, though a grey piece may border its own faint shadow or paper-like
+    fabric softly along part of it (a median let such a skirt go as a shadow)."""
     ring = cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     ring &= ~region & ~others
     if ring.sum() < 8:
@@ -123,14 +123,12 @@ def _soft_edged(region: np.ndarray, others: np.ndarray, grad: np.ndarray, soft: 
 
 def _drop_shadows(colour: np.ndarray, salient: np.ndarray, bd: Backdrop, lum: np.ndarray) -> np.ndarray:
     """Colour-mask pixels that are only a darkening of the paper, outside what u2netp sees as the
-    subject, and soft-edged, are shadows. The shadow-like pixels are first cut apart at sharp edges:
-    a grey garment beside its own shadow is one shadow-like blob, and only the shadow's part of it
-    has a soft outline."""
+    subject, and soft-edged, are shadows."""
     gy, gx = np.gradient(lum)
     grad = np.hypot(gx, gy)
     soft = max(1.0, 1.5 * bd.noise)
     shadow_like = colour & bd.darker & (bd.chroma < bd.tolerance) & ~salient
-    n, labels, stats = _components(shadow_like & (grad < _SHARP * soft))
+    n, labels, stats = _components(shadow_like)
     out = colour.copy()
     keep = colour & ~shadow_like
     h, w = colour.shape
