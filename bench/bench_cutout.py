@@ -11,6 +11,7 @@ hitline's (blue): look at it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import defaultdict
@@ -37,16 +38,17 @@ def measure() -> list[dict]:
         photo, truth = cutout_cases.build(name)
         t0 = time.perf_counter()
         base = subject_mask(photo) > 0.5
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         try:
             ours = product_mask(photo)
         except InputError:
             ours = np.zeros_like(truth)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         rows.append({"case": name, "difficulty": difficulty, "size": list(photo.size),
                      "iou_u2netp": round(cutout_cases.iou(base, truth), 4),
                      "iou_hitline": round(cutout_cases.iou(ours, truth), 4),
                      "s_u2netp": round(t1 - t0, 3), "s_hitline": round(t2 - t1, 3),
+                     "cpu_s_hitline": round(c2 - c1, 3),
                      "_masks": (photo, truth, base, ours)})
     return rows
 
@@ -71,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--sheet", type=Path, default=None)
     opts = parser.parse_args(argv)
+    load_before = os.getloadavg()
     rows = measure()
+    load = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
     summary = summarise(rows)
     console = Console(width=140)
     table = Table(title="cut-out IoU vs exact masks (u2netp alone = baseline, same run)")
@@ -83,14 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     for r in rows:
         console.print(f"  {r['case']:<28} {r['difficulty']:<15} u2netp {r['iou_u2netp']:.3f}  "
-                      f"hitline {r['iou_hitline']:.3f}  ({r['s_hitline']:.2f} s)")
+                      f"hitline {r['iou_hitline']:.3f}  ({r['s_hitline']:.2f} s, cpu {r['cpu_s_hitline']:.2f} s)")
+    console.print(f"load average {load['before']} -> {load['after']}")
     if opts.sheet:
         cutout_cases.sheet([(r["case"], r["_masks"][0], r["_masks"][1], [r["_masks"][2], r["_masks"][3]])
                             for r in rows], opts.sheet)
         print(f"wrote {opts.sheet}")
     for r in rows:
         r.pop("_masks")
-    write_results(opts.json, "cutout", opts, rows, summary=summary)
+    write_results(opts.json, "cutout", opts, rows, summary=summary, loadavg=load)
     return 0
 
 

@@ -12,7 +12,9 @@ next to its mask outline; each was looked at (the outline follows the garment ed
 translucent skirt whole, excludes shadows and frame lines).
 
 Difficulties (the issue's list): pale_on_white, several_pieces, frame_line, soft_shadow, highlights,
-low_contrast, translucent. `CASES` maps a case name to (difficulty, description, builder).
+low_contrast, translucent, and touching_edge (a piece running off the photo's edge, added in the
+issue's second round: the border the paper is learnt from is then partly garment). `CASES` maps a
+case name to (difficulty, builder).
 """
 
 from __future__ import annotations
@@ -304,6 +306,18 @@ def tulle_grey_alone(seed: int = 14) -> tuple[np.ndarray, np.ndarray]:
     return shoot(paper((480, 640), WHITE, rng), layers, rng)
 
 
+def pale_set_off_edge(seed: int = 21) -> tuple[np.ndarray, np.ndarray]:
+    """A tight crop of the issue's first photo: the grey tulle skirt runs off the bottom edge across
+    the thin frame line, 150 x 300 px, JPEG 75, a faint shadow down and to the right (the paper's
+    border band is then part skirt)."""
+    rng = np.random.default_rng(seed)
+    layers = [Layer(skirt(flare=1.2), (18, 140, 114, 175), "chiffon", (82.0, 0.0, -1.0), texture=0.5,
+                    opacity=0.7, mesh=0.3),
+              Layer(CARDIGAN, (14, 14, 122, 150), "knit", (90.0, -2.0, -8.0), texture=0.6)]
+    return shoot(paper((150, 300), WHITE, rng), layers, rng, frame=(3, 1, 150), jpeg=75, shadow=4.0,
+                 shadow_offset=(3, 4))
+
+
 Builder = Callable[[], tuple[np.ndarray, np.ndarray]]
 CASES: dict[str, tuple[str, Builder]] = {
     "pale_two_piece_small": ("pale_on_white", pale_two_piece_small),
@@ -320,6 +334,7 @@ CASES: dict[str, tuple[str, Builder]] = {
     "grey_knit_on_mottled_grey": ("low_contrast", grey_knit_on_mottled_grey),
     "tulle_over_white": ("translucent", tulle_over_white),
     "tulle_grey_alone": ("translucent", tulle_grey_alone),
+    "pale_set_off_edge": ("touching_edge", pale_set_off_edge),
 }
 DIFFICULTIES = tuple(dict.fromkeys(d for d, _ in CASES.values()))
 

@@ -15,6 +15,8 @@ _BAND = 0.035  # the border band the paper is learnt from, as a share of the sho
 _FRAME_ROW = 0.6  # a border row (column) this much unlike the paper is a frame line, not product
 _L_DARKER = 1.0  # darker-than-paper weight (shadows are told apart by their soft edge instead)
 _MIN_TOL = 4.0
+_HALO = 2  # pixels either side of a frame line that its blur and JPEG ringing darken
+_REFITS = 3
 
 
 def to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -83,19 +85,44 @@ def _distance(lab: np.ndarray, paper: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.sqrt((weight * d[..., 0]) ** 2 + chroma ** 2), chroma, darker
 
 
+def _ring(h: int, w: int, b: int) -> np.ndarray:
+    ring = np.zeros((h, w), bool)
+    ring[:b], ring[-b:], ring[:, :b], ring[:, -b:] = True, True, True, True
+    return ring
+
+
+def _robust_fit(lab: np.ndarray, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fit the paper, then refit without the samples far from it (a garment or a halo in the band),
+    until the samples settle. Returns (paper, samples kept)."""
+    paper = _fit_paper(lab, sample)
+    for _ in range(_REFITS):
+        d = _distance(lab, paper)[0]
+        res = d[sample]
+        mid = float(np.median(res))
+        keep = sample & (d < mid + 3.0 * 1.4826 * float(np.median(np.abs(res - mid))))
+        if keep.sum() < 12 or keep.sum() == sample.sum():
+            break
+        sample = keep
+        paper = _fit_paper(lab, sample)
+    return paper, sample
+
+
 def model_backdrop(lab: np.ndarray) -> Backdrop:
     """Learn the paper from the border band of a (lightly blurred) Lab image."""
     h, w = lab.shape[:2]
     b = _band(h, w)
-    band = np.zeros((h, w), bool)
-    band[:b], band[-b:], band[:, :b], band[:, -b:] = True, True, True, True
-    median = np.median(lab[band], axis=0)
+    band, wide = _ring(h, w, b), _ring(h, w, 2 * b)
+    # the reference colour from the wide band: a frame line and its halo can fill the outer one
+    median = np.median(lab[wide], axis=0)
     rough, _, _ = _distance(lab, np.broadcast_to(median, lab.shape))
-    spread = float(np.percentile(rough[band], 50))
-    frame = _frame_lines(rough, b)
-    # samples: the band minus frame lines and minus whatever sticks out (a garment touching the edge)
-    sample = band & ~frame & (rough < max(4.0 * spread, 10.0))
-    paper = _fit_paper(lab, sample)
+    spread = float(np.percentile(rough[wide], 50))
+    # a frame line comes with a halo (the blur, JPEG ringing) a few Lab units darker than the paper:
+    # left in the samples it drags the fitted paper down until pale fabric passes for paper
+    frame = cv2.dilate(_frame_lines(rough, b).astype(np.uint8), np.ones((2 * _HALO + 1,) * 2, np.uint8)) > 0
+    # samples: a band twice as wide (there is paper inside a frame line) minus frame lines and minus
+    # whatever sticks out (a garment touching the edge)
+    sample = wide & ~frame & (rough < max(4.0 * spread, 10.0))
+    paper, sample = _robust_fit(lab, sample)
     distance, chroma, darker = _distance(lab, paper)
     residual = distance[sample] if sample.any() else distance[band]
     # the distance is a norm, so even clean paper sits a little above 0: tolerate its median plus
@@ -113,9 +140,7 @@ def paper_reachable(unlike: np.ndarray, seeds: np.ndarray | None = None) -> np.n
     Seeding from the whole band, not just the edge, reaches the paper inside a frame line."""
     h, w = unlike.shape
     if seeds is None:
-        b = _band(h, w)
-        seeds = np.zeros((h, w), bool)
-        seeds[:b], seeds[-b:], seeds[:, :b], seeds[:, -b:] = True, True, True, True
+        seeds = _ring(h, w, _band(h, w))
     n, labels = cv2.connectedComponents((~unlike).astype(np.uint8), connectivity=4)
     hit = np.unique(labels[seeds & ~unlike])
     return np.isin(labels, hit[hit > 0])

@@ -1,6 +1,7 @@
-"""The cut-out on the labelled flat-lays of tests/cutout_cases.py: one case per difficulty, each
-with a floor on IoU against its exact mask. Floors sit a little under what `bench/bench_cutout.py`
-measures (see bench/README.md), and above u2netp alone where the paper model is what helps."""
+"""The cut-out on the labelled flat-lays of tests/cutout_cases.py: one case per difficulty (the worst
+one where a difficulty has several), each with a floor on IoU against its exact mask. Floors sit a
+little under what `bench/bench_cutout.py` measures (see bench/README.md), and above u2netp alone
+where the paper model is what helps."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from hitline.domain.cutout import product_mask
 
 # case -> IoU floor (u2netp alone measured in the same bench run, for the record)
 FLOORS = {
-    "pale_two_piece_small": 0.50,  # u2netp 0.38: it drops the skirt and half the cardigan
+    # measured 0.965 (0.539 before the frame line's halo was kept out of the paper model); u2netp 0.38:
+    # it drops the skirt and half the cardigan
+    "pale_two_piece_small": 0.93,
     "cream_knit_on_white": 0.94,  # u2netp 0.92
     "three_piece_set": 0.96,  # u2netp 0.95; the clutch is kept
     "frame_line_dark_edge": 0.98,
@@ -21,6 +24,10 @@ FLOORS = {
     "pleated_highlights": 0.98,
     "beige_on_cream": 0.97,
     "tulle_grey_alone": 0.98,
+    # measured 0.801; 0.311 before, 0.460 with the new paper model alone (the grey skirt borders its
+    # faint shadow and a paper-like fold softly, and a median outline test dropped it as a shadow);
+    # u2netp 0.31
+    "pale_set_off_edge": 0.76,
 }
 
 
