@@ -88,7 +88,8 @@ def fake_fault(api_cluster):  # noqa: ANN001, ANN201
     api_cluster.fake.configure(fail={}, latency={"image": (0.2, 0.3)})
 
 
-def render_result(*, out: Path = Path("/nowhere"), downsized: dict[str, str] | None = None, failed: dict[str, str] | None = None,
+def render_result(*, out: Path = Path("/nowhere"), downsized: dict[str, str] | None = None,
+                  failed: dict[str, str] | None = None,
                   background: tuple[str, ...] = (), touches: bool = False,
                   statuses: tuple[str, ...] = ("passed", "passed", "passed", "passed")) -> dict:
     """A SKU's render result as the render stage records it (default presets, thumbnail resized from
@@ -107,7 +108,8 @@ def render_result(*, out: Path = Path("/nowhere"), downsized: dict[str, str] | N
     outputs = [{"preset": p, "path": str(out / f"{p}.png"), "width": 512, "height": 512,
                 "cost_usd": 0.0 if p == "thumbnail" else 0.101, "key": p, "reused_from": None,
                 "derived_from": "amazon_main" if p == "thumbnail" else None,
-                "quality": {"status": st, "checks": [], **({"reasons": ["colour differs"]} if st == "needs_review" else {})}}
+                "quality": {"status": st, "checks": [],
+                            **({"reasons": ["colour differs"]} if st == "needs_review" else {})}}
                for p, st in zip(names, statuses) if p not in (failed or {})]
     result = {"outputs": outputs,
               "plan": {"renders": ["amazon_main", "shopify", "banner"], "derived": {"thumbnail": "amazon_main"},
@@ -129,13 +131,15 @@ def rendered_batch(hitline_env: Path) -> str:
     init_db(url)
     out = hitline_env / "out" / "Q"
     low = {"downsized": {"amazon_main": "1K"}, "out": out}
-    results = [render_result(**low, touches=True, statuses=("passed", "passed_after_rerender", "passed", "needs_review"))]
+    mixed = ("passed", "passed_after_rerender", "passed", "needs_review")
+    results = [render_result(**low, touches=True, statuses=mixed)]
     results += [render_result(**low) for _ in range(5)]
     results += [render_result(out=out, background=("amazon_main",)),
                 render_result(out=out, failed={"banner": "product is 160 px, banner at 2K needs 1229 px (7.7x upscale)"})]
     with session_scope(url) as s:
         crud.create_batch(s, "Q", catalog_dir="c", new_dir="n", out_dir=str(hitline_env / "out"),
-                          options={"presets": ["amazon_main", "shopify", "thumbnail", "banner"]}, budget_usd=None, notes=[])
+                          options={"presets": ["amazon_main", "shopify", "thumbnail", "banner"]}, budget_usd=None,
+                          notes=[])
         for i, r in enumerate(results):
             j = crud.add_job(s, "Q", "sku", f"SKU{i}", i, {}, "done", "done")
             j.result = {"render": r}

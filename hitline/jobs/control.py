@@ -26,8 +26,8 @@ from hitline.jobs.stages import CATALOG_LINE
 from hitline.jobs.submit import Dispatch, chunks
 
 __all__ = ["NotFound", "Conflict", "JobFilter", "BatchSummary", "JobPage", "summary", "list_batches",
-           "list_jobs", "job_detail", "quality_summary", "render_facts", "resolve_job_refs", "retry_failed", "cancel", "reopen", "create_token", "verify_token",
-           "revoke_token", "dispatches_for", "reason_group", "REJECTED_HINT"]
+           "list_jobs", "job_detail", "quality_summary", "render_facts", "resolve_job_refs", "retry_failed", "cancel",
+           "reopen", "create_token", "verify_token", "revoke_token", "dispatches_for", "reason_group", "REJECTED_HINT"]
 
 FAILED = "failed"
 REJECTED_HINT = "rejected at validation: fix the CSV row and submit the batch again"

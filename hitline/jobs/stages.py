@@ -148,7 +148,7 @@ def render(jc: JobContext) -> dict[str, Any]:
     if jc.rt.settings.quality_gate:  # hitline/jobs/quality.py: input checks, then a judge per output
         presets, inputs = quality.check_inputs(jc.product.image_path, presets)
         gate = quality.GateRun(jc, budget, renderer, jc.providers.judge, refs, style, ref_shas)
-    # planned after the input checks: a preset they downsized may join another ratio group's source
+    # planned after the input checks: a preset they downsize or fail changes its ratio group's source
     plan = plan_renders(presets, lambda size: jc.rt.prices.image_cost(renderer.model, size))
     made: dict[str, dict[str, Any]] = {}
     for preset in plan.renders:

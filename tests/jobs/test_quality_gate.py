@@ -128,18 +128,25 @@ def _count_local_renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
+def _local_gated_run(one_sku, out: Path, monkeypatch: pytest.MonkeyPatch, presets: str):  # noqa: ANN001, ANN202
+    """One demo SKU through the line with the gate on: its job (done) and the compositor's calls."""
+    monkeypatch.setenv("HITLINE_QUALITY_GATE", "1")
+    reset_runtime()
+    calls = _count_local_renders(monkeypatch)
+    batch = _run(*one_sku, out, "--presets", presets)
+    job = _sku(batch)
+    assert job.state == "done", job.error
+    return batch, job, calls
+
+
 def test_local_render_plan_after_the_input_checks(one_sku, hitline_env: Path, monkeypatch) -> None:  # noqa: ANN001
     """The demo flat-lay is too small for amazon_main at 2K: the input checks downsize it to 1K first, and the
     plan then resizes the 512 px thumbnail from that 1K render. 3 renders for 4 outputs, every output gated
     under its own preset's rules; the status summary counts the input checks and the gate."""
     from PIL import Image
 
-    monkeypatch.setenv("HITLINE_QUALITY_GATE", "1")
-    reset_runtime()
-    calls = _count_local_renders(monkeypatch)
-    batch = _run(*one_sku, hitline_env / "out", "--presets", "amazon_main,shopify,thumbnail,banner")
-    job = _sku(batch)
-    assert job.state == "done", job.error
+    batch, job, calls = _local_gated_run(one_sku, hitline_env / "out", monkeypatch,
+                                         "amazon_main,shopify,thumbnail,banner")
     render = job.result["render"]
     assert render["inputs"]["downsized"] == {"amazon_main": "1K"}
     assert sorted(calls) == ["amazon_main@1K", "banner@2K", "shopify@2K"]
@@ -164,12 +171,7 @@ def test_a_resized_output_that_fails_its_gate_is_rendered_on_its_own(one_sku, hi
         '[amazon_main.rules]\nmin_side = 1000\npure_white = true\nmin_fill = 0.85\n'
         '[thumbnail]\naspect_ratio = "1:1"\nsize = "512px"\n[thumbnail.rules]\nmin_fill = 0.95\n')
     monkeypatch.setenv("HITLINE_PRESETS_FILE", str(tmp_path / "presets.toml"))
-    monkeypatch.setenv("HITLINE_QUALITY_GATE", "1")
-    reset_runtime()
-    calls = _count_local_renders(monkeypatch)
-    batch = _run(*one_sku, hitline_env / "out", "--presets", "amazon_main,thumbnail")
-    job = _sku(batch)
-    assert job.state == "done", job.error
+    _, job, calls = _local_gated_run(one_sku, hitline_env / "out", monkeypatch, "amazon_main,thumbnail")
     thumb = next(o for o in job.result["render"]["outputs"] if o["preset"] == "thumbnail")
     q = thumb["quality"]
     assert sorted(calls) == ["amazon_main@1K", "thumbnail@512px"], (calls, q)
