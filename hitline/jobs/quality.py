@@ -156,8 +156,9 @@ def digest(render: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan_text(plan: dict[str, Any]) -> str:
-    """The batch's render-plan saving in words (hitline.jobs.control.quality_summary()["render_plan"])."""
-    if not plan.get("skus"):
+    """The batch's render-plan saving in words (hitline.jobs.control.quality_summary()["render_plan"]);
+    nothing when no output was resized (every preset has a ratio of its own)."""
+    if not plan.get("derived"):
         return ""
     return (f"render plan: {plan['renders']} renders for {plan['renders'] + plan['derived']} outputs "
             f"({plan['derived']} resized): ${plan['cost_usd']:.3f} instead of ${plan['naive_usd']:.3f} at list price, "

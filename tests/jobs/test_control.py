@@ -171,6 +171,9 @@ def test_summary_counts_input_checks_gate_outcomes_and_the_render_plan(rendered_
     assert plan["skus"] == 8 and plan["renders"] == 24 and plan["derived"] == 8
     assert plan["naive_usd"] == pytest.approx(8 * 0.348) and plan["saving_usd"] == pytest.approx(8 * 0.045)
     assert plan["paid_usd"] == 0.0  # no charge rows in this table
+    from hitline.jobs.quality import plan_text
+
+    assert "(8 resized)" in plan_text(plan) and plan_text({**plan, "derived": 0}) == ""  # nothing saved, no line
     assert facts["input_checks"]["downsized"] == {"amazon_main": "1K"} and facts["input_checks"]["touches_frame"]
     assert facts["gate"] == {"passed": 2, "passed_after_rerender": 1, "needs_review": 1}
     assert facts["render_plan"]["derived"] == {"thumbnail": "amazon_main"} and waiting is None
