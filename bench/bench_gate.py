@@ -1,6 +1,7 @@
 """The quality gate on the demo: every demo flat-lay rendered by the local compositor for the default
-presets (after the input checks), each output judged by the LocalJudge; counts of outcomes and of
-failed checks, and the render plan's saving per SKU at Nano Banana 2 prices.
+presets (after the input checks, following the render plan as the render stage does: presets sharing
+an aspect ratio resized from one render), each output judged by the LocalJudge; counts of outcomes and
+of failed checks, and the render plan's saving per SKU at Nano Banana 2 prices.
 
     python bench/bench_gate.py [--presets amazon_main,shopify,thumbnail,banner] [--json bench/results/gate.json]
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 import tempfile
 import time
@@ -26,6 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import write_results  # noqa: E402
 
+from hitline import line  # noqa: E402
 from hitline.demo.sampledata import generate_demo  # noqa: E402
 from hitline.domain.imaging import load_presets  # noqa: E402
 from hitline.domain.models import NewProduct, StyleAnalysis  # noqa: E402
@@ -52,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     failed_checks: Counter[str] = Counter()
     input_notes: Counter[str] = Counter()
     rows = []
-    t0 = time.perf_counter()
+    renders = 0
+    load0, cpu0, t0 = os.getloadavg()[0], time.process_time(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         catalog, new = generate_demo(Path(tmp) / "demo")
         hits = list(csv.DictReader((catalog / "products.csv").open()))
@@ -65,27 +69,39 @@ def main(argv: list[str] | None = None) -> int:
                 input_notes[f"{name}: preset failed (resolution)"] += 1
             for name, size in inputs["downsized"].items():
                 input_notes[f"{name}: downsized to {size}"] += 1
-            for preset in presets:
-                img = renderer.render(flat, [ref] if ref else [], STYLE, product, preset)
+            # as the render stage does: planned after the input checks, the others resized from their source
+            sku_plan = plan_renders(presets, lambda size: prices.image_cost(RENDER_MODEL, size))
+            paths: dict[str, Path] = {}
+            for preset in sorted(presets, key=lambda p: p.name in sku_plan.derived):
                 out = Path(tmp) / f"{row['new_id']}-{preset.name}.png"
-                with Image.open(io.BytesIO(img.data)) as im:
-                    im.save(out)
+                if preset.name in sku_plan.derived:
+                    line.derive_preset(paths[sku_plan.derived[preset.name]], preset, out)
+                else:
+                    img = renderer.render(flat, [ref] if ref else [], STYLE, product, preset)
+                    renders += 1
+                    with Image.open(io.BytesIO(img.data)) as im:
+                        im.save(out)
+                paths[preset.name] = out
                 verdict = judge.judge(flat, out, preset)
                 status = "passed" if verdict.passed else "needs_review"
                 outcomes[status] += 1
                 bad = [c["name"] for c in verdict.checks if not c["passed"]]
                 failed_checks.update(f"{preset.name}:{n}" for n in bad)
                 rows.append({"sku": row["new_id"], "preset": preset.name, "size": preset.size, "status": status,
-                             "failed": bad, "reasons": verdict.reasons})
-    seconds = time.perf_counter() - t0
-    print(f"{len(rows)} outputs in {seconds:.1f} s: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
+                             "derived_from": sku_plan.derived.get(preset.name), "failed": bad,
+                             "reasons": verdict.reasons})
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    load = (load0 + os.getloadavg()[0]) / 2
+    print(f"{len(rows)} outputs ({renders} rendered, the rest resized) in {seconds:.1f} s, CPU {cpu:.1f} s, "
+          f"load average {load:.1f}: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
     for k, v in sorted(input_notes.items()):
         print(f"  input: {k} x{v}")
     for k, v in failed_checks.most_common():
         print(f"  failed check {k}: {v}")
     print(f"render plan: {plan.summary()}")
     write_results(opts.json, "gate", opts, rows, outcomes=dict(outcomes), failed_checks=dict(failed_checks),
-                  inputs=dict(input_notes), render_plan=plan.summary(), seconds=round(seconds, 1))
+                  inputs=dict(input_notes), render_plan=plan.summary(), renders=renders, seconds=round(seconds, 1),
+                  cpu_seconds=round(cpu, 1), load_average=round(load, 1))
     return 0
 
 

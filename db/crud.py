@@ -183,8 +183,12 @@ def latest_batch_id(s: Session) -> str | None:
 
 # --- cost ------------------------------------------------------------------------------------
 
-def spent(s: Session, batch_id: str) -> float:
-    return float(s.scalar(select(func.coalesce(func.sum(Charge.cost_usd), 0.0)).where(Charge.batch_id == batch_id)) or 0.0)
+def spent(s: Session, batch_id: str, stage: str | None = None) -> float:
+    """What the batch's calls cost (reservations in flight included), all of them or one stage's."""
+    q = select(func.coalesce(func.sum(Charge.cost_usd), 0.0)).where(Charge.batch_id == batch_id)
+    if stage is not None:
+        q = q.where(Charge.stage == stage)
+    return float(s.scalar(q) or 0.0)
 
 
 def reserve(s: Session, batch_id: str, job_id: int | None, stage: str, key: str, model: str,

@@ -43,9 +43,59 @@ def _width() -> int:
     return max(60, min(shutil.get_terminal_size((80, 24)).columns, 120))
 
 
-def _wrap(text: str, indent: int) -> str:
-    return textwrap.fill(text, width=_width(), initial_indent=" " * indent, subsequent_indent=" " * indent,
+def _wrap(text: str, indent: int, hanging: int | None = None) -> str:
+    return textwrap.fill(text, width=_width(), initial_indent=" " * indent,
+                         subsequent_indent=" " * (indent if hanging is None else hanging),
                          break_long_words=True, break_on_hyphens=False)
+
+
+_GATE = {"passed": "passed", "passed_after_rerender": "passed after re-render", "needs_review": "needs review"}
+
+
+def _gate(counts: dict[str, int]) -> str:
+    return ", ".join(f"{counts[k]} {label}" for k, label in _GATE.items() if counts.get(k))
+
+
+def _findings(found: dict[str, Any]) -> list[str]:
+    """One SKU's input-check findings (control.render_facts), in words."""
+    out = [f"{p} downsized to {size} (low_res)" for p, size in found["downsized"].items()]
+    out += [f"{p} failed: {msg}" for p, msg in found["failed"].items()]
+    out += [f"{p}: background not white" for p in found["background"]]
+    return out + (["touches frame"] if found["touches_frame"] else [])
+
+
+def _job_note(facts: dict[str, Any] | None) -> str:
+    """A SKU row's second line: what its input checks found and how its outputs left the gate."""
+    if not facts:
+        return ""
+    found, gate = _findings(facts["input_checks"]), _gate(facts["gate"])
+    return ". ".join(([f"input checks: {'; '.join(found)}"] if found else []) + ([f"gate: {gate}"] if gate else []))
+
+
+def _quality_lines(q: dict[str, Any]) -> list[str]:
+    """The batch's input checks, gate outcomes and render-plan saving (control.quality_summary)."""
+    from hitline.jobs.quality import plan_text
+
+    lines = []
+    plan, found, gate = q.get("render_plan") or {}, q.get("input_checks") or {}, q.get("gate") or {}
+    if plan_text(plan):
+        lines.append(_wrap(plan_text(plan), 2, 4))
+    if any(gate.values()):
+        lines.append(_wrap(f"quality gate (outputs): {_gate(gate)}", 2, 4))
+    low = found.get("low_res", 0)
+    parts = []
+    if low:  # a count per preset only where it differs from the number of low_res SKUs
+        detail = [f"{'' if n == low else f'{n} '}{p} downsized to {size}"
+                  for p, sizes in found["downsized"].items() for size, n in sizes.items()]
+        detail += [f"{'' if n == low else f'{n} '}{p} failed" for p, n in found["failed"].items()]
+        parts.append(f"{low} SKU{'s' if low > 1 else ''} low_res ({', '.join(detail)})")
+    if found.get("touches_frame"):
+        parts.append(f"{found['touches_frame']} touches frame")
+    if found.get("background"):
+        parts.append(f"{found['background']} background not white ({', '.join(found['background_presets'])})")
+    if parts:
+        lines.append(_wrap("input checks: " + ", ".join(parts), 2, 4))
+    return lines
 
 
 def _counts(states: dict[str, int]) -> str:
@@ -70,6 +120,7 @@ def render_summary(b: Any) -> str:  # control.BatchSummary
                and any(k not in ("done", "failed", "cancelled") for k in st)]
     if waiting:
         lines.append("  unfinished SKUs by stage: " + "; ".join(waiting))
+    lines += _quality_lines(b.quality)
     if b.failures:
         n = sum(f["count"] for f in b.failures)
         lines.append(f"failures by reason ({n} jobs, largest group first):")
@@ -84,11 +135,16 @@ def render_summary(b: Any) -> str:  # control.BatchSummary
 
 
 def render_jobs(page: Any) -> str:  # control.JobPage
+    from hitline.jobs import control
+
     lines = [f"{'job':>7}  {'id':<24} {'stage':<9} {'state':<15} {'att':>3} {'cost $':>8}"]
     for j in page.jobs:
         lines.append(f"{j.id:>7}  {j.item_id[:24]:<24} {j.stage:<9} {j.state:<15} {j.attempts:>3} {j.cost_usd:>8.3f}")
         if j.error:
             lines.append(_wrap(j.error, 9))
+        note = _job_note(control.render_facts(j))
+        if note:
+            lines.append(_wrap(note, 9))
     return "\n".join(lines)
 
 
@@ -153,10 +209,12 @@ def _print_json(rt: Any, batch: str, kind: Optional[str], state: Optional[str]) 
         timings = crud.stage_seconds(s, [j.id for j in rows])
     data = {"batch": batch, "spent_usd": round(summ.spent_usd, 6), "budget_usd": summ.budget_usd,
             "cancelled": summ.cancelled, "counts": summ.by_state, "stages": summ.by_stage, "failures": summ.failures,
+            **summ.quality,
             "jobs": [{"job": j.id, "kind": j.kind, "id": j.item_id, "stage": j.stage, "state": j.state,
                       "attempts": j.attempts, "seconds": timings.get(j.id, {}), "cost_usd": round(j.cost_usd, 6),
                       "reason": j.error,
-                      "outputs": [o["path"] for o in (j.result or {}).get("render", {}).get("outputs", [])]}
+                      "outputs": [o["path"] for o in (j.result or {}).get("render", {}).get("outputs", [])],
+                      **(control.render_facts(j) or {})}
                      for j in rows]}
     print(json.dumps(data, indent=2))
 

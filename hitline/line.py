@@ -18,7 +18,7 @@ from hitline.providers.base import Analysis, ImageEmbedder, ImageRenderer, Judge
 from hitline.domain.sparse import TextVocabulary
 
 __all__ = ["Cache", "embed_key", "embed_images", "fit_vocabulary", "index_hits", "retrieve",
-           "analyze", "render_key", "render_preset", "retrieved_record", "judge_output"]
+           "analyze", "render_key", "render_preset", "derived_key", "derive_preset", "retrieved_record", "judge_output"]
 
 
 class Cache(Protocol):
@@ -115,6 +115,29 @@ def render_preset(renderer: ImageRenderer, product: NewProduct, references: Sequ
             im.convert("RGB").save(tmp, format="PNG")
     tmp.replace(dest)
     return dest, img.cost_usd, True
+
+
+def derived_key(source_key: str, preset: Preset) -> str:
+    """Content key of a preset resized from the image under source_key (hitline.domain.render_plan)."""
+    blob = json.dumps(["derived", source_key, asdict(preset)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def derive_preset(source: Path, preset: Preset, dest: Path) -> Path:
+    """A rendered image resized to the preset's exact pixels, written atomically to dest (no provider call).
+    An existing dest is the same resize done before."""
+    if dest.exists():
+        return dest
+    from PIL import Image
+
+    from hitline.domain.render_plan import derive
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".part")
+    with Image.open(source) as im:
+        derive(im, preset).save(tmp, format="PNG")
+    tmp.replace(dest)
+    return dest
 
 
 def judge_key(model: str, flatlay: Path, output: Path, preset: Preset) -> str:

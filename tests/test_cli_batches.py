@@ -94,3 +94,31 @@ def test_token_create_prints_the_token_once_and_stores_a_hash(hitline_env: Path)
     assert again.exit_code == 2 and "exists" in again.output
     assert "shop" in CliRunner().invoke(app, ["token", "list"]).output
     assert CliRunner().invoke(app, ["token", "revoke", "shop"]).exit_code == 0
+
+
+def test_status_shows_input_checks_gate_and_render_plan_in_80_columns(rendered_batch: str) -> None:
+    import json
+
+    res = _run("status", rendered_batch)
+    assert res.exit_code == 0 and max(map(len, res.output.splitlines())) <= 80, res.output
+    flat = " ".join(res.output.split())
+    assert ("input checks: 7 SKUs low_res (6 amazon_main downsized to 1K, 1 banner failed), 1 touches frame, "
+            "1 background not white (amazon_main)") in flat, res.output
+    assert "quality gate (outputs): 29 passed, 1 passed after re-render, 1 needs review" in flat
+    assert "render plan: 24 renders for 32 outputs (8 resized): $2.424 instead of $2.784" in flat
+    assert "saved $0.360 ($0.045 a SKU)" in flat
+
+    rows = _run("status", rendered_batch, "--jobs")
+    assert rows.exit_code == 0 and max(map(len, rows.output.splitlines())) <= 80, rows.output
+    flat = " ".join(rows.output.split())
+    assert ("input checks: amazon_main downsized to 1K (low_res); touches frame. gate: 2 passed, 1 passed after "
+            "re-render, 1 needs review") in flat
+    assert "banner failed: product is 160 px, banner at 2K needs 1229 px (7.7x upscale)" in flat
+
+    data = json.loads(_run("status", rendered_batch, "--json").output)
+    assert data["input_checks"]["low_res"] == 7 and data["gate"]["needs_review"] == 1
+    assert data["render_plan"]["derived"] == 8
+    sku0 = next(j for j in data["jobs"] if j["id"] == "SKU0")
+    assert sku0["input_checks"]["downsized"] == {"amazon_main": "1K"} and sku0["gate"]["needs_review"] == 1
+    assert sku0["render_plan"]["derived"] == {"thumbnail": "amazon_main"}
+    assert "input_checks" not in next(j for j in data["jobs"] if j["id"] == "WAITING")

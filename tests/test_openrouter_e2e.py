@@ -163,3 +163,40 @@ def test_identical_skus_are_rendered_and_paid_once(fake, small_demo, hitline_env
     assert by_stage["render"] == renders and by_stage.get("analyze", 0) == analyses
     assert render_cost == pytest.approx(0.045 + 0.101)
     assert spent == pytest.approx(sum(j.cost_usd for j in skus) + sum(h.cost_usd for h in _jobs(batch, "hit")[0]))
+
+
+def test_render_plan_one_paid_call_per_aspect_ratio(fake, small_demo, hitline_env: Path) -> None:  # noqa: ANN001
+    """The default presets: amazon_main, shopify and banner are rendered (3 calls a SKU, each reserved and
+    charged once); the 512 px thumbnail is resized from amazon_main (same 1:1 ratio), cost 0."""
+    from PIL import Image
+    from sqlalchemy import func, select
+
+    from db.models import Charge
+    from hitline.jobs import control
+
+    catalog, new = small_demo
+    batch, _ = _run(fake, catalog, new, hitline_env / "out", "--presets", "amazon_main,shopify,thumbnail,banner")
+    skus, spent = _jobs(batch)
+    assert [j.state for j in skus] == ["done"] * 3, [(j.item_id, j.error) for j in skus]
+    renders = _count(fake.stats(), "chat/completions", RENDER_MODEL)
+    assert renders == 3 * 3  # not 4 a SKU
+    with session_scope(get_runtime().db_url) as s:
+        charges, render_cost = s.execute(select(func.count(), func.sum(Charge.cost_usd)).where(
+            Charge.batch_id == batch, Charge.stage == "render")).one()
+        quality = control.summary(s, batch).quality
+    assert charges == renders and render_cost == pytest.approx(3 * 3 * 0.101)
+    for j in skus:
+        outputs = {o["preset"]: o for o in j.result["render"]["outputs"]}
+        assert list(outputs) == ["amazon_main", "shopify", "thumbnail", "banner"]
+        thumb = outputs["thumbnail"]
+        assert thumb["derived_from"] == "amazon_main" and thumb["cost_usd"] == 0
+        assert Image.open(thumb["path"]).size == (512, 512)
+        assert all(outputs[p]["derived_from"] is None and outputs[p]["cost_usd"] == pytest.approx(0.101)
+                   for p in ("amazon_main", "shopify", "banner"))
+        assert j.result["render"]["plan"]["derived"] == {"thumbnail": "amazon_main"}
+    plan = quality["render_plan"]
+    assert plan["skus"] == 3 and plan["renders"] == 9 and plan["derived"] == 3
+    assert plan["naive_usd"] == pytest.approx(3 * 0.348) and plan["cost_usd"] == pytest.approx(3 * 0.303)
+    assert plan["saving_usd"] == pytest.approx(3 * 0.045) and plan["paid_usd"] == pytest.approx(render_cost)
+    report = (hitline_env / "out" / batch / "report.html").read_text()
+    assert "resized from amazon_main" in report and "saved $0.135 ($0.045 a SKU)" in report

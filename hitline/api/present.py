@@ -7,7 +7,7 @@ from typing import Any
 
 from db.models import Attempt, Job
 from hitline.api import schemas
-from hitline.jobs.control import BatchSummary
+from hitline.jobs.control import BatchSummary, render_facts
 
 FINISHED = ("done", "failed", "budget_exceeded", "cancelled")
 
@@ -24,6 +24,7 @@ def batch(b: BatchSummary) -> schemas.Batch:
         progress=schemas.Progress(total=total, finished=sum(n for st, n in sku.items() if st in FINISHED),
                                   done=sku.get("done", 0), failed=sku.get("failed", 0), open=b.open),
         counts=b.by_state, stages=b.by_stage, failures=[schemas.Failure(**f) for f in b.failures],
+        quality=schemas.BatchQuality(**b.quality),
         links={"self": f"/batches/{b.batch_id}", "jobs": f"/batches/{b.batch_id}/jobs",
                "failed": f"/batches/{b.batch_id}/jobs?state=failed", "dashboard": f"/ui/batches/{b.batch_id}"})
 
@@ -50,15 +51,23 @@ def job_detail(j: Job, attempts: list[Attempt], out_dir: str) -> schemas.JobDeta
     for o in (r.get("render") or {}).get("outputs", []):
         url = file_url(j.batch_id, out_dir, o["path"])
         if url:
-            outputs.append(schemas.Output(preset=o["preset"], width=o["width"], height=o["height"],
-                                          cost_usd=o.get("cost_usd", 0.0), url=url))
+            q = o.get("quality")
+            outputs.append(schemas.Output(
+                preset=o["preset"], width=o["width"], height=o["height"], cost_usd=o.get("cost_usd", 0.0), url=url,
+                derived_from=o.get("derived_from"), reused_from=o.get("reused_from"),
+                quality=schemas.OutputQuality(status=q["status"], reasons=q.get("reasons") or [],
+                                              rerender=q.get("rerender")) if q else None))
     sheet = Path(out_dir) / j.batch_id / j.item_id / "contact_sheet.png"
     retrieved = r.get("retrieve") or {}
     hits = [schemas.HitOut(product_id=h["product_id"], score=h["score"], found_by=list(h["found_by"]),
                            sales_count=h["sales_count"], description=h.get("description", ""),
                            image_url=f"/jobs/{j.id}/hits/{n}") for n, h in enumerate(retrieved.get("hits", []))]
+    facts = render_facts(j) or {}
+    checks = (r.get("render") or {}).get("inputs", {}).get("checks", {})
     return schemas.JobDetail(
         **job_row(j).model_dump(), row=j.row or {},
+        input_checks=schemas.InputChecks(**facts["input_checks"], checks=checks) if facts.get("input_checks") and checks
+        else None, gate=facts.get("gate", {}), render_plan=facts.get("render_plan"),
         history=[schemas.AttemptOut(stage=a.stage, started_at=a.started_at, seconds=a.seconds, outcome=a.outcome,
                                     error=a.error) for a in attempts],
         outputs=outputs, contact_sheet_url=file_url(j.batch_id, out_dir, sheet) if sheet.exists() else None,

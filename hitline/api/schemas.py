@@ -35,6 +35,31 @@ class Progress(BaseModel):
     open: int = Field(description="jobs of any kind still pending, running or retrying")
 
 
+class InputCheckCounts(BaseModel):
+    low_res: int = Field(description="SKUs whose flat-lay was too small for a preset (downsized or failed)")
+    downsized: dict[str, dict[str, int]] = Field(description="preset -> size class rendered instead -> SKUs")
+    failed: dict[str, int] = Field(description="preset -> SKUs where it failed (low_res = fail)")
+    background: int = Field(description="SKUs on a non-white flat-lay with a white-background preset")
+    background_presets: dict[str, int] = Field(description="white-background preset -> SKUs")
+    touches_frame: int = Field(description="SKUs whose garment touches the photo's edge")
+
+
+class PlanSaving(BaseModel):
+    skus: int = Field(description="SKUs rendered under the render plan")
+    renders: int = Field(description="paid render calls the plan made (re-renders not counted)")
+    derived: int = Field(description="outputs resized from a larger render of the same aspect ratio")
+    naive_usd: float = Field(description="list price of rendering every preset on its own")
+    cost_usd: float = Field(description="list price of the plan's renders")
+    saving_usd: float
+    paid_usd: float = Field(description="what the batch's render calls were charged, re-renders included")
+
+
+class BatchQuality(BaseModel):
+    input_checks: InputCheckCounts
+    gate: dict[str, int] = Field(description="outputs per gate outcome: passed, passed_after_rerender, needs_review")
+    render_plan: PlanSaving
+
+
 class Batch(BaseModel):
     id: str
     created_at: datetime
@@ -47,6 +72,7 @@ class Batch(BaseModel):
     counts: dict[str, dict[str, int]] = Field(description="kind (sku, hit) -> state -> jobs")
     stages: dict[str, dict[str, dict[str, int]]] = Field(description="kind -> stage -> state -> jobs")
     failures: list[Failure] = Field(description="failed jobs grouped by reason, largest group first")
+    quality: BatchQuality = Field(description="input checks, quality gate and render plan over the rendered SKUs")
     links: dict[str, str]
 
 
@@ -73,12 +99,47 @@ class AttemptOut(BaseModel):
     error: str | None
 
 
+class OutputQuality(BaseModel):
+    status: str = Field(description="passed | passed_after_rerender | needs_review")
+    reasons: list[str] = Field(default_factory=list, description="why it needs review")
+    rerender: str | None = Field(None, description="why a re-render was skipped")
+
+
 class Output(BaseModel):
     preset: str
     width: int
     height: int
-    cost_usd: float
+    cost_usd: float = Field(description="0 for an output resized from another (derived_from) or reused")
     url: str
+    derived_from: str | None = Field(None, description="the preset whose render this output was resized from")
+    reused_from: str | None = Field(None, description="the identical image paid for by another SKU of the batch")
+    quality: OutputQuality | None = Field(None, description="the gate's verdict (null with the gate off)")
+
+
+class CheckOut(BaseModel):
+    name: str
+    passed: bool
+    measured: Any
+    threshold: Any
+    message: str
+    action: str = ""
+
+
+class InputChecks(BaseModel):
+    downsized: dict[str, str] = Field(description="preset -> the smaller size class it was rendered at")
+    failed: dict[str, str] = Field(description="preset -> why it failed (flat-lay too small, low_res = fail)")
+    background: list[str] = Field(description="white-background presets whose flat-lay is not on white")
+    touches_frame: bool
+    warnings: list[str]
+    checks: dict[str, list[CheckOut]] = Field(description="preset -> every input check with what it measured")
+
+
+class RenderPlanOut(BaseModel):
+    renders: list[str] = Field(description="presets rendered by a paid call")
+    derived: dict[str, str] = Field(description="preset -> the rendered preset it was resized from")
+    cost_usd: float
+    naive_cost_usd: float = Field(description="every preset rendered on its own")
+    saving_usd: float
 
 
 class HitOut(BaseModel):
@@ -118,6 +179,9 @@ class JobDetail(JobRow):
     hits: list[HitOut]
     retrieval_filter: str | None
     style: dict[str, Any] | None
+    input_checks: InputChecks | None = Field(description="the flat-lay checked against every preset")
+    gate: dict[str, int] = Field(description="this SKU's outputs per gate outcome")
+    render_plan: RenderPlanOut | None
 
 
 class Enqueued(BaseModel):

@@ -38,20 +38,31 @@ def _pixels(p: Preset) -> int:
     return p.width * p.height
 
 
+def _derivable(target: Preset, source: Preset) -> bool:
+    """A scene preset may be resized from any render of its ratio (a thumbnail from the white main
+    image); a white-background preset only from a white render (a resized scene is never pure white)."""
+    return target.background != "white" or source.background == "white"
+
+
 def plan_renders(presets: Sequence[Preset], image_cost: Callable[[str], float]) -> RenderPlan:
-    """Group presets by aspect ratio; render the largest of each group (on a tie, the one whose
-    background is white, since a white main image is the stricter render), derive the rest."""
+    """Group presets by aspect ratio; within a group, the largest is rendered (on a tie, the one whose
+    background is white, since a white main image is the stricter render) and the others are derived
+    from the largest render they can be derived from (see _derivable), else rendered too."""
     groups: dict[str, list[Preset]] = {}
     for p in presets:
         groups.setdefault(p.aspect_ratio, []).append(p)
     renders: list[Preset] = []
     derived: dict[str, str] = {}
     for members in groups.values():
-        source = max(members, key=lambda p: (_pixels(p), IMAGE_SIZES[p.size], p.background == "white"))
-        renders.append(source)
-        for p in members:
-            if p is not source:
+        sources: list[Preset] = []
+        for p in sorted(members, key=lambda p: (_pixels(p), IMAGE_SIZES[p.size], p.background == "white"),
+                        reverse=True):
+            source = next((s for s in sources if _derivable(p, s)), None)
+            if source is None:
+                sources.append(p)
+            else:
                 derived[p.name] = source.name
+        renders += sources
     naive = sum(image_cost(p.size) for p in presets)
     cost = sum(image_cost(p.size) for p in renders)
     order = {p.name: i for i, p in enumerate(presets)}

@@ -1,14 +1,14 @@
-"""The quality gate in the report: a badge and the reasons per output, input warnings per SKU, and the
-batch's count of each outcome."""
+"""The quality gate in the report: a badge and the reasons per output, input warnings per SKU, the
+batch's count of each outcome and the render plan's saving."""
 
 from __future__ import annotations
 
 import html
 from typing import Any, Sequence
 
-from hitline.jobs.quality import summarise
+from hitline.jobs.quality import plan_text, summarise
 
-__all__ = ["CSS", "output_badge", "input_notes", "batch_counts"]
+__all__ = ["CSS", "output_badge", "input_notes", "batch_counts", "plan_saving"]
 
 CSS = (".badge{display:inline-block;padding:1px 6px;border-radius:8px;font-size:.85em;color:#fff}"
        ".q-passed{background:#2a7}.q-passed_after_rerender{background:#58a}.q-needs_review{background:#c50}"
@@ -43,3 +43,9 @@ def batch_counts(renders: Sequence[dict[str, Any]]) -> str:
     counts = summarise([r.get("outputs", []) for r in renders])
     shown = [f"<span class='badge q-{k}'>{_LABEL[k]}</span> {n}" for k, n in counts.items() if n]
     return ("<p>Quality gate: " + ", ".join(shown) + ".</p>") if shown else ""
+
+
+def plan_saving(plan: dict[str, Any]) -> str:
+    """The render plan's line (hitline.jobs.control.quality_summary()["render_plan"])."""
+    text = plan_text(plan)
+    return f"<p>{html.escape(text[0].upper() + text[1:])}.</p>" if text else ""

@@ -8,6 +8,7 @@ layer's "chains to send"), which tasks.chains.send sends once the session has co
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 from datetime import datetime, timedelta, timezone
@@ -20,12 +21,13 @@ from sqlalchemy.orm import Session
 from db import crud
 from db.models import ApiToken, Attempt, Batch, Job, utcnow
 from hitline.errors import HitlineError, InputError
+from hitline.jobs.quality import OUTCOMES, digest
 from hitline.jobs.stages import CATALOG_LINE
 from hitline.jobs.submit import Dispatch, chunks
 
 __all__ = ["NotFound", "Conflict", "JobFilter", "BatchSummary", "JobPage", "summary", "list_batches",
-           "list_jobs", "job_detail", "resolve_job_refs", "retry_failed", "cancel", "reopen", "create_token", "verify_token",
-           "revoke_token", "dispatches_for", "reason_group", "REJECTED_HINT"]
+           "list_jobs", "job_detail", "quality_summary", "render_facts", "resolve_job_refs", "retry_failed", "cancel",
+           "reopen", "create_token", "verify_token", "revoke_token", "dispatches_for", "reason_group", "REJECTED_HINT"]
 
 FAILED = "failed"
 REJECTED_HINT = "rejected at validation: fix the CSV row and submit the batch again"
@@ -157,6 +159,7 @@ class BatchSummary:
     by_state: dict[str, dict[str, int]] = field(default_factory=dict)
     by_stage: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)  # [{reason, stage, kind, count, retryable}]
+    quality: dict[str, Any] = field(default_factory=dict)  # quality_summary(): input checks, gate, render plan
 
     def total(self, kind: str = "sku") -> int:
         return sum(self.by_state.get(kind, {}).values())
@@ -193,7 +196,58 @@ def summary(s: Session, batch_id: str, *, max_reasons: int = 50) -> BatchSummary
         g["count"] += n
         g["retryable"] = g["retryable"] or (attempts or 0) > 0
     out.failures = sorted(groups.values(), key=lambda g: (-g["count"], g["reason"]))[:max_reasons]
+    out.quality = quality_summary(s, batch_id)
     return out
+
+
+def quality_summary(s: Session, batch_id: str) -> dict[str, Any]:
+    """What the rendered SKUs' digests (hitline.jobs.quality.digest) add up to: SKUs per input-check
+    finding, outputs per gate outcome, and the render plan's saving (list prices without the plan vs
+    with it; `paid_usd` is what the batch's render calls were charged). Equal digests are grouped in
+    SQL, so a batch of thousands of SKUs costs one small GROUP BY."""
+    text = Job.result[("render", "digest")].as_string()
+    rows = s.execute(select(text, func.count()).where(Job.batch_id == batch_id, Job.kind == "sku", text.is_not(None))
+                     .group_by(text))
+    # SKUs per finding (low_res, background, touches_frame) and, per preset, how many were downsized
+    # (to which size), failed, or needed a white background their flat-lay lacks
+    inputs: dict[str, Any] = {"low_res": 0, "downsized": {}, "failed": {}, "background": 0, "background_presets": {},
+                              "touches_frame": 0}
+    gate = {k: 0 for k in OUTCOMES}
+    plan = {"skus": 0, "renders": 0, "derived": 0, "naive_usd": 0.0, "cost_usd": 0.0}
+    for raw, n in rows:
+        d = json.loads(raw)
+        found = d["inputs"]
+        inputs["low_res"] += n if found["downsized"] or found["failed"] else 0
+        for preset, size in found["downsized"].items():
+            by_size = inputs["downsized"].setdefault(preset, {})
+            by_size[size] = by_size.get(size, 0) + n
+        for kind, into in (("failed", "failed"), ("background", "background_presets")):
+            for preset in found[kind]:
+                inputs[into][preset] = inputs[into].get(preset, 0) + n
+        inputs["background"] += n if found["background"] else 0
+        inputs["touches_frame"] += n if found["touches_frame"] else 0
+        for k, m in d["gate"].items():
+            gate[k] = gate.get(k, 0) + m * n
+        plan["skus"] += n
+        for k in ("renders", "derived", "naive_usd", "cost_usd"):
+            plan[k] += d["plan"][k] * n
+    plan["saving_usd"] = round(plan["naive_usd"] - plan["cost_usd"], 6)
+    plan["naive_usd"], plan["cost_usd"] = round(plan["naive_usd"], 6), round(plan["cost_usd"], 6)
+    plan["paid_usd"] = round(crud.spent(s, batch_id, stage="render"), 6)
+    return {"input_checks": inputs, "gate": gate, "render_plan": plan}
+
+
+def render_facts(job: Job) -> dict[str, Any] | None:
+    """One SKU's input checks (findings with their messages), gate outcomes and render plan, for the
+    job rows of `hitline status --json` and GET /jobs/{id}; None before its render stage ran."""
+    render = (job.result or {}).get("render")
+    if not render:
+        return None
+    inputs = render.get("inputs") or {}
+    d = render.get("digest") or digest(render)
+    return {"input_checks": {**d["inputs"], "failed": dict(inputs.get("failed_presets") or {}),
+                             "warnings": list(inputs.get("warnings") or [])},
+            "gate": d["gate"], "render_plan": render.get("plan")}
 
 
 def job_detail(s: Session, job_id: int) -> tuple[Job, list[Attempt]]:

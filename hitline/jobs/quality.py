@@ -2,9 +2,10 @@
 judge's verdict; a failed output is re-rendered once with the failed checks added to the prompt
 (budget-aware, its cost recorded), then kept as `needs_review` with its reasons.
 
-The render stage calls two functions (see hitline/jobs/stages.py render):
-    presets, inputs = check_inputs(product.image_path, presets)        # before the loop
-    out.update(gate_output(run, preset, out))                         # after each output
+The render stage calls these (see hitline/jobs/stages.py render):
+    presets, inputs = check_inputs(product.image_path, presets)        # before planning the renders
+    out.update(gate_output(run, preset, out))                         # after each output, derived too
+    result["digest"] = digest(result)                                 # what the batch summary counts
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hitline.domain.models import Preset, StyleAnalysis
 from hitline.errors import BudgetExceeded
 from hitline.providers.base import ImageRenderer, Judgement, OutputJudge
 
-__all__ = ["GateRun", "check_inputs", "gate_output", "summarise", "OUTCOMES"]
+__all__ = ["GateRun", "check_inputs", "gate_output", "summarise", "digest", "plan_text", "OUTCOMES"]
 
 OUTCOMES = ("passed", "passed_after_rerender", "needs_review")
 
@@ -86,7 +87,9 @@ def gate_output(run: GateRun, preset: Preset, output: dict[str, Any]) -> dict[st
     if first.passed:
         return {"quality": {"status": "passed", "checks": first.checks, "judge": first.model}}
     reasons = first.reasons
-    if run.renderer.model.startswith("local/"):
+    derived_from = output.get("derived_from")
+    # a resized output that fails is rendered on its own at its own size, also by the local compositor
+    if run.renderer.model.startswith("local/") and not derived_from:
         # the compositor does not read prompts: a second try would be the same picture
         return {"quality": {"status": "needs_review", "checks": first.checks, "reasons": reasons,
                             "judge": first.model, "rerender": "skipped: the local compositor ignores prompts"}}
@@ -115,9 +118,11 @@ def gate_output(run: GateRun, preset: Preset, output: dict[str, Any]) -> dict[st
                           "status": "passed_after_rerender" if second.passed else "needs_review"}}
     if not second.passed:
         record["quality"]["reasons"] = second.reasons
+    if derived_from:
+        record["quality"]["first_derived_from"] = derived_from
     # keep the attempt with fewer failed checks as the output
     if sum(not c["passed"] for c in second.checks) <= sum(not c["passed"] for c in first.checks):
-        record["path"] = str(path)
+        record.update(path=str(path), key=key, derived_from=None)
     return record
 
 
@@ -128,3 +133,34 @@ def summarise(outputs_by_sku: Sequence[Sequence[dict[str, Any]]]) -> dict[str, i
         for o in outputs:
             counts[o.get("quality", {}).get("status", "unchecked")] += 1
     return counts
+
+
+def digest(render: dict[str, Any]) -> dict[str, Any]:
+    """One SKU's render in a few low-cardinality fields, which the batch summary counts
+    (hitline.jobs.control.quality_summary groups equal digests in SQL): what the input checks found,
+    how many outputs ended in each gate outcome, and the render plan's paid calls and list prices."""
+    inputs = render.get("inputs") or {}
+    checks = inputs.get("checks") or {}
+
+    def failing(name: str) -> list[str]:
+        return sorted(p for p, cs in checks.items() if any(c["name"] == name and not c["passed"] for c in cs))
+
+    gate = {k: n for k, n in summarise([render.get("outputs", [])]).items() if n and k != "unchecked"}
+    plan = render.get("plan") or {}
+    return {"inputs": {"downsized": dict(sorted((inputs.get("downsized") or {}).items())),
+                       "failed": sorted(inputs.get("failed_presets") or {}),
+                       "background": failing("background"), "touches_frame": bool(failing("touches_frame"))},
+            "gate": gate,
+            "plan": {"renders": len(plan.get("renders", [])), "derived": len(plan.get("derived", {})),
+                     "naive_usd": plan.get("naive_cost_usd", 0.0), "cost_usd": plan.get("cost_usd", 0.0)}}
+
+
+def plan_text(plan: dict[str, Any]) -> str:
+    """The batch's render-plan saving in words (hitline.jobs.control.quality_summary()["render_plan"]);
+    nothing when no output was resized (every preset has a ratio of its own)."""
+    if not plan.get("derived"):
+        return ""
+    return (f"render plan: {plan['renders']} renders for {plan['renders'] + plan['derived']} outputs "
+            f"({plan['derived']} resized): ${plan['cost_usd']:.3f} instead of ${plan['naive_usd']:.3f} at list price, "
+            f"saved ${plan['saving_usd']:.3f} (${plan['saving_usd'] / plan['skus']:.3f} a SKU); renders paid "
+            f"${plan['paid_usd']:.3f} (re-renders included)")

@@ -11,6 +11,7 @@ from db import crud
 from db.session import session_scope
 from hitline.jobs import badges
 from hitline.jobs.context import Runtime, load_batch
+from hitline.jobs.control import quality_summary
 from hitline.jobs.sheets import draw_missing_sheets
 
 
@@ -23,6 +24,7 @@ def write_report(rt: Runtime, batch_id: str) -> Path:
         b = load_batch(s, batch_id)
         jobs = crud.jobs(s, batch_id)
         spent = crud.spent(s, batch_id)
+        plan = quality_summary(s, batch_id)["render_plan"]
     info = {"options": b.options, "budget_usd": b.budget_usd}
     base = b.out_dir / batch_id
     base.mkdir(parents=True, exist_ok=True)
@@ -41,6 +43,7 @@ code{{background:#f4f4f4;padding:1px 4px}}{badges.CSS}</style></head><body>
 {sum(j.state == 'budget_exceeded' for j in skus)} held by the budget. Provider <code>{e(str(info['options'].get('provider')))}</code>,
 top-k {e(str(info['options'].get('top_k')))}, min sales {e(str(info['options'].get('min_sales')))}.
 Total cost <b>${spent:.3f}</b>{f" of a ${info['budget_usd']:.2f} budget" if info['budget_usd'] is not None else ""}.</p>
+{badges.plan_saving(plan)}
 {badges.batch_counts([(j.result or {}).get("render", {}) for j in skus])}"""]
     for j in skus:
         parts.append(_section(j, base))
@@ -85,8 +88,9 @@ def _section(job: Any, base: Path) -> str:
     if "render" in r:
         out.append(badges.input_notes(r["render"]))
         for o in r["render"]["outputs"]:
+            source = f" resized from {e(o['derived_from'])}" if o.get("derived_from") else ""
             out.append(f"<figure style='display:inline-block'><img src='{_rel(o['path'], base)}' alt='{e(o['preset'])}'>"
-                       f"<figcaption>{e(o['preset'])} {o['width']}x{o['height']} ${o['cost_usd']:.3f} "
+                       f"<figcaption>{e(o['preset'])} {o['width']}x{o['height']} ${o['cost_usd']:.3f}{source} "
                        f"{badges.output_badge(o)}</figcaption></figure>")
     out.append("</section>")
     return "\n".join(out)

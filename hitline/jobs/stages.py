@@ -19,7 +19,8 @@ from db import crud
 from db.session import session_scope
 from hitline import line
 from hitline.domain.images import file_sha256
-from hitline.domain.models import Hit, HitProduct, StyleAnalysis
+from hitline.domain.models import Hit, HitProduct, Preset, StyleAnalysis
+from hitline.domain.render_plan import plan_renders
 from hitline.errors import BudgetExceeded, HitlineError, InputError, NotReady
 from hitline.jobs import quality
 from hitline.jobs.context import JobContext, Runtime, load_batch
@@ -134,20 +135,23 @@ def analyze(jc: JobContext) -> dict[str, Any]:
 
 
 def render(jc: JobContext) -> dict[str, Any]:
-    """One image per preset. Every paid call is reserved against the budget first; an image with the same
-    inputs already paid for in this batch (another SKU with the same flat-lay, hits and style) is reused,
-    not rendered again."""
+    """One image per preset, one paid call per render-plan group (hitline/domain/render_plan.py): presets
+    that share an aspect ratio are resized from the group's largest render. Every paid call is reserved
+    against the budget first; an image with the same inputs already paid for in this batch (another SKU
+    with the same flat-lay, hits and style) is reused, not rendered again."""
     renderer = jc.providers.renderer
     style = StyleAnalysis.model_validate(jc.result["analyze"]["style"])
     refs = [Path(h["image_path"]) for h in jc.result["retrieve"]["hits"]]
     ref_shas = [file_sha256(p) for p in refs]
     budget = RenderBudget(jc, renderer.model)
-    outputs = []
     presets, inputs, gate = jc.presets, None, None
     if jc.rt.settings.quality_gate:  # hitline/jobs/quality.py: input checks, then a judge per output
         presets, inputs = quality.check_inputs(jc.product.image_path, presets)
         gate = quality.GateRun(jc, budget, renderer, jc.providers.judge, refs, style, ref_shas)
-    for preset in presets:
+    # planned after the input checks: a preset they downsize or fail changes its ratio group's source
+    plan = plan_renders(presets, lambda size: jc.rt.prices.image_cost(renderer.model, size))
+    made: dict[str, dict[str, Any]] = {}
+    for preset in plan.renders:
         key = line.render_key(renderer.model, jc.image_sha, ref_shas, style, preset)
         dest = jc.out_dir / f"{preset.name}-{key[:12]}.png"
         price = jc.rt.prices.image_cost(renderer.model, preset.size)
@@ -161,12 +165,27 @@ def render(jc: JobContext) -> dict[str, Any]:
             charged = budget.settle(key, cost if fresh else None, dest)
         else:
             path, charged = dest, 0.0
-        outputs.append({"preset": preset.name, "path": str(path), "width": preset.width, "height": preset.height,
-                        "cost_usd": charged, "key": key, "reused_from": reused_from})
+        made[preset.name] = _output(preset, path, charged, key, reused_from=reused_from)
         if gate is not None:
-            outputs[-1].update(quality.gate_output(gate, preset, outputs[-1]))
+            made[preset.name].update(quality.gate_output(gate, preset, made[preset.name]))
+    for preset in presets:
+        if preset.name in plan.derived:  # resized from its source's kept image: no call, no charge
+            source = made[plan.derived[preset.name]]
+            key = line.derived_key(source["key"], preset)
+            path = line.derive_preset(Path(source["path"]), preset, jc.out_dir / f"{preset.name}-{key[:12]}.png")
+            made[preset.name] = _output(preset, path, 0.0, key, derived_from=source["preset"])
+            if gate is not None:  # its own rules; a failure is rendered on its own (quality.gate_output)
+                made[preset.name].update(quality.gate_output(gate, preset, made[preset.name]))
+    outputs = [made[p.name] for p in presets]
     # the contact sheet is drawn after the SKU is done (hitline/jobs/sheets.py): not on its critical path
-    return {"outputs": outputs, **({"inputs": inputs} if inputs is not None else {})}
+    result = {"outputs": outputs, "plan": plan.summary(), **({"inputs": inputs} if inputs is not None else {})}
+    return {**result, "digest": quality.digest(result)}
+
+
+def _output(preset: Preset, path: Path, cost: float, key: str, *, reused_from: str | None = None,
+            derived_from: str | None = None) -> dict[str, Any]:
+    return {"preset": preset.name, "path": str(path), "width": preset.width, "height": preset.height,
+            "cost_usd": cost, "key": key, "reused_from": reused_from, "derived_from": derived_from}
 
 
 @dataclass

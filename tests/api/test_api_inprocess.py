@@ -201,3 +201,33 @@ def test_cancel_then_resume_on_the_embedded_job_table(client: TestClient, demo_d
     assert r.status_code == 200 and r.json()["jobs"] > 0, r.text
     b = client.get(f"/batches/{batch}").json()
     assert not b["cancelled"] and set(b["counts"]["sku"]) == {"pending"}
+
+
+def test_batch_and_job_show_input_checks_gate_and_render_plan(client: TestClient, rendered_batch: str) -> None:
+    b = client.get(f"/batches/{rendered_batch}").json()
+    q = b["quality"]
+    assert q["input_checks"]["low_res"] == 7 and q["input_checks"]["downsized"] == {"amazon_main": {"1K": 6}}
+    assert q["input_checks"]["touches_frame"] == 1 and q["input_checks"]["failed"] == {"banner": 1}
+    assert q["gate"] == {"passed": 29, "passed_after_rerender": 1, "needs_review": 1}
+    assert q["render_plan"]["derived"] == 8 and q["render_plan"]["saving_usd"] == pytest.approx(0.36)
+    assert client.get("/batches").json()["batches"][0]["quality"] == q
+
+    jobs = client.get(f"/batches/{rendered_batch}/jobs", params={"kind": "sku"}).json()["jobs"]
+    job = client.get(jobs[0]["url"]).json()
+    assert job["input_checks"]["downsized"] == {"amazon_main": "1K"} and job["input_checks"]["touches_frame"]
+    assert [c["name"] for c in job["input_checks"]["checks"]["amazon_main"]] == ["resolution", "background",
+                                                                                 "touches_frame"]
+    assert job["gate"] == {"passed": 2, "passed_after_rerender": 1, "needs_review": 1}
+    assert job["render_plan"]["derived"] == {"thumbnail": "amazon_main"}
+    outputs = {o["preset"]: o for o in job["outputs"]}
+    assert outputs["thumbnail"]["derived_from"] == "amazon_main" and outputs["thumbnail"]["cost_usd"] == 0
+    assert outputs["banner"]["quality"] == {"status": "needs_review", "reasons": ["colour differs"], "rerender": None}
+    failed = client.get(jobs[7]["url"]).json()["input_checks"]["failed"]
+    assert failed == {"banner": "product is 160 px, banner at 2K needs 1229 px (7.7x upscale)"}
+    waiting = client.get(jobs[8]["url"]).json()
+    assert waiting["input_checks"] is None and waiting["render_plan"] is None and waiting["gate"] == {}
+
+    spec = client.get("/openapi.json").json()["components"]["schemas"]
+    assert {"input_checks", "gate", "render_plan"} <= set(spec["JobDetail"]["properties"])
+    assert "derived_from" in spec["Output"]["properties"] and "quality" in spec["Batch"]["properties"]
+    assert {"low_res", "touches_frame", "downsized"} <= set(spec["InputCheckCounts"]["properties"])

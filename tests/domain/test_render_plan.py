@@ -49,3 +49,15 @@ def test_derive_gives_exact_pixels() -> None:
     thumb = load_presets(["thumbnail"])[0]
     out = derive(Image.new("RGB", (2048, 2048), (10, 200, 30)), thumb)
     assert out.size == (thumb.width, thumb.height) and out.getpixel((5, 5)) == (10, 200, 30)
+
+
+def test_white_preset_is_never_derived_from_a_scene_render() -> None:
+    from hitline.domain.models import Preset
+
+    small_white = Preset.build("white_thumb", "1:1", "512px", "white")
+    big_scene = Preset.build("square", "1:1", "2K", "scene")
+    plan = plan_renders([small_white, big_scene], _cost())
+    assert plan.derived == {} and [p.name for p in plan.renders] == ["white_thumb", "square"]
+    # the other way round is fine: a scene thumbnail from a white render
+    plan = plan_renders([Preset.build("white_main", "1:1", "2K", "white"), Preset.build("t", "1:1", "512px")], _cost())
+    assert plan.derived == {"t": "white_main"}

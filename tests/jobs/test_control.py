@@ -153,3 +153,27 @@ def test_reasons_that_differ_only_by_file_or_row_are_one_group_and_retry_togethe
         assert sorted(j.id for j in page.jobs) == sorted(ids)
         todo = control.retry_failed(s, "B", JobFilter(reason_group=label))
     assert sorted(i for d in todo for i in d.job_ids) == sorted(ids)
+
+
+def test_summary_counts_input_checks_gate_outcomes_and_the_render_plan(rendered_batch: str) -> None:
+    from hitline.jobs.context import get_runtime
+
+    with session_scope(get_runtime().db_url) as s:
+        q = control.summary(s, rendered_batch).quality
+        job = next(j for j in crud.jobs(s, rendered_batch) if j.item_id == "SKU0")
+        facts = control.render_facts(job)
+        waiting = control.render_facts(next(j for j in crud.jobs(s, rendered_batch) if j.item_id == "WAITING"))
+    assert q["input_checks"] == {"low_res": 7, "downsized": {"amazon_main": {"1K": 6}}, "failed": {"banner": 1},
+                                 "background": 1, "background_presets": {"amazon_main": 1}, "touches_frame": 1}
+    # 8 SKUs x 4 outputs, minus the failed banner; SKU0 has one of each outcome but passed twice
+    assert q["gate"] == {"passed": 29, "passed_after_rerender": 1, "needs_review": 1}
+    plan = q["render_plan"]
+    assert plan["skus"] == 8 and plan["renders"] == 24 and plan["derived"] == 8
+    assert plan["naive_usd"] == pytest.approx(8 * 0.348) and plan["saving_usd"] == pytest.approx(8 * 0.045)
+    assert plan["paid_usd"] == 0.0  # no charge rows in this table
+    from hitline.jobs.quality import plan_text
+
+    assert "(8 resized)" in plan_text(plan) and plan_text({**plan, "derived": 0}) == ""  # nothing saved, no line
+    assert facts["input_checks"]["downsized"] == {"amazon_main": "1K"} and facts["input_checks"]["touches_frame"]
+    assert facts["gate"] == {"passed": 2, "passed_after_rerender": 1, "needs_review": 1}
+    assert facts["render_plan"]["derived"] == {"thumbnail": "amazon_main"} and waiting is None

@@ -111,3 +111,70 @@ def test_output_failing_twice_needs_review_and_budget_is_respected(fake, one_sku
     (o2,) = _sku(batch2).result["render"]["outputs"]
     assert o2["quality"]["status"] == "needs_review" and "budget" in o2["quality"]["rerender"]
     assert _renders(fake) == 1
+
+
+def _count_local_renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The presets the local compositor is asked for (the embedded worker runs in this process)."""
+    from hitline.providers.local.render import LocalRenderer
+
+    calls: list[str] = []
+    real = LocalRenderer.render
+
+    def counted(self, flatlay, references, style, product, preset):  # noqa: ANN001, ANN202
+        calls.append(f"{preset.name}@{preset.size}")
+        return real(self, flatlay, references, style, product, preset)
+
+    monkeypatch.setattr(LocalRenderer, "render", counted)
+    return calls
+
+
+def _local_gated_run(one_sku, out: Path, monkeypatch: pytest.MonkeyPatch, presets: str):  # noqa: ANN001, ANN202
+    """One demo SKU through the line with the gate on: its job (done) and the compositor's calls."""
+    monkeypatch.setenv("HITLINE_QUALITY_GATE", "1")
+    reset_runtime()
+    calls = _count_local_renders(monkeypatch)
+    batch = _run(*one_sku, out, "--presets", presets)
+    job = _sku(batch)
+    assert job.state == "done", job.error
+    return batch, job, calls
+
+
+def test_local_render_plan_after_the_input_checks(one_sku, hitline_env: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The demo flat-lay is too small for amazon_main at 2K: the input checks downsize it to 1K first, and the
+    plan then resizes the 512 px thumbnail from that 1K render. 3 renders for 4 outputs, every output gated
+    under its own preset's rules; the status summary counts the input checks and the gate."""
+    from PIL import Image
+
+    batch, job, calls = _local_gated_run(one_sku, hitline_env / "out", monkeypatch,
+                                         "amazon_main,shopify,thumbnail,banner")
+    render = job.result["render"]
+    assert render["inputs"]["downsized"] == {"amazon_main": "1K"}
+    assert sorted(calls) == ["amazon_main@1K", "banner@2K", "shopify@2K"]
+    thumb = next(o for o in render["outputs"] if o["preset"] == "thumbnail")
+    assert thumb["derived_from"] == "amazon_main" and Image.open(thumb["path"]).size == (512, 512)
+    assert thumb["quality"]["status"] == "passed", thumb["quality"]
+    assert {c["name"] for c in thumb["quality"]["checks"]} >= {"size", "fill", "colour"}  # thumbnail's own rules
+    res = CliRunner().invoke(app, ["status", batch], env={"COLUMNS": "80"}, terminal_width=80)
+    assert res.exit_code == 0 and max(map(len, res.output.splitlines())) <= 80, res.output
+    flat = " ".join(res.output.split())
+    assert "input checks: 1 SKU low_res (amazon_main downsized to 1K)" in flat, res.output
+    assert "render plan: 3 renders for 4 outputs (1 resized)" in flat and "quality gate (outputs):" in flat
+
+
+def test_a_resized_output_that_fails_its_gate_is_rendered_on_its_own(one_sku, hitline_env: Path, monkeypatch,
+                                                                     tmp_path: Path) -> None:  # noqa: ANN001
+    """A thumbnail whose rule the resized main image does not meet (the product spanning 95% of the frame):
+    it is rendered on its own at 512 px, even by the local compositor (its own composition differs from a
+    resize), and the record says it was resized first."""
+    (tmp_path / "presets.toml").write_text(
+        '[amazon_main]\naspect_ratio = "1:1"\nsize = "2K"\nbackground = "white"\n'
+        '[amazon_main.rules]\nmin_side = 1000\npure_white = true\nmin_fill = 0.85\n'
+        '[thumbnail]\naspect_ratio = "1:1"\nsize = "512px"\n[thumbnail.rules]\nmin_fill = 0.95\n')
+    monkeypatch.setenv("HITLINE_PRESETS_FILE", str(tmp_path / "presets.toml"))
+    _, job, calls = _local_gated_run(one_sku, hitline_env / "out", monkeypatch, "amazon_main,thumbnail")
+    thumb = next(o for o in job.result["render"]["outputs"] if o["preset"] == "thumbnail")
+    q = thumb["quality"]
+    assert sorted(calls) == ["amazon_main@1K", "thumbnail@512px"], (calls, q)
+    assert q["first_derived_from"] == "amazon_main" and "thumbnail-" in q["first_path"]
+    assert any(c["name"] == "fill" and not c["passed"] for c in q["first_checks"]), q["first_checks"]
+    assert thumb["cost_usd"] == 0  # the local compositor is free; a paid re-render is reserved and charged
