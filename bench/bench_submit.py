@@ -57,6 +57,25 @@ PG_APP = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
 
 # --- child: one submission, timed ---------------------------------------------------------------
 
+def pg_backend_cpu(db_url: str) -> dict[int, float]:
+    """CPU seconds (user+sys) of each PostgreSQL backend serving this database, but the asking one: the
+    server's share of the submission (same machine; /proc)."""
+    import psycopg
+
+    tick = os.sysconf("SC_CLK_TCK")
+    with psycopg.connect(db_url.replace("+psycopg", "")) as con:
+        pids = [pid for (pid,) in con.execute("SELECT pid FROM pg_stat_activity WHERE datname = "
+                                              "current_database() AND pid <> pg_backend_pid()")]
+    cpu = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # another machine or gone
+            continue
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return cpu
+
+
 def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode: str) -> None:
     t_start = time.perf_counter()
     import hitline.domain.catalog as cat
@@ -105,6 +124,7 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode:
         import cProfile
 
         profiler = cProfile.Profile()
+    pg_before = pg_backend_cpu(ctx.db_url)
     t, cpu = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
@@ -116,11 +136,12 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode:
     # CPU of this process only (not Redis' or PostgreSQL's): on a shared, loaded machine wall time
     # stretches with the load, this much less
     submit_cpu_s = time.process_time() - cpu
+    pg_cpu_s = sum(c - pg_before.get(pid, 0.0) for pid, c in pg_backend_cpu(ctx.db_url).items())
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result.write_text(json.dumps({
         "mode": mode, "batch_id": sub.batch_id, "hit_chunks": len(sub.hit_chunks), "hit_jobs": sum(map(len, sub.hit_chunks)),
         "sku_jobs": len(sub.sku_jobs), "rejected": sub.rejected, "chains": len(sub.hit_chunks) + len(sub.sku_jobs),
-        "import_s": import_s, "init_db_s": init_s, "submit_s": submit_s, "submit_cpu_s": submit_cpu_s, **{f"{k}_s": v for k, v in timings.items()},
+        "import_s": import_s, "init_db_s": init_s, "submit_s": submit_s, "submit_cpu_s": submit_cpu_s, "pg_cpu_s": pg_cpu_s, **{f"{k}_s": v for k, v in timings.items()},
         "rss_before_submit_mb": rss_before / 1024, "rss_peak_mb": rss_peak / 1024}))
 
 
@@ -301,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     table = Table(title=f"tasks.chains.submit: 48 hits + N new SKUs, PostgreSQL + Redis broker, no workers, "
                         f"{os.cpu_count()} cores")
-    for c in ("N", "code", "load new s", "fixed s", "rows s", "enqueue s", "total s", "CPU s", "µs/SKU load",
+    for c in ("N", "code", "load new s", "fixed s", "rows s", "enqueue s", "total s", "CPU s", "PG CPU s", "µs/SKU load",
               "µs/SKU rows", "µs/SKU enq", "µs/SKU var", "var ratio", "marginal µs/SKU var", "µs/SKU total",
               "wall vs old", "CPU vs old", f"<= {opts.target_s:g} s", "msgs (embed)", "rows sku+hit",
               "RSS MB peak (pre)", "load"):
@@ -327,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         marginal = r["marginal_us_per_sku_variable"]
         u, q = r["us_per_sku"], r["ratio_vs_first"]
         table.add_row(str(n), r["label"], f"{r['load_new_s']:.2f}", f"{r['fixed_s']:.2f}", f"{r['db_s']:.2f}",
-                      f"{r['enqueue_s']:.2f}", f"{r['submit_s']:.2f}", f"{r['submit_cpu_s']:.2f}",
+                      f"{r['enqueue_s']:.2f}", f"{r['submit_s']:.2f}", f"{r['submit_cpu_s']:.2f}", f"{r['pg_cpu_s']:.2f}",
                       f"{u['load_new']:.0f}", f"{u['rows']:.0f}",
                       f"{u['enqueue']:.0f}", f"{u['variable']:.0f}", f"{q['variable']:.2f}x",
                       "-" if marginal is None else f"{marginal:.0f}", f"{u['total']:.0f}",
@@ -343,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "decoded at submit. load new = load_new_products; fixed = load_catalog + "
                   "fit_vocabulary + HitIndex.ensure (48 hits, independent of N); rows = the rest of submit_batch "
                   "(one transaction); enqueue = send (messages + enqueued_at stamps); CPU = user+sys of the "
-                  "submitting process during submit(); var = load new + rows + enqueue; ratio = per-SKU time / the "
+                  "submitting process during submit(); PG CPU = the PostgreSQL backends of its database; var = load new + rows + enqueue; ratio = per-SKU time / the "
                   "first size's of the same code (~1.0 = linear); marginal = (var - first var) / (N - first N); "
                   "load = 1-min load average after the run. Start-up (imports, "
                   f"migrations) excluded: {first['import_s']:.1f} s + {first['init_db_s']:.1f} s at N={first['n']}. "
