@@ -95,21 +95,24 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode:
 
         cat.check_image = check_and_decode
 
-    timings: dict[str, float] = {"load_catalog": 0.0, "load_new": 0.0, "vocab": 0.0, "milvus_ensure": 0.0,
-                                 "submit_batch": 0.0, "enqueue": 0.0}
+    names = ("load_catalog", "load_new", "vocab", "index_open", "milvus_ensure", "submit_batch", "enqueue")
+    timings = dict.fromkeys(names, 0.0)
+    cpu_timings = dict.fromkeys(names, 0.0)  # CPU of this process in each part
 
     def timed(name: str, fn):
         def wrapper(*a, **kw):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             try:
                 return fn(*a, **kw)
             finally:
                 timings[name] += time.perf_counter() - t
+                cpu_timings[name] += time.process_time() - c
         return wrapper
 
     sb.load_catalog = timed("load_catalog", sb.load_catalog)
     sb.load_new_products = timed("load_new", sb.load_new_products)
     sb.fit_vocabulary = timed("vocab", sb.fit_vocabulary)
+    pl.Runtime.index = timed("index_open", pl.Runtime.index)  # builds the providers (local: imports its stack)
     HitIndex.ensure = timed("milvus_ensure", HitIndex.ensure)
     ch.submit_batch = timed("submit_batch", ch.submit_batch)
     ch.send = timed("enqueue", ch.send)  # the messages and the enqueued_at stamps
@@ -141,7 +144,7 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode:
     result.write_text(json.dumps({
         "mode": mode, "batch_id": sub.batch_id, "hit_chunks": len(sub.hit_chunks), "hit_jobs": sum(map(len, sub.hit_chunks)),
         "sku_jobs": len(sub.sku_jobs), "rejected": sub.rejected, "chains": len(sub.hit_chunks) + len(sub.sku_jobs),
-        "import_s": import_s, "init_db_s": init_s, "submit_s": submit_s, "submit_cpu_s": submit_cpu_s, "pg_cpu_s": pg_cpu_s, **{f"{k}_s": v for k, v in timings.items()},
+        "import_s": import_s, "init_db_s": init_s, "submit_s": submit_s, "submit_cpu_s": submit_cpu_s, "pg_cpu_s": pg_cpu_s, **{f"{k}_s": v for k, v in timings.items()}, **{f"{k}_cpu_s": v for k, v in cpu_timings.items()},
         "rss_before_submit_mb": rss_before / 1024, "rss_peak_mb": rss_peak / 1024}))
 
 
@@ -249,8 +252,9 @@ def run_size(work: Path, catalog: Path, new: Path, n: int, presets: str, timeout
         "n": n, "label": label, "load_avg_after": os.getloadavg(), "wall_s": wall, "queues": per_queue, "messages": messages, "messages_in_any_list": in_lists,
         "db_hit_rows": counts.get("hit", 0), "db_sku_rows": counts.get("sku", 0), "db_batches": batches,
         "load_s": res["load_catalog_s"] + res["load_new_s"],
-        "db_s": res["submit_batch_s"] - res["load_catalog_s"] - res["load_new_s"] - res["vocab_s"]
-                - res["milvus_ensure_s"],
+        **{f"db{c}_s": res[f"submit_batch{c}_s"] - sum(res[f"{k}{c}_s"] for k in
+                                                        ("load_catalog", "load_new", "vocab", "index_open", "milvus_ensure"))
+           for c in ("", "_cpu")},
     })
     res["ok_rows"] = res["db_sku_rows"] == n and res["db_hit_rows"] == res["hit_jobs"] and res["rejected"] == 0
     res["ok_messages"] = messages == res["chains"] == in_lists
@@ -322,36 +326,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     table = Table(title=f"tasks.chains.submit: 48 hits + N new SKUs, PostgreSQL + Redis broker, no workers, "
                         f"{os.cpu_count()} cores")
-    for c in ("N", "code", "load new s", "fixed s", "rows s", "enqueue s", "total s", "CPU s", "PG CPU s", "µs/SKU load",
-              "µs/SKU rows", "µs/SKU enq", "µs/SKU var", "var ratio", "marginal µs/SKU var", "µs/SKU total",
-              "wall vs old", "CPU vs old", f"<= {opts.target_s:g} s", "msgs (embed)", "rows sku+hit",
-              "RSS MB peak (pre)", "load"):
+    for c in ("N", "code", "wall: load new", "fixed", "rows", "enqueue", "total", "CPU: load new", "fixed",
+              "rows", "enqueue", "total", "µs/SKU", "marginal µs/SKU", "PG CPU s", "wall vs old", "CPU vs old",
+              f"<= {opts.target_s:g} s", "msgs (embed)", "rows sku+hit", "RSS MB peak (pre)", "load"):
         table.add_column(c, justify="right")
     for r in runs:
         n = r["n"]
         base = next(b for b in runs if b["label"] == r["label"])  # the first size of the same code
         old = next((b for b in runs if b["n"] == n and b["label"] != r["label"]
                     and b["label"] in (f"baseline:{opts.baseline}", "full-decode")), None)
-        r["fixed_s"] = r["load_catalog_s"] + r["vocab_s"] + r["milvus_ensure_s"]
-        r["variable_s"] = r["load_new_s"] + r["db_s"] + r["enqueue_s"]
+        for c in ("", "_cpu"):
+            r[f"fixed{c}_s"] = sum(r[f"{k}{c}_s"] for k in ("load_catalog", "vocab", "index_open", "milvus_ensure"))
+            r[f"variable{c}_s"] = r[f"load_new{c}_s"] + r[f"db{c}_s"] + r[f"enqueue{c}_s"]
         r["us_per_sku"] = {"load_new": r["load_new_s"] / n * 1e6, "rows": r["db_s"] / n * 1e6,
                            "enqueue": r["enqueue_s"] / n * 1e6, "variable": r["variable_s"] / n * 1e6,
-                           "total": r["submit_s"] / n * 1e6}
+                           "variable_cpu": r["variable_cpu_s"] / n * 1e6, "total": r["submit_s"] / n * 1e6}
         r["ratio_vs_first"] = {k: v / base["us_per_sku"][k] for k, v in r["us_per_sku"].items()}
         r["old_label"] = old["label"] if old else None
         r["wall_vs_old"] = r["submit_s"] / old["submit_s"] if old else None
         r["cpu_vs_old"] = r["submit_cpu_s"] / old["submit_cpu_s"] if old else None
         r["within_target"] = r["submit_s"] <= opts.target_s
-        # cost of each SKU beyond the first size: fixed per-submission costs cancel out
-        r["marginal_us_per_sku_variable"] = ((r["variable_s"] - base["variable_s"]) / (n - base["n"]) * 1e6
-                                             if n != base["n"] else None)
-        marginal = r["marginal_us_per_sku_variable"]
-        u, q = r["us_per_sku"], r["ratio_vs_first"]
-        table.add_row(str(n), r["label"], f"{r['load_new_s']:.2f}", f"{r['fixed_s']:.2f}", f"{r['db_s']:.2f}",
-                      f"{r['enqueue_s']:.2f}", f"{r['submit_s']:.2f}", f"{r['submit_cpu_s']:.2f}", f"{r['pg_cpu_s']:.2f}",
-                      f"{u['load_new']:.0f}", f"{u['rows']:.0f}",
-                      f"{u['enqueue']:.0f}", f"{u['variable']:.0f}", f"{q['variable']:.2f}x",
-                      "-" if marginal is None else f"{marginal:.0f}", f"{u['total']:.0f}",
+        # CPU of each SKU beyond the first size: fixed per-submission costs cancel out
+        r["marginal_us_per_sku_variable_cpu"] = ((r["variable_cpu_s"] - base["variable_cpu_s"]) / (n - base["n"]) * 1e6
+                                                 if n != base["n"] else None)
+        marginal = r["marginal_us_per_sku_variable_cpu"]
+        table.add_row(str(n), r["label"], *(f"{r[k]:.2f}" for k in (
+                          "load_new_s", "fixed_s", "db_s", "enqueue_s", "submit_s",
+                          "load_new_cpu_s", "fixed_cpu_s", "db_cpu_s", "enqueue_cpu_s", "submit_cpu_s")),
+                      f"{r['us_per_sku']['variable_cpu']:.0f}", "-" if marginal is None else f"{marginal:.0f}",
+                      f"{r['pg_cpu_s']:.2f}",
                       "-" if old is None else f"{r['wall_vs_old']:.2f}x",
                       "-" if old is None else f"{r['cpu_vs_old']:.2f}x", "yes" if r["within_target"] else "no",
                       f"{r['messages']} ({r['queues']['embed']})",
@@ -362,10 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print("[dim]code header = this tree (submit reads image headers, pixels decoded in the embed stage); "
                   "baseline:REF = the code of git REF, run just before it; full-decode = this tree with every image "
                   "decoded at submit. load new = load_new_products; fixed = load_catalog + "
-                  "fit_vocabulary + HitIndex.ensure (48 hits, independent of N); rows = the rest of submit_batch "
+                  "fit_vocabulary + Runtime.index (builds the providers) + HitIndex.ensure (48 hits, independent of N); rows = the rest of submit_batch "
                   "(one transaction); enqueue = send (messages + enqueued_at stamps); CPU = user+sys of the "
-                  "submitting process during submit(); PG CPU = the PostgreSQL backends of its database; var = load new + rows + enqueue; ratio = per-SKU time / the "
-                  "first size's of the same code (~1.0 = linear); marginal = (var - first var) / (N - first N); "
+                  "submitting process during submit(); PG CPU = the PostgreSQL backends of its database; µs/SKU = CPU of load new + rows + enqueue per SKU; marginal = the same "
+                  "beyond the first size, (var - first var) / (N - first N); "
                   "load = 1-min load average after the run. Start-up (imports, "
                   f"migrations) excluded: {first['import_s']:.1f} s + {first['init_db_s']:.1f} s at N={first['n']}. "
                   f"Load average before/after: {load_before} / {os.getloadavg()}.[/]")
