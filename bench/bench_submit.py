@@ -57,6 +57,25 @@ PG_APP = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
 
 # --- child: one submission, timed ---------------------------------------------------------------
 
+def pg_backend_cpu(db_url: str) -> dict[int, float]:
+    """CPU seconds (user+sys) of each PostgreSQL backend serving this database, but the asking one: the
+    server's share of the submission (same machine; /proc)."""
+    import psycopg
+
+    tick = os.sysconf("SC_CLK_TCK")
+    with psycopg.connect(db_url.replace("+psycopg", "")) as con:
+        pids = [pid for (pid,) in con.execute("SELECT pid FROM pg_stat_activity WHERE datname = "
+                                              "current_database() AND pid <> pg_backend_pid()")]
+    cpu = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # another machine or gone
+            continue
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return cpu
+
+
 def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode: str) -> None:
     t_start = time.perf_counter()
     import hitline.domain.catalog as cat
@@ -76,21 +95,24 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode:
 
         cat.check_image = check_and_decode
 
-    timings: dict[str, float] = {"load_catalog": 0.0, "load_new": 0.0, "vocab": 0.0, "milvus_ensure": 0.0,
-                                 "submit_batch": 0.0, "enqueue": 0.0}
+    names = ("load_catalog", "load_new", "vocab", "index_open", "milvus_ensure", "submit_batch", "enqueue")
+    timings = dict.fromkeys(names, 0.0)
+    cpu_timings = dict.fromkeys(names, 0.0)  # CPU of this process in each part
 
     def timed(name: str, fn):
         def wrapper(*a, **kw):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             try:
                 return fn(*a, **kw)
             finally:
                 timings[name] += time.perf_counter() - t
+                cpu_timings[name] += time.process_time() - c
         return wrapper
 
     sb.load_catalog = timed("load_catalog", sb.load_catalog)
     sb.load_new_products = timed("load_new", sb.load_new_products)
     sb.fit_vocabulary = timed("vocab", sb.fit_vocabulary)
+    pl.Runtime.index = timed("index_open", pl.Runtime.index)  # builds the providers (local: imports its stack)
     HitIndex.ensure = timed("milvus_ensure", HitIndex.ensure)
     ch.submit_batch = timed("submit_batch", ch.submit_batch)
     ch.send = timed("enqueue", ch.send)  # the messages and the enqueued_at stamps
@@ -100,17 +122,29 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode:
     init_s = time.perf_counter() - t
     import_s = t - t_start
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    profiler = None
+    if os.environ.get("BENCH_SUBMIT_PROFILE"):
+        import cProfile
+
+        profiler = cProfile.Profile()
+    pg_before = pg_backend_cpu(ctx.db_url)
     t, cpu = time.perf_counter(), time.process_time()
+    if profiler:
+        profiler.enable()
     sub = ch.submit(catalog, new, out, presets=presets.split(","), rt=ctx)
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(os.environ["BENCH_SUBMIT_PROFILE"])
     submit_s = time.perf_counter() - t
     # CPU of this process only (not Redis' or PostgreSQL's): on a shared, loaded machine wall time
     # stretches with the load, this much less
     submit_cpu_s = time.process_time() - cpu
+    pg_cpu_s = sum(c - pg_before.get(pid, 0.0) for pid, c in pg_backend_cpu(ctx.db_url).items())
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result.write_text(json.dumps({
         "mode": mode, "batch_id": sub.batch_id, "hit_chunks": len(sub.hit_chunks), "hit_jobs": sum(map(len, sub.hit_chunks)),
         "sku_jobs": len(sub.sku_jobs), "rejected": sub.rejected, "chains": len(sub.hit_chunks) + len(sub.sku_jobs),
-        "import_s": import_s, "init_db_s": init_s, "submit_s": submit_s, "submit_cpu_s": submit_cpu_s, **{f"{k}_s": v for k, v in timings.items()},
+        "import_s": import_s, "init_db_s": init_s, "submit_s": submit_s, "submit_cpu_s": submit_cpu_s, "pg_cpu_s": pg_cpu_s, **{f"{k}_s": v for k, v in timings.items()}, **{f"{k}_cpu_s": v for k, v in cpu_timings.items()},
         "rss_before_submit_mb": rss_before / 1024, "rss_peak_mb": rss_peak / 1024}))
 
 
@@ -175,11 +209,15 @@ def queue_lengths(r) -> tuple[dict[str, int], int]:
 
 
 def run_size(work: Path, catalog: Path, new: Path, n: int, presets: str, timeout: float,
-             mode: str = "header") -> dict[str, Any]:
+             mode: str = "header", src: Path | None = None, label: str | None = None,
+             profile: Path | None = None) -> dict[str, Any]:
+    """One submission of N SKUs in a child process; `src` runs another checkout's code (the baseline)."""
     import psycopg
 
+    label = label or mode
     dbname = f"bench_submit_{secrets.token_hex(3)}_{n}"
-    data_dir, out, result = work / f"data-{n}-{mode}", work / f"out-{n}-{mode}", work / f"result-{n}-{mode}.json"
+    tag = label.replace(":", "-").replace("/", "-")
+    data_dir, out, result = work / f"data-{n}-{tag}", work / f"out-{n}-{tag}", work / f"result-{n}-{tag}.json"
     r = _redis()
     r.flushdb()
     _admin(f'CREATE DATABASE "{dbname}"')
@@ -188,11 +226,15 @@ def run_size(work: Path, catalog: Path, new: Path, n: int, presets: str, timeout
                "HITLINE_BROKER_URL": BROKER, "HITLINE_PROVIDER": "local"}
         for key in ("HITLINE_MILVUS_URI", "HITLINE_OPENROUTER_API_KEY", "HITLINE_REDIS_URL", "HITLINE_COLLECTION"):
             env.pop(key, None)
+        if src is not None:  # found before the editable install of this checkout
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+        if profile is not None:
+            env["BENCH_SUBMIT_PROFILE"] = str(profile.parent / f"{profile.stem}-{n}-{tag}{profile.suffix or '.prof'}")
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(catalog), str(new), str(out), presets,
                str(result), mode]
         t = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-                              cwd=Path(__file__).resolve().parent.parent)
+                              cwd=src or Path(__file__).resolve().parent.parent)
         wall = time.perf_counter() - t
         if proc.returncode != 0:
             raise SystemExit(f"N={n}: child failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
@@ -207,15 +249,27 @@ def run_size(work: Path, catalog: Path, new: Path, n: int, presets: str, timeout
         shutil.rmtree(data_dir, ignore_errors=True)
     messages = sum(per_queue.values())
     res.update({
-        "n": n, "wall_s": wall, "queues": per_queue, "messages": messages, "messages_in_any_list": in_lists,
+        "n": n, "label": label, "load_avg_after": os.getloadavg(), "wall_s": wall, "queues": per_queue, "messages": messages, "messages_in_any_list": in_lists,
         "db_hit_rows": counts.get("hit", 0), "db_sku_rows": counts.get("sku", 0), "db_batches": batches,
         "load_s": res["load_catalog_s"] + res["load_new_s"],
-        "db_s": res["submit_batch_s"] - res["load_catalog_s"] - res["load_new_s"] - res["vocab_s"]
-                - res["milvus_ensure_s"],
+        **{f"db{c}_s": res[f"submit_batch{c}_s"] - sum(res[f"{k}{c}_s"] for k in
+                                                        ("load_catalog", "load_new", "vocab", "index_open", "milvus_ensure"))
+           for c in ("", "_cpu")},
     })
     res["ok_rows"] = res["db_sku_rows"] == n and res["db_hit_rows"] == res["hit_jobs"] and res["rejected"] == 0
     res["ok_messages"] = messages == res["chains"] == in_lists
     return res
+
+
+def baseline_tree(work: Path, ref: str) -> Path:
+    """The code of git `ref` (e.g. main) as files, for the child's PYTHONPATH: the old code, same run."""
+    root = Path(__file__).resolve().parent.parent
+    dest = work / "baseline-src"
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(root), "archive", ref, "hitline", "db", "tasks", "workers"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skus", type=int, default=None, help="shorthand for --sizes 100,N")
     ap.add_argument("--full-decode", action="store_true",
                     help="also run every size with the old submit path (every image fully decoded), as a baseline")
+    ap.add_argument("--baseline", metavar="GIT_REF", default=None,
+                    help="also run every size with the code of this git ref (e.g. main), right before this tree's")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="cProfile each submission; stats go to PROFILE-<N>-<mode>.prof")
     ap.add_argument("--target-s", type=float, default=10.0, help="report whether the largest size is submitted within this")
     ap.add_argument("--presets", default="thumbnail,banner")
     ap.add_argument("--copy", action="store_true", help="copy the images instead of hard-linking them")
@@ -246,13 +304,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         t = time.perf_counter()
         catalog, folders = make_data(work, sizes, opts.copy)
+        src = baseline_tree(work, opts.baseline) if opts.baseline else None
         console.print(f"[dim]data: 48 hits, sizes {sizes} ({'copied' if opts.copy else 'hard-linked'} images), "
                       f"{time.perf_counter() - t:.1f} s[/]")
+        variants = [("header", None, f"baseline:{opts.baseline}")] if src else []
+        variants += [("header", None, "header")] + ([("full-decode", None, "full-decode")] if opts.full_decode else [])
         for n in sizes:
-            for mode in ("header", "full-decode") if opts.full_decode else ("header",):
-                r = run_size(work, catalog, folders[n], n, opts.presets, opts.timeout, mode)
-                console.print(f"[dim]N={n} {mode}: submit {r['submit_s']:.2f} s (CPU {r['submit_cpu_s']:.2f} s), {r['messages']} messages, "
-                              f"rows ok {r['ok_rows']}, messages ok {r['ok_messages']}[/]")
+            for mode, _, label in variants:
+                r = run_size(work, catalog, folders[n], n, opts.presets, opts.timeout, mode,
+                             src=src if label.startswith("baseline:") else None, label=label, profile=opts.profile)
+                console.print(f"[dim]N={n} {label}: submit {r['submit_s']:.2f} s (CPU {r['submit_cpu_s']:.2f} s), "
+                              f"{r['messages']} messages, rows ok {r['ok_rows']}, messages ok {r['ok_messages']}, "
+                              f"load {r['load_avg_after'][0]:.1f}[/]")
                 runs.append(r)
     finally:
         try:
@@ -263,48 +326,56 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     table = Table(title=f"tasks.chains.submit: 48 hits + N new SKUs, PostgreSQL + Redis broker, no workers, "
                         f"{os.cpu_count()} cores")
-    for c in ("N", "mode", "load new s", "fixed s", "rows s", "enqueue s", "total s", "µs/SKU load", "µs/SKU rows",
-              "µs/SKU enq", "µs/SKU var", "var ratio", "marginal µs/SKU var", "µs/SKU total", "total vs full-decode",
-              f"<= {opts.target_s:g} s", "msgs (embed)", "rows sku+hit", "RSS MB peak (pre)"):
+    for c in ("N", "code", "wall: load new", "fixed", "rows", "enqueue", "total", "CPU: load new", "fixed",
+              "rows", "enqueue", "total", "µs/SKU", "marginal µs/SKU", "PG CPU s", "wall vs old", "CPU vs old",
+              f"<= {opts.target_s:g} s", "msgs (embed)", "rows sku+hit", "RSS MB peak (pre)", "load"):
         table.add_column(c, justify="right")
     for r in runs:
         n = r["n"]
-        base = next(b for b in runs if b["mode"] == r["mode"])  # the first size of the same mode
-        old = next((b for b in runs if b["mode"] == "full-decode" and b["n"] == n), None)
-        r["fixed_s"] = r["load_catalog_s"] + r["vocab_s"] + r["milvus_ensure_s"]
-        r["variable_s"] = r["load_new_s"] + r["db_s"] + r["enqueue_s"]
+        base = next(b for b in runs if b["label"] == r["label"])  # the first size of the same code
+        old = next((b for b in runs if b["n"] == n and b["label"] != r["label"]
+                    and b["label"] in (f"baseline:{opts.baseline}", "full-decode")), None)
+        for c in ("", "_cpu"):
+            r[f"fixed{c}_s"] = sum(r[f"{k}{c}_s"] for k in ("load_catalog", "vocab", "index_open", "milvus_ensure"))
+            r[f"variable{c}_s"] = r[f"load_new{c}_s"] + r[f"db{c}_s"] + r[f"enqueue{c}_s"]
         r["us_per_sku"] = {"load_new": r["load_new_s"] / n * 1e6, "rows": r["db_s"] / n * 1e6,
                            "enqueue": r["enqueue_s"] / n * 1e6, "variable": r["variable_s"] / n * 1e6,
-                           "total": r["submit_s"] / n * 1e6}
+                           "variable_cpu": r["variable_cpu_s"] / n * 1e6, "total": r["submit_s"] / n * 1e6}
         r["ratio_vs_first"] = {k: v / base["us_per_sku"][k] for k, v in r["us_per_sku"].items()}
-        r["total_vs_full_decode"] = r["submit_s"] / old["submit_s"] if old else None
+        r["old_label"] = old["label"] if old else None
+        r["wall_vs_old"] = r["submit_s"] / old["submit_s"] if old else None
+        r["cpu_vs_old"] = r["submit_cpu_s"] / old["submit_cpu_s"] if old else None
         r["within_target"] = r["submit_s"] <= opts.target_s
-        # cost of each SKU beyond the first size: fixed per-submission costs cancel out
-        r["marginal_us_per_sku_variable"] = ((r["variable_s"] - base["variable_s"]) / (n - base["n"]) * 1e6
-                                             if n != base["n"] else None)
-        marginal, vs_old = r["marginal_us_per_sku_variable"], r["total_vs_full_decode"]
-        u, q = r["us_per_sku"], r["ratio_vs_first"]
-        table.add_row(str(n), r["mode"], f"{r['load_new_s']:.2f}", f"{r['fixed_s']:.2f}", f"{r['db_s']:.2f}",
-                      f"{r['enqueue_s']:.2f}", f"{r['submit_s']:.2f}", f"{u['load_new']:.0f}", f"{u['rows']:.0f}",
-                      f"{u['enqueue']:.0f}", f"{u['variable']:.0f}", f"{q['variable']:.2f}x",
-                      "-" if marginal is None else f"{marginal:.0f}", f"{u['total']:.0f}",
-                      "-" if vs_old is None else f"{vs_old:.2f}x", "yes" if r["within_target"] else "no",
+        # CPU of each SKU beyond the first size: fixed per-submission costs cancel out
+        r["marginal_us_per_sku_variable_cpu"] = ((r["variable_cpu_s"] - base["variable_cpu_s"]) / (n - base["n"]) * 1e6
+                                                 if n != base["n"] else None)
+        marginal = r["marginal_us_per_sku_variable_cpu"]
+        table.add_row(str(n), r["label"], *(f"{r[k]:.2f}" for k in (
+                          "load_new_s", "fixed_s", "db_s", "enqueue_s", "submit_s",
+                          "load_new_cpu_s", "fixed_cpu_s", "db_cpu_s", "enqueue_cpu_s", "submit_cpu_s")),
+                      f"{r['us_per_sku']['variable_cpu']:.0f}", "-" if marginal is None else f"{marginal:.0f}",
+                      f"{r['pg_cpu_s']:.2f}",
+                      "-" if old is None else f"{r['wall_vs_old']:.2f}x",
+                      "-" if old is None else f"{r['cpu_vs_old']:.2f}x", "yes" if r["within_target"] else "no",
                       f"{r['messages']} ({r['queues']['embed']})",
                       f"{r['db_sku_rows']}+{r['db_hit_rows']}" + ("" if r["ok_rows"] else " !"),
-                      f"{r['rss_peak_mb']:.0f} ({r['rss_before_submit_mb']:.0f})")
+                      f"{r['rss_peak_mb']:.0f} ({r['rss_before_submit_mb']:.0f})", f"{r['load_avg_after'][0]:.1f}")
     console.print(table)
     first = runs[0]
-    console.print("[dim]mode header = submit reads image headers (pixels decoded in the embed stage); full-decode = "
-                  "the old path, every image decoded at submit. load new = load_new_products; fixed = load_catalog + "
-                  "fit_vocabulary + HitIndex.ensure (48 hits, independent of N); rows = the rest of submit_batch "
-                  "(one transaction); var = load new + rows + enqueue; ratio = per-SKU time / the first size's of the "
-                  "same mode (~1.0 = linear); marginal = (var - first var) / (N - first N). Start-up (imports, "
+    console.print("[dim]code header = this tree (submit reads image headers, pixels decoded in the embed stage); "
+                  "baseline:REF = the code of git REF, run just before it; full-decode = this tree with every image "
+                  "decoded at submit. load new = load_new_products; fixed = load_catalog + "
+                  "fit_vocabulary + Runtime.index (builds the providers) + HitIndex.ensure (48 hits, independent of N); rows = the rest of submit_batch "
+                  "(one transaction); enqueue = send (messages + enqueued_at stamps); CPU = user+sys of the "
+                  "submitting process during submit(); PG CPU = the PostgreSQL backends of its database; µs/SKU = CPU of load new + rows + enqueue per SKU; marginal = the same "
+                  "beyond the first size, (var - first var) / (N - first N); "
+                  "load = 1-min load average after the run. Start-up (imports, "
                   f"migrations) excluded: {first['import_s']:.1f} s + {first['init_db_s']:.1f} s at N={first['n']}. "
                   f"Load average before/after: {load_before} / {os.getloadavg()}.[/]")
-    bad = [r["n"] for r in runs if not (r["ok_rows"] and r["ok_messages"])]
+    bad = [(r["n"], r["label"]) for r in runs if not (r["ok_rows"] and r["ok_messages"])]
     if bad:
-        console.print(f"[red]correctness check failed for N = {bad}[/]")
-    write_results(opts.json, "submit", opts, runs)
+        console.print(f"[red]correctness check failed for {bad}[/]")
+    write_results(opts.json, "submit", opts, runs, load_before=load_before, load_after=os.getloadavg())
     return 1 if bad else 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import false, func, insert, select, update
+from sqlalchemy import false, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,14 +35,23 @@ def add_job(s: Session, batch_id: str, kind: str, item_id: str, row_no: int, row
 
 def add_jobs(s: Session, batch_id: str, kind: str, rows: list[tuple[str, dict[str, Any]]],
              stage: str = "embed") -> list[int]:
-    """Insert pending jobs for (item_id, row) pairs in one statement (row_no = position) and return their
-    ids in the same order. For bulk submission: ORM objects cost ~10x more per row."""
+    """Insert pending jobs for (item_id, row) pairs (row_no = position) and return their ids in the same
+    order. For bulk submission: ORM objects cost ~10x more per row. PostgreSQL: the ids are taken from the
+    column's sequence first and the rows go in as one pipelined executemany; an INSERT .. RETURNING of
+    10,000 rows cost 3x the client CPU (psycopg re-parses each 1,000-row statement, too long for its
+    cache). SQLite: one INSERT .. RETURNING."""
     if not rows:
         return []
-    stmt = insert(Job).returning(Job.id, sort_by_parameter_order=True)
     params = [{"batch_id": batch_id, "kind": kind, "item_id": item_id, "row_no": i, "row": row, "stage": stage,
                "state": "pending", "result": {}} for i, (item_id, row) in enumerate(rows)]
-    return list(s.scalars(stmt, params))
+    if s.get_bind().dialect.name != "postgresql":
+        return list(s.scalars(insert(Job).returning(Job.id, sort_by_parameter_order=True), params))
+    ids = sorted(s.scalars(text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
+                           {"table": Job.__tablename__, "n": len(params)}))
+    for job_id, p in zip(ids, params):
+        p["id"] = job_id
+    s.execute(insert(Job), params)
+    return ids
 
 
 def claim(s: Session, job_id: int, stage: str, token: str | None = None,

@@ -3,6 +3,7 @@ job's current stage on. Called only after the transaction that created or reset 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from celery import Signature, chain
@@ -15,11 +16,11 @@ from hitline.jobs.resume import plan_resume
 from hitline.jobs.stages import line_of
 from hitline.jobs.submit import Dispatch, Submitted, batch_options, submit_batch
 from tasks.sheets import SHEET_PRIORITY, SHEET_QUEUE, contact_sheet
-from tasks.publish import GROUP, apply_chain, batched_producer
+from tasks.publish import GROUP, ChainSender, apply_chain, batched_producer
 from tasks.stages import TASKS
 from workers.app import app
 
-__all__ = ["chain_for", "send", "submit", "resume", "EnqueueFailed"]
+__all__ = ["chain_for", "publish", "send", "submit", "resume", "EnqueueFailed"]
 
 
 class EnqueueFailed(HitlineError):
@@ -40,6 +41,16 @@ def steps_for(d: Dispatch) -> list[Signature]:
     return [*(TASKS[(d.kind, name)].si(*args) for name in steps), *tail]
 
 
+def publish(sender: ChainSender, d: Dispatch) -> None:
+    """Send one dispatch's chain. A one-job chain (every SKU) repeats the template of its kind of chain
+    (tasks/publish.py); a catalog chunk's arguments hold a list of ids, so Celery sends it as it is."""
+    if len(d.job_ids) == 1:
+        sender.send((d.batch_id, d.kind, d.stage), d.job_ids[0],
+                    lambda job_id: steps_for(replace(d, job_ids=(job_id,))))
+    else:
+        apply_chain(steps_for(d), sender.producer)
+
+
 def send(rt: Runtime, dispatches: list[Dispatch]) -> int:
     """Send each chain; the jobs whose message the broker accepted are stamped as enqueued."""
     sent: list[int] = []
@@ -49,8 +60,9 @@ def send(rt: Runtime, dispatches: list[Dispatch]) -> int:
             with batched_producer(app, len(group)) as producer:
                 # RabbitMQ, memory: each message is out when published; Redis: the group goes out at the end
                 immediate = not producer.supports_batch_publish
+                sender = ChainSender(app, producer)
                 for d in group:
-                    apply_chain(steps_for(d), producer)
+                    publish(sender, d)
                     if immediate:
                         sent += d.job_ids
             if not immediate:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
@@ -70,21 +71,48 @@ def check_image(path: Path, root: Path) -> Path:
 
     A bare file name that is not in `root` is also looked up in `root/images` (how real catalogs ship).
     """
+    return _check_image(path, root.resolve())
+
+
+def _resolve_under(base: Path, rel: Path) -> Path:
+    """`(base / rel).resolve()` for a resolved `base`, looking only at rel's own parts (resolve() reads
+    every folder from / down, ~40 µs, for each of 10,000 rows): any symlink or '..' among them falls back
+    to resolve(), so a link pointing outside the folder is still caught by the caller."""
+    path = base / rel
+    if ".." not in rel.parts:
+        probe = base
+        for part in rel.parts:
+            probe = probe / part
+            if probe.is_symlink():
+                break
+        else:
+            return path
+    return path.resolve()
+
+
+def _check_image(path: Path, base: Path) -> Path:
+    """check_image with the catalog folder already resolved (once per CSV, not per row)."""
     text = str(path).strip()
     if text in ("", "."):
         raise InputError("image path is empty: give the image file relative to the catalog folder, e.g. images/SKU001.jpg")
     rel = Path(text.replace("\\", "/"))
     if rel.is_absolute() or PureWindowsPath(text).drive:
         raise InputError(f"image path escapes the catalog folder: {text!r} is absolute; make it relative to the folder")
-    base = root.resolve()
-    # resolve() follows symlinks too, so a link pointing outside the folder is caught here
-    candidates = [(base / rel).resolve()] + ([(base / "images" / rel).resolve()] if len(rel.parts) == 1 else [])
-    if any(not candidate.is_relative_to(base) for candidate in candidates):
-        raise InputError(f"image path escapes the catalog folder: {text!r} points outside {base}")
-    found = next((c for c in candidates if c.exists()), None)
+    tried, found, mode = [], None, 0
+    for candidate in [rel] + ([Path("images") / rel] if len(rel.parts) == 1 else []):
+        resolved = _resolve_under(base, candidate)
+        if not resolved.is_relative_to(base):
+            raise InputError(f"image path escapes the catalog folder: {text!r} points outside {base}")
+        tried.append(resolved)
+        try:
+            mode = resolved.stat().st_mode
+        except OSError:  # not there (or unreadable): try the next place
+            continue
+        found = resolved
+        break
     if found is None:
-        raise InputError(f"image file not found: {text!r} (looked in {', '.join(str(c.parent) for c in candidates)})")
-    if not found.is_file():
+        raise InputError(f"image file not found: {text!r} (looked in {', '.join(str(c.parent) for c in tried)})")
+    if not stat.S_ISREG(mode):
         raise InputError(f"image path {text!r} is not a file")
     expected = IMAGE_EXTENSIONS.get(found.suffix.lower())
     if expected is None:
@@ -182,7 +210,7 @@ def _price(value: str, _root: Path) -> float:
 
 def _image(value: str, root: Path) -> Path:
     try:
-        return check_image(Path(value), root)
+        return _check_image(Path(value), root)  # root: resolved by _load
     except InputError as exc:
         raise _BadValue(str(exc)) from exc
 
@@ -253,6 +281,7 @@ def _read_rows(folder: Path, schema: _Schema[T]) -> tuple[Path, list[str], list[
 
 def _load(folder: Path, schema: _Schema[T]) -> Loaded[T]:
     source, header, rows = _read_rows(folder, schema)
+    root = folder.resolve()  # once: every image path is resolved inside it
     loaded: Loaded[T] = Loaded([], [], source)
     first_row: dict[str, int] = {}
     for row, values in rows:
@@ -260,7 +289,7 @@ def _load(folder: Path, schema: _Schema[T]) -> Loaded[T]:
         raw.update({f"extra_{i + 1}": v for i, v in enumerate(values[len(header):])})
         item_id = raw.get(schema.id_column, "").strip()
         readable_id = item_id if ID_PATTERN.fullmatch(item_id) else ""
-        reason = _row_problems(schema, row, header, values, raw, item_id, first_row, folder)
+        reason = _row_problems(schema, row, header, values, raw, item_id, first_row, root)
         if isinstance(reason, str):
             loaded.errors.append(RowError(row, readable_id, reason, raw))
         else:

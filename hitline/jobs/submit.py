@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -159,6 +159,5 @@ def _earlier(rt: Runtime, key: str, digest: str | None) -> Submitted | None:
 
 
 def _row(p: HitProduct | NewProduct) -> dict[str, Any]:
-    d = asdict(p)
-    d["image_path"] = str(p.image_path)
-    return d
+    # flat fields of plain values: a shallow copy (asdict deep-copies each, 3x the time per row)
+    return {**vars(p), "image_path": str(p.image_path)}

@@ -24,8 +24,7 @@ def test_resume_leaves_queued_jobs_alone_and_sends_the_lost(hitline_env: Path, d
     import tasks.chains as chains
 
     sent = []
-    monkeypatch.setattr(chains, "steps_for", lambda d: d)
-    monkeypatch.setattr(chains, "apply_chain", lambda d, producer: sent.append(d))
+    monkeypatch.setattr(chains, "publish", lambda sender, d: sent.append(d))
     rt = get_runtime()
     sub = _submit(demo_data, hitline_env / "out")
     chains.send(rt, sub.dispatches)
@@ -50,13 +49,12 @@ def test_a_refused_enqueue_names_the_batch_and_resume_finishes_it(hitline_env: P
 
     sent = []
 
-    def flaky(d, producer):  # noqa: ANN001, ANN202
+    def flaky(sender, d):  # noqa: ANN001, ANN202
         if len(sent) == 3:
             raise OperationalError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
         sent.append(d)
 
-    monkeypatch.setattr(chains, "steps_for", lambda d: d)
-    monkeypatch.setattr(chains, "apply_chain", flaky)
+    monkeypatch.setattr(chains, "publish", flaky)
     rt = get_runtime()
     sub = _submit(demo_data, hitline_env / "out")
     with pytest.raises(chains.EnqueueFailed) as info:
