@@ -11,7 +11,7 @@ from kombu import Queue
 from hitline.config import Settings, get_settings
 from hitline.jobs.stages import QUEUES, STAGES
 
-ROUTES: dict[str, dict[str, str]] = {st.task_name: {"queue": st.queue} for st in STAGES}
+ROUTES: dict[str, dict[str, Any]] = {st.task_name: {"queue": st.queue, "priority": st.priority} for st in STAGES}
 # not a stage: the review picture drawn after a SKU is done, at the lowest priority (tasks/sheets.py)
 ROUTES["hitline.contact_sheet"] = {"queue": "render"}
 # the Celery contract for other services (tasks/contract.py) on Celery's default queue name: a client
