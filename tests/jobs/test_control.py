@@ -108,7 +108,7 @@ def test_cancel_stops_waiting_jobs_and_running_ones_at_their_next_stage(db: str)
     with session_scope(db) as s:
         assert crud.claim(s, jobs[1].id, "embed") is None  # a queued message arriving after the cancel
         # the running job finishes its stage: its result is kept, the next stage is not started
-        crud.advance(s, running.id, "embed", "index", {"key": "paid-for"})
+        crud.advance(s, running, "index", {"key": "paid-for"})
     with session_scope(db) as s:
         job = crud.jobs(s, "B", ids=[running.id])[0]
         assert (job.stage, job.state, job.result["embed"]) == ("index", "cancelled", {"key": "paid-for"})
