@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import bindparam, case, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Attempt, Batch, CacheEntry, Charge, Job, utcnow
@@ -64,7 +63,7 @@ class Claim:
     started_at: datetime
 
 
-_JOB, _ATTEMPT = Job.__table__, Attempt.__table__
+_JOB, _ATTEMPT, _CHARGE = Job.__table__, Attempt.__table__, Charge.__table__
 # built once: the claim and the record of every stage of every job run these (Core, bound parameters)
 _CLAIM = (update(_JOB)
           .where(_JOB.c.id == bindparam("jid"), _JOB.c.stage == bindparam("stg"))
@@ -244,34 +243,35 @@ def reserve(s: Session, batch_id: str, job_id: int | None, stage: str, key: str,
     (FOR UPDATE on PostgreSQL; SQLite serialises writers).
     """
     s.execute(select(Batch.id).where(Batch.id == batch_id).with_for_update())
-    existing = s.scalar(select(Charge).where(Charge.batch_id == batch_id, Charge.key == key))
+    existing = s.execute(select(_CHARGE.c.job_id, _CHARGE.c.state)
+                         .where(_CHARGE.c.batch_id == batch_id, _CHARGE.c.key == key)).first()
     if existing is not None:
         if existing.job_id == job_id:
             return "ok"
         return "paid" if existing.state == "charged" else "busy"
     if budget is not None and spent(s, batch_id) + cost > budget + 1e-9:
         return "over"
-    try:
-        with s.begin_nested():
-            s.add(Charge(batch_id=batch_id, job_id=job_id, stage=stage, key=key, model=model, cost_usd=cost))
-    except IntegrityError:
-        return "ok"
+    # the batch row is locked (SQLite: one writer at a time), so a conflict is no race lost; as before it is no error
+    s.execute(_upsert(s, Charge).values(batch_id=batch_id, job_id=job_id, stage=stage, key=key, model=model,
+                                        cost_usd=cost, state="reserved", created_at=utcnow())
+              .on_conflict_do_nothing(index_elements=[Charge.batch_id, Charge.key]))
     return "ok"
 
 
 def settle(s: Session, batch_id: str, key: str, cost: float | None = None, *, keep: bool = True) -> None:
     """After the call: keep the reservation as a charge (with the actual cost) or drop it (call failed)."""
-    c = s.scalar(select(Charge).where(Charge.batch_id == batch_id, Charge.key == key))
+    c = s.execute(select(_CHARGE.c.id, _CHARGE.c.job_id, _CHARGE.c.state, _CHARGE.c.cost_usd)
+                  .where(_CHARGE.c.batch_id == batch_id, _CHARGE.c.key == key)).first()
     if c is None:
         return
     if not keep:
-        s.delete(c)
+        s.execute(delete(_CHARGE).where(_CHARGE.c.id == c.id))
         return
     if c.state != "charged" and c.job_id is not None:
-        s.execute(update(Job).where(Job.id == c.job_id).values(cost_usd=Job.cost_usd + (cost if cost is not None else c.cost_usd)))
-    if cost is not None:
-        c.cost_usd = cost
-    c.state = "charged"
+        s.execute(update(_JOB).where(_JOB.c.id == c.job_id)
+                  .values(cost_usd=_JOB.c.cost_usd + (cost if cost is not None else c.cost_usd)))
+    s.execute(update(_CHARGE).where(_CHARGE.c.id == c.id)
+              .values(state="charged", cost_usd=cost if cost is not None else c.cost_usd))
 
 
 def charged(s: Session, batch_id: str, key: str) -> float:
@@ -281,6 +281,18 @@ def charged(s: Session, batch_id: str, key: str) -> float:
 
 
 # --- cache -----------------------------------------------------------------------------------
+
+def _upsert(s: Session, model: type) -> Any:
+    """INSERT with ON CONFLICT clauses, for the job table's two dialects."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:  # pragma: no cover - the job table is PostgreSQL or SQLite
+        raise NotImplementedError(f"upsert on {dialect}")
+    return dialect_insert(model)
+
 
 _CACHE_GET = select(CacheEntry.value).where(CacheEntry.key == bindparam("k"))
 
@@ -292,14 +304,7 @@ def cache_get(s: Session, key: str) -> Any | None:
 def cache_put(s: Session, key: str, value: Any) -> None:
     """Store value under key, replacing an older one (a concurrent writer of the same content-keyed value
     is no error): one INSERT .. ON CONFLICT DO UPDATE, on PostgreSQL and SQLite alike."""
-    dialect = s.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as upsert
-    else:  # pragma: no cover - the job table is PostgreSQL or SQLite
-        raise NotImplementedError(f"cache_put on {dialect}")
-    stmt = upsert(CacheEntry).values(key=key, value=value, created_at=utcnow())
+    stmt = _upsert(s, CacheEntry).values(key=key, value=value, created_at=utcnow())
     s.execute(stmt.on_conflict_do_update(index_elements=[CacheEntry.key],
                                          set_={"value": stmt.excluded.value}))
 
