@@ -174,14 +174,11 @@ def set_state(s: Session, job_id: int, stage: str, state: str, reason: str | Non
                       enqueued_at=utcnow() if state == "retrying" else None))
 
 
-def release(s: Session, job_id: int, stage: str) -> None:
-    """Give a claim back without counting it (e.g. waiting for the catalog)."""
-    a = s.scalars(select(Attempt).where(Attempt.job_id == job_id, Attempt.stage == stage,
-                                        Attempt.outcome == "running").order_by(Attempt.id.desc())).first()
-    if a is not None:
-        s.delete(a)
-    s.execute(update(Job).where(Job.id == job_id, Job.stage == stage, Job.state == "running")
-              .values(state="pending", claimed_at=None, claimed_by=None, attempts=Job.attempts - 1,
+def release(s: Session, claimed: Claim) -> None:
+    """Give a claim back without counting it (e.g. waiting for the catalog): its attempt is dropped."""
+    s.execute(delete(_ATTEMPT).where(_ATTEMPT.c.id == claimed.attempt_id, _ATTEMPT.c.outcome == "running"))
+    s.execute(update(_JOB).where(_JOB.c.id == claimed.id, _JOB.c.stage == claimed.stage, _JOB.c.state == "running")
+              .values(state="pending", claimed_at=None, claimed_by=None, attempts=_JOB.c.attempts - 1,
                       enqueued_at=utcnow()))
 
 

@@ -68,7 +68,7 @@ def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[st
             result = work(jc)
     except NotReady:
         with session_scope(rt.db_url) as s:
-            crud.release(s, job_id, stage)
+            crud.release(s, claimed)
         raise
     except RetryableProviderError as e:
         _record(rt, job_id, stage, "retrying", str(e))

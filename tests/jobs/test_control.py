@@ -101,7 +101,7 @@ def test_cancel_stops_waiting_jobs_and_running_ones_at_their_next_stage(db: str)
         stopped = control.cancel(s, "B")
     assert stopped == 8  # the other pending SKUs; the rejected row stays failed
     with session_scope(db) as s:
-        crud.release(s, waiting.id, "embed")  # pending again, but the batch is cancelled
+        crud.release(s, waiting)  # pending again, but the batch is cancelled
     with session_scope(db) as s:
         assert crud.claim(s, waiting.id, "embed") is None
         assert crud.jobs(s, "B", ids=[waiting.id])[0].state == "cancelled"
