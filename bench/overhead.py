@@ -4,8 +4,10 @@ Celery chain of five no-op tasks on the same worker shape, in the same run.
 Everything runs as real processes on loopback: a private `redis-server` (the broker; db 0 for the line,
 db 1 for the baseline), a `milvus-lite server`, a fresh PostgreSQL database on 127.0.0.1:5432 (created
 and dropped here), and the fake OpenRouter in this process with **no latency and no local renderer**
-(it answers with a plain composite PNG at once: "instant"; the `local` provider is not instant, its
-renderer cuts the product out with u2netp, ~0.3 s). Rate limits are set far above what the run can
+(it answers at once; the `local` provider is not instant, its renderer cuts the product out with u2netp,
+~0.3 s). By default the fake runs its `instant` knob: images it is sent are read at 1/8 scale and a render
+is a plain PNG of the requested size encoded once, so its own CPU (on the same cores, reported apart)
+stretches the line's wall time less; `--full-fake` decodes every image in full and draws each render. Rate limits are set far above what the run can
 reach (the shared Redis limiter still runs). Worker shape for both: one worker process, prefork,
 `--concurrency C` (default 2), consuming the five queues, the hitline app's Celery configuration.
 
@@ -276,6 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="per phase, seconds")
     ap.add_argument("--workdir", type=Path, default=None, help="data, logs (default: a temp dir, removed)")
     ap.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    ap.add_argument("--full-fake", action="store_true",
+                    help="the fake decodes every image in full and draws each render (its default); without "
+                         "this flag it runs --instant: the line's cost, not the fake's, on the shared cores")
     opts = ap.parse_args(argv)
     if opts.skus < 2 or opts.noop_chains < 2:
         ap.error("--skus and --noop-chains must be >= 2")
@@ -300,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _wait_port(redis_port)
             _wait_port(milvus_port)
             dbname = stack.enter_context(_database())
-            fake = stack.enter_context(running_fake(FakeConfig(use_local_renderer=False, max_image_side=512)))
+            fake = stack.enter_context(running_fake(FakeConfig(use_local_renderer=False, max_image_side=512,
+                                                               instant=not opts.full_fake)))
             # the shared Redis limiter stays on (its round trips are part of the line's cost) but never binds:
             # the shipped limits.toml holds renders at 20/min, which would measure the limit, not the line
             limits = work / "limits.toml"

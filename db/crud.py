@@ -3,11 +3,11 @@ task or a second worker never runs a stage twice."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import false, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from db.models import Attempt, Batch, CacheEntry, Charge, Job, utcnow
@@ -54,31 +54,72 @@ def add_jobs(s: Session, batch_id: str, kind: str, rows: list[tuple[str, dict[st
     return ids
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A claimed (job, stage): the job's row as it was claimed and the attempt opened for this run. The
+    stage's outcome is recorded against it (advance): the job's result was read here, the attempt's
+    start is known, so recording needs no second read."""
+
+    id: int
+    batch_id: str
+    kind: str
+    item_id: str
+    stage: str
+    row: dict[str, Any]
+    result: dict[str, Any]
+    attempts: int
+    attempt_id: int
+    started_at: datetime
+
+
+_JOB, _ATTEMPT, _CHARGE = Job.__table__, Attempt.__table__, Charge.__table__
+# built once: the claim and the record of every stage of every job run these (Core, bound parameters)
+_CLAIM = (update(_JOB)
+          .where(_JOB.c.id == bindparam("jid"), _JOB.c.stage == bindparam("stg"))
+          # claimed_by = NULL is never true: without a token only a stale claim is taken back
+          .where(_JOB.c.state.in_(("pending", "retrying")) | ((_JOB.c.state == "running") & (
+              (_JOB.c.claimed_at < bindparam("stale")) | (_JOB.c.claimed_by == bindparam("token")))))
+          .where(~select(Batch.id).where(Batch.id == _JOB.c.batch_id, Batch.cancelled_at.is_not(None)).exists())
+          .values(state="running", claimed_at=bindparam("now"), claimed_by=bindparam("token"),
+                  attempts=_JOB.c.attempts + 1)
+          .returning(_JOB.c.id, _JOB.c.batch_id, _JOB.c.kind, _JOB.c.item_id, _JOB.c.stage, _JOB.c.row,
+                     _JOB.c.result, _JOB.c.attempts))
+_LOSE_ATTEMPTS = (update(_ATTEMPT)
+                  .where(_ATTEMPT.c.job_id == bindparam("jid"), _ATTEMPT.c.stage == bindparam("stg"),
+                         _ATTEMPT.c.outcome == "running")
+                  .values(outcome="lost", error="the worker running it stopped")
+                  .returning(_ATTEMPT.c.id, _ATTEMPT.c.started_at))
+_OPEN_ATTEMPT = insert(_ATTEMPT).returning(_ATTEMPT.c.id)
+_CLOSE_ATTEMPT = (update(_ATTEMPT).where(_ATTEMPT.c.id == bindparam("aid"), _ATTEMPT.c.outcome == "running")
+                  .values(outcome=bindparam("out"), error=bindparam("err"), seconds=bindparam("secs")))
+
+
 def claim(s: Session, job_id: int, stage: str, token: str | None = None,
-          stale_after_s: float = 900.0) -> Job | None:
+          stale_after_s: float = 900.0) -> Claim | None:
     """Mark (job, stage) running if it is ours to run; None when it is done, failed or running elsewhere.
 
     `token` is the Celery task id: the same message redelivered (its worker died) or retried after a
-    lost connection takes its own claim back at once instead of waiting for the claim to go stale."""
+    lost connection takes its own claim back at once instead of waiting for the claim to go stale.
+    Three statements: the conditional claim (returning the job), closing an attempt a dead worker left
+    open, opening this one."""
     now = utcnow()
-    stale = now - timedelta(seconds=stale_after_s)
-    running_ours = (Job.state == "running") & ((Job.claimed_at < stale) | (
-        (Job.claimed_by == token) if token else false()))
-    res = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.stage == stage)
-        .where(Job.state.in_(("pending", "retrying")) | running_ours)
-        .where(~_batch_cancelled())
-        .values(state="running", claimed_at=now, claimed_by=token, attempts=Job.attempts + 1)
-    )
-    if res.rowcount != 1:
+    row = s.execute(_CLAIM, {"jid": job_id, "stg": stage, "stale": now - timedelta(seconds=stale_after_s),
+                             "token": token, "now": now}).first()
+    if row is None:
         stop_if_cancelled(s, job_id)
         return None
     # a reclaimed attempt (redelivery) closes the one its dead worker left open
-    _close_attempt(s, job_id, stage, "lost", "the worker running it stopped")
-    s.add(Attempt(job_id=job_id, stage=stage, started_at=now))
-    s.flush()
-    return s.get(Job, job_id, populate_existing=True)
+    for lost_id, started in s.execute(_LOSE_ATTEMPTS, {"jid": job_id, "stg": stage}).all():
+        s.execute(update(_ATTEMPT).where(_ATTEMPT.c.id == lost_id).values(seconds=_seconds_since(started, now)))
+    attempt_id = s.execute(_OPEN_ATTEMPT, {"job_id": job_id, "stage": stage, "started_at": now,
+                                           "outcome": "running"}).scalar_one()
+    return Claim(row.id, row.batch_id, row.kind, row.item_id, row.stage, dict(row.row or {}),
+                 dict(row.result or {}), row.attempts, attempt_id, now)
+
+
+def _seconds_since(started: datetime, now: datetime) -> float:
+    started = started if started.tzinfo else started.replace(tzinfo=timezone.utc)
+    return (now - started).total_seconds()
 
 
 def _close_attempt(s: Session, job_id: int, stage: str, outcome: str, error: str | None) -> float:
@@ -86,37 +127,41 @@ def _close_attempt(s: Session, job_id: int, stage: str, outcome: str, error: str
                                         Attempt.outcome == "running").order_by(Attempt.id.desc())).first()
     if a is None:
         return 0.0
-    started = a.started_at if a.started_at.tzinfo else a.started_at.replace(tzinfo=timezone.utc)
-    a.seconds = (utcnow() - started).total_seconds()
+    a.seconds = _seconds_since(a.started_at, utcnow())
     a.outcome, a.error = outcome, error
     return a.seconds
 
 
-def advance(s: Session, job_id: int, stage: str, next_stage: str, result: dict[str, Any] | None = None) -> None:
-    """Stage finished: store its result and move the job on (only if it is still at that stage)."""
-    _close_attempt(s, job_id, stage, "ok", None)
-    job = s.get(Job, job_id, populate_existing=True)
-    if job is None or job.stage != stage:
-        return
-    merged = dict(job.result or {})
+def advance(s: Session, claimed: Claim, next_stage: str, result: dict[str, Any] | None = None) -> None:
+    """Stage finished: store its result and move the job on (only if it is still at that stage). A cancel
+    during the stage keeps the work and stops the job before the next stage (the same UPDATE).
+
+    Two statements: close the claim's attempt, move the job. The job's result is the claimed one plus
+    this stage's: only advance writes results, and only while the job is at the stage it claimed."""
+    now = utcnow()
+    s.execute(_CLOSE_ATTEMPT, {"aid": claimed.attempt_id, "out": "ok", "err": None,
+                               "secs": _seconds_since(claimed.started_at, now)})
+    merged = dict(claimed.result)
     if result is not None:
-        merged[stage] = result
-    job.result = merged
-    job.stage = next_stage
-    job.state = "done" if next_stage == "done" else "pending"
-    job.error = None
-    job.claimed_at = job.claimed_by = None
-    # the chain sends the next stage's message as soon as this task returns
-    job.enqueued_at = utcnow() if next_stage != "done" else None
-    if next_stage != "done":
-        s.flush()
-        stop_if_cancelled(s, job_id)  # a cancel during this stage: the work is kept, the next stage not run
+        merged[claimed.stage] = result
+    done = next_stage == "done"
+    cancelled = _batch_cancelled_c()
+    s.execute(update(_JOB).where(_JOB.c.id == claimed.id, _JOB.c.stage == claimed.stage)
+              .values(result=merged, stage=next_stage, claimed_at=None, claimed_by=None,
+                      state="done" if done else case((cancelled, CANCELLED), else_="pending"),
+                      error=None if done else case((cancelled, "cancelled"), else_=None),
+                      # the chain sends the next stage's message as soon as this task returns
+                      enqueued_at=None if done else case((cancelled, None), else_=now)))
 
 
 # --- cancel ----------------------------------------------------------------------------------------
 
 def _batch_cancelled():  # noqa: ANN202
     return select(Batch.id).where(Batch.id == Job.batch_id, Batch.cancelled_at.is_not(None)).exists()
+
+
+def _batch_cancelled_c():  # noqa: ANN202 - the same, correlated to the job table in a Core UPDATE
+    return select(Batch.id).where(Batch.id == _JOB.c.batch_id, Batch.cancelled_at.is_not(None)).exists()
 
 
 def stop_if_cancelled(s: Session, job_id: int) -> bool:
@@ -138,14 +183,11 @@ def set_state(s: Session, job_id: int, stage: str, state: str, reason: str | Non
                       enqueued_at=utcnow() if state == "retrying" else None))
 
 
-def release(s: Session, job_id: int, stage: str) -> None:
-    """Give a claim back without counting it (e.g. waiting for the catalog)."""
-    a = s.scalars(select(Attempt).where(Attempt.job_id == job_id, Attempt.stage == stage,
-                                        Attempt.outcome == "running").order_by(Attempt.id.desc())).first()
-    if a is not None:
-        s.delete(a)
-    s.execute(update(Job).where(Job.id == job_id, Job.stage == stage, Job.state == "running")
-              .values(state="pending", claimed_at=None, claimed_by=None, attempts=Job.attempts - 1,
+def release(s: Session, claimed: Claim) -> None:
+    """Give a claim back without counting it (e.g. waiting for the catalog): its attempt is dropped."""
+    s.execute(delete(_ATTEMPT).where(_ATTEMPT.c.id == claimed.attempt_id, _ATTEMPT.c.outcome == "running"))
+    s.execute(update(_JOB).where(_JOB.c.id == claimed.id, _JOB.c.stage == claimed.stage, _JOB.c.state == "running")
+              .values(state="pending", claimed_at=None, claimed_by=None, attempts=_JOB.c.attempts - 1,
                       enqueued_at=utcnow()))
 
 
@@ -211,34 +253,35 @@ def reserve(s: Session, batch_id: str, job_id: int | None, stage: str, key: str,
     (FOR UPDATE on PostgreSQL; SQLite serialises writers).
     """
     s.execute(select(Batch.id).where(Batch.id == batch_id).with_for_update())
-    existing = s.scalar(select(Charge).where(Charge.batch_id == batch_id, Charge.key == key))
+    existing = s.execute(select(_CHARGE.c.job_id, _CHARGE.c.state)
+                         .where(_CHARGE.c.batch_id == batch_id, _CHARGE.c.key == key)).first()
     if existing is not None:
         if existing.job_id == job_id:
             return "ok"
         return "paid" if existing.state == "charged" else "busy"
     if budget is not None and spent(s, batch_id) + cost > budget + 1e-9:
         return "over"
-    try:
-        with s.begin_nested():
-            s.add(Charge(batch_id=batch_id, job_id=job_id, stage=stage, key=key, model=model, cost_usd=cost))
-    except IntegrityError:
-        return "ok"
+    # the batch row is locked (SQLite: one writer at a time), so a conflict is no race lost; as before it is no error
+    s.execute(_upsert(s, Charge).values(batch_id=batch_id, job_id=job_id, stage=stage, key=key, model=model,
+                                        cost_usd=cost, state="reserved", created_at=utcnow())
+              .on_conflict_do_nothing(index_elements=[Charge.batch_id, Charge.key]))
     return "ok"
 
 
 def settle(s: Session, batch_id: str, key: str, cost: float | None = None, *, keep: bool = True) -> None:
     """After the call: keep the reservation as a charge (with the actual cost) or drop it (call failed)."""
-    c = s.scalar(select(Charge).where(Charge.batch_id == batch_id, Charge.key == key))
+    c = s.execute(select(_CHARGE.c.id, _CHARGE.c.job_id, _CHARGE.c.state, _CHARGE.c.cost_usd)
+                  .where(_CHARGE.c.batch_id == batch_id, _CHARGE.c.key == key)).first()
     if c is None:
         return
     if not keep:
-        s.delete(c)
+        s.execute(delete(_CHARGE).where(_CHARGE.c.id == c.id))
         return
     if c.state != "charged" and c.job_id is not None:
-        s.execute(update(Job).where(Job.id == c.job_id).values(cost_usd=Job.cost_usd + (cost if cost is not None else c.cost_usd)))
-    if cost is not None:
-        c.cost_usd = cost
-    c.state = "charged"
+        s.execute(update(_JOB).where(_JOB.c.id == c.job_id)
+                  .values(cost_usd=_JOB.c.cost_usd + (cost if cost is not None else c.cost_usd)))
+    s.execute(update(_CHARGE).where(_CHARGE.c.id == c.id)
+              .values(state="charged", cost_usd=cost if cost is not None else c.cost_usd))
 
 
 def charged(s: Session, batch_id: str, key: str) -> float:
@@ -249,17 +292,31 @@ def charged(s: Session, batch_id: str, key: str) -> float:
 
 # --- cache -----------------------------------------------------------------------------------
 
+def _upsert(s: Session, model: type) -> Any:
+    """INSERT with ON CONFLICT clauses, for the job table's two dialects."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:  # pragma: no cover - the job table is PostgreSQL or SQLite
+        raise NotImplementedError(f"upsert on {dialect}")
+    return dialect_insert(model)
+
+
+_CACHE_GET = select(CacheEntry.value).where(CacheEntry.key == bindparam("k"))
+
+
 def cache_get(s: Session, key: str) -> Any | None:
-    e = s.get(CacheEntry, key)
-    return None if e is None else e.value
+    return s.execute(_CACHE_GET, {"k": key}).scalar()
 
 
 def cache_put(s: Session, key: str, value: Any) -> None:
-    try:
-        with s.begin_nested():
-            s.merge(CacheEntry(key=key, value=value))
-    except IntegrityError:  # a concurrent writer stored the same content-keyed value
-        pass
+    """Store value under key, replacing an older one (a concurrent writer of the same content-keyed value
+    is no error): one INSERT .. ON CONFLICT DO UPDATE, on PostgreSQL and SQLite alike."""
+    stmt = _upsert(s, CacheEntry).values(key=key, value=value, created_at=utcnow())
+    s.execute(stmt.on_conflict_do_update(index_elements=[CacheEntry.key],
+                                         set_={"value": stmt.excluded.value}))
 
 
 def now() -> datetime:

@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from pymilvus import AnnSearchRequest, DataType, MilvusClient, RRFRanker
+from pymilvus import AnnSearchRequest, DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from hitline.domain.models import Hit, HitProduct
@@ -212,23 +212,28 @@ class HitIndex:
             reqs.append(AnnSearchRequest(data=[sparse], anns_field="sparse", param={"metric_type": "IP"},
                                          limit=per_path, expr=expr))
         fields = ["category", "sales_count", "description", "image_path"]
+        # each path searched once; RRF (k=60, ranks from 1, as Milvus' RRFRanker) fused here: the same
+        # hits as a hybrid_search, and each hit's rank per path comes with it (no second round of searches)
+        ranks: list[dict[Any, int]] = []
+        entities: dict[Any, dict[str, Any]] = {}
         with _call_lock:
-            fused = self.client.hybrid_search(self.collection, reqs, RRFRanker(RRF_K), limit=top_k,
-                                              output_fields=fields)[0]
-            # the same two requests alone, to tell the user which path found each hit and at what rank
-            ranks = []
             for r in reqs:
                 res = self.client.search(self.collection, data=r.data, anns_field=r.anns_field,
-                                         search_params=r.param, limit=per_path, filter=expr)[0]
-                ranks.append({h["id"] if "id" in h else h["product_id"]: i + 1 for i, h in enumerate(res)})
+                                         search_params=r.param, limit=per_path, filter=expr, output_fields=fields)[0]
+                ranks.append({})
+                for i, h in enumerate(res):
+                    pid = h["id"] if "id" in h else h["product_id"]
+                    ranks[-1][pid] = i + 1
+                    entities.setdefault(pid, h["entity"])
+        fused = {pid: sum(1.0 / (RRF_K + path[pid]) for path in ranks if pid in path) for pid in entities}
+        order = sorted(fused, key=lambda pid: (-fused[pid], min(p.get(pid, per_path + 1) for p in ranks), str(pid)))
         hits = []
-        for h in fused:
-            pid = h.get("product_id", h.get("id"))
-            ent = h["entity"]
+        for pid in order[:top_k]:
+            ent = entities[pid]
             d_rank = ranks[0].get(pid)
             s_rank = ranks[1].get(pid) if len(ranks) > 1 else None
             found = tuple(n for n, r in (("dense", d_rank), ("sparse", s_rank)) if r is not None)
-            hits.append(Hit(product_id=pid, score=float(h["distance"]), image_path=ent["image_path"],
+            hits.append(Hit(product_id=pid, score=fused[pid], image_path=ent["image_path"],
                             category=ent["category"], sales_count=int(ent["sales_count"]),
                             description=ent["description"], found_by=found, dense_rank=d_rank,
                             sparse_rank=s_rank))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import io
 import logging
@@ -32,13 +33,16 @@ class BadRequest(ValueError):
     """The request would be rejected by the real API with a 400."""
 
 
-def decode_image(url: Any) -> Image.Image:
-    """An RGB image from a base64 data URI, or BadRequest like the real API."""
+def decode_image(url: Any, reduced: bool = False) -> Image.Image:
+    """An RGB image from a base64 data URI, or BadRequest like the real API. `reduced`: a JPEG is decoded
+    at 1/8 scale (all of its data is still read), for the instant mode."""
     if not isinstance(url, str) or not url.startswith("data:image/") or ";base64," not in url:
         raise BadRequest("image_url.url must be a base64 data URI (data:image/...;base64,...)")
     try:
         raw = base64.b64decode(url.split(",", 1)[1], validate=True)
         with Image.open(io.BytesIO(raw)) as image:
+            if reduced:
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
             return image.convert("RGB")
     except (binascii.Error, ValueError, OSError, UnidentifiedImageError) as exc:
         raise BadRequest(f"invalid image data: {exc}") from None
@@ -111,7 +115,7 @@ def analysis_answer(images: list[Image.Image], text: str) -> dict[str, Any]:
 
 
 def render_png(images: list[Image.Image], prompt: str, ratio: str, size: str, max_side: int | None,
-               use_local_renderer: bool) -> bytes:
+               use_local_renderer: bool, instant: bool = False) -> bytes:
     """A real PNG of the requested ratio/size class (long side capped at `max_side` to stay fast)."""
     white = "#FFFFFF" in prompt.upper()
     preset = Preset.build("fake", ratio, size, background="white" if white else "scene")
@@ -119,6 +123,8 @@ def render_png(images: list[Image.Image], prompt: str, ratio: str, size: str, ma
         scale = max_side / max(preset.width, preset.height)
         preset = Preset.build("fake", ratio, size, background=preset.background,
                               width=max(1, round(preset.width * scale)), height=max(1, round(preset.height * scale)))
+    if instant:
+        return _plain_png(preset.width, preset.height, _backdrop(images, white))
     image = _local_render(images, prompt, preset) if use_local_renderer and images else None
     if image is None:
         image = _composite(images, preset, white)
@@ -163,13 +169,23 @@ def _local_render(images: list[Image.Image], prompt: str, preset: Preset) -> Ima
         return None
 
 
-def _composite(images: list[Image.Image], preset: Preset, white: bool) -> Image.Image:
+def _backdrop(images: list[Image.Image], white: bool) -> tuple[int, ...]:
     if white:
-        colour: tuple[int, ...] = (255, 255, 255)
-    elif len(images) > 1:
-        colour = tuple(int(c) for c in np.asarray(images[1].resize((8, 8))).reshape(-1, 3).mean(axis=0))
-    else:
-        colour = (232, 228, 222)
+        return (255, 255, 255)
+    if len(images) > 1:
+        return tuple(int(c) for c in np.asarray(images[1].resize((8, 8))).reshape(-1, 3).mean(axis=0))
+    return (232, 228, 222)
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_png(width: int, height: int, colour: tuple[int, ...]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _composite(images: list[Image.Image], preset: Preset, white: bool) -> Image.Image:
+    colour = _backdrop(images, white)
     canvas = Image.new("RGB", (preset.width, preset.height), colour)
     if images:
         product = images[0].copy()

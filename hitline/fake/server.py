@@ -183,7 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
             urls = [p.get("image_url", {}).get("url") for p in parts or [] if isinstance(p, dict)]
             if not urls:
                 raise BadRequest("each input must be a string or {'content': [{'type': 'image_url', ...}]}")
-            decoded.append(decode_image(urls[0]))
+            decoded.append(decode_image(urls[0], reduced=cfg.instant))
         record["images"] = [image_summary(x) for x in decoded if not isinstance(x, str)]
         record["inputs"] = len(decoded)
 
@@ -214,7 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
                     url = part.get("image_url")
                     url = url.get("url") if isinstance(url, dict) else url
                     first_url = first_url or url
-                    images.append(decode_image(url))
+                    images.append(decode_image(url, reduced=cfg.instant))
                 elif isinstance(part, dict) and part.get("type") == "text":
                     texts.append(str(part.get("text", "")))
         if len(images) > MAX_IMAGES:
@@ -252,7 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
         def image(fault: str | None) -> dict[str, Any]:
             if fault == "no_image":
                 return _completion(model, "I can't help with that image.", None, _usage(model, prompt_tokens, 12, cfg, None))
-            png = render_png(images, prompt, ratio, size, cfg.max_image_side, cfg.use_local_renderer)
+            png = render_png(images, prompt, ratio, size, cfg.max_image_side, cfg.use_local_renderer, cfg.instant)
             url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
             return _completion(model, "Here is your image.", url, _usage(model, prompt_tokens, 1290, cfg, size),
                                in_content=cfg.images_in_content)
@@ -391,6 +391,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, FakeConfig]
     parser.add_argument("--images-in-content", action="store_true")
     parser.add_argument("--no-cost", action="store_true", help="omit usage.cost")
     parser.add_argument("--no-local-renderer", action="store_true")
+    parser.add_argument("--instant", action="store_true",
+                        help="answer at once: images read at 1/8 scale, renders a plain PNG (for benchmarks)")
     parser.add_argument("--log", default=None, metavar="FILE", help="append one JSON line per API request")
     args = parser.parse_args(argv)
     latency = _pairs(args.latency, lambda v: tuple(float(x) for x in (v.split(":") * 2)[:2]), "latency")
@@ -400,7 +402,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, FakeConfig]
         p_timeout=args.p_timeout, p_malformed=args.p_malformed, p_no_image=args.p_no_image,
         p_bad_analysis=args.p_bad_analysis, hang_s=args.hang_s, require_key=args.require_key, seed=args.seed,
         max_image_side=args.max_image_side or None, images_in_content=args.images_in_content,
-        report_cost=not args.no_cost, use_local_renderer=not args.no_local_renderer,
+        report_cost=not args.no_cost, use_local_renderer=not args.no_local_renderer, instant=args.instant,
         log_path=args.log)
     return args.host, args.port, config
 

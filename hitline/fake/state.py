@@ -57,6 +57,10 @@ class FakeConfig:
     judge_fail: list[str] = field(default_factory=list)
     judge_fail_count: int = -1
     use_local_renderer: bool = True  # hitline.providers.local.render when importable
+    # answer at once, for benchmarks of the client's own cost (bench/overhead.py): images sent are read
+    # at 1/8 scale (every byte still checked to decode) and a render is a plain PNG of the requested
+    # size in the scene's colour, encoded once per size and colour
+    instant: bool = False
     # append one JSON line per API request (endpoint, model, status, fault, input hash, image_config):
     # the record tests and the soak use to count paid renders per (SKU, preset)
     log_path: str | None = None

@@ -10,8 +10,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import bindparam, select
+
 from db import crud
-from db.models import Batch, Job
+from db.crud import Claim
+from db.models import Batch
 from db.session import init_db, session_scope
 from hitline.config import Settings, get_settings
 from hitline.domain.images import file_sha256
@@ -52,6 +55,7 @@ class Runtime:
     _providers: dict[str, Providers] = field(default_factory=dict)
     _indexes: dict[str, HitIndex] = field(default_factory=dict)
     _vocabularies: dict[str, TextVocabulary] = field(default_factory=dict)
+    _presets: dict[tuple[str, ...], list[Preset]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -67,7 +71,11 @@ class Runtime:
         return PriceTable.load(self.settings.prices_file)
 
     def presets(self, names: list[str]) -> list[Preset]:
-        return load_presets(names, self.settings.presets_file)
+        """Read from the presets file once per process and list of names, like the price table."""
+        key = tuple(names)
+        if key not in self._presets:
+            self._presets[key] = load_presets(names, self.settings.presets_file)
+        return list(self._presets[key])
 
     def providers(self, options: dict[str, Any]) -> Providers:
         """The providers a batch asked for, built from this process's own settings (its key, its base
@@ -110,12 +118,17 @@ class BatchInfo:
     vocab_version: str | None
 
     @classmethod
-    def of(cls, b: Batch) -> BatchInfo:
+    def of(cls, b: Any) -> BatchInfo:  # a Batch or a row of its columns
         return cls(b.id, dict(b.options), Path(b.out_dir), b.budget_usd, b.vocab_version)
 
 
+_BATCH = select(Batch.id, Batch.options, Batch.out_dir, Batch.budget_usd, Batch.vocab_version).where(
+    Batch.id == bindparam("bid"))
+
+
 def load_batch(s: Any, batch_id: str) -> BatchInfo:
-    b = s.get(Batch, batch_id)
+    """Read on every claim (a resume may raise the budget while workers run); one plain SELECT."""
+    b = s.execute(_BATCH, {"bid": batch_id}).first()
     if b is None:
         raise InputError(f"no batch {batch_id!r}")
     return BatchInfo.of(b)
@@ -135,7 +148,7 @@ class JobContext:
     result: dict[str, Any]
 
     @classmethod
-    def of(cls, rt: Runtime, job: Job, batch: BatchInfo) -> JobContext:
+    def of(cls, rt: Runtime, job: Claim, batch: BatchInfo) -> JobContext:
         return cls(rt, batch, job.id, job.kind, job.item_id, job.stage, dict(job.row or {}), dict(job.result or {}))
 
     @property

@@ -58,17 +58,17 @@ def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[st
     RetryableProviderError is recorded as `retrying` and re-raised (the task retries, bounded);
     NotReady gives the claim back uncounted and is re-raised; a transient infrastructure error is
     re-raised with the claim kept for this task id (`token`), so its retry takes it back."""
-    with session_scope(rt.db_url) as s:
-        job = crud.claim(s, job_id, stage, token)
-        if job is None:
+    with session_scope(rt.db_url) as s:  # one transaction: the claim and what the stage works with
+        claimed = crud.claim(s, job_id, stage, token)
+        if claimed is None:
             return Outcome("skipped", moved_on=_moved_on(s, job_id, stage, line))
-        jc = JobContext.of(rt, job, load_batch(s, job.batch_id))
+        jc = JobContext.of(rt, claimed, load_batch(s, claimed.batch_id))
     try:
         with held_claims(rt.db_url, [job_id], stage, rt.settings.heartbeat_s):  # a dead worker's claim goes stale
             result = work(jc)
     except NotReady:
         with session_scope(rt.db_url) as s:
-            crud.release(s, job_id, stage)
+            crud.release(s, claimed)
         raise
     except RetryableProviderError as e:
         _record(rt, job_id, stage, "retrying", str(e))
@@ -91,7 +91,7 @@ def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[st
         _record(rt, job_id, stage, "failed", reason)
         return Outcome("failed", reason)
     with session_scope(rt.db_url) as s:
-        crud.advance(s, job_id, stage, next_stage(line, stage), result)
+        crud.advance(s, claimed, next_stage(line, stage), result)
     return Outcome("done")
 
 
@@ -100,14 +100,14 @@ def run_chunk(rt: Runtime, batch_id: str, job_ids: list[int], stage: str, work: 
     """run_step for a chunk of catalog jobs that share one provider call or one upsert."""
     with session_scope(rt.db_url) as s:
         batch = load_batch(s, batch_id)
-        claimed = [JobContext.of(rt, j, batch) for j in (crud.claim(s, i, stage, token) for i in job_ids) if j]
+        claims = {c.id: c for c in (crud.claim(s, i, stage, token) for i in job_ids) if c is not None}
     outcomes = {i: Outcome("skipped") for i in job_ids}
-    if not claimed:
+    if not claims:
         return outcomes
-    ids = [jc.job_id for jc in claimed]
+    ids = list(claims)
     try:
         with held_claims(rt.db_url, ids, stage, rt.settings.heartbeat_s):
-            results = work(claimed)
+            results = work([JobContext.of(rt, c, batch) for c in claims.values()])
     except RetryableProviderError as e:
         _record_many(rt, ids, stage, "retrying", str(e))
         raise
@@ -128,7 +128,7 @@ def run_chunk(rt: Runtime, batch_id: str, job_ids: list[int], stage: str, work: 
                 crud.set_state(s, i, stage, "failed", str(r))
                 outcomes[i] = Outcome("failed", str(r))
             else:
-                crud.advance(s, i, stage, next_stage(line, stage), r)
+                crud.advance(s, claims[i], next_stage(line, stage), r)
                 outcomes[i] = Outcome("done")
     return outcomes
 

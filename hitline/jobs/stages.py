@@ -224,8 +224,8 @@ class RenderBudget:
 
     def settle(self, key: str, cost: float | None, dest: Path) -> float:
         """Settle a render (cost given when it was made now) and return what this image was charged."""
-        self.jc.rt.cache.put(_output_key(self.jc.batch.id, key), str(dest))
-        with session_scope(self.jc.rt.db_url) as s:
+        with session_scope(self.jc.rt.db_url) as s:  # one transaction: a charged image has its output key
+            crud.cache_put(s, _output_key(self.jc.batch.id, key), str(dest))
             crud.settle(s, self.jc.batch.id, key, cost)
             return crud.charged(s, self.jc.batch.id, key)
 

@@ -33,7 +33,7 @@ def fake() -> Iterator[FakeServer]:
 def fresh(fake: FakeServer) -> None:
     fake.configure(script=[], rpm={}, retry_after_s=None, require_key=False, p_500=0.0, p_no_image=0.0,
                    latency={"embeddings": (0, 0), "chat": (0, 0), "image": (0, 0)}, max_image_side=256,
-                   use_local_renderer=False, report_cost=True, fail={})
+                   use_local_renderer=False, report_cost=True, fail={}, instant=False)
     fake.reset()
 
 
@@ -215,6 +215,26 @@ def test_white_background_prompt_gives_a_white_canvas(fake: FakeServer) -> None:
     request["messages"][0]["content"][-1]["text"] = "Pure white #FFFFFF background, product only."
     image = _png(_post(fake, "/chat/completions", request).json()).convert("RGB")
     assert image.getpixel((1, 1)) == (255, 255, 255)
+
+
+def _jpeg_uri(colour: tuple[int, int, int], size: tuple[int, int] = (64, 96), cut: int = 0) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    return "data:image/jpeg;base64," + base64.b64encode(data[:len(data) - cut]).decode()
+
+
+def test_instant_mode_answers_a_plain_png_of_the_shape_and_still_checks_the_images(fake: FakeServer) -> None:
+    fake.configure(instant=True)
+    parts = [{"type": "image_url", "image_url": {"url": _jpeg_uri(c)}} for c in ((200, 0, 0), (0, 0, 200))]
+    body = _post(fake, "/chat/completions", _image_request(parts, "3:4", "1K")).json()
+    image = _png(body).convert("RGB")
+    assert image.size == (192, 256) and image.getcolors() is not None and len(image.getcolors()) == 1
+    assert image.getpixel((96, 128))[2] > 150  # the scene's colour, from the reference
+    emb = _post(fake, "/embeddings", {"model": EMBED, "input": [{"content": parts[:1]}]}).json()
+    assert len(emb["data"][0]["embedding"]) == 2048
+    truncated = {"type": "image_url", "image_url": {"url": _jpeg_uri((200, 0, 0), (640, 640), cut=400)}}
+    assert _post(fake, "/chat/completions", _image_request([truncated], "3:4", "1K")).status_code == 400
 
 
 def test_local_renderer_is_used_when_available(fake: FakeServer) -> None:

@@ -101,14 +101,14 @@ def test_cancel_stops_waiting_jobs_and_running_ones_at_their_next_stage(db: str)
         stopped = control.cancel(s, "B")
     assert stopped == 8  # the other pending SKUs; the rejected row stays failed
     with session_scope(db) as s:
-        crud.release(s, waiting.id, "embed")  # pending again, but the batch is cancelled
+        crud.release(s, waiting)  # pending again, but the batch is cancelled
     with session_scope(db) as s:
         assert crud.claim(s, waiting.id, "embed") is None
         assert crud.jobs(s, "B", ids=[waiting.id])[0].state == "cancelled"
     with session_scope(db) as s:
         assert crud.claim(s, jobs[1].id, "embed") is None  # a queued message arriving after the cancel
         # the running job finishes its stage: its result is kept, the next stage is not started
-        crud.advance(s, running.id, "embed", "index", {"key": "paid-for"})
+        crud.advance(s, running, "index", {"key": "paid-for"})
     with session_scope(db) as s:
         job = crud.jobs(s, "B", ids=[running.id])[0]
         assert (job.stage, job.state, job.result["embed"]) == ("index", "cancelled", {"key": "paid-for"})

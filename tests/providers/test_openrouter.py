@@ -466,3 +466,18 @@ def test_factory_local_mode() -> None:
 
     providers = build_providers(Settings(_env_file=None, provider="local"))
     assert type(providers.renderer).__name__ == "LocalRenderer"
+
+
+def test_the_environment_is_read_once_per_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Proxy and CA settings come from the environment when the client is built (requests would scan it,
+    and ~/.netrc, on every call); a ~/.netrc entry never replaces the Bearer key."""
+    from hitline.providers.openrouter.client import OpenRouterClient
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = OpenRouterClient("https://openrouter.ai/api/v1", SecretStr(KEY))
+    assert client.session.proxies.get("https") == "http://proxy.example:3128"
+    assert client.session.verify == str(tmp_path / "ca.pem")
+    assert client.session.trust_env is False

@@ -42,3 +42,44 @@ def test_fit_exact_keeps_an_exact_rgb_png_byte_for_byte() -> None:
     rgba = p.fit_exact(_png((64, 32), mode="RGBA"), 64, 32)  # alpha is flattened: re-encoded as RGB
     with Image.open(io.BytesIO(rgba)) as im:
         assert (im.mode, im.size) == ("RGB", (64, 32))
+
+
+def _jpeg(path: Path, size: tuple[int, int], **save: object) -> bytes:
+    Image.new("RGB", size, (30, 90, 160)).save(path, "JPEG", **save)
+    return path.read_bytes()
+
+
+def _sent(uri: str) -> bytes:
+    import base64
+
+    return base64.b64decode(uri.split(",", 1)[1])
+
+
+def test_a_plain_jpeg_within_the_side_is_sent_as_it_is_and_anything_else_is_re_encoded(tmp_path: Path) -> None:
+    p._encoded_data_uri.cache_clear()
+    plain = tmp_path / "plain.jpg"
+    _jpeg(plain, (300, 200))
+    assert _sent(p.image_data_uri(plain, 512)) == plain.read_bytes()
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N"}  # GPSInfo: must not leave the machine
+    tagged = tmp_path / "tagged.jpg"
+    _jpeg(tagged, (300, 200), exif=exif.tobytes())
+    sent = _sent(p.image_data_uri(tagged, 512))
+    assert sent != tagged.read_bytes() and not Image.open(io.BytesIO(sent)).getexif()
+    big = tmp_path / "big.jpg"
+    _jpeg(big, (900, 600))
+    assert Image.open(io.BytesIO(_sent(p.image_data_uri(big, 512)))).size == (512, 341)
+
+
+def test_a_truncated_jpeg_is_not_sent(tmp_path: Path) -> None:
+    import pytest
+
+    from hitline.errors import InputError
+
+    p._encoded_data_uri.cache_clear()
+    cut = tmp_path / "cut.jpg"
+    Image.effect_noise((400, 300), 80).convert("RGB").save(cut, "JPEG", quality=95)
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError):
+        p.image_data_uri(cut, 512)

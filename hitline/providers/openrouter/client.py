@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from hitline.errors import ProviderError, RateLimited, RetryableProviderError, TerminalProviderError
 from hitline.providers.ratelimit import Limiter
 
-__all__ = ["OpenRouterClient", "parse_retry_after", "error_for_status"]
+__all__ = ["OpenRouterClient", "parse_retry_after", "error_for_status", "session_for"]
 
 log = logging.getLogger("hitline.openrouter")
 
@@ -67,6 +67,18 @@ def error_for_status(status: int, message: str, *, retry_after: float | None = N
     return TerminalProviderError(f"rejected ({status}): {message}", status=status)
 
 
+def session_for(base_url: str) -> requests.Session:
+    """A Session with the environment's proxy and CA bundle for base_url, read once. requests otherwise
+    scans the environment and ~/.netrc on every call (~5 ms: more than the rest of a call to a provider
+    on loopback), and a ~/.netrc entry would replace the Bearer key with Basic auth."""
+    session = requests.Session()
+    env = session.merge_environment_settings(base_url, {}, None, None, None)
+    session.proxies.update(env["proxies"])
+    session.verify = env["verify"]
+    session.trust_env = False
+    return session
+
+
 class OpenRouterClient:
     """POSTs JSON to OpenRouter and returns the decoded body, or raises a hitline ProviderError."""
 
@@ -80,7 +92,7 @@ class OpenRouterClient:
         self._api_key = api_key
         self.timeout = (min(connect_timeout_s, timeout_s), timeout_s)  # (connect, read)
         self.limiter = limiter
-        self.session = session or requests.Session()
+        self.session = session or session_for(self.base_url)
         # a longer rate wait hands the worker back: RateLimited(retry_after) -> the task retries later
         self.rate_wait_max_s = rate_wait_max_s
         self._app_headers = {"HTTP-Referer": app_url, "X-Title": app_title}

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.ExifTags import Base as _ExifTag
 
 from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
 from hitline.errors import ConfigError, InputError, RetryableProviderError
@@ -35,6 +36,7 @@ WHITE_BACKGROUND = "Pure white #FFFFFF background, product only."
 STYLE_KEYS = ("scene", "lighting", "pose", "mood")
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})$")
 _FENCE = re.compile(r"```(?:json)?", re.IGNORECASE)
+ORIENTATION = _ExifTag.Orientation
 
 
 # images on the wire -----------------------------------------------------------------------------
@@ -50,11 +52,23 @@ def image_data_uri(path: Path, max_side: int, quality: int = 90) -> str:
     return _encoded_data_uri(str(path), stat.st_mtime_ns, stat.st_size, max_side, quality)
 
 
+# what a plain JPEG carries besides pixels; anything else (EXIF with GPS, ICC, XMP, comments) is dropped
+# by re-encoding it, so such a file is never sent as it is
+_PLAIN_JPEG_INFO = frozenset({"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "adobe",
+                              "adobe_transform", "progressive", "progression"})
+
+
 @functools.lru_cache(maxsize=64)  # ~64 x 0.3 MB at most; the key changes when the file does
 def _encoded_data_uri(path: str, _mtime_ns: int, _size: int, max_side: int, quality: int) -> str:
     try:
         with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
+            if _sendable_as_is(opened, max_side):
+                # a plain RGB JPEG within max_side: its own bytes, once checked they decode (at 1/8
+                # scale: every scan is read, the pixels are not built); a re-encode would only lose quality
+                opened.draft("RGB", (max(1, opened.width // 8), max(1, opened.height // 8)))
+                opened.load()
+                return "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            image = ImageOps.exif_transpose(opened) if opened.getexif().get(ORIENTATION, 1) != 1 else opened
             image.load()
     except (OSError, UnidentifiedImageError) as exc:
         raise InputError(f"cannot read image {Path(path).name}: {exc}") from exc
@@ -63,12 +77,19 @@ def _encoded_data_uri(path: str, _mtime_ns: int, _size: int, max_side: int, qual
         canvas = Image.new("RGB", image.size, (255, 255, 255))
         canvas.paste(image, mask=image.getchannel("A"))
         image = canvas
-    else:
+    elif image.mode != "RGB":
         image = image.convert("RGB")
-    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    if max(image.size) > max_side:
+        image = image.copy() if image is opened else image  # thumbnail() works in place
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _sendable_as_is(opened: Image.Image, max_side: int) -> bool:
+    return (opened.format == "JPEG" and opened.mode == "RGB" and max(opened.size) <= max_side
+            and set(opened.info) <= _PLAIN_JPEG_INFO and not opened.getexif())
 
 
 def decode_data_uri(url: str) -> bytes:
@@ -86,11 +107,12 @@ def fit_exact(data: bytes, width: int, height: int) -> bytes:
     """Cover-resize and centre-crop encoded image `data` to exactly width x height; PNG bytes."""
     try:
         with Image.open(io.BytesIO(data)) as opened:
+            if opened.size == (width, height) and opened.format == "PNG" and opened.mode == "RGB":
+                opened.load()  # it decodes: already what we store, kept byte for byte (no second encode)
+                return data
             image = opened.convert("RGB")
     except (OSError, UnidentifiedImageError) as exc:
         raise RetryableProviderError(f"model returned an image that cannot be decoded: {exc}") from None
-    if image.size == (width, height) and opened.format == "PNG" and opened.mode == "RGB":
-        return data  # already what we store: no second PNG encode on the render's critical path
     if image.size != (width, height):
         image = ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS, centering=(0.5, 0.5))
     buffer = io.BytesIO()
