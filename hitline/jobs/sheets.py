@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from db import crud
 from db.models import Job
 from db.session import session_scope
 from hitline.domain.images import load_image
