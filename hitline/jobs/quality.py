@@ -160,7 +160,9 @@ def plan_text(plan: dict[str, Any]) -> str:
     nothing when no output was resized (every preset has a ratio of its own)."""
     if not plan.get("derived"):
         return ""
-    return (f"render plan: {plan['renders']} renders for {plan['renders'] + plan['derived']} outputs "
-            f"({plan['derived']} resized): ${plan['cost_usd']:.3f} instead of ${plan['naive_usd']:.3f} at list price, "
+    head = f"render plan: {plan['renders']} renders for {plan['renders'] + plan['derived']} outputs ({plan['derived']} resized)"
+    if not plan.get("naive_usd"):  # a provider without prices (local): no money to speak of
+        return head
+    return (f"{head}: ${plan['cost_usd']:.3f} instead of ${plan['naive_usd']:.3f} at list price, "
             f"saved ${plan['saving_usd']:.3f} (${plan['saving_usd'] / plan['skus']:.3f} a SKU); renders paid "
             f"${plan['paid_usd']:.3f} (re-renders included)")

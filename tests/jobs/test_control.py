@@ -174,6 +174,8 @@ def test_summary_counts_input_checks_gate_outcomes_and_the_render_plan(rendered_
     from hitline.jobs.quality import plan_text
 
     assert "(8 resized)" in plan_text(plan) and plan_text({**plan, "derived": 0}) == ""  # nothing saved, no line
+    # a provider without prices (local): the plan without a row of $0.000 figures
+    assert plan_text({**plan, "naive_usd": 0.0, "cost_usd": 0.0}) == "render plan: 24 renders for 32 outputs (8 resized)"
     assert facts["input_checks"]["downsized"] == {"amazon_main": "1K"} and facts["input_checks"]["touches_frame"]
     assert facts["gate"] == {"passed": 2, "passed_after_rerender": 1, "needs_review": 1}
     assert facts["render_plan"]["derived"] == {"thumbnail": "amazon_main"} and waiting is None
