@@ -211,23 +211,39 @@ else
 end
 local rpm, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local max_in_flight, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+-- KEYS[3]: this model's epoch, {id = when the log started, hold = no grant before}. A Redis that lost
+-- its data (a restart without persistence) has no epoch: a caller that knew one (ARGV[7]) holds every
+-- grant for one window, since the starts of the last window are gone and the provider still counts them.
+local epoch = redis.call('HGET', KEYS[3], 'id')
+if not epoch then
+  epoch = string.format('%.0f', now)
+  redis.call('HSET', KEYS[3], 'id', epoch)
+  if ARGV[7] ~= '' then redis.call('HSET', KEYS[3], 'hold', string.format('%.0f', now + window)) end
+elseif ARGV[7] ~= '' and ARGV[7] ~= epoch and not redis.call('HGET', KEYS[3], 'hold') then
+  -- recreated by a caller that knew none: hold for the rest of the window after the loss
+  redis.call('HSET', KEYS[3], 'hold', string.format('%.0f', tonumber(epoch) + window))
+end
+local hold = tonumber(redis.call('HGET', KEYS[3], 'hold') or '0')
+if hold > now then
+  return {0, 1, hold - now, now, epoch}
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local busy = redis.call('ZCARD', KEYS[2])
 if busy >= max_in_flight then
   local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  return {0, 2, tonumber(first[2]) - now, now}
+  return {0, 2, tonumber(first[2]) - now, now, epoch}
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local used = redis.call('ZCARD', KEYS[1])
 if used >= rpm then
   local oldest = redis.call('ZRANGE', KEYS[1], used - rpm, used - rpm, 'WITHSCORES')
-  return {0, 1, tonumber(oldest[2]) + window - now, now}
+  return {0, 1, tonumber(oldest[2]) + window - now, now, epoch}
 end
 redis.call('ZADD', KEYS[1], now, ARGV[5])
 redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
 redis.call('ZADD', KEYS[2], now + lease, ARGV[5])
 redis.call('PEXPIRE', KEYS[2], math.ceil(lease / 1000))
-return {1, 0, 0, now}
+return {1, 0, 0, now, epoch}
 """
 
 
@@ -250,7 +266,10 @@ class RedisLimiter(_PollingLimiter):
 
     Rate: a sliding-window log (ZSET of start times), exact: no `window_s` span ever holds more than
     `rpm` starts. In flight: a ZSET of leases token -> expiry, renewed every lease_s / 3 while the call
-    runs, so a killed worker's slot comes back within `lease_s` (30 s by default). Keys are `<prefix>:{<model>}:rate|inflight` (one hash slot per model for Cluster).
+    runs, so a killed worker's slot comes back within `lease_s` (30 s by default). After Redis lost its data
+(a restart without persistence: the log of the last window is gone), the first process that notices holds
+every grant of that model for one window. Keys are `<prefix>:{<model>}:rate|inflight|epoch` (one hash
+slot per model for Cluster).
     """
 
     def __init__(self, redis_client: redis.Redis, limits: Mapping[str, Limit], key_prefix: str = "hitline:rl",
@@ -259,6 +278,7 @@ class RedisLimiter(_PollingLimiter):
         self.redis = redis_client
         self.key_prefix = key_prefix
         self._acquire_script = redis_client.register_script(_ACQUIRE_LUA)
+        self._epochs: dict[str, str] = {}  # model -> the epoch this process saw: detects a Redis that lost its data
         self._renew_script = redis_client.register_script(_RENEW_LUA)
 
     _renews = True
@@ -266,16 +286,18 @@ class RedisLimiter(_PollingLimiter):
     def _renew(self, model: str, limit: Limit, token: str) -> None:
         self._renew_script(keys=[self.keys(model)[1]], args=[round(limit.lease_s * 1e6), token])
 
-    def keys(self, model: str) -> tuple[str, str]:
+    def keys(self, model: str) -> tuple[str, str, str]:
         base = f"{self.key_prefix}:{{{model}}}"
-        return f"{base}:rate", f"{base}:inflight"
+        return f"{base}:rate", f"{base}:inflight", f"{base}:epoch"
 
     def _try_acquire(self, model: str, limit: Limit, token: str) -> _Attempt:
         # Redis server time unless a clock was injected (tests), so client clocks never matter
         now_us = round(self.clock.now() * 1e6) if self._injected_clock else ""
         args = [limit.rpm, round(limit.held_window_s * 1e6), limit.max_in_flight, round(limit.lease_s * 1e6), token,
-                now_us]
-        granted, why, wait_us, now_us = (int(v) for v in self._acquire_script(keys=self.keys(model), args=args))
+                now_us, self._epochs.get(model, "")]
+        *numbers, epoch = self._acquire_script(keys=self.keys(model), args=args)
+        self._epochs[model] = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        granted, why, wait_us, now_us = (int(v) for v in numbers)
         if granted:
             return _Attempt(True, granted_at=now_us / 1e6)
         return _Attempt(False, "rate" if why == 1 else "busy", max(wait_us, 1) / 1e6)

@@ -188,7 +188,9 @@ def test_processes_never_exceed_max_in_flight(redis_client: Any, prefix: str) ->
     print(f"\nin flight: peak {peak} (cap 3), {grants} grants of 20 ms in 2.5 s (ideal {3 * 2.5 / 0.02:.0f})")
     assert peak == 3
     assert int(redis_client.get(f"{prefix}:now")) == 0
-    assert grants >= 0.6 * 3 * 2.5 / 0.02  # slots are reused promptly, not after a long poll
+    # slots are reused promptly, not after a long poll: a 100 ms poll would give at most 0.2 of the ideal;
+    # a loaded machine (the suite runs 3 workers on 2 cores) gave 0.46-0.86 of it
+    assert grants >= 0.3 * 3 * 2.5 / 0.02
     assert redis_client.zcard(RedisLimiter(redis_client, _limits(rpm=1, max_in_flight=1),
                                            key_prefix=prefix).keys(MODEL)[1]) == 0
 
@@ -339,3 +341,34 @@ def test_window_holds_exactly_with_an_injected_clock(kind: str, request: pytest.
         with limiter.acquire("m", timeout=1.0):
             pass
     assert info.value.retry_after == pytest.approx(10.5, abs=0.02) and len(clock.slept) == slept
+
+
+@pytest.mark.parametrize("first_after_the_loss", ["a process that saw the old log", "a new process"])
+def test_a_redis_that_lost_its_data_holds_grants_for_one_window(redis_client: Any, prefix: str,
+                                                                first_after_the_loss: str) -> None:
+    """A Redis restarted without persistence forgets the starts of the last window while the provider
+    still counts them (the 2,000-SKU soak met 2 provider 429s right after its Redis restart). The first
+    limiter that knew the old log holds every grant for one window; a limiter new to this Redis alone
+    cannot tell a loss from a first start."""
+    from hitline.errors import RateWait
+    from hitline.providers.ratelimit import RedisLimiter
+
+    clock = ManualClock()
+    limits = {"default": Limit(rpm=3, max_in_flight=10, window_s=10.0, margin=0.05)}
+    old = RedisLimiter(redis_client, limits, key_prefix=prefix, clock=clock)
+    assert _grants(old, clock, 3) == [1000.0] * 3
+    redis_client.delete(*old.keys("m"))  # what a restart without persistence does to these keys
+    clock.t += 1.0
+    if first_after_the_loss == "a new process":
+        fresh = RedisLimiter(redis_client, limits, key_prefix=prefix, clock=clock)
+        assert _grants(fresh, clock, 1) == [1001.0]  # nothing tells it that a log was lost
+    with pytest.raises(RateWait) as info:
+        with old.acquire("m", timeout=1.0):
+            pass
+    assert info.value.retry_after == pytest.approx(10.5, abs=0.02)  # one held window from the loss
+    for limiter in (old, RedisLimiter(redis_client, limits, key_prefix=prefix, clock=clock)):
+        with pytest.raises(RateWait):  # held for every process, old or new
+            with limiter.acquire("m", timeout=1.0):
+                pass
+    clock.t += 10.5
+    assert len(_grants(old, clock, 2)) == 2  # then the window is open again
