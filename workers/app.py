@@ -36,6 +36,29 @@ def _transport_options(broker_url: str) -> dict[str, float]:
     return {"visibility_timeout": 3600}
 
 
+def survive_redis_restarts() -> None:
+    """A worker must outlive a Redis restart. When Celery's consumer loses the broker it detaches the
+    connection's transport and then closes its channels; a Redis channel holding unacked messages then
+    tries to restore them through the detached transport and raises AttributeError (kombu reads
+    `connection.client.hostname`, now None; kombu issues #582, #970), which no connection-error handler
+    catches: the worker exits with "Unrecoverable error" (seen in bench/soak.py: one worker in three).
+    Raised as the connection error it is, it is ignored like any other and the consumer reconnects; the
+    unrestored messages come back through the visibility timeout or the reconciler (tasks/reconciler.py)."""
+    from kombu.transport import redis as kombu_redis
+
+    if getattr(kombu_redis.Channel._connparams, "hitline", False):
+        return
+    connparams = kombu_redis.Channel._connparams
+
+    def _connparams(self, asynchronous: bool = False):  # noqa: ANN001, ANN202 - kombu's signature
+        if getattr(self.connection, "client", None) is None:
+            raise kombu_redis.get_redis_ConnectionError()("the broker connection was closed (Redis lost)")
+        return connparams(self, asynchronous=asynchronous)
+
+    _connparams.hitline = True  # type: ignore[attr-defined]
+    kombu_redis.Channel._connparams = _connparams
+
+
 def _result_backend(broker_url: str) -> str | None:
     return broker_url if broker_url.startswith(("redis://", "rediss://")) else None
 
@@ -80,6 +103,7 @@ def make_app(settings: Settings) -> Celery:
 
 
 app = make_app(get_settings())
+survive_redis_restarts()
 
 
 @app.on_after_finalize.connect

@@ -99,3 +99,21 @@ def test_sending_to_an_undeclared_queue_fails_instead_of_creating_it() -> None:
     assert {r["queue"] for r in ROUTES.values()} <= {*QUEUES, CONTRACT_QUEUE}
     assert {n for n, r in ROUTES.items() if r["queue"] == CONTRACT_QUEUE} == set(CONTRACT_TASKS)
     assert {q.name for q in app.conf.task_queues} == {*QUEUES, CONTRACT_QUEUE}
+
+
+def test_a_channel_closed_after_the_broker_was_lost_fails_as_a_connection_error(private_redis) -> None:  # noqa: ANN001
+    """Celery's consumer, on losing Redis, detaches the transport and then closes its channels; restoring
+    a channel's unacked messages then raised AttributeError and the worker exited ("Unrecoverable
+    error", bench/soak.py). It must be a connection error, which the close ignores, so the consumer
+    reconnects (workers.app.survive_redis_restarts)."""
+    from kombu import Connection
+
+    url, _ = private_redis
+    conn = Connection(url)
+    channel = conn.channel()
+    errors = conn.connection_errors
+    channel.connection.client = None  # what Connection.collect() leaves behind (kombu _do_close_transport)
+    channel._pool = None  # the broken pool was dropped with the connection
+    with pytest.raises(errors):
+        channel.qos.restore_unacked()
+    conn.maybe_close_channel(channel)  # and the close that the consumer runs goes through
