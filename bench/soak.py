@@ -149,9 +149,15 @@ max_in_flight = {2 * opts.render_threads}
     workers = Workers(env, root / "logs")
     summary: dict[str, object] = {}
     try:
-        workers.start("embed,index,retrieve,analyze", concurrency=24, name="front")
-        victim = workers.start("render", concurrency=opts.render_threads, name="render-a")
-        workers.start("render", concurrency=opts.render_threads, name="render-b")
+        # name -> (queues, threads): a worker that exits is started again 10 s later, as the compose file's
+        # `restart: unless-stopped` does; its calls in flight were cut like the killed one's
+        specs = {"front": ("embed,index,retrieve,analyze", 24), "render-a": ("render", opts.render_threads),
+                 "render-b": ("render", opts.render_threads)}
+        for name, (queues, threads) in specs.items():
+            workers.start(queues, concurrency=threads, name=name)
+        victim = workers.procs["render-a"]
+        exits: list[str] = []
+        loads: list[float] = []  # the machine's 1-minute load average at every poll
         t0 = time.monotonic()
         code = (f"from tasks.chains import submit\ns = submit({str(catalog)!r}, {str(new)!r}, "
                 f"{str(root / 'out')!r}, presets=['thumbnail'])\nprint('BATCH', s.batch_id)")
@@ -176,6 +182,7 @@ max_in_flight = {2 * opts.render_threads}
                 time.sleep(5)
                 continue
             finished = counts["done"] + counts["failed"]
+            loads.append(os.getloadavg()[0])
             elapsed = time.monotonic() - t0
             if not killed and counts["done"] >= opts.kill_at * opts.skus:
                 cut = opts.render_threads  # at most every thread of the victim was in a call
@@ -183,8 +190,19 @@ max_in_flight = {2 * opts.render_threads}
                 killed = True
                 events.append((elapsed, f"kill -9 render-a ({rendering} renders running)"))
                 print(f"{elapsed:.0f} s: killed render-a with {rendering} renders running", flush=True)
-                time.sleep(10)
-                workers.start("render", concurrency=opts.render_threads, name="render-a2")
+            for name, proc in list(workers.procs.items()):
+                if not proc.alive():
+                    if proc is not victim:
+                        code = proc.popen.returncode if proc.popen else None
+                        exits.append(name)
+                        cut += specs[name][1] if name in specs else opts.render_threads
+                        events.append((elapsed, f"worker {name} exited by itself (code {code}): restarted"))
+                        print(f"{elapsed:.0f} s: worker {name} exited (code {code}); restarting it", flush=True)
+                    time.sleep(10)
+                    base = name.split("#")[0]
+                    queues, threads = specs[base]
+                    del workers.procs[name]
+                    workers.start(queues, concurrency=threads, name=f"{base}#{len(exits) + int(killed)}")
             if not redis_restarted and counts["done"] >= opts.redis_restart_at * opts.skus:
                 redis.restart(down_s=2.0)
                 redis_restarted = True
@@ -207,6 +225,10 @@ max_in_flight = {2 * opts.render_threads}
         charges = dict(sql(db_url, "SELECT state, count(*) FROM charge WHERE batch_id = :b AND stage = 'render' "
                                    "GROUP BY state", b=batch))
         repeats = sum(n - 1 for n in served.values())
+        # a render answered to a client that had gone (its read timeout on a loaded machine, a dying worker)
+        # was paid and never received: its retry is the documented repeat of a call cut mid-flight
+        undelivered = Counter(r["input_sha"] for r in records if (r.get("undelivered") or {}).get("model") == RENDER_MODEL)
+        repeats_after_undelivered = sum(min(n - 1, undelivered[sha]) for sha, n in served.items())
         failed_reasons = Counter((e or "")[:60] for (e,) in sql(
             db_url, "SELECT error FROM job WHERE batch_id = :b AND kind = 'sku' AND state = 'failed'", b=batch))
         summary = {
@@ -217,8 +239,12 @@ max_in_flight = {2 * opts.render_threads}
             "renders_per_min": round(60 * len(stamps) / span, 1) if span else None,
             "provider_rpm_429s": sum(1 for r in renders if r.get("fault") == "rpm"),
             "injected_faults": dict(Counter(r["fault"] for r in records if r.get("fault") and r["fault"] != "rpm")),
-            "renders_paid_twice": repeats, "calls_cut_by_kill_max": cut,
-            "renders_paid_twice_beyond_cut_calls": max(0, repeats - cut),
+            "renders_paid_twice": repeats, "calls_cut_by_worker_deaths_max": cut,
+            "renders_repeated_after_an_undelivered_answer": repeats_after_undelivered,
+            "renders_paid_twice_beyond_cut_calls": max(0, repeats - repeats_after_undelivered - cut),
+            "worker_exits": exits,
+            "load_average": {"min": round(min(loads), 1), "mean": round(sum(loads) / len(loads), 1),
+                             "max": round(max(loads), 1)} if loads else None,
             "render_charges": charges, "failed_reasons": dict(failed_reasons), "events": events,
         }
         print(json.dumps(summary, indent=2))

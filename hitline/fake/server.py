@@ -42,6 +42,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # plumbing ----------------------------------------------------------------------------------
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None) -> None:
+        record = self._record
         self._commit(status)
         data = raw if raw is not None else json.dumps(body).encode()
         try:
@@ -54,6 +55,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+            if record is not None:  # the client had gone (its read timeout, a killed worker): served, not received
+                self.server.state.log_undelivered(record, status)
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self._send(status, {"error": {"code": status, "message": message}}, headers)

@@ -21,7 +21,7 @@ FAULTS = ("429", "500", "502", "timeout", "malformed", "no_image", "bad_analysis
 FORCED = {"400": "bad request (scripted)", "401": "No auth credentials found", "402": "Insufficient credits",
           "403": "Input flagged by moderation", "404": "Not found (scripted)"}
 _RECENT = 2000
-_LOGGED = ("endpoint", "model", "status", "fault", "input_sha", "image_config", "modalities")
+_LOGGED = ("endpoint", "model", "status", "fault", "input_sha", "image_config", "modalities", "undelivered")
 
 
 @dataclass
@@ -135,6 +135,14 @@ class FakeState:
         line["t"] = round(time.time(), 3)
         with open(self.config.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
+
+    def log_undelivered(self, record: dict[str, Any], status: int) -> None:
+        """A line of its own for an answer the client never read (the request's line is already written):
+        request counts skip it (no endpoint, model or status); a log reader pairs it by input_sha."""
+        with self.lock:
+            self.log({"endpoint": None, "model": None, "status": None, "fault": None,
+                      "input_sha": record.get("input_sha"),
+                      "undelivered": {"endpoint": record.get("endpoint"), "model": record.get("model"), "status": status}})
 
     def stats(self) -> dict[str, Any]:
         with self.lock:

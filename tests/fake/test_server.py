@@ -310,3 +310,24 @@ def test_an_endpoint_fails_until_the_fault_is_cleared(fake: FakeServer) -> None:
     assert _post(fake, "/chat/completions", image).status_code == 200
     with pytest.raises(ValueError):
         fake.configure(fail={"image": "418"})
+
+
+def test_an_answer_the_client_never_read_is_logged_as_undelivered(tmp_path) -> None:  # noqa: ANN001
+    """A render the provider finished after the client's read timeout is paid but never received: the
+    request log says so (a soak tells these repeats from a double charge by it)."""
+    import json
+
+    log = tmp_path / "requests.jsonl"
+    with running_fake(FakeConfig(use_local_renderer=False, max_image_side=256, log_path=str(log))) as server:
+        server.configure(latency={"embeddings": (0, 0), "chat": (0, 0), "image": (0.8, 0.8)})
+        body = _image_request([_part((200, 30, 30))], ratio="1:1", size="2K")
+        with pytest.raises(requests.Timeout):
+            requests.post(f"{server.base_url}/chat/completions", json=body, headers=AUTH, timeout=(2, 0.2))
+        requests.post(f"{server.base_url}/chat/completions", json=body, headers=AUTH, timeout=10).raise_for_status()
+        time.sleep(1.0)  # the first answer is written after its latency, to a closed socket
+        lines = [json.loads(x) for x in log.read_text().splitlines()]
+    served = [x for x in lines if x["status"] == 200]
+    undelivered = [x for x in lines if x.get("undelivered")]
+    assert len(served) == 2 and served[0]["input_sha"] == served[1]["input_sha"]
+    assert [(u["input_sha"], u["undelivered"]["status"]) for u in undelivered] == [(served[0]["input_sha"], 200)]
+    assert undelivered[0]["endpoint"] is None and undelivered[0]["model"] is None  # counts skip it
