@@ -158,6 +158,7 @@ max_in_flight = {2 * opts.render_threads}
         victim = workers.procs["render-a"]
         exits: list[str] = []
         loads: list[float] = []  # the machine's 1-minute load average at every poll
+        deaths: list[float] = []  # wall clock (the fake's log clock) of each worker death
         t0 = time.monotonic()
         code = (f"from tasks.chains import submit\ns = submit({str(catalog)!r}, {str(new)!r}, "
                 f"{str(root / 'out')!r}, presets=['thumbnail'])\nprint('BATCH', s.batch_id)")
@@ -187,6 +188,7 @@ max_in_flight = {2 * opts.render_threads}
             if not killed and counts["done"] >= opts.kill_at * opts.skus:
                 cut = opts.render_threads  # at most every thread of the victim was in a call
                 victim.kill9()
+                deaths.append(time.time())
                 killed = True
                 events.append((elapsed, f"kill -9 render-a ({rendering} renders running)"))
                 print(f"{elapsed:.0f} s: killed render-a with {rendering} renders running", flush=True)
@@ -196,6 +198,7 @@ max_in_flight = {2 * opts.render_threads}
                         code = proc.popen.returncode if proc.popen else None
                         exits.append(name)
                         cut += specs[name][1] if name in specs else opts.render_threads
+                        deaths.append(time.time())
                         events.append((elapsed, f"worker {name} exited by itself (code {code}): restarted"))
                         print(f"{elapsed:.0f} s: worker {name} exited (code {code}); restarting it", flush=True)
                     time.sleep(10)
@@ -229,6 +232,14 @@ max_in_flight = {2 * opts.render_threads}
         # was paid and never received: its retry is the documented repeat of a call cut mid-flight
         undelivered = Counter(r["input_sha"] for r in records if (r.get("undelivered") or {}).get("model") == RENDER_MODEL)
         repeats_after_undelivered = sum(min(n - 1, undelivered[sha]) for sha, n in served.items())
+        # a repeat whose first answer came in the read timeout before a worker died was that worker's call
+        first = {}
+        for r in sorted(renders, key=lambda r: r["t"]):
+            if r["status"] == 200 and not r.get("fault"):
+                first.setdefault(r["input_sha"], r["t"])
+        at_a_death = sum(n - 1 for sha, n in served.items() if n > 1 and not undelivered[sha]
+                         and any(d - 45.0 <= first[sha] <= d for d in deaths))
+        unexplained = repeats - repeats_after_undelivered - at_a_death
         failed_reasons = Counter((e or "")[:60] for (e,) in sql(
             db_url, "SELECT error FROM job WHERE batch_id = :b AND kind = 'sku' AND state = 'failed'", b=batch))
         summary = {
@@ -241,7 +252,8 @@ max_in_flight = {2 * opts.render_threads}
             "injected_faults": dict(Counter(r["fault"] for r in records if r.get("fault") and r["fault"] != "rpm")),
             "renders_paid_twice": repeats, "calls_cut_by_worker_deaths_max": cut,
             "renders_repeated_after_an_undelivered_answer": repeats_after_undelivered,
-            "renders_paid_twice_beyond_cut_calls": max(0, repeats - repeats_after_undelivered - cut),
+            "renders_repeated_after_a_worker_death": at_a_death,
+            "renders_paid_twice_unexplained": unexplained,  # must be 0
             "worker_exits": exits,
             "load_average": {"min": round(min(loads), 1), "mean": round(sum(loads) / len(loads), 1),
                              "max": round(max(loads), 1)} if loads else None,
