@@ -18,23 +18,6 @@ PG = os.environ.get("HITLINE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@
 pytestmark = pytest.mark.distributed
 
 
-@pytest.fixture
-def pg_url():
-    try:
-        admin = sqlalchemy.create_engine(PG, isolation_level="AUTOCOMMIT")
-        admin.connect().close()
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL not reachable ({e}); .ci/run starts it")
-    name = "hitline_db_" + uuid.uuid4().hex[:8]
-    with admin.connect() as c:
-        c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    url = PG.rsplit("/", 1)[0] + "/" + name
-    yield url
-    engine_for(url)[0].dispose()
-    with admin.connect() as c:
-        c.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
 def test_migrations_match_the_models(pg_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
