@@ -80,16 +80,23 @@ def index_catalog(jobs: list[JobContext]) -> dict[int, dict[str, Any] | HitlineE
     return results
 
 
-def flush_if_catalog_indexed(rt: Runtime, batch_id: str) -> bool:
-    """True once every catalog job of the batch is indexed; the first caller to see it flushes."""
+def catalog_indexed(rt: Runtime, batch_id: str, options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The batch's catalog once every catalog job is indexed and the index flushed ({"rows": n}), None
+    while some are still open. The first caller to see them all indexed flushes and counts, once per batch:
+    after that a SKU's index stage reads one flag (in the same transaction as the count of open jobs)."""
+    key = f"flushed:{batch_id}"
     with connection_scope(rt.db_url) as c:
         if crud.catalog_open(c, batch_id):
-            return False
-        options = load_batch(c, batch_id).options
-    if rt.cache.get(f"flushed:{batch_id}") is None:
-        rt.index(options).flush()
-        rt.cache.put(f"flushed:{batch_id}", True)
-    return True
+            return None
+        facts = crud.cache_get(c, key)
+        if isinstance(facts, dict):
+            return facts
+        options = options if options is not None else load_batch(c, batch_id).options
+    index = rt.index(options)
+    index.flush()
+    facts = {"rows": index.count()}
+    rt.cache.put(key, facts)
+    return facts
 
 
 # --- one SKU's stages: work(JobContext) -> the stage's result ---------------------------------------
@@ -105,10 +112,10 @@ def embed(jc: JobContext) -> dict[str, Any]:
 def wait_for_catalog(jc: JobContext) -> dict[str, Any]:
     """The SKU's index stage: the catalog it will be searched against is indexed and flushed. Until then
     NotReady sends the task back to wait (not counted as an attempt)."""
-    if not flush_if_catalog_indexed(jc.rt, jc.batch.id):
+    catalog = catalog_indexed(jc.rt, jc.batch.id, jc.options)
+    if catalog is None:
         raise NotReady("catalog products still being indexed")
-    index = jc.rt.index(jc.options)
-    return {"collection": index.collection, "catalog_rows": index.count()}
+    return {"collection": jc.rt.index(jc.options).collection, "catalog_rows": catalog["rows"]}
 
 
 def retrieve(jc: JobContext) -> dict[str, Any]:
@@ -290,7 +297,7 @@ class Stage:
         outcomes = run_chunk(rt, batch_id, list(job_ids), self.name, self.work, names, token)
         if self.name == names[-1]:
             # the chunk that finishes the catalog flushes (SKUs waiting in their index stage also check)
-            flush_if_catalog_indexed(rt, batch_id)
+            catalog_indexed(rt, batch_id)
         return outcomes
 
 
