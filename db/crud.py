@@ -8,10 +8,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from sqlalchemy import bindparam, case, delete, func, insert, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from db.models import Attempt, Batch, CacheEntry, Charge, Job, utcnow
 
+# what the line's hot functions run on: a Session, or a plain Connection (db.session.connection_scope)
+Db = Session | Connection
 OPEN = ("pending", "running", "retrying")
 CANCELLED = "cancelled"
 
@@ -94,7 +97,7 @@ _CLOSE_ATTEMPT = (update(_ATTEMPT).where(_ATTEMPT.c.id == bindparam("aid"), _ATT
                   .values(outcome=bindparam("out"), error=bindparam("err"), seconds=bindparam("secs")))
 
 
-def claim(s: Session, job_id: int, stage: str, token: str | None = None,
+def claim(s: Db, job_id: int, stage: str, token: str | None = None,
           stale_after_s: float = 900.0) -> Claim | None:
     """Mark (job, stage) running if it is ours to run; None when it is done, failed or running elsewhere.
 
@@ -132,7 +135,7 @@ def _close_attempt(s: Session, job_id: int, stage: str, outcome: str, error: str
     return a.seconds
 
 
-def advance(s: Session, claimed: Claim, next_stage: str, result: dict[str, Any] | None = None) -> None:
+def advance(s: Db, claimed: Claim, next_stage: str, result: dict[str, Any] | None = None) -> None:
     """Stage finished: store its result and move the job on (only if it is still at that stage). A cancel
     during the stage keeps the work and stops the job before the next stage (the same UPDATE).
 
@@ -145,7 +148,7 @@ def advance(s: Session, claimed: Claim, next_stage: str, result: dict[str, Any] 
     if result is not None:
         merged[claimed.stage] = result
     done = next_stage == "done"
-    cancelled = _batch_cancelled_c()
+    cancelled = _batch_cancelled()
     s.execute(update(_JOB).where(_JOB.c.id == claimed.id, _JOB.c.stage == claimed.stage)
               .values(result=merged, stage=next_stage, claimed_at=None, claimed_by=None,
                       state="done" if done else case((cancelled, CANCELLED), else_="pending"),
@@ -156,20 +159,15 @@ def advance(s: Session, claimed: Claim, next_stage: str, result: dict[str, Any] 
 
 # --- cancel ----------------------------------------------------------------------------------------
 
-def _batch_cancelled():  # noqa: ANN202
-    return select(Batch.id).where(Batch.id == Job.batch_id, Batch.cancelled_at.is_not(None)).exists()
-
-
-def _batch_cancelled_c():  # noqa: ANN202 - the same, correlated to the job table in a Core UPDATE
+def _batch_cancelled():  # noqa: ANN202 - correlated to the job table in a Core UPDATE
     return select(Batch.id).where(Batch.id == _JOB.c.batch_id, Batch.cancelled_at.is_not(None)).exists()
 
 
-def stop_if_cancelled(s: Session, job_id: int) -> bool:
+def stop_if_cancelled(s: Db, job_id: int) -> bool:
     """A waiting job of a cancelled batch becomes `cancelled` (conditional: a running one finishes its stage)."""
-    res = s.execute(update(Job).where(Job.id == job_id, Job.state.in_(("pending", "retrying", "budget_exceeded")))
+    res = s.execute(update(_JOB).where(_JOB.c.id == job_id, _JOB.c.state.in_(("pending", "retrying", "budget_exceeded")))
                     .where(_batch_cancelled())
-                    .values(state=CANCELLED, error="cancelled", claimed_at=None, claimed_by=None, enqueued_at=None)
-                    .execution_options(synchronize_session=False))
+                    .values(state=CANCELLED, error="cancelled", claimed_at=None, claimed_by=None, enqueued_at=None))
     return res.rowcount == 1
 
 
@@ -183,7 +181,7 @@ def set_state(s: Session, job_id: int, stage: str, state: str, reason: str | Non
                       enqueued_at=utcnow() if state == "retrying" else None))
 
 
-def release(s: Session, claimed: Claim) -> None:
+def release(s: Db, claimed: Claim) -> None:
     """Give a claim back without counting it (e.g. waiting for the catalog): its attempt is dropped."""
     s.execute(delete(_ATTEMPT).where(_ATTEMPT.c.id == claimed.attempt_id, _ATTEMPT.c.outcome == "running"))
     s.execute(update(_JOB).where(_JOB.c.id == claimed.id, _JOB.c.stage == claimed.stage, _JOB.c.state == "running")
@@ -193,6 +191,12 @@ def release(s: Session, claimed: Claim) -> None:
 
 def job(s: Session, job_id: int) -> Job | None:
     return s.get(Job, job_id, populate_existing=True)
+
+
+def job_state(s: Db, job_id: int) -> tuple[str, str] | None:
+    """(stage, state) of a job, or None if there is no such job."""
+    row = s.execute(select(_JOB.c.stage, _JOB.c.state).where(_JOB.c.id == job_id)).first()
+    return None if row is None else (row.stage, row.state)
 
 
 def mark_enqueued(s: Session, job_ids: Iterable[int]) -> None:
@@ -215,7 +219,7 @@ def jobs(s: Session, batch_id: str, kind: str | None = None, ids: Iterable[int] 
     return list(s.scalars(q.order_by(Job.id)))
 
 
-def catalog_open(s: Session, batch_id: str) -> int:
+def catalog_open(s: Db, batch_id: str) -> int:
     """How many catalog (hit) jobs of the batch are still being embedded/indexed."""
     return s.scalar(select(func.count()).select_from(Job).where(
         Job.batch_id == batch_id, Job.kind == "hit", Job.state.in_(OPEN))) or 0
@@ -234,7 +238,7 @@ def latest_batch_id(s: Session) -> str | None:
 
 # --- cost ------------------------------------------------------------------------------------
 
-def spent(s: Session, batch_id: str, stage: str | None = None) -> float:
+def spent(s: Db, batch_id: str, stage: str | None = None) -> float:
     """What the batch's calls cost (reservations in flight included), all of them or one stage's."""
     q = select(func.coalesce(func.sum(Charge.cost_usd), 0.0)).where(Charge.batch_id == batch_id)
     if stage is not None:
@@ -242,7 +246,7 @@ def spent(s: Session, batch_id: str, stage: str | None = None) -> float:
     return float(s.scalar(q) or 0.0)
 
 
-def reserve(s: Session, batch_id: str, job_id: int | None, stage: str, key: str, model: str,
+def reserve(s: Db, batch_id: str, job_id: int | None, stage: str, key: str, model: str,
             cost: float, budget: float | None) -> str:
     """Reserve the cost of one paid call before making it.
 
@@ -268,23 +272,40 @@ def reserve(s: Session, batch_id: str, job_id: int | None, stage: str, key: str,
     return "ok"
 
 
-def settle(s: Session, batch_id: str, key: str, cost: float | None = None, *, keep: bool = True) -> None:
-    """After the call: keep the reservation as a charge (with the actual cost) or drop it (call failed)."""
+def settle(s: Db, batch_id: str, key: str, cost: float | None = None, *, keep: bool = True) -> float:
+    """After the call: keep the reservation as a charge (with the actual cost) or drop it (call failed).
+    Returns what the call under key is charged now (0.0 if dropped or never reserved)."""
     c = s.execute(select(_CHARGE.c.id, _CHARGE.c.job_id, _CHARGE.c.state, _CHARGE.c.cost_usd)
                   .where(_CHARGE.c.batch_id == batch_id, _CHARGE.c.key == key)).first()
     if c is None:
-        return
+        return 0.0
     if not keep:
         s.execute(delete(_CHARGE).where(_CHARGE.c.id == c.id))
-        return
-    if c.state != "charged" and c.job_id is not None:
-        s.execute(update(_JOB).where(_JOB.c.id == c.job_id)
-                  .values(cost_usd=_JOB.c.cost_usd + (cost if cost is not None else c.cost_usd)))
-    s.execute(update(_CHARGE).where(_CHARGE.c.id == c.id)
-              .values(state="charged", cost_usd=cost if cost is not None else c.cost_usd))
+        return 0.0
+    final = cost if cost is not None else c.cost_usd
+    if c.state != "charged" and c.job_id is not None:  # charged once: a settled key adds nothing to the job
+        s.execute(update(_JOB).where(_JOB.c.id == c.job_id).values(cost_usd=_JOB.c.cost_usd + final))
+    s.execute(update(_CHARGE).where(_CHARGE.c.id == c.id).values(state="charged", cost_usd=final))
+    return float(final)
 
 
-def charged(s: Session, batch_id: str, key: str) -> float:
+def record_charge(s: Db, batch_id: str, job_id: int | None, stage: str, key: str, model: str, cost: float) -> bool:
+    """Record a call already made and paid (embed, analyze, a judge), once per key: what reserve + settle
+    do for a call without a budget, in three statements. False if the key was recorded before. Under the
+    batch lock like reserve, so a render's budget check counts it."""
+    s.execute(select(Batch.id).where(Batch.id == batch_id).with_for_update())
+    new = s.execute(_upsert(s, Charge).values(batch_id=batch_id, job_id=job_id, stage=stage, key=key, model=model,
+                                              cost_usd=cost, state="charged", created_at=utcnow())
+                    .on_conflict_do_nothing(index_elements=[Charge.batch_id, Charge.key])
+                    .returning(_CHARGE.c.id)).first()
+    if new is None:
+        return False
+    if job_id is not None:
+        s.execute(update(_JOB).where(_JOB.c.id == job_id).values(cost_usd=_JOB.c.cost_usd + cost))
+    return True
+
+
+def charged(s: Db, batch_id: str, key: str) -> float:
     """What the call under key was charged (0.0 if it was free or never reserved)."""
     return float(s.scalar(select(Charge.cost_usd).where(Charge.batch_id == batch_id, Charge.key == key,
                                                         Charge.state == "charged")) or 0.0)
@@ -292,9 +313,9 @@ def charged(s: Session, batch_id: str, key: str) -> float:
 
 # --- cache -----------------------------------------------------------------------------------
 
-def _upsert(s: Session, model: type) -> Any:
+def _upsert(s: Db, model: type) -> Any:
     """INSERT with ON CONFLICT clauses, for the job table's two dialects."""
-    dialect = s.get_bind().dialect.name
+    dialect = (s.dialect if isinstance(s, Connection) else s.get_bind().dialect).name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     elif dialect == "sqlite":
@@ -307,11 +328,11 @@ def _upsert(s: Session, model: type) -> Any:
 _CACHE_GET = select(CacheEntry.value).where(CacheEntry.key == bindparam("k"))
 
 
-def cache_get(s: Session, key: str) -> Any | None:
+def cache_get(s: Db, key: str) -> Any | None:
     return s.execute(_CACHE_GET, {"k": key}).scalar()
 
 
-def cache_put(s: Session, key: str, value: Any) -> None:
+def cache_put(s: Db, key: str, value: Any) -> None:
     """Store value under key, replacing an older one (a concurrent writer of the same content-keyed value
     is no error): one INSERT .. ON CONFLICT DO UPDATE, on PostgreSQL and SQLite alike."""
     stmt = _upsert(s, CacheEntry).values(key=key, value=value, created_at=utcnow())

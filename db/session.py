@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, event, exc, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Base
@@ -30,6 +31,29 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
     cur.close()
 
 
+# a pooled connection that sat idle this long is pinged before use (a server restart cuts it); one
+# given back moments ago is not: a ping per checkout was a round trip per transaction, ~20 per SKU.
+# A connection cut within that window fails its statement, SQLAlchemy drops the pool's connections,
+# and the task layer retries (hitline.jobs.runner.is_transient).
+PING_IDLE_S = 5.0
+
+
+def _checked_in(_dbapi_conn, record) -> None:  # noqa: ANN001
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(eng: Engine):  # noqa: ANN202
+    def checkout(dbapi_conn, record, _proxy) -> None:  # noqa: ANN001
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_IDLE_S:
+            return
+        try:
+            eng.dialect.do_ping(dbapi_conn)
+        except Exception as e:  # the pool retries the checkout on a fresh connection
+            raise exc.DisconnectionError(str(e)) from e
+    return checkout
+
+
 def engine_for(url: str) -> tuple[Engine, sessionmaker[Session]]:
     """The engine for url in this process; a forked child gets its own."""
     key = (os.getpid(), url)
@@ -43,7 +67,9 @@ def engine_for(url: str) -> tuple[Engine, sessionmaker[Session]]:
                 event.listen(eng, "connect", _sqlite_pragmas)
                 event.listen(eng, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
             else:
-                eng = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+                eng = create_engine(url, pool_size=5, max_overflow=5)
+                event.listen(eng, "checkin", _checked_in)
+                event.listen(eng, "checkout", _ping_if_idle(eng))
             _engines[key] = (eng, sessionmaker(eng, expire_on_commit=False))
         return _engines[key]
 
@@ -81,3 +107,12 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         s.close()
+
+
+@contextmanager
+def connection_scope(url: str) -> Iterator[Connection]:
+    """One transaction on a plain Connection, for the line's per-stage statements (all Core, no ORM
+    objects): a Session's unit of work costs about twice the client CPU per statement."""
+    eng, _ = engine_for(url)
+    with eng.begin() as conn:
+        yield conn

@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, select
 from db import crud
 from db.crud import Claim
 from db.models import Batch
-from db.session import init_db, session_scope
+from db.session import connection_scope, init_db
 from hitline.config import Settings, get_settings
 from hitline.domain.images import file_sha256
 from hitline.domain.imaging import load_presets
@@ -37,12 +37,12 @@ class DbCache:
         self.db_url = db_url
 
     def get(self, key: str) -> Any | None:
-        with session_scope(self.db_url) as s:
-            return crud.cache_get(s, key)
+        with connection_scope(self.db_url) as c:
+            return crud.cache_get(c, key)
 
     def put(self, key: str, value: Any) -> None:
-        with session_scope(self.db_url) as s:
-            crud.cache_put(s, key, value)
+        with connection_scope(self.db_url) as c:
+            crud.cache_put(c, key, value)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from db import crud
-from db.session import session_scope
+from db.session import connection_scope
 from hitline import line
 from hitline.domain.models import Preset, StyleAnalysis
 from hitline.errors import BudgetExceeded
@@ -69,9 +69,8 @@ class GateRun:
         j, _ = line.judge_output(self.judge, self.jc.product.image_path, path, preset, rt.cache)
         if j.cost_usd > 0:
             key = f"judge:{self.jc.job_id}:{path.name}"
-            with session_scope(rt.db_url) as s:
-                crud.reserve(s, self.jc.batch.id, self.jc.job_id, "judge", key, j.model, j.cost_usd, None)
-                crud.settle(s, self.jc.batch.id, key, j.cost_usd)
+            with connection_scope(rt.db_url) as c:
+                crud.record_charge(c, self.jc.batch.id, self.jc.job_id, "judge", key, j.model, j.cost_usd)
         return j
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from db import crud
-from db.session import session_scope
+from db.session import connection_scope, session_scope
 from hitline.errors import BudgetExceeded, HitlineError, NotReady, RetryableProviderError
 from hitline.jobs.context import JobContext, Runtime, load_batch
 from hitline.jobs.heartbeat import held_claims
@@ -58,17 +58,17 @@ def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[st
     RetryableProviderError is recorded as `retrying` and re-raised (the task retries, bounded);
     NotReady gives the claim back uncounted and is re-raised; a transient infrastructure error is
     re-raised with the claim kept for this task id (`token`), so its retry takes it back."""
-    with session_scope(rt.db_url) as s:  # one transaction: the claim and what the stage works with
-        claimed = crud.claim(s, job_id, stage, token)
+    with connection_scope(rt.db_url) as c:  # one transaction: the claim and what the stage works with
+        claimed = crud.claim(c, job_id, stage, token)
         if claimed is None:
-            return Outcome("skipped", moved_on=_moved_on(s, job_id, stage, line))
-        jc = JobContext.of(rt, claimed, load_batch(s, claimed.batch_id))
+            return Outcome("skipped", moved_on=_moved_on(c, job_id, stage, line))
+        jc = JobContext.of(rt, claimed, load_batch(c, claimed.batch_id))
     try:
         with held_claims(rt.db_url, [job_id], stage, rt.settings.heartbeat_s):  # a dead worker's claim goes stale
             result = work(jc)
     except NotReady:
-        with session_scope(rt.db_url) as s:
-            crud.release(s, claimed)
+        with connection_scope(rt.db_url) as c:
+            crud.release(c, claimed)
         raise
     except RetryableProviderError as e:
         _record(rt, job_id, stage, "retrying", str(e))
@@ -90,17 +90,17 @@ def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[st
         reason = f"{type(e).__name__}: {e}"
         _record(rt, job_id, stage, "failed", reason)
         return Outcome("failed", reason)
-    with session_scope(rt.db_url) as s:
-        crud.advance(s, claimed, next_stage(line, stage), result)
+    with connection_scope(rt.db_url) as c:
+        crud.advance(c, claimed, next_stage(line, stage), result)
     return Outcome("done")
 
 
 def run_chunk(rt: Runtime, batch_id: str, job_ids: list[int], stage: str, work: ChunkWork, line: Sequence[str],
               token: str | None = None) -> dict[int, Outcome]:
     """run_step for a chunk of catalog jobs that share one provider call or one upsert."""
-    with session_scope(rt.db_url) as s:
-        batch = load_batch(s, batch_id)
-        claims = {c.id: c for c in (crud.claim(s, i, stage, token) for i in job_ids) if c is not None}
+    with connection_scope(rt.db_url) as conn:
+        batch = load_batch(conn, batch_id)
+        claims = {c.id: c for c in (crud.claim(conn, i, stage, token) for i in job_ids) if c is not None}
     outcomes = {i: Outcome("skipped") for i in job_ids}
     if not claims:
         return outcomes
@@ -145,11 +145,11 @@ def next_stage(line: Sequence[str], stage: str) -> str:
 
 
 def _moved_on(s: Any, job_id: int, stage: str, line: Sequence[str]) -> bool:
-    job = crud.job(s, job_id)
-    if job is None or job.state in ("failed", "budget_exceeded", "cancelled"):
+    now = crud.job_state(s, job_id)
+    if now is None or now[1] in ("failed", "budget_exceeded", "cancelled"):
         return False
     order = list(line) + ["done"]
-    return job.stage in order and order.index(job.stage) > order.index(stage)
+    return now[0] in order and order.index(now[0]) > order.index(stage)
 
 
 def _record(rt: Runtime, job_id: int, stage: str, state: str, reason: str) -> None:

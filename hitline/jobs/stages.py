@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from db import crud
-from db.session import session_scope
+from db.session import connection_scope
 from hitline import line
 from hitline.domain.images import file_sha256
 from hitline.domain.models import Hit, HitProduct, Preset, StyleAnalysis
@@ -80,16 +80,23 @@ def index_catalog(jobs: list[JobContext]) -> dict[int, dict[str, Any] | HitlineE
     return results
 
 
-def flush_if_catalog_indexed(rt: Runtime, batch_id: str) -> bool:
-    """True once every catalog job of the batch is indexed; the first caller to see it flushes."""
-    with session_scope(rt.db_url) as s:
-        if crud.catalog_open(s, batch_id):
-            return False
-        options = load_batch(s, batch_id).options
-    if rt.cache.get(f"flushed:{batch_id}") is None:
-        rt.index(options).flush()
-        rt.cache.put(f"flushed:{batch_id}", True)
-    return True
+def catalog_indexed(rt: Runtime, batch_id: str, options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The batch's catalog once every catalog job is indexed and the index flushed ({"rows": n}), None
+    while some are still open. The first caller to see them all indexed flushes and counts, once per batch:
+    after that a SKU's index stage reads one flag (in the same transaction as the count of open jobs)."""
+    key = f"flushed:{batch_id}"
+    with connection_scope(rt.db_url) as c:
+        if crud.catalog_open(c, batch_id):
+            return None
+        facts = crud.cache_get(c, key)
+        if isinstance(facts, dict):
+            return facts
+        options = options if options is not None else load_batch(c, batch_id).options
+    index = rt.index(options)
+    index.flush()
+    facts = {"rows": index.count()}
+    rt.cache.put(key, facts)
+    return facts
 
 
 # --- one SKU's stages: work(JobContext) -> the stage's result ---------------------------------------
@@ -105,10 +112,10 @@ def embed(jc: JobContext) -> dict[str, Any]:
 def wait_for_catalog(jc: JobContext) -> dict[str, Any]:
     """The SKU's index stage: the catalog it will be searched against is indexed and flushed. Until then
     NotReady sends the task back to wait (not counted as an attempt)."""
-    if not flush_if_catalog_indexed(jc.rt, jc.batch.id):
+    catalog = catalog_indexed(jc.rt, jc.batch.id, jc.options)
+    if catalog is None:
         raise NotReady("catalog products still being indexed")
-    index = jc.rt.index(jc.options)
-    return {"collection": index.collection, "catalog_rows": index.count()}
+    return {"collection": jc.rt.index(jc.options).collection, "catalog_rows": catalog["rows"]}
 
 
 def retrieve(jc: JobContext) -> dict[str, Any]:
@@ -200,8 +207,8 @@ class RenderBudget:
         already paid for in this batch, now copied to dest. Raises BudgetExceeded, or NotReady while
         another job is rendering the same image."""
         b = self.jc.batch
-        with session_scope(self.jc.rt.db_url) as s:
-            verdict = crud.reserve(s, b.id, self.jc.job_id, "render", key, self.model, price, b.budget_usd)
+        with connection_scope(self.jc.rt.db_url) as c:
+            verdict = crud.reserve(c, b.id, self.jc.job_id, "render", key, self.model, price, b.budget_usd)
         if verdict == "over":
             raise BudgetExceeded(f"budget ${b.budget_usd:.2f} reached before {preset} (${price:.3f}); "
                                  "resume with a higher --budget")
@@ -219,15 +226,14 @@ class RenderBudget:
         return None
 
     def release(self, key: str) -> None:
-        with session_scope(self.jc.rt.db_url) as s:
-            crud.settle(s, self.jc.batch.id, key, keep=False)
+        with connection_scope(self.jc.rt.db_url) as c:
+            crud.settle(c, self.jc.batch.id, key, keep=False)
 
     def settle(self, key: str, cost: float | None, dest: Path) -> float:
         """Settle a render (cost given when it was made now) and return what this image was charged."""
-        with session_scope(self.jc.rt.db_url) as s:  # one transaction: a charged image has its output key
-            crud.cache_put(s, _output_key(self.jc.batch.id, key), str(dest))
-            crud.settle(s, self.jc.batch.id, key, cost)
-            return crud.charged(s, self.jc.batch.id, key)
+        with connection_scope(self.jc.rt.db_url) as c:  # one transaction: a charged image has its output key
+            crud.cache_put(c, _output_key(self.jc.batch.id, key), str(dest))
+            return crud.settle(c, self.jc.batch.id, key, cost)
 
 
 def _output_key(batch_id: str, key: str) -> str:
@@ -236,9 +242,8 @@ def _output_key(batch_id: str, key: str) -> str:
 
 def _record_cost(rt: Runtime, jc: JobContext, stage: str, key: str, model: str, cost: float) -> None:
     """Record the cost of an embed/analyze call once per key (the budget guards renders, the big spend)."""
-    with session_scope(rt.db_url) as s:
-        crud.reserve(s, jc.batch.id, jc.job_id, stage, key, model, cost, None)
-        crud.settle(s, jc.batch.id, key, cost)
+    with connection_scope(rt.db_url) as c:
+        crud.record_charge(c, jc.batch.id, jc.job_id, stage, key, model, cost)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -292,7 +297,7 @@ class Stage:
         outcomes = run_chunk(rt, batch_id, list(job_ids), self.name, self.work, names, token)
         if self.name == names[-1]:
             # the chunk that finishes the catalog flushes (SKUs waiting in their index stage also check)
-            flush_if_catalog_indexed(rt, batch_id)
+            catalog_indexed(rt, batch_id)
         return outcomes
 
 

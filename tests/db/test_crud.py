@@ -18,23 +18,6 @@ PG = os.environ.get("HITLINE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@
 pytestmark = pytest.mark.distributed
 
 
-@pytest.fixture
-def pg_url():
-    try:
-        admin = sqlalchemy.create_engine(PG, isolation_level="AUTOCOMMIT")
-        admin.connect().close()
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL not reachable ({e}); .ci/run starts it")
-    name = "hitline_db_" + uuid.uuid4().hex[:8]
-    with admin.connect() as c:
-        c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    url = PG.rsplit("/", 1)[0] + "/" + name
-    yield url
-    engine_for(url)[0].dispose()
-    with admin.connect() as c:
-        c.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
 def test_migrations_match_the_models(pg_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
@@ -152,3 +135,19 @@ def test_bulk_job_insert_returns_ids_in_row_order(backend: str, tmp_path, reques
     assert [by_id[i].row["n"] for i in ids] == [row["n"] for _, row in rows]
     first = by_id[ids[0]]
     assert (first.state, first.stage, first.attempts, first.result, first.row_no) == ("pending", "embed", 0, {}, 0)
+
+
+@pytest.mark.parametrize("db", ["postgresql", "sqlite"])
+def test_a_paid_call_is_recorded_once_per_key(db: str, request: pytest.FixtureRequest, tmp_path) -> None:  # noqa: ANN001
+    url = request.getfixturevalue("pg_url") if db == "postgresql" else f"sqlite:///{tmp_path}/jobs.db"
+    batch, job_id = _batch_with_job(url, None)
+    for _ in range(2):  # the same call recorded again (a redelivered stage): no second charge
+        with session_scope(url) as s:
+            new = crud.record_charge(s, batch, job_id, "embed", "embed:1", "m", 0.25)
+        assert new is (_ == 0)
+    with session_scope(url) as s:
+        assert crud.spent(s, batch) == pytest.approx(0.25)
+        assert crud.charged(s, batch, "embed:1") == pytest.approx(0.25)
+        assert crud.job(s, job_id).cost_usd == pytest.approx(0.25)
+    if db == "sqlite":
+        engine_for(url)[0].dispose()

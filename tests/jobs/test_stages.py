@@ -80,7 +80,12 @@ def _run_all(rt, sub) -> None:  # noqa: ANN001
                 break
 
 
-def test_line_as_plain_functions(hitline_env: Path, demo_data: tuple[Path, Path]) -> None:
+def test_line_as_plain_functions(hitline_env: Path, demo_data: tuple[Path, Path], monkeypatch) -> None:  # noqa: ANN001
+    from hitline.domain.index import HitIndex
+
+    counted: list[str] = []
+    real_count = HitIndex.count
+    monkeypatch.setattr(HitIndex, "count", lambda self: counted.append(self.collection) or real_count(self))
     catalog, new = _small_copy(demo_data, hitline_env)
     ctx = get_runtime()
     out = hitline_env / "out"
@@ -97,6 +102,9 @@ def test_line_as_plain_functions(hitline_env: Path, demo_data: tuple[Path, Path]
     good = [j for j in skus if j.state == "done"]
     bad = {j.item_id: j.error for j in skus if j.state == "failed"}
     assert len(good) == 2
+    # the catalog is counted once, when it is flushed; each SKU's index stage reads that, not Milvus
+    assert len(counted) == 1
+    assert {j.result["index"]["catalog_rows"] for j in good} == {sum(h.state == "done" for h in hits)}
     assert "escapes" in bad["BAD-ESCAPE"]
     assert "image file not found" in bad["BAD-MISSING"]
     assert "PNG" in bad["BAD-LIAR"]
