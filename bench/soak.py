@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_results  # noqa: E402
 from tests.reliability.services import (BIN, FakeProvider, MilvusServer, PgCluster, RedisServer,  # noqa: E402
-                                        Workers)
+                                        Workers, stamp_id)
 
 RENDER_MODEL = "google/gemini-3.1-flash-image-preview"
 SIDE = 320
@@ -67,9 +67,7 @@ def make_data(root: Path, n: int) -> tuple[Path, Path]:
         with Image.open(demo_new / src["image_path"]) as im:
             img = im.convert("RGB")
         img.thumbnail((SIDE, SIDE))
-        px = img.load()
-        for x in range(16):
-            px[x, 0] = ((i >> 8) & 255, i & 255, (x * 16) & 255)
+        stamp_id(img, i)  # a unique stamp in the corner: distinct bytes, same garment
         sid = f"SOAK{i:05d}"
         img.save(new / "new_products" / f"{sid}.png")
         out.append({**src, "new_id": sid, "image_path": f"new_products/{sid}.png",

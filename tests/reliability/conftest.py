@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from .services import (BIN, FakeProvider, MilvusServer, PgCluster, RabbitVhost, RedisServer, Workers)
+from .services import (BIN, FakeProvider, MilvusServer, PgCluster, RabbitVhost, RedisServer, Workers, stamp_id)
 
 RENDER_MODEL = "google/gemini-3.1-flash-image-preview"
 TERMINAL = ("done", "failed")
@@ -74,9 +74,7 @@ def skus_factory(demo_data: tuple[Path, Path], tmp_path_factory: pytest.TempPath
             with Image.open(new / src["image_path"]) as im:
                 img = im.convert("RGB")
             img.thumbnail((SIDE, SIDE))  # small inputs: the CPU goes to the line, not to JPEG codecs
-            px = img.load()
-            for x in range(16):  # a unique stamp in the corner: distinct bytes, same garment
-                px[x, 0] = ((i >> 8) & 255, i & 255, (x * 16) & 255)
+            stamp_id(img, i)  # a unique stamp in the corner: distinct bytes, same garment
             sid = f"REL{i:05d}"
             img.save(dest / "new_products" / f"{sid}.png")
             out.append({**src, "new_id": sid, "image_path": f"new_products/{sid}.png"})
