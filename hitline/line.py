@@ -14,10 +14,12 @@ from hitline.domain.catalog import verify_image_data
 from hitline.domain.images import file_sha256
 from hitline.domain.models import Hit, HitProduct, NewProduct, Preset, StyleAnalysis
 from hitline.domain.index import HitIndex, Retrieval
+from hitline.domain.vectors import Vector, as_vector, decode_vector, encode_vector
 from hitline.providers.base import Analysis, ImageEmbedder, ImageRenderer, Judgement, OutputJudge, StyleAnalyzer
 from hitline.domain.sparse import TextVocabulary
+from hitline.errors import InputError
 
-__all__ = ["Cache", "embed_key", "embed_images", "fit_vocabulary", "index_hits", "retrieve",
+__all__ = ["Cache", "embed_key", "cached_vector", "embed_images", "fit_vocabulary", "index_hits", "retrieve",
            "analyze", "render_key", "render_preset", "derived_key", "derive_preset", "retrieved_record", "judge_output"]
 
 
@@ -30,13 +32,25 @@ def embed_key(model: str, image_sha: str) -> str:
     return f"emb:{model}:{image_sha}"
 
 
+def cached_vector(cache: Cache, key: str) -> Vector | None:
+    """The vector stored under key (hitline.domain.vectors), None when there is none.
+    A value that is not a vector raises InputError naming the key."""
+    value = cache.get(key)
+    if value is None:
+        return None
+    try:
+        return decode_vector(value)
+    except InputError as e:
+        raise InputError(f"cache entry {key!r} is not a usable vector: {e}") from None
+
+
 def embed_images(embedder: ImageEmbedder, paths: Sequence[Path], cache: Cache,
-                 shas: Sequence[str] | None = None) -> tuple[list[list[float]], float]:
-    """Dense vectors for images, from the cache when the same bytes were embedded by the same model.
+                 shas: Sequence[str] | None = None) -> tuple[list[Vector], float]:
+    """Dense float32 vectors for images, from the cache when the same bytes were embedded by the same model.
     `shas`: the images' content hashes when the caller has them. Returns (vectors, cost of the calls made).
     A corrupt or truncated image raises InputError (cached bytes were verified before their first embedding)."""
     keys = [embed_key(embedder.model, h) for h in (shas or [file_sha256(p) for p in paths])]
-    vectors: list[list[float] | None] = [cache.get(k) for k in keys]
+    vectors: list[Vector | None] = [cached_vector(cache, k) for k in keys]
     todo = [i for i, v in enumerate(vectors) if v is None]
     cost = 0.0
     if todo:
@@ -45,8 +59,8 @@ def embed_images(embedder: ImageEmbedder, paths: Sequence[Path], cache: Cache,
         emb = embedder.embed_images([paths[i] for i in todo])
         cost = emb.cost_usd
         for i, v in zip(todo, emb.vectors, strict=True):
-            vectors[i] = [float(x) for x in v]
-            cache.put(keys[i], vectors[i])
+            vectors[i] = vec = as_vector(v)  # the float32 values a later cache hit returns
+            cache.put(keys[i], encode_vector(vec))
     return [v for v in vectors if v is not None], cost
 
 
@@ -55,11 +69,11 @@ def fit_vocabulary(products: Sequence[HitProduct]) -> TextVocabulary:
 
 
 def index_hits(index: HitIndex, vocab: TextVocabulary, products: Sequence[HitProduct],
-               vectors: Sequence[Sequence[float]]) -> int:
+               vectors: Sequence[Vector]) -> int:
     return index.upsert(products, vectors, [vocab.transform(p.text()) for p in products])
 
 
-def retrieve(index: HitIndex, vocab: TextVocabulary, product: NewProduct, vector: Sequence[float],
+def retrieve(index: HitIndex, vocab: TextVocabulary, product: NewProduct, vector: Vector,
              top_k: int, min_sales: int) -> Retrieval:
     return index.search(vector, vocab.transform(product.text()), product.category, min_sales, top_k)
 

@@ -9,10 +9,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from numpy.typing import ArrayLike
 from pymilvus import AnnSearchRequest, DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from hitline.domain.models import Hit, HitProduct
+from hitline.domain.vectors import as_vector
 from hitline.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,12 @@ def build_filter(category: str | None, min_sales: int | None) -> str:
     if min_sales is not None:
         parts.append(f"sales_count > {int(min_sales)}")
     return " and ".join(parts)
+
+
+def _dense(v: ArrayLike) -> list[float]:
+    """A dense vector as Milvus stores it (FLOAT_VECTOR: float32), as a list: pymilvus packs a list's floats
+    faster than a numpy array's scalars (search), and turns an array into a list on upsert anyway."""
+    return as_vector(v).tolist()
 
 
 # Widening steps when the strict filter leaves fewer than k hits (documented in README):
@@ -137,12 +145,12 @@ class HitIndex:
                                       properties={META_KEY: meta})
 
     # --- writes -------------------------------------------------------------------------------
-    def upsert(self, products: Sequence[HitProduct], dense: Sequence[Sequence[float]],
+    def upsert(self, products: Sequence[HitProduct], dense: Sequence[ArrayLike],
                sparse: Sequence[dict[int, float]]) -> int:
         rows = []
         for p, d, sp in zip(products, dense, sparse, strict=True):
             rows.append({
-                "product_id": p.product_id, "dense": [float(x) for x in d],
+                "product_id": p.product_id, "dense": _dense(d),
                 # Milvus rejects an all-zero sparse row; a hit whose text is out of vocabulary gets a tiny
                 # marker entry so it stays findable by the dense path
                 "sparse": sp or {0: 1e-6},
@@ -167,7 +175,7 @@ class HitIndex:
             return int(self.client.get_collection_stats(self.collection)["row_count"])
 
     # --- search -------------------------------------------------------------------------------
-    def search(self, dense: Sequence[float], sparse: dict[int, float], category: str, min_sales: int,
+    def search(self, dense: ArrayLike, sparse: dict[int, float], category: str, min_sales: int,
                top_k: int) -> Retrieval:
         """Dense + sparse requests with the same filter, fused by RRF(k=60); widened step by step when
         the filter leaves fewer than top_k hits."""
@@ -176,10 +184,11 @@ class HitIndex:
             notes.append("query text has no word in the catalog vocabulary: dense search only")
         steps = {"category+sales": (category, min_sales), "category": (category, None),
                  "sales": (None, min_sales), "any": (None, None)}
+        query = _dense(dense)
         best: Retrieval | None = None
         for name in FALLBACKS:
             expr = build_filter(*steps[name])
-            hits = self._hybrid(dense, sparse, expr, top_k)
+            hits = self._hybrid(query, sparse, expr, top_k)
             if best is None or len(hits) > len(best.hits):
                 best = Retrieval(hits, expr, name)
             if len(hits) >= top_k:
@@ -191,7 +200,7 @@ class HitIndex:
         best.notes = notes
         return best
 
-    def _hybrid(self, dense: Sequence[float], sparse: dict[int, float], expr: str, top_k: int) -> list[Hit]:
+    def _hybrid(self, dense: list[float], sparse: dict[int, float], expr: str, top_k: int) -> list[Hit]:
         try:
             return self._hybrid_once(dense, sparse, expr, top_k)
         except MilvusException as e:
@@ -203,9 +212,9 @@ class HitIndex:
                 self.client.load_collection(self.collection)
             return self._hybrid_once(dense, sparse, expr, top_k)
 
-    def _hybrid_once(self, dense: Sequence[float], sparse: dict[int, float], expr: str, top_k: int) -> list[Hit]:
+    def _hybrid_once(self, dense: list[float], sparse: dict[int, float], expr: str, top_k: int) -> list[Hit]:
         per_path = max(top_k * 3, 10)
-        dense_req = AnnSearchRequest(data=[list(map(float, dense))], anns_field="dense",
+        dense_req = AnnSearchRequest(data=[dense], anns_field="dense",
                                      param={"metric_type": "COSINE"}, limit=per_path, expr=expr)
         reqs = [dense_req]
         if sparse:

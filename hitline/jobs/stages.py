@@ -21,6 +21,7 @@ from hitline import line
 from hitline.domain.images import file_sha256
 from hitline.domain.models import Hit, HitProduct, Preset, StyleAnalysis
 from hitline.domain.render_plan import plan_renders
+from hitline.domain.vectors import Vector
 from hitline.errors import BudgetExceeded, HitlineError, InputError, NotReady
 from hitline.jobs import quality
 from hitline.jobs.context import JobContext, Runtime, load_batch
@@ -64,9 +65,9 @@ def index_catalog(jobs: list[JobContext]) -> dict[int, dict[str, Any] | HitlineE
     rt, batch = jobs[0].rt, jobs[0].batch
     index = rt.index(batch.options)
     results: dict[int, dict[str, Any] | HitlineError] = {}
-    items: list[tuple[JobContext, list[float]]] = []
+    items: list[tuple[JobContext, Vector]] = []
     for jc in jobs:
-        vec = rt.cache.get((jc.result.get("embed") or {}).get("key", ""))
+        vec = line.cached_vector(rt.cache, (jc.result.get("embed") or {}).get("key", ""))
         if vec is None:
             results[jc.job_id] = InputError("embedding missing from the cache: re-run the embed stage")
         else:
@@ -119,7 +120,7 @@ def wait_for_catalog(jc: JobContext) -> dict[str, Any]:
 
 
 def retrieve(jc: JobContext) -> dict[str, Any]:
-    vec = jc.rt.cache.get(jc.result["embed"]["key"])
+    vec = line.cached_vector(jc.rt.cache, jc.result["embed"]["key"])
     if vec is None:
         raise InputError("embedding missing from the cache: re-run the embed stage")
     r = line.retrieve(jc.rt.index(jc.options), jc.vocabulary, jc.product, vec,  # type: ignore[arg-type]

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
+from hitline.domain.vectors import Vector
 
 __all__ = ["Embedding", "Analysis", "Judgement", "ImageEmbedder", "StyleAnalyzer", "ImageRenderer", "OutputJudge"]
 
 
 @dataclass
 class Embedding:
-    vectors: list[list[float]]  # one L2-normalised vector per input image, same order
+    vectors: list[Vector]  # one L2-normalised float32 vector per input image, same order
     cost_usd: float = 0.0
 
 

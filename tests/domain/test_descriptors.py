@@ -96,7 +96,7 @@ def test_embedder_protocol_and_vectors(tmp_path: Path):
     assert emb.dim == DIM and emb.model == "local/descriptor-v1"
     out = emb.embed_images(paths)
     assert out.cost_usd == 0.0 and len(out.vectors) == 2 and all(len(v) == DIM for v in out.vectors)
-    assert all(isinstance(x, float) for x in out.vectors[0])
+    assert all(v.dtype == np.float32 and v.shape == (DIM,) for v in out.vectors)
     assert emb.embed_images([]).vectors == []
 
 

@@ -211,3 +211,44 @@ def test_a_worker_without_the_batch_provider_fails_its_jobs_visibly(hitline_env:
         jobs = crud.jobs(s, sub.batch_id, ids=chunk + sub.sku_jobs)
     assert {j.state for j in jobs} == {"failed"}, [(j.kind, j.item_id, j.stage, j.state, j.error) for j in jobs if j.state != "failed"][:5]
     assert all("HITLINE_OPENROUTER_API_KEY" in j.error for j in jobs)
+
+
+def test_a_cache_of_plain_lists_from_an_earlier_version_gives_the_same_retrievals(
+        hitline_env: Path, demo_data: tuple[Path, Path], monkeypatch) -> None:  # noqa: ANN001
+    """The embed, index and retrieve stages read vectors cached as plain JSON lists (hitline before compact
+    vectors): nothing is embedded again and each SKU finds the same hits, scores and ranks."""
+    from sqlalchemy import select, update
+
+    from db.models import CacheEntry
+    from hitline.domain.vectors import decode_vector
+    from hitline.providers.local.embed import LocalEmbedder
+
+    catalog, new = _small_copy(demo_data, hitline_env, n_new=2)
+    rt = get_runtime()
+
+    def retrievals() -> dict[str, dict]:
+        sub = submit_batch(rt, catalog, new, hitline_env / "out", options=OPTIONS)
+        for chunk in sub.hit_chunks:
+            for st in CATALOG_LINE:
+                st.run(rt, sub.batch_id, chunk)
+        for j in sub.sku_jobs:
+            for st in SKU_LINE[:3]:  # embed, index, retrieve
+                if st.run(rt, j).status != "done":
+                    break
+        with session_scope(rt.db_url) as s:
+            return {j.item_id: j.result["retrieve"] for j in crud.jobs(s, sub.batch_id, "sku") if "retrieve" in j.result}
+
+    compact = retrievals()
+    assert len(compact) == 2
+    with session_scope(rt.db_url) as s:
+        entries = dict(s.execute(select(CacheEntry.key, CacheEntry.value).where(CacheEntry.key.like("emb:%"))).all())
+        assert len(entries) > 40 and all(set(v) == {"f32", "dim"} for v in entries.values())
+        for key, value in entries.items():  # what the earlier version wrote: [float(x) for x in vector]
+            s.execute(update(CacheEntry).where(CacheEntry.key == key).values(
+                value=[float(x) for x in decode_vector(value)]))
+
+    def embedded_again(self, images):  # noqa: ANN001, ANN202
+        raise AssertionError(f"embedded again: {images}")
+
+    monkeypatch.setattr(LocalEmbedder, "embed_images", embedded_again)
+    assert retrievals() == compact

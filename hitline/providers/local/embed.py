@@ -19,5 +19,5 @@ class LocalEmbedder:
     dim = DIM
 
     def embed_images(self, images: Sequence[Path]) -> Embedding:
-        vectors = [describe(load_image(path)).tolist() for path in images]
+        vectors = [describe(load_image(path)) for path in images]
         return Embedding(vectors=vectors, cost_usd=0.0)

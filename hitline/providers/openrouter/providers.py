@@ -21,6 +21,7 @@ from PIL.ExifTags import Base as _ExifTag
 from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
 from hitline.errors import ConfigError, InputError, RetryableProviderError
 from hitline.domain.pricing import PriceTable
+from hitline.domain.vectors import Vector
 from hitline.providers.base import Analysis, Embedding
 from hitline.providers.openrouter.client import OpenRouterClient
 
@@ -166,7 +167,7 @@ class OpenRouterEmbedder:
         return self._embed([str(t) for t in texts])
 
     def _embed(self, inputs: list[Any]) -> Embedding:
-        vectors: list[list[float]] = []
+        vectors: list[Vector] = []
         cost = 0.0
         for start in range(0, len(inputs), self.batch_size):
             batch = inputs[start:start + self.batch_size]
@@ -175,7 +176,7 @@ class OpenRouterEmbedder:
             cost += self.prices.token_cost(self.model, body.get("usage"))
         return Embedding(vectors=vectors, cost_usd=cost)
 
-    def _vectors(self, body: Mapping[str, Any], expected: int) -> list[list[float]]:
+    def _vectors(self, body: Mapping[str, Any], expected: int) -> list[Vector]:
         data = body.get("data")
         if not isinstance(data, list) or len(data) != expected:
             got = len(data) if isinstance(data, list) else "no"
@@ -191,7 +192,7 @@ class OpenRouterEmbedder:
                               f"(HITLINE_EMBED_DIM); the collection must be rebuilt for another dimension")
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix = matrix / np.where(norms == 0, 1.0, norms)
-        return matrix.tolist()
+        return list(matrix.astype(np.float32))  # what the cache and Milvus keep
 
 
 # style analysis ---------------------------------------------------------------------------------
