@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from threadpoolctl import ThreadpoolController
 
 from hitline.domain.models import NewProduct, Preset, StyleAnalysis
 
@@ -53,6 +54,20 @@ def image_summary(image: Image.Image) -> dict[str, Any]:
     return {"w": image.width, "h": image.height, "mean": [round(float(c), 1) for c in mean]}
 
 
+# numpy's OpenBLAS hands a product as large as a projection (768 x 2048) to a second thread, which then
+# spins ~60 ms waiting for more work: 30 projections cost 2 s of CPU instead of 0.03 s, on the cores the
+# client under test shares (bench/overhead.py). One thread gives the same bits (tests/fake/test_answers.py
+# checks it). The limit is process-wide while it holds, hence the lock: two overlapping limits would
+# restore each other's count.
+_BLAS = ThreadpoolController()
+_BLAS_LOCK = threading.Lock()
+
+
+def _project(features: np.ndarray, matrix: np.ndarray) -> list[float]:
+    with _BLAS_LOCK, _BLAS.limit(limits=1, user_api="blas"):
+        return (features @ matrix).tolist()
+
+
 class Projector:
     """Seeded random projections of pixel / hashed-word features to a model's dimension."""
 
@@ -73,14 +88,14 @@ class Projector:
     def image_vector(self, image: Image.Image, model: str, dim: int) -> list[float]:
         pixels = np.asarray(image.resize((_GRID, _GRID), Image.Resampling.BILINEAR), dtype=np.float32)
         features = pixels.reshape(-1) / 255.0 - 0.5
-        return (features @ self._matrix(model, dim, "image")).tolist()  # deliberately not normalised
+        return _project(features, self._matrix(model, dim, "image"))  # deliberately not normalised
 
     def text_vector(self, text: str, model: str, dim: int) -> list[float]:
         features = np.zeros(_FEATURES, dtype=np.float32)
         for word in text.lower().split():
             h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
             features[h % _FEATURES] += 1.0 if (h >> 32) & 1 else -1.0
-        return (features @ self._matrix(model, dim, "text")).tolist()
+        return _project(features, self._matrix(model, dim, "text"))
 
 
 def _hex(rgb: Any) -> str:
