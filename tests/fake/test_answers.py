@@ -2,12 +2,60 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from hitline.fake.answers import Projector
+from hitline.fake import answers
+from hitline.fake.answers import BadRequest, Projector, decode_image
+
+
+def _jpeg_uri(colour: tuple[int, int, int], size: tuple[int, int] = (64, 96), cut: int = 0) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    return "data:image/jpeg;base64," + base64.b64encode(data[:len(data) - cut]).decode()
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The data URIs actually decoded (not answered from the instant mode's images), in order."""
+    seen: list[str] = []
+    real = answers._decode
+
+    def spy(url: str, reduced: bool) -> Image.Image:
+        seen.append(url)
+        return real(url, reduced)
+
+    monkeypatch.setattr(answers, "_decode", spy)
+    monkeypatch.setattr(answers, "_reduced_images", answers._ReducedImages(2))
+    return seen
+
+
+def test_instant_mode_decodes_the_same_image_once_and_a_bad_one_every_time(decodes: list[str]) -> None:
+    red, blue = _jpeg_uri((200, 0, 0)), _jpeg_uri((0, 0, 200))
+    first = decode_image(red, reduced=True)
+    assert decode_image(red, reduced=True) is first and decodes == [red]
+    assert first.size == (8, 12) and first.getpixel((4, 6))[0] > 150  # 1/8 scale, the image's own pixels
+    truncated = _jpeg_uri((0, 200, 0), (640, 640), cut=400)
+    for _ in range(2):
+        with pytest.raises(BadRequest, match="invalid image data"):
+            decode_image(truncated, reduced=True)
+    assert decodes == [red, truncated, truncated]
+    decode_image(blue, reduced=True)
+    decode_image(_jpeg_uri((0, 200, 0)), reduced=True)  # a third image: the least recently used one goes
+    decode_image(red, reduced=True)
+    assert decodes[-1] == red and len(decodes) == 6
+
+
+def test_full_mode_decodes_every_image_it_is_sent(decodes: list[str]) -> None:
+    red = _jpeg_uri((200, 0, 0))
+    assert decode_image(red).size == decode_image(red).size == (64, 96)
+    assert decodes == [red, red]
 
 
 def test_a_projection_keeps_to_the_calling_thread() -> None:
