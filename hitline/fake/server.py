@@ -39,6 +39,9 @@ MAX_IMAGES = 14
 class _Handler(BaseHTTPRequestHandler):
     server: "_FakeHTTPServer"
     protocol_version = "HTTP/1.1"
+    # the headers and the body are two writes: with Nagle the body waits for the client's delayed ACK of
+    # the headers, 40 ms on every answer of a kept-alive connection (the line's Session)
+    disable_nagle_algorithm = True
     _record: dict[str, Any] | None = None  # the API request being answered (one handler serves a connection)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
