@@ -1,6 +1,6 @@
 """What the fake OpenRouter answers with: pixel-derived embeddings, style JSON, rendered PNGs.
 
-Kept apart from the HTTP plumbing in hitline/fake_openrouter.py; everything here is deterministic.
+Kept apart from the HTTP plumbing in hitline/fake/server.py; everything here is deterministic.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ import io
 import logging
 import tempfile
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from threadpoolctl import ThreadpoolController
 
 from hitline.domain.models import NewProduct, Preset, StyleAnalysis
 
@@ -27,6 +29,7 @@ __all__ = ["BadRequest", "decode_image", "Projector", "analysis_answer", "render
 log = logging.getLogger("hitline.fake.server")
 _GRID = 16  # image feature: a 16x16 RGB thumbnail (768 numbers) -> near-duplicates stay near
 _FEATURES = _GRID * _GRID * 3
+_REDUCED_KEPT = 128  # images kept decoded in the instant mode: the catalog photos that come back as references
 
 
 class BadRequest(ValueError):
@@ -34,10 +37,16 @@ class BadRequest(ValueError):
 
 
 def decode_image(url: Any, reduced: bool = False) -> Image.Image:
-    """An RGB image from a base64 data URI, or BadRequest like the real API. `reduced`: a JPEG is decoded
-    at 1/8 scale (all of its data is still read), for the instant mode."""
+    """An RGB image from a base64 data URI, or BadRequest like the real API. `reduced` (the instant mode):
+    a JPEG is decoded at 1/8 scale (all of its data is still read), and the same URI sent again is answered
+    from the images decoded before (the same catalog photos come back as references for thousands of SKUs;
+    the same bytes decode the same way, and a failure is not kept)."""
     if not isinstance(url, str) or not url.startswith("data:image/") or ";base64," not in url:
         raise BadRequest("image_url.url must be a base64 data URI (data:image/...;base64,...)")
+    return _reduced_images.get(url) if reduced else _decode(url, reduced=False)
+
+
+def _decode(url: str, reduced: bool) -> Image.Image:
     try:
         raw = base64.b64decode(url.split(",", 1)[1], validate=True)
         with Image.open(io.BytesIO(raw)) as image:
@@ -48,9 +57,50 @@ def decode_image(url: Any, reduced: bool = False) -> Image.Image:
         raise BadRequest(f"invalid image data: {exc}") from None
 
 
+class _ReducedImages:
+    """The last `size` images decoded at 1/8 scale, by the digest of their data URI. Callers only read
+    them (resize, save), so one decoded image serves every request that sends the same bytes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._images: OrderedDict[bytes, Image.Image] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> Image.Image:
+        key = hashlib.sha256(url.encode()).digest()
+        with self._lock:
+            image = self._images.get(key)
+            if image is not None:
+                self._images.move_to_end(key)
+                return image
+        image = _decode(url, reduced=True)  # outside the lock: other threads' images need not wait
+        with self._lock:
+            self._images[key] = image
+            while len(self._images) > self.size:
+                self._images.popitem(last=False)
+        return image
+
+
+_reduced_images = _ReducedImages(_REDUCED_KEPT)
+
+
 def image_summary(image: Image.Image) -> dict[str, Any]:
     mean = np.asarray(image.resize((8, 8)), dtype=np.float64).reshape(-1, 3).mean(axis=0)
     return {"w": image.width, "h": image.height, "mean": [round(float(c), 1) for c in mean]}
+
+
+# numpy's OpenBLAS hands a product as large as a projection (768 x 2048) to a second thread, which then
+# spins ~60 ms waiting for more work: 30 projections cost 2 s of CPU instead of 0.03 s, on the cores the
+# client under test shares (bench/overhead.py). One thread gives the same bits (tests/fake/test_answers.py
+# checks it). The limit is process-wide while it holds, hence the lock: two overlapping limits would
+# restore each other's count.
+_BLAS = ThreadpoolController()
+_BLAS_LOCK = threading.Lock()
+
+
+def _project(features: np.ndarray, matrix: np.ndarray) -> list[float]:
+    with _BLAS_LOCK, _BLAS.limit(limits=1, user_api="blas"):
+        return (features @ matrix).tolist()
 
 
 class Projector:
@@ -73,14 +123,14 @@ class Projector:
     def image_vector(self, image: Image.Image, model: str, dim: int) -> list[float]:
         pixels = np.asarray(image.resize((_GRID, _GRID), Image.Resampling.BILINEAR), dtype=np.float32)
         features = pixels.reshape(-1) / 255.0 - 0.5
-        return (features @ self._matrix(model, dim, "image")).tolist()  # deliberately not normalised
+        return _project(features, self._matrix(model, dim, "image"))  # deliberately not normalised
 
     def text_vector(self, text: str, model: str, dim: int) -> list[float]:
         features = np.zeros(_FEATURES, dtype=np.float32)
         for word in text.lower().split():
             h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
             features[h % _FEATURES] += 1.0 if (h >> 32) & 1 else -1.0
-        return (features @ self._matrix(model, dim, "text")).tolist()
+        return _project(features, self._matrix(model, dim, "text"))
 
 
 def _hex(rgb: Any) -> str:

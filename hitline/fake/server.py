@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import ipaddress
 import json
@@ -18,13 +19,16 @@ import threading
 import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from hitline.domain.models import ASPECT_RATIOS, IMAGE_SIZES
 from hitline.errors import ConfigError
 from hitline.fake.answers import (BadRequest, analysis_answer, decode_image, image_summary, is_judge_request,
                                   judge_answer, render_png)
 from hitline.fake.state import FAULTS, FORCED, FakeConfig, FakeState
+
+if TYPE_CHECKING:
+    from hitline.domain.pricing import PriceTable
 
 __all__ = ["FakeConfig", "FakeServer", "serve", "running_fake", "main", "parse_args", "FAULTS", "API_PREFIX"]
 
@@ -35,6 +39,9 @@ MAX_IMAGES = 14
 class _Handler(BaseHTTPRequestHandler):
     server: "_FakeHTTPServer"
     protocol_version = "HTTP/1.1"
+    # the headers and the body are two writes: with Nagle the body waits for the client's delayed ACK of
+    # the headers, 40 ms on every answer of a kept-alive connection (the line's Session)
+    disable_nagle_algorithm = True
     _record: dict[str, Any] | None = None  # the API request being answered (one handler serves a connection)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -265,15 +272,21 @@ class _Handler(BaseHTTPRequestHandler):
 def _usage(model: str, prompt: int, completion: int, cfg: FakeConfig, image_size: str | None) -> dict[str, Any]:
     usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
     if cfg.report_cost:
-        from hitline.domain.pricing import PriceTable
-
         try:
-            prices = PriceTable.load()
+            prices = _prices()
             usage["cost"] = (prices.image_cost(model, image_size) if image_size
                              else prices.token_cost(model, {"prompt_tokens": prompt, "completion_tokens": completion}))
         except ConfigError:
             usage["cost"] = 0.0
     return usage
+
+
+@functools.lru_cache(maxsize=1)
+def _prices() -> PriceTable:
+    """The shipped price table, read once: it is package data, the same for every answer."""
+    from hitline.domain.pricing import PriceTable
+
+    return PriceTable.load()
 
 
 def _completion(model: str, text: str, image_url: str | None, usage: dict[str, Any],

@@ -58,8 +58,9 @@ class FakeConfig:
     judge_fail_count: int = -1
     use_local_renderer: bool = True  # hitline.providers.local.render when importable
     # answer at once, for benchmarks of the client's own cost (bench/overhead.py): images sent are read
-    # at 1/8 scale (every byte still checked to decode) and a render is a plain PNG of the requested
-    # size in the scene's colour, encoded once per size and colour
+    # at 1/8 scale (every byte still checked to decode), once per distinct data URI (the catalog photos
+    # come back as references for every SKU), and a render is a plain PNG of the requested size in the
+    # scene's colour, encoded once per size and colour
     instant: bool = False
     # append one JSON line per API request (endpoint, model, status, fault, input hash, image_config):
     # the record tests and the soak use to count paid renders per (SKU, preset)
