@@ -83,3 +83,24 @@ def test_a_truncated_jpeg_is_not_sent(tmp_path: Path) -> None:
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError):
         p.image_data_uri(cut, 512)
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_never_below_the_side_it_is_sent_at(tmp_path: Path,
+                                                                                        monkeypatch) -> None:  # noqa: ANN001
+    """A 3000 px phone photo sent at 512 px is decoded at 1/4 (750 px), not in full; the sent size and the
+    EXIF rotation are those of a full decode."""
+    p._encoded_data_uri.cache_clear()
+    decoded: list[tuple[int, int]] = []
+    real_resize = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize",
+                        lambda self, size, *a, **k: (decoded.append(self.size), real_resize(self, size, *a, **k))[1])
+    photo = tmp_path / "phone.jpg"
+    _jpeg(photo, (3000, 2000))
+    assert Image.open(io.BytesIO(_sent(p.image_data_uri(photo, 512)))).size == (512, 341)
+    assert decoded == [(750, 500)]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotated 90 degrees, as phones save a portrait shot
+    turned = tmp_path / "turned.jpg"
+    _jpeg(turned, (2000, 1000), exif=exif.tobytes())
+    assert Image.open(io.BytesIO(_sent(p.image_data_uri(turned, 600)))).size == (300, 600)
+    assert decoded[-1] == (500, 1000)  # 1/2 scale: 1/4 would give 500 px, below the 600 it is sent at

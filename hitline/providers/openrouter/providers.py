@@ -69,6 +69,10 @@ def _encoded_data_uri(path: str, _mtime_ns: int, _size: int, max_side: int, qual
                 opened.draft("RGB", (max(1, opened.width // 8), max(1, opened.height // 8)))
                 opened.load()
                 return "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            if opened.format in ("JPEG", "MPO"):
+                # decoded at the smallest 1/2, 1/4 or 1/8 scale still >= max_side (libjpeg's DCT scaling):
+                # a 3000 px photo sent at 512 px costs a quarter of a full decode and resize
+                opened.draft(None, _draft_box(opened.size, max_side))
             image = ImageOps.exif_transpose(opened) if opened.getexif().get(ORIENTATION, 1) != 1 else opened
             image.load()
     except (OSError, UnidentifiedImageError) as exc:
@@ -81,11 +85,25 @@ def _encoded_data_uri(path: str, _mtime_ns: int, _size: int, max_side: int, qual
     elif image.mode != "RGB":
         image = image.convert("RGB")
     if max(image.size) > max_side:
-        image = image.copy() if image is opened else image  # thumbnail() works in place
-        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        # bicubic, as CLIP-style encoders preprocess: LANCZOS took twice the CPU for no difference a model sees
+        image = image.resize(_fit_within(image.size, max_side), Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _fit_within(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """The size with the long side at max_side, aspect kept (what Image.thumbnail computes)."""
+    scale = max_side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _draft_box(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """The box to ask JPEG draft for: it then decodes at the largest reduction that keeps the long side
+    >= max_side (never below the size the image is sent at)."""
+    if max(size) <= max_side:
+        return size
+    return _fit_within(size, max_side)
 
 
 def _sendable_as_is(opened: Image.Image, max_side: int) -> bool:
