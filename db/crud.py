@@ -3,6 +3,7 @@ task or a second worker never runs a stage twice."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
@@ -73,6 +74,9 @@ class Claim:
     attempts: int
     attempt_id: int
     started_at: datetime
+    # the batch's id, options, out_dir, budget_usd and vocab_version, read in the claim's own statement
+    # (PostgreSQL); None where the caller reads the batch itself
+    batch: Any = None
 
 
 _JOB, _ATTEMPT, _CHARGE = Job.__table__, Attempt.__table__, Charge.__table__
@@ -93,6 +97,36 @@ _LOSE_ATTEMPTS = (update(_ATTEMPT)
                   .values(outcome="lost", error="the worker running it stopped")
                   .returning(_ATTEMPT.c.id, _ATTEMPT.c.started_at))
 _OPEN_ATTEMPT = insert(_ATTEMPT).returning(_ATTEMPT.c.id)
+# PostgreSQL: the same claim in one statement and one round trip (it runs five times per SKU): the
+# conditional UPDATE, closing a dead worker's attempt and opening this one are data-modifying CTEs on one
+# snapshot (so `lost` cannot see the attempt `opened` inserts), and the batch comes back with the job.
+# Joining the batch (UPDATE .. FROM) does not lock its row.
+_CLAIM_PG = text("""
+WITH claimed AS (
+    UPDATE job SET state = 'running', claimed_at = :now, claimed_by = :token, attempts = job.attempts + 1,
+                   updated_at = :now
+    FROM batch
+    WHERE job.id = :jid AND job.stage = :stg AND batch.id = job.batch_id AND batch.cancelled_at IS NULL
+      AND (job.state IN ('pending', 'retrying')
+           OR (job.state = 'running' AND (job.claimed_at < :stale OR job.claimed_by = :token)))
+    RETURNING job.id, job.batch_id, job.kind, job.item_id, job.stage, job.row, job.result, job.attempts,
+              batch.options, batch.out_dir, batch.budget_usd, batch.vocab_version
+), lost AS (
+    UPDATE attempt SET outcome = 'lost', error = 'the worker running it stopped',
+                       seconds = EXTRACT(EPOCH FROM (:now - attempt.started_at))
+    WHERE attempt.job_id IN (SELECT id FROM claimed) AND attempt.stage = :stg AND attempt.outcome = 'running'
+), opened AS (
+    INSERT INTO attempt (job_id, stage, started_at, outcome)
+    SELECT id, :stg, :now, 'running' FROM claimed
+    RETURNING id
+)
+SELECT claimed.*, opened.id AS attempt_id FROM claimed, opened
+""").bindparams(bindparam("now", type_=_JOB.c.claimed_at.type), bindparam("stale", type_=_JOB.c.claimed_at.type)) \
+    .columns(id=_JOB.c.id.type, batch_id=_JOB.c.batch_id.type, kind=_JOB.c.kind.type, item_id=_JOB.c.item_id.type,
+             stage=_JOB.c.stage.type, row=_JOB.c.row.type, result=_JOB.c.result.type, attempts=_JOB.c.attempts.type,
+             options=Batch.__table__.c.options.type, out_dir=Batch.__table__.c.out_dir.type,
+             budget_usd=Batch.__table__.c.budget_usd.type, vocab_version=Batch.__table__.c.vocab_version.type,
+             attempt_id=_ATTEMPT.c.id.type)
 _CLOSE_ATTEMPT = (update(_ATTEMPT).where(_ATTEMPT.c.id == bindparam("aid"), _ATTEMPT.c.outcome == "running")
                   .values(outcome=bindparam("out"), error=bindparam("err"), seconds=bindparam("secs")))
 
@@ -106,8 +140,16 @@ def claim(s: Db, job_id: int, stage: str, token: str | None = None,
     Three statements: the conditional claim (returning the job), closing an attempt a dead worker left
     open, opening this one."""
     now = utcnow()
-    row = s.execute(_CLAIM, {"jid": job_id, "stg": stage, "stale": now - timedelta(seconds=stale_after_s),
-                             "token": token, "now": now}).first()
+    params = {"jid": job_id, "stg": stage, "stale": now - timedelta(seconds=stale_after_s), "token": token, "now": now}
+    if _dialect(s) == "postgresql":
+        row = s.execute(_CLAIM_PG, params).first()
+        if row is None:
+            stop_if_cancelled(s, job_id)
+            return None
+        return Claim(row.id, row.batch_id, row.kind, row.item_id, row.stage, dict(row.row or {}),
+                     dict(row.result or {}), row.attempts, row.attempt_id, now,
+                     batch=_BatchRow(row.batch_id, row.options, row.out_dir, row.budget_usd, row.vocab_version))
+    row = s.execute(_CLAIM, params).first()
     if row is None:
         stop_if_cancelled(s, job_id)
         return None
@@ -118,6 +160,17 @@ def claim(s: Db, job_id: int, stage: str, token: str | None = None,
                                            "outcome": "running"}).scalar_one()
     return Claim(row.id, row.batch_id, row.kind, row.item_id, row.stage, dict(row.row or {}),
                  dict(row.result or {}), row.attempts, attempt_id, now)
+
+
+@dataclass(frozen=True)
+class _BatchRow:
+    """The batch columns a claim reads (what a SELECT of them returns)."""
+
+    id: str
+    options: Any
+    out_dir: str
+    budget_usd: float | None
+    vocab_version: str | None
 
 
 def _seconds_since(started: datetime, now: datetime) -> float:
@@ -139,22 +192,19 @@ def advance(s: Db, claimed: Claim, next_stage: str, result: dict[str, Any] | Non
     """Stage finished: store its result and move the job on (only if it is still at that stage). A cancel
     during the stage keeps the work and stops the job before the next stage (the same UPDATE).
 
-    Two statements: close the claim's attempt, move the job. The job's result is the claimed one plus
-    this stage's: only advance writes results, and only while the job is at the stage it claimed."""
+    Close the claim's attempt, move the job: one statement on PostgreSQL (the attempt's UPDATE as a
+    data-modifying CTE), two on SQLite. The job's result is the claimed one plus this stage's: only
+    advance writes results, and only while the job is at the stage it claimed."""
     now = utcnow()
-    s.execute(_CLOSE_ATTEMPT, {"aid": claimed.attempt_id, "out": "ok", "err": None,
-                               "secs": _seconds_since(claimed.started_at, now)})
     merged = dict(claimed.result)
     if result is not None:
         merged[claimed.stage] = result
-    done = next_stage == "done"
-    cancelled = _batch_cancelled()
-    s.execute(update(_JOB).where(_JOB.c.id == claimed.id, _JOB.c.stage == claimed.stage)
-              .values(result=merged, stage=next_stage, claimed_at=None, claimed_by=None,
-                      state="done" if done else case((cancelled, CANCELLED), else_="pending"),
-                      error=None if done else case((cancelled, "cancelled"), else_=None),
-                      # the chain sends the next stage's message as soon as this task returns
-                      enqueued_at=None if done else case((cancelled, None), else_=now)))
+    params = {"jid": claimed.id, "stg": claimed.stage, "res": merged, "nxt": next_stage, "now": now,
+              "aid": claimed.attempt_id, "secs": _seconds_since(claimed.started_at, now)}
+    finish, move_on = _ADVANCE_PG if _dialect(s) == "postgresql" else _ADVANCE_SQLITE
+    if finish is _FINISH:
+        s.execute(_CLOSE_OK, params)
+    s.execute(finish if next_stage == "done" else move_on, params)
 
 
 # --- cancel ----------------------------------------------------------------------------------------
@@ -163,12 +213,32 @@ def _batch_cancelled():  # noqa: ANN202 - correlated to the job table in a Core 
     return select(Batch.id).where(Batch.id == _JOB.c.batch_id, Batch.cancelled_at.is_not(None)).exists()
 
 
+# advance's two statements, built once (building one per call cost more client CPU than running it)
+_ADVANCE = (update(_JOB).where(_JOB.c.id == bindparam("jid"), _JOB.c.stage == bindparam("stg"))
+            .values(result=bindparam("res", type_=_JOB.c.result.type), stage=bindparam("nxt"),
+                    claimed_at=None, claimed_by=None,
+                    # set here: the column's onupdate is not applied to an UPDATE that carries a CTE
+                    updated_at=bindparam("now", type_=_JOB.c.updated_at.type)))
+_FINISH = _ADVANCE.values(state="done", error=None, enqueued_at=None)
+# the chain sends the next stage's message as soon as this task returns, unless the batch was cancelled
+_MOVE_ON = _ADVANCE.values(state=case((_batch_cancelled(), CANCELLED), else_="pending"),
+                           error=case((_batch_cancelled(), "cancelled"), else_=None),
+                           enqueued_at=case((_batch_cancelled(), None), else_=bindparam("now")))
+_CLOSE_OK = (update(_ATTEMPT).where(_ATTEMPT.c.id == bindparam("aid"), _ATTEMPT.c.outcome == "running")
+             .values(outcome="ok", error=None, seconds=bindparam("secs", type_=_ATTEMPT.c.seconds.type)))
+_ADVANCE_SQLITE = (_FINISH, _MOVE_ON)  # after _CLOSE_OK
+_ADVANCE_PG = (_FINISH.add_cte(_CLOSE_OK.cte("closed")), _MOVE_ON.add_cte(_CLOSE_OK.cte("closed")))
+
+
+_STOP_IF_CANCELLED = (update(_JOB).where(_JOB.c.id == bindparam("jid"),
+                                         _JOB.c.state.in_(("pending", "retrying", "budget_exceeded")))
+                      .where(_batch_cancelled())
+                      .values(state=CANCELLED, error="cancelled", claimed_at=None, claimed_by=None, enqueued_at=None))
+
+
 def stop_if_cancelled(s: Db, job_id: int) -> bool:
     """A waiting job of a cancelled batch becomes `cancelled` (conditional: a running one finishes its stage)."""
-    res = s.execute(update(_JOB).where(_JOB.c.id == job_id, _JOB.c.state.in_(("pending", "retrying", "budget_exceeded")))
-                    .where(_batch_cancelled())
-                    .values(state=CANCELLED, error="cancelled", claimed_at=None, claimed_by=None, enqueued_at=None))
-    return res.rowcount == 1
+    return s.execute(_STOP_IF_CANCELLED, {"jid": job_id}).rowcount == 1
 
 
 def set_state(s: Session, job_id: int, stage: str, state: str, reason: str | None) -> None:
@@ -193,9 +263,12 @@ def job(s: Session, job_id: int) -> Job | None:
     return s.get(Job, job_id, populate_existing=True)
 
 
+_JOB_STATE = select(_JOB.c.stage, _JOB.c.state).where(_JOB.c.id == bindparam("jid"))
+
+
 def job_state(s: Db, job_id: int) -> tuple[str, str] | None:
     """(stage, state) of a job, or None if there is no such job."""
-    row = s.execute(select(_JOB.c.stage, _JOB.c.state).where(_JOB.c.id == job_id)).first()
+    row = s.execute(_JOB_STATE, {"jid": job_id}).first()
     return None if row is None else (row.stage, row.state)
 
 
@@ -219,10 +292,13 @@ def jobs(s: Session, batch_id: str, kind: str | None = None, ids: Iterable[int] 
     return list(s.scalars(q.order_by(Job.id)))
 
 
+_CATALOG_OPEN = select(func.count()).select_from(_JOB).where(
+    _JOB.c.batch_id == bindparam("bid"), _JOB.c.kind == "hit", _JOB.c.state.in_(OPEN))
+
+
 def catalog_open(s: Db, batch_id: str) -> int:
     """How many catalog (hit) jobs of the batch are still being embedded/indexed."""
-    return s.scalar(select(func.count()).select_from(Job).where(
-        Job.batch_id == batch_id, Job.kind == "hit", Job.state.in_(OPEN))) or 0
+    return s.execute(_CATALOG_OPEN, {"bid": batch_id}).scalar() or 0
 
 
 def progress(s: Session, batch_id: str) -> dict[tuple[str, str], int]:
@@ -238,12 +314,24 @@ def latest_batch_id(s: Session) -> str | None:
 
 # --- cost ------------------------------------------------------------------------------------
 
+# the statements of every paid call, built once (a statement built per call cost more client CPU than it
+# took to run: SQLAlchemy memoizes a statement object's cache key, not a new one's)
+_SPENT = select(func.coalesce(func.sum(_CHARGE.c.cost_usd), 0.0)).where(_CHARGE.c.batch_id == bindparam("bid"))
+_LOCK_BATCH = select(Batch.__table__.c.id).where(Batch.__table__.c.id == bindparam("bid")).with_for_update()
+_CHARGE_OF_KEY = (select(_CHARGE.c.id, _CHARGE.c.job_id, _CHARGE.c.state, _CHARGE.c.cost_usd)
+                  .where(_CHARGE.c.batch_id == bindparam("bid"), _CHARGE.c.key == bindparam("key")))
+_ADD_JOB_COST = (update(_JOB).where(_JOB.c.id == bindparam("jid"))
+                 .values(cost_usd=_JOB.c.cost_usd + bindparam("cost", type_=_JOB.c.cost_usd.type)))
+_CHARGED = (update(_CHARGE).where(_CHARGE.c.id == bindparam("cid"))
+            .values(state="charged", cost_usd=bindparam("cost", type_=_CHARGE.c.cost_usd.type)))
+_DROP_CHARGE = delete(_CHARGE).where(_CHARGE.c.id == bindparam("cid"))
+
+
 def spent(s: Db, batch_id: str, stage: str | None = None) -> float:
     """What the batch's calls cost (reservations in flight included), all of them or one stage's."""
-    q = select(func.coalesce(func.sum(Charge.cost_usd), 0.0)).where(Charge.batch_id == batch_id)
-    if stage is not None:
-        q = q.where(Charge.stage == stage)
-    return float(s.scalar(q) or 0.0)
+    if stage is None:
+        return float(s.execute(_SPENT, {"bid": batch_id}).scalar() or 0.0)
+    return float(s.scalar(_SPENT.where(_CHARGE.c.stage == stage), {"bid": batch_id}) or 0.0)
 
 
 def reserve(s: Db, batch_id: str, job_id: int | None, stage: str, key: str, model: str,
@@ -256,9 +344,8 @@ def reserve(s: Db, batch_id: str, job_id: int | None, stage: str, key: str, mode
     budget). The batch row is locked so concurrent workers cannot both squeeze under the budget
     (FOR UPDATE on PostgreSQL; SQLite serialises writers).
     """
-    s.execute(select(Batch.id).where(Batch.id == batch_id).with_for_update())
-    existing = s.execute(select(_CHARGE.c.job_id, _CHARGE.c.state)
-                         .where(_CHARGE.c.batch_id == batch_id, _CHARGE.c.key == key)).first()
+    s.execute(_LOCK_BATCH, {"bid": batch_id})
+    existing = s.execute(_CHARGE_OF_KEY, {"bid": batch_id, "key": key}).first()
     if existing is not None:
         if existing.job_id == job_id:
             return "ok"
@@ -266,26 +353,24 @@ def reserve(s: Db, batch_id: str, job_id: int | None, stage: str, key: str, mode
     if budget is not None and spent(s, batch_id) + cost > budget + 1e-9:
         return "over"
     # the batch row is locked (SQLite: one writer at a time), so a conflict is no race lost; as before it is no error
-    s.execute(_upsert(s, Charge).values(batch_id=batch_id, job_id=job_id, stage=stage, key=key, model=model,
-                                        cost_usd=cost, state="reserved", created_at=utcnow())
-              .on_conflict_do_nothing(index_elements=[Charge.batch_id, Charge.key]))
+    s.execute(_statements(s).add_charge, {"bid": batch_id, "jid": job_id, "stg": stage, "key": key, "model": model,
+                                          "cost": cost, "state": "reserved", "now": utcnow()})
     return "ok"
 
 
 def settle(s: Db, batch_id: str, key: str, cost: float | None = None, *, keep: bool = True) -> float:
     """After the call: keep the reservation as a charge (with the actual cost) or drop it (call failed).
     Returns what the call under key is charged now (0.0 if dropped or never reserved)."""
-    c = s.execute(select(_CHARGE.c.id, _CHARGE.c.job_id, _CHARGE.c.state, _CHARGE.c.cost_usd)
-                  .where(_CHARGE.c.batch_id == batch_id, _CHARGE.c.key == key)).first()
+    c = s.execute(_CHARGE_OF_KEY, {"bid": batch_id, "key": key}).first()
     if c is None:
         return 0.0
     if not keep:
-        s.execute(delete(_CHARGE).where(_CHARGE.c.id == c.id))
+        s.execute(_DROP_CHARGE, {"cid": c.id})
         return 0.0
     final = cost if cost is not None else c.cost_usd
     if c.state != "charged" and c.job_id is not None:  # charged once: a settled key adds nothing to the job
-        s.execute(update(_JOB).where(_JOB.c.id == c.job_id).values(cost_usd=_JOB.c.cost_usd + final))
-    s.execute(update(_CHARGE).where(_CHARGE.c.id == c.id).values(state="charged", cost_usd=final))
+        s.execute(_ADD_JOB_COST, {"jid": c.job_id, "cost": final})
+    s.execute(_CHARGED, {"cid": c.id, "cost": final})
     return float(final)
 
 
@@ -293,15 +378,14 @@ def record_charge(s: Db, batch_id: str, job_id: int | None, stage: str, key: str
     """Record a call already made and paid (embed, analyze, a judge), once per key: what reserve + settle
     do for a call without a budget, in three statements. False if the key was recorded before. Under the
     batch lock like reserve, so a render's budget check counts it."""
-    s.execute(select(Batch.id).where(Batch.id == batch_id).with_for_update())
-    new = s.execute(_upsert(s, Charge).values(batch_id=batch_id, job_id=job_id, stage=stage, key=key, model=model,
-                                              cost_usd=cost, state="charged", created_at=utcnow())
-                    .on_conflict_do_nothing(index_elements=[Charge.batch_id, Charge.key])
-                    .returning(_CHARGE.c.id)).first()
+    s.execute(_LOCK_BATCH, {"bid": batch_id})
+    new = s.execute(_statements(s).add_charge_returning, {"bid": batch_id, "jid": job_id, "stg": stage, "key": key,
+                                                          "model": model, "cost": cost, "state": "charged",
+                                                          "now": utcnow()}).first()
     if new is None:
         return False
     if job_id is not None:
-        s.execute(update(_JOB).where(_JOB.c.id == job_id).values(cost_usd=_JOB.c.cost_usd + cost))
+        s.execute(_ADD_JOB_COST, {"jid": job_id, "cost": cost})
     return True
 
 
@@ -313,19 +397,50 @@ def charged(s: Db, batch_id: str, key: str) -> float:
 
 # --- cache -----------------------------------------------------------------------------------
 
-def _upsert(s: Db, model: type) -> Any:
+def _dialect_insert(dialect: str) -> Any:
     """INSERT with ON CONFLICT clauses, for the job table's two dialects."""
-    dialect = (s.dialect if isinstance(s, Connection) else s.get_bind().dialect).name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     else:  # pragma: no cover - the job table is PostgreSQL or SQLite
         raise NotImplementedError(f"upsert on {dialect}")
-    return dialect_insert(model)
+    return dialect_insert
 
 
-_CACHE_GET = select(CacheEntry.value).where(CacheEntry.key == bindparam("k"))
+@dataclass(frozen=True)
+class _Upserts:
+    """The line's INSERT .. ON CONFLICT statements for one dialect, built once."""
+
+    add_charge: Any  # a charge row, unless the batch has one under the key (DO NOTHING)
+    add_charge_returning: Any  # the same, returning the new row's id (none if the key was there)
+    cache_put: Any  # a cache value, replacing an older one
+
+
+@functools.cache
+def _upserts(dialect: str) -> _Upserts:
+    insert_ = _dialect_insert(dialect)
+    charge = insert_(_CHARGE).values(
+        batch_id=bindparam("bid"), job_id=bindparam("jid"), stage=bindparam("stg"), key=bindparam("key"),
+        model=bindparam("model"), cost_usd=bindparam("cost", type_=_CHARGE.c.cost_usd.type),
+        state=bindparam("state"), created_at=bindparam("now", type_=_CHARGE.c.created_at.type),
+    ).on_conflict_do_nothing(index_elements=[_CHARGE.c.batch_id, _CHARGE.c.key])
+    cache = insert_(_CACHE).values(key=bindparam("k"), value=bindparam("v", type_=_CACHE.c.value.type),
+                                   created_at=bindparam("now", type_=_CACHE.c.created_at.type))
+    return _Upserts(charge, charge.returning(_CHARGE.c.id),
+                    cache.on_conflict_do_update(index_elements=[_CACHE.c.key], set_={"value": cache.excluded.value}))
+
+
+def _dialect(s: Db) -> str:
+    return (s.dialect if isinstance(s, Connection) else s.get_bind().dialect).name
+
+
+def _statements(s: Db) -> _Upserts:
+    return _upserts(_dialect(s))
+
+
+_CACHE = CacheEntry.__table__
+_CACHE_GET = select(_CACHE.c.value).where(_CACHE.c.key == bindparam("k"))
 
 
 def cache_get(s: Db, key: str) -> Any | None:
@@ -335,9 +450,7 @@ def cache_get(s: Db, key: str) -> Any | None:
 def cache_put(s: Db, key: str, value: Any) -> None:
     """Store value under key, replacing an older one (a concurrent writer of the same content-keyed value
     is no error): one INSERT .. ON CONFLICT DO UPDATE, on PostgreSQL and SQLite alike."""
-    stmt = _upsert(s, CacheEntry).values(key=key, value=value, created_at=utcnow())
-    s.execute(stmt.on_conflict_do_update(index_elements=[CacheEntry.key],
-                                         set_={"value": stmt.excluded.value}))
+    s.execute(_statements(s).cache_put, {"k": key, "v": value, "now": utcnow()})
 
 
 def now() -> datetime:

@@ -134,6 +134,11 @@ def load_batch(s: Any, batch_id: str) -> BatchInfo:
     return BatchInfo.of(b)
 
 
+def claimed_batch(s: Any, claimed: Claim) -> BatchInfo:
+    """The claimed job's batch: read with the claim (PostgreSQL), else now."""
+    return BatchInfo.of(claimed.batch) if claimed.batch is not None else load_batch(s, claimed.batch_id)
+
+
 @dataclass
 class JobContext:
     """Everything one stage of one job works with, loaded once when the stage is claimed."""

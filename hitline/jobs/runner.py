@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 from db import crud
 from db.session import connection_scope, session_scope
 from hitline.errors import BudgetExceeded, HitlineError, NotReady, RetryableProviderError
-from hitline.jobs.context import JobContext, Runtime, load_batch
+from hitline.jobs.context import JobContext, Runtime, claimed_batch, load_batch
 from hitline.jobs.heartbeat import held_claims
 
 __all__ = ["Outcome", "run_step", "run_chunk", "fail_jobs", "is_transient", "next_stage"]
@@ -62,7 +62,7 @@ def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[st
         claimed = crud.claim(c, job_id, stage, token)
         if claimed is None:
             return Outcome("skipped", moved_on=_moved_on(c, job_id, stage, line))
-        jc = JobContext.of(rt, claimed, load_batch(c, claimed.batch_id))
+        jc = JobContext.of(rt, claimed, claimed_batch(c, claimed))
     try:
         with held_claims(rt.db_url, [job_id], stage, rt.settings.heartbeat_s):  # a dead worker's claim goes stale
             result = work(jc)
