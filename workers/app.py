@@ -121,11 +121,22 @@ def install_limiter() -> None:
         rt.limiter = build_limiter(rt.settings)
 
 
+def one_blas_thread() -> None:
+    """A worker's parallelism is its processes (one per core by default): numpy's OpenBLAS would start a
+    thread per core in every one of them, and after each small product (an embedding's norm, a
+    descriptor) those threads spin waiting for more work, on the cores the other processes need."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
 @signals.worker_process_init.connect  # each prefork child
 def _child_starts(**_: Any) -> None:
+    one_blas_thread()
     install_limiter()
 
 
 @signals.worker_init.connect  # the worker's own process (threads/solo pools run tasks there)
 def _worker_starts(**_: Any) -> None:
+    one_blas_thread()
     install_limiter()
