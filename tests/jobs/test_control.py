@@ -16,9 +16,10 @@ from hitline.jobs.control import JobFilter
 from hitline.jobs.submit import Dispatch
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    # both job tables: the claim and advance are one statement each on PostgreSQL, several on SQLite
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
     init_db(url)
     with session_scope(url) as s:
         crud.create_batch(s, "B", catalog_dir="c", new_dir="n", out_dir="o", options={"presets": ["thumbnail"]},
