@@ -5,9 +5,10 @@ Everything runs as real processes on loopback: a private `redis-server` (the bro
 db 1 for the baseline), a `milvus-lite server`, a fresh PostgreSQL database on 127.0.0.1:5432 (created
 and dropped here), and the fake OpenRouter in this process with **no latency and no local renderer**
 (it answers at once; the `local` provider is not instant, its renderer cuts the product out with u2netp,
-~0.3 s). By default the fake runs its `instant` knob: images it is sent are read at 1/8 scale and a render
-is a plain PNG of the requested size encoded once, so its own CPU (on the same cores, reported apart)
-stretches the line's wall time less; `--full-fake` decodes every image in full and draws each render. Rate limits are set far above what the run can
+~0.3 s). By default the fake runs its `instant` knob: an image it is sent is read at 1/8 scale (once per
+data URI: the catalog photos come back for every SKU) and a render is a plain PNG of the requested size
+encoded once, so its own CPU (on the same cores, reported apart) stretches the line's wall time less;
+`--full-fake` decodes every image in full and draws each render. Rate limits are set far above what the run can
 reach (the shared Redis limiter still runs). Worker shape for both: one worker process, prefork,
 `--concurrency C` (default 2), consuming the five queues, the hitline app's Celery configuration.
 
@@ -261,7 +262,7 @@ def run_line(work: Path, env: dict[str, str], db_url: str, n: int, presets: str,
             if time.monotonic() > deadline:
                 raise SystemExit(f"line: {open_} SKUs still open after {timeout} s (see {work}/line-worker.log)")
             time.sleep(0.25)
-        # this process' CPU while the line ran: the fake provider's threads (it decodes every image it is
+        # this process' CPU while the line ran: the fake provider's threads (it reads the images it is
         # sent and draws a PNG per render), plus this loop's polling
         fake_cpu_s = time.process_time() - cpu0
         cpu = meter.stop()
