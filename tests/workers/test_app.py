@@ -117,3 +117,23 @@ def test_a_channel_closed_after_the_broker_was_lost_fails_as_a_connection_error(
     with pytest.raises(errors):
         channel.qos.restore_unacked()
     conn.maybe_close_channel(channel)  # and the close that the consumer runs goes through
+
+
+def test_a_worker_child_runs_numpy_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each prefork child is one core's worth of work: OpenBLAS threads inside it spin on the other
+    children's cores (bench/README.md, issue 13 item 10, fourth pass)."""
+    import numpy as np  # noqa: F401 - loads OpenBLAS
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import workers.app as wa
+
+    monkeypatch.setattr(wa, "install_limiter", lambda: None)
+    before = threadpool_info()
+    assert any(p["internal_api"] == "openblas" for p in before), "numpy without OpenBLAS: nothing to check"
+    try:
+        threadpool_limits(limits=2)  # as a fresh child on these 2 cores starts
+        wa._child_starts()
+        assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {1}
+    finally:
+        for p in before:
+            threadpool_limits(limits=p["num_threads"], user_api=p["user_api"])
