@@ -36,6 +36,13 @@ API_PREFIX = "/api/v1"
 MAX_IMAGES = 14
 
 
+def _base64_f32(vector: Sequence[float]) -> str:
+    """OpenAI's `encoding_format: "base64"`: the vector's little-endian float32 bytes, base64."""
+    import numpy as np
+
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: "_FakeHTTPServer"
     protocol_version = "HTTP/1.1"
@@ -180,6 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
         if model not in cfg.embed_models:
             raise BadRequest(f"{model} is not a valid embedding model ID")
         dim = cfg.embed_models[model]
+        fmt = body.get("encoding_format", "float")
+        if fmt not in ("float", "base64"):
+            raise BadRequest("'encoding_format' must be 'float' or 'base64'")
         items = body.get("input")
         items = [items] if isinstance(items, str) else items
         if not isinstance(items, list) or not items:
@@ -198,9 +208,10 @@ class _Handler(BaseHTTPRequestHandler):
         record["inputs"] = len(decoded)
 
         def answer(_fault: str | None) -> dict[str, Any]:
-            data = [{"object": "embedding", "index": i,
-                     "embedding": state.projector.text_vector(x, model, dim) if isinstance(x, str)
-                     else state.projector.image_vector(x, model, dim)} for i, x in enumerate(decoded)]
+            vectors = [state.projector.text_vector(x, model, dim) if isinstance(x, str)
+                       else state.projector.image_vector(x, model, dim) for x in decoded]
+            data = [{"object": "embedding", "index": i, "embedding": _base64_f32(v) if fmt == "base64" else v}
+                    for i, v in enumerate(vectors)]
             data.reverse()  # OpenRouter does not promise order; clients sort by index
             tokens = sum(len(x.split()) if isinstance(x, str) else 256 for x in decoded)
             return {"object": "list", "model": model, "data": data,

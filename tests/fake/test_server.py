@@ -109,6 +109,7 @@ def test_require_key_gives_401_with_an_error_body(fake: FakeServer) -> None:
     ("/embeddings", {"model": CHAT, "input": "x"}, "not a valid embedding model"),
     ("/embeddings", {"model": EMBED, "input": []}, "non-empty list"),
     ("/embeddings", {"model": EMBED, "input": [{"content": []}]}, "each input"),
+    ("/embeddings", {"model": EMBED, "input": "x", "encoding_format": "int8"}, "'encoding_format' must be"),
 ])
 def test_invalid_requests_are_400_with_an_error_body(fake: FakeServer, path: str, body: dict[str, Any],
                                                      message: str) -> None:
@@ -343,3 +344,15 @@ def test_an_answer_the_client_never_read_is_logged_as_undelivered(tmp_path) -> N
     assert len(served) == 2 and served[0]["input_sha"] == served[1]["input_sha"]
     assert [(u["input_sha"], u["undelivered"]["status"]) for u in undelivered] == [(served[0]["input_sha"], 200)]
     assert undelivered[0]["endpoint"] is None and undelivered[0]["model"] is None  # counts skip it
+
+
+def test_embeddings_as_base64_are_the_float_answer_in_float32(fake: FakeServer) -> None:
+    """OpenAI's encoding_format "base64": little-endian float32 bytes of the same vector."""
+    request = {"model": EMBED, "input": ["red dress", {"content": [_part((200, 30, 40))]}]}
+    floats = _post(fake, "/embeddings", request).json()["data"]
+    packed = _post(fake, "/embeddings", {**request, "encoding_format": "base64"}).json()["data"]
+    assert [r["index"] for r in packed] == [r["index"] for r in floats]
+    for f, b in zip(floats, packed):
+        assert isinstance(b["embedding"], str)
+        decoded = np.frombuffer(base64.b64decode(b["embedding"]), dtype="<f4")
+        assert np.array_equal(decoded, np.asarray(f["embedding"], dtype=np.float32))

@@ -327,6 +327,42 @@ def test_count_mismatch_is_retryable(prices: PriceTable) -> None:
         OpenRouterEmbedder(client, EMBED, 2, prices).embed_texts(["a", "b"])
 
 
+def _b64(values: list[float], dtype: str = "<f4") -> str:
+    import base64
+
+    return base64.b64encode(np.asarray(values, dtype=dtype).tobytes()).decode()
+
+
+class _RecordingSession(_CannedSession):
+    def post(self, url: Any, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.sent = json.loads(kwargs["data"]) if "data" in kwargs else kwargs.get("json")
+        return super().post(url, *args, **kwargs)
+
+
+@pytest.mark.parametrize("answer", [[3.0, 4.0], _b64([3.0, 4.0])], ids=["floats", "base64"])
+def test_embeddings_are_asked_for_as_base64_and_floats_are_read_too(prices: PriceTable, answer: Any) -> None:
+    """base64 float32 is a quarter of the bytes and no float parsing; a server that ignores the field
+    answers floats, which are read the same."""
+    session = _RecordingSession(200, json.dumps({"data": [{"index": 0, "embedding": answer}], "usage": {"cost": 0.0}}))
+    client = OpenRouterClient("http://127.0.0.1:9/api/v1", SecretStr(KEY), session=session)
+    (vector,) = OpenRouterEmbedder(client, EMBED, 2, prices).embed_texts(["a"]).vectors
+    assert session.sent["encoding_format"] == "base64"
+    assert np.allclose(vector, [0.6, 0.8], atol=1e-7)
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("AAAAAAAAAA==", "7 bytes of base64 embedding are not float32"),
+    ("not base64 at all!", "malformed embeddings"),
+    ([1.0, float("nan")], "non-finite"),
+    (_b64([1.0, float("inf")]), "non-finite"),
+])
+def test_a_malformed_embedding_is_retryable(prices: PriceTable, answer: Any, reason: str) -> None:
+    body = json.dumps({"data": [{"index": 0, "embedding": answer}], "usage": {"cost": 0.0}})
+    client = OpenRouterClient("http://127.0.0.1:9/api/v1", SecretStr(KEY), session=_CannedSession(200, body))
+    with pytest.raises(RetryableProviderError, match=reason):
+        OpenRouterEmbedder(client, EMBED, 2, prices).embed_texts(["a"])
+
+
 # analysis ----------------------------------------------------------------------------------------
 def test_analysis_request_shape_and_parsed_style(fake: FakeServer, client: OpenRouterClient, prices: PriceTable,
                                                  photos: dict[str, Path], product: NewProduct) -> None:

@@ -191,7 +191,10 @@ class OpenRouterEmbedder:
         cost = 0.0
         for start in range(0, len(inputs), self.batch_size):
             batch = inputs[start:start + self.batch_size]
-            body = self.client.post("/embeddings", {"model": self.model, "input": batch}, self.model)
+            # base64 float32 (OpenAI's and OpenRouter's `encoding_format`): a quarter of the bytes of JSON
+            # floats and no float parsing; a server that ignores it answers floats, read as well
+            body = self.client.post("/embeddings", {"model": self.model, "input": batch, "encoding_format": "base64"},
+                                    self.model)
             vectors.extend(self._vectors(body, len(batch)))
             cost += self.prices.token_cost(self.model, body.get("usage"))
         return Embedding(vectors=vectors, cost_usd=cost)
@@ -203,9 +206,11 @@ class OpenRouterEmbedder:
             raise RetryableProviderError(f"{self.model} returned {got} embeddings for {expected} inputs")
         try:
             rows = sorted(data, key=lambda row: int(row.get("index", 0)))
-            matrix = np.asarray([row["embedding"] for row in rows], dtype=np.float64)
-        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            matrix = np.asarray([_embedding_values(row["embedding"]) for row in rows], dtype=np.float64)
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:  # binascii.Error is a ValueError
             raise RetryableProviderError(f"malformed embeddings from {self.model}: {exc}") from None
+        if not np.isfinite(matrix).all():
+            raise RetryableProviderError(f"malformed embeddings from {self.model}: non-finite values")
         if matrix.ndim != 2 or matrix.shape[1] != self.dim:
             got = matrix.shape[1] if matrix.ndim == 2 else "ragged"
             raise ConfigError(f"{self.model} returns {got}-d embeddings but {self.dim} are configured "
@@ -213,6 +218,16 @@ class OpenRouterEmbedder:
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix = matrix / np.where(norms == 0, 1.0, norms)
         return list(matrix.astype(np.float32))  # what the cache and Milvus keep
+
+
+def _embedding_values(value: Any) -> Any:
+    """One answer's vector: a list of floats, or (encoding_format "base64") little-endian float32 bytes."""
+    if isinstance(value, str):
+        raw = base64.b64decode(value, validate=True)
+        if len(raw) % 4:
+            raise ValueError(f"{len(raw)} bytes of base64 embedding are not float32 values")
+        return np.frombuffer(raw, dtype="<f4")
+    return value
 
 
 # style analysis ---------------------------------------------------------------------------------
