@@ -127,7 +127,7 @@ def one_blas_thread() -> None:
     descriptor) those threads spin waiting for more work, on the cores the other processes need."""
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1)
+    threadpool_limits(limits=1, user_api="blas")
 
 
 @signals.worker_process_init.connect  # each prefork child
