@@ -19,7 +19,7 @@ import sys
 from pathlib import Path as _P
 
 sys.path.insert(0, str(_P(__file__).resolve().parent))
-from _common import write_results  # noqa: E402
+from _common import scratch_database, write_results  # noqa: E402
 
 import argparse
 import json
@@ -38,7 +38,6 @@ from rich.table import Table
 from hitline.domain.vectors import decode_vector, encode_vector
 
 console = Console(width=140)
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 # what each mode stores for a provider's vector, and what a reader gets back from the stored value
 MODES: dict[str, tuple[Callable[[np.ndarray], Any], Callable[[Any], Any]]] = {
@@ -62,19 +61,13 @@ class JsonCodec:
 
 @contextmanager
 def fresh_pg() -> Iterator[str]:
-    import psycopg
+    with scratch_database("bench_vectors") as url:
+        try:
+            yield url
+        finally:
+            from db.session import engine_for
 
-    name = f"bench_vectors_{secrets.token_hex(3)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-        con.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        from db.session import engine_for
-
-        engine_for(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")[0].dispose()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-            con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            engine_for(url)[0].dispose()
 
 
 def db_cache(url: str) -> Any:

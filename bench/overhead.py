@@ -35,12 +35,11 @@ import sys
 from pathlib import Path as _P
 
 sys.path.insert(0, str(_P(__file__).resolve().parent))
-from _common import write_results  # noqa: E402
+from _common import scratch_database, write_results  # noqa: E402
 
 import argparse
 import csv
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -48,7 +47,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack, contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -58,7 +56,6 @@ from rich.table import Table
 console = Console(width=160)
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 QUEUES = "embed,index,retrieve,analyze,render"
 
 
@@ -91,20 +88,6 @@ def _process(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-
-
-@contextmanager
-def _database() -> Iterator[str]:
-    import psycopg
-
-    name = f"bench_overhead_{secrets.token_hex(3)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-        con.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-            con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def make_data(work: Path, n: int) -> tuple[Path, Path]:
@@ -144,7 +127,7 @@ def tree_cpu_s(pid: int) -> float:
                 text = (entry / "stat").read_text()
             except OSError:
                 continue
-            stats[int(entry.name)] = text[text.rindex(")") + 2:].split()  # fields after "pid (comm)"
+            stats[int(entry.name)] = _stat_fields(text)
     children: dict[int, list[int]] = {}
     for child, f in stats.items():
         children.setdefault(int(f[1]), []).append(child)
@@ -163,9 +146,12 @@ def tree_cpu_s(pid: int) -> float:
 
 def own_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) of the process itself, without its children (/proc)."""
-    text = (Path("/proc") / str(pid) / "stat").read_text()
-    f = text[text.rindex(")") + 2:].split()
+    f = _stat_fields((Path("/proc") / str(pid) / "stat").read_text())
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(text: str) -> list[str]:
+    return text[text.rindex(")") + 2:].split()  # the fields after "pid (comm)"
 
 
 class CpuMeter:
@@ -316,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             services = {"redis": redis_proc.pid, "milvus": milvus_proc.pid}
             _wait_port(redis_port)
             _wait_port(milvus_port)
-            dbname = stack.enter_context(_database())
+            db_url = stack.enter_context(scratch_database("bench_overhead"))
             fake = stack.enter_context(running_fake(FakeConfig(use_local_renderer=False, max_image_side=512,
                                                                instant=not opts.full_fake)))
             # the shared Redis limiter stays on (its round trips are part of the line's cost) but never binds:
@@ -325,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             limits.write_text("[default]\nrpm = 1000000\nmax_in_flight = 64\n")
             env = {k: v for k, v in os.environ.items() if not k.startswith("HITLINE_")}
             env.update(HITLINE_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
-                       HITLINE_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{dbname}",
+                       HITLINE_DATABASE_URL=db_url,
                        HITLINE_MILVUS_URI=f"http://127.0.0.1:{milvus_port}", HITLINE_DATA_DIR=str(work / "data"),
                        HITLINE_OPENROUTER_API_KEY="sk-bench-overhead", HITLINE_OPENROUTER_BASE_URL=fake.base_url,
                        HITLINE_LIMITS_FILE=str(limits), HITLINE_QUALITY_GATE=os.environ.get("HITLINE_QUALITY_GATE", "0"),
