@@ -127,8 +127,6 @@ SELECT claimed.*, opened.id AS attempt_id FROM claimed, opened
              options=Batch.__table__.c.options.type, out_dir=Batch.__table__.c.out_dir.type,
              budget_usd=Batch.__table__.c.budget_usd.type, vocab_version=Batch.__table__.c.vocab_version.type,
              attempt_id=_ATTEMPT.c.id.type)
-_CLOSE_ATTEMPT = (update(_ATTEMPT).where(_ATTEMPT.c.id == bindparam("aid"), _ATTEMPT.c.outcome == "running")
-                  .values(outcome=bindparam("out"), error=bindparam("err"), seconds=bindparam("secs")))
 
 
 def claim(s: Db, job_id: int, stage: str, token: str | None = None,
@@ -201,9 +199,11 @@ def advance(s: Db, claimed: Claim, next_stage: str, result: dict[str, Any] | Non
         merged[claimed.stage] = result
     params = {"jid": claimed.id, "stg": claimed.stage, "res": merged, "nxt": next_stage, "now": now,
               "aid": claimed.attempt_id, "secs": _seconds_since(claimed.started_at, now)}
-    finish, move_on = _ADVANCE_PG if _dialect(s) == "postgresql" else _ADVANCE_SQLITE
-    if finish is _FINISH:
+    if _dialect(s) == "postgresql":
+        finish, move_on = _ADVANCE_PG
+    else:
         s.execute(_CLOSE_OK, params)
+        finish, move_on = _FINISH, _MOVE_ON
     s.execute(finish if next_stage == "done" else move_on, params)
 
 
@@ -226,7 +226,6 @@ _MOVE_ON = _ADVANCE.values(state=case((_batch_cancelled(), CANCELLED), else_="pe
                            enqueued_at=case((_batch_cancelled(), None), else_=bindparam("now")))
 _CLOSE_OK = (update(_ATTEMPT).where(_ATTEMPT.c.id == bindparam("aid"), _ATTEMPT.c.outcome == "running")
              .values(outcome="ok", error=None, seconds=bindparam("secs", type_=_ATTEMPT.c.seconds.type)))
-_ADVANCE_SQLITE = (_FINISH, _MOVE_ON)  # after _CLOSE_OK
 _ADVANCE_PG = (_FINISH.add_cte(_CLOSE_OK.cte("closed")), _MOVE_ON.add_cte(_CLOSE_OK.cte("closed")))
 
 

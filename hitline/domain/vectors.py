@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from hitline.errors import InputError
 
-__all__ = ["Vector", "as_vector", "encode_vector", "decode_vector"]
+__all__ = ["Vector", "as_vector", "f32_base64", "from_f32_base64", "encode_vector", "decode_vector"]
 
 Vector = npt.NDArray[np.float32]
 
@@ -30,10 +30,24 @@ def as_vector(v: npt.ArrayLike) -> Vector:
     return a
 
 
+def f32_base64(v: npt.ArrayLike) -> str:
+    """The values' little-endian float32 bytes in base64: the cache's form, and the embeddings API's
+    `encoding_format: "base64"` (OpenAI's, OpenRouter's)."""
+    return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii")
+
+
+def from_f32_base64(text: str) -> Vector:
+    """The values of f32_base64 text; ValueError when it is not base64 of float32 bytes."""
+    raw = base64.b64decode(text, validate=True)  # binascii.Error is a ValueError
+    if len(raw) % 4:
+        raise ValueError(f"{len(raw)} bytes of base64 embedding are not float32 values")
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False)
+
+
 def encode_vector(v: npt.ArrayLike) -> dict[str, Any]:
     """The JSON-ready cache value of a vector."""
     a = as_vector(v)
-    return {"f32": base64.b64encode(a.astype("<f4", copy=False).tobytes()).decode("ascii"), "dim": a.size}
+    return {"f32": f32_base64(a), "dim": a.size}
 
 
 def decode_vector(value: Any) -> Vector:

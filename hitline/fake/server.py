@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from hitline.domain.models import ASPECT_RATIOS, IMAGE_SIZES
+from hitline.domain.vectors import f32_base64
 from hitline.errors import ConfigError
 from hitline.fake.answers import (BadRequest, analysis_answer, decode_image, image_summary, is_judge_request,
                                   judge_answer, render_png)
@@ -34,13 +35,6 @@ __all__ = ["FakeConfig", "FakeServer", "serve", "running_fake", "main", "parse_a
 
 API_PREFIX = "/api/v1"
 MAX_IMAGES = 14
-
-
-def _base64_f32(vector: Sequence[float]) -> str:
-    """OpenAI's `encoding_format: "base64"`: the vector's little-endian float32 bytes, base64."""
-    import numpy as np
-
-    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -210,7 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
         def answer(_fault: str | None) -> dict[str, Any]:
             vectors = [state.projector.text_vector(x, model, dim) if isinstance(x, str)
                        else state.projector.image_vector(x, model, dim) for x in decoded]
-            data = [{"object": "embedding", "index": i, "embedding": _base64_f32(v) if fmt == "base64" else v}
+            data = [{"object": "embedding", "index": i, "embedding": f32_base64(v) if fmt == "base64" else v}
                     for i, v in enumerate(vectors)]
             data.reverse()  # OpenRouter does not promise order; clients sort by index
             tokens = sum(len(x.split()) if isinstance(x, str) else 256 for x in decoded)

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.ExifTags import Base as _ExifTag
 
 from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
+from hitline.domain.vectors import from_f32_base64
 from hitline.errors import ConfigError, InputError, RetryableProviderError
 from hitline.domain.pricing import PriceTable
 from hitline.domain.vectors import Vector
@@ -222,12 +223,7 @@ class OpenRouterEmbedder:
 
 def _embedding_values(value: Any) -> Any:
     """One answer's vector: a list of floats, or (encoding_format "base64") little-endian float32 bytes."""
-    if isinstance(value, str):
-        raw = base64.b64decode(value, validate=True)
-        if len(raw) % 4:
-            raise ValueError(f"{len(raw)} bytes of base64 embedding are not float32 values")
-        return np.frombuffer(raw, dtype="<f4")
-    return value
+    return from_f32_base64(value) if isinstance(value, str) else value
 
 
 # style analysis ---------------------------------------------------------------------------------
