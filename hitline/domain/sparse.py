@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import sklearn
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from hitline.errors import ConfigError, InputError
@@ -113,7 +114,10 @@ class TextVocabulary:
             docs.append(t)
         if not docs:
             return []
-        matrix = self._vec.transform(docs).tocsr()
+        # the texts are checked above and the fitted vectorizer is ours: scikit-learn's own argument checks
+        # (sklearn.config_context) were a third of a one-text transform, once per SKU
+        with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
+            matrix = self._vec.transform(docs).tocsr()
         out: list[SparseVector] = []
         for row in range(matrix.shape[0]):
             start, end = matrix.indptr[row], matrix.indptr[row + 1]

@@ -11,6 +11,7 @@ Celery's `rate_limit` counts per worker; these limiters count per model across a
 from __future__ import annotations
 
 import logging
+import os
 import math
 import random
 import threading
@@ -118,6 +119,51 @@ class _Attempt:
     granted_at: float = 0.0
 
 
+class _LeaseKeeper:
+    """One thread per process renews every in-flight lease it holds, each every lease_s / 3: a thread per
+    call cost a thread start for each paid call (bench/overhead.py); a lease of a dead process is renewed by
+    nobody and frees itself after lease_s."""
+
+    def __init__(self, renew: Callable[[str, Limit, str], None]) -> None:
+        self.pid = os.getpid()
+        self._renew = renew
+        self._held: dict[str, tuple[str, Limit, threading.Event, float]] = {}  # token -> model, limit, done, due
+        self._cond = threading.Condition()
+        self._sleeping_until = math.inf
+        threading.Thread(target=self._run, name="hitline-leases", daemon=True).start()
+
+    def hold(self, token: str, model: str, limit: Limit, done: threading.Event) -> None:
+        due = time.monotonic() + limit.lease_s / 3
+        with self._cond:
+            self._held[token] = (model, limit, done, due)
+            if due < self._sleeping_until:  # only when nothing else is held (or a shorter lease): no wake per call
+                self._cond.notify()
+
+    def drop(self, token: str) -> None:
+        with self._cond:
+            self._held.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [(t, m, lim, d) for t, (m, lim, d, at) in self._held.items() if at <= now]
+                for t, m, lim, d in due:
+                    self._held[t] = (m, lim, d, now + lim.lease_s / 3)
+                if not due:
+                    self._sleeping_until = min((at for *_, at in self._held.values()), default=math.inf)
+                    self._cond.wait(None if self._sleeping_until == math.inf else self._sleeping_until - now)
+                    self._sleeping_until = -math.inf  # awake: a hold() need not notify
+                    continue
+            for token, model, limit, done in due:
+                if done.is_set():
+                    continue
+                try:
+                    self._renew(model, limit, token)
+                except Exception as exc:  # noqa: BLE001 - a broker blip: the lease holds until the next try
+                    log.warning("could not renew the in-flight lease of %s: %s", model, exc)
+
+
 class _PollingLimiter:
     """The waiting loop both limiters share; subclasses only try, wait and release."""
 
@@ -167,23 +213,20 @@ class _PollingLimiter:
             yield
         finally:
             renewing.set()
+            if self._keeper is not None:
+                self._keeper.drop(token)
             self._release(model, limit, token)
 
     def _keep_lease(self, model: str, limit: Limit, token: str) -> threading.Event:
         """Renew the in-flight lease of `token` every lease_s / 3 until the returned event is set."""
         done = threading.Event()
-
-        def renew() -> None:
-            while not done.wait(limit.lease_s / 3):
-                try:
-                    self._renew(model, limit, token)
-                except Exception as exc:  # noqa: BLE001 - a broker blip: the lease holds until the next try
-                    log.warning("could not renew the in-flight lease of %s: %s", model, exc)
-
         if self._renews:
-            threading.Thread(target=renew, name=f"lease-{model}", daemon=True).start()
+            if self._keeper is None or self._keeper.pid != os.getpid():  # a forked child starts its own
+                self._keeper = _LeaseKeeper(self._renew)
+            self._keeper.hold(token, model, limit, done)
         return done
 
+    _keeper: _LeaseKeeper | None = None
     _renews = False  # LocalLimiter: nothing outlives the process, nothing to renew
 
     def _renew(self, model: str, limit: Limit, token: str) -> None:

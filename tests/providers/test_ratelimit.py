@@ -230,6 +230,41 @@ def test_live_holder_keeps_its_slot_past_the_lease(redis_client: Any, prefix: st
         pass
 
 
+@pytest.mark.distributed
+def test_one_thread_renews_every_held_lease(redis_client: Any, prefix: str) -> None:
+    """Leases held at once by the threads of one process are all renewed, by one thread for the process
+    (not one per call), and a released lease is no longer renewed."""
+    limiter = RedisLimiter(redis_client, _limits(rpm=1000, max_in_flight=2, lease_s=0.6), key_prefix=prefix)
+    before = {t.ident for t in threading.enumerate()}
+    entered, leave = threading.Barrier(3), threading.Event()
+
+    def hold() -> None:
+        with limiter.acquire(MODEL, timeout=0):
+            entered.wait(5)
+            leave.wait(5)
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for t in holders:
+        t.start()
+    entered.wait(5)
+    time.sleep(2.0)  # three leases long: both slots still held
+    with pytest.raises(RateLimited):
+        with limiter.acquire(MODEL, timeout=0):
+            pass
+    started = [t for t in threading.enumerate() if t.ident not in before and t not in holders]
+    assert [t.name for t in started] == ["hitline-leases"]
+    leave.set()
+    for t in holders:
+        t.join(5)
+    assert redis_client.zcard(limiter.keys(MODEL)[1]) == 0  # released, and not renewed back
+    time.sleep(0.5)
+    assert redis_client.zcard(limiter.keys(MODEL)[1]) == 0
+    for _ in range(5):  # later calls reuse the thread
+        with limiter.acquire(MODEL, timeout=0):
+            pass
+    assert [t.name for t in threading.enumerate() if t.ident not in before] == ["hitline-leases"]
+
+
 def _timeout_and_release_semantics(limiter: Any) -> None:
     """Shared by both limiters: rate timeout, busy timeout, release on exception."""
     for _ in range(2):
