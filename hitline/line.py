@@ -54,8 +54,9 @@ def embed_images(embedder: ImageEmbedder, paths: Sequence[Path], cache: Cache,
     todo = [i for i, v in enumerate(vectors) if v is None]
     cost = 0.0
     if todo:
-        for i in todo:  # submit checked headers only: decode here, before anything is sent or paid for
-            verify_image_data(paths[i])
+        if not getattr(embedder, "checks_images", False):
+            for i in todo:  # submit checked headers only: decode here, before anything is sent or paid for
+                verify_image_data(paths[i])
         emb = embedder.embed_images([paths[i] for i in todo])
         cost = emb.cost_usd
         for i, v in zip(todo, emb.vectors, strict=True):

@@ -16,6 +16,8 @@ import csv
 import re
 import stat
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import Callable, Generic, TypeVar
@@ -25,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from hitline.domain.models import HitProduct, NewProduct
 from hitline.errors import InputError
 
-__all__ = ["RowError", "Loaded", "load_catalog", "load_new_products", "check_image", "verify_image_data",
+__all__ = ["RowError", "Loaded", "load_catalog", "load_new_products", "check_image", "verify_image_data", "image_errors",
            "MIN_IMAGE_SIDE", "MAX_IMAGE_PIXELS", "IMAGE_EXTENSIONS"]
 
 T = TypeVar("T")
@@ -138,22 +140,31 @@ def _check_image(path: Path, base: Path) -> Path:
 
 def verify_image_data(path: Path) -> None:
     """Decode the whole image once: a truncated or corrupt file raises InputError with a reason the merchant
-    can act on. The embed stage calls this before anything is sent to a provider, so a bad image fails its
-    own job there while the rest of the batch goes on."""
-    name = Path(path).name
+    can act on. The embed stage calls this before anything is sent to a provider (unless the provider
+    decodes every image itself first: `checks_images`), so a bad image fails its own job there while the
+    rest of the batch goes on."""
+    with image_errors(Path(path).name):
+        with Image.open(path) as im:
+            if im.format in ("JPEG", "MPO"):
+                # libjpeg reads every scan whatever the scale: a decode at 1/8 finds a truncated or
+                # corrupt file for ~1/3 of the CPU of a full one (JPEG has no checksums for verify())
+                im.draft(None, (max(1, im.width // 8), max(1, im.height // 8)))
+                im.load()
+                return
+            im.verify()  # structure and checksums (PNG CRCs); leaves the image unusable
+        with Image.open(path) as im:  # a full decode catches truncated data that verify() lets through
+            im.load()
+
+
+@contextmanager
+def image_errors(name: str) -> Iterator[None]:
+    """What decoding image `name` can raise, as the InputError a merchant can act on."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if im.format in ("JPEG", "MPO"):
-                    # libjpeg reads every scan whatever the scale: a decode at 1/8 finds a truncated or
-                    # corrupt file for ~1/3 of the CPU of a full one (JPEG has no checksums for verify())
-                    im.draft(None, (max(1, im.width // 8), max(1, im.height // 8)))
-                    im.load()
-                    return
-                im.verify()  # structure and checksums (PNG CRCs); leaves the image unusable
-            with Image.open(path) as im:  # a full decode catches truncated data that verify() lets through
-                im.load()
+            yield
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"image file not found: {name!r} (was it moved after the batch was submitted?)") from None
     except Image.DecompressionBombError as exc:

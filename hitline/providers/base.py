@@ -46,6 +46,9 @@ class Judgement:
 
 @runtime_checkable
 class ImageEmbedder(Protocol):
+    """`checks_images` (optional, default False): embed_images decodes every image before sending it and
+    raises InputError for a corrupt or truncated one, so the line does not decode it first."""
+
     model: str
     dim: int
 

@@ -104,3 +104,43 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_never_below_the_side_it_is_s
     _jpeg(turned, (2000, 1000), exif=exif.tobytes())
     assert Image.open(io.BytesIO(_sent(p.image_data_uri(turned, 600)))).size == (300, 600)
     assert decoded[-1] == (500, 1000)  # 1/2 scale: 1/4 would give 500 px, below the 600 it is sent at
+
+
+def test_the_embedders_own_decode_is_the_embed_stages_image_check(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The line does not decode an image the OpenRouter embedder decodes anyway (checks_images): its check
+    refuses what verify_image_data refuses (a truncated JPEG, sent as it is or re-encoded; a PNG with a bad
+    CRC, which a plain decode lets through), in the same words, before anything is sent."""
+    import pytest
+
+    from hitline import line
+    from hitline.domain.catalog import verify_image_data
+    from hitline.errors import InputError
+    from hitline.providers.openrouter.providers import OpenRouterEmbedder
+
+    p._encoded_data_uri.cache_clear()
+    small, big = tmp_path / "small.jpg", tmp_path / "big.jpg"
+    Image.effect_noise((400, 300), 80).convert("RGB").save(small, "JPEG", quality=95)  # sent as it is
+    Image.effect_noise((900, 700), 80).convert("RGB").save(big, "JPEG", quality=95)  # decoded and resized
+    for f in (small, big):
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    png = tmp_path / "crc.png"
+    Image.effect_noise((300, 300), 80).convert("RGB").save(png, "PNG")
+    data = bytearray(png.read_bytes())
+    end = data.index(b"IEND") - 8  # the last 4 bytes before IEND's length: the IDAT chunk's CRC
+    data[end:end + 4] = bytes(b ^ 0xFF for b in data[end:end + 4])
+    png.write_bytes(bytes(data))
+    p.image_data_uri(png, 512)  # a plain decode does not read chunk CRCs: without check it would be sent
+
+    class Refuses:
+        def post(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+            raise AssertionError("nothing may be sent for a broken image")
+
+    embedder = OpenRouterEmbedder(Refuses(), "m", 8)  # type: ignore[arg-type]
+    assert embedder.checks_images
+    monkeypatch.setattr(line, "verify_image_data", lambda path: pytest.fail("decoded twice"))
+    for broken in (small, big, png, tmp_path / "gone.jpg"):
+        with pytest.raises(InputError) as theirs:
+            verify_image_data(broken)
+        with pytest.raises(InputError) as ours:
+            line.embed_images(embedder, [broken], {}, ["sha"])  # type: ignore[arg-type]
+        assert str(ours.value).split(" (")[0] == str(theirs.value).split(" (")[0], broken.name

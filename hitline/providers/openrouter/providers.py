@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.ExifTags import Base as _ExifTag
 
+from hitline.domain.catalog import image_errors, verify_image_data
 from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
 from hitline.domain.vectors import from_f32_base64
 from hitline.errors import ConfigError, InputError, RetryableProviderError
@@ -42,16 +43,22 @@ ORIENTATION = _ExifTag.Orientation
 
 
 # images on the wire -----------------------------------------------------------------------------
-def image_data_uri(path: Path, max_side: int, quality: int = 90) -> str:
+def image_data_uri(path: Path, max_side: int, quality: int = 90, *, check: bool = False) -> str:
     """`path` as a JPEG data URI whose long side is at most `max_side` (alpha flattened on white).
 
     Encoded once per process for the same file version: the retrieved hits are the same few catalog
-    photos for thousands of SKUs, and a SKU's flat-lay goes out once per preset."""
-    try:
-        stat = Path(path).stat()
-    except OSError as exc:
-        raise InputError(f"cannot read image {Path(path).name}: {exc}") from exc
-    return _encoded_data_uri(str(path), stat.st_mtime_ns, stat.st_size, max_side, quality)
+    photos for thousands of SKUs, and a SKU's flat-lay goes out once per preset. `check`: the image is
+    known to decode in full afterwards, what hitline.domain.catalog.verify_image_data makes sure of (a
+    JPEG's decode here is that check; other formats are verified first), with its errors."""
+    if check:
+        with image_errors(Path(path).name):
+            stat = Path(path).stat()
+    else:
+        try:
+            stat = Path(path).stat()
+        except OSError as exc:
+            raise InputError(f"cannot read image {Path(path).name}: {exc}") from exc
+    return _encoded_data_uri(str(path), stat.st_mtime_ns, stat.st_size, max_side, quality, check)
 
 
 # what a plain JPEG carries besides pixels; anything else (EXIF with GPS, ICC, XMP, comments) is dropped
@@ -61,23 +68,32 @@ _PLAIN_JPEG_INFO = frozenset({"jfif", "jfif_version", "jfif_unit", "jfif_density
 
 
 @functools.lru_cache(maxsize=64)  # ~64 x 0.3 MB at most; the key changes when the file does
-def _encoded_data_uri(path: str, _mtime_ns: int, _size: int, max_side: int, quality: int) -> str:
+def _encoded_data_uri(path: str, _mtime_ns: int, _size: int, max_side: int, quality: int, check: bool) -> str:
+    if check:
+        with image_errors(Path(path).name):
+            return _encode(path, max_side, quality, check)
     try:
-        with Image.open(path) as opened:
-            if _sendable_as_is(opened, max_side):
-                # a plain RGB JPEG within max_side: its own bytes, once checked they decode (at 1/8
-                # scale: every scan is read, the pixels are not built); a re-encode would only lose quality
-                opened.draft("RGB", (max(1, opened.width // 8), max(1, opened.height // 8)))
-                opened.load()
-                return "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
-            if opened.format in ("JPEG", "MPO"):
-                # decoded at the smallest 1/2, 1/4 or 1/8 scale still >= max_side (libjpeg's DCT scaling):
-                # a 3000 px photo sent at 512 px costs a quarter of a full decode and resize
-                opened.draft(None, _draft_box(opened.size, max_side))
-            image = ImageOps.exif_transpose(opened) if opened.getexif().get(ORIENTATION, 1) != 1 else opened
-            image.load()
+        return _encode(path, max_side, quality, check)
     except (OSError, UnidentifiedImageError) as exc:
         raise InputError(f"cannot read image {Path(path).name}: {exc}") from exc
+
+
+def _encode(path: str, max_side: int, quality: int, check: bool) -> str:
+    with Image.open(path) as opened:
+        if check and opened.format not in ("JPEG", "MPO"):
+            verify_image_data(Path(path))  # PNG CRCs and the rest: what a decode alone does not check
+        if _sendable_as_is(opened, max_side):
+            # a plain RGB JPEG within max_side: its own bytes, once checked they decode (at 1/8
+            # scale: every scan is read, the pixels are not built); a re-encode would only lose quality
+            opened.draft("RGB", (max(1, opened.width // 8), max(1, opened.height // 8)))
+            opened.load()
+            return "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        if opened.format in ("JPEG", "MPO"):
+            # decoded at the smallest 1/2, 1/4 or 1/8 scale still >= max_side (libjpeg's DCT scaling):
+            # a 3000 px photo sent at 512 px costs a quarter of a full decode and resize
+            opened.draft(None, _draft_box(opened.size, max_side))
+        image = ImageOps.exif_transpose(opened) if opened.getexif().get(ORIENTATION, 1) != 1 else opened
+        image.load()
     if image.mode in ("RGBA", "LA", "P"):
         image = image.convert("RGBA")
         canvas = Image.new("RGB", image.size, (255, 255, 255))
@@ -180,8 +196,12 @@ class OpenRouterEmbedder:
     def __repr__(self) -> str:
         return f"OpenRouterEmbedder(model={self.model!r}, dim={self.dim}, client={self.client!r})"
 
+    # every image is decoded in full (or, sent as it is, checked at 1/8) before anything is sent, and a
+    # corrupt or truncated one raises InputError: the line need not decode it a second time
+    checks_images = True
+
     def embed_images(self, images: Sequence[Path]) -> Embedding:
-        inputs = [{"content": [_image_part(image_data_uri(Path(p), self.max_side))]} for p in images]
+        inputs = [{"content": [_image_part(image_data_uri(Path(p), self.max_side, check=True))]} for p in images]
         return self._embed(inputs)
 
     def embed_texts(self, texts: Sequence[str]) -> Embedding:
