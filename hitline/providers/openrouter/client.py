@@ -18,6 +18,7 @@ from contextlib import nullcontext
 from datetime import timezone
 from typing import Any, Mapping
 
+import orjson
 import requests
 from pydantic import SecretStr
 
@@ -115,7 +116,11 @@ class OpenRouterClient:
         slot = self.limiter.acquire(model, timeout=self.rate_wait_max_s) if self.limiter is not None else nullcontext()
         with slot:
             try:
-                response = self.session.post(url, json=payload, headers=self._headers(), timeout=self.timeout)
+                # orjson, not requests' json=: the standard encoder scans every character of the base64
+                # images for escapes (1.2 ms for a render's ~600 KB body, orjson 0.02 ms). The payloads hold
+                # strings, ints and lists only (orjson writes a NaN float as null)
+                body = orjson.dumps(payload)
+                response = self.session.post(url, data=body, headers=self._headers(), timeout=self.timeout)
             except requests.Timeout as exc:
                 raise RetryableProviderError(self.scrub(f"timed out calling {model}: {exc}")) from None
             except requests.RequestException as exc:  # connection refused/reset, dropped mid-response
