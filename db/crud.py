@@ -315,8 +315,13 @@ def latest_batch_id(s: Session) -> str | None:
 
 # the statements of every paid call, built once (a statement built per call cost more client CPU than it
 # took to run: SQLAlchemy memoizes a statement object's cache key, not a new one's)
+_BATCH_T = Batch.__table__
 _SPENT = select(func.coalesce(func.sum(_CHARGE.c.cost_usd), 0.0)).where(_CHARGE.c.batch_id == bindparam("bid"))
-_LOCK_BATCH = select(Batch.__table__.c.id).where(Batch.__table__.c.id == bindparam("bid")).with_for_update()
+# the batch row, locked: concurrent reservations of a batch take turns; its running total comes with it
+_LOCK_BATCH = select(_BATCH_T.c.spent_usd).where(_BATCH_T.c.id == bindparam("bid")).with_for_update()
+_BATCH_SPENT = select(_BATCH_T.c.spent_usd).where(_BATCH_T.c.id == bindparam("bid"))
+_ADD_SPENT = (update(_BATCH_T).where(_BATCH_T.c.id == bindparam("bid"))
+              .values(spent_usd=_BATCH_T.c.spent_usd + bindparam("delta", type_=_BATCH_T.c.spent_usd.type)))
 _CHARGE_OF_KEY = (select(_CHARGE.c.id, _CHARGE.c.job_id, _CHARGE.c.state, _CHARGE.c.cost_usd)
                   .where(_CHARGE.c.batch_id == bindparam("bid"), _CHARGE.c.key == bindparam("key")))
 _ADD_JOB_COST = (update(_JOB).where(_JOB.c.id == bindparam("jid"))
@@ -327,10 +332,16 @@ _DROP_CHARGE = delete(_CHARGE).where(_CHARGE.c.id == bindparam("cid"))
 
 
 def spent(s: Db, batch_id: str, stage: str | None = None) -> float:
-    """What the batch's calls cost (reservations in flight included), all of them or one stage's."""
+    """What the batch's calls cost (reservations in flight included), all of them or one stage's.
+    All of them: the batch's running total (`batch.spent_usd`, kept by every charge write below)."""
     if stage is None:
-        return float(s.execute(_SPENT, {"bid": batch_id}).scalar() or 0.0)
+        return float(s.execute(_BATCH_SPENT, {"bid": batch_id}).scalar() or 0.0)
     return float(s.scalar(_SPENT.where(_CHARGE.c.stage == stage), {"bid": batch_id}) or 0.0)
+
+
+def _add_spent(s: Db, batch_id: str, delta: float) -> None:
+    if delta:
+        s.execute(_ADD_SPENT, {"bid": batch_id, "delta": delta})
 
 
 def reserve(s: Db, batch_id: str, job_id: int | None, stage: str, key: str, model: str,
@@ -341,19 +352,23 @@ def reserve(s: Db, batch_id: str, job_id: int | None, stage: str, key: str, mode
     "paid" (another job of the batch already paid for this key: reuse its result, do not call again),
     "busy" (another job holds the reservation: its call is in flight) or "over" (it would pass the
     budget). The batch row is locked so concurrent workers cannot both squeeze under the budget
-    (FOR UPDATE on PostgreSQL; SQLite serialises writers).
+    (FOR UPDATE on PostgreSQL; SQLite serialises writers), and the budget is checked against its running
+    total: one row, however many charges the batch has (a SUM over them grew with every SKU).
     """
-    s.execute(_LOCK_BATCH, {"bid": batch_id})
+    spent_now = float(s.execute(_LOCK_BATCH, {"bid": batch_id}).scalar() or 0.0)
     existing = s.execute(_CHARGE_OF_KEY, {"bid": batch_id, "key": key}).first()
     if existing is not None:
         if existing.job_id == job_id:
             return "ok"
         return "paid" if existing.state == "charged" else "busy"
-    if budget is not None and spent(s, batch_id) + cost > budget + 1e-9:
+    if budget is not None and spent_now + cost > budget + 1e-9:
         return "over"
     # the batch row is locked (SQLite: one writer at a time), so a conflict is no race lost; as before it is no error
-    s.execute(_statements(s).add_charge, {"bid": batch_id, "jid": job_id, "stg": stage, "key": key, "model": model,
-                                          "cost": cost, "state": "reserved", "now": utcnow()})
+    new = s.execute(_statements(s).add_charge_returning, {"bid": batch_id, "jid": job_id, "stg": stage, "key": key,
+                                                          "model": model, "cost": cost, "state": "reserved",
+                                                          "now": utcnow()}).first()
+    if new is not None:
+        _add_spent(s, batch_id, cost)
     return "ok"
 
 
@@ -364,9 +379,11 @@ def settle(s: Db, batch_id: str, key: str, cost: float | None = None, *, keep: b
     if c is None:
         return 0.0
     if not keep:
+        _add_spent(s, batch_id, -c.cost_usd)  # the batch row first, then the job's: reserve's order
         s.execute(_DROP_CHARGE, {"cid": c.id})
         return 0.0
     final = cost if cost is not None else c.cost_usd
+    _add_spent(s, batch_id, final - c.cost_usd)  # the reservation was counted at its list price
     if c.state != "charged" and c.job_id is not None:  # charged once: a settled key adds nothing to the job
         s.execute(_ADD_JOB_COST, {"jid": c.job_id, "cost": final})
     s.execute(_CHARGED, {"cid": c.id, "cost": final})
@@ -375,14 +392,15 @@ def settle(s: Db, batch_id: str, key: str, cost: float | None = None, *, keep: b
 
 def record_charge(s: Db, batch_id: str, job_id: int | None, stage: str, key: str, model: str, cost: float) -> bool:
     """Record a call already made and paid (embed, analyze, a judge), once per key: what reserve + settle
-    do for a call without a budget, in three statements. False if the key was recorded before. Under the
-    batch lock like reserve, so a render's budget check counts it."""
+    do for a call without a budget. False if the key was recorded before. Under the batch lock like
+    reserve, so a render's budget check counts it."""
     s.execute(_LOCK_BATCH, {"bid": batch_id})
     new = s.execute(_statements(s).add_charge_returning, {"bid": batch_id, "jid": job_id, "stg": stage, "key": key,
                                                           "model": model, "cost": cost, "state": "charged",
                                                           "now": utcnow()}).first()
     if new is None:
         return False
+    _add_spent(s, batch_id, cost)
     if job_id is not None:
         s.execute(_ADD_JOB_COST, {"jid": job_id, "cost": cost})
     return True
@@ -411,8 +429,7 @@ def _dialect_insert(dialect: str) -> Any:
 class _Upserts:
     """The line's INSERT .. ON CONFLICT statements for one dialect, built once."""
 
-    add_charge: Any  # a charge row, unless the batch has one under the key (DO NOTHING)
-    add_charge_returning: Any  # the same, returning the new row's id (none if the key was there)
+    add_charge_returning: Any  # a charge row unless the batch has one under the key (DO NOTHING); its id
     cache_put: Any  # a cache value, replacing an older one
 
 
@@ -426,7 +443,7 @@ def _upserts(dialect: str) -> _Upserts:
     ).on_conflict_do_nothing(index_elements=[_CHARGE.c.batch_id, _CHARGE.c.key])
     cache = insert_(_CACHE).values(key=bindparam("k"), value=bindparam("v", type_=_CACHE.c.value.type),
                                    created_at=bindparam("now", type_=_CACHE.c.created_at.type))
-    return _Upserts(charge, charge.returning(_CHARGE.c.id),
+    return _Upserts(charge.returning(_CHARGE.c.id),
                     cache.on_conflict_do_update(index_elements=[_CACHE.c.key], set_={"value": cache.excluded.value}))
 
 

@@ -29,6 +29,9 @@ class Batch(Base):
     # top_k, min_sales, presets, provider and models: everything a worker needs to run the batch
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # what the batch's charge rows add up to (reservations in flight included), kept with every charge
+    # write under the batch row's lock: a render's budget check reads one row, not a SUM over the batch
+    spent_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0", nullable=False)
     vocab_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # file-level problems and rows that never became jobs (unreadable CSV lines)
     notes: Mapped[list[Any]] = mapped_column(JSON, default=list)
