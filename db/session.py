@@ -80,6 +80,7 @@ def init_db(url: str) -> None:
     eng, _ = engine_for(url)
     if eng.dialect.name != "postgresql":
         Base.metadata.create_all(eng)
+        _add_missing_columns(eng)
         return
     from alembic import command
     from alembic.config import Config
@@ -93,6 +94,25 @@ def init_db(url: str) -> None:
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(727274)"))
             conn.commit()
+
+
+def _add_missing_columns(eng: Engine) -> None:
+    """An embedded job table made by an earlier version: create_all makes missing tables, not the columns
+    later migrations added to existing ones (e.g. 0004's batch.spent_usd). Those are all nullable or have
+    a server default, so SQLite can add them in place; a table's charges are summed into spent_usd."""
+    from sqlalchemy import inspect
+    from sqlalchemy.schema import CreateColumn
+
+    with eng.begin() as conn:
+        have = inspect(conn)
+        for table in Base.metadata.sorted_tables:
+            present = {c["name"] for c in have.get_columns(table.name)}
+            for col in table.columns:
+                if col.name not in present:
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {CreateColumn(col).compile(conn)}")
+                    if (table.name, col.name) == ("batch", "spent_usd"):
+                        conn.exec_driver_sql("UPDATE batch SET spent_usd = COALESCE((SELECT SUM(charge.cost_usd) "
+                                             "FROM charge WHERE charge.batch_id = batch.id), 0)")
 
 
 @contextmanager

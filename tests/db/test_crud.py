@@ -228,3 +228,22 @@ def test_the_migration_fills_the_running_total_of_existing_batches(pg_url: str) 
     with session_scope(pg_url) as s:
         assert crud.spent(s, "old") == pytest.approx(0.789)
         assert crud.spent(s, "none") == 0.0
+
+
+def test_an_embedded_job_table_from_before_gets_the_new_columns(tmp_path) -> None:  # noqa: ANN001
+    """SQLite (embedded mode) is made by create_all, which adds no column to an existing table: a file an
+    earlier version made gets them at start-up, spent_usd filled from its charges."""
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    batch, job_id = _batch_with_job(url, 1.00)
+    with session_scope(url) as s:
+        crud.record_charge(s, batch, job_id, "embed", "e1", "m", 0.25)
+    eng = engine_for(url)[0]
+    with eng.begin() as c:
+        c.exec_driver_sql("ALTER TABLE batch DROP COLUMN spent_usd")  # the file as 0003 left it
+        c.exec_driver_sql("ALTER TABLE batch DROP COLUMN cancelled_at")
+    init_db(url)
+    with session_scope(url) as s:
+        assert crud.spent(s, batch) == pytest.approx(0.25)
+        assert crud.reserve(s, batch, job_id, "render", "r1", "m", 0.80, 1.00) == "over"
+        assert crud.reserve(s, batch, job_id, "render", "r1", "m", 0.70, 1.00) == "ok"
+    eng.dispose()
