@@ -231,3 +231,31 @@ def test_batch_and_job_show_input_checks_gate_and_render_plan(client: TestClient
     assert {"input_checks", "gate", "render_plan"} <= set(spec["JobDetail"]["properties"])
     assert "derived_from" in spec["Output"]["properties"] and "quality" in spec["Batch"]["properties"]
     assert {"low_res", "touches_frame", "downsized"} <= set(spec["InputCheckCounts"]["properties"])
+
+
+def test_the_dashboard_shows_the_quality_gate_input_checks_and_render_plan(client: TestClient,
+                                                                            rendered_batch: str) -> None:
+    """What the API says of quality, the operator sees on the pages: the batch's gate outcomes, input
+    checks and render-plan saving; per output whether it was resized from another preset and its verdict."""
+    ui = TestClient(client.app)
+    assert ui.post("/ui/login", data={"token": client.token}, follow_redirects=False).status_code == 303
+    page = ui.get(f"/ui/batches/{rendered_batch}").text
+    quality = page.split('id="quality"')[1].split("</table>")[0]
+    assert "29 passed" in quality and "1 passed after rerender" in quality and "1 needs review" in quality
+    assert "7 SKU(s) low resolution" in quality and "amazon_main downsized: 6 to 1K" in quality
+    assert "banner failed for 1" in quality and "1 touching the frame" in quality
+    assert "8 output(s) resized" in quality and "saved $0.360" in quality
+
+    jobs = client.get(f"/batches/{rendered_batch}/jobs", params={"kind": "sku"}).json()["jobs"]
+    job = ui.get(f"/ui/jobs/{jobs[0]['id']}").text
+    figure = {f.split('"')[0]: f.split("</figure>")[0] for f in job.split('<figure data-output="')[1:]}
+    assert "resized from amazon_main" in figure["thumbnail"] and "$0.000" in figure["thumbnail"]
+    assert "needs review" in figure["banner"] and "colour differs" in figure["banner"]
+    assert "passed after rerender" in "".join(figure.values())
+    checks = job.split('id="input-checks"')[1].split("</ul>")[0]
+    assert "amazon_main: rendered at 1K" in checks and "touches the photo" in checks
+    assert "1 resized" in job.split('id="render-plan"')[1].split("</p>")[0]
+    failed = ui.get(f"/ui/jobs/{jobs[7]['id']}").text.split('id="input-checks"')[1].split("</ul>")[0]
+    assert "banner: not rendered - product is 160 px" in failed
+    waiting = ui.get(f"/ui/jobs/{jobs[8]['id']}").text
+    assert 'id="input-checks"' not in waiting and 'id="render-plan"' not in waiting
