@@ -119,6 +119,9 @@ class _Attempt:
     granted_at: float = 0.0
 
 
+_KEEPER_LOCK = threading.Lock()
+
+
 class _LeaseKeeper:
     """One thread per process renews every in-flight lease it holds, each every lease_s / 3: a thread per
     call cost a thread start for each paid call (bench/overhead.py); a lease of a dead process is renewed by
@@ -221,9 +224,11 @@ class _PollingLimiter:
         """Renew the in-flight lease of `token` every lease_s / 3 until the returned event is set."""
         done = threading.Event()
         if self._renews:
-            if self._keeper is None or self._keeper.pid != os.getpid():  # a forked child starts its own
-                self._keeper = _LeaseKeeper(self._renew)
-            self._keeper.hold(token, model, limit, done)
+            with _KEEPER_LOCK:  # the threads of a process share one (two calls at once started two)
+                if self._keeper is None or self._keeper.pid != os.getpid():  # a forked child starts its own
+                    self._keeper = _LeaseKeeper(self._renew)
+                keeper = self._keeper
+            keeper.hold(token, model, limit, done)
         return done
 
     _keeper: _LeaseKeeper | None = None
