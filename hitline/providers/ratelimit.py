@@ -11,8 +11,8 @@ Celery's `rate_limit` counts per worker; these limiters count per model across a
 from __future__ import annotations
 
 import logging
-import os
 import math
+import os
 import random
 import threading
 import time
@@ -123,9 +123,9 @@ _KEEPER_LOCK = threading.Lock()
 
 
 class _LeaseKeeper:
-    """One thread per process renews every in-flight lease it holds, each every lease_s / 3: a thread per
-    call cost a thread start for each paid call (bench/overhead.py); a lease of a dead process is renewed by
-    nobody and frees itself after lease_s."""
+    """One thread per limiter (a worker process has one) renews every in-flight lease it holds, each every
+    lease_s / 3: a thread per call cost a thread start for each paid call (bench/overhead.py). A lease of a
+    dead process is renewed by nobody and frees itself after lease_s."""
 
     def __init__(self, renew: Callable[[str, Limit, str], None]) -> None:
         self.pid = os.getpid()
