@@ -135,8 +135,8 @@ def claim(s: Db, job_id: int, stage: str, token: str | None = None,
 
     `token` is the Celery task id: the same message redelivered (its worker died) or retried after a
     lost connection takes its own claim back at once instead of waiting for the claim to go stale.
-    Three statements: the conditional claim (returning the job), closing an attempt a dead worker left
-    open, opening this one."""
+    The conditional claim (returning the job), closing an attempt a dead worker left open, opening this
+    one: one statement on PostgreSQL (which also returns the batch), three on SQLite."""
     now = utcnow()
     params = {"jid": job_id, "stg": stage, "stale": now - timedelta(seconds=stale_after_s), "token": token, "now": now}
     if _dialect(s) == "postgresql":

@@ -11,6 +11,8 @@ import functools
 import io
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
@@ -20,10 +22,9 @@ from PIL.ExifTags import Base as _ExifTag
 
 from hitline.domain.catalog import image_errors, verify_image_data
 from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
-from hitline.domain.vectors import from_f32_base64
 from hitline.errors import ConfigError, InputError, RetryableProviderError
 from hitline.domain.pricing import PriceTable
-from hitline.domain.vectors import Vector
+from hitline.domain.vectors import Vector, from_f32_base64
 from hitline.providers.base import Analysis, Embedding
 from hitline.providers.openrouter.client import OpenRouterClient
 
@@ -50,14 +51,8 @@ def image_data_uri(path: Path, max_side: int, quality: int = 90, *, check: bool 
     photos for thousands of SKUs, and a SKU's flat-lay goes out once per preset. `check`: the image is
     known to decode in full afterwards, what hitline.domain.catalog.verify_image_data makes sure of (a
     JPEG's decode here is that check; other formats are verified first), with its errors."""
-    if check:
-        with image_errors(Path(path).name):
-            stat = Path(path).stat()
-    else:
-        try:
-            stat = Path(path).stat()
-        except OSError as exc:
-            raise InputError(f"cannot read image {Path(path).name}: {exc}") from exc
+    with _read_errors(path, check):
+        stat = Path(path).stat()
     return _encoded_data_uri(str(path), stat.st_mtime_ns, stat.st_size, max_side, quality, check)
 
 
@@ -69,12 +64,20 @@ _PLAIN_JPEG_INFO = frozenset({"jfif", "jfif_version", "jfif_unit", "jfif_density
 
 @functools.lru_cache(maxsize=64)  # ~64 x 0.3 MB at most; the key changes when the file does
 def _encoded_data_uri(path: str, _mtime_ns: int, _size: int, max_side: int, quality: int, check: bool) -> str:
+    with _read_errors(path, check):
+        return _encode(path, max_side, quality, check)
+
+
+@contextmanager
+def _read_errors(path: Path | str, check: bool) -> Iterator[None]:
+    """An unreadable image as InputError: in verify_image_data's words when it is the embed stage's check."""
     if check:
         with image_errors(Path(path).name):
-            return _encode(path, max_side, quality, check)
+            yield
+        return
     try:
-        return _encode(path, max_side, quality, check)
-    except (OSError, UnidentifiedImageError) as exc:
+        yield
+    except OSError as exc:  # UnidentifiedImageError is one
         raise InputError(f"cannot read image {Path(path).name}: {exc}") from exc
 
 
