@@ -169,6 +169,6 @@ def judge_output(judge: OutputJudge, flatlay: Path, output: Path, preset: Preset
         return Judgement(checks=cached["checks"], cost_usd=0.0, model=cached.get("model", judge.model),
                          raw=cached.get("raw", "")), True
     j = judge.judge(flatlay, output, preset)
-    if not any(c["name"] == "judge_answer" for c in j.checks):  # no verdict is not worth keeping
+    if j.verdict:  # no verdict is not worth keeping
         cache.put(key, {"checks": j.checks, "model": j.model, "raw": j.raw})
     return j, False

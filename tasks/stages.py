@@ -58,7 +58,7 @@ def make_task(stage: Stage) -> Task:
     def run(self: Task, *args: object, provider_retries: int = 0) -> str:
         rt = get_runtime()
         try:
-            outcome = stage.run(rt, *args, token=self.request.id)
+            outcome = stage.run(rt, *args, token=self.request.id, attempt=provider_retries)
         except NotReady as e:
             # not an attempt: another chain is finishing what this needs. Back off (0.5 s .. 10 s) so that
             # thousands of waiting SKUs do not flood the broker while a large catalog is indexed

@@ -248,6 +248,8 @@ class _Handler(BaseHTTPRequestHandler):
             def analysis(fault: str | None) -> dict[str, Any]:
                 if fault == "bad_analysis":
                     content = "Sure! These photos share a lovely warm look with soft light and happy models."
+                elif judging and state.judge_wrong_shape():
+                    content = json.dumps({"verdict": "looks fine", "score": 0.93})  # JSON, not the verdict's keys
                 elif judging:
                     content = json.dumps(judge_answer(images, state.judge_failures()))
                 else:

@@ -56,6 +56,9 @@ class FakeConfig:
     # judge requests (-1 = every one; n = the next n, then verdicts pass again)
     judge_fail: list[str] = field(default_factory=list)
     judge_fail_count: int = -1
+    # the judge answered with JSON of the wrong shape (an outage, a model change) for this many judge
+    # requests (-1 = every one; 0 = none)
+    judge_wrong_shape: int = 0
     use_local_renderer: bool = True  # hitline.providers.local.render when importable
     # answer at once, for benchmarks of the client's own cost (bench/overhead.py): images sent are read
     # at 1/8 scale (every byte still checked to decode), once per distinct data URI (the catalog photos
@@ -183,6 +186,17 @@ class FakeState:
                 self.config = dataclasses.replace(cfg, judge_fail_count=cfg.judge_fail_count - 1)
             self.faults["judge_fail"] += 1
             return list(cfg.judge_fail)
+
+    def judge_wrong_shape(self) -> bool:
+        """Whether this judge request gets JSON of the wrong shape (consumes one of judge_wrong_shape)."""
+        with self.lock:
+            cfg = self.config
+            if cfg.judge_wrong_shape == 0:
+                return False
+            if cfg.judge_wrong_shape > 0:
+                self.config = dataclasses.replace(cfg, judge_wrong_shape=cfg.judge_wrong_shape - 1)
+            self.faults["judge_wrong_shape"] += 1
+            return True
 
     def rate_limit(self, model: str) -> float | None:
         """Seconds to wait when `model` is over its rpm; records the request otherwise."""

@@ -151,10 +151,17 @@ class JobContext:
     stage: str
     row: dict[str, Any]
     result: dict[str, Any]
+    attempt: int = 0  # retryable provider errors this stage has had before this run (the task's count)
 
     @classmethod
-    def of(cls, rt: Runtime, job: Claim, batch: BatchInfo) -> JobContext:
-        return cls(rt, batch, job.id, job.kind, job.item_id, job.stage, dict(job.row or {}), dict(job.result or {}))
+    def of(cls, rt: Runtime, job: Claim, batch: BatchInfo, attempt: int = 0) -> JobContext:
+        return cls(rt, batch, job.id, job.kind, job.item_id, job.stage, dict(job.row or {}), dict(job.result or {}),
+                   attempt)
+
+    @property
+    def last_attempt(self) -> bool:
+        """This run is the last the retry budget (Settings.provider_attempts) allows."""
+        return self.attempt + 1 >= self.rt.settings.provider_attempts
 
     @property
     def options(self) -> dict[str, Any]:

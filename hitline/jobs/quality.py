@@ -1,6 +1,7 @@
 """The quality gate in the render stage: input checks before a SKU's renders, and after each output a
 judge's verdict; a failed output is re-rendered once with the failed checks added to the prompt
-(budget-aware, its cost recorded), then kept as `needs_review` with its reasons.
+(budget-aware, its cost recorded), then kept as `needs_review` with its reasons. A judge that gives no
+verdict is asked again (a transient error), then the output is kept as `needs_review`: never re-rendered.
 
 The render stage calls these (see hitline/jobs/stages.py render):
     presets, inputs = check_inputs(product.image_path, presets)        # before planning the renders
@@ -18,7 +19,7 @@ from db import crud
 from db.session import connection_scope
 from hitline import line
 from hitline.domain.models import Preset, StyleAnalysis
-from hitline.errors import BudgetExceeded
+from hitline.errors import BudgetExceeded, RetryableProviderError
 from hitline.providers.base import ImageRenderer, Judgement, OutputJudge
 
 __all__ = ["GateRun", "check_inputs", "gate_output", "summarise", "digest", "plan_text", "OUTCOMES"]
@@ -67,11 +68,25 @@ class GateRun:
     def verdict(self, preset: Preset, path: Path) -> Judgement:
         rt = self.jc.rt
         j, _ = line.judge_output(self.judge, self.jc.product.image_path, path, preset, rt.cache)
-        if j.cost_usd > 0:
-            key = f"judge:{self.jc.job_id}:{path.name}"
+        if j.cost_usd > 0:  # every try's tokens: a run retried after no verdict asks (and pays) again
+            key = f"judge:{self.jc.job_id}:{path.name}" + (f":{self.jc.attempt}" if self.jc.attempt else "")
             with connection_scope(rt.db_url) as c:
                 crud.record_charge(c, self.jc.batch.id, self.jc.job_id, "judge", key, j.model, j.cost_usd)
         return j
+
+    def no_verdict(self, preset: Preset, j: Judgement, **record: Any) -> dict[str, Any]:
+        """The judge gave no valid verdict (an unparseable answer, after its own re-asks): nothing is known
+        about the picture, so nothing is re-rendered. Asked again later as a transient provider error (the
+        task's retry budget: the stage runs again, paid renders are reused and passed verdicts come from
+        the cache); on the budget's last run the output is kept as `needs_review`."""
+        if not self.jc.last_attempt:
+            raise RetryableProviderError(f"the judge ({j.model}) gave no verdict on {preset.name}; asking again")
+        quality = {"status": "needs_review", "checks": j.checks, "reasons": [NO_VERDICT], "judge": j.model,
+                   "rerender": f"skipped: {NO_VERDICT} (not a fault of the picture)", **record}
+        return {"quality": quality}
+
+
+NO_VERDICT = "judge gave no verdict"
 
 
 def _fix_prompt(style: StyleAnalysis, reasons: list[str]) -> StyleAnalysis:
@@ -83,6 +98,8 @@ def gate_output(run: GateRun, preset: Preset, output: dict[str, Any]) -> dict[st
     """Judge one output; re-render it once if it fails. Returns the fields to merge into the output
     record: `path`/`cost_usd` when a re-render replaced it, and `quality`."""
     first = run.verdict(preset, Path(output["path"]))
+    if not first.verdict:
+        return run.no_verdict(preset, first)
     if first.passed:
         return {"quality": {"status": "passed", "checks": first.checks, "judge": first.model}}
     reasons = first.reasons
@@ -111,6 +128,11 @@ def gate_output(run: GateRun, preset: Preset, output: dict[str, Any]) -> dict[st
     else:  # the same re-render was paid for another SKU of the batch
         path, rerender_cost = dest, 0.0
     second = run.verdict(preset, path)
+    if not second.verdict:  # the re-render stays (paid, on the record); its verdict is asked again
+        rec = run.no_verdict(preset, second, first_path=output["path"], first_checks=first.checks,
+                             rerender_cost_usd=rerender_cost)
+        return {"cost_usd": output["cost_usd"] + rerender_cost, "path": str(path), "key": key, "derived_from": None,
+                **rec}
     record = {"cost_usd": output["cost_usd"] + rerender_cost,
               "quality": {"first_path": output["path"], "first_checks": first.checks, "checks": second.checks,
                           "judge": second.model, "rerender_cost_usd": rerender_cost,

@@ -51,18 +51,19 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[str],
-             token: str | None = None) -> Outcome:
+             token: str | None = None, attempt: int = 0) -> Outcome:
     """Claim (job, stage), run work(JobContext), record the outcome; `line` is the order of the job's
     stages (from the stage registry), so the job moves on to the stage after this one.
 
     RetryableProviderError is recorded as `retrying` and re-raised (the task retries, bounded);
     NotReady gives the claim back uncounted and is re-raised; a transient infrastructure error is
-    re-raised with the claim kept for this task id (`token`), so its retry takes it back."""
+    re-raised with the claim kept for this task id (`token`), so its retry takes it back. `attempt`: how
+    many retryable provider errors this stage has had (the work may give up gracefully on the last)."""
     with connection_scope(rt.db_url) as c:  # one transaction: the claim and what the stage works with
         claimed = crud.claim(c, job_id, stage, token)
         if claimed is None:
             return Outcome("skipped", moved_on=_moved_on(c, job_id, stage, line))
-        jc = JobContext.of(rt, claimed, claimed_batch(c, claimed))
+        jc = JobContext.of(rt, claimed, claimed_batch(c, claimed), attempt)
     try:
         with held_claims(rt.db_url, [job_id], stage, rt.settings.heartbeat_s):  # a dead worker's claim goes stale
             result = work(jc)

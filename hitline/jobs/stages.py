@@ -288,12 +288,12 @@ class Stage:
     def task_name(self) -> str:
         return f"hitline.{self.name}" if self.kind == "sku" else f"hitline.{self.name}_hits"
 
-    def run(self, rt: Runtime, *args: Any, token: str | None = None) -> Outcome | dict[int, Outcome]:
-        """sku stages take (job_id,), catalog stages (batch_id, job_ids)."""
+    def run(self, rt: Runtime, *args: Any, token: str | None = None, attempt: int = 0) -> Outcome | dict[int, Outcome]:
+        """sku stages take (job_id,), catalog stages (batch_id, job_ids); `attempt`: provider retries so far."""
         names = [st.name for st in line_of(self.kind)]
         if self.kind == "sku":
             (job_id,) = args
-            return run_step(rt, job_id, self.name, self.work, names, token)
+            return run_step(rt, job_id, self.name, self.work, names, token, attempt)
         batch_id, job_ids = args
         outcomes = run_chunk(rt, batch_id, list(job_ids), self.name, self.work, names, token)
         if self.name == names[-1]:

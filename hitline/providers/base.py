@@ -34,6 +34,8 @@ class Judgement:
     cost_usd: float = 0.0
     model: str = ""
     raw: str = ""  # the judge's raw answer, kept for the record
+    # False when the judge gave no valid verdict (unparseable answer): not a finding about the picture
+    verdict: bool = True
 
     @property
     def passed(self) -> bool:

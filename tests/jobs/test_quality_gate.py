@@ -178,3 +178,19 @@ def test_a_resized_output_that_fails_its_gate_is_rendered_on_its_own(one_sku, hi
     assert q["first_derived_from"] == "amazon_main" and "thumbnail-" in q["first_path"]
     assert any(c["name"] == "fill" and not c["passed"] for c in q["first_checks"]), q["first_checks"]
     assert thumb["cost_usd"] == 0  # the local compositor is free; a paid re-render is reserved and charged
+
+
+def test_a_judge_without_a_verdict_costs_no_render(fake, one_sku, hitline_env: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The judge answers JSON of the wrong shape (an outage, a model change): it is asked again as a transient
+    error (the task's retry budget, here 2 runs), then the output is kept for review - not re-rendered."""
+    monkeypatch.setenv("HITLINE_PROVIDER_ATTEMPTS", "2")
+    reset_runtime()
+    fake.configure(judge_wrong_shape=-1)
+    batch = _api(fake, *one_sku, hitline_env / "out")
+    job = _sku(batch)
+    assert job.state == "done", job.error
+    (o,) = job.result["render"]["outputs"]
+    assert o["quality"]["status"] == "needs_review" and o["quality"]["reasons"] == ["judge gave no verdict"]
+    assert _renders(fake) == 1  # the render itself; the second run of the stage reused it
+    judge_asks = fake.stats()["faults"].get("judge_wrong_shape", 0)
+    assert judge_asks == 2 * 3, fake.stats()["faults"]  # 2 runs x (1 ask + 2 re-asks for JSON)

@@ -100,4 +100,4 @@ class OpenRouterJudge:
         check = {"name": "judge_answer", "passed": False, "measured": raw[:200], "threshold": "JSON verdict",
                  "message": f"{self.model} gave no valid verdict after {self.max_parse_retries + 1} tries"
                             + (f" ({problem})" if problem else ""), "action": ""}
-        return Judgement(checks=[check], cost_usd=cost, model=self.model, raw=raw)
+        return Judgement(checks=[check], cost_usd=cost, model=self.model, raw=raw, verdict=False)
