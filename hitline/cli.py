@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -37,19 +37,18 @@ def _configure(provider: Optional[str], base_url: Optional[str], data_dir: Optio
 
 def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min_sales: Optional[int],
                presets: Optional[str], budget: Optional[float], wait: bool) -> str:
+    from hitline.jobs import verbs
     from hitline.jobs.context import get_runtime
-    from hitline.jobs.submit import batch_options, submit_batch
-    from tasks.chains import send
 
     rt = get_runtime()
     st = rt.settings
     preset_names = [p.strip() for p in presets.split(",")] if presets else None
     embedded = not st.broker_url
-    # everything is checked and recorded before a worker starts: a mistake costs no start-up time
-    options = batch_options(st, top_k=top_k, min_sales=min_sales, presets=preset_names)
-    sub = submit_batch(rt, catalog, new, out, options=options, budget_usd=budget)
-    with _embedded_worker(st) if embedded else nullcontext():
-        send(rt, sub.dispatches)  # a broker that refuses: one error line with the batch id and `hitline resume`
+    with ExitStack() as worker:
+        # everything is checked and recorded before a worker starts: a mistake costs no start-up time;
+        # a broker that refuses: one error line with the batch id and `hitline resume`
+        sub = verbs.submit(rt, catalog, new, out, send=_Sender(worker, embedded), top_k=top_k,
+                           min_sales=min_sales, presets=preset_names, budget_usd=budget)
         console.print(f"batch [bold]{sub.batch_id}[/]: {sum(map(len, sub.hit_chunks))} catalog products, "
                       f"{len(sub.sku_jobs)} new SKUs, {sub.rejected} rows rejected "
                       f"({'embedded worker' if embedded else 'queued on ' + _safe_url(st.broker_url)})")
@@ -58,6 +57,21 @@ def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min
     if embedded or wait:
         _finish(rt, sub.batch_id)
     return sub.batch_id
+
+
+class _Sender:
+    """tasks.chains.send, which in embedded mode first starts the in-process worker (held by `worker`)."""
+
+    def __init__(self, worker: ExitStack, embedded: bool) -> None:
+        self.worker, self.start = worker, embedded
+
+    def __call__(self, rt: Any, dispatches: list[Any], /) -> int:
+        from tasks.chains import send
+
+        if self.start:
+            self.start = False
+            self.worker.enter_context(_embedded_worker(rt.settings))
+        return send(rt, dispatches)
 
 
 def _embedded_worker(settings):  # noqa: ANN001, ANN202
@@ -222,17 +236,16 @@ def resume(batch: str, budget: Optional[float] = typer.Option(None, help="new US
 
 
 def _resume(batch: str, budget: Optional[float], stale_after: Optional[float], wait: bool) -> None:
+    from hitline.jobs import verbs
     from hitline.jobs.context import get_runtime
-    from hitline.jobs.resume import plan_resume
-    from tasks.chains import send
 
     rt = get_runtime()
     embedded = not rt.settings.broker_url
     if stale_after is None:
         stale_after = 0.0 if embedded else 900.0
-    todo = plan_resume(rt, batch, budget_usd=budget, stale_after_s=stale_after)
-    with _embedded_worker(rt.settings) if embedded else nullcontext():
-        console.print(f"re-enqueued {send(rt, todo)} chains")
+    with ExitStack() as worker:  # embedded: stale_after 0 re-sends every open job, so the worker starts
+        answer = verbs.resume(rt, batch, send=_Sender(worker, embedded), budget_usd=budget, stale_after_s=stale_after)
+        console.print(answer.message)
         if embedded or wait:
             _wait(rt, batch)
     if embedded or wait:

@@ -230,7 +230,7 @@ def retry(batch: str, stage: Optional[str] = typer.Option(None, help="only jobs 
 
 def _retry(batch: str, stage: Optional[str], reason: Optional[str], job: Optional[List[str]], wait: bool) -> None:
     from db.session import session_scope
-    from hitline.jobs import control
+    from hitline.jobs import control, verbs
     from hitline.jobs.context import get_runtime
     from tasks.chains import send
     from workers.embedded import embedded_worker
@@ -238,17 +238,12 @@ def _retry(batch: str, stage: Optional[str], reason: Optional[str], job: Optiona
     rt = get_runtime()
     embedded = not rt.settings.broker_url
     with embedded_worker(rt.settings.worker_concurrency) if embedded else nullcontext():
-        with session_scope(rt.db_url) as s:
-            ids = control.resolve_job_refs(s, batch, job) if job else None
-            todo = control.retry_failed(s, batch, control.JobFilter(stage=stage, reason=reason, job_ids=ids))
-        send(rt, todo)
-        job_ids = [i for d in todo for i in d.job_ids]
-        if not todo:
-            console.print("no retryable failed job matches (rows rejected at validation need a new CSV)")
+        answer = verbs.retry(rt, batch, control.JobFilter(stage=stage, reason=reason), send=send, job_refs=job)
+        console.print(answer.message)
+        if not answer.jobs:
             return
-        console.print(f"re-enqueued {len(job_ids)} failed jobs")
         if embedded or wait:
-            _watch_until_settled(rt, batch, job_ids)
+            _watch_until_settled(rt, batch, list(answer.job_ids))
     with session_scope(rt.db_url) as s:
         console.print(render_summary(control.summary(s, batch)), highlight=False, markup=False)
 
@@ -271,14 +266,10 @@ def cancel(batch: str) -> None:
     _configure()
 
     def run() -> None:
-        from db.session import session_scope
-        from hitline.jobs import control
+        from hitline.jobs import verbs
         from hitline.jobs.context import get_runtime
 
-        with session_scope(get_runtime().db_url) as s:
-            n = control.cancel(s, batch)
-        console.print(f"cancelled {batch}: {n} waiting jobs stopped; running ones stop after their current stage "
-                      f"(`hitline resume {batch}` undoes it)")
+        console.print(verbs.cancel(get_runtime(), batch).message, highlight=False, markup=False)
 
     _guard(run)
 

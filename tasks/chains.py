@@ -12,15 +12,15 @@ from db import crud
 from db.session import session_scope
 from hitline.errors import HitlineError
 from hitline.jobs.context import Runtime, get_runtime
-from hitline.jobs.resume import plan_resume
+from hitline.jobs import verbs
 from hitline.jobs.stages import line_of
-from hitline.jobs.submit import Dispatch, Submitted, batch_options, submit_batch
+from hitline.jobs.submit import Dispatch, Submitted
 from tasks.sheets import SHEET_PRIORITY, SHEET_QUEUE, contact_sheet
 from tasks.publish import GROUP, ChainSender, apply_chain, batched_producer
 from tasks.stages import TASKS
 from workers.app import app
 
-__all__ = ["chain_for", "publish", "send", "submit", "resume", "EnqueueFailed"]
+__all__ = ["chain_for", "publish", "send", "submit", "EnqueueFailed"]
 
 
 class EnqueueFailed(HitlineError):
@@ -83,25 +83,7 @@ def send(rt: Runtime, dispatches: list[Dispatch]) -> int:
 def submit(catalog_dir: Path | str, new_dir: Path | str, out_dir: Path | str, *, top_k: int | None = None,
            min_sales: int | None = None, presets: list[str] | None = None, budget_usd: float | None = None,
            idempotency_key: str | None = None, rt: Runtime | None = None) -> Submitted:
-    """The entry point for other services: validate, create the jobs, commit, then send the chains.
-    Returns at once; progress is in the job table (`hitline status BATCH`). The same idempotency key with
-    the same request returns the same batch and sends nothing twice."""
-    rt = rt or get_runtime()
-    options = batch_options(rt.settings, top_k=top_k, min_sales=min_sales, presets=presets)
-    sub = submit_batch(rt, Path(catalog_dir), Path(new_dir), Path(out_dir), options=options,
-                       budget_usd=budget_usd, idempotency_key=idempotency_key)
-    send(rt, sub.dispatches)
-    return sub
-
-
-def resume(rt: Runtime, batch_id: str, *, budget_usd: float | None = None, stale_after_s: float = 900.0) -> int:
-    """Re-send every unfinished job of a batch that has no message in flight (a cancelled batch is
-    reopened first: its cancelled jobs go on from where they stopped). Returns chains sent."""
-    from hitline.jobs.control import NotFound, reopen
-
-    with session_scope(rt.db_url) as s:
-        try:
-            reopen(s, batch_id)
-        except NotFound:
-            pass  # plan_resume says so, in its words
-    return send(rt, plan_resume(rt, batch_id, budget_usd=budget_usd, stale_after_s=stale_after_s))
+    """The Python entry point for other services: hitline.jobs.verbs.submit with this module's sender.
+    Returns at once; progress is in the job table (`hitline status BATCH`)."""
+    return verbs.submit(rt or get_runtime(), catalog_dir, new_dir, out_dir, send=send, top_k=top_k,
+                        min_sales=min_sales, presets=presets, budget_usd=budget_usd, idempotency_key=idempotency_key)

@@ -18,7 +18,7 @@ ROUTES["hitline.contact_sheet"] = {"queue": "render"}
 # that knows nothing of hitline's routes sends `send_task("hitline.submit_batch")` there. A default
 # `hitline worker` consumes it beside the line's queues (workers/run.py).
 CONTRACT_QUEUE = "celery"
-CONTRACT_TASKS = ("hitline.submit_batch", "hitline.retry_jobs")
+CONTRACT_TASKS = ("hitline.submit_batch", "hitline.retry_jobs", "hitline.cancel_batch", "hitline.resume_batch")
 ROUTES.update({name: {"queue": CONTRACT_QUEUE} for name in CONTRACT_TASKS})
 
 

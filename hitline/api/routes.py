@@ -16,8 +16,10 @@ from hitline.api.deps import SessionDep, SettingsDep, TokenDep
 from hitline.api.uploads import store_upload
 from hitline.config import Settings
 from hitline.errors import InputError
-from hitline.jobs import control
+from hitline.jobs import control, verbs
+from hitline.jobs.context import get_runtime
 from hitline.jobs.requests import BatchRequest, RetryFilter
+from tasks.chains import send
 
 ERRORS = {401: {"model": schemas.Error}, 404: {"model": schemas.Error}, 409: {"model": schemas.Error},
           413: {"model": schemas.Error}, 422: {"model": schemas.Error}}
@@ -38,9 +40,9 @@ def _check_shared(settings: Settings, *folders: str) -> None:
 
 
 def _submit(settings: Settings, req: BatchRequest, idempotency_key: str | None) -> schemas.Submitted:
-    from tasks.contract import submit_request
-
-    sub = submit_request(req, settings.out_dir_for_api(), idempotency_key=idempotency_key)
+    sub = verbs.submit(get_runtime(), req.catalog, req.new, settings.out_dir_for_api(), send=send, top_k=req.top_k,
+                       min_sales=req.min_sales, presets=req.presets, budget_usd=req.budget_usd,
+                       idempotency_key=idempotency_key)
     return schemas.Submitted(batch_id=sub.batch_id, catalog_products=sum(map(len, sub.hit_chunks)),
                              new_skus=len(sub.sku_jobs), rejected_rows=sub.rejected, existing=sub.existing,
                              links={"batch": f"/batches/{sub.batch_id}", "dashboard": f"/ui/batches/{sub.batch_id}"})
@@ -134,39 +136,31 @@ def get_job(job_id: int, s: SessionDep, _t: TokenDep) -> schemas.JobDetail:
     return present.job_detail(job, attempts, control.get_batch(s, job.batch_id).out_dir)
 
 
+def _enqueued(a: verbs.Answer) -> schemas.Enqueued:
+    return schemas.Enqueued(batch_id=a.batch_id, jobs=a.jobs, message=a.message)
+
+
+# the verbs write in their own transaction: the request's session (token check) is committed first,
+# as SQLite has one writer
 @router.post("/batches/{batch_id}/retry", response_model=schemas.Enqueued, tags=["operations"],
              summary="Retry failed jobs: all, or by stage, reason or job ids")
 def retry(batch_id: str, s: SessionDep, _t: TokenDep, body: RetryFilter | None = None) -> schemas.Enqueued:
-    from hitline.jobs.context import get_runtime
-    from tasks.chains import send
-
-    todo = control.retry_failed(s, batch_id, (body or RetryFilter()).to_filter())
-    s.commit()  # the jobs are pending in the table before their messages exist
-    send(get_runtime(), todo)
-    n = sum(len(d.job_ids) for d in todo)
-    return schemas.Enqueued(batch_id=batch_id, jobs=n,
-                            message=f"{n} failed jobs re-enqueued" if todo else
-                            "no retryable failed job matches (rows rejected at validation need a new CSV)")
+    s.commit()
+    return _enqueued(verbs.retry(get_runtime(), batch_id, (body or RetryFilter()).to_filter(), send=send))
 
 
 @router.post("/batches/{batch_id}/cancel", response_model=schemas.Enqueued, tags=["operations"],
              summary="Cancel: queued jobs stop now, running ones after their current stage")
 def cancel(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
-    n = control.cancel(s, batch_id)
-    return schemas.Enqueued(batch_id=batch_id, jobs=n, message=f"cancelled; {n} waiting jobs stopped, running "
-                            "ones stop after their current stage (what was paid for is kept)")
+    s.commit()
+    return _enqueued(verbs.cancel(get_runtime(), batch_id))
 
 
 @router.post("/batches/{batch_id}/resume", response_model=schemas.Enqueued, tags=["operations"],
              summary="Resume: reopen a cancelled batch and re-enqueue every unfinished job")
 def resume(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
-    from hitline.jobs.context import get_runtime
-    from tasks.chains import resume as resume_batch
-
-    control.get_batch(s, batch_id)  # 404 for an unknown id
-    s.commit()  # end this read before resume writes in its own transactions (SQLite has one writer)
-    n = resume_batch(get_runtime(), batch_id)  # reopens a cancelled batch, then re-sends what has no message
-    return schemas.Enqueued(batch_id=batch_id, jobs=n, message=f"{n} chains re-enqueued")
+    s.commit()
+    return _enqueued(verbs.resume(get_runtime(), batch_id, send=send))
 
 
 def _file(path: Path, what: str) -> FileResponse:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hitline.jobs.control import JobFilter
 
-__all__ = ["BatchRequest", "RetryFilter", "RetryRequest", "SCHEMAS", "json_schema", "write_schemas"]
+__all__ = ["BatchRequest", "RetryFilter", "RetryRequest", "BatchRef", "ResumeRequest", "SCHEMAS", "json_schema", "write_schemas"]
 
 
 class BatchRequest(BaseModel):
@@ -47,11 +47,26 @@ class RetryRequest(RetryFilter):
     batch_id: str = Field(min_length=1, description="the batch whose failed jobs to retry")
 
 
+class BatchRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="hitline.cancel_batch")
+
+    batch_id: str = Field(min_length=1, description="the batch to cancel")
+
+
+class ResumeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="hitline.resume_batch")
+
+    batch_id: str = Field(min_length=1, description="the batch to resume (a cancelled one is reopened)")
+    budget_usd: float | None = Field(None, ge=0, description="a new USD budget (releases renders held by the old)")
+
+
 # file name under docs/contract/ -> model
-SCHEMAS = {"submit_batch.schema.json": BatchRequest, "retry_jobs.schema.json": RetryRequest}
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "submit_batch.schema.json": BatchRequest, "retry_jobs.schema.json": RetryRequest,
+    "cancel_batch.schema.json": BatchRef, "resume_batch.schema.json": ResumeRequest}
 
 
-def json_schema(model: type[BaseModel]) -> dict:
+def json_schema(model: type[BaseModel]) -> dict[str, object]:
     """The published schema of a request model (what docs/contract/*.schema.json hold)."""
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **model.model_json_schema()}
 
