@@ -7,7 +7,7 @@ from typing import Any
 
 from db.models import Attempt, Job
 from hitline.api import schemas
-from hitline.jobs.control import BatchSummary, render_facts
+from hitline.jobs.control import BatchSummary, is_rejected, render_facts
 
 FINISHED = ("done", "failed", "budget_exceeded", "cancelled")
 
@@ -71,5 +71,6 @@ def job_detail(j: Job, attempts: list[Attempt], out_dir: str) -> schemas.JobDeta
         history=[schemas.AttemptOut(stage=a.stage, started_at=a.started_at, seconds=a.seconds, outcome=a.outcome,
                                     error=a.error) for a in attempts],
         outputs=outputs, contact_sheet_url=file_url(j.batch_id, out_dir, sheet) if sheet.exists() else None,
-        flatlay_url=f"/jobs/{j.id}/flatlay" if j.kind == "sku" and (j.row or {}).get("image_path") else None,
+        flatlay_url=f"/jobs/{j.id}/flatlay" if j.kind == "sku" and (j.row or {}).get("image_path") and not is_rejected(j)
+        else None,
         hits=hits, retrieval_filter=retrieved.get("filter"), style=(r.get("analyze") or {}).get("style"))

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 
-from hitline.api import present, schemas
+from hitline.api import files, present, schemas
 from hitline.api.deps import SessionDep, SettingsDep, TokenDep
 from hitline.api.uploads import store_upload
 from hitline.config import Settings
@@ -163,39 +163,37 @@ def resume(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
     return _enqueued(verbs.resume(get_runtime(), batch_id, send=send))
 
 
-def _file(path: Path, what: str) -> FileResponse:
-    if not path.is_file():
-        raise control.NotFound(f"{what} is not on disk (yet): the job may not have reached that stage")
-    return FileResponse(path)
-
-
-@router.get("/files/{batch_id}/{path:path}", tags=["files"], summary="An output file of a batch (PNG, JSON, HTML)",
-            response_class=FileResponse)
+@router.get("/files/{batch_id}/{path:path}", tags=["files"], response_class=FileResponse,
+            summary="An output image of a batch (PNG, JPEG), or its report.html",
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "text/html": {}}}})
 def output_file(batch_id: str, path: str, s: SessionDep, _t: TokenDep) -> FileResponse:
-    base = (Path(control.get_batch(s, batch_id).out_dir) / batch_id).resolve()
-    target = (base / path).resolve()
-    if base not in target.parents:
-        raise control.NotFound(f"no file {path!r} in batch {batch_id}")
-    return _file(target, f"file {path!r}")
+    b = control.get_batch(s, batch_id)
+    if path == "report.html":
+        return files.serve_report(b)
+    return files.serve_image(Path(b.out_dir) / batch_id / path, [(Path(b.out_dir) / batch_id).resolve()],
+                             f"file {path!r}")
 
 
-@router.get("/jobs/{job_id}/flatlay", tags=["files"], response_class=FileResponse, summary="A SKU's flat-lay")
+@router.get("/jobs/{job_id}/flatlay", tags=["files"], response_class=FileResponse, summary="A SKU's flat-lay",
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
 def flatlay(job_id: int, s: SessionDep, _t: TokenDep) -> FileResponse:
     job, _ = control.job_detail(s, job_id)
     path = (job.row or {}).get("image_path")
-    if job.kind != "sku" or not path:
+    # a row rejected at validation keeps what the CSV said, which may name any file: never opened
+    if job.kind != "sku" or not path or control.is_rejected(job):
         raise control.NotFound(f"job {job_id} has no flat-lay")
-    return _file(Path(path), "the flat-lay")
+    return files.serve_image(path, files.batch_roots(control.get_batch(s, job.batch_id)), "the flat-lay")
 
 
 @router.get("/jobs/{job_id}/hits/{n}", tags=["files"], response_class=FileResponse,
-            summary="The image of the n-th retrieved hit")
+            summary="The image of the n-th retrieved hit", responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
 def hit_image(job_id: int, n: int, s: SessionDep, _t: TokenDep) -> FileResponse:
     job, _ = control.job_detail(s, job_id)
     hits = ((job.result or {}).get("retrieve") or {}).get("hits", [])
     if not 0 <= n < len(hits):
         raise control.NotFound(f"job {job_id} has {len(hits)} retrieved hits; no hit {n}")
-    return _file(Path(hits[n]["image_path"]), f"hit {hits[n]['product_id']}'s image")
+    return files.serve_image(hits[n]["image_path"], files.batch_roots(control.get_batch(s, job.batch_id)),
+                             f"hit {hits[n]['product_id']}'s image")
 
 
 @router.get("/healthz", include_in_schema=False)

@@ -27,7 +27,7 @@ from hitline.jobs.submit import Dispatch, chunks
 
 __all__ = ["NotFound", "Conflict", "JobFilter", "BatchSummary", "JobPage", "summary", "list_batches",
            "list_jobs", "job_detail", "quality_summary", "render_facts", "resolve_job_refs", "retry_failed", "cancel",
-           "reopen", "create_token", "verify_token", "revoke_token", "dispatches_for", "reason_group", "REJECTED_HINT"]
+           "reopen", "is_rejected", "create_token", "verify_token", "revoke_token", "dispatches_for", "reason_group", "REJECTED_HINT"]
 
 FAILED = "failed"
 REJECTED_HINT = "rejected at validation: fix the CSV row and submit the batch again"
@@ -248,6 +248,11 @@ def render_facts(job: Job) -> dict[str, Any] | None:
     return {"input_checks": {**d["inputs"], "failed": dict(inputs.get("failed_presets") or {}),
                              "warnings": list(inputs.get("warnings") or [])},
             "gate": d["gate"], "render_plan": render.get("plan")}
+
+
+def is_rejected(job: Job) -> bool:
+    """A row rejected at validation: failed without ever running. Its row is what the CSV said (any path)."""
+    return job.state == FAILED and not job.attempts
 
 
 def job_detail(s: Session, job_id: int) -> tuple[Job, list[Attempt]]:
