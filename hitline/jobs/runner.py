@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Callable, Sequence
 
 from db import crud
@@ -12,14 +13,24 @@ from db.session import connection_scope, session_scope
 from hitline.errors import BudgetExceeded, HitlineError, NotReady, RetryableProviderError
 from hitline.jobs.context import JobContext, Runtime, claimed_batch, load_batch
 from hitline.jobs.heartbeat import held_claims
+from hitline.jobs.results import StageResult
 
 __all__ = ["Outcome", "run_step", "run_chunk", "fail_jobs", "is_transient", "next_stage"]
 
 log = logging.getLogger(__name__)
 
-Work = Callable[[JobContext], dict[str, Any]]
+Work = Callable[[JobContext], "Mapping[str, Any] | StageResult"]
 # a chunk's work: each job's result, or the HitlineError that fails that job alone
-ChunkWork = Callable[[list[JobContext]], dict[int, "dict[str, Any] | HitlineError"]]
+ChunkWork = Callable[[list[JobContext]], dict[int, "Mapping[str, Any] | StageResult | HitlineError"]]
+
+
+def checked(model: type[StageResult], result: Mapping[str, Any] | StageResult) -> dict[str, Any]:
+    """A stage's result validated against the model its Stage declares, as stored in the job table
+    (what the stage set, nothing added: a row reads the same before and after a model gains a field).
+    A result that does not fit raises pydantic's ValidationError: the job fails with it (a bug)."""
+    valid = result if isinstance(result, model) else model.model_validate(
+        result.model_dump() if isinstance(result, StageResult) else result)
+    return valid.model_dump(mode="json", exclude_unset=True)
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[str],
-             token: str | None = None, attempt: int = 0) -> Outcome:
+             token: str | None = None, attempt: int = 0, result: type[StageResult] = StageResult) -> Outcome:
     """Claim (job, stage), run work(JobContext), record the outcome; `line` is the order of the job's
     stages (from the stage registry), so the job moves on to the stage after this one.
 
@@ -66,7 +77,7 @@ def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[st
         jc = JobContext.of(rt, claimed, claimed_batch(c, claimed), attempt)
     try:
         with held_claims(rt.db_url, [job_id], stage, rt.settings.heartbeat_s):  # a dead worker's claim goes stale
-            result = work(jc)
+            written = checked(result, work(jc))
     except NotReady:
         with connection_scope(rt.db_url) as c:
             crud.release(c, claimed)
@@ -92,12 +103,12 @@ def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[st
         _record(rt, job_id, stage, "failed", reason)
         return Outcome("failed", reason)
     with connection_scope(rt.db_url) as c:
-        crud.advance(c, claimed, next_stage(line, stage), result)
+        crud.advance(c, claimed, next_stage(line, stage), written)
     return Outcome("done")
 
 
 def run_chunk(rt: Runtime, batch_id: str, job_ids: list[int], stage: str, work: ChunkWork, line: Sequence[str],
-              token: str | None = None) -> dict[int, Outcome]:
+              token: str | None = None, result: type[StageResult] = StageResult) -> dict[int, Outcome]:
     """run_step for a chunk of catalog jobs that share one provider call or one upsert."""
     with connection_scope(rt.db_url) as conn:
         batch = load_batch(conn, batch_id)
@@ -108,7 +119,8 @@ def run_chunk(rt: Runtime, batch_id: str, job_ids: list[int], stage: str, work: 
     ids = list(claims)
     try:
         with held_claims(rt.db_url, ids, stage, rt.settings.heartbeat_s):
-            results = work([JobContext.of(rt, c, batch) for c in claims.values()])
+            results = {i: r if isinstance(r, HitlineError) else checked(result, r)
+                       for i, r in work([JobContext.of(rt, c, batch) for c in claims.values()]).items()}
     except RetryableProviderError as e:
         _record_many(rt, ids, stage, "retrying", str(e))
         raise

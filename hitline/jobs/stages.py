@@ -25,9 +25,11 @@ from hitline.domain.vectors import Vector
 from hitline.errors import BudgetExceeded, HitlineError, InputError, NotReady
 from hitline.jobs import quality
 from hitline.jobs.context import JobContext, Runtime, load_batch
+from hitline.jobs.results import (AnalyzeResult, CatalogIndexResult, EmbedResult, IndexResult, RenderResult,
+                                  RetrieveResult, StageResult)
 from hitline.jobs.runner import Outcome, run_chunk, run_step
 
-__all__ = ["Stage", "RetryPolicy", "SKU_LINE", "CATALOG_LINE", "STAGES", "QUEUES", "line_of", "stage",
+__all__ = ["Stage", "RetryPolicy", "SKU_LINE", "CATALOG_LINE", "STAGES", "QUEUES", "line_of", "stage", "result_stage",
            "embed_catalog", "index_catalog", "embed", "wait_for_catalog", "retrieve", "analyze", "render"]
 
 
@@ -274,6 +276,7 @@ class Stage:
     kind: Literal["sku", "hit"]
     queue: str
     work: Callable[..., Any]
+    result: type[StageResult] = StageResult  # what work returns, validated when written (hitline/jobs/results.py)
     calls_provider: bool = True
     retry: RetryPolicy = RetryPolicy()
 
@@ -293,9 +296,9 @@ class Stage:
         names = [st.name for st in line_of(self.kind)]
         if self.kind == "sku":
             (job_id,) = args
-            return run_step(rt, job_id, self.name, self.work, names, token, attempt)
+            return run_step(rt, job_id, self.name, self.work, names, token, attempt, self.result)
         batch_id, job_ids = args
-        outcomes = run_chunk(rt, batch_id, list(job_ids), self.name, self.work, names, token)
+        outcomes = run_chunk(rt, batch_id, list(job_ids), self.name, self.work, names, token, self.result)
         if self.name == names[-1]:
             # the chunk that finishes the catalog flushes (SKUs waiting in their index stage also check)
             catalog_indexed(rt, batch_id)
@@ -303,15 +306,15 @@ class Stage:
 
 
 SKU_LINE: tuple[Stage, ...] = (
-    Stage("embed", "sku", "embed", embed),
-    Stage("index", "sku", "index", wait_for_catalog, calls_provider=False),
-    Stage("retrieve", "sku", "retrieve", retrieve, calls_provider=False),
-    Stage("analyze", "sku", "analyze", analyze),
-    Stage("render", "sku", "render", render),
+    Stage("embed", "sku", "embed", embed, EmbedResult),
+    Stage("index", "sku", "index", wait_for_catalog, IndexResult, calls_provider=False),
+    Stage("retrieve", "sku", "retrieve", retrieve, RetrieveResult, calls_provider=False),
+    Stage("analyze", "sku", "analyze", analyze, AnalyzeResult),
+    Stage("render", "sku", "render", render, RenderResult),
 )
 CATALOG_LINE: tuple[Stage, ...] = (
-    Stage("embed", "hit", "embed", embed_catalog),
-    Stage("index", "hit", "index", index_catalog, calls_provider=False),
+    Stage("embed", "hit", "embed", embed_catalog, EmbedResult),
+    Stage("index", "hit", "index", index_catalog, CatalogIndexResult, calls_provider=False),
 )
 STAGES: tuple[Stage, ...] = CATALOG_LINE + SKU_LINE
 QUEUES: tuple[str, ...] = tuple(dict.fromkeys(st.queue for st in SKU_LINE + CATALOG_LINE))
@@ -319,6 +322,14 @@ QUEUES: tuple[str, ...] = tuple(dict.fromkeys(st.queue for st in SKU_LINE + CATA
 
 def line_of(kind: str) -> tuple[Stage, ...]:
     return SKU_LINE if kind == "sku" else CATALOG_LINE
+
+
+def result_stage(model: type[StageResult]) -> str:
+    """The name of the stage whose result `model` is (hitline.jobs.results.read)."""
+    for st in STAGES:
+        if st.result is model:
+            return st.name
+    raise KeyError(f"no stage declares {model.__name__} as its result")
 
 
 def stage(kind: str, name: str) -> Stage:

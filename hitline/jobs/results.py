@@ -1,0 +1,168 @@
+"""What each stage hands the next and everything that reports on it: one pydantic model per stage result,
+declared on the stage registry (`Stage(..., result=RenderResult)`), validated by the runner when the
+result is written and read back through `read()`. The API's response models reuse them.
+
+Every model allows extra keys and gives its later fields defaults: a result written by an older version
+(a row already in the job table) still reads, and a field added later does not break what is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from hitline.domain.models import StyleAnalysis
+
+if TYPE_CHECKING:
+    from db.models import Job
+
+__all__ = ["StageResult", "EmbedResult", "IndexResult", "CatalogIndexResult", "RetrievedHit", "RetrieveResult",
+           "AnalyzeResult", "CheckRecord", "InputRecord", "OutputQuality", "RenderOutput", "RenderPlan",
+           "DigestInputs", "DigestPlan", "Digest", "RenderResult", "read", "R"]
+
+
+class _Open(BaseModel):
+    """Extensible: keys this version does not know are kept (written by a newer one, or added by a gate)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class StageResult(_Open):
+    """The base of every stage's result."""
+
+
+class EmbedResult(StageResult):
+    key: str = Field(description="cache key of the dense vector")
+    cost_usd: float = 0.0
+
+
+class CatalogIndexResult(StageResult):
+    collection: str
+
+
+class IndexResult(StageResult):
+    """A SKU's index stage: the catalog it is searched against is indexed and flushed."""
+
+    collection: str
+    catalog_rows: int | None = None
+
+
+class RetrievedHit(_Open):
+    product_id: str
+    score: float
+    image_path: str
+    category: str = ""
+    sales_count: int = 0
+    description: str = ""
+    found_by: list[str] = Field(default_factory=list)
+    dense_rank: int | None = None
+    sparse_rank: int | None = None
+
+
+class RetrieveResult(StageResult):
+    filter: str | None = None
+    fallback: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    hits: list[RetrievedHit] = Field(default_factory=list)
+
+
+class AnalyzeResult(StageResult):
+    style: StyleAnalysis
+    cached: bool = False
+    cost_usd: float = 0.0
+
+
+class CheckRecord(_Open):
+    """One input or output check (hitline.domain.quality.Check as stored)."""
+
+    name: str
+    passed: bool
+    measured: JsonValue = None
+    threshold: JsonValue = None
+    message: str = ""
+    action: str = ""
+
+
+class InputRecord(_Open):
+    """The input checks of one flat-lay: per preset its checks, the presets failed or downsized."""
+
+    checks: dict[str, list[CheckRecord]] = Field(default_factory=dict)
+    failed_presets: dict[str, str] = Field(default_factory=dict)
+    downsized: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class OutputQuality(_Open):
+    """The gate's verdict on one output (hitline.jobs.quality.gate_output)."""
+
+    status: str
+    checks: list[CheckRecord] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)
+    judge: str | None = None
+    rerender: str | None = None
+
+
+class RenderOutput(_Open):
+    preset: str
+    path: str
+    width: int
+    height: int
+    cost_usd: float = 0.0
+    key: str = ""
+    reused_from: str | None = None
+    derived_from: str | None = None
+    quality: OutputQuality | None = None
+
+
+class RenderPlan(_Open):
+    """hitline.domain.render_plan.RenderPlan.summary()."""
+
+    renders: list[str] = Field(default_factory=list)
+    derived: dict[str, str] = Field(default_factory=dict)
+    cost_usd: float = 0.0
+    naive_cost_usd: float = 0.0
+    saving_usd: float = 0.0
+
+
+class DigestInputs(_Open):
+    downsized: dict[str, str] = Field(default_factory=dict)
+    failed: list[str] = Field(default_factory=list)
+    background: list[str] = Field(default_factory=list)
+    touches_frame: bool = False
+
+
+class DigestPlan(_Open):
+    renders: int = 0
+    derived: int = 0
+    naive_usd: float = 0.0
+    cost_usd: float = 0.0
+
+
+class Digest(_Open):
+    """One SKU's render in a few low-cardinality fields, which the batch summary counts in SQL."""
+
+    inputs: DigestInputs = Field(default_factory=DigestInputs)
+    gate: dict[str, int] = Field(default_factory=dict)
+    plan: DigestPlan = Field(default_factory=DigestPlan)
+
+
+class RenderResult(StageResult):
+    outputs: list[RenderOutput] = Field(default_factory=list)
+    plan: RenderPlan | None = None
+    inputs: InputRecord | None = None
+    digest: Digest | None = None
+
+
+R = TypeVar("R", bound=StageResult)
+
+
+def read(job: Job | Mapping[str, object] | None, model: type[R]) -> R | None:
+    """The result of the stage that declares `model` on the registry, from a job (or its `result`
+    column); None while that stage has not run. The one way results are read."""
+    from hitline.jobs.stages import result_stage
+
+    stored = job if isinstance(job, Mapping) or job is None else job.result
+    raw = (stored or {}).get(result_stage(model))
+    return model.model_validate(raw) if raw else None
