@@ -145,12 +145,16 @@ def derive_preset(source: Path, preset: Preset, dest: Path) -> Path:
         return dest
     from PIL import Image
 
+    from hitline.domain.placement import png_info, read_placement, resized_placement
     from hitline.domain.render_plan import derive
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".part")
     with Image.open(source) as im:
-        derive(im, preset).save(tmp, format="PNG")
+        placed = read_placement(im)  # a compositor's output: where the product is travels with the resize
+        out = derive(im, preset)
+        mask = resized_placement(placed, out.size) if placed is not None else None
+        out.save(tmp, format="PNG", **({"pnginfo": png_info(mask)} if mask is not None else {}))
     tmp.replace(dest)
     return dest
 

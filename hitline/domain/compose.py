@@ -14,7 +14,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from hitline.domain.cutout import subject_mask
 from hitline.domain.models import Preset, StyleAnalysis
 
-__all__ = ["compose", "scene_backdrop", "layout_box", "Placement"]
+__all__ = ["compose", "compose_placed", "scene_backdrop", "layout_box", "Placement"]
 
 WHITE_FILL = 0.9  # share of the frame the product spans on white: Amazon asks for at least 85%
 _BACKDROP_SIDE = 256  # backdrops are modelled this small: they are blurred anyway
@@ -195,7 +195,19 @@ def _apply_shadow(canvas: Image.Image, shadow: Image.Image, tint: tuple[int, int
     return Image.composite(ImageChops.multiply(canvas, dark), canvas, shadow)
 
 
-def _compose_white(product: Image.Image, preset: Preset) -> Image.Image:
+def _pasted(size: tuple[int, int], placed: Image.Image, pos: tuple[int, int]) -> np.ndarray:
+    """Where the pasted product is visibly there, at canvas size (the gate reads it, see placement.py)."""
+    mask = np.zeros((size[1], size[0]), bool)
+    alpha = np.asarray(placed.getchannel("A")) > 127
+    x, y = pos
+    x0, y0 = max(0, x), max(0, y)
+    x1, y1 = min(size[0], x + placed.width), min(size[1], y + placed.height)
+    if x1 > x0 and y1 > y0:
+        mask[y0:y1, x0:x1] = alpha[y0 - y:y1 - y, x0 - x:x1 - x]
+    return mask
+
+
+def _compose_white(product: Image.Image, preset: Preset) -> tuple[Image.Image, np.ndarray]:
     """Amazon's main image, met by construction: every background pixel exactly RGB 255 (no cast
     shadow: a shadow is not pure white) and the product spanning WHITE_FILL of the frame."""
     w, h = preset.width, preset.height
@@ -204,7 +216,7 @@ def _compose_white(product: Image.Image, preset: Preset) -> Image.Image:
     y = (h - placed.height) // 2
     canvas = Image.new("RGB", (w, h), (255, 255, 255))
     canvas.paste(placed, (x, y), placed)
-    return canvas
+    return canvas, _pasted((w, h), placed, (x, y))
 
 
 def _opaque_crop(product: Image.Image) -> Image.Image:
@@ -225,7 +237,7 @@ def _grain(size: tuple[int, int], seed: int = 11) -> Image.Image:
 
 
 def _compose_scene(product: Image.Image, reference: Image.Image | None, style: StyleAnalysis,
-                   preset: Preset) -> Image.Image:
+                   preset: Preset) -> tuple[Image.Image, np.ndarray]:
     w, h = preset.width, preset.height
     small = scene_backdrop(reference, style, w, h)
     canvas = Image.fromarray((small * 255).astype(np.uint8), "RGB").resize((w, h), Image.BICUBIC)
@@ -240,16 +252,23 @@ def _compose_scene(product: Image.Image, reference: Image.Image | None, style: S
     tint = tuple(int(v) for v in np.clip(mean * 255 * 0.55, 0, 255))
     canvas = _apply_shadow(canvas, shadow, tint)  # type: ignore[arg-type]
     canvas.paste(placed, (x, y), placed)
-    return canvas
+    return canvas, _pasted((w, h), placed, (x, y))
+
+
+def compose_placed(product: Image.Image, reference: Image.Image | None, style: StyleAnalysis,
+                   preset: Preset) -> tuple[Image.Image, np.ndarray]:
+    """A promo image of exactly preset.width x preset.height (RGB) with the cut-out product, and where
+    the product went (bool mask at the image's size)."""
+    product = product.convert("RGBA")
+    if preset.background == "white":
+        out, mask = _compose_white(product, preset)
+    else:
+        out, mask = _compose_scene(product, reference, style, preset)
+    assert out.size == (preset.width, preset.height)
+    return out, mask
 
 
 def compose(product: Image.Image, reference: Image.Image | None, style: StyleAnalysis,
             preset: Preset) -> Image.Image:
     """A promo image of exactly preset.width x preset.height (RGB) with the cut-out product."""
-    product = product.convert("RGBA")
-    if preset.background == "white":
-        out = _compose_white(product, preset)
-    else:
-        out = _compose_scene(product, reference, style, preset)
-    assert out.size == (preset.width, preset.height)
-    return out
+    return compose_placed(product, reference, style, preset)[0]

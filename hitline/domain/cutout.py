@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import cv2
@@ -141,7 +143,31 @@ def _drop_shadows(colour: np.ndarray, salient: np.ndarray, bd: Backdrop, lum: np
     return out
 
 
+_masks: OrderedDict[str, np.ndarray] = OrderedDict()
+_masks_lock = threading.Lock()
+_MASKS_KEPT = 8
+
+
 def product_mask(img: Image.Image) -> np.ndarray:
+    """Boolean product mask at the image's size (read-only; raises InputError when nothing plausible is
+    found). The render stage asks for the same flat-lay's mask three times (input checks, the cut-out,
+    the gate): the last few are kept, keyed by the pixels."""
+    rgb = img.convert("RGB")
+    key = hashlib.blake2b(rgb.tobytes(), digest_size=16).hexdigest() + f"{rgb.size}"
+    with _masks_lock:
+        if key in _masks:
+            _masks.move_to_end(key)
+            return _masks[key]
+    mask = _product_mask(rgb)
+    mask.setflags(write=False)
+    with _masks_lock:
+        _masks[key] = mask
+        while len(_masks) > _MASKS_KEPT:
+            _masks.popitem(last=False)
+    return mask
+
+
+def _product_mask(img: Image.Image) -> np.ndarray:
     """Boolean product mask at the image's size (raises InputError when nothing plausible is found).
 
     Two views are combined. The learned one (u2netp) finds the subject but drops pale pieces on

@@ -5,8 +5,10 @@ functions over images and masks: no job table, no Celery, no provider."""
 from __future__ import annotations
 
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -17,7 +19,8 @@ from hitline.domain.colour import ciede2000
 from hitline.domain.models import IMAGE_SIZES, Preset
 
 __all__ = ["Check", "MAX_UPSCALE", "input_checks", "check_resolution", "resolve_preset", "check_background",
-           "check_touching", "gate", "output_mask", "find_text", "failed", "TextFinder"]
+           "check_touching", "gate", "output_mask", "find_text", "failed", "TextFinder", "garment_colour",
+           "text_in_product"]
 
 MAX_UPSCALE = 2.0  # the product's pixels may be enlarged this much; beyond it the output is a smudge
 OFF_WHITE_DELTA = 8.0  # CIEDE2000 of the flat-lay's paper from white beyond which it is not white
@@ -180,17 +183,54 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(xs.min()), int(ys.min()), int(xs.max() + 1), int(ys.max() + 1)
 
 
-def _garment_colour(image: Image.Image, mask: np.ndarray) -> np.ndarray:
-    """The garment's typical colour: the median CIELAB of its pixels, the edge left out."""
+def garment_colour(image: Image.Image, mask: np.ndarray) -> np.ndarray:
+    """The garment's typical colour: the median CIELAB of its pixels, the edge left out. Only the mask's
+    box is converted to CIELAB (a 2K output is 4 MP; the product a part of it)."""
+    box = _bbox(mask)
+    if box is not None:
+        x0, y0, x1, y1 = max(0, box[0] - 3), max(0, box[1] - 3), box[2] + 3, box[3] + 3
+        image, mask = image.crop((x0, y0, min(image.width, x1), min(image.height, y1))), mask[y0:y1, x0:x1]
     inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     use = inner if inner.sum() > 50 else mask
     lab = to_lab(np.asarray(image.convert("RGB")))
     return np.median(lab[use], axis=0)
 
 
+@contextmanager
+def _timed(timings: dict[str, float] | None, name: str) -> Iterator[None]:
+    """CPU seconds of one check added to timings[name] (bench/bench_local.py); nothing without a dict."""
+    if timings is None:
+        yield
+        return
+    t0 = time.process_time()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.process_time() - t0
+
+
+def text_in_product(output: Image.Image, mask: np.ndarray, text_finder: TextFinder) -> list[tuple[str, float]]:
+    """Text in the product's box of an output: where a compositor's output can carry text from the photo
+    (its backdrop is a blurred, emptied set). The box is read at most _OCR_SIDE on its long side, the
+    size a shopper sees a product at, not the whole frame shrunk."""
+    box = _bbox(mask)
+    if box is None:
+        return []
+    pad = max(4, round(0.03 * max(box[2] - box[0], box[3] - box[1])))
+    crop = output.crop((max(0, box[0] - pad), max(0, box[1] - pad), min(output.width, box[2] + pad),
+                        min(output.height, box[3] + pad)))
+    return text_finder(crop)
+
+
 def gate(output: Image.Image, preset: Preset, flatlay: Image.Image, flatlay_mask: np.ndarray, *,
-         text_finder: TextFinder | None = find_text) -> list[Check]:
-    """Every check of one output against its preset's rules and the flat-lay it was made from."""
+         text_finder: TextFinder | None = find_text, placed: np.ndarray | None = None,
+         text: list[tuple[str, float]] | None = None, flatlay_colour: np.ndarray | None = None,
+         timings: dict[str, float] | None = None) -> list[Check]:
+    """Every check of one output against its preset's rules and the flat-lay it was made from.
+
+    What a caller already knows is not measured again: `placed`, where a compositor put the product (the
+    output is not segmented again); `text`, what was read in the product already (another output of the
+    same cut-out); `flatlay_colour`, the flat-lay garment's colour. `timings` collects CPU s per check."""
     w, h = output.size
     checks = [Check("size", (w, h) == (preset.width, preset.height), [w, h], [preset.width, preset.height],
                     f"{w}x{h}" + ("" if (w, h) == (preset.width, preset.height) else
@@ -198,7 +238,8 @@ def gate(output: Image.Image, preset: Preset, flatlay: Image.Image, flatlay_mask
     if (w, h) != (preset.width, preset.height):
         output = output.resize((preset.width, preset.height))  # the other checks still say something useful
         w, h = output.size
-    mask = output_mask(output, preset)
+    with _timed(timings, "mask"):
+        mask = placed if placed is not None and placed.shape == (h, w) else output_mask(output, preset)
     box = _bbox(mask)
     area = float(mask.mean())
     # silhouette: present, uncropped, the same shape as in the flat-lay
@@ -218,6 +259,7 @@ def gate(output: Image.Image, preset: Preset, flatlay: Image.Image, flatlay_mask
         checks.append(Check("silhouette", ok, {"touches": sides, "aspect_ratio_change": round(ratio, 2)},
                             {"touches": [], "aspect_ratio_change": 1.35}, msg))
     if preset.rule("pure_white"):
+        t0 = time.process_time()
         halo = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
         rgb = np.asarray(output.convert("RGB"))
         background = ~halo
@@ -225,6 +267,8 @@ def gate(output: Image.Image, preset: Preset, flatlay: Image.Image, flatlay_mask
         checks.append(Check("pure_white", share >= 0.995, round(share, 4), 0.995,
                             "background is pure white RGB 255" if share >= 0.995 else
                             f"only {share:.1%} of the background is pure white RGB 255 (needs 99.5%)"))
+        if timings is not None:
+            timings["pure_white"] = timings.get("pure_white", 0.0) + time.process_time() - t0
     if preset.rule("min_fill") is not None and box is not None:
         fill = max((box[2] - box[0]) / w, (box[3] - box[1]) / h)
         need = float(preset.rule("min_fill"))
@@ -236,13 +280,21 @@ def gate(output: Image.Image, preset: Preset, flatlay: Image.Image, flatlay_mask
         checks.append(Check("height_fill", fill >= need, round(fill, 3), need,
                             f"product is {fill:.0%} of the frame's height" +
                             ("" if fill >= need else f" (needs {need:.0%} to read at thumbnail size)")))
-    if preset.rule("no_text") and text_finder is not None:
-        found = text_finder(output)
+    if preset.rule("no_text") and (text_finder is not None or text is not None):
+        with _timed(timings, "no_text"):
+            if text is not None:
+                found = text
+            elif placed is not None:
+                found = text_in_product(output, mask, text_finder)  # type: ignore[arg-type]
+            else:
+                found = text_finder(output)  # type: ignore[misc]
         checks.append(Check("no_text", not found, [t for t, _ in found], [],
                             "no text or logo found" if not found else
                             f"text found in the output: {', '.join(repr(t) for t, _ in found[:5])}"))
     if preset.rule("max_colour_delta") is not None and box is not None and flatlay_mask.any():
-        delta = float(ciede2000(_garment_colour(flatlay, flatlay_mask), _garment_colour(output, mask)))
+        with _timed(timings, "colour"):
+            reference = flatlay_colour if flatlay_colour is not None else garment_colour(flatlay, flatlay_mask)
+            delta = float(ciede2000(reference, garment_colour(output, mask)))
         limit = float(preset.rule("max_colour_delta"))
         checks.append(Check("colour", delta <= limit, round(delta, 1), limit,
                             f"garment colour ΔE00 {delta:.1f} from the flat-lay" + ("" if delta <= limit else

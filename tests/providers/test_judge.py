@@ -122,3 +122,38 @@ def test_local_judge_runs_the_gate(images) -> None:  # noqa: ANN001
     bad = judge.judge(images["flat"], images["recoloured"], AMAZON)
     assert [c["name"] for c in bad.checks if not c["passed"]] == ["colour"]
     assert np.isfinite([c["measured"] for c in bad.checks if c["name"] == "colour"][0])
+
+
+def test_local_judge_reads_the_compositors_placement_and_text_once(images, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A compositor's output carries where the product went (PNG text chunk; a resize carries it resized):
+    the judge does not segment it again, and reads the product's text once per flat-lay, not per output."""
+    from hitline import line
+    from hitline.domain import quality
+    from hitline.domain.models import NewProduct
+    from hitline.providers.local.render import LocalRenderer
+
+    scene = Preset.build("shopify", "3:4", "1K", "scene", rules={"min_fill": 0.5, "no_text": True})
+    wide = Preset.build("banner", "4:1", "1K", "scene", rules={"min_height_fill": 0.6, "no_text": True})
+    small = Preset.build("thumbnail", "3:4", "512px", "scene", rules={"min_fill": 0.5, "no_text": True})
+    product = NewProduct("s1", images["flat"], "tee", "casual", "summer", "")
+    paths = []
+    for p in (scene, wide):
+        img = LocalRenderer().render(images["flat"], [], STYLE, product, p)
+        paths.append(tmp_path / f"{p.name}.png")
+        paths[-1].write_bytes(img.data)
+    paths.append(line.derive_preset(paths[0], small, tmp_path / "thumbnail.png"))
+    reads: list[tuple[int, int]] = []
+
+    def finder(im: Image.Image) -> list:
+        reads.append(im.size)
+        return []
+
+    def no_segmenting(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the output was segmented again")
+
+    monkeypatch.setattr(quality, "output_mask", no_segmenting)
+    judge = LocalJudge(text_finder=finder)
+    for p, path in zip((scene, wide, small), paths):
+        j = judge.judge(images["flat"], path, p)
+        assert j.passed, j.reasons
+    assert len(reads) == 1 and max(reads[0]) < 1024, reads  # the product's box, once

@@ -11,7 +11,9 @@ from typing import Sequence
 from PIL import Image
 
 from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
-from hitline.domain.imaging import compose, cutout
+from hitline.domain.compose import compose_placed
+from hitline.domain.imaging import cutout
+from hitline.domain.placement import png_info
 from hitline.domain.images import file_sha256, load_image
 
 __all__ = ["LocalRenderer"]
@@ -46,8 +48,9 @@ class LocalRenderer:
                product: NewProduct, preset: Preset) -> RenderedImage:
         cut = self._cutout(Path(flatlay))
         reference = load_image(references[0]) if references else None
-        image = compose(cut, reference, style, preset)
+        image, placed = compose_placed(cut, reference, style, preset)
         buf = io.BytesIO()
-        image.save(buf, format="PNG", compress_level=self._compress)
+        # where the product went travels in the PNG: the gate reads it instead of segmenting the output
+        image.save(buf, format="PNG", compress_level=self._compress, pnginfo=png_info(placed))
         notes = [] if references else ["no reference image: backdrop built from the palette"]
         return RenderedImage(data=buf.getvalue(), mime="image/png", cost_usd=0.0, model=self.model, notes=notes)
