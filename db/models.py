@@ -121,3 +121,89 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Output(Base):
+    """One image a SKU's render stage kept (one per preset), with its review state and what made it.
+    review: none (no review asked and the gate passed it) | pending | approved | rejected | redo (a new
+    take with the reviewer's note is being rendered); take counts the renders a redo asked for."""
+
+    __tablename__ = "output"
+    __table_args__ = (UniqueConstraint("job_id", "preset"), Index("ix_output_batch_review_id", "batch_id", "review", "id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
+    item_id: Mapped[str] = mapped_column(String(128))
+    preset: Mapped[str] = mapped_column(String(64))
+    take: Mapped[int] = mapped_column(Integer, default=1)
+    path: Mapped[str] = mapped_column(Text)
+    gate: Mapped[str] = mapped_column(String(32), default="unchecked")  # passed | passed_after_rerender | needs_review | unchecked
+    reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)  # the gate's reasons
+    review: Mapped[str] = mapped_column(String(16), default="none")
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reviewed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)  # every take's render cost together
+    # flat-lay hash, references, prompt, model + version, per-take cost (hitline.jobs.review.provenance)
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # why the last redo did not happen
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class ReviewDecision(Base):
+    """Who decided what about an output, and when (one row per decision, never updated)."""
+
+    __tablename__ = "review_decision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    output_id: Mapped[int] = mapped_column(ForeignKey("output.id", ondelete="CASCADE"), index=True)
+    take: Mapped[int] = mapped_column(Integer)
+    decision: Mapped[str] = mapped_column(String(16))  # approved | rejected | redo
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    by: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """A URL that receives a batch's events (batch_id set) or every batch's (batch_id null). Its signing
+    secret is not stored: it is derived from the server's webhook key and the endpoint id
+    (hitline.jobs.webhooks.secret_for), shown once when the endpoint is registered."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), nullable=True, index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookEvent(Base):
+    """The outbox: an event written in the transaction that made it happen. Its id is stable (derived
+    from what happened), so writing it twice is one event and a receiver can drop repeats."""
+
+    __tablename__ = "webhook_event"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: pending (next_at: when to try) | delivered | dead (after N failures)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (UniqueConstraint("event_id", "endpoint_id"), Index("ix_delivery_state_next", "state", "next_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_event.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoint.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

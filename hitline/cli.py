@@ -36,7 +36,7 @@ def _configure(provider: Optional[str], base_url: Optional[str], data_dir: Optio
 
 
 def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min_sales: Optional[int],
-               presets: Optional[str], budget: Optional[float], wait: bool) -> str:
+               presets: Optional[str], budget: Optional[float], wait: bool, review: Optional[str] = None) -> str:
     from hitline.jobs import verbs
     from hitline.jobs.context import get_runtime
 
@@ -48,7 +48,8 @@ def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min
         # everything is checked and recorded before a worker starts: a mistake costs no start-up time;
         # a broker that refuses: one error line with the batch id and `hitline resume`
         sub = verbs.submit(rt, catalog, new, out, send=_Sender(worker, embedded), top_k=top_k,
-                           min_sales=min_sales, presets=preset_names, budget_usd=budget)
+                           min_sales=min_sales, presets=preset_names, budget_usd=budget,
+                           review=review)
         console.print(f"batch [bold]{sub.batch_id}[/]: {sum(map(len, sub.hit_chunks))} catalog products, "
                       f"{len(sub.sku_jobs)} new SKUs, {sub.rejected} rows rejected "
                       f"({'embedded worker' if embedded else 'queued on ' + _safe_url(st.broker_url)})")
@@ -164,11 +165,13 @@ def run(catalog: Path = typer.Option(..., help="folder with products.csv + image
         provider: Optional[str] = typer.Option(None, help="local | openrouter"),
         openrouter_base_url: Optional[str] = typer.Option(None),
         budget: Optional[float] = typer.Option(None, help="USD cap for paid renders in this batch"),
+        review: Optional[str] = typer.Option(None, help="all: every output waits for approval; gate (default): "
+                                                        "only those the quality gate sent to review"),
         wait: bool = typer.Option(True, help="with a broker: wait for the batch and write the report")) -> None:
     """Run the line on your own catalog and new products."""
     _configure(provider, openrouter_base_url, None)
     _guard(lambda: _run_batch(catalog, new, out, top_k=top_k, min_sales=min_sales, presets=presets,
-                              budget=budget, wait=wait))
+                              budget=budget, wait=wait, review=review))
 
 
 def _guard(fn) -> None:  # noqa: ANN001

@@ -74,6 +74,20 @@ class Settings(BaseSettings):
     # shown as a link on the dashboard (Celery-level monitoring); empty = no link
     flower_url: str = ""
 
+    # webhooks (hitline/jobs/webhooks.py): the key endpoint secrets are derived from (every process of a
+    # deployment needs the same; empty = a key made once under data_dir), delivery attempts before an
+    # event is dead, backoff between attempts (doubling from webhook_backoff_s, with jitter), timeout
+    webhook_key: SecretStr | None = None
+    webhook_attempts: int = Field(8, ge=1)
+    webhook_backoff_s: float = Field(5.0, gt=0)
+    webhook_backoff_max_s: float = Field(600.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    # a delivery whose message is lost (a killed worker) is sent again this long after it was due
+    webhook_lease_s: float = Field(60.0, gt=0)
+    # export (hitline/jobs/export.py): where a shop fetches exported images from, e.g.
+    # https://cdn.example.com/hitline (the Shopify CSV's Image Src is <base>/<batch>/<file>)
+    public_base_url: str = ""
+
     def out_dir_for_api(self) -> Path:
         return (self.api_out_dir or self.data_dir / "out").resolve()
 

@@ -108,6 +108,9 @@ def run_once(settings: Settings, queues: Iterable[str]) -> list[LostJob]:
         try:
             lost = reconcile(db_url, lease_s=settings.claim_lease_s, grace_s=settings.reconcile_grace_s,
                              in_flight=lambda: broker_in_flight(settings.broker_url, queues))
+            from tasks.webhooks import kick
+
+            kick()  # deliveries whose message was lost (their lease ran out)
             if lost:
                 _enqueue(lost)
                 log.warning("reconciled %d lost job(s): %s", len(lost),

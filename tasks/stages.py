@@ -12,7 +12,8 @@ from celery import Task
 from hitline.errors import NotReady, RateWait, RetryableProviderError
 from hitline.jobs.context import get_runtime
 from hitline.jobs.runner import Outcome, fail_jobs, is_transient
-from hitline.jobs.stages import STAGES, Stage
+from hitline.jobs.stages import SKU_LINE, STAGES, Stage
+from tasks.webhooks import kick as kick_webhooks
 from workers.app import app
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def make_task(stage: Stage) -> Task:
             if provider_retries + 1 >= attempts:
                 reason = f"gave up after {attempts} attempts: {e}"
                 fail_jobs(rt, _job_ids(stage, args), stage.name, reason)
+                kick_webhooks()
                 raise JobFailed(reason) from None
             raise self.retry(exc=e, kwargs={"provider_retries": provider_retries + 1},
                              countdown=backoff(stage, provider_retries, e.retry_after))
@@ -80,9 +82,19 @@ def make_task(stage: Stage) -> Task:
                 raise
             log.warning("%s %s: %s unreachable, retrying: %s", stage.task_name, args, type(e).__name__, e)
             raise self.retry(exc=e, countdown=min(INFRA_BACKOFF_MAX_S, 2.0 ** min(self.request.retries, 5)))
+        if _may_have_events(stage, outcome):
+            kick_webhooks()
         return _finish(self, stage, outcome)
 
     return run
+
+
+def _may_have_events(stage: Stage, outcome: Outcome | dict[int, Outcome]) -> bool:
+    """A failed job, or a SKU's last stage done (outputs to review, the batch maybe finished): the outbox
+    may have new events (hitline/jobs/webhooks.py), so deliveries are sent now, not at the next sweep."""
+    outcomes = outcome.values() if isinstance(outcome, dict) else (outcome,)
+    return any(o.status == "failed" for o in outcomes) or (
+        stage.kind == "sku" and stage.name == SKU_LINE[-1].name and any(o.status == "done" for o in outcomes))
 
 
 TASKS: dict[tuple[str, str], Task] = {(st.kind, st.name): make_task(st) for st in STAGES}

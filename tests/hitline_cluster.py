@@ -133,7 +133,11 @@ def start(tmp: Path, catalog: Path, new: Path) -> Cluster:
                HITLINE_QUALITY_GATE="0",  # the gate has its own tests (tests/jobs/test_quality_gate.py)
                HITLINE_PRESETS='["thumbnail"]', HITLINE_API_OUT_DIR=str(tmp / "out"),
                HITLINE_API_MAX_UPLOAD_BYTES="5000000", HITLINE_FLOWER_URL=f"http://127.0.0.1:{flower_port}",
-               HITLINE_COLLECTION="hits_api_tests")
+               HITLINE_COLLECTION="hits_api_tests",
+               # webhooks: fast backoff for tests/api/test_webhooks.py's flaky receiver (seconds, not minutes)
+               HITLINE_WEBHOOK_KEY="api-tests-webhook-key", HITLINE_WEBHOOK_BACKOFF_S="0.3",
+               HITLINE_WEBHOOK_BACKOFF_MAX_S="1.5", HITLINE_WEBHOOK_ATTEMPTS="40", HITLINE_WEBHOOK_LEASE_S="5",
+               HITLINE_WEBHOOK_TIMEOUT_S="2")
     cluster = Cluster(url=f"http://127.0.0.1:{api_port}", token="", env=env, fake=fake, catalog=catalog, new=new,
                       tmp=tmp, flower_url=env["HITLINE_FLOWER_URL"], db_url=db_url, logs=logs)
     cluster._fake_cm = fake_cm  # type: ignore[attr-defined]

@@ -20,6 +20,9 @@ ROUTES["hitline.contact_sheet"] = {"queue": "render"}
 CONTRACT_QUEUE = "celery"
 CONTRACT_TASKS = ("hitline.submit_batch", "hitline.retry_jobs", "hitline.cancel_batch", "hitline.resume_batch")
 ROUTES.update({name: {"queue": CONTRACT_QUEUE} for name in CONTRACT_TASKS})
+# a reviewer's redo renders where renders run; webhook deliveries go where every default worker reads
+ROUTES["hitline.redo_output"] = {"queue": "render"}
+ROUTES["hitline.deliver_webhook"] = {"queue": CONTRACT_QUEUE}
 
 
 class UnroutedTask(RuntimeError):
@@ -73,7 +76,8 @@ def check_routes(app: Celery) -> None:
 
 def make_app(settings: Settings) -> Celery:
     app = Celery("hitline", broker=settings.broker_url or "memory://",
-                 include=["tasks.stages", "tasks.sheets", "tasks.contract", "tasks.reconciler"])
+                 include=["tasks.stages", "tasks.sheets", "tasks.contract", "tasks.reconciler", "tasks.review",
+                          "tasks.webhooks"])
     app.conf.update(
         # the job table is the source of truth for results and state; the only results stored are the
         # return values of the contract tasks (batch id, jobs retried), for senders that .get() them

@@ -1,4 +1,5 @@
-"""Embedded mode: an in-process Celery worker (thread pool) consuming every queue of the registry."""
+"""Embedded mode: an in-process Celery worker (thread pool) consuming every queue of the registry, and the
+contract queue (webhook deliveries go there)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Iterator
 from celery.contrib.testing.worker import start_worker
 
 from hitline.jobs.stages import QUEUES
-from workers.app import app, install_limiter
+from workers.app import CONTRACT_QUEUE, app, install_limiter
 
 
 @contextmanager
@@ -23,5 +24,5 @@ def embedded_worker(concurrency: int = 4, loglevel: str = "WARNING") -> Iterator
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
     install_limiter()
     with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False,
-                      queues=list(QUEUES), loglevel=loglevel, shutdown_timeout=60.0) as w:
+                      queues=[*QUEUES, CONTRACT_QUEUE], loglevel=loglevel, shutdown_timeout=60.0) as w:
         yield w

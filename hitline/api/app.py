@@ -21,7 +21,7 @@ _DOCS_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>hitline 
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from hitline.api import dashboard, errors, routes
+    from hitline.api import dashboard, errors, routes, storefront
     from hitline.api.limits import BodyLimit
     from hitline.jobs.context import get_runtime
 
@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(storefront.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=str(resources.files("hitline.api") / "static")), name="static")
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")

@@ -18,6 +18,7 @@ from hitline.jobs import control
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(resources.files("hitline.api") / "templates"))
 PAGE_SIZE = 50
+REVIEW_PAGE = 200  # cards per review page (thumbnails load lazily)
 
 
 def _login(request: Request, s: Any) -> str | None:
@@ -84,6 +85,24 @@ def batch_page(request: Request, batch_id: str, s: SessionDep, settings: Setting
                              limit=PAGE_SIZE)
     return _page(request, "batch.html", settings, token, batch=batch, jobs=[present.job_row(j) for j in page.jobs],
                  next_cursor=page.next_cursor, state=state or "")
+
+
+@router.get("/ui/batches/{batch_id}/review")
+def review_page(request: Request, batch_id: str, s: SessionDep, settings: SettingsDep, review: str = "pending",
+                cursor: str | None = None) -> Response:
+    """The review grid: flat-lay and output side by side, the gate's reasons, keys and bulk actions
+    (static/review.js); decisions go through POST /batches/{id}/review like any client's."""
+    from hitline.jobs import review as reviews
+
+    token = _login(request, s)
+    if token is None:
+        return _to_login()
+    out_dir = control.get_batch(s, batch_id).out_dir
+    rows, nxt = reviews.list_outputs(s, batch_id, reviews.OutputFilter(review=review or None), cursor=cursor,
+                                     limit=REVIEW_PAGE)
+    return _page(request, "review.html", settings, token, batch_id=batch_id, review=review,
+                 outputs=[present.output_row(o, out_dir) for o in rows], next_cursor=nxt,
+                 counts=reviews.review_counts(s, batch_id))
 
 
 @router.get("/ui/jobs/{job_id}")

@@ -74,3 +74,12 @@ def job_detail(j: Job, attempts: list[Attempt], out_dir: str) -> schemas.JobDeta
         flatlay_url=f"/jobs/{j.id}/flatlay" if j.kind == "sku" and (j.row or {}).get("image_path") and not is_rejected(j)
         else None,
         hits=hits, retrieval_filter=retrieved.get("filter"), style=(r.get("analyze") or {}).get("style"))
+
+
+def output_row(o: Any, out_dir: str, decisions: list[dict[str, Any]] | None = None) -> schemas.OutputRow:
+    return schemas.OutputRow(
+        id=o.id, job_id=o.job_id, sku=o.item_id, preset=o.preset, take=o.take, review=o.review, gate=o.gate,
+        reasons=list(o.reasons or []), note=o.note, reviewed_by=o.reviewed_by, reviewed_at=o.reviewed_at,
+        cost_usd=round(o.cost_usd, 6), error=o.error, url=file_url(o.batch_id, out_dir, o.path),
+        flatlay_url=f"/jobs/{o.job_id}/flatlay",
+        decisions=[schemas.ReviewDecisionOut(**d) for d in (decisions or [])])

@@ -188,3 +188,65 @@ class Enqueued(BaseModel):
     batch_id: str
     jobs: int = Field(description="jobs put back in the queue / stopped")
     message: str
+
+
+class ReviewDecisionOut(BaseModel):
+    take: int
+    decision: str
+    note: str | None
+    by: str
+    at: str | None
+
+
+class OutputRow(BaseModel):
+    id: int
+    job_id: int
+    sku: str
+    preset: str
+    take: int
+    review: str = Field(description="none | pending | approved | rejected | redo")
+    gate: str = Field(description="passed | passed_after_rerender | needs_review | unchecked")
+    reasons: list[str]
+    note: str | None
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    cost_usd: float
+    error: str | None = Field(None, description="why the last redo made no new take")
+    url: str | None
+    flatlay_url: str
+    decisions: list[ReviewDecisionOut] = Field(default_factory=list)
+
+
+class OutputPage(BaseModel):
+    outputs: list[OutputRow]
+    counts: dict[str, int] = Field(description="the batch's outputs per review state")
+    next_cursor: str | None
+
+
+class Reviewed(BaseModel):
+    batch_id: str
+    decision: str
+    changed: list[int]
+    skipped: int
+    message: str
+
+
+class WebhookOut(BaseModel):
+    id: int
+    url: str
+    batch_id: str | None
+    events: list[str]
+    secret: str | None = Field(None, description="the signing secret (whsec_...): shown only when registered")
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    event_id: str
+    type: str
+    batch_id: str
+    url: str
+    state: str = Field(description="pending | delivered | dead")
+    attempts: int
+    last_error: str | None
+    next_at: datetime | None
+    delivered_at: datetime | None

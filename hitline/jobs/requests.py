@@ -4,11 +4,17 @@ tests/test_contract.py fails when a file and its model drift apart)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from hitline.jobs.control import JobFilter
 
-__all__ = ["BatchRequest", "RetryFilter", "RetryRequest", "BatchRef", "ResumeRequest", "SCHEMAS", "json_schema", "write_schemas"]
+if TYPE_CHECKING:
+    from hitline.jobs.review import OutputFilter
+
+__all__ = ["BatchRequest", "RetryFilter", "RetryRequest", "BatchRef", "ResumeRequest", "ReviewRequest", "WebhookRequest",
+           "SCHEMAS", "json_schema", "write_schemas"]
 
 
 class BatchRequest(BaseModel):
@@ -22,6 +28,8 @@ class BatchRequest(BaseModel):
     min_sales: int | None = Field(None, ge=0, description="only hits with sales_count above this (default 1500)")
     presets: list[str] | None = Field(None, min_length=1, description="preset names, e.g. [\"amazon_main\", \"banner\"]")
     budget_usd: float | None = Field(None, ge=0, description="USD cap for paid renders in this batch")
+    review: Literal["gate", "all"] | None = Field(None, description="\"all\": every output waits for a person's "
+                                                  "approval; \"gate\" (default): only those the quality gate sent")
 
 
 class RetryFilter(BaseModel):
@@ -39,6 +47,37 @@ class RetryFilter(BaseModel):
     def to_filter(self) -> JobFilter:
         return JobFilter(stage=self.stage, reason=self.reason, reason_group=self.reason_group,
                          job_ids=tuple(self.job_ids) if self.job_ids is not None else None)
+
+
+class ReviewRequest(BaseModel):
+    """A review decision on a batch's outputs: these ids, or every output matching the filter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject", "redo"]
+    note: str | None = Field(None, max_length=1000, description="why (needed for redo: it is added to the prompt)")
+    output_ids: list[int] | None = Field(None, description="only these outputs")
+    review: str | None = Field(None, description="only outputs in this review state (none, pending, approved, "
+                                                 "rejected, redo)")
+    gate: str | None = Field(None, description="only outputs with this gate outcome (passed, needs_review, ...)")
+    preset: str | None = Field(None, description="only this preset")
+    sku: str | None = Field(None, description="only this SKU")
+
+    def to_filter(self) -> "OutputFilter":
+        from hitline.jobs.review import OutputFilter
+
+        return OutputFilter(output_ids=tuple(self.output_ids) if self.output_ids is not None else None,
+                            review=self.review, gate=self.gate, preset=self.preset, item_id=self.sku)
+
+
+class WebhookRequest(BaseModel):
+    """An endpoint to send events to: https://, or http:// on loopback."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2000)
+    events: list[str] | None = Field(None, description="batch.finished, job.failed, output.needs_review, "
+                                                       "output.approved (default: all)")
 
 
 class RetryRequest(RetryFilter):

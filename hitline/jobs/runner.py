@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any, Callable, Sequence
 
+from sqlalchemy import select
+
 from db import crud
+from db.models import Job
 from db.session import connection_scope, session_scope
 from hitline.errors import BudgetExceeded, HitlineError, NotReady, RetryableProviderError
 from hitline.jobs.context import JobContext, Runtime, claimed_batch, load_batch
@@ -102,9 +105,20 @@ def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[st
         reason = f"{type(e).__name__}: {e}"
         _record(rt, job_id, stage, "failed", reason)
         return Outcome("failed", reason)
+    nxt = next_stage(line, stage)
     with connection_scope(rt.db_url) as c:
-        crud.advance(c, claimed, next_stage(line, stage), written)
+        crud.advance(c, claimed, nxt, written)
+        if nxt == "done":  # the SKU's last stage: its outputs wait for review, the batch may be finished
+            _finished(c, jc, written)
     return Outcome("done")
+
+
+def _finished(c: Any, jc: JobContext, result: dict[str, Any]) -> None:
+    from hitline.jobs import review, webhooks
+
+    if jc.kind == "sku" and jc.stage == "render":
+        review.record_outputs(c, jc.batch.id, jc.job_id, jc.item_id, result, jc.options)
+    webhooks.batch_finished_if_done(c, jc.batch.id)
 
 
 def run_chunk(rt: Runtime, batch_id: str, job_ids: list[int], stage: str, work: ChunkWork, line: Sequence[str],
@@ -150,6 +164,19 @@ def _record_many(rt: Runtime, job_ids: list[int], stage: str, state: str, reason
     with session_scope(rt.db_url) as s:
         for j in job_ids:
             crud.set_state(s, j, stage, state, reason)
+        if state == "failed" and job_ids:  # in the same transaction: the events are in the outbox with it
+            _failed_events(s, job_ids, stage, reason)
+
+
+def _failed_events(s: Any, job_ids: list[int], stage: str, reason: str) -> None:
+    from hitline.jobs import webhooks
+
+    batch_id = crud.job_batch(s, job_ids[0])
+    for j in job_ids:
+        attempts = s.scalar(select(Job.attempts).where(Job.id == j))
+        webhooks.emit(s, batch_id, "job.failed", f"{j}:{stage}:{attempts}",
+                      {"job_id": j, "stage": stage, "reason": reason, "attempts": attempts})
+    webhooks.batch_finished_if_done(s, batch_id)
 
 
 def next_stage(line: Sequence[str], stage: str) -> str:

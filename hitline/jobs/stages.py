@@ -187,14 +187,21 @@ def render(jc: JobContext) -> dict[str, Any]:
             if gate is not None:  # its own rules; a failure is rendered on its own (quality.gate_output)
                 made[preset.name].update(quality.gate_output(gate, preset, made[preset.name]))
     outputs = [made[p.name] for p in presets]
+    # what made the outputs (hitline/jobs/review.py keeps it per output and exports it beside the images)
+    provenance = {"flatlay_sha256": jc.image_sha, "flatlay": jc.product.image_path.name,
+                  "references": [{"product_id": h["product_id"], "sha256": sha}
+                                 for h, sha in zip(jc.result["retrieve"]["hits"], ref_shas)],
+                  "prompt": style.prompt, "model": renderer.model,
+                  "model_version": getattr(renderer, "version", None) or _hitline_version()}
     # the contact sheet is drawn after the SKU is done (hitline/jobs/sheets.py): not on its critical path
-    result = {"outputs": outputs, "plan": plan.summary(), **({"inputs": inputs} if inputs is not None else {})}
+    result = {"outputs": outputs, "plan": plan.summary(), "provenance": provenance,
+              **({"inputs": inputs} if inputs is not None else {})}
     return {**result, "digest": quality.digest(result)}
 
 
 def _output(preset: Preset, path: Path, cost: float, key: str, *, reused_from: str | None = None,
             derived_from: str | None = None) -> dict[str, Any]:
-    return {"preset": preset.name, "path": str(path), "width": preset.width, "height": preset.height,
+    return {"preset": preset.name, "path": str(path), "width": preset.width, "height": preset.height, "size": preset.size,
             "cost_usd": cost, "key": key, "reused_from": reused_from, "derived_from": derived_from}
 
 
@@ -237,6 +244,15 @@ class RenderBudget:
         with connection_scope(self.jc.rt.db_url) as c:  # one transaction: a charged image has its output key
             crud.cache_put(c, _output_key(self.jc.batch.id, key), str(dest))
             return crud.settle(c, self.jc.batch.id, key, cost)
+
+
+def _hitline_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "hitline " + version("hitline")
+    except PackageNotFoundError:  # a checkout without an install
+        return "hitline (source)"
 
 
 def _output_key(batch_id: str, key: str) -> str:

@@ -22,6 +22,7 @@ from hitline.domain.catalog import load_catalog, load_new_products
 from hitline.domain.imaging import load_presets
 from hitline.domain.models import HitProduct, NewProduct
 from hitline.errors import HitlineError, InputError
+from hitline.jobs import webhooks
 from hitline.jobs.context import Runtime
 from hitline.line import fit_vocabulary
 
@@ -57,11 +58,14 @@ class Submitted:
 
 
 def batch_options(settings: Settings, *, top_k: int | None = None, min_sales: int | None = None,
-                  presets: list[str] | None = None) -> dict[str, Any]:
-    """Everything a worker needs to run a batch, stored on the batch row (never the API key)."""
+                  presets: list[str] | None = None, review: str | None = None) -> dict[str, Any]:
+    """Everything a worker needs to run a batch, stored on the batch row (never the API key). review:
+    "all" = every output waits for a person; "gate" (default) = only those the quality gate sent."""
     names = presets or list(settings.presets)
     load_presets(names, settings.presets_file)  # an unknown preset fails before anything is queued
-    return {"provider": settings.resolved_provider(), "top_k": top_k or settings.top_k,
+    if review not in (None, "gate", "all"):
+        raise InputError(f"review {review!r} is not 'gate' or 'all'")
+    return {**({"review": review} if review else {}), "provider": settings.resolved_provider(), "top_k": top_k or settings.top_k,
             "min_sales": settings.min_sales if min_sales is None else min_sales, "presets": names,
             "models": {"embed_model": settings.embed_model, "analyze_model": settings.analyze_model,
                        "render_model": settings.render_model}}
@@ -117,8 +121,12 @@ def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *
                     # a rejected row keeps its id when it can (a duplicate id gets its row number appended)
                     item_id = e.id if e.id and e.id not in used else f"{e.id or 'row'}@row{e.row}"
                     used.add(item_id)
-                    crud.add_job(s, batch_id, kind, item_id, e.row, e.raw, "embed", "failed",
-                                 f"row {e.row}: {e.reason}")
+                    j = crud.add_job(s, batch_id, kind, item_id, e.row, e.raw, "embed", "failed",
+                                     f"row {e.row}: {e.reason}")
+                    s.flush()
+                    webhooks.emit(s, batch_id, "job.failed", f"{j.id}:rejected",
+                                  {"job_id": j.id, "sku" if kind == "sku" else "product_id": item_id,
+                                   "stage": "submit", "reason": j.error, "attempts": 0})
     except IntegrityError:
         if idempotency_key:  # a concurrent request with the same key won the race
             earlier = _earlier(rt, idempotency_key, digest)

@@ -97,7 +97,8 @@ def test_sending_to_an_undeclared_queue_fails_instead_of_creating_it() -> None:
     assert app.conf.task_create_missing_queues is False
     # the line's queues, and Celery's default queue for the contract tasks other services send by name
     assert {r["queue"] for r in ROUTES.values()} <= {*QUEUES, CONTRACT_QUEUE}
-    assert {n for n, r in ROUTES.items() if r["queue"] == CONTRACT_QUEUE} == set(CONTRACT_TASKS)
+    # and webhook deliveries (tasks/webhooks.py), which every default worker must send
+    assert {n for n, r in ROUTES.items() if r["queue"] == CONTRACT_QUEUE} == {*CONTRACT_TASKS, "hitline.deliver_webhook"}
     assert {q.name for q in app.conf.task_queues} == {*QUEUES, CONTRACT_QUEUE}
 
 

@@ -24,6 +24,8 @@
     return data;
   }
 
+  window.hitline = { api: (...a) => api(...a), toast: (...a) => toast(...a) };  // for review.js
+
   function el(tag, attrs, text) {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
