@@ -320,6 +320,9 @@ def fake_openrouter(ctx: typer.Context) -> None:
 from hitline import cli_batches  # noqa: E402
 
 cli_batches.register(app, configure=_configure, guard=_guard)
+from hitline import cli_storefront  # noqa: E402
+
+cli_storefront.register(app, configure=_configure, guard=_guard)
 
 if __name__ == "__main__":
     app()

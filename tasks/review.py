@@ -10,7 +10,7 @@ from hitline.jobs.context import get_runtime
 from hitline.jobs.review import redo_failed, rerender
 from workers.app import app
 
-__all__ = ["redo", "send_redos"]
+__all__ = ["redo", "after_review"]
 
 
 @app.task(name="hitline.redo_output", bind=True, max_retries=None)
@@ -42,7 +42,18 @@ def _kick() -> None:
     kick()
 
 
-def send_redos(output_ids: list[int], takes: dict[int, int] | None = None) -> None:
-    """After the decision's commit: one redo task per output."""
-    for oid in output_ids:
-        redo.apply_async((oid, (takes or {}).get(oid, 0)), queue="render")
+def after_review(redo_ids: list[int]) -> None:
+    """After a decision's commit (hitline.jobs.review.review): one redo task per output sent back, and the
+    webhook deliveries the decision wrote (output.approved)."""
+    for oid in redo_ids:
+        redo.apply_async((oid, _take(oid)), queue="render")
+    _kick()
+
+
+def _take(output_id: int) -> int:
+    from db.models import Output
+    from db.session import session_scope
+
+    with session_scope(get_runtime().db_url) as s:
+        o = s.get(Output, output_id)
+        return o.take if o is not None else 0

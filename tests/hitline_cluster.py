@@ -24,7 +24,9 @@ _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or
 _API_REDIS = os.environ.get("HITLINE_TEST_API_REDIS_URL", "redis://127.0.0.1:6379/11")
 REDIS = _API_REDIS.rsplit("/", 1)[0] + "/" + str(int(_API_REDIS.rsplit("/", 1)[1]) - _WORKER)
 PG = os.environ.get("HITLINE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-DB_NAME = f"hitline_api_test_{_WORKER}"
+# named after the Redis port too: checkouts sharing one PostgreSQL (each with its own Redis) do not drop
+# each other's cluster database
+DB_NAME = f"hitline_api_test_{REDIS.rsplit(':', 1)[-1].split('/')[0]}_{_WORKER}"
 FAKE_KEY = "sk-or-v1-api-tests-secret"
 
 

@@ -35,16 +35,12 @@ def list_outputs(batch_id: str, s: SessionDep, _t: TokenDep, review_state: str |
 
 
 def _decide(s: SessionDep, batch_id: str, body: ReviewRequest, by: str) -> schemas.Reviewed:
-    done = review.decide(s, batch_id, body.to_filter(), body.decision, by=by, note=body.note)
-    s.commit()  # decided (and the redo takes reserved as `redo`) before any message exists
-    if done.redo:
-        from tasks.review import send_redos
+    from hitline.jobs.context import get_runtime
+    from tasks.review import after_review
 
-        send_redos(done.redo)
-    if done.decision == "approved":
-        from tasks.webhooks import kick
-
-        kick()
+    s.commit()  # end this request's read: the verb writes in its own transaction (SQLite has one writer)
+    done = review.review(get_runtime(), batch_id, body.to_filter(), body.decision, by=by, note=body.note,
+                         after=after_review)
     return schemas.Reviewed(batch_id=batch_id, decision=done.decision, changed=done.changed, skipped=done.skipped,
                             message=done.message)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
 
@@ -25,7 +25,7 @@ from hitline.errors import BudgetExceeded, InputError
 from hitline.jobs import webhooks
 from hitline.jobs.control import Conflict, NotFound, get_batch
 
-__all__ = ["STATES", "DECISIONS", "OutputFilter", "Decided", "record_outputs", "list_outputs", "decide",
+__all__ = ["STATES", "DECISIONS", "OutputFilter", "Decided", "record_outputs", "list_outputs", "decide", "review",
            "review_counts", "rerender", "redo_failed", "decisions_of"]
 
 STATES = ("none", "pending", "approved", "rejected", "redo")
@@ -178,6 +178,23 @@ def decide(s: Any, batch_id: str, flt: OutputFilter, decision: str, *, by: str, 
                            "by": by})
     s.flush()
     return out
+
+
+class AfterReview(Protocol):
+    """What a door does once a decision is committed: send the redo takes (tasks.review.after_review)
+    and the webhook deliveries the decision wrote. The job layer does not import Celery."""
+
+    def __call__(self, redo_ids: list[int], /) -> None: ...
+
+
+def review(rt: Any, batch_id: str, flt: OutputFilter, decision: str, *, by: str, note: str | None = None,
+           after: AfterReview) -> Decided:
+    """The review verb, the same through every door (HTTP, CLI, dashboard via HTTP): decide in one
+    transaction, commit, then send what the decision made."""
+    with session_scope(rt.db_url) as s:
+        done = decide(s, batch_id, flt, decision, by=by, note=note)
+    after(done.redo)
+    return done
 
 
 # --- a redo's new take (run by tasks.review.redo) ----------------------------------------------------
