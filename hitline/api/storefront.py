@@ -115,13 +115,15 @@ def redeliver(s: SessionDep, _t: TokenDep, batch_id: str | None = None,
 
 # --- images for the review grid --------------------------------------------------------------------
 
-def _thumb(settings: SettingsDep, path: Path, w: int | None) -> FileResponse:
-    """The image, or a JPEG at most w px wide made once and kept under the data dir (a 2K PNG per card
-    would make a 50-card grid slow to load)."""
-    if not path.is_file():
-        raise control.NotFound(f"{path.name} is not on disk")
+def _thumb(s: SessionDep, settings: SettingsDep, batch_id: str, path: Path, w: int | None, what: str) -> FileResponse:
+    """The image (only inside the batch's folders and only an image: hitline.api.files), or a JPEG at most
+    w px wide made once and kept under the data dir (a 2K PNG per card would make a 50-card grid slow)."""
+    from hitline.api.files import batch_roots, serve_image
+
+    resp = serve_image(path, batch_roots(control.get_batch(s, batch_id)), what)
     if not w:
-        return FileResponse(path)
+        return resp
+    path = Path(resp.path)
     st = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{w}".encode()).hexdigest()[:32]
     dest = Path(settings.data_dir) / "thumbs" / f"{key}.jpg"
@@ -150,7 +152,8 @@ def _output(s: SessionDep, output_id: int):  # noqa: ANN202
             summary="An output's current take (w: a JPEG at most w px wide)")
 def output_image(output_id: int, s: SessionDep, settings: SettingsDep, _t: TokenDep,
                  w: Annotated[int | None, Query(ge=16, le=2048)] = None) -> FileResponse:
-    return _thumb(settings, Path(_output(s, output_id).path), w)
+    o = _output(s, output_id)
+    return _thumb(s, settings, o.batch_id, Path(o.path), w, f"output {output_id}")
 
 
 @router.get("/outputs/{output_id}/flatlay", tags=["files"], response_class=FileResponse,
@@ -159,5 +162,6 @@ def output_flatlay(output_id: int, s: SessionDep, settings: SettingsDep, _t: Tok
                    w: Annotated[int | None, Query(ge=16, le=2048)] = None) -> FileResponse:
     from db.models import Job
 
-    job = s.get(Job, _output(s, output_id).job_id)
-    return _thumb(settings, Path((job.row or {}).get("image_path", "")), w)
+    o = _output(s, output_id)
+    job = s.get(Job, o.job_id)
+    return _thumb(s, settings, o.batch_id, Path((job.row or {}).get("image_path", "")), w, "the flat-lay")
