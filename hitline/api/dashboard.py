@@ -83,8 +83,10 @@ def batch_page(request: Request, batch_id: str, s: SessionDep, settings: Setting
     batch = present.batch(control.summary(s, batch_id))
     page = control.list_jobs(s, batch_id, control.JobFilter(kind="sku", state=state or None), cursor=cursor,
                              limit=PAGE_SIZE)
+    from hitline.jobs.webhooks import delivery_counts
+
     return _page(request, "batch.html", settings, token, batch=batch, jobs=[present.job_row(j) for j in page.jobs],
-                 next_cursor=page.next_cursor, state=state or "")
+                 next_cursor=page.next_cursor, state=state or "", webhooks=delivery_counts(s, batch_id))
 
 
 @router.get("/ui/batches/{batch_id}/review")

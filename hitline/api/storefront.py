@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from hitline.api import present, schemas
 from hitline.api.deps import SessionDep, SettingsDep, TokenDep
@@ -165,3 +165,18 @@ def output_flatlay(output_id: int, s: SessionDep, settings: SettingsDep, _t: Tok
     o = _output(s, output_id)
     job = s.get(Job, o.job_id)
     return _thumb(s, settings, o.batch_id, Path((job.row or {}).get("image_path", "")), w, "the flat-lay")
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+@router.get("/batches/{batch_id}/export", tags=["export"], response_class=StreamingResponse,
+            summary="A zip for a marketplace: approved outputs (every passed one without review), provenance JSON "
+                    "beside each image",
+            responses={200: {"content": {"application/zip": {}}}})
+def export(batch_id: str, s: SessionDep, settings: SettingsDep, _t: TokenDep,
+           marketplace: str = Query(..., alias="for", description="amazon | shopify | folder")) -> StreamingResponse:
+    from hitline.jobs.export import plan_export, zip_stream
+
+    plan = plan_export(s, settings, batch_id, marketplace)  # a bad request is answered before any byte is sent
+    return StreamingResponse(zip_stream(plan), media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{batch_id}-{marketplace}.zip"'})

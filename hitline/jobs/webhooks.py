@@ -33,7 +33,7 @@ from hitline.config import Settings
 from hitline.errors import InputError
 
 __all__ = ["EVENTS", "emit", "register", "endpoints", "remove", "secret_for", "dispatch_due", "deliver_one",
-           "redeliver", "deliveries", "event_id", "batch_finished_if_done", "sign"]
+           "redeliver", "deliveries", "delivery_counts", "event_id", "batch_finished_if_done", "sign"]
 
 EVENTS = ("batch.finished", "job.failed", "output.needs_review", "output.approved")
 
@@ -266,6 +266,13 @@ def deliveries(s: Any, *, batch_id: str | None = None, state: str | None = None,
     return [{"id": d.id, "event_id": d.event_id, "type": t, "batch_id": b, "url": u, "state": d.state,
              "attempts": d.attempts, "last_error": d.last_error, "next_at": d.next_at, "delivered_at": d.delivered_at}
             for d, t, b, u in s.execute(q)]
+
+
+def delivery_counts(s: Any, batch_id: str) -> dict[str, int]:
+    """A batch's deliveries per state (pending, delivered, dead); empty when nothing was ever sent."""
+    return dict(s.execute(select(WebhookDelivery.state, func.count())
+                          .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+                          .where(WebhookEvent.batch_id == batch_id).group_by(WebhookDelivery.state)).all())
 
 
 def redeliver(s: Any, *, batch_id: str | None = None, delivery_ids: Iterable[int] | None = None) -> int:

@@ -132,6 +132,7 @@
         if (!confirm("Cancel batch " + batch + "? Running jobs finish their current stage.")) { btn.disabled = false; return; }
         r = await api("POST", url + "/cancel");
       } else if (action === "resume") r = await api("POST", url + "/resume");
+      else if (action === "redeliver") r = await api("POST", "/webhooks/redeliver?batch_id=" + encodeURIComponent(batch));
       toast(r.message);
     } catch (e) {
       toast(e.message, true);
