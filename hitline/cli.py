@@ -167,8 +167,14 @@ def run(catalog: Path = typer.Option(..., help="folder with products.csv + image
         budget: Optional[float] = typer.Option(None, help="USD cap for paid renders in this batch"),
         review: Optional[str] = typer.Option(None, help="all: every output waits for approval; gate (default): "
                                                         "only those the quality gate sent to review"),
+        escalate: Optional[str] = typer.Option(None, help="pro | none (default): an output whose re-render still "
+                                               "fails the gate is rendered once more by Nano Banana Pro"),
         wait: bool = typer.Option(True, help="with a broker: wait for the batch and write the report")) -> None:
     """Run the line on your own catalog and new products."""
+    if escalate:
+        if escalate not in ("pro", "none"):
+            raise typer.BadParameter(f"--escalate must be pro or none, not {escalate!r}")
+        os.environ["HITLINE_ESCALATE"] = escalate
     _configure(provider, openrouter_base_url, None)
     _guard(lambda: _run_batch(catalog, new, out, top_k=top_k, min_sales=min_sales, presets=presets,
                               budget=budget, wait=wait, review=review))

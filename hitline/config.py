@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     embed_model: str = "nvidia/llama-nemotron-embed-vl-1b-v2"
     analyze_model: str = "qwen/qwen3.5-397b-a17b"
     render_model: str = "google/gemini-3.1-flash-image-preview"
+    # an output whose re-render still fails the gate may be rendered once more by a stronger model
+    # (`hitline run --escalate pro`); "none" keeps it for review
+    escalate: Literal["none", "pro"] = "none"
+    escalate_model: str = "google/gemini-3-pro-image-preview"
     # dimension the embed model returns (a mismatch is a ConfigError) and images per /embeddings call
     embed_dim: int = 2048
     embed_batch_size: int = 16

@@ -24,6 +24,10 @@ def output_badge(output: dict[str, Any]) -> str:
     reasons = q.get("reasons") or []
     if q.get("rerender"):
         reasons = [*reasons, f"re-render {q['rerender']}"]
+    esc = q.get("escalated")
+    if esc:
+        outcome = esc.get("skipped") and f"skipped: {esc['skipped']}" or ("passed" if esc.get("passed") else "failed too")
+        reasons = [*reasons, f"escalated to {esc['model']} (${esc.get('cost_usd', 0.0):.3f}): {outcome}"]
     if reasons:
         out += "<ul class='reasons'>" + "".join(f"<li>{html.escape(str(r))}</li>" for r in reasons) + "</ul>"
     return out

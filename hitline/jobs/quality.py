@@ -11,7 +11,7 @@ The render stage calls these (see hitline/jobs/stages.py render):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +19,7 @@ from db import crud
 from db.session import connection_scope
 from hitline import line
 from hitline.domain.models import Preset, StyleAnalysis
-from hitline.errors import BudgetExceeded, RetryableProviderError
+from hitline.errors import BudgetExceeded, ConfigError, RetryableProviderError
 from hitline.providers.base import ImageRenderer, Judgement, OutputJudge
 
 __all__ = ["GateRun", "check_inputs", "gate_output", "summarise", "digest", "plan_text", "OUTCOMES"]
@@ -64,6 +64,7 @@ class GateRun:
     refs: list[Path]
     style: StyleAnalysis
     ref_shas: list[str]
+    escalation: ImageRenderer | None = None  # --escalate pro: the model a failed re-render escalates to
 
     def verdict(self, preset: Preset, path: Path) -> Judgement:
         rt = self.jc.rt
@@ -73,6 +74,22 @@ class GateRun:
             with connection_scope(rt.db_url) as c:
                 crud.record_charge(c, self.jc.batch.id, self.jc.job_id, "judge", key, j.model, j.cost_usd)
         return j
+
+    def paid_render(self, renderer: ImageRenderer, budget: Any, style: StyleAnalysis,
+                    preset: Preset) -> tuple[Path, float, str]:
+        """One render reserved against the batch budget (raises BudgetExceeded) and settled: (path, what
+        it was charged, its content key). The same image paid for by another SKU is reused at no charge."""
+        key = line.render_key(renderer.model, self.jc.image_sha, self.ref_shas, style, preset)
+        dest = self.jc.out_dir / f"{preset.name}-{key[:12]}.png"
+        reused = budget.reserve(key, self.jc.rt.prices.image_cost(renderer.model, preset.size), preset.name, dest)
+        if reused is not None:
+            return dest, 0.0, key
+        try:
+            path, cost, fresh = line.render_preset(renderer, self.jc.product, self.refs, style, preset, dest)
+        except BaseException:
+            budget.release(key)
+            raise
+        return path, budget.settle(key, cost if fresh else None, dest), key
 
     def no_verdict(self, preset: Preset, j: Judgement, **record: Any) -> dict[str, Any]:
         """The judge gave no valid verdict (an unparseable answer, after its own re-asks): nothing is known
@@ -110,23 +127,11 @@ def gate_output(run: GateRun, preset: Preset, output: dict[str, Any]) -> dict[st
         return {"quality": {"status": "needs_review", "checks": first.checks, "reasons": reasons,
                             "judge": first.model, "rerender": "skipped: the local compositor ignores prompts"}}
     style = _fix_prompt(run.style, reasons)
-    key = line.render_key(run.renderer.model, run.jc.image_sha, run.ref_shas, style, preset)
-    dest = run.jc.out_dir / f"{preset.name}-{key[:12]}.png"
     try:
-        reused = run.budget.reserve(key, run.jc.rt.prices.image_cost(run.renderer.model, preset.size), preset.name,
-                                    dest)
+        path, rerender_cost, key = run.paid_render(run.renderer, run.budget, style, preset)
     except BudgetExceeded as exc:
         return {"quality": {"status": "needs_review", "checks": first.checks, "reasons": reasons,
                             "judge": first.model, "rerender": f"skipped: {exc}"}}
-    if reused is None:
-        try:
-            path, cost, fresh = line.render_preset(run.renderer, run.jc.product, run.refs, style, preset, dest)
-        except BaseException:
-            run.budget.release(key)
-            raise
-        rerender_cost = run.budget.settle(key, cost if fresh else None, dest)
-    else:  # the same re-render was paid for another SKU of the batch
-        path, rerender_cost = dest, 0.0
     second = run.verdict(preset, path)
     if not second.verdict:  # the re-render stays (paid, on the record); its verdict is asked again
         rec = run.no_verdict(preset, second, first_path=output["path"], first_checks=first.checks,
@@ -144,7 +149,47 @@ def gate_output(run: GateRun, preset: Preset, output: dict[str, Any]) -> dict[st
     # keep the attempt with fewer failed checks as the output
     if sum(not c["passed"] for c in second.checks) <= sum(not c["passed"] for c in first.checks):
         record.update(path=str(path), key=key, derived_from=None)
+    if not second.passed and run.escalation is not None:
+        _escalate(run, preset, record, second)
     return record
+
+
+def _escalate(run: GateRun, preset: Preset, record: dict[str, Any], failed_again: Judgement) -> None:
+    """The re-render failed too: one render by the stronger model (Nano Banana Pro), with the tutorial's
+    refinements and the reasons, reserved against the budget and charged at its own price. Its verdict
+    decides: passed, it replaces the output; failed, the output stays for review with the attempt noted."""
+    assert run.escalation is not None
+    q = record["quality"]
+    model = run.escalation.model
+    style = _fix_prompt(run.style, [*failed_again.reasons, *ESCALATION_REFINEMENTS])
+    # a size the stronger model does not offer (Pro has no 512px) is rendered at 1K and resized
+    sized = preset
+    try:
+        run.jc.rt.prices.image_cost(model, preset.size)
+    except ConfigError:
+        sized = Preset.build(preset.name, preset.aspect_ratio, "1K", preset.background, low_res=preset.low_res,
+                             rules=dict(preset.rules))
+    try:
+        path, cost, key = run.paid_render(run.escalation, replace(run.budget, model=model), style, sized)
+    except BudgetExceeded as exc:
+        q["escalated"] = {"model": model, "skipped": str(exc), "cost_usd": 0.0}
+        return
+    if sized is not preset:
+        key = line.derived_key(key, preset)
+        path = line.derive_preset(path, preset, run.jc.out_dir / f"{preset.name}-{key[:12]}.png")
+    third = run.verdict(preset, path)
+    record["cost_usd"] += cost
+    q["escalated"] = {"model": model, "cost_usd": cost, "path": str(path),
+                      "passed": third.verdict and third.passed, "checks": third.checks}
+    if third.verdict and third.passed:
+        q.update(status="passed_after_rerender", checks=third.checks, judge=third.model)
+        q.pop("reasons", None)
+        record.update(path=str(path), key=key, derived_from=None)
+
+
+# what Nano Banana Pro is asked on top of the reasons (the tutorial's advice for a garment blended badly)
+ESCALATION_REFINEMENTS = ("the garment fits the body naturally, not pasted on", "no labels or tags showing",
+                          "no extra elements: only the garment and the scene")
 
 
 def summarise(outputs_by_sku: Sequence[Sequence[dict[str, Any]]]) -> dict[str, int]:

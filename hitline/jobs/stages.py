@@ -157,7 +157,8 @@ def render(jc: JobContext) -> dict[str, Any]:
     presets, inputs, gate = jc.presets, None, None
     if jc.rt.settings.quality_gate:  # hitline/jobs/quality.py: input checks, then a judge per output
         presets, inputs = quality.check_inputs(jc.product.image_path, presets)
-        gate = quality.GateRun(jc, budget, renderer, jc.providers.judge, refs, style, ref_shas)
+        escalation = jc.providers.escalation if jc.options.get("escalate") == "pro" else None
+        gate = quality.GateRun(jc, budget, renderer, jc.providers.judge, refs, style, ref_shas, escalation)
     # planned after the input checks: a preset they downsize or fail changes its ratio group's source
     plan = plan_renders(presets, lambda size: jc.rt.prices.image_cost(renderer.model, size))
     made: dict[str, dict[str, Any]] = {}

@@ -67,8 +67,9 @@ def batch_options(settings: Settings, *, top_k: int | None = None, min_sales: in
         raise InputError(f"review {review!r} is not 'gate' or 'all'")
     return {**({"review": review} if review else {}), "provider": settings.resolved_provider(), "top_k": top_k or settings.top_k,
             "min_sales": settings.min_sales if min_sales is None else min_sales, "presets": names,
+            "escalate": settings.escalate,
             "models": {"embed_model": settings.embed_model, "analyze_model": settings.analyze_model,
-                       "render_model": settings.render_model}}
+                       "render_model": settings.render_model, "escalate_model": settings.escalate_model}}
 
 
 def new_batch_id() -> str:

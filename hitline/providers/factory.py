@@ -33,6 +33,7 @@ class Providers:
     analyzer: StyleAnalyzer
     renderer: ImageRenderer
     judge: OutputJudge | None = None  # the quality gate's judge (same provider as the analysis)
+    escalation: ImageRenderer | None = None  # the stronger model a failed re-render may escalate to
 
 
 def build_providers(settings: Settings, limiter: Limiter | None = None) -> Providers:
@@ -68,4 +69,5 @@ def build_providers(settings: Settings, limiter: Limiter | None = None) -> Provi
         analyzer=OpenRouterAnalyzer(client, settings.analyze_model, prices),
         renderer=OpenRouterRenderer(client, settings.render_model, prices),
         judge=OpenRouterJudge(client, settings.analyze_model, prices),
+        escalation=OpenRouterRenderer(client, settings.escalate_model, prices),
     )

@@ -194,3 +194,36 @@ def test_a_judge_without_a_verdict_costs_no_render(fake, one_sku, hitline_env: P
     assert _renders(fake) == 1  # the render itself; the second run of the stage reused it
     judge_asks = fake.stats()["faults"].get("judge_wrong_shape", 0)
     assert judge_asks == 2 * 3, fake.stats()["faults"]  # 2 runs x (1 ask + 2 re-asks for JSON)
+
+
+PRO_MODEL = "google/gemini-3-pro-image-preview"
+
+
+def test_escalate_pro_renders_a_twice_failed_output_once_more_and_charges_it(fake, one_sku, hitline_env: Path,
+                                                                            monkeypatch) -> None:  # noqa: ANN001
+    """--escalate pro: the first verdict and the re-render's fail, Nano Banana Pro renders it once (the
+    tutorial's refinements in the prompt), its verdict passes; reserved, charged at its price, in the report."""
+    monkeypatch.setenv("HITLINE_ESCALATE", "none")  # the CLI flag sets it: restored after the test
+    fake.configure(judge_fail=["pattern_match"], judge_fail_count=2)
+    batch = _api(fake, *one_sku, hitline_env / "out", "--escalate", "pro")
+    job = _sku(batch)
+    assert job.state == "done", job.error
+    (o,) = job.result["render"]["outputs"]
+    esc = o["quality"]["escalated"]
+    assert esc["model"] == PRO_MODEL and esc["passed"] and o["quality"]["status"] == "passed_after_rerender"
+    pro = fake.stats()["requests"]["chat/completions"].get(PRO_MODEL, 0)
+    assert (_renders(fake), pro) == (2, 1)  # render, re-render, one escalation
+    assert esc["cost_usd"] == pytest.approx(0.134) and o["path"] == esc["path"]  # Pro at 1K, resized to 512
+    prompt = [r for r in fake.stats()["recent"] if r["model"] == PRO_MODEL][-1]["text"]
+    assert "no labels" in prompt and "fits the body naturally" in prompt
+    assert job.cost_usd >= 2 * 0.045 + 0.134
+    report = (hitline_env / "out" / batch / "report.html").read_text()
+    assert f"escalated to {PRO_MODEL} ($0.134): passed" in report
+
+    fake.reset()
+    fake.configure(judge_fail=["pattern_match"], judge_fail_count=2)
+    monkeypatch.delenv("HITLINE_ESCALATE")
+    reset_runtime()
+    batch2 = _api(fake, *one_sku, hitline_env / "out2")  # default: none
+    assert "escalated" not in _sku(batch2).result["render"]["outputs"][0]["quality"]
+    assert fake.stats()["requests"]["chat/completions"].get(PRO_MODEL, 0) == 0
