@@ -36,7 +36,8 @@ def _configure(provider: Optional[str], base_url: Optional[str], data_dir: Optio
 
 
 def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min_sales: Optional[int],
-               presets: Optional[str], budget: Optional[float], wait: bool, review: Optional[str] = None) -> str:
+               presets: Optional[str], budget: Optional[float], wait: bool, review: Optional[str] = None,
+               draft: Optional[str] = None) -> str:
     from hitline.jobs import verbs
     from hitline.jobs.context import get_runtime
 
@@ -49,7 +50,7 @@ def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min
         # a broker that refuses: one error line with the batch id and `hitline resume`
         sub = verbs.submit(rt, catalog, new, out, send=_Sender(worker, embedded), top_k=top_k,
                            min_sales=min_sales, presets=preset_names, budget_usd=budget,
-                           review=review)
+                           review=review, draft=draft)
         console.print(f"batch [bold]{sub.batch_id}[/]: {sum(map(len, sub.hit_chunks))} catalog products, "
                       f"{len(sub.sku_jobs)} new SKUs, {sub.rejected} rows rejected "
                       f"({'embedded worker' if embedded else 'queued on ' + _safe_url(st.broker_url)})")
@@ -169,6 +170,8 @@ def run(catalog: Path = typer.Option(..., help="folder with products.csv + image
                                                         "only those the quality gate sent to review"),
         escalate: Optional[str] = typer.Option(None, help="pro | none (default): an output whose re-render still "
                                                "fails the gate is rendered once more by Nano Banana Pro"),
+        draft: Optional[str] = typer.Option(None, help="512px (or 1K): drafts first; approved ones are rendered "
+                                                       "at their final sizes (`hitline review B --approve`)"),
         wait: bool = typer.Option(True, help="with a broker: wait for the batch and write the report")) -> None:
     """Run the line on your own catalog and new products."""
     if escalate:
@@ -177,7 +180,7 @@ def run(catalog: Path = typer.Option(..., help="folder with products.csv + image
         os.environ["HITLINE_ESCALATE"] = escalate
     _configure(provider, openrouter_base_url, None)
     _guard(lambda: _run_batch(catalog, new, out, top_k=top_k, min_sales=min_sales, presets=presets,
-                              budget=budget, wait=wait, review=review))
+                              budget=budget, wait=wait, review=review, draft=draft))
 
 
 def _guard(fn) -> None:  # noqa: ANN001

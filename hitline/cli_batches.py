@@ -95,6 +95,11 @@ def _quality_lines(q: dict[str, Any]) -> list[str]:
         parts.append(f"{found['background']} background not white ({', '.join(found['background_presets'])})")
     if parts:
         lines.append(_wrap("input checks: " + ", ".join(parts), 2, 4))
+    d = q.get("drafts")
+    if d:
+        lines.append(_wrap(f"drafts at {d['draft_size']}: {d['drafts']} drafts (${d['draft_usd']:.3f}), {d['finals']} "
+                           f"finals (${d['final_usd']:.3f}), {d['rejected']} rejected: ${d['finals_not_paid_usd']:.3f} of "
+                           f"finals not paid for, {d['waiting']} waiting for review", 2, 4))
     return lines
 
 

@@ -86,9 +86,10 @@ def send(rt: Runtime, dispatches: list[Dispatch]) -> int:
 
 def submit(catalog_dir: Path | str, new_dir: Path | str, out_dir: Path | str, *, top_k: int | None = None,
            min_sales: int | None = None, presets: list[str] | None = None, budget_usd: float | None = None,
-           idempotency_key: str | None = None, rt: Runtime | None = None, review: str | None = None) -> Submitted:
+           idempotency_key: str | None = None, rt: Runtime | None = None, review: str | None = None,
+           draft: str | None = None) -> Submitted:
     """The Python entry point for other services: hitline.jobs.verbs.submit with this module's sender.
     Returns at once; progress is in the job table (`hitline status BATCH`)."""
     return verbs.submit(rt or get_runtime(), catalog_dir, new_dir, out_dir, send=send, top_k=top_k,
                         min_sales=min_sales, presets=presets, budget_usd=budget_usd, idempotency_key=idempotency_key,
-                        review=review)
+                        review=review, draft=draft)

@@ -42,7 +42,7 @@ def _check_shared(settings: Settings, *folders: str) -> None:
 def _submit(settings: Settings, req: BatchRequest, idempotency_key: str | None) -> schemas.Submitted:
     sub = verbs.submit(get_runtime(), req.catalog, req.new, settings.out_dir_for_api(), send=send, top_k=req.top_k,
                        min_sales=req.min_sales, presets=req.presets, budget_usd=req.budget_usd,
-                       idempotency_key=idempotency_key, review=req.review)
+                       idempotency_key=idempotency_key, review=req.review, draft=req.draft)
     return schemas.Submitted(batch_id=sub.batch_id, catalog_products=sum(map(len, sub.hit_chunks)),
                              new_skus=len(sub.sku_jobs), rejected_rows=sub.rejected, existing=sub.existing,
                              links={"batch": f"/batches/{sub.batch_id}", "dashboard": f"/ui/batches/{sub.batch_id}"})

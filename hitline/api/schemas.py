@@ -58,6 +58,8 @@ class BatchQuality(BaseModel):
     input_checks: InputCheckCounts
     gate: dict[str, int] = Field(description="outputs per gate outcome: passed, passed_after_rerender, needs_review")
     render_plan: PlanSaving
+    drafts: dict[str, Any] | None = Field(None, description="a draft batch: drafts, finals rendered for approved "
+                                          "drafts, rejected drafts and the finals not paid for them (list price)")
 
 
 class Batch(BaseModel):

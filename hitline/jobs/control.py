@@ -197,7 +197,16 @@ def summary(s: Session, batch_id: str, *, max_reasons: int = 50) -> BatchSummary
         g["retryable"] = g["retryable"] or (attempts or 0) > 0
     out.failures = sorted(groups.values(), key=lambda g: (-g["count"], g["reason"]))[:max_reasons]
     out.quality = quality_summary(s, batch_id)
+    from hitline.jobs.review import draft_summary
+
+    out.quality["drafts"] = draft_summary(s, batch_id, _prices())
     return out
+
+
+def _prices() -> Any:
+    from hitline.jobs.context import get_runtime
+
+    return get_runtime().prices
 
 
 def quality_summary(s: Session, batch_id: str) -> dict[str, Any]:

@@ -28,6 +28,8 @@ class BatchRequest(BaseModel):
     min_sales: int | None = Field(None, ge=0, description="only hits with sales_count above this (default 1500)")
     presets: list[str] | None = Field(None, min_length=1, description="preset names, e.g. [\"amazon_main\", \"banner\"]")
     budget_usd: float | None = Field(None, ge=0, description="USD cap for paid renders in this batch")
+    draft: Literal["512px", "1K"] | None = Field(None, description="render every ratio group at this size first; "
+                                                "only approved drafts are rendered at their final sizes")
     review: Literal["gate", "all"] | None = Field(None, description="\"all\": every output waits for a person's "
                                                   "approval; \"gate\" (default): only those the quality gate sent")
 

@@ -25,10 +25,11 @@ from hitline.errors import BudgetExceeded, InputError
 from hitline.jobs import webhooks
 from hitline.jobs.control import Conflict, NotFound, get_batch
 
-__all__ = ["STATES", "DECISIONS", "OutputFilter", "Decided", "record_outputs", "list_outputs", "decide", "review",
+__all__ = ["STATES", "DECISIONS", "draft_summary", "OutputFilter", "Decided", "record_outputs", "list_outputs", "decide", "review",
            "review_counts", "rerender", "redo_failed", "decisions_of"]
 
-STATES = ("none", "pending", "approved", "rejected", "redo")
+# final: an approved draft whose final take is being rendered
+STATES = ("none", "pending", "approved", "rejected", "redo", "final")
 DECISIONS = {"approve": "approved", "reject": "rejected", "redo": "redo"}
 NOTE_MAX = 1000
 
@@ -64,14 +65,17 @@ def record_outputs(s: Any, batch_id: str, job_id: int, item_id: str, render: dic
     """The rows of a SKU's kept outputs, written in the transaction that finishes its render stage (a
     redelivered stage writes none twice). Pending ones raise output.needs_review. Returns rows written."""
     review_all = options.get("review") == "all"
-    made = render.get("provenance") or {}
+    made = dict(render.get("provenance") or {})
+    drafted = made.pop("draft", None) or {}
     ins = crud._dialect_insert(crud._dialect(s))
     n = 0
     for o in render.get("outputs", []):
         q = o.get("quality") or {}
         gate = q.get("status", "unchecked")
-        review = "pending" if review_all or gate == "needs_review" else "none"
-        prov = {**made, "preset": o["preset"], "size": o.get("size"), "width": o["width"], "height": o["height"],
+        final_size = (drafted.get("finals") or {}).get(o["preset"])
+        review = "pending" if review_all or gate == "needs_review" or final_size else "none"
+        draft = {"draft": {"size": drafted["size"], "final_size": final_size}} if final_size else {}
+        prov = {**made, **draft, "preset": o["preset"], "size": o.get("size"), "width": o["width"], "height": o["height"],
                 "takes": [{"take": 1, "key": o.get("key"), "cost_usd": o.get("cost_usd", 0.0), "gate": gate,
                            "derived_from": o.get("derived_from"), "reused_from": o.get("reused_from"),
                            "rerender_cost_usd": q.get("rerender_cost_usd", 0.0)}]}
@@ -102,6 +106,44 @@ def list_outputs(s: Any, batch_id: str, flt: OutputFilter = OutputFilter(), *, c
     rows = list(s.scalars(flt.apply(select(Output).where(Output.batch_id == batch_id, Output.id > after))
                           .order_by(Output.id).limit(limit + 1)))
     return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
+
+
+def _drafts(s: Any, output_ids: list[int]) -> set[int]:
+    """The outputs whose current take is a draft (its final not rendered yet)."""
+    if not output_ids:
+        return set()
+    return {i for i, prov in s.execute(select(Output.id, Output.provenance).where(Output.id.in_(output_ids)))
+            if (prov or {}).get("draft")}
+
+
+def draft_summary(s: Any, batch_id: str, prices: Any) -> dict[str, Any] | None:
+    """What drafting saved: drafts rendered, finals rendered for approved drafts, and the finals not paid
+    for (rejected drafts) at list price. None for a batch without drafts."""
+    from hitline.jobs.context import load_batch
+
+    b = load_batch(s, batch_id)
+    if not b.options.get("draft"):
+        return None
+    out = {"draft_size": b.options["draft"], "drafts": 0, "finals": 0, "rejected": 0, "waiting": 0,
+           "draft_usd": 0.0, "final_usd": 0.0, "finals_not_paid_usd": 0.0}
+    for review, prov, cost in s.execute(select(Output.review, Output.provenance, Output.cost_usd)
+                                        .where(Output.batch_id == batch_id)):
+        prov = prov or {}
+        draft = prov.get("draft") or prov.get("final_of_draft")
+        if not draft:
+            continue
+        takes = prov.get("takes") or []
+        out["drafts"] += 1
+        out["draft_usd"] += sum(t.get("cost_usd", 0.0) for t in takes if not t.get("final"))
+        if prov.get("final_of_draft"):
+            out["finals"] += 1
+            out["final_usd"] += sum(t.get("cost_usd", 0.0) for t in takes if t.get("final"))
+        elif review == "rejected":
+            out["rejected"] += 1
+            out["finals_not_paid_usd"] += prices.image_cost(prov.get("model", "local/"), draft["final_size"])
+        else:
+            out["waiting"] += 1
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def review_counts(s: Any, batch_id: str) -> dict[str, int]:
@@ -158,21 +200,23 @@ def decide(s: Any, batch_id: str, flt: OutputFilter, decision: str, *, by: str, 
         raise NotFound(f"batch {batch_id} has no output {', '.join(map(str, flt.output_ids))}")
     out = Decided(state, [], 0)
     now = utcnow()
+    drafts = _drafts(s, [r[0] for r in rows]) if state == "approved" else set()
     for oid, current, take, job_id, item_id, preset in rows:
-        if current == "redo" or (current == state and state != "redo"):
+        if current in ("redo", "final") or (current == state and state != "redo"):
             out.skipped += 1
             continue
+        final = state == "approved" and oid in drafts
         won = s.execute(update(Output).where(Output.id == oid, Output.review == current, Output.take == take)
-                        .values(review=state, note=note, reviewed_by=by, reviewed_at=now, error=None, updated_at=now)
+                        .values(review="final" if final else state, note=note, reviewed_by=by, reviewed_at=now, error=None, updated_at=now)
                         .execution_options(synchronize_session=False)).rowcount
         if not won:
             out.skipped += 1
             continue
         s.add(ReviewDecision(output_id=oid, take=take, decision=state, note=note, by=by, at=now))
         out.changed.append(oid)
-        if state == "redo":
+        if state == "redo" or final:
             out.redo.append(oid)
-        if state == "approved":
+        if state == "approved" and not final:
             webhooks.emit(s, batch_id, "output.approved", f"{oid}:{take}",
                           {"output_id": oid, "job_id": job_id, "sku": item_id, "preset": preset, "take": take,
                            "by": by})
@@ -201,8 +245,10 @@ def review(rt: Any, batch_id: str, flt: OutputFilter, decision: str, *, by: str,
 
 def rerender(rt: Any, output_id: int) -> str:
     """Render the next take of an output in `redo`: the reviewer's note added to the prompt, reserved
-    against the batch budget and charged like any render, judged by the gate, then pending again. Safe to
-    run twice: the new take is written only while the output is still in `redo` at the take read."""
+    against the batch budget and charged like any render, judged by the gate, then pending again. Or, for
+    an approved draft (`final`), its final take: at the preset's own size with the draft as one more
+    reference (the final keeps its composition), judged by the gate: approved when it passes, pending when
+    not. Safe to run twice: the take is written only while the output is still in that state at that take."""
     from hitline import line
     from hitline.domain.images import file_sha256
     from hitline.domain.models import Preset, StyleAnalysis
@@ -212,22 +258,33 @@ def rerender(rt: Any, output_id: int) -> str:
 
     with session_scope(rt.db_url) as s:
         o = s.get(Output, output_id)
-        if o is None or o.review != "redo":
+        if o is None or o.review not in ("redo", "final"):
             return "nothing to redo"
+        final, state = o.review == "final", o.review
+        draft_path = o.path
         job = s.get(Job, o.job_id)
         batch = load_batch(s, o.batch_id)
         take, note, name, prov = o.take, o.note or "", o.preset, dict(o.provenance or {})
         jc = JobContext(rt, batch, job.id, job.kind, job.item_id, "render", dict(job.row or {}), dict(job.result or {}))
     renderer = jc.providers.renderer
     style = StyleAnalysis.model_validate(jc.result["analyze"]["style"])
-    style = style.model_copy(update={"prompt": f"{style.prompt}\nReviewer's note for this take: {note}"})
     refs = [Path(h["image_path"]) for h in jc.result["retrieve"]["hits"]]
+    if final:  # the approved draft leads: same composition, final size
+        refs.append(Path(draft_path))
+        style = style.model_copy(update={"prompt": f"{style.prompt}\nKeep the composition, pose and framing of "
+                                                   "the last reference image (the approved draft) exactly."})
+    else:
+        style = style.model_copy(update={"prompt": f"{style.prompt}\nReviewer's note for this take: {note}"})
     ref_shas = [file_sha256(p) for p in refs]
     base = next((p for p in jc.presets if p.name == name), None)
     if base is None:
         return redo_failed(rt, output_id, take, f"preset {name} is no longer in the batch's presets")
     preset = base
-    if prov.get("size") and prov["size"] != base.size:  # downsized by the input checks: the same size again
+    if final:
+        preset = base if base.size == prov["draft"]["final_size"] else Preset.build(
+            name, base.aspect_ratio, prov["draft"]["final_size"], base.background, low_res=base.low_res,
+            rules=dict(base.rules))
+    elif prov.get("size") and prov["size"] != base.size:  # downsized by the input checks: the same size again
         preset = Preset.build(name, base.aspect_ratio, prov["size"], base.background, low_res=base.low_res,
                               rules=dict(base.rules))
     key = line.render_key(renderer.model, jc.image_sha, ref_shas, style, preset)
@@ -253,19 +310,29 @@ def rerender(rt: Any, output_id: int) -> str:
         gate, reasons = ("passed" if verdict.passed else "needs_review"), list(verdict.reasons)
     with session_scope(rt.db_url) as s:
         prov.setdefault("takes", []).append({"take": take + 1, "key": key, "cost_usd": charged, "gate": gate,
-                                             "note": note, "prompt": style.prompt})
-        won = s.execute(update(Output).where(Output.id == output_id, Output.review == "redo", Output.take == take)
-                        .values(take=take + 1, path=str(path), gate=gate, reasons=reasons, review="pending",
+                                             "note": None if final else note, "prompt": style.prompt,
+                                             **({"final": True, "draft_path": draft_path} if final else {})})
+        if final:
+            prov["final_of_draft"] = prov.pop("draft")
+            prov["size"], prov["width"], prov["height"] = preset.size, preset.width, preset.height
+        after = "approved" if final and gate != "needs_review" else "pending"
+        won = s.execute(update(Output).where(Output.id == output_id, Output.review == state, Output.take == take)
+                        .values(take=take + 1, path=str(path), gate=gate, reasons=reasons, review=after,
                                 cost_usd=Output.cost_usd + charged, provenance=prov, error=None, updated_at=utcnow())
                         .execution_options(synchronize_session=False)).rowcount
-        if won:
+        if won and after == "pending":
             _needs_review(s, batch.id, output_id, job.id, job.item_id, name, take + 1, reasons)
+        elif won:
+            webhooks.emit(s, batch.id, "output.approved", f"{output_id}:{take + 1}",
+                          {"output_id": output_id, "job_id": job.id, "sku": job.item_id, "preset": name,
+                           "take": take + 1, "final_of_draft": True})
     return f"take {take + 1} of output {output_id}: {gate}" if won else "another delivery wrote this take"
 
 
 def redo_failed(rt: Any, output_id: int, take: int, reason: str) -> str:
     """The new take could not be made (budget, provider gave up): back to pending with the reason shown."""
     with session_scope(rt.db_url) as s:
-        s.execute(update(Output).where(Output.id == output_id, Output.review == "redo", Output.take == take)
+        s.execute(update(Output).where(Output.id == output_id, Output.review.in_(("redo", "final")),
+                                       Output.take == take)
                   .values(review="pending", error=reason, updated_at=utcnow()).execution_options(synchronize_session=False))
     return reason

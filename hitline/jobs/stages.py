@@ -159,6 +159,9 @@ def render(jc: JobContext) -> dict[str, Any]:
         presets, inputs = quality.check_inputs(jc.product.image_path, presets)
         escalation = jc.providers.escalation if jc.options.get("escalate") == "pro" else None
         gate = quality.GateRun(jc, budget, renderer, jc.providers.judge, refs, style, ref_shas, escalation)
+    presets, finals = draft_presets(presets, jc.options.get("draft"))
+    if finals:
+        gate = None  # a draft is judged by a person; its final take by the gate (hitline.jobs.review.rerender)
     # planned after the input checks: a preset they downsize or fail changes its ratio group's source
     plan = plan_renders(presets, lambda size: jc.rt.prices.image_cost(renderer.model, size))
     made: dict[str, dict[str, Any]] = {}
@@ -193,11 +196,29 @@ def render(jc: JobContext) -> dict[str, Any]:
                   "references": [{"product_id": h["product_id"], "sha256": sha}
                                  for h, sha in zip(jc.result["retrieve"]["hits"], ref_shas)],
                   "prompt": style.prompt, "model": renderer.model,
-                  "model_version": getattr(renderer, "version", None) or _hitline_version()}
+                  "model_version": getattr(renderer, "version", None) or _hitline_version(),
+                  **({"draft": {"size": jc.options["draft"], "finals": finals}} if finals else {})}
     # the contact sheet is drawn after the SKU is done (hitline/jobs/sheets.py): not on its critical path
     result = {"outputs": outputs, "plan": plan.summary(), "provenance": provenance,
               **({"inputs": inputs} if inputs is not None else {})}
     return {**result, "digest": quality.digest(result)}
+
+
+def draft_presets(presets: list[Preset], draft: str | None) -> tuple[list[Preset], dict[str, str]]:
+    """A draft batch (`--draft 512px`) renders every preset bigger than the draft size at that size first
+    (each ratio group once, the render plan resizes the rest); returns the presets to render and, per
+    drafted preset, the size its final take is rendered at once a person approves the draft."""
+    if not draft:
+        return presets, {}
+    from hitline.domain.models import IMAGE_SIZES
+
+    out, finals = [], {}
+    for p in presets:
+        if IMAGE_SIZES[p.size] > IMAGE_SIZES[draft]:
+            finals[p.name] = p.size
+            p = Preset.build(p.name, p.aspect_ratio, draft, p.background, low_res=p.low_res, rules=dict(p.rules))
+        out.append(p)
+    return out, finals
 
 
 def _output(preset: Preset, path: Path, cost: float, key: str, *, reused_from: str | None = None,

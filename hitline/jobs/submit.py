@@ -58,14 +58,18 @@ class Submitted:
 
 
 def batch_options(settings: Settings, *, top_k: int | None = None, min_sales: int | None = None,
-                  presets: list[str] | None = None, review: str | None = None) -> dict[str, Any]:
+                  presets: list[str] | None = None, review: str | None = None,
+                  draft: str | None = None) -> dict[str, Any]:
     """Everything a worker needs to run a batch, stored on the batch row (never the API key). review:
     "all" = every output waits for a person; "gate" (default) = only those the quality gate sent."""
     names = presets or list(settings.presets)
     load_presets(names, settings.presets_file)  # an unknown preset fails before anything is queued
     if review not in (None, "gate", "all"):
         raise InputError(f"review {review!r} is not 'gate' or 'all'")
-    return {**({"review": review} if review else {}), "provider": settings.resolved_provider(), "top_k": top_k or settings.top_k,
+    if draft is not None and draft not in ("512px", "1K"):
+        raise InputError(f"draft size {draft!r} is not 512px or 1K")
+    # drafts are approved by a person: a draft batch reviews every output
+    return {**({"review": "all", "draft": draft} if draft else {"review": review} if review else {}), "provider": settings.resolved_provider(), "top_k": top_k or settings.top_k,
             "min_sales": settings.min_sales if min_sales is None else min_sales, "presets": names,
             "escalate": settings.escalate,
             "models": {"embed_model": settings.embed_model, "analyze_model": settings.analyze_model,

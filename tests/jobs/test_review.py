@@ -41,7 +41,7 @@ def test_only_gate_failures_wait_without_review_all_and_every_output_with_it(hit
     url = get_runtime().db_url
     _batch(url, hitline_env / "out", review=None)
     with session_scope(url) as s:
-        assert review_counts(s, "R") == {"none": 9, "pending": 3, "approved": 0, "rejected": 0, "redo": 0}
+        assert review_counts(s, "R") == {"none": 9, "pending": 3, "approved": 0, "rejected": 0, "redo": 0, "final": 0}
         s.execute(__import__("sqlalchemy").text("DELETE FROM output"))
         s.execute(__import__("sqlalchemy").text("DELETE FROM job"))
         s.execute(__import__("sqlalchemy").text("DELETE FROM batch"))
@@ -71,7 +71,7 @@ def test_decisions_by_id_and_filter_record_who_and_when(hitline_env: Path) -> No
         assert decide(s, "R", OutputFilter(preset="banner"), "approve", by="bo").skipped == 3
         with pytest.raises(InputError, match="redo needs a note"):
             decide(s, "R", OutputFilter(), "redo", by="bo")
-        assert review_counts(s, "R") == {"none": 0, "pending": 0, "approved": 11, "rejected": 1, "redo": 0}
+        assert review_counts(s, "R") == {"none": 0, "pending": 0, "approved": 11, "rejected": 1, "redo": 0, "final": 0}
         rows = s.query(ReviewDecision).order_by(ReviewDecision.id).all()
         assert (rows[0].by, rows[0].decision, rows[0].note) == ("ana", "rejected", "sleeve cut off")
         assert len(rows) == 12 and all(r.at is not None for r in rows)
