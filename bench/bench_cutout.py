@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import cutout_cases  # noqa: E402
 from _common import write_results  # noqa: E402
 
-from hitline.domain.cutout import product_mask, subject_mask  # noqa: E402
+from hitline.domain.cutout import _product_mask, product_mask, subject_mask  # noqa: E402
 from hitline.errors import InputError  # noqa: E402
 
 
@@ -44,9 +44,14 @@ def measure() -> list[dict]:
         except InputError:
             ours = np.zeros_like(truth)
         t2, c2 = time.perf_counter(), time.process_time()
+        try:  # the cut-out before issue 26: no inner frame, corner marks kept
+            before = _product_mask(photo, inside_frame=False, drop_marks=False)
+        except InputError:
+            before = np.zeros_like(truth)
         rows.append({"case": name, "difficulty": difficulty, "size": list(photo.size),
                      "iou_u2netp": round(cutout_cases.iou(base, truth), 4),
                      "iou_hitline": round(cutout_cases.iou(ours, truth), 4),
+                     "iou_before_i26": round(cutout_cases.iou(before, truth), 4),
                      "s_u2netp": round(t1 - t0, 3), "s_hitline": round(t2 - t1, 3),
                      "cpu_s_hitline": round(c2 - c1, 3),
                      "_masks": (photo, truth, base, ours)})
@@ -63,6 +68,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         base = [r["iou_u2netp"] for r in rs]
         ours = [r["iou_hitline"] for r in rs]
         out.append({"difficulty": difficulty, "cases": len(rs),
+                    "before_i26_mean": round(float(np.mean([r["iou_before_i26"] for r in rs])), 3),
                     "u2netp_mean": round(float(np.mean(base)), 3), "u2netp_worst": round(float(np.min(base)), 3),
                     "hitline_mean": round(float(np.mean(ours)), 3), "hitline_worst": round(float(np.min(ours)), 3)})
     return out
@@ -79,15 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(rows)
     console = Console(width=140)
     table = Table(title="cut-out IoU vs exact masks (u2netp alone = baseline, same run)")
-    for col in ("difficulty", "cases", "u2netp mean", "u2netp worst", "hitline mean", "hitline worst"):
+    for col in ("difficulty", "cases", "u2netp mean", "u2netp worst", "before i26 mean", "hitline mean",
+                "hitline worst"):
         table.add_column(col, justify="left" if col == "difficulty" else "right")
     for s in summary:
         table.add_row(s["difficulty"], str(s["cases"]), f"{s['u2netp_mean']:.3f}", f"{s['u2netp_worst']:.3f}",
-                      f"{s['hitline_mean']:.3f}", f"{s['hitline_worst']:.3f}")
+                      f"{s['before_i26_mean']:.3f}", f"{s['hitline_mean']:.3f}", f"{s['hitline_worst']:.3f}")
     console.print(table)
     for r in rows:
         console.print(f"  {r['case']:<28} {r['difficulty']:<15} u2netp {r['iou_u2netp']:.3f}  "
-                      f"hitline {r['iou_hitline']:.3f}  ({r['s_hitline']:.2f} s, cpu {r['cpu_s_hitline']:.2f} s)")
+                      f"before issue 26 {r['iou_before_i26']:.3f}  hitline {r['iou_hitline']:.3f}  "
+                      f"({r['s_hitline']:.2f} s, cpu {r['cpu_s_hitline']:.2f} s)")
     console.print(f"load average {load['before']} -> {load['after']}")
     if opts.sheet:
         cutout_cases.sheet([(r["case"], r["_masks"][0], r["_masks"][1], [r["_masks"][2], r["_masks"][3]])

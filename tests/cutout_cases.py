@@ -319,6 +319,50 @@ def pale_set_off_edge(seed: int = 21) -> tuple[np.ndarray, np.ndarray]:
 
 
 Builder = Callable[[], tuple[np.ndarray, np.ndarray]]
+def _rejpeg(photo: np.ndarray, quality: int = 88) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "JPEG", quality=quality)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def matted_two_piece(seed: int = 22) -> tuple[np.ndarray, np.ndarray]:
+    """The issue's first photo as a print: the pale two-piece on white inside a thin drawn frame line,
+    a light-grey mat outside the line, the white inside darkening into blotches at its corners (the
+    paper learnt from the border is the mat: the white inside came out as a rectangle of product)."""
+    rng = np.random.default_rng(seed)
+    size = (340, 520)
+    layers = [Layer(skirt(flare=1.2), (60, 250, 220, 220), "chiffon", (80.0, 0.0, -1.0), texture=0.5,
+                    opacity=0.75, mesh=0.3),
+              Layer(CARDIGAN, (55, 50, 230, 240), "knit", (88.0, -3.0, -11.0), texture=0.6)]
+    photo, mask = shoot(paper(size, WHITE, rng), layers, rng, jpeg=95)
+    out = photo.astype(np.float32)
+    w, h = size
+    inset = 16
+    yy, xx = np.mgrid[0:h, 0:w]
+    for cx, cy in ((inset, inset), (w - inset, inset), (inset, h - inset), (w - inset, h - inset)):
+        blot = np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 22.0 ** 2)))
+        out -= 18.0 * blot[..., None]  # darker corners inside the frame
+    outside = (xx < inset) | (xx >= w - inset) | (yy < inset) | (yy >= h - inset)
+    out[outside] = 214.0 + rng.normal(0, 1.0, (int(outside.sum()), 3))  # the mat
+    pil = Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+    ImageDraw.Draw(pil).rectangle([inset, inset, w - 1 - inset, h - 1 - inset], outline=(120, 120, 120), width=2)
+    return _rejpeg(np.asarray(pil)), mask
+
+
+def corner_watermark_coat(seed: int = 23) -> tuple[np.ndarray, np.ndarray]:
+    """A camel coat on light-grey paper with a studio's watermark in the bottom-right corner: a small
+    white plate with grey lettering (it travelled with the coat into every output as a white scrap)."""
+    rng = np.random.default_rng(seed)
+    layers = [Layer(CARDIGAN, (60, 50, 340, 480), "twill", (62.0, 9.0, 24.0), texture=0.7)]
+    photo, mask = shoot(paper((480, 640), (86.0, 0.0, 1.0), rng), layers, rng, jpeg=95)
+    pil = Image.fromarray(photo)
+    d = ImageDraw.Draw(pil)
+    d.rounded_rectangle([372, 596, 466, 626], radius=5, fill=(250, 250, 250))
+    d.text((380, 604), "(c) STUDIO 9", fill=(150, 150, 150))
+    return _rejpeg(np.asarray(pil)), mask
+
+
 CASES: dict[str, tuple[str, Builder]] = {
     "pale_two_piece_small": ("pale_on_white", pale_two_piece_small),
     "cream_knit_on_white": ("pale_on_white", cream_knit_on_white),
@@ -335,6 +379,8 @@ CASES: dict[str, tuple[str, Builder]] = {
     "tulle_over_white": ("translucent", tulle_over_white),
     "tulle_grey_alone": ("translucent", tulle_grey_alone),
     "pale_set_off_edge": ("touching_edge", pale_set_off_edge),
+    "matted_two_piece": ("framed_print", matted_two_piece),
+    "corner_watermark_coat": ("corner_mark", corner_watermark_coat),
 }
 DIFFICULTIES = tuple(dict.fromkeys(d for d, _ in CASES.values()))
 

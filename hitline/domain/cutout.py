@@ -78,6 +78,61 @@ def _drop_border_lines(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+_CORNER_ZONE = (0.3, 0.2)  # a corner mark lies within this share of the width and height from a corner
+_CORNER_MARK = 0.08  # ... and is at most this share of the largest piece
+
+
+def _drop_corner_marks(mask: np.ndarray) -> np.ndarray:
+    """Small pieces tucked into a corner, apart from the garment, are a studio's watermark or logo plate
+    (background, not product): a clutch beside a coat lies beside it, not in the photo's corner."""
+    n, labels, stats = _components(mask)
+    if n <= 2:
+        return mask
+    h, w = mask.shape
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    biggest = 1 + int(np.argmax(areas))
+    bx, by, bw, bh, _ = stats[biggest]
+    gap = 0.03 * np.hypot(w, h)
+    zx, zy = _CORNER_ZONE[0] * w, _CORNER_ZONE[1] * h
+    out = mask.copy()
+    for i in range(1, n):
+        x, y, cw, ch, area = stats[i]
+        if i == biggest or area > _CORNER_MARK * areas.max():
+            continue
+        in_corner = (x + cw <= zx or x >= w - zx) and (y + ch <= zy or y >= h - zy)
+        apart = x > bx + bw + gap or x + cw < bx - gap or y > by + bh + gap or y + ch < by - gap
+        if in_corner and apart:
+            out[labels == i] = False
+    return out
+
+
+def _inner_frame(lum: np.ndarray) -> tuple[int, int, int, int] | None:
+    """A drawn or printed frame line inside the photo (a mat, a border around a print): (x0, y0, x1, y1)
+    of what is inside it, or None. A line is a row (column) in the outer band whose step in lightness
+    runs across nearly all of the photo's width (height), on all four sides."""
+    h, w = lum.shape
+
+    def lines(profile_axis: int, length: int, band: int) -> list[int]:
+        grad = np.abs(np.diff(lum, axis=profile_axis))
+        core = grad[:, round(0.1 * w):round(0.9 * w)] if profile_axis == 0 else grad[round(0.1 * h):round(0.9 * h)]
+        along = (core > 6.0).mean(axis=1 - profile_axis)
+        return [i for i in range(len(along)) if along[i] > 0.85 and (i < band or i >= length - 1 - band)]
+
+    band_y, band_x = round(0.12 * h), round(0.12 * w)
+    rows, cols = lines(0, h, band_y), lines(1, w, band_x)
+    top = [r for r in rows if r < band_y]
+    bottom = [r for r in rows if r >= h - 1 - band_y]
+    left = [c for c in cols if c < band_x]
+    right = [c for c in cols if c >= w - 1 - band_x]
+    if not (top and bottom and left and right):
+        return None
+    pad = 3
+    x0, y0, x1, y1 = max(left) + 1 + pad, max(top) + 1 + pad, min(right) - pad, min(bottom) - pad
+    if x1 - x0 < 0.6 * w or y1 - y0 < 0.6 * h or (x0 < 2 and y0 < 2):
+        return None
+    return x0, y0, x1, y1
+
+
 def _fill_small_holes(mask: np.ndarray) -> np.ndarray:
     """Close pinholes (highlights, a print the paper's colour) a salient region may leave."""
     inv = (~mask).astype(np.uint8)
@@ -167,7 +222,11 @@ def product_mask(img: Image.Image) -> np.ndarray:
     return mask
 
 
-def _product_mask(img: Image.Image) -> np.ndarray:
+def _upscaled(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.5
+
+
+def _product_mask(img: Image.Image, inside_frame: bool = True, drop_marks: bool = True) -> np.ndarray:
     """Boolean product mask at the image's size (raises InputError when nothing plausible is found).
 
     Two views are combined. The learned one (u2netp) finds the subject but drops pale pieces on
@@ -181,6 +240,15 @@ def _product_mask(img: Image.Image) -> np.ndarray:
     small = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BILINEAR) \
         if scale < 1.0 else rgb
     lab = cv2.GaussianBlur(to_lab(np.asarray(small)), (0, 0), 1.0)
+    frame = _inner_frame(lab[..., 0]) if inside_frame else None
+    if frame is not None:
+        # a print or a mat: what lies outside the frame line is not the paper the product lies on; the
+        # paper is learnt inside it, where the product is
+        x0, y0, x1, y1 = frame
+        inner = _product_mask(small.crop((x0, y0, x1, y1)), inside_frame=False, drop_marks=drop_marks)
+        mask = np.zeros((small.height, small.width), bool)
+        mask[y0:y1, x0:x1] = inner
+        return _upscaled(mask, rgb.size) if scale < 1.0 else mask
     bd = model_backdrop(lab)
     saliency = subject_mask(small)
     salient = saliency > 0.5
@@ -199,14 +267,13 @@ def _product_mask(img: Image.Image) -> np.ndarray:
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool)
     mask = _fill_small_holes(_keep_significant(_drop_border_lines(mask)))
+    if drop_marks:
+        mask = _drop_corner_marks(mask)
     coverage = float(mask.mean())
     if not MIN_COVERAGE <= coverage <= MAX_COVERAGE:
         raise InputError(f"no product found in the flat-lay (mask covers {coverage:.1%} of the picture, "
                          f"expected {MIN_COVERAGE:.0%}..{MAX_COVERAGE:.0%}); use a plain, contrasting background")
-    if scale < 1.0:
-        up = cv2.resize(mask.astype(np.float32), rgb.size, interpolation=cv2.INTER_LINEAR)
-        return up > 0.5
-    return mask
+    return _upscaled(mask, rgb.size) if scale < 1.0 else mask
 
 
 def cutout(img: Image.Image) -> Image.Image:

@@ -28,6 +28,10 @@ FLOORS = {
     # faint shadow and a paper-like fold softly, and a median outline test dropped it as a shadow);
     # u2netp 0.31
     "pale_set_off_edge": 0.76,
+    # issue 26: a print with a mat outside its frame line (0.46 before: the white inside the frame was
+    # kept as a rectangle of product) and a studio's watermark plate in a corner (0.964 before: kept)
+    "matted_two_piece": 0.97,
+    "corner_watermark_coat": 0.98,
 }
 
 
@@ -72,3 +76,11 @@ def test_frame_line_is_found_and_is_not_product(results: dict[str, tuple[np.ndar
 def test_shadow_is_left_out(results: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     mask, truth = results["soft_shadow_tee"]
     assert (mask & ~truth).sum() < 0.01 * truth.sum()  # the shadow falls outside the tee, on paper
+
+
+def test_frame_and_corner_mark_are_background(results: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """What travelled into every output as a white rectangle or a white scrap is left out."""
+    mask, truth = results["matted_two_piece"]
+    assert (mask & ~truth).sum() < 0.03 * truth.sum()  # no rectangle of paper around the garment
+    mask, truth = results["corner_watermark_coat"]
+    assert not mask[580:, 360:].any()  # the watermark plate's corner
