@@ -9,10 +9,13 @@ import shutil
 import textwrap
 import time
 from contextlib import nullcontext
-from typing import Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from hitline.jobs.results import BatchQuality, InputFindings, RenderFacts, RenderOutput
 
 
 console = Console()
@@ -56,50 +59,50 @@ def _gate(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[k]} {label}" for k, label in _GATE.items() if counts.get(k))
 
 
-def _findings(found: dict[str, Any]) -> list[str]:
+def _findings(found: InputFindings) -> list[str]:
     """One SKU's input-check findings (control.render_facts), in words."""
-    out = [f"{p} downsized to {size} (low_res)" for p, size in found["downsized"].items()]
-    out += [f"{p} failed: {msg}" for p, msg in found["failed"].items()]
-    out += [f"{p}: background not white" for p in found["background"]]
-    return out + (["touches frame"] if found["touches_frame"] else [])
+    out = [f"{p} downsized to {size} (low_res)" for p, size in found.downsized.items()]
+    out += [f"{p} failed: {msg}" for p, msg in found.failed.items()]
+    out += [f"{p}: background not white" for p in found.background]
+    return out + (["touches frame"] if found.touches_frame else [])
 
 
-def _job_note(facts: dict[str, Any] | None) -> str:
+def _job_note(facts: RenderFacts | None) -> str:
     """A SKU row's second line: what its input checks found and how its outputs left the gate."""
     if not facts:
         return ""
-    found, gate = _findings(facts["input_checks"]), _gate(facts["gate"])
+    found, gate = _findings(facts.input_checks), _gate(facts.gate)
     return ". ".join(([f"input checks: {'; '.join(found)}"] if found else []) + ([f"gate: {gate}"] if gate else []))
 
 
-def _quality_lines(q: dict[str, Any]) -> list[str]:
+def _quality_lines(q: BatchQuality) -> list[str]:
     """The batch's input checks, gate outcomes and render-plan saving (control.quality_summary)."""
     from hitline.jobs.quality import plan_text
 
     lines = []
-    plan, found, gate = q.get("render_plan") or {}, q.get("input_checks") or {}, q.get("gate") or {}
+    plan, found, gate = q.render_plan, q.input_checks, q.gate
     if plan_text(plan):
         lines.append(_wrap(plan_text(plan), 2, 4))
     if any(gate.values()):
         lines.append(_wrap(f"quality gate (outputs): {_gate(gate)}", 2, 4))
-    low = found.get("low_res", 0)
+    low = found.low_res
     parts = []
     if low:  # a count per preset only where it differs from the number of low_res SKUs
         detail = [f"{'' if n == low else f'{n} '}{p} downsized to {size}"
-                  for p, sizes in found["downsized"].items() for size, n in sizes.items()]
-        detail += [f"{'' if n == low else f'{n} '}{p} failed" for p, n in found["failed"].items()]
+                  for p, sizes in found.downsized.items() for size, n in sizes.items()]
+        detail += [f"{'' if n == low else f'{n} '}{p} failed" for p, n in found.failed.items()]
         parts.append(f"{low} SKU{'s' if low > 1 else ''} low_res ({', '.join(detail)})")
-    if found.get("touches_frame"):
-        parts.append(f"{found['touches_frame']} touches frame")
-    if found.get("background"):
-        parts.append(f"{found['background']} background not white ({', '.join(found['background_presets'])})")
+    if found.touches_frame:
+        parts.append(f"{found.touches_frame} touches frame")
+    if found.background:
+        parts.append(f"{found.background} background not white ({', '.join(found.background_presets)})")
     if parts:
         lines.append(_wrap("input checks: " + ", ".join(parts), 2, 4))
-    d = q.get("drafts")
+    d = q.drafts
     if d:
-        lines.append(_wrap(f"drafts at {d['draft_size']}: {d['drafts']} drafts (${d['draft_usd']:.3f}), {d['finals']} "
-                           f"finals (${d['final_usd']:.3f}), {d['rejected']} rejected: ${d['finals_not_paid_usd']:.3f} of "
-                           f"finals not paid for, {d['waiting']} waiting for review", 2, 4))
+        lines.append(_wrap(f"drafts at {d.draft_size}: {d.drafts} drafts (${d.draft_usd:.3f}), {d.finals} "
+                           f"finals (${d.final_usd:.3f}), {d.rejected} rejected: ${d.finals_not_paid_usd:.3f} of "
+                           f"finals not paid for, {d.waiting} waiting for review", 2, 4))
     return lines
 
 
@@ -214,14 +217,27 @@ def _print_json(rt: Any, batch: str, kind: Optional[str], state: Optional[str]) 
         timings = crud.stage_seconds(s, [j.id for j in rows])
     data = {"batch": batch, "spent_usd": round(summ.spent_usd, 6), "budget_usd": summ.budget_usd,
             "cancelled": summ.cancelled, "counts": summ.by_state, "stages": summ.by_stage, "failures": summ.failures,
-            **summ.quality,
+            **summ.quality.model_dump(mode="json"),
             "jobs": [{"job": j.id, "kind": j.kind, "id": j.item_id, "stage": j.stage, "state": j.state,
                       "attempts": j.attempts, "seconds": timings.get(j.id, {}), "cost_usd": round(j.cost_usd, 6),
                       "reason": j.error,
-                      "outputs": [o["path"] for o in (j.result or {}).get("render", {}).get("outputs", [])],
-                      **(control.render_facts(j) or {})}
+                      "outputs": [o.path for o in _outputs(j)], **_facts(j)}
                      for j in rows]}
     print(json.dumps(data, indent=2))
+
+
+def _outputs(job: Any) -> list[RenderOutput]:
+    from hitline.jobs.results import RenderResult, read
+
+    render = read(job, RenderResult)
+    return render.outputs if render else []
+
+
+def _facts(job: Any) -> dict[str, Any]:
+    from hitline.jobs import control
+
+    facts = control.render_facts(job)
+    return facts.model_dump(mode="json") if facts else {}
 
 
 def retry(batch: str, stage: Optional[str] = typer.Option(None, help="only jobs that failed in this stage"),

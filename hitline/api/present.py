@@ -8,6 +8,7 @@ from typing import Any
 from db.models import Attempt, Job
 from hitline.api import schemas
 from hitline.jobs.control import BatchSummary, is_rejected, render_facts
+from hitline.jobs.results import AnalyzeResult, RenderResult, RetrieveResult, read
 
 FINISHED = ("done", "failed", "budget_exceeded", "cancelled")
 
@@ -24,7 +25,7 @@ def batch(b: BatchSummary) -> schemas.Batch:
         progress=schemas.Progress(total=total, finished=sum(n for st, n in sku.items() if st in FINISHED),
                                   done=sku.get("done", 0), failed=sku.get("failed", 0), open=b.open),
         counts=b.by_state, stages=b.by_stage, failures=[schemas.Failure(**f) for f in b.failures],
-        quality=schemas.BatchQuality(**b.quality),
+        quality=b.quality,
         links={"self": f"/batches/{b.batch_id}", "jobs": f"/batches/{b.batch_id}/jobs",
                "failed": f"/batches/{b.batch_id}/jobs?state=failed", "dashboard": f"/ui/batches/{b.batch_id}"})
 
@@ -46,34 +47,34 @@ def file_url(batch_id: str, out_dir: str, path: str | Path) -> str | None:
 
 
 def job_detail(j: Job, attempts: list[Attempt], out_dir: str) -> schemas.JobDetail:
-    r: dict[str, Any] = j.result or {}
+    render, retrieved = read(j, RenderResult), read(j, RetrieveResult)
+    analysis = read(j, AnalyzeResult)
     outputs = []
-    for o in (r.get("render") or {}).get("outputs", []):
-        url = file_url(j.batch_id, out_dir, o["path"])
+    for o in render.outputs if render else []:
+        url = file_url(j.batch_id, out_dir, o.path)
         if url:
-            q = o.get("quality")
+            q = o.quality
             outputs.append(schemas.Output(
-                preset=o["preset"], width=o["width"], height=o["height"], cost_usd=o.get("cost_usd", 0.0), url=url,
-                derived_from=o.get("derived_from"), reused_from=o.get("reused_from"),
-                quality=schemas.OutputQuality(status=q["status"], reasons=q.get("reasons") or [],
-                                              rerender=q.get("rerender")) if q else None))
+                preset=o.preset, width=o.width, height=o.height, cost_usd=o.cost_usd, url=url,
+                derived_from=o.derived_from, reused_from=o.reused_from,
+                quality=schemas.OutputQuality(status=q.status, reasons=q.reasons, rerender=q.rerender) if q else None))
     sheet = Path(out_dir) / j.batch_id / j.item_id / "contact_sheet.png"
-    retrieved = r.get("retrieve") or {}
-    hits = [schemas.HitOut(product_id=h["product_id"], score=h["score"], found_by=list(h["found_by"]),
-                           sales_count=h["sales_count"], description=h.get("description", ""),
-                           image_url=f"/jobs/{j.id}/hits/{n}") for n, h in enumerate(retrieved.get("hits", []))]
-    facts = render_facts(j) or {}
-    checks = (r.get("render") or {}).get("inputs", {}).get("checks", {})
+    hits = [schemas.HitOut(product_id=h.product_id, score=h.score, found_by=h.found_by, sales_count=h.sales_count,
+                           description=h.description, image_url=f"/jobs/{j.id}/hits/{n}")
+            for n, h in enumerate(retrieved.hits if retrieved else [])]
+    facts = render_facts(j)
+    checks = render.inputs.checks if render and render.inputs else {}
     return schemas.JobDetail(
         **job_row(j).model_dump(), row=j.row or {},
-        input_checks=schemas.InputChecks(**facts["input_checks"], checks=checks) if facts.get("input_checks") and checks
-        else None, gate=facts.get("gate", {}), render_plan=facts.get("render_plan"),
+        input_checks=schemas.InputChecks(**facts.input_checks.model_dump(), checks=checks) if facts and checks
+        else None, gate=facts.gate if facts else {}, render_plan=facts.render_plan if facts else None,
         history=[schemas.AttemptOut(stage=a.stage, started_at=a.started_at, seconds=a.seconds, outcome=a.outcome,
                                     error=a.error) for a in attempts],
         outputs=outputs, contact_sheet_url=file_url(j.batch_id, out_dir, sheet) if sheet.exists() else None,
         flatlay_url=f"/jobs/{j.id}/flatlay" if j.kind == "sku" and (j.row or {}).get("image_path") and not is_rejected(j)
         else None,
-        hits=hits, retrieval_filter=retrieved.get("filter"), style=(r.get("analyze") or {}).get("style"))
+        hits=hits, retrieval_filter=retrieved.filter if retrieved else None,
+        style=analysis.style if analysis else None)
 
 
 def output_row(o: Any, out_dir: str, decisions: list[dict[str, Any]] | None = None) -> schemas.OutputRow:

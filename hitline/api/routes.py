@@ -19,6 +19,7 @@ from hitline.errors import InputError
 from hitline.jobs import control, verbs
 from hitline.jobs.context import get_runtime
 from hitline.jobs.requests import BatchRequest, RetryFilter
+from hitline.jobs.results import RetrieveResult, read
 from tasks.chains import send
 
 ERRORS = {401: {"model": schemas.Error}, 404: {"model": schemas.Error}, 409: {"model": schemas.Error},
@@ -189,11 +190,12 @@ def flatlay(job_id: int, s: SessionDep, _t: TokenDep) -> FileResponse:
             summary="The image of the n-th retrieved hit", responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
 def hit_image(job_id: int, n: int, s: SessionDep, _t: TokenDep) -> FileResponse:
     job, _ = control.job_detail(s, job_id)
-    hits = ((job.result or {}).get("retrieve") or {}).get("hits", [])
+    retrieved = read(job, RetrieveResult)
+    hits = retrieved.hits if retrieved else []
     if not 0 <= n < len(hits):
         raise control.NotFound(f"job {job_id} has {len(hits)} retrieved hits; no hit {n}")
-    return files.serve_image(hits[n]["image_path"], files.batch_roots(control.get_batch(s, job.batch_id)),
-                             f"hit {hits[n]['product_id']}'s image")
+    return files.serve_image(hits[n].image_path, files.batch_roots(control.get_batch(s, job.batch_id)),
+                             f"hit {hits[n].product_id}'s image")
 
 
 @router.get("/healthz", include_in_schema=False)

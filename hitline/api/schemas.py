@@ -7,6 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+# the job layer's models, reused as they are: what a stage writes is what the API shows
+from hitline.domain.models import StyleAnalysis
+from hitline.jobs.results import BatchQuality, CheckRecord, InputFindings, RenderPlan
+
 
 class ErrorBody(BaseModel):
     status: int
@@ -33,33 +37,6 @@ class Progress(BaseModel):
     done: int
     failed: int
     open: int = Field(description="jobs of any kind still pending, running or retrying")
-
-
-class InputCheckCounts(BaseModel):
-    low_res: int = Field(description="SKUs whose flat-lay was too small for a preset (downsized or failed)")
-    downsized: dict[str, dict[str, int]] = Field(description="preset -> size class rendered instead -> SKUs")
-    failed: dict[str, int] = Field(description="preset -> SKUs where it failed (low_res = fail)")
-    background: int = Field(description="SKUs on a non-white flat-lay with a white-background preset")
-    background_presets: dict[str, int] = Field(description="white-background preset -> SKUs")
-    touches_frame: int = Field(description="SKUs whose garment touches the photo's edge")
-
-
-class PlanSaving(BaseModel):
-    skus: int = Field(description="SKUs rendered under the render plan")
-    renders: int = Field(description="paid render calls the plan made (re-renders not counted)")
-    derived: int = Field(description="outputs resized from a larger render of the same aspect ratio")
-    naive_usd: float = Field(description="list price of rendering every preset on its own")
-    cost_usd: float = Field(description="list price of the plan's renders")
-    saving_usd: float
-    paid_usd: float = Field(description="what the batch's render calls were charged, re-renders included")
-
-
-class BatchQuality(BaseModel):
-    input_checks: InputCheckCounts
-    gate: dict[str, int] = Field(description="outputs per gate outcome: passed, passed_after_rerender, needs_review")
-    render_plan: PlanSaving
-    drafts: dict[str, Any] | None = Field(None, description="a draft batch: drafts, finals rendered for approved "
-                                          "drafts, rejected drafts and the finals not paid for them (list price)")
 
 
 class Batch(BaseModel):
@@ -118,30 +95,8 @@ class Output(BaseModel):
     quality: OutputQuality | None = Field(None, description="the gate's verdict (null with the gate off)")
 
 
-class CheckOut(BaseModel):
-    name: str
-    passed: bool
-    measured: Any
-    threshold: Any
-    message: str
-    action: str = ""
-
-
-class InputChecks(BaseModel):
-    downsized: dict[str, str] = Field(description="preset -> the smaller size class it was rendered at")
-    failed: dict[str, str] = Field(description="preset -> why it failed (flat-lay too small, low_res = fail)")
-    background: list[str] = Field(description="white-background presets whose flat-lay is not on white")
-    touches_frame: bool
-    warnings: list[str]
-    checks: dict[str, list[CheckOut]] = Field(description="preset -> every input check with what it measured")
-
-
-class RenderPlanOut(BaseModel):
-    renders: list[str] = Field(description="presets rendered by a paid call")
-    derived: dict[str, str] = Field(description="preset -> the rendered preset it was resized from")
-    cost_usd: float
-    naive_cost_usd: float = Field(description="every preset rendered on its own")
-    saving_usd: float
+class InputChecks(InputFindings):
+    checks: dict[str, list[CheckRecord]] = Field(description="preset -> every input check with what it measured")
 
 
 class HitOut(BaseModel):
@@ -180,10 +135,10 @@ class JobDetail(JobRow):
     flatlay_url: str | None
     hits: list[HitOut]
     retrieval_filter: str | None
-    style: dict[str, Any] | None
+    style: StyleAnalysis | None
     input_checks: InputChecks | None = Field(description="the flat-lay checked against every preset")
     gate: dict[str, int] = Field(description="this SKU's outputs per gate outcome")
-    render_plan: RenderPlanOut | None
+    render_plan: RenderPlan | None
 
 
 class Enqueued(BaseModel):

@@ -4,9 +4,10 @@ batch's count of each outcome and the render plan's saving."""
 from __future__ import annotations
 
 import html
-from typing import Any, Sequence
+from typing import Sequence
 
-from hitline.jobs.quality import plan_text, summarise
+from hitline.jobs.quality import OUTCOMES, plan_text
+from hitline.jobs.results import PlanSaving, RenderOutput, RenderResult
 
 __all__ = ["CSS", "output_badge", "input_notes", "batch_counts", "plan_saving"]
 
@@ -17,39 +18,43 @@ _LABEL = {"passed": "passed", "passed_after_rerender": "passed after re-render",
           "unchecked": "not checked"}
 
 
-def output_badge(output: dict[str, Any]) -> str:
-    q = output.get("quality") or {}
-    status = q.get("status", "unchecked")
+def output_badge(output: RenderOutput) -> str:
+    q = output.quality
+    status = q.status if q else "unchecked"
     out = f"<span class='badge q-{html.escape(status)}'>{html.escape(_LABEL.get(status, status))}</span>"
-    reasons = q.get("reasons") or []
-    if q.get("rerender"):
-        reasons = [*reasons, f"re-render {q['rerender']}"]
-    esc = q.get("escalated")
+    reasons = list(q.reasons) if q else []
+    if q and q.rerender:
+        reasons = [*reasons, f"re-render {q.rerender}"]
+    esc = q.escalated if q else None
     if esc:
-        outcome = esc.get("skipped") and f"skipped: {esc['skipped']}" or ("passed" if esc.get("passed") else "failed too")
-        reasons = [*reasons, f"escalated to {esc['model']} (${esc.get('cost_usd', 0.0):.3f}): {outcome}"]
+        outcome = esc.skipped and f"skipped: {esc.skipped}" or ("passed" if esc.passed else "failed too")
+        reasons = [*reasons, f"escalated to {esc.model} (${esc.cost_usd:.3f}): {outcome}"]
     if reasons:
         out += "<ul class='reasons'>" + "".join(f"<li>{html.escape(str(r))}</li>" for r in reasons) + "</ul>"
     return out
 
 
-def input_notes(render: dict[str, Any]) -> str:
-    inputs = render.get("inputs") or {}
-    notes = [f"{p}: {m}" for p, m in (inputs.get("failed_presets") or {}).items()]
-    notes += [f"{p} rendered at {size}" for p, size in (inputs.get("downsized") or {}).items()]
-    notes += [w for w in inputs.get("warnings") or [] if w not in " ".join(notes)]
+def input_notes(render: RenderResult) -> str:
+    inputs = render.inputs
+    if inputs is None:
+        return ""
+    notes = [f"{p}: {m}" for p, m in inputs.failed_presets.items()]
+    notes += [f"{p} rendered at {size}" for p, size in inputs.downsized.items()]
+    notes += [w for w in inputs.warnings if w not in " ".join(notes)]
     if not notes:
         return ""
     return "<p class='reasons'>input checks: " + "; ".join(html.escape(n) for n in notes) + "</p>"
 
 
-def batch_counts(renders: Sequence[dict[str, Any]]) -> str:
-    counts = summarise([r.get("outputs", []) for r in renders])
+def batch_counts(renders: Sequence[RenderResult]) -> str:
+    counts = {k: 0 for k in (*OUTCOMES, "unchecked")}
+    for o in (o for r in renders for o in r.outputs):
+        counts[o.quality.status if o.quality else "unchecked"] += 1
     shown = [f"<span class='badge q-{k}'>{_LABEL[k]}</span> {n}" for k, n in counts.items() if n]
     return ("<p>Quality gate: " + ", ".join(shown) + ".</p>") if shown else ""
 
 
-def plan_saving(plan: dict[str, Any]) -> str:
-    """The render plan's line (hitline.jobs.control.quality_summary()["render_plan"])."""
+def plan_saving(plan: PlanSaving) -> str:
+    """The render plan's line (hitline.jobs.control.quality_summary().render_plan)."""
     text = plan_text(plan)
     return f"<p>{html.escape(text[0].upper() + text[1:])}.</p>" if text else ""

@@ -8,7 +8,6 @@ layer's "chains to send"), which tasks.chains.send sends once the session has co
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import secrets
 from datetime import datetime, timedelta, timezone
@@ -22,7 +21,9 @@ from db import crud
 from db.models import ApiToken, Attempt, Batch, Job, utcnow
 from hitline.errors import HitlineError, InputError
 from hitline.jobs.quality import OUTCOMES, digest
-from hitline.jobs.stages import CATALOG_LINE
+from hitline.jobs.results import (BatchQuality, Digest, DraftSummary, InputCheckCounts, InputFindings, InputRecord, PlanSaving,
+                                  RenderFacts, RenderResult, read)
+from hitline.jobs.stages import CATALOG_LINE, result_stage
 from hitline.jobs.submit import Dispatch, chunks
 
 __all__ = ["NotFound", "Conflict", "JobFilter", "BatchSummary", "JobPage", "summary", "list_batches",
@@ -159,7 +160,7 @@ class BatchSummary:
     by_state: dict[str, dict[str, int]] = field(default_factory=dict)
     by_stage: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)  # [{reason, stage, kind, count, retryable}]
-    quality: dict[str, Any] = field(default_factory=dict)  # quality_summary(): input checks, gate, render plan
+    quality: BatchQuality = field(default_factory=BatchQuality)  # input checks, gate, render plan
 
     def total(self, kind: str = "sku") -> int:
         return sum(self.by_state.get(kind, {}).values())
@@ -199,7 +200,8 @@ def summary(s: Session, batch_id: str, *, max_reasons: int = 50) -> BatchSummary
     out.quality = quality_summary(s, batch_id)
     from hitline.jobs.review import draft_summary
 
-    out.quality["drafts"] = draft_summary(s, batch_id, _prices())
+    drafts = draft_summary(s, batch_id, _prices())
+    out.quality.drafts = DraftSummary.model_validate(drafts) if drafts else None
     return out
 
 
@@ -209,54 +211,57 @@ def _prices() -> Any:
     return get_runtime().prices
 
 
-def quality_summary(s: Session, batch_id: str) -> dict[str, Any]:
+def quality_summary(s: Session, batch_id: str) -> BatchQuality:
     """What the rendered SKUs' digests (hitline.jobs.quality.digest) add up to: SKUs per input-check
     finding, outputs per gate outcome, and the render plan's saving (list prices without the plan vs
     with it; `paid_usd` is what the batch's render calls were charged). Equal digests are grouped in
     SQL, so a batch of thousands of SKUs costs one small GROUP BY."""
-    text = Job.result[("render", "digest")].as_string()
+    text = Job.result[(result_stage(RenderResult), "digest")].as_string()
     rows = s.execute(select(text, func.count()).where(Job.batch_id == batch_id, Job.kind == "sku", text.is_not(None))
                      .group_by(text))
     # SKUs per finding (low_res, background, touches_frame) and, per preset, how many were downsized
     # (to which size), failed, or needed a white background their flat-lay lacks
-    inputs: dict[str, Any] = {"low_res": 0, "downsized": {}, "failed": {}, "background": 0, "background_presets": {},
-                              "touches_frame": 0}
+    inputs = InputCheckCounts()
     gate = {k: 0 for k in OUTCOMES}
-    plan = {"skus": 0, "renders": 0, "derived": 0, "naive_usd": 0.0, "cost_usd": 0.0}
+    plan = PlanSaving()
     for raw, n in rows:
-        d = json.loads(raw)
-        found = d["inputs"]
-        inputs["low_res"] += n if found["downsized"] or found["failed"] else 0
-        for preset, size in found["downsized"].items():
-            by_size = inputs["downsized"].setdefault(preset, {})
+        d = Digest.model_validate_json(raw)
+        found = d.inputs
+        inputs.low_res += n if found.downsized or found.failed else 0
+        for preset, size in found.downsized.items():
+            by_size = inputs.downsized.setdefault(preset, {})
             by_size[size] = by_size.get(size, 0) + n
-        for kind, into in (("failed", "failed"), ("background", "background_presets")):
-            for preset in found[kind]:
-                inputs[into][preset] = inputs[into].get(preset, 0) + n
-        inputs["background"] += n if found["background"] else 0
-        inputs["touches_frame"] += n if found["touches_frame"] else 0
-        for k, m in d["gate"].items():
+        for preset in found.failed:
+            inputs.failed[preset] = inputs.failed.get(preset, 0) + n
+        for preset in found.background:
+            inputs.background_presets[preset] = inputs.background_presets.get(preset, 0) + n
+        inputs.background += n if found.background else 0
+        inputs.touches_frame += n if found.touches_frame else 0
+        for k, m in d.gate.items():
             gate[k] = gate.get(k, 0) + m * n
-        plan["skus"] += n
-        for k in ("renders", "derived", "naive_usd", "cost_usd"):
-            plan[k] += d["plan"][k] * n
-    plan["saving_usd"] = round(plan["naive_usd"] - plan["cost_usd"], 6)
-    plan["naive_usd"], plan["cost_usd"] = round(plan["naive_usd"], 6), round(plan["cost_usd"], 6)
-    plan["paid_usd"] = round(crud.spent(s, batch_id, stage="render"), 6)
-    return {"input_checks": inputs, "gate": gate, "render_plan": plan}
+        plan.skus += n
+        plan.renders += d.plan.renders * n
+        plan.derived += d.plan.derived * n
+        plan.naive_usd += d.plan.naive_usd * n
+        plan.cost_usd += d.plan.cost_usd * n
+    plan.saving_usd = round(plan.naive_usd - plan.cost_usd, 6)
+    plan.naive_usd, plan.cost_usd = round(plan.naive_usd, 6), round(plan.cost_usd, 6)
+    plan.paid_usd = round(crud.spent(s, batch_id, stage=result_stage(RenderResult)), 6)
+    return BatchQuality(input_checks=inputs, gate=gate, render_plan=plan)
 
 
-def render_facts(job: Job) -> dict[str, Any] | None:
+def render_facts(job: Job) -> RenderFacts | None:
     """One SKU's input checks (findings with their messages), gate outcomes and render plan, for the
     job rows of `hitline status --json` and GET /jobs/{id}; None before its render stage ran."""
-    render = (job.result or {}).get("render")
-    if not render:
+    render = read(job, RenderResult)
+    if render is None:
         return None
-    inputs = render.get("inputs") or {}
-    d = render.get("digest") or digest(render)
-    return {"input_checks": {**d["inputs"], "failed": dict(inputs.get("failed_presets") or {}),
-                             "warnings": list(inputs.get("warnings") or [])},
-            "gate": d["gate"], "render_plan": render.get("plan")}
+    inputs = render.inputs or InputRecord()
+    # rows written before the digest existed: made from the result as it is
+    d = render.digest or Digest.model_validate(digest(render.model_dump(mode="json", exclude_unset=True)))
+    found = InputFindings(downsized=d.inputs.downsized, failed=inputs.failed_presets, background=d.inputs.background,
+                          touches_frame=d.inputs.touches_frame, warnings=inputs.warnings)
+    return RenderFacts(input_checks=found, gate=d.gate, render_plan=render.plan)
 
 
 def is_rejected(job: Job) -> bool:

@@ -20,6 +20,7 @@ from db.session import connection_scope
 from hitline import line
 from hitline.domain.models import Preset, StyleAnalysis
 from hitline.errors import BudgetExceeded, ConfigError, RetryableProviderError
+from hitline.jobs.results import PlanSaving
 from hitline.providers.base import ImageRenderer, Judgement, OutputJudge
 
 __all__ = ["GateRun", "check_inputs", "gate_output", "summarise", "digest", "plan_text", "OUTCOMES"]
@@ -221,14 +222,14 @@ def digest(render: dict[str, Any]) -> dict[str, Any]:
                      "naive_usd": plan.get("naive_cost_usd", 0.0), "cost_usd": plan.get("cost_usd", 0.0)}}
 
 
-def plan_text(plan: dict[str, Any]) -> str:
-    """The batch's render-plan saving in words (hitline.jobs.control.quality_summary()["render_plan"]);
+def plan_text(plan: PlanSaving) -> str:
+    """The batch's render-plan saving in words (hitline.jobs.control.quality_summary().render_plan);
     nothing when no output was resized (every preset has a ratio of its own)."""
-    if not plan.get("derived"):
+    if not plan.derived:
         return ""
-    head = f"render plan: {plan['renders']} renders for {plan['renders'] + plan['derived']} outputs ({plan['derived']} resized)"
-    if not plan.get("naive_usd"):  # a provider without prices (local): no money to speak of
+    head = f"render plan: {plan.renders} renders for {plan.renders + plan.derived} outputs ({plan.derived} resized)"
+    if not plan.naive_usd:  # a provider without prices (local): no money to speak of
         return head
-    return (f"{head}: ${plan['cost_usd']:.3f} instead of ${plan['naive_usd']:.3f} at list price, "
-            f"saved ${plan['saving_usd']:.3f} (${plan['saving_usd'] / plan['skus']:.3f} a SKU); renders paid "
-            f"${plan['paid_usd']:.3f} (re-renders included)")
+    return (f"{head}: ${plan.cost_usd:.3f} instead of ${plan.naive_usd:.3f} at list price, "
+            f"saved ${plan.saving_usd:.3f} (${plan.saving_usd / plan.skus:.3f} a SKU); renders paid "
+            f"${plan.paid_usd:.3f} (re-renders included)")

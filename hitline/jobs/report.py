@@ -5,13 +5,13 @@ from __future__ import annotations
 import html
 import os
 from pathlib import Path
-from typing import Any
-
 from db import crud
+from db.models import Job
 from db.session import session_scope
 from hitline.jobs import badges
 from hitline.jobs.context import Runtime, load_batch
 from hitline.jobs.control import quality_summary
+from hitline.jobs.results import AnalyzeResult, RenderResult, RetrieveResult, read
 from hitline.jobs.sheets import draw_missing_sheets
 
 
@@ -24,7 +24,7 @@ def write_report(rt: Runtime, batch_id: str) -> Path:
         b = load_batch(s, batch_id)
         jobs = crud.jobs(s, batch_id)
         spent = crud.spent(s, batch_id)
-        plan = quality_summary(s, batch_id)["render_plan"]
+        plan = quality_summary(s, batch_id).render_plan
     info = {"options": b.options, "budget_usd": b.budget_usd}
     base = b.out_dir / batch_id
     base.mkdir(parents=True, exist_ok=True)
@@ -44,7 +44,7 @@ code{{background:#f4f4f4;padding:1px 4px}}{badges.CSS}</style></head><body>
 top-k {e(str(info['options'].get('top_k')))}, min sales {e(str(info['options'].get('min_sales')))}.
 Total cost <b>${spent:.3f}</b>{f" of a ${info['budget_usd']:.2f} budget" if info['budget_usd'] is not None else ""}.</p>
 {badges.plan_saving(plan)}
-{badges.batch_counts([(j.result or {}).get("render", {}) for j in skus])}"""]
+{badges.batch_counts([r for r in (read(j, RenderResult) for j in skus) if r is not None])}"""]
     for j in skus:
         parts.append(_section(j, base))
     if bad_hits:
@@ -59,9 +59,8 @@ Total cost <b>${spent:.3f}</b>{f" of a ${info['budget_usd']:.2f} budget" if info
     return dest
 
 
-def _section(job: Any, base: Path) -> str:
+def _section(job: Job, base: Path) -> str:
     e = html.escape
-    r = job.result or {}
     out = [f"<section><h2>{e(job.item_id)} <small class='state-{e(job.state)}'>{e(job.state)}</small></h2>"]
     row = job.row or {}
     out.append(f"<p>{e(str(row.get('category', '')))} / {e(str(row.get('style', '')))} / "
@@ -72,25 +71,27 @@ def _section(job: Any, base: Path) -> str:
     sheet = base / job.item_id / "contact_sheet.png"
     if sheet.exists():
         out.append(f"<img class='sheet' src='{_rel(sheet, base)}' alt='contact sheet'>")
-    if "retrieve" in r:
-        rr = r["retrieve"]
-        out.append(f"<p>retrieved with <code>{e(rr['filter'] or 'no filter')}</code>"
-                   + (f" - {e('; '.join(rr['notes']))}" if rr["notes"] else "") + "</p><table><tr><th>hit</th>"
+    rr = read(job, RetrieveResult)
+    if rr is not None:
+        out.append(f"<p>retrieved with <code>{e(rr.filter or 'no filter')}</code>"
+                   + (f" - {e('; '.join(rr.notes))}" if rr.notes else "") + "</p><table><tr><th>hit</th>"
                    "<th>RRF score</th><th>found by</th><th>sales</th><th>description</th></tr>")
-        for h in rr["hits"]:
-            out.append(f"<tr><td>{e(h['product_id'])}</td><td>{h['score']:.4f}</td><td>{e(', '.join(h['found_by']))}</td>"
-                       f"<td>{h['sales_count']}</td><td>{e(h['description'])}</td></tr>")
+        for h in rr.hits:
+            out.append(f"<tr><td>{e(h.product_id)}</td><td>{h.score:.4f}</td><td>{e(', '.join(h.found_by))}</td>"
+                       f"<td>{h.sales_count}</td><td>{e(h.description)}</td></tr>")
         out.append("</table>")
-    if "analyze" in r:
-        st = r["analyze"]["style"]
-        out.append("<table>" + "".join(f"<tr><th>{k}</th><td>{e(str(st.get(k, '')))}</td></tr>"
+    analysis = read(job, AnalyzeResult)
+    if analysis is not None:
+        st = analysis.style
+        out.append("<table>" + "".join(f"<tr><th>{k}</th><td>{e(str(getattr(st, k)))}</td></tr>"
                                        for k in ("scene", "lighting", "pose", "mood", "prompt")) + "</table>")
-    if "render" in r:
-        out.append(badges.input_notes(r["render"]))
-        for o in r["render"]["outputs"]:
-            source = f" resized from {e(o['derived_from'])}" if o.get("derived_from") else ""
-            out.append(f"<figure style='display:inline-block'><img src='{_rel(o['path'], base)}' alt='{e(o['preset'])}'>"
-                       f"<figcaption>{e(o['preset'])} {o['width']}x{o['height']} ${o['cost_usd']:.3f}{source} "
+    render = read(job, RenderResult)
+    if render is not None:
+        out.append(badges.input_notes(render))
+        for o in render.outputs:
+            source = f" resized from {e(o.derived_from)}" if o.derived_from else ""
+            out.append(f"<figure style='display:inline-block'><img src='{_rel(o.path, base)}' alt='{e(o.preset)}'>"
+                       f"<figcaption>{e(o.preset)} {o.width}x{o.height} ${o.cost_usd:.3f}{source} "
                        f"{badges.output_badge(o)}</figcaption></figure>")
     out.append("</section>")
     return "\n".join(out)

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from db.models import Job
 
 __all__ = ["StageResult", "EmbedResult", "IndexResult", "CatalogIndexResult", "RetrievedHit", "RetrieveResult",
-           "AnalyzeResult", "CheckRecord", "InputRecord", "OutputQuality", "RenderOutput", "RenderPlan",
-           "DigestInputs", "DigestPlan", "Digest", "RenderResult", "read", "R"]
+           "AnalyzeResult", "CheckRecord", "InputRecord", "Escalation", "OutputQuality", "RenderOutput", "RenderPlan",
+           "DigestInputs", "DigestPlan", "Digest", "RenderResult", "InputFindings", "RenderFacts", "InputCheckCounts",
+           "PlanSaving", "DraftSummary", "BatchQuality", "read", "R"]
 
 
 class _Open(BaseModel):
@@ -94,6 +95,15 @@ class InputRecord(_Open):
     warnings: list[str] = Field(default_factory=list)
 
 
+class Escalation(_Open):
+    """A failed output judged again by a stronger judge (hitline.jobs.quality)."""
+
+    model: str = ""
+    cost_usd: float = 0.0
+    passed: bool = False
+    skipped: str | None = None
+
+
 class OutputQuality(_Open):
     """The gate's verdict on one output (hitline.jobs.quality.gate_output)."""
 
@@ -102,6 +112,7 @@ class OutputQuality(_Open):
     reasons: list[str] = Field(default_factory=list)
     judge: str | None = None
     rerender: str | None = None
+    escalated: Escalation | None = None
 
 
 class RenderOutput(_Open):
@@ -153,6 +164,74 @@ class RenderResult(StageResult):
     plan: RenderPlan | None = None
     inputs: InputRecord | None = None
     digest: Digest | None = None
+
+
+# --- what the status, the API and the report show of rendered SKUs ---------------------------------
+
+class InputFindings(_Open):
+    """One SKU's input-check findings, with their messages."""
+
+    downsized: dict[str, str] = Field(default_factory=dict,
+                                      description="preset -> the smaller size class it was rendered at")
+    failed: dict[str, str] = Field(default_factory=dict,
+                                   description="preset -> why it failed (flat-lay too small, low_res = fail)")
+    background: list[str] = Field(default_factory=list,
+                                  description="white-background presets whose flat-lay is not on white")
+    touches_frame: bool = False
+    warnings: list[str] = Field(default_factory=list)
+
+
+class RenderFacts(_Open):
+    """One SKU's input checks, gate outcomes and render plan (hitline.jobs.control.render_facts)."""
+
+    input_checks: InputFindings
+    gate: dict[str, int] = Field(default_factory=dict, description="this SKU's outputs per gate outcome")
+    render_plan: RenderPlan | None = None
+
+
+class InputCheckCounts(_Open):
+    low_res: int = Field(0, description="SKUs whose flat-lay was too small for a preset (downsized or failed)")
+    downsized: dict[str, dict[str, int]] = Field(default_factory=dict,
+                                                 description="preset -> size class rendered instead -> SKUs")
+    failed: dict[str, int] = Field(default_factory=dict, description="preset -> SKUs where it failed (low_res = fail)")
+    background: int = Field(0, description="SKUs on a non-white flat-lay with a white-background preset")
+    background_presets: dict[str, int] = Field(default_factory=dict, description="white-background preset -> SKUs")
+    touches_frame: int = Field(0, description="SKUs whose garment touches the photo's edge")
+
+
+class PlanSaving(_Open):
+    skus: int = Field(0, description="SKUs rendered under the render plan")
+    renders: int = Field(0, description="paid render calls the plan made (re-renders not counted)")
+    derived: int = Field(0, description="outputs resized from a larger render of the same aspect ratio")
+    naive_usd: float = Field(0.0, description="list price of rendering every preset on its own")
+    cost_usd: float = Field(0.0, description="list price of the plan's renders")
+    saving_usd: float = 0.0
+    paid_usd: float = Field(0.0, description="what the batch's render calls were charged, re-renders included")
+
+
+class DraftSummary(_Open):
+    """What drafting saved (hitline.jobs.review.draft_summary): drafts, finals rendered for approved drafts,
+    rejected drafts and the finals not paid for them (list price)."""
+
+    draft_size: str = ""
+    drafts: int = 0
+    finals: int = 0
+    rejected: int = 0
+    waiting: int = 0
+    draft_usd: float = 0.0
+    final_usd: float = 0.0
+    finals_not_paid_usd: float = 0.0
+
+
+class BatchQuality(_Open):
+    """What a batch's rendered SKUs add up to (hitline.jobs.control.quality_summary)."""
+
+    input_checks: InputCheckCounts = Field(default_factory=InputCheckCounts)
+    gate: dict[str, int] = Field(default_factory=dict,
+                                 description="outputs per gate outcome: passed, passed_after_rerender, needs_review")
+    render_plan: PlanSaving = Field(default_factory=PlanSaving)
+    drafts: DraftSummary | None = Field(None, description="a draft batch: drafts, finals rendered for approved "
+                                        "drafts, rejected drafts and the finals not paid for them (list price)")
 
 
 R = TypeVar("R", bound=StageResult)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
-
 from db.models import Job
 from db.session import session_scope
 from hitline.domain.images import load_image
 from hitline.domain.imaging import contact_sheet
 from hitline.jobs.context import Runtime, load_batch
+from hitline.jobs.results import RenderResult, RetrieveResult, read
 
 __all__ = ["SHEET_NAME", "sheet_path", "draw_sheet", "draw_contact_sheet", "draw_missing_sheets"]
 
@@ -30,15 +29,14 @@ def sheet_path(out_dir: Path, batch_id: str, item_id: str) -> Path:
 
 def draw_sheet(job: Job, out_dir: Path) -> Path | None:
     """The sheet of a rendered SKU job (drawn now unless it exists); None when the job has no outputs."""
-    outputs = (job.result or {}).get("render", {}).get("outputs")
-    if job.kind != "sku" or job.state != "done" or not outputs:
+    render, retrieved = read(job, RenderResult), read(job, RetrieveResult)
+    if job.kind != "sku" or job.state != "done" or render is None or not render.outputs or retrieved is None:
         return None
     dest = sheet_path(out_dir, job.batch_id, job.item_id)
     if dest.exists():
         return dest
-    refs = [Path(h["image_path"]) for h in job.result["retrieve"]["hits"]]
-    img = contact_sheet(load_image(job.row["image_path"]), [load_image(p) for p in refs],
-                        [(o["preset"], load_image(o["path"])) for o in outputs])
+    img = contact_sheet(load_image(job.row["image_path"]), [load_image(Path(h.image_path)) for h in retrieved.hits],
+                        [(o.preset, load_image(o.path)) for o in render.outputs])
     # the sheet task and the report may draw the same sheet at once: each writes its own temporary file
     tmp = dest.with_name(f"{dest.stem}.{job.id}.{os.getpid()}.{threading.get_ident()}.part")
     # a review picture: fast zlib level (the default level 6 took ~4x longer for ~10% smaller files)
@@ -62,7 +60,7 @@ def draw_missing_sheets(jobs: list[Job], out_dir: Path) -> int:
     or nobody consumed them). Returns how many were drawn."""
     drawn = 0
     for job in jobs:
-        outputs: Any = (job.result or {}).get("render", {}).get("outputs")
-        if outputs and job.state == "done" and not sheet_path(out_dir, job.batch_id, job.item_id).exists():
+        render = read(job, RenderResult)
+        if render is not None and render.outputs and job.state == "done" and not sheet_path(out_dir, job.batch_id, job.item_id).exists():
             drawn += draw_sheet(job, out_dir) is not None
     return drawn

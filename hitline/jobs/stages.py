@@ -19,14 +19,14 @@ from db import crud
 from db.session import connection_scope
 from hitline import line
 from hitline.domain.images import file_sha256
-from hitline.domain.models import Hit, HitProduct, Preset, StyleAnalysis
+from hitline.domain.models import Hit, HitProduct, Preset
 from hitline.domain.render_plan import plan_renders
 from hitline.domain.vectors import Vector
 from hitline.errors import BudgetExceeded, HitlineError, InputError, NotReady
 from hitline.jobs import quality
 from hitline.jobs.context import JobContext, Runtime, load_batch
 from hitline.jobs.results import (AnalyzeResult, CatalogIndexResult, EmbedResult, IndexResult, RenderResult,
-                                  RetrieveResult, StageResult)
+                                  R, RetrieveResult, StageResult, read)
 from hitline.jobs.runner import Outcome, run_chunk, run_step
 
 __all__ = ["Stage", "RetryPolicy", "SKU_LINE", "CATALOG_LINE", "STAGES", "QUEUES", "line_of", "stage", "result_stage",
@@ -69,7 +69,8 @@ def index_catalog(jobs: list[JobContext]) -> dict[int, dict[str, Any] | HitlineE
     results: dict[int, dict[str, Any] | HitlineError] = {}
     items: list[tuple[JobContext, Vector]] = []
     for jc in jobs:
-        vec = line.cached_vector(rt.cache, (jc.result.get("embed") or {}).get("key", ""))
+        embedded = read(jc.result, EmbedResult)
+        vec = line.cached_vector(rt.cache, embedded.key) if embedded else None
         if vec is None:
             results[jc.job_id] = InputError("embedding missing from the cache: re-run the embed stage")
         else:
@@ -122,7 +123,7 @@ def wait_for_catalog(jc: JobContext) -> dict[str, Any]:
 
 
 def retrieve(jc: JobContext) -> dict[str, Any]:
-    vec = line.cached_vector(jc.rt.cache, jc.result["embed"]["key"])
+    vec = line.cached_vector(jc.rt.cache, _earlier(jc, EmbedResult).key)
     if vec is None:
         raise InputError("embedding missing from the cache: re-run the embed stage")
     r = line.retrieve(jc.rt.index(jc.options), jc.vocabulary, jc.product, vec,  # type: ignore[arg-type]
@@ -135,7 +136,8 @@ def retrieve(jc: JobContext) -> dict[str, Any]:
 
 
 def analyze(jc: JobContext) -> dict[str, Any]:
-    hits = [Hit(**{**h, "found_by": tuple(h["found_by"])}) for h in jc.result["retrieve"]["hits"]]
+    hits = [Hit(h.product_id, h.score, h.image_path, h.category, h.sales_count, h.description, tuple(h.found_by),
+                h.dense_rank, h.sparse_rank) for h in _earlier(jc, RetrieveResult).hits]
     analyzer = jc.providers.analyzer
     analysis, cached = line.analyze(analyzer, hits, jc.product, jc.rt.cache)  # type: ignore[arg-type]
     if analysis.cost_usd > 0:
@@ -150,8 +152,8 @@ def render(jc: JobContext) -> dict[str, Any]:
     against the budget first; an image with the same inputs already paid for in this batch (another SKU
     with the same flat-lay, hits and style) is reused, not rendered again."""
     renderer = jc.providers.renderer
-    style = StyleAnalysis.model_validate(jc.result["analyze"]["style"])
-    refs = [Path(h["image_path"]) for h in jc.result["retrieve"]["hits"]]
+    style = _earlier(jc, AnalyzeResult).style
+    refs = [Path(h.image_path) for h in _earlier(jc, RetrieveResult).hits]
     ref_shas = [file_sha256(p) for p in refs]
     budget = RenderBudget(jc, renderer.model)
     presets, inputs, gate = jc.presets, None, None
@@ -219,6 +221,14 @@ def draft_presets(presets: list[Preset], draft: str | None) -> tuple[list[Preset
             p = Preset.build(p.name, p.aspect_ratio, draft, p.background, low_res=p.low_res, rules=dict(p.rules))
         out.append(p)
     return out, finals
+
+
+def _earlier(jc: JobContext, model: type[R]) -> R:
+    """The result of an earlier stage of this job (the chain ran it before this one)."""
+    found = read(jc.result, model)
+    if found is None:
+        raise InputError(f"no {model.__name__} recorded for job {jc.job_id}: re-run its earlier stages")
+    return found
 
 
 def _output(preset: Preset, path: Path, cost: float, key: str, *, reused_from: str | None = None,

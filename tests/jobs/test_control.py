@@ -164,19 +164,21 @@ def test_summary_counts_input_checks_gate_outcomes_and_the_render_plan(rendered_
         job = next(j for j in crud.jobs(s, rendered_batch) if j.item_id == "SKU0")
         facts = control.render_facts(job)
         waiting = control.render_facts(next(j for j in crud.jobs(s, rendered_batch) if j.item_id == "WAITING"))
-    assert q["input_checks"] == {"low_res": 7, "downsized": {"amazon_main": {"1K": 6}}, "failed": {"banner": 1},
-                                 "background": 1, "background_presets": {"amazon_main": 1}, "touches_frame": 1}
+    assert q.input_checks.model_dump() == {"low_res": 7, "downsized": {"amazon_main": {"1K": 6}},
+                                           "failed": {"banner": 1}, "background": 1,
+                                           "background_presets": {"amazon_main": 1}, "touches_frame": 1}
     # 8 SKUs x 4 outputs, minus the failed banner; SKU0 has one of each outcome but passed twice
-    assert q["gate"] == {"passed": 29, "passed_after_rerender": 1, "needs_review": 1}
-    plan = q["render_plan"]
-    assert plan["skus"] == 8 and plan["renders"] == 24 and plan["derived"] == 8
-    assert plan["naive_usd"] == pytest.approx(8 * 0.348) and plan["saving_usd"] == pytest.approx(8 * 0.045)
-    assert plan["paid_usd"] == 0.0  # no charge rows in this table
+    assert q.gate == {"passed": 29, "passed_after_rerender": 1, "needs_review": 1}
+    plan = q.render_plan
+    assert plan.skus == 8 and plan.renders == 24 and plan.derived == 8
+    assert plan.naive_usd == pytest.approx(8 * 0.348) and plan.saving_usd == pytest.approx(8 * 0.045)
+    assert plan.paid_usd == 0.0  # no charge rows in this table
     from hitline.jobs.quality import plan_text
 
-    assert "(8 resized)" in plan_text(plan) and plan_text({**plan, "derived": 0}) == ""  # nothing saved, no line
+    assert "(8 resized)" in plan_text(plan) and plan_text(plan.model_copy(update={"derived": 0})) == ""
     # a provider without prices (local): the plan without a row of $0.000 figures
-    assert plan_text({**plan, "naive_usd": 0.0, "cost_usd": 0.0}) == "render plan: 24 renders for 32 outputs (8 resized)"
-    assert facts["input_checks"]["downsized"] == {"amazon_main": "1K"} and facts["input_checks"]["touches_frame"]
-    assert facts["gate"] == {"passed": 2, "passed_after_rerender": 1, "needs_review": 1}
-    assert facts["render_plan"]["derived"] == {"thumbnail": "amazon_main"} and waiting is None
+    assert (plan_text(plan.model_copy(update={"naive_usd": 0.0, "cost_usd": 0.0}))
+            == "render plan: 24 renders for 32 outputs (8 resized)")
+    assert facts.input_checks.downsized == {"amazon_main": "1K"} and facts.input_checks.touches_frame
+    assert facts.gate == {"passed": 2, "passed_after_rerender": 1, "needs_review": 1}
+    assert facts.render_plan.derived == {"thumbnail": "amazon_main"} and waiting is None
