@@ -27,6 +27,7 @@ from db.models import Job, Output
 from hitline.config import Settings
 from hitline.errors import InputError
 from hitline.jobs.control import Conflict, get_batch
+from hitline.jobs.results import AnalyzeResult, read
 from hitline.jobs.review import decisions_of
 
 __all__ = ["MARKETPLACES", "ExportItem", "ExportPlan", "plan_export", "zip_stream", "alt_text", "AMAZON_LIMITS"]
@@ -130,7 +131,8 @@ def plan_export(s: Any, settings: Settings, batch_id: str, marketplace: str) -> 
                                  else len(order), t[0].id))
         n = 0
         for o, row, result in outs:
-            style = (result.get("analyze") or {}).get("style")
+            analysis = read(result, AnalyzeResult)
+            style = analysis.style.model_dump() if analysis else None
             prov = {**(o.provenance or {}), "output_id": o.id, "sku": sku, "preset": o.preset, "take": o.take,
                     "cost_usd": o.cost_usd, "gate": o.gate, "gate_reasons": list(o.reasons or []),
                     "review": o.review, "decisions": history[o.id]}

@@ -24,6 +24,7 @@ from db.session import session_scope
 from hitline.errors import BudgetExceeded, InputError
 from hitline.jobs import webhooks
 from hitline.jobs.control import Conflict, NotFound, get_batch
+from hitline.jobs.results import AnalyzeResult, RetrieveResult, read
 
 __all__ = ["STATES", "DECISIONS", "draft_summary", "OutputFilter", "Decided", "record_outputs", "list_outputs", "decide", "review",
            "review_counts", "rerender", "redo_failed", "decisions_of"]
@@ -251,7 +252,7 @@ def rerender(rt: Any, output_id: int) -> str:
     not. Safe to run twice: the take is written only while the output is still in that state at that take."""
     from hitline import line
     from hitline.domain.images import file_sha256
-    from hitline.domain.models import Preset, StyleAnalysis
+    from hitline.domain.models import Preset
     from hitline.jobs import quality
     from hitline.jobs.context import JobContext, load_batch
     from hitline.jobs.stages import RenderBudget
@@ -267,8 +268,11 @@ def rerender(rt: Any, output_id: int) -> str:
         take, note, name, prov = o.take, o.note or "", o.preset, dict(o.provenance or {})
         jc = JobContext(rt, batch, job.id, job.kind, job.item_id, "render", dict(job.row or {}), dict(job.result or {}))
     renderer = jc.providers.renderer
-    style = StyleAnalysis.model_validate(jc.result["analyze"]["style"])
-    refs = [Path(h["image_path"]) for h in jc.result["retrieve"]["hits"]]
+    analysis, retrieved = read(jc.result, AnalyzeResult), read(jc.result, RetrieveResult)
+    if analysis is None or retrieved is None:
+        return redo_failed(rt, output_id, take, "the SKU has no style analysis or retrieved hits recorded")
+    style = analysis.style
+    refs = [Path(h.image_path) for h in retrieved.hits]
     if final:  # the approved draft leads: same composition, final size
         refs.append(Path(draft_path))
         style = style.model_copy(update={"prompt": f"{style.prompt}\nKeep the composition, pose and framing of "

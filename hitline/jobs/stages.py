@@ -195,8 +195,8 @@ def render(jc: JobContext) -> dict[str, Any]:
     outputs = [made[p.name] for p in presets]
     # what made the outputs (hitline/jobs/review.py keeps it per output and exports it beside the images)
     provenance = {"flatlay_sha256": jc.image_sha, "flatlay": jc.product.image_path.name,
-                  "references": [{"product_id": h["product_id"], "sha256": sha}
-                                 for h, sha in zip(jc.result["retrieve"]["hits"], ref_shas)],
+                  "references": [{"product_id": h.product_id, "sha256": sha}
+                                 for h, sha in zip(_earlier(jc, RetrieveResult).hits, ref_shas)],
                   "prompt": style.prompt, "model": renderer.model,
                   "model_version": getattr(renderer, "version", None) or _hitline_version(),
                   **({"draft": {"size": jc.options["draft"], "finals": finals}} if finals else {})}
