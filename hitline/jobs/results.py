@@ -100,7 +100,7 @@ class Escalation(_Open):
 
     model: str = ""
     cost_usd: float = 0.0
-    passed: bool = False
+    passed: bool | None = None
     skipped: str | None = None
 
 
