@@ -56,7 +56,7 @@ def test_drafts_first_then_finals_only_for_approved(hitline_env: Path, demo_data
         assert all(o.review == "rejected" and o.take == 1 for o in rejected)  # no final for a rejected draft
         d = draft_summary(s, sub.batch_id, rt.prices)
         assert (d["drafts"], d["finals"], d["rejected"], d["waiting"]) == (4, 2, 2, 0)
-        assert control.summary(s, sub.batch_id).quality["drafts"] == d
+        assert control.summary(s, sub.batch_id).quality.drafts.model_dump() == d
         assert d["finals_not_paid_usd"] == 0.0  # the local provider costs nothing
         # at Nano Banana 2's list price, each rejected draft saved its 2K final ($0.101)
         for o in rejected:
