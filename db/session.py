@@ -22,13 +22,29 @@ _engines: dict[tuple[int, str], tuple[Engine, sessionmaker[Session]]] = {}
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
     # we issue BEGIN ourselves (below): pysqlite's deferred BEGIN lets a reader upgrade to a writer,
-    # which SQLite answers with an immediate "database is locked" when another thread writes
+    # which SQLite answers with an immediate "database is locked" when another thread writes.
+    # No journal_mode here: WAL is a property of the file, set once by _wal (a pooled connection that
+    # switched it while others held the file open got "disk I/O error", 15 of 20 concurrent submissions)
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _wal(path: str) -> None:
+    """Put the SQLite file in WAL mode once, before this process pools any connection to it (WAL persists
+    in the file; a file already in WAL answers at once). Another process switching it at the same moment
+    makes this one wait on the busy timeout, not fail."""
+    import sqlite3
+
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=30000")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
 
 
 # a pooled connection that sat idle this long is pinged before use (a server restart cuts it); one
@@ -63,6 +79,8 @@ def engine_for(url: str) -> tuple[Engine, sessionmaker[Session]]:
                 path = url.split("///", 1)[-1]
                 if path and path != ":memory:":
                     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                if path and path != ":memory:":
+                    _wal(path)
                 eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
                 event.listen(eng, "connect", _sqlite_pragmas)
                 event.listen(eng, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))

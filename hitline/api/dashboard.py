@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from hitline.api import present
+from hitline.api.routes import BatchId, Filter, JobId
 from hitline.api.deps import COOKIE, SessionDep, SettingsDep, csrf_for
 from hitline.jobs import control
 
@@ -36,6 +37,8 @@ def _to_login() -> RedirectResponse:
 
 
 @router.get("/")
+@router.get("/ui")
+@router.get("/ui/")
 def root() -> RedirectResponse:
     return RedirectResponse("/ui/batches", status_code=303)
 
@@ -65,7 +68,7 @@ def logout() -> RedirectResponse:
 
 
 @router.get("/ui/batches")
-def batches_page(request: Request, s: SessionDep, settings: SettingsDep, cursor: str | None = None) -> Response:
+def batches_page(request: Request, s: SessionDep, settings: SettingsDep, cursor: Filter = None) -> Response:
     token = _login(request, s)
     if token is None:
         return _to_login()
@@ -75,8 +78,8 @@ def batches_page(request: Request, s: SessionDep, settings: SettingsDep, cursor:
 
 
 @router.get("/ui/batches/{batch_id}")
-def batch_page(request: Request, batch_id: str, s: SessionDep, settings: SettingsDep, state: str | None = None,
-               cursor: str | None = None) -> Response:
+def batch_page(request: Request, batch_id: BatchId, s: SessionDep, settings: SettingsDep, state: Filter = None,
+               cursor: Filter = None) -> Response:
     token = _login(request, s)
     if token is None:
         return _to_login()
@@ -108,7 +111,7 @@ def review_page(request: Request, batch_id: str, s: SessionDep, settings: Settin
 
 
 @router.get("/ui/jobs/{job_id}")
-def job_page(request: Request, job_id: int, s: SessionDep, settings: SettingsDep) -> Response:
+def job_page(request: Request, job_id: JobId, s: SessionDep, settings: SettingsDep) -> Response:
     token = _login(request, s)
     if token is None:
         return _to_login()

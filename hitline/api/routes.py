@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
@@ -25,6 +26,9 @@ from tasks.chains import send
 ERRORS = {401: {"model": schemas.Error}, 404: {"model": schemas.Error}, 409: {"model": schemas.Error},
           413: {"model": schemas.Error}, 422: {"model": schemas.Error}}
 router = APIRouter(responses=ERRORS)
+JobId = Annotated[int, PathParam(ge=1, le=control.MAX_ID, description="a job id (GET /batches/{id}/jobs)")]
+BatchId = Annotated[str, PathParam(max_length=64, description="a batch id (GET /batches)")]
+Filter = Annotated[str | None, Query(max_length=1000)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
                                               description="same key + same body = the same batch")]
 
@@ -105,7 +109,7 @@ async def _from_upload(request: Request, settings: Settings) -> BatchRequest:
 
 
 @router.get("/batches", response_model=schemas.BatchList, tags=["batches"], summary="Batches, newest first")
-def list_batches(s: SessionDep, _t: TokenDep, cursor: str | None = None,
+def list_batches(s: SessionDep, _t: TokenDep, cursor: Filter = None,
                  limit: Annotated[int, Query(ge=1, le=200)] = 20) -> schemas.BatchList:
     rows, nxt = control.list_batches(s, cursor=cursor, limit=limit)
     return schemas.BatchList(batches=[present.batch(control.summary(s, b.id)) for b in rows], next_cursor=nxt)
@@ -113,16 +117,18 @@ def list_batches(s: SessionDep, _t: TokenDep, cursor: str | None = None,
 
 @router.get("/batches/{batch_id}", response_model=schemas.Batch, tags=["batches"],
             summary="Counts by stage and state, failures grouped by reason, cost and budget")
-def get_batch(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Batch:
+def get_batch(batch_id: BatchId, s: SessionDep, _t: TokenDep) -> schemas.Batch:
     return present.batch(control.summary(s, batch_id))
 
 
 @router.get("/batches/{batch_id}/jobs", response_model=schemas.JobPage, tags=["jobs"],
             summary="A batch's jobs, filtered, one page at a time (cursor)")
-def list_jobs(batch_id: str, s: SessionDep, _t: TokenDep, state: str | None = None, stage: str | None = None,
-              reason: str | None = Query(None, description="substring of the reason, case-insensitive"),
-              reason_group: str | None = Query(None, description="a failure group label from GET /batches/{id}"),
-              kind: str | None = Query(None, description="sku | hit"), cursor: str | None = None,
+def list_jobs(batch_id: BatchId, s: SessionDep, _t: TokenDep, state: Filter = None, stage: Filter = None,
+              reason: str | None = Query(None, max_length=1000,
+                                         description="substring of the reason, case-insensitive"),
+              reason_group: str | None = Query(None, max_length=1000,
+                                               description="a failure group label from GET /batches/{id}"),
+              kind: str | None = Query(None, description="sku | hit"), cursor: Filter = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> schemas.JobPage:
     page = control.list_jobs(s, batch_id, control.JobFilter(state=state, stage=stage, reason=reason, kind=kind,
                                                             reason_group=reason_group),
@@ -132,7 +138,7 @@ def list_jobs(batch_id: str, s: SessionDep, _t: TokenDep, state: str | None = No
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobDetail, tags=["jobs"],
             summary="One job: stages, attempts, reason, outputs with URLs, retrieved hits, style")
-def get_job(job_id: int, s: SessionDep, _t: TokenDep) -> schemas.JobDetail:
+def get_job(job_id: JobId, s: SessionDep, _t: TokenDep) -> schemas.JobDetail:
     job, attempts = control.job_detail(s, job_id)
     return present.job_detail(job, attempts, control.get_batch(s, job.batch_id).out_dir)
 
@@ -145,21 +151,21 @@ def _enqueued(a: verbs.Answer) -> schemas.Enqueued:
 # as SQLite has one writer
 @router.post("/batches/{batch_id}/retry", response_model=schemas.Enqueued, tags=["operations"],
              summary="Retry failed jobs: all, or by stage, reason or job ids")
-def retry(batch_id: str, s: SessionDep, _t: TokenDep, body: RetryFilter | None = None) -> schemas.Enqueued:
+def retry(batch_id: BatchId, s: SessionDep, _t: TokenDep, body: RetryFilter | None = None) -> schemas.Enqueued:
     s.commit()
     return _enqueued(verbs.retry(get_runtime(), batch_id, (body or RetryFilter()).to_filter(), send=send))
 
 
 @router.post("/batches/{batch_id}/cancel", response_model=schemas.Enqueued, tags=["operations"],
              summary="Cancel: queued jobs stop now, running ones after their current stage")
-def cancel(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
+def cancel(batch_id: BatchId, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
     s.commit()
     return _enqueued(verbs.cancel(get_runtime(), batch_id))
 
 
 @router.post("/batches/{batch_id}/resume", response_model=schemas.Enqueued, tags=["operations"],
              summary="Resume: reopen a cancelled batch and re-enqueue every unfinished job")
-def resume(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
+def resume(batch_id: BatchId, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
     s.commit()
     return _enqueued(verbs.resume(get_runtime(), batch_id, send=send))
 
@@ -167,7 +173,7 @@ def resume(batch_id: str, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
 @router.get("/files/{batch_id}/{path:path}", tags=["files"], response_class=FileResponse,
             summary="An output image of a batch (PNG, JPEG), or its report.html",
             responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "text/html": {}}}})
-def output_file(batch_id: str, path: str, s: SessionDep, _t: TokenDep) -> FileResponse:
+def output_file(batch_id: BatchId, path: str, s: SessionDep, _t: TokenDep) -> FileResponse:
     b = control.get_batch(s, batch_id)
     if path == "report.html":
         return files.serve_report(b)
@@ -177,7 +183,7 @@ def output_file(batch_id: str, path: str, s: SessionDep, _t: TokenDep) -> FileRe
 
 @router.get("/jobs/{job_id}/flatlay", tags=["files"], response_class=FileResponse, summary="A SKU's flat-lay",
             responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
-def flatlay(job_id: int, s: SessionDep, _t: TokenDep) -> FileResponse:
+def flatlay(job_id: JobId, s: SessionDep, _t: TokenDep) -> FileResponse:
     job, _ = control.job_detail(s, job_id)
     path = (job.row or {}).get("image_path")
     # a row rejected at validation keeps what the CSV said, which may name any file: never opened
@@ -188,7 +194,8 @@ def flatlay(job_id: int, s: SessionDep, _t: TokenDep) -> FileResponse:
 
 @router.get("/jobs/{job_id}/hits/{n}", tags=["files"], response_class=FileResponse,
             summary="The image of the n-th retrieved hit", responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
-def hit_image(job_id: int, n: int, s: SessionDep, _t: TokenDep) -> FileResponse:
+def hit_image(job_id: JobId, n: Annotated[int, PathParam(ge=0, le=1000)], s: SessionDep,
+              _t: TokenDep) -> FileResponse:
     job, _ = control.job_detail(s, job_id)
     retrieved = read(job, RetrieveResult)
     hits = retrieved.hits if retrieved else []

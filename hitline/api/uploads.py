@@ -2,7 +2,9 @@
 
 The folder is named by a hash of the uploaded bytes, so the same upload lands in the same folder (and an
 idempotent resubmission names the same paths). Zip members are checked before anything is written:
-no absolute paths, no `..`, no links, and the unpacked total stays under the upload limit."""
+no absolute paths, no `..`, no links, no names a file system refuses (`.`, over 255 bytes, a file where
+another member needs a folder), and the unpacked total stays under the upload limit. A zip whose bytes
+do not match what it declares (sizes, CRCs) is refused while unpacking; the partial folder goes at once."""
 
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ import io
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from hitline.errors import InputError
 
 MAX_MEMBERS = 100_000
+MAX_NAME_BYTES = 255  # one path component (ext4, xfs, APFS)
+MAX_PATH_CHARS = 1024
 
 
 def store_upload(root: Path, csv_bytes: bytes, zip_bytes: bytes, max_unpacked: int) -> Path:
@@ -38,20 +43,56 @@ def store_upload(root: Path, csv_bytes: bytes, zip_bytes: bytes, max_unpacked: i
             raise InputError(f"zip member {m.filename!r} points outside the upload: use relative paths")
         if stat.S_ISLNK(m.external_attr >> 16):
             raise InputError(f"zip member {m.filename!r} is a symbolic link: zip the image files themselves")
+        _check_name(m.filename, name)
         total += m.file_size
+    _check_tree([PurePosixPath(m.filename) for m in members])
     if total > max_unpacked:
         raise InputError(f"the zip unpacks to {total:,} bytes, over the {max_unpacked:,} byte limit: split the batch")
     tmp = root / (digest[:32] + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for m in members:
-        target = tmp / m.filename
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with archive.open(m) as src, open(target, "wb") as out:
-            shutil.copyfileobj(src, out)
+    try:
+        for m in members:
+            target = tmp / m.filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(m) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InputError(f"zip member {m.filename!r} cannot be unpacked ({e}): the zip is damaged or lies about "
+                         "its contents; zip the images again") from None
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InputError(f"zip member {m.filename!r} cannot be written ({e.strerror or e}): rename it") from None
     (tmp / "new_products.csv").write_bytes(csv_bytes)
     try:
         tmp.rename(dest)
     except OSError:  # a concurrent identical upload won the rename: same bytes, keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _check_name(raw: str, name: PurePosixPath) -> None:
+    if "\x00" in raw or len(raw) > MAX_PATH_CHARS:
+        raise InputError(f"zip member {raw[:80]!r}: a name over {MAX_PATH_CHARS} characters or with a NUL character")
+    parts = raw.split("/")
+    if not name.parts or any(p in ("", ".") for p in parts) or name.name == "new_products.csv":
+        raise InputError(f"zip member {raw!r} is not a file name (empty, '.', or new_products.csv, which is "
+                         "sent as its own part): zip the image files with relative paths")
+    for p in parts:
+        if len(p.encode()) > MAX_NAME_BYTES:
+            raise InputError(f"zip member {raw[:80]!r}...: a name part is over {MAX_NAME_BYTES} bytes; shorten it")
+
+
+def _check_tree(names: list[PurePosixPath]) -> None:
+    """Two members that want the same path, or a file where another member needs a folder."""
+    files = set()
+    for n in names:
+        if n in files:
+            raise InputError(f"zip member {n.as_posix()!r} appears twice: keep one")
+        files.add(n)
+    for n in names:
+        for parent in n.parents:
+            if parent in files:
+                raise InputError(f"zip member {parent.as_posix()!r} is a file, but {n.as_posix()!r} needs it to be "
+                                 "a folder: rename one of them")

@@ -31,6 +31,7 @@ __all__ = ["NotFound", "Conflict", "JobFilter", "BatchSummary", "JobPage", "summ
            "reopen", "is_rejected", "create_token", "verify_token", "revoke_token", "dispatches_for", "reason_group", "REJECTED_HINT"]
 
 FAILED = "failed"
+MAX_ID = 2**63 - 1  # the largest id a job table (BIGINT in PostgreSQL, INTEGER in SQLite) can hold
 REJECTED_HINT = "rejected at validation: fix the CSV row and submit the batch again"
 
 
@@ -132,9 +133,12 @@ def _cursor(cursor: str | None) -> int:
     if not cursor:
         return 0
     try:
-        return int(cursor)
+        after = int(cursor)
     except ValueError:
-        raise InputError(f"cursor {cursor!r} is not one this API returned: use next_cursor of the previous page")
+        after = -1
+    if not 0 <= after <= MAX_ID:  # a 64-bit column: a larger number is no id this API returned
+        raise InputError(f"cursor {cursor[:40]!r} is not one this API returned: use next_cursor of the previous page")
+    return after
 
 
 def list_batches(s: Session, *, cursor: str | None = None, limit: int = 50) -> tuple[list[Batch], str | None]:

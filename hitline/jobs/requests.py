@@ -4,11 +4,23 @@ tests/test_contract.py fails when a file and its model drift apart)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from hitline.jobs.control import JobFilter
+from hitline.jobs.control import MAX_ID, JobFilter
+
+MAX_PATH = 1024  # longer than any folder a person names; the file system's own limit is 4096 bytes
+MAX_SALES = 2**53  # sales counts are compared in the index as 64-bit numbers; nothing sells more
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 if TYPE_CHECKING:
     from hitline.jobs.review import OutputFilter
@@ -22,12 +34,17 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="hitline.submit_batch")
 
-    catalog: str = Field(description="folder with products.csv and the hit catalog's images", min_length=1)
-    new: str = Field(description="folder with new_products.csv and the new products' flat-lays", min_length=1)
+    catalog: Text = Field(description="folder with products.csv and the hit catalog's images", min_length=1,
+                          max_length=MAX_PATH)
+    new: Text = Field(description="folder with new_products.csv and the new products' flat-lays", min_length=1,
+                      max_length=MAX_PATH)
     top_k: int | None = Field(None, ge=1, le=50, description="hits to borrow the look from (default 3)")
-    min_sales: int | None = Field(None, ge=0, description="only hits with sales_count above this (default 1500)")
-    presets: list[str] | None = Field(None, min_length=1, description="preset names, e.g. [\"amazon_main\", \"banner\"]")
-    budget_usd: float | None = Field(None, ge=0, description="USD cap for paid renders in this batch")
+    min_sales: int | None = Field(None, ge=0, le=MAX_SALES,
+                                  description="only hits with sales_count above this (default 1500)")
+    presets: list[Annotated[Text, Field(max_length=64)]] | None = Field(
+        None, min_length=1, max_length=50, description="preset names, e.g. [\"amazon_main\", \"banner\"]")
+    budget_usd: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False,
+                                     description="USD cap for paid renders in this batch (a number; none = no cap)")
     draft: Literal["512px", "1K"] | None = Field(None, description="render every ratio group at this size first; "
                                                 "only approved drafts are rendered at their final sizes")
     review: Literal["gate", "all"] | None = Field(None, description="\"all\": every output waits for a person's "
@@ -39,12 +56,13 @@ class RetryFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stage: str | None = Field(None, description="only jobs that failed in this stage (embed, index, retrieve, "
+    stage: Text | None = Field(None, max_length=32, description="only jobs that failed in this stage (embed, index, retrieve, "
                                                 "analyze, render)")
-    reason: str | None = Field(None, description="only jobs whose reason contains this text (case-insensitive)")
-    reason_group: str | None = Field(None, description="only jobs in this failure group (`failures[].reason` of "
+    reason: Text | None = Field(None, max_length=1000, description="only jobs whose reason contains this text (case-insensitive)")
+    reason_group: Text | None = Field(None, max_length=1000, description="only jobs in this failure group (`failures[].reason` of "
                                                       "GET /batches/{id}: row numbers and file names as <n>, <file>)")
-    job_ids: list[int] | None = Field(None, description="only these job ids")
+    job_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(None, max_length=100_000,
+                                                                        description="only these job ids")
 
     def to_filter(self) -> JobFilter:
         return JobFilter(stage=self.stage, reason=self.reason, reason_group=self.reason_group,
@@ -58,7 +76,7 @@ class ReviewRequest(BaseModel):
 
     decision: Literal["approve", "reject", "redo"]
     note: str | None = Field(None, max_length=1000, description="why (needed for redo: it is added to the prompt)")
-    output_ids: list[int] | None = Field(None, description="only these outputs")
+    output_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(None, description="only these outputs")
     review: str | None = Field(None, description="only outputs in this review state (none, pending, approved, "
                                                  "rejected, redo)")
     gate: str | None = Field(None, description="only outputs with this gate outcome (passed, needs_review, ...)")
@@ -85,20 +103,21 @@ class WebhookRequest(BaseModel):
 class RetryRequest(RetryFilter):
     model_config = ConfigDict(extra="forbid", title="hitline.retry_jobs")
 
-    batch_id: str = Field(min_length=1, description="the batch whose failed jobs to retry")
+    batch_id: Text = Field(min_length=1, max_length=64, description="the batch whose failed jobs to retry")
 
 
 class BatchRef(BaseModel):
     model_config = ConfigDict(extra="forbid", title="hitline.cancel_batch")
 
-    batch_id: str = Field(min_length=1, description="the batch to cancel")
+    batch_id: Text = Field(min_length=1, max_length=64, description="the batch to cancel")
 
 
 class ResumeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", title="hitline.resume_batch")
 
-    batch_id: str = Field(min_length=1, description="the batch to resume (a cancelled one is reopened)")
-    budget_usd: float | None = Field(None, ge=0, description="a new USD budget (releases renders held by the old)")
+    batch_id: Text = Field(min_length=1, max_length=64, description="the batch to resume (a cancelled one is reopened)")
+    budget_usd: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False,
+                                     description="a new USD budget (releases renders held by the old)")
 
 
 # file name under docs/contract/ -> model
