@@ -46,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="amazon_main,shopify,thumbnail,banner")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--faults", action="store_true",
+                        help="the labelled fault set (bench/gate_faults.py): precision and recall per fault")
+    parser.add_argument("--size", default="1K", help="--faults: the presets' size class")
     opts = parser.parse_args(argv)
+    if opts.faults:
+        return fault_set(opts)
     names = opts.presets.split(",")
     prices = PriceTable.load()
     plan = plan_renders(load_presets(names), lambda size: prices.image_cost(RENDER_MODEL, size))
@@ -102,6 +107,56 @@ def main(argv: list[str] | None = None) -> int:
     write_results(opts.json, "gate", opts, rows, outcomes=dict(outcomes), failed_checks=dict(failed_checks),
                   inputs=dict(input_notes), render_plan=plan.summary(), renders=renders, seconds=round(seconds, 1),
                   cpu_seconds=round(cpu, 1), load_average=round(load, 1))
+    return 0
+
+
+def fault_set(opts: argparse.Namespace) -> int:
+    """Every labelled output judged by the LocalJudge's gate as an output from a model is (no placement:
+    segmented, text read on the whole output): flagged = sent to review. Tuning cases and held-out
+    cases are reported apart (nothing was tuned on the held-out ones)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import cutout_cases
+    import gate_faults
+    from hitline.domain.cutout import product_mask
+    from hitline.domain.quality import gate
+
+    tuning = ["frame_line_dress", "three_piece_set", "soft_shadow_tee"]
+    held_out = ["corner_watermark_coat", "top_and_skirt_apart", "pleated_highlights"]
+    presets = [p for p in load_presets(opts.presets.split(","))]
+    from hitline.domain.models import Preset
+    presets = [Preset.build(p.name, p.aspect_ratio, opts.size, p.background, rules=dict(p.rules)) for p in presets
+               if p.name != "thumbnail"]
+    reference = Image.open(cutout_cases.SHARED_IMAGES / "SKU017.jpg").convert("RGB")
+    rows = []
+    t0 = time.perf_counter()
+    for split, names in (("tuning", tuning), ("held_out", held_out)):
+        for name in names:
+            photo, truth = cutout_cases.build(name)
+            fmask = product_mask(photo)
+            for preset in presets:
+                for label, image in gate_faults.outputs(photo, truth, preset, reference):
+                    checks = gate(image, preset, photo, fmask)
+                    bad = [c.name for c in checks if not c.passed]
+                    rows.append({"split": split, "case": name, "preset": preset.name, "label": label,
+                                 "flagged": bool(bad), "failed": bad})
+    print(f"{len(rows)} labelled outputs judged in {time.perf_counter() - t0:.0f} s (presets at {opts.size})")
+    table: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        table.setdefault((r["split"], r["label"]), []).append(r)
+    summary = {}
+    for split in ("tuning", "held_out"):
+        print(f"{split}: label -> flagged / outputs (recall for faults; for 'good', outputs sent to review)")
+        for label in ("good", *gate_faults.FAULTS):
+            rs = table.get((split, label), [])
+            k = sum(r["flagged"] for r in rs)
+            why = Counter(n for r in rs for n in r["failed"])
+            summary[f"{split}:{label}"] = {"flagged": k, "outputs": len(rs), "checks": dict(why)}
+            print(f"  {label:15s} {k}/{len(rs)}  {dict(why.most_common(3))}")
+        faulty = [r for r in rows if r["split"] == split and r["label"] != "good"]
+        flagged = [r for r in rows if r["split"] == split and r["flagged"]]
+        tp = sum(r["label"] != "good" for r in flagged)
+        print(f"  precision {tp}/{len(flagged)}, recall {tp}/{len(faulty)}")
+    write_results(opts.json, "gate_faults", opts, rows, summary=summary)
     return 0
 
 

@@ -21,8 +21,10 @@ JUDGE_SYSTEM = (
     "merchant's flat-lay photo of the product. Answer with ONE JSON object and nothing else, with these "
     "keys: same_garment (bool: the output shows the same garment), colour_match (bool), pattern_match "
     "(bool: print, texture and details kept), artefacts (list of short strings: extra limbs, melted "
-    "details, duplicated pieces; empty when none), text_or_logo (bool: any text, logo or watermark in the "
-    "output), background_ok (bool: the background meets the preset's rule), reasons (list of short "
+    "details, duplicated pieces, a frame line or straight border that is not part of the garment, a "
+    "leftover patch of the photo's background, a product cut off by the image edge, labels or tags "
+    "showing; empty when none), text_or_logo (bool: any text, logo or watermark in the output, also one "
+    "carried over from the flat-lay photo), background_ok (bool: the background meets the preset's rule), reasons (list of short "
     "strings explaining every failure).")
 _REASK = ("That was not a valid JSON object with the keys same_garment, colour_match, pattern_match, "
           "artefacts, text_or_logo, background_ok, reasons. Reply with only that JSON object.")
