@@ -123,3 +123,26 @@ def test_a_running_batch_is_not_exported(client_and_batch) -> None:  # noqa: ANN
         crud.add_job(s, b, "sku", "LATE", 9, {}, "render", "running")
     r = c.get(f"/batches/{b}/export", params={"for": "folder"})
     assert r.status_code == 409 and "still running (1 jobs open" in r.json()["error"]["message"]
+
+
+def test_the_cli_reviews_and_exports_the_same(client_and_batch, tmp_path: Path) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from hitline.cli import app
+
+    _, b = client_and_batch
+    def run(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        return CliRunner().invoke(*a, env={"COLUMNS": "160"}, terminal_width=160, **k)
+    r = run(app, ["review", b, "--approve", "--state", "pending", "--preset", "amazon_main", "--by", "cli-user"])
+    assert r.exit_code == 0 and "2 outputs approved" in r.output, r.output
+    r = run(app, ["review", b, "--redo", "--sku", "TOP-1"])
+    assert r.exit_code != 0 and "a redo needs a note" in r.output
+    r = run(app, ["outputs", b, "--state", "approved"])
+    assert r.output.count("by cli-user") == 2, r.output
+    dest = tmp_path / "amazon.zip"
+    r = run(app, ["export", b, "--for", "amazon", "--out", str(dest)])
+    assert r.exit_code == 0, r.output
+    assert sorted(n for n in zipfile.ZipFile(dest).namelist() if n.endswith(".jpg")) == ["SKIRT-2.MAIN.jpg",
+                                                                                        "TOP-1.MAIN.jpg"]
+    r = run(app, ["export", b, "--for", "ebay"])
+    assert r.exit_code != 0 and "unknown marketplace" in r.output
