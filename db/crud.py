@@ -38,7 +38,7 @@ def add_job(s: Session, batch_id: str, kind: str, item_id: str, row_no: int, row
 
 
 def add_jobs(s: Session, batch_id: str, kind: str, rows: list[tuple[str, dict[str, Any]]],
-             stage: str = "embed") -> list[int]:
+             stage: str) -> list[int]:
     """Insert pending jobs for (item_id, row) pairs (row_no = position) and return their ids in the same
     order. For bulk submission: ORM objects cost ~10x more per row. PostgreSQL: the ids are taken from the
     column's sequence first and the rows go in as one pipelined executemany; an INSERT .. RETURNING of

@@ -8,6 +8,7 @@ from celery import Task
 from hitline.errors import NotReady, RateWait, RetryableProviderError
 from hitline.jobs.context import get_runtime
 from hitline.jobs.review import redo_failed, rerender
+from hitline.jobs.stages import OUTPUT_QUEUE
 from workers.app import app
 
 __all__ = ["redo", "after_review"]
@@ -46,7 +47,7 @@ def after_review(redo_ids: list[int]) -> None:
     """After a decision's commit (hitline.jobs.review.review): one redo task per output sent back, and the
     webhook deliveries the decision wrote (output.approved)."""
     for oid in redo_ids:
-        redo.apply_async((oid, _take(oid)), queue="render")
+        redo.apply_async((oid, _take(oid)), queue=OUTPUT_QUEUE)
     _kick()
 
 

@@ -8,12 +8,13 @@ from celery import Task
 
 from hitline.jobs.context import get_runtime
 from hitline.jobs.sheets import draw_contact_sheet
+from hitline.jobs.stages import OUTPUT_QUEUE
 from workers.app import app
 
 __all__ = ["contact_sheet", "SHEET_PRIORITY", "SHEET_QUEUE"]
 
 SHEET_PRIORITY = 9  # kombu's Redis transport: 0 is served first, 9 last
-SHEET_QUEUE = "render"  # the workers that wrote the outputs; no queue of its own for workers to forget
+SHEET_QUEUE = OUTPUT_QUEUE  # the workers that wrote the outputs; no queue of its own for workers to forget
 
 
 @app.task(name="hitline.contact_sheet", bind=True, max_retries=3, default_retry_delay=5)

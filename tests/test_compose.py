@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-QUEUES = ("embed", "index", "retrieve", "analyze", "render")
 COMPOSE = shutil.which("docker-compose")
 
 needs_compose = pytest.mark.skipif(
@@ -57,7 +56,29 @@ def test_missing_flower_credentials_fail_with_the_message() -> None:
     assert "set FLOWER_BASIC_AUTH" in result.stderr
 
 
+def _consumed(services: dict[str, Any]) -> dict[str, str]:
+    """queue -> the compose service whose `hitline worker --queues` reads it."""
+    out = {}
+    for name, svc in services.items():
+        command = svc.get("command") or []
+        if command[:2] == ["hitline", "worker"] and "--queues" in command:
+            out.update({q: name for q in command[command.index("--queues") + 1].split(",")})
+    return out
+
+
+def test_every_queue_of_the_app_has_a_worker_in_compose(rendered: dict[str, Any]) -> None:
+    """A queue added to the stage registry (or a task routed to a new queue) without a worker service
+    would hold its messages forever: the app's queues are read from the app, not listed here."""
+    from workers.app import app
+
+    queues = {q.name for q in app.conf.task_queues}
+    missing = queues - set(_consumed(rendered["services"]))
+    assert not missing, f"no worker service in docker-compose.yml reads {sorted(missing)}"
+
+
 def test_worker_per_queue_with_its_own_queue(rendered: dict[str, Any]) -> None:
+    from hitline.jobs.stages import QUEUES
+
     services = rendered["services"]
     for queue in QUEUES:
         worker = services[f"worker-{queue}"]

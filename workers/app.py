@@ -9,11 +9,11 @@ from celery import Celery, signals
 from kombu import Queue
 
 from hitline.config import Settings, get_settings
-from hitline.jobs.stages import QUEUES, STAGES
+from hitline.jobs.stages import OUTPUT_QUEUE, QUEUES, STAGES
 
 ROUTES: dict[str, dict[str, Any]] = {st.task_name: {"queue": st.queue, "priority": st.priority} for st in STAGES}
 # not a stage: the review picture drawn after a SKU is done, at the lowest priority (tasks/sheets.py)
-ROUTES["hitline.contact_sheet"] = {"queue": "render"}
+ROUTES["hitline.contact_sheet"] = {"queue": OUTPUT_QUEUE}
 # the Celery contract for other services (tasks/contract.py) on Celery's default queue name: a client
 # that knows nothing of hitline's routes sends `send_task("hitline.submit_batch")` there. A default
 # `hitline worker` consumes it beside the line's queues (workers/run.py).
@@ -21,7 +21,7 @@ CONTRACT_QUEUE = "celery"
 CONTRACT_TASKS = ("hitline.submit_batch", "hitline.retry_jobs", "hitline.cancel_batch", "hitline.resume_batch")
 ROUTES.update({name: {"queue": CONTRACT_QUEUE} for name in CONTRACT_TASKS})
 # a reviewer's redo renders where renders run; webhook deliveries go where every default worker reads
-ROUTES["hitline.redo_output"] = {"queue": "render"}
+ROUTES["hitline.redo_output"] = {"queue": OUTPUT_QUEUE}
 ROUTES["hitline.deliver_webhook"] = {"queue": CONTRACT_QUEUE}
 
 

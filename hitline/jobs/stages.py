@@ -29,7 +29,7 @@ from hitline.jobs.results import (AnalyzeResult, CatalogIndexResult, EmbedResult
                                   R, RetrieveResult, StageResult, read)
 from hitline.jobs.runner import Outcome, run_chunk, run_step
 
-__all__ = ["Stage", "RetryPolicy", "SKU_LINE", "CATALOG_LINE", "STAGES", "QUEUES", "line_of", "stage", "result_stage",
+__all__ = ["Stage", "RetryPolicy", "SKU_LINE", "CATALOG_LINE", "STAGES", "QUEUES", "line_of", "first_stage", "stage", "result_stage", "OUTPUT_QUEUE",
            "embed_catalog", "index_catalog", "embed", "wait_for_catalog", "retrieve", "analyze", "render"]
 
 
@@ -366,10 +366,18 @@ CATALOG_LINE: tuple[Stage, ...] = (
 )
 STAGES: tuple[Stage, ...] = CATALOG_LINE + SKU_LINE
 QUEUES: tuple[str, ...] = tuple(dict.fromkeys(st.queue for st in SKU_LINE + CATALOG_LINE))
+# the queue of the stage that writes a SKU's outputs: its contact sheet and redo takes run there (the
+# workers that have the renderer), after the SKU's own work (lower priority)
+OUTPUT_QUEUE: str = SKU_LINE[-1].queue
 
 
 def line_of(kind: str) -> tuple[Stage, ...]:
     return SKU_LINE if kind == "sku" else CATALOG_LINE
+
+
+def first_stage(kind: str) -> str:
+    """Where a new job of this kind starts (and where a row rejected at submission is recorded)."""
+    return line_of(kind)[0].name
 
 
 def result_stage(model: type[StageResult]) -> str:

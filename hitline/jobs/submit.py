@@ -24,6 +24,7 @@ from hitline.domain.models import HitProduct, NewProduct
 from hitline.errors import HitlineError, InputError
 from hitline.jobs import webhooks
 from hitline.jobs.context import Runtime
+from hitline.jobs.stages import CATALOG_LINE, first_stage
 from hitline.line import fit_vocabulary
 
 __all__ = ["Dispatch", "Submitted", "IdempotencyConflict", "batch_options", "submit_batch", "new_batch_id"]
@@ -118,15 +119,16 @@ def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *
                                   budget_usd=budget_usd, notes=[])
             b.vocab_version = vocab.version
             b.idempotency_key, b.request_hash = idempotency_key, digest
-            hit_ids = crud.add_jobs(s, batch_id, "hit", [(p.product_id, _row(p)) for p in catalog.items])
-            sku_ids = crud.add_jobs(s, batch_id, "sku", [(p.new_id, _row(p)) for p in new.items])
+            hit_ids = crud.add_jobs(s, batch_id, "hit", [(p.product_id, _row(p)) for p in catalog.items],
+                                    first_stage("hit"))
+            sku_ids = crud.add_jobs(s, batch_id, "sku", [(p.new_id, _row(p)) for p in new.items], first_stage("sku"))
             for kind, loaded in (("hit", catalog), ("sku", new)):
                 used = {getattr(p, "product_id", None) or getattr(p, "new_id") for p in loaded.items}
                 for e in loaded.errors:
                     # a rejected row keeps its id when it can (a duplicate id gets its row number appended)
                     item_id = e.id if e.id and e.id not in used else f"{e.id or 'row'}@row{e.row}"
                     used.add(item_id)
-                    j = crud.add_job(s, batch_id, kind, item_id, e.row, e.raw, "embed", "failed",
+                    j = crud.add_job(s, batch_id, kind, item_id, e.row, e.raw, first_stage(kind), "failed",
                                      f"row {e.row}: {e.reason}")
                     s.flush()
                     webhooks.emit(s, batch_id, "job.failed", f"{j.id}:rejected",
@@ -139,8 +141,8 @@ def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *
                 return earlier
         raise
     sub = Submitted(batch_id, chunks(hit_ids), sku_ids, len(catalog.errors) + len(new.errors))
-    sub.dispatches = [Dispatch(batch_id, "hit", "embed", tuple(c)) for c in sub.hit_chunks] + [
-        Dispatch(batch_id, "sku", "embed", (j,)) for j in sku_ids]
+    sub.dispatches = [Dispatch(batch_id, "hit", first_stage("hit"), tuple(c)) for c in sub.hit_chunks] + [
+        Dispatch(batch_id, "sku", first_stage("sku"), (j,)) for j in sku_ids]
     return sub
 
 
@@ -165,7 +167,7 @@ def _earlier(rt: Runtime, key: str, digest: str | None) -> Submitted | None:
     skus = [r.id for r in rows if r.kind == "sku" and r.id not in rejected]
     unsent = [r for r in rows if r.state == "pending" and r.enqueued_at is None]
     sub = Submitted(b.id, chunks(hits), skus, len(rejected), existing=True)
-    sub.dispatches = [Dispatch(b.id, "hit", st, tuple(c)) for st in ("embed", "index")
+    sub.dispatches = [Dispatch(b.id, "hit", st, tuple(c)) for st in (st.name for st in CATALOG_LINE)
                       for c in chunks([r.id for r in unsent if r.kind == "hit" and r.stage == st])] + [
         Dispatch(b.id, "sku", r.stage, (r.id,)) for r in unsent if r.kind == "sku"]
     return sub

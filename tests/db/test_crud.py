@@ -127,7 +127,7 @@ def test_bulk_job_insert_returns_ids_in_row_order(backend: str, tmp_path, reques
     rows = [(f"SKU{i:05d}", {"new_id": f"SKU{i:05d}", "n": i}) for i in reversed(range(2500))]
     with session_scope(url) as s:
         crud.create_batch(s, "b1", catalog_dir="c", new_dir="n", out_dir="o", options={}, budget_usd=None, notes=[])
-        ids = crud.add_jobs(s, "b1", "sku", rows)
+        ids = crud.add_jobs(s, "b1", "sku", rows, "embed")
     assert len(set(ids)) == 2500
     with session_scope(url) as s:
         by_id = {j.id: j for j in crud.jobs(s, "b1", "sku")}

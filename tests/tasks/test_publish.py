@@ -225,7 +225,7 @@ n, out = int(sys.argv[1]), sys.argv[2]
 rt = get_runtime()
 with session_scope(rt.db_url) as s:
     crud.create_batch(s, "B", catalog_dir="c", new_dir="n", out_dir="o", options={}, budget_usd=None, notes=[])
-    ids = crud.add_jobs(s, "B", "sku", [(f"SKU{i:05d}", {}) for i in range(n)])
+    ids = crud.add_jobs(s, "B", "sku", [(f"SKU{i:05d}", {}) for i in range(n)], "embed")
 real, flushes = redis.client.Pipeline.execute, []
 
 def broker_dies_at_the_second_group(self, *a, **k):
