@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             ref = next((catalog / h["image_path"] for h in hits if h["category"] == row["category"]), None)
             product = NewProduct(row["new_id"], flat, row["category"], row["style"], row["season"], row["prompt_hint"])
             presets, inputs = check_inputs(flat, load_presets(names))
-            for name, why in inputs["failed_presets"].items():
+            for name in inputs["failed_presets"]:
                 input_notes[f"{name}: preset failed (resolution)"] += 1
             for name, size in inputs["downsized"].items():
                 input_notes[f"{name}: downsized to {size}"] += 1

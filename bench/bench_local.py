@@ -23,7 +23,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +37,7 @@ from hitline.domain import cutout  # noqa: E402
 from hitline.domain.cutout import product_mask  # noqa: E402
 from hitline.domain.imaging import load_presets  # noqa: E402
 from hitline.domain.images import load_image  # noqa: E402
-from hitline.domain.models import NewProduct, StyleAnalysis  # noqa: E402
+from hitline.domain.models import StyleAnalysis  # noqa: E402
 from hitline.domain.quality import gate  # noqa: E402
 from hitline.domain.render_plan import plan_renders  # noqa: E402
 from hitline.jobs.quality import check_inputs  # noqa: E402
@@ -79,7 +78,6 @@ def run_sku(flat: Path, names: list[str], mode: str, folder: Path) -> tuple[dict
             cutout._masks.clear()
     cutout._masks.clear()  # every run starts without the flat-lay's mask
     renderer, judge = LocalRenderer(), LocalJudge()  # fresh: no cut-out cached from another run
-    product = NewProduct(flat.stem, flat, "dress", "casual", "summer", "")
     t0 = time.process_time()
     presets, _ = check_inputs(flat, load_presets(names))
     clock.add("input checks (cut-out)", t0)

@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for _ in range(opts.rounds):
                 serial += 1
                 tag = serial
-                w, cpu = _timed(url, lambda c, i: crud.reserve(c, "b1", None, "render", f"r{tag}-{i}", "m", 1e-6, 1e9),
+                w, cpu = _timed(url, lambda c, i, tag=tag: crud.reserve(c, "b1", None, "render", f"r{tag}-{i}", "m", 1e-6, 1e9),
                                 opts.reservations)
                 new_w.append(w), new_c.append(cpu)
                 w, cpu = _timed(url, lambda c, i: _old_budget_check(c, "b1"), opts.reservations)

@@ -61,13 +61,13 @@ def _fit(product: Image.Image, box_w: float, box_h: float) -> Image.Image:
     s = min(box_w / product.width, box_h / product.height)
     size = (max(1, round(product.width * s)), max(1, round(product.height * s)))
     # resize with premultiplied alpha, or transparent pixels bleed their colour into the edge
-    return product.convert("RGBa").resize(size, Image.LANCZOS).convert("RGBA")
+    return product.convert("RGBa").resize(size, Image.Resampling.LANCZOS).convert("RGBA")
 
 
 def _inpainted_reference(reference: Image.Image) -> np.ndarray:
     """The reference photo with its subject painted out, small and float (0..1): the empty set."""
     small = reference.convert("RGB")
-    small.thumbnail((_BACKDROP_SIDE, _BACKDROP_SIDE), Image.BILINEAR)
+    small.thumbnail((_BACKDROP_SIDE, _BACKDROP_SIDE), Image.Resampling.BILINEAR)
     key = hashlib.sha1(small.tobytes()).hexdigest()
     with _backdrops_lock:
         if key in _backdrops:
@@ -174,7 +174,7 @@ def _shadow_mask(size: tuple[int, int], product: Image.Image, pos: tuple[int, in
     sw, shh = max(2, round(w * s)), max(2, round(h * s))
     pw, ph = max(1, round(product.width * s)), max(1, round(product.height * s))
     px, py = pos[0] * s, pos[1] * s
-    alpha = product.getchannel("A").resize((pw, ph), Image.BILINEAR)
+    alpha = product.getchannel("A").resize((pw, ph), Image.Resampling.BILINEAR)
     canvas = Image.new("L", (sw, shh), 0)
     # the cast shadow falls away from the light, down and to the side
     dx, dy = round(-light * 0.04 * pw + 0.015 * pw), round(0.035 * ph)
@@ -186,7 +186,7 @@ def _shadow_mask(size: tuple[int, int], product: Image.Image, pos: tuple[int, in
                                     fill=int(150 * strength))
     contact = contact.filter(ImageFilter.GaussianBlur(max(1.0, 0.02 * max(pw, ph))))
     out = ImageChops.lighter(canvas, contact)
-    return out.resize((w, h), Image.BILINEAR) if s < 1.0 else out
+    return out.resize((w, h), Image.Resampling.BILINEAR) if s < 1.0 else out
 
 
 def _apply_shadow(canvas: Image.Image, shadow: Image.Image, tint: tuple[int, int, int]) -> Image.Image:
@@ -240,7 +240,7 @@ def _compose_scene(product: Image.Image, reference: Image.Image | None, style: S
                    preset: Preset) -> tuple[Image.Image, np.ndarray]:
     w, h = preset.width, preset.height
     small = scene_backdrop(reference, style, w, h)
-    canvas = Image.fromarray((small * 255).astype(np.uint8), "RGB").resize((w, h), Image.BICUBIC)
+    canvas = Image.fromarray((small * 255).astype(np.uint8), "RGB").resize((w, h), Image.Resampling.BICUBIC)
     canvas = ImageChops.add(canvas, _grain((w, h)), scale=1.0, offset=-2)
     place = layout_box(w, h)
     placed = _fit(_match_light(product, small, style), place.box_w, place.box_h)

@@ -237,7 +237,7 @@ def _product_mask(img: Image.Image, inside_frame: bool = True, drop_marks: bool 
     thin lines along the border are dropped; every significant piece is kept."""
     rgb = img.convert("RGB")
     scale = min(1.0, _WORK_SIDE / max(rgb.size))
-    small = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BILINEAR) \
+    small = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.Resampling.BILINEAR) \
         if scale < 1.0 else rgb
     lab = cv2.GaussianBlur(to_lab(np.asarray(small)), (0, 0), 1.0)
     frame = _inner_frame(lab[..., 0]) if inside_frame else None

@@ -15,8 +15,6 @@ six blocks, each normalised on its own and then weighted so that no block domina
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

@@ -46,7 +46,7 @@ def _tile(img: Image.Image, label: str, tile_h: int) -> Image.Image:
     """The image fitted into a box at most twice as wide as tall, with its label underneath."""
     box_w = tile_h * 2 if img.width > img.height * 1.2 else tile_h
     thumb = img.convert("RGB")
-    thumb.thumbnail((box_w, tile_h), Image.LANCZOS)
+    thumb.thumbnail((box_w, tile_h), Image.Resampling.LANCZOS)
     w = max(thumb.width, min(box_w, 12 * len(label)))
     tile = Image.new("RGB", (w, tile_h + _LABEL_H), (246, 246, 246))
     tile.paste(thumb, ((w - thumb.width) // 2, (tile_h - thumb.height) // 2))
@@ -74,5 +74,5 @@ def contact_sheet(flatlay: Image.Image, references: Sequence[Image.Image],
                                      fill=(190, 190, 190), width=2)
     if row.width > SHEET_MAX_WIDTH:
         s = SHEET_MAX_WIDTH / row.width
-        row = row.resize((SHEET_MAX_WIDTH, max(1, round(row.height * s))), Image.LANCZOS)
+        row = row.resize((SHEET_MAX_WIDTH, max(1, round(row.height * s))), Image.Resampling.LANCZOS)
     return row

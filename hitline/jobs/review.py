@@ -127,7 +127,7 @@ def draft_summary(s: Any, batch_id: str, prices: Any) -> dict[str, Any] | None:
         return None
     out = {"draft_size": b.options["draft"], "drafts": 0, "finals": 0, "rejected": 0, "waiting": 0,
            "draft_usd": 0.0, "final_usd": 0.0, "finals_not_paid_usd": 0.0}
-    for review, prov, cost in s.execute(select(Output.review, Output.provenance, Output.cost_usd)
+    for review, prov, _cost in s.execute(select(Output.review, Output.provenance, Output.cost_usd)
                                         .where(Output.batch_id == batch_id)):
         prov = prov or {}
         draft = prov.get("draft") or prov.get("final_of_draft")

@@ -123,7 +123,7 @@ def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *
                                     first_stage("hit"))
             sku_ids = crud.add_jobs(s, batch_id, "sku", [(p.new_id, _row(p)) for p in new.items], first_stage("sku"))
             for kind, loaded in (("hit", catalog), ("sku", new)):
-                used = {getattr(p, "product_id", None) or getattr(p, "new_id") for p in loaded.items}
+                used = {p.product_id if isinstance(p, HitProduct) else p.new_id for p in loaded.items}
                 for e in loaded.errors:
                     # a rejected row keeps its id when it can (a duplicate id gets its row number appended)
                     item_id = e.id if e.id and e.id not in used else f"{e.id or 'row'}@row{e.row}"

@@ -5,13 +5,11 @@ symlinks out of a folder, and the headers every answer carries."""
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from db.models import Job
 from db.session import session_scope

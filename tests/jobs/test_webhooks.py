@@ -57,7 +57,9 @@ def test_an_event_is_written_once_and_delivered_signed(outbox) -> None:  # noqa:
     assert len({h["webhook-id"] for _, h in sent}) == 1 and len(sent) == 3  # the same id every time
     for body, headers in sent:
         assert Webhook(hook.secret).verify(body, headers)["data"] == {"batch_id": "W", "job_id": 1}
-    with pytest.raises(Exception):
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    with pytest.raises(WebhookVerificationError):
         Webhook(webhooks.secret_for(settings, hook.id + 1)).verify(sent[0][0], sent[0][1])
 
 

@@ -8,7 +8,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from PIL import Image
 
 from hitline.domain.cutout import product_mask
