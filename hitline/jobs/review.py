@@ -295,18 +295,9 @@ def rerender(rt: Any, output_id: int) -> str:
     dest = jc.out_dir / f"{name}-{key[:12]}.png"
     budget = RenderBudget(jc, renderer.model)
     try:
-        reused = budget.reserve(key, rt.prices.image_cost(renderer.model, preset.size), name, dest)
+        path, charged, _ = budget.render(renderer, refs, style, preset, key, dest)
     except BudgetExceeded as e:
         return redo_failed(rt, output_id, take, f"new take not rendered: {e}")
-    if reused is None:
-        try:
-            path, cost, fresh = line.render_preset(renderer, jc.product, refs, style, preset, dest)  # type: ignore[arg-type]
-        except BaseException:
-            budget.release(key)
-            raise
-        charged = budget.settle(key, cost if fresh else None, dest)
-    else:
-        path, charged = dest, 0.0
     gate, reasons = "unchecked", []
     if rt.settings.quality_gate:
         run = quality.GateRun(jc, budget, renderer, jc.providers.judge, refs, style, ref_shas)

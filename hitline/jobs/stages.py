@@ -170,17 +170,7 @@ def render(jc: JobContext) -> dict[str, Any]:
     for preset in plan.renders:
         key = line.render_key(renderer.model, jc.image_sha, ref_shas, style, preset)
         dest = jc.out_dir / f"{preset.name}-{key[:12]}.png"
-        price = jc.rt.prices.image_cost(renderer.model, preset.size)
-        reused_from = budget.reserve(key, price, preset.name, dest)
-        if reused_from is None:
-            try:
-                path, cost, fresh = line.render_preset(renderer, jc.product, refs, style, preset, dest)  # type: ignore[arg-type]
-            except BaseException:
-                budget.release(key)
-                raise
-            charged = budget.settle(key, cost if fresh else None, dest)
-        else:
-            path, charged = dest, 0.0
+        path, charged, reused_from = budget.render(renderer, refs, style, preset, key, dest)
         made[preset.name] = _output(preset, path, charged, key, reused_from=reused_from)
         if gate is not None:
             made[preset.name].update(quality.gate_output(gate, preset, made[preset.name]))
@@ -266,6 +256,20 @@ class RenderBudget:
                 shutil.copyfile(source, dest)
             return str(source)
         return None
+
+    def render(self, renderer: Any, refs: list[Path], style: StyleAnalysis, preset: Preset, key: str,
+               dest: Path) -> tuple[Path, float, str | None]:
+        """Reserve, render and settle one paid image (or take the identical one already paid for in this
+        batch): (path, what this image was charged, the path it was reused from or None)."""
+        reused_from = self.reserve(key, self.jc.rt.prices.image_cost(renderer.model, preset.size), preset.name, dest)
+        if reused_from is not None:
+            return dest, 0.0, reused_from
+        try:
+            path, cost, fresh = line.render_preset(renderer, self.jc.product, refs, style, preset, dest)  # type: ignore[arg-type]
+        except BaseException:
+            self.release(key)
+            raise
+        return path, self.settle(key, cost if fresh else None, dest), None
 
     def release(self, key: str) -> None:
         with connection_scope(self.jc.rt.db_url) as c:
