@@ -17,11 +17,34 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+DEFAULT_TENANT = "default"
+
+
+class Tenant(Base):
+    """Who owns tokens, batches (and through them jobs, charges, outputs, uploads). Embedded mode has one,
+    "default", made on first use; a server's admin adds more (`hitline tenant create`)."""
+
+    __tablename__ = "tenant"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # USD over every batch of the tenant in a calendar month (UTC), checked at each render's reservation
+    monthly_budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+def tenant_column() -> Mapped[str]:
+    """The owning tenant, for any table that needs one (existing rows: the default tenant)."""
+    return mapped_column(String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT, nullable=False,
+                         index=True)
+
+
 class Batch(Base):
     __tablename__ = "batch"
-    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_batch_idempotency_key"),)
+    # idempotency keys are per tenant: another tenant's key is another request
+    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key", name="uq_batch_tenant_idempotency_key"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = tenant_column()
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     catalog_dir: Mapped[str] = mapped_column(Text)
     new_dir: Mapped[str] = mapped_column(Text)
@@ -117,6 +140,10 @@ class ApiToken(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant_id: Mapped[str] = tenant_column()
+    # read: look only; submit: + submit batches; operate: + retry, cancel, resume, review, webhooks
+    role: Mapped[str] = mapped_column(String(16), default="operate", server_default="operate", nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -4,11 +4,14 @@ Everything fits an 80-column terminal: reasons get their own wrapped lines inste
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import json
 import shutil
 import textwrap
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 import typer
@@ -323,7 +326,12 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
 
 
 @token_app.command("create")
-def token_create(name: str) -> None:
+def token_create(name: str,
+                 tenant: str = typer.Option("default", help="the tenant the token acts in (made if new)"),
+                 role: str = typer.Option("operate", help="read | submit (+ submit batches) | operate (+ retry, "
+                                                          "cancel, resume, review, webhooks)"),
+                 expires_days: float = typer.Option(0, help="the token stops working after this many days "
+                                                            "(0: never)")) -> None:
     """Create a token for NAME and print it once (store it now: only its hash is kept)."""
     _configure()
 
@@ -333,7 +341,8 @@ def token_create(name: str) -> None:
         from hitline.jobs.context import get_runtime
 
         with session_scope(get_runtime().db_url) as s:
-            token = control.create_token(s, name)
+            token = control.create_token(s, name, tenant=tenant, role=role,
+                                         expires_in=timedelta(days=expires_days) if expires_days > 0 else None)
         print(token)
         Console(stderr=True).print(f"token for {name!r}: shown once, only its hash is stored. Use it as "
                                    "`Authorization: Bearer <token>` or to log in to the dashboard.")
@@ -352,7 +361,8 @@ def token_list() -> None:
     with session_scope(get_runtime().db_url) as s:
         for t in control.tokens(s):
             used = t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "never"
-            console.print(f"{t.name:<24} created {t.created_at:%Y-%m-%d %H:%M}  last used {used}"
+            console.print(f"{t.name:<24} tenant {t.tenant_id:<12} {t.role:<8} created {t.created_at:%Y-%m-%d %H:%M}"
+                          f"  last used {used}" + (f"  expires {t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "")
                           + ("  REVOKED" if t.revoked_at else ""), markup=False)
 
 

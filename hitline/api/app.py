@@ -39,6 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_body=settings.api_max_body_bytes, max_upload=settings.api_max_upload_bytes)
     app.add_middleware(SecurityHeaders)  # outermost: every answer gets them, errors and 413s included
 
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return HTMLResponse(_DOCS_PAGE)

@@ -24,7 +24,11 @@ REVIEW_PAGE = 200  # cards per review page (thumbnails load lazily)
 
 def _login(request: Request, s: Any) -> str | None:
     token = request.cookies.get(COOKIE)
-    return token if token and control.verify_token(s, token) is not None else None
+    row = control.verify_token(s, token) if token else None
+    if row is None:
+        return None
+    request.state.tenant = row.tenant_id  # the pages show only this tenant's batches and jobs
+    return token
 
 
 def _page(request: Request, name: str, settings: Any, token: str, **context: Any) -> HTMLResponse:
@@ -72,7 +76,7 @@ def batches_page(request: Request, s: SessionDep, settings: SettingsDep, cursor:
     token = _login(request, s)
     if token is None:
         return _to_login()
-    rows, nxt = control.list_batches(s, cursor=cursor, limit=PAGE_SIZE)
+    rows, nxt = control.list_batches(s, cursor=cursor, limit=PAGE_SIZE, tenant=request.state.tenant)
     return _page(request, "batches.html", settings, token,
                  batches=[present.batch(control.summary(s, b.id)) for b in rows], next_cursor=nxt)
 
@@ -83,6 +87,7 @@ def batch_page(request: Request, batch_id: BatchId, s: SessionDep, settings: Set
     token = _login(request, s)
     if token is None:
         return _to_login()
+    control.get_batch(s, batch_id, request.state.tenant)
     batch = present.batch(control.summary(s, batch_id))
     page = control.list_jobs(s, batch_id, control.JobFilter(kind="sku", state=state or None), cursor=cursor,
                              limit=PAGE_SIZE)
@@ -102,7 +107,7 @@ def review_page(request: Request, batch_id: str, s: SessionDep, settings: Settin
     token = _login(request, s)
     if token is None:
         return _to_login()
-    out_dir = control.get_batch(s, batch_id).out_dir
+    out_dir = control.get_batch(s, batch_id, request.state.tenant).out_dir
     rows, nxt = reviews.list_outputs(s, batch_id, reviews.OutputFilter(review=review or None), cursor=cursor,
                                      limit=REVIEW_PAGE)
     return _page(request, "review.html", settings, token, batch_id=batch_id, review=review,
@@ -115,6 +120,6 @@ def job_page(request: Request, job_id: JobId, s: SessionDep, settings: SettingsD
     token = _login(request, s)
     if token is None:
         return _to_login()
-    job, attempts = control.job_detail(s, job_id)
+    job, attempts = control.job_detail(s, job_id, request.state.tenant)
     detail = present.job_detail(job, attempts, control.get_batch(s, job.batch_id).out_dir)
     return _page(request, "job.html", settings, token, job=detail)

@@ -73,3 +73,55 @@ def current_token(request: Request) -> ApiToken:
 
 
 TokenDep = Annotated[ApiToken, Depends(current_token)]
+
+
+def current_tenant(token: TokenDep) -> str:
+    """The tenant the caller acts in: every batch, job, output and file it names must be that tenant's.
+    Tables that gain a tenant (catalogs, webhooks) filter on this."""
+    return token.tenant_id
+
+
+TenantDep = Annotated[str, Depends(current_tenant)]
+
+
+def _role_for(request: Request) -> str:
+    if request.method in SAFE_METHODS:
+        return "read"
+    if request.method == "POST" and request.url.path.rstrip("/") == "/batches":
+        return "submit"
+    return "operate"  # retry, cancel, resume, review, webhooks
+
+
+def tenant_scope(request: Request, token: TokenDep) -> None:
+    """One door for every API route (a router dependency): the token's role allows the method, and each
+    id in the path or the query (batch, job, output, webhook endpoint) belongs to the token's tenant -
+    another tenant's is answered exactly like an unknown id (404)."""
+    from db.models import Batch, Job, Output, WebhookEndpoint
+
+    need = _role_for(request)
+    if not control.can(token, need):
+        raise HTTPException(403, f"this token's role is {token.role!r}; {request.method} {request.url.path} needs "
+                                 f"{need!r} (`hitline token create NAME --tenant T --role {need}`)")
+    params = {**request.query_params, **request.path_params}
+    tenant = token.tenant_id
+    batch_id = params.get("batch_id")
+    if request.url.path.startswith("/webhooks") and "endpoint_id" not in request.path_params and not batch_id \
+            and tenant != control.DEFAULT_TENANT:
+        # endpoints for every batch carry no tenant yet (issue 25 attaches one): the server's own tenant only
+        raise HTTPException(403, "webhooks for every batch belong to the server's default tenant: name one of "
+                                 "your batches (?batch_id=..., or POST /batches/{id}/webhooks)")
+    with session_scope(request.app.state.settings.db_url()) as s:
+        if batch_id:
+            control.get_batch(s, str(batch_id), tenant)
+        for key, model, label in (("job_id", Job, "job"), ("output_id", Output, "output"),
+                                  ("endpoint_id", WebhookEndpoint, "webhook endpoint")):
+            raw = params.get(key)
+            if raw is None or not str(raw).isdigit() or int(raw) > control.MAX_ID:
+                continue  # the route's own validation answers a malformed id
+            row = s.get(model, int(raw))
+            if row is None:
+                continue  # the route answers its own 404
+            owner = getattr(row, "batch_id", None)
+            owned = (control.batch_tenant(s, owner) == tenant) if owner else tenant == control.DEFAULT_TENANT
+            if not owned:
+                raise control.NotFound(f"no {label} {raw}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 
 from hitline.api import files, present, schemas
-from hitline.api.deps import SessionDep, SettingsDep, TokenDep
+from hitline.api.deps import SessionDep, SettingsDep, TenantDep, TokenDep, tenant_scope
 from hitline.api.uploads import store_upload
 from hitline.config import Settings
 from hitline.errors import InputError
@@ -25,7 +25,8 @@ from tasks.chains import send
 
 ERRORS = {401: {"model": schemas.Error}, 404: {"model": schemas.Error}, 409: {"model": schemas.Error},
           413: {"model": schemas.Error}, 422: {"model": schemas.Error}}
-router = APIRouter(responses=ERRORS)
+# every route: the token's role allows the method, every id named is the token's tenant's (deps.tenant_scope)
+router = APIRouter(responses={**ERRORS, 403: {"model": schemas.Error}}, dependencies=[Depends(tenant_scope)])
 JobId = Annotated[int, PathParam(ge=1, le=control.MAX_ID, description="a job id (GET /batches/{id}/jobs)")]
 BatchId = Annotated[str, PathParam(max_length=64, description="a batch id (GET /batches)")]
 Filter = Annotated[str | None, Query(max_length=1000)]
@@ -44,10 +45,10 @@ def _check_shared(settings: Settings, *folders: str) -> None:
                              f"({', '.join(map(str, roots))}; HITLINE_API_SHARED_DIRS)")
 
 
-def _submit(settings: Settings, req: BatchRequest, idempotency_key: str | None) -> schemas.Submitted:
+def _submit(settings: Settings, req: BatchRequest, idempotency_key: str | None, tenant: str) -> schemas.Submitted:
     sub = verbs.submit(get_runtime(), req.catalog, req.new, settings.out_dir_for_api(), send=send, top_k=req.top_k,
                        min_sales=req.min_sales, presets=req.presets, budget_usd=req.budget_usd,
-                       idempotency_key=idempotency_key, review=req.review, draft=req.draft)
+                       idempotency_key=idempotency_key, review=req.review, draft=req.draft, tenant=tenant)
     return schemas.Submitted(batch_id=sub.batch_id, catalog_products=sum(map(len, sub.hit_chunks)),
                              new_skus=len(sub.sku_jobs), rejected_rows=sub.rejected, existing=sub.existing,
                              links={"batch": f"/batches/{sub.batch_id}", "dashboard": f"/ui/batches/{sub.batch_id}"})
@@ -69,23 +70,23 @@ _UPLOAD_SCHEMA = {
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": BatchRequest.model_json_schema()},
                  "multipart/form-data": {"schema": _UPLOAD_SCHEMA}}}})
-async def submit_batch(request: Request, response: Response, settings: SettingsDep, _t: TokenDep,
+async def submit_batch(request: Request, response: Response, settings: SettingsDep, tenant: TenantDep,
                        idempotency_key: IdempotencyKey = None) -> schemas.Submitted:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        req = await _from_upload(request, settings)
+        req = await _from_upload(request, settings, tenant)
     else:
         try:
             req = BatchRequest.model_validate_json(await request.body())
         except ValidationError as e:
             raise RequestValidationError(e.errors()) from None
     _check_shared(settings, req.catalog, req.new)
-    sub = await run_in_threadpool(_submit, settings, req, idempotency_key)
+    sub = await run_in_threadpool(_submit, settings, req, idempotency_key, tenant)
     if sub.existing:
         response.status_code = 200  # the batch an earlier request with this key created
     return sub
 
 
-async def _from_upload(request: Request, settings: Settings) -> BatchRequest:
+async def _from_upload(request: Request, settings: Settings, tenant: str) -> BatchRequest:
     form = await request.form(max_part_size=settings.api_max_upload_bytes)
     missing = [k for k in ("catalog", "new_products", "images") if k not in form]
     if missing:
@@ -96,8 +97,9 @@ async def _from_upload(request: Request, settings: Settings) -> BatchRequest:
         raise InputError("new_products and images must be files (multipart file parts)")
     csv_bytes, zip_bytes = await files["new_products"].read(), await files["images"].read()
     _check_shared(settings, str(form["catalog"]))
-    folder = await run_in_threadpool(store_upload, settings.data_dir.resolve() / "uploads", csv_bytes, zip_bytes,
-                                     settings.api_max_upload_bytes)
+    # each tenant's uploads in its own folder
+    folder = await run_in_threadpool(store_upload, settings.data_dir.resolve() / "uploads" / tenant, csv_bytes,
+                                     zip_bytes, settings.api_max_upload_bytes)
     fields = {k: form[k] for k in ("top_k", "min_sales", "budget_usd") if form.get(k) not in (None, "")}
     presets = str(form.get("presets") or "")
     try:
@@ -109,9 +111,9 @@ async def _from_upload(request: Request, settings: Settings) -> BatchRequest:
 
 
 @router.get("/batches", response_model=schemas.BatchList, tags=["batches"], summary="Batches, newest first")
-def list_batches(s: SessionDep, _t: TokenDep, cursor: Filter = None,
+def list_batches(s: SessionDep, tenant: TenantDep, cursor: Filter = None,
                  limit: Annotated[int, Query(ge=1, le=200)] = 20) -> schemas.BatchList:
-    rows, nxt = control.list_batches(s, cursor=cursor, limit=limit)
+    rows, nxt = control.list_batches(s, cursor=cursor, limit=limit, tenant=tenant)
     return schemas.BatchList(batches=[present.batch(control.summary(s, b.id)) for b in rows], next_cursor=nxt)
 
 
@@ -203,8 +205,3 @@ def hit_image(job_id: JobId, n: Annotated[int, PathParam(ge=0, le=1000)], s: Ses
         raise control.NotFound(f"job {job_id} has {len(hits)} retrieved hits; no hit {n}")
     return files.serve_image(hits[n].image_path, files.batch_roots(control.get_batch(s, job.batch_id)),
                              f"hit {hits[n].product_id}'s image")
-
-
-@router.get("/healthz", include_in_schema=False)
-def healthz(request: Request) -> dict[str, str]:
-    return {"status": "ok"}

@@ -8,17 +8,18 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, StreamingResponse
 
 from hitline.api import present, schemas
-from hitline.api.deps import SessionDep, SettingsDep, TokenDep
+from hitline.api.deps import SessionDep, SettingsDep, TokenDep, tenant_scope
 from hitline.jobs import control, review, webhooks
 from hitline.jobs.requests import ReviewRequest, WebhookRequest
 
 ERRORS = {401: {"model": schemas.Error}, 404: {"model": schemas.Error}, 409: {"model": schemas.Error},
           422: {"model": schemas.Error}}
-router = APIRouter(responses=ERRORS)
+# every route: role and tenant checked once, as for routes.py (deps.tenant_scope)
+router = APIRouter(responses={**ERRORS, 403: {"model": schemas.Error}}, dependencies=[Depends(tenant_scope)])
 
 
 @router.get("/batches/{batch_id}/outputs", response_model=schemas.OutputPage, tags=["review"],

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db import crud
-from db.models import ApiToken, Attempt, Batch, Job, utcnow
+from db.models import DEFAULT_TENANT, ApiToken, Attempt, Batch, Job, Tenant, utcnow
 from hitline.errors import HitlineError, InputError
 from hitline.jobs.quality import OUTCOMES, digest
 from hitline.jobs.results import (BatchQuality, Digest, DraftSummary, InputCheckCounts, InputFindings, InputRecord, PlanSaving,
@@ -28,7 +28,7 @@ from hitline.jobs.submit import Dispatch, chunks
 
 __all__ = ["NotFound", "Conflict", "JobFilter", "BatchSummary", "JobPage", "summary", "list_batches",
            "list_jobs", "job_detail", "quality_summary", "render_facts", "resolve_job_refs", "retry_failed", "cancel",
-           "reopen", "is_rejected", "create_token", "verify_token", "revoke_token", "dispatches_for", "reason_group", "REJECTED_HINT"]
+           "reopen", "is_rejected", "batch_tenant", "DEFAULT_TENANT", "ensure_tenant", "can", "ROLES", "create_token", "verify_token", "revoke_token", "dispatches_for", "reason_group", "REJECTED_HINT"]
 
 FAILED = "failed"
 MAX_ID = 2**63 - 1  # the largest id a job table (BIGINT in PostgreSQL, INTEGER in SQLite) can hold
@@ -43,9 +43,14 @@ class Conflict(HitlineError):
     """The request contradicts what the table holds (e.g. a token name in use)."""
 
 
-def get_batch(s: Session, batch_id: str) -> Batch:
+def batch_tenant(s: Session, batch_id: str) -> str | None:
+    return s.scalar(select(Batch.tenant_id).where(Batch.id == batch_id))
+
+
+def get_batch(s: Session, batch_id: str, tenant: str | None = None) -> Batch:
+    """The batch; with `tenant`, only one of that tenant's (another tenant's batch is as unknown as none)."""
     b = s.get(Batch, batch_id)
-    if b is None:
+    if b is None or (tenant is not None and b.tenant_id != tenant):
         raise NotFound(f"no batch {batch_id!r}: GET /batches (or `hitline status`) lists the batches")
     return b
 
@@ -141,9 +146,13 @@ def _cursor(cursor: str | None) -> int:
     return after
 
 
-def list_batches(s: Session, *, cursor: str | None = None, limit: int = 50) -> tuple[list[Batch], str | None]:
-    """Newest first; the cursor is the id of the last batch seen (ids start with a UTC timestamp)."""
+def list_batches(s: Session, *, cursor: str | None = None, limit: int = 50,
+                 tenant: str | None = None) -> tuple[list[Batch], str | None]:
+    """Newest first; the cursor is the id of the last batch seen (ids start with a UTC timestamp). With
+    `tenant`, only that tenant's batches."""
     q = select(Batch).order_by(Batch.id.desc()).limit(limit + 1)
+    if tenant is not None:
+        q = q.where(Batch.tenant_id == tenant)
     if cursor:
         q = q.where(Batch.id < cursor)
     rows = list(s.scalars(q))
@@ -273,9 +282,10 @@ def is_rejected(job: Job) -> bool:
     return job.state == FAILED and not job.attempts
 
 
-def job_detail(s: Session, job_id: int) -> tuple[Job, list[Attempt]]:
+def job_detail(s: Session, job_id: int, tenant: str | None = None) -> tuple[Job, list[Attempt]]:
     job = s.get(Job, job_id)
-    if job is None:
+    if job is None or (tenant is not None and s.scalar(select(Batch.tenant_id).where(Batch.id == job.batch_id))
+                       != tenant):
         raise NotFound(f"no job {job_id}: GET /batches/{{id}}/jobs lists a batch's jobs")
     attempts = list(s.scalars(select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.id)))
     return job, attempts
@@ -359,17 +369,43 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(s: Session, name: str) -> str:
-    """A new token for `name`; returns the only copy of the token (the table keeps its hash)."""
+ROLES = ("read", "submit", "operate")  # each can do what the ones before it can
+
+
+def ensure_tenant(s: Session, tenant: str) -> Tenant:
+    """The tenant row, made on first use (embedded mode's default tenant needs no set-up)."""
+    tenant = tenant.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", tenant):
+        raise InputError(f"tenant {tenant[:80]!r}: 1 to 64 letters, digits, '_', '.' or '-', e.g. acme")
+    row = s.get(Tenant, tenant)
+    if row is None:
+        row = Tenant(id=tenant)
+        s.add(row)
+        s.flush()
+    return row
+
+
+def create_token(s: Session, name: str, *, tenant: str = DEFAULT_TENANT, role: str = "operate",
+                 expires_in: timedelta | None = None) -> str:
+    """A new token for `name` in `tenant` with `role`; returns the only copy of the token (the table keeps
+    its hash)."""
     name = name.strip()
     if not name or len(name) > 64:
         raise InputError("a token name is 1 to 64 characters, e.g. the service or person using it")
+    if role not in ROLES:
+        raise InputError(f"role {role!r}: one of {', '.join(ROLES)}")
     if s.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
         raise Conflict(f"a token named {name!r} exists: pick another name (or `hitline token revoke {name}`)")
+    ensure_tenant(s, tenant)
     token = "hl_" + secrets.token_urlsafe(32)
-    s.add(ApiToken(name=name, token_sha256=_digest(token)))
+    s.add(ApiToken(name=name, token_sha256=_digest(token), tenant_id=tenant.strip(), role=role,
+                   expires_at=utcnow() + expires_in if expires_in else None))
     s.flush()
     return token
+
+
+def can(token: ApiToken, role: str) -> bool:
+    return ROLES.index(token.role if token.role in ROLES else "read") >= ROLES.index(role)
 
 
 def verify_token(s: Session, token: str | None) -> ApiToken | None:
@@ -378,6 +414,8 @@ def verify_token(s: Session, token: str | None) -> ApiToken | None:
         return None
     row = s.scalar(select(ApiToken).where(ApiToken.token_sha256 == _digest(token), ApiToken.revoked_at.is_(None)))
     now = utcnow()
+    if row is not None and row.expires_at is not None and _aware(row.expires_at) <= now:
+        return None
     if row is not None and (row.last_used_at is None or _aware(row.last_used_at) < now - _TOUCH_EVERY):
         row.last_used_at = now  # at most once a minute: a busy client does not write on every request
     return row

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from db import crud
-from db.models import Batch, Job
+from db.models import DEFAULT_TENANT, Batch, Job
 from db.session import session_scope
 from hitline.config import Settings
 from hitline.domain.catalog import load_catalog, load_new_products
@@ -93,14 +93,14 @@ def request_hash(catalog_dir: Path, new_dir: Path, out_dir: Path, options: dict[
 
 def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *, options: dict[str, Any],
                  budget_usd: float | None = None, batch_id: str | None = None,
-                 idempotency_key: str | None = None) -> Submitted:
+                 idempotency_key: str | None = None, tenant: str = DEFAULT_TENANT) -> Submitted:
     """Validate both CSVs, fit the text vocabulary, prepare the collection and create every job row.
     Bad rows become failed jobs with their reason; the caller sends `dispatches` after this commits.
     With an idempotency key, the same request returns the batch it created the first time."""
     catalog_dir, new_dir, out_dir = Path(catalog_dir), Path(new_dir), Path(out_dir)
     digest = request_hash(catalog_dir, new_dir, out_dir, options, budget_usd) if idempotency_key else None
     if idempotency_key:
-        earlier = _earlier(rt, idempotency_key, digest)
+        earlier = _earlier(rt, idempotency_key, digest, tenant)
         if earlier is not None:
             return earlier
     catalog = load_catalog(catalog_dir)  # a missing/unreadable file raises InputError: nothing to run
@@ -118,7 +118,7 @@ def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *
                                   new_dir=str(new_dir.resolve()), out_dir=str(out_dir.resolve()), options=options,
                                   budget_usd=budget_usd, notes=[])
             b.vocab_version = vocab.version
-            b.idempotency_key, b.request_hash = idempotency_key, digest
+            b.idempotency_key, b.request_hash, b.tenant_id = idempotency_key, digest, tenant
             hit_ids = crud.add_jobs(s, batch_id, "hit", [(p.product_id, _row(p)) for p in catalog.items],
                                     first_stage("hit"))
             sku_ids = crud.add_jobs(s, batch_id, "sku", [(p.new_id, _row(p)) for p in new.items], first_stage("sku"))
@@ -136,7 +136,7 @@ def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *
                                    "stage": "submit", "reason": j.error, "attempts": 0})
     except IntegrityError:
         if idempotency_key:  # a concurrent request with the same key won the race
-            earlier = _earlier(rt, idempotency_key, digest)
+            earlier = _earlier(rt, idempotency_key, digest, tenant)
             if earlier is not None:
                 return earlier
         raise
@@ -150,10 +150,10 @@ def chunks(ids: list[int], size: int = CHUNK_SIZE) -> list[list[int]]:
     return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
-def _earlier(rt: Runtime, key: str, digest: str | None) -> Submitted | None:
-    """The batch an earlier request with this key created, with whatever of it was never sent."""
+def _earlier(rt: Runtime, key: str, digest: str | None, tenant: str) -> Submitted | None:
+    """The batch an earlier request of this tenant with this key created, with whatever of it was never sent."""
     with session_scope(rt.db_url) as s:
-        b = s.scalar(select(Batch).where(Batch.idempotency_key == key))
+        b = s.scalar(select(Batch).where(Batch.idempotency_key == key, Batch.tenant_id == tenant))
         if b is None:
             return None
         if b.request_hash != digest:

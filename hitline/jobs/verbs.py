@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from db.models import DEFAULT_TENANT
 from db.session import session_scope
 from hitline.jobs import control
 from hitline.jobs.context import Runtime
@@ -43,7 +44,7 @@ class Answer:
 
 def submit(rt: Runtime, catalog_dir: Path | str, new_dir: Path | str, out_dir: Path | str, *, send: Send,
            top_k: int | None = None, min_sales: int | None = None, presets: list[str] | None = None,
-           budget_usd: float | None = None, idempotency_key: str | None = None,
+           budget_usd: float | None = None, idempotency_key: str | None = None, tenant: str = DEFAULT_TENANT,
            review: str | None = None, draft: str | None = None) -> Submitted:
     """Check the options, validate both CSVs, create every job (one transaction), then send the chains.
     The same idempotency key with the same request returns the same batch and sends nothing twice.
@@ -51,7 +52,7 @@ def submit(rt: Runtime, catalog_dir: Path | str, new_dir: Path | str, out_dir: P
     options = batch_options(rt.settings, top_k=top_k, min_sales=min_sales, presets=presets, review=review,
                             draft=draft)
     sub = submit_batch(rt, Path(catalog_dir), Path(new_dir), Path(out_dir), options=options,
-                       budget_usd=budget_usd, idempotency_key=idempotency_key)
+                       budget_usd=budget_usd, idempotency_key=idempotency_key, tenant=tenant)
     send(rt, sub.dispatches)
     return sub
 
