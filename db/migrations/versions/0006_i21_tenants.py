@@ -18,7 +18,7 @@ def upgrade() -> None:
     op.create_table(
         "tenant",
         sa.Column("id", sa.String(64), primary_key=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("monthly_budget_usd", sa.Float(), nullable=True),
     )
     op.execute("INSERT INTO tenant (id, created_at) VALUES ('default', now())")
