@@ -22,10 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import cutout_cases  # noqa: E402
+from testkit import cutout_cases  # noqa: E402
 from _common import write_results  # noqa: E402
 
 from hitline.domain.cutout import _product_mask, product_mask, subject_mask  # noqa: E402

@@ -114,8 +114,8 @@ def fault_set(opts: argparse.Namespace) -> int:
     """Every labelled output judged by the LocalJudge's gate as an output from a model is (no placement:
     segmented, text read on the whole output): flagged = sent to review. Tuning cases and held-out
     cases are reported apart (nothing was tuned on the held-out ones)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    import cutout_cases
+    sys.path.insert(0, str(ROOT))
+    from testkit import cutout_cases
     import gate_faults
     from hitline.domain.cutout import product_mask
     from hitline.domain.quality import gate

@@ -26,10 +26,10 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import cutout_cases  # noqa: E402
+from testkit import cutout_cases  # noqa: E402
 from _common import write_results  # noqa: E402
 
 from hitline import line  # noqa: E402

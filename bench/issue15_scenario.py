@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_results  # noqa: E402
 from soak import RENDER_MODEL, make_data, sql, stop_services  # noqa: E402
-from tests.reliability.services import (BIN, FakeProvider, Flower, MilvusServer, PgCluster,  # noqa: E402
+from testkit.services import (BIN, FakeProvider, Flower, MilvusServer, PgCluster,  # noqa: E402
                                         RedisServer, Workers)
 
 RETRY_LINE = re.compile(r"Task (hitline\.\w+)\[[^\]]+\] retry: Retry in [\d.]+s: (?:Retry\(Retry\(\.\.\.\), )?(\w+)\(")

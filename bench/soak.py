@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_results  # noqa: E402
-from tests.reliability.services import (BIN, FakeProvider, MilvusServer, PgCluster, RedisServer,  # noqa: E402
+from testkit.services import (BIN, FakeProvider, MilvusServer, PgCluster, RedisServer,  # noqa: E402
                                         Workers, stamp_id)
 
 RENDER_MODEL = "google/gemini-3.1-flash-image-preview"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import cutout_cases
+from testkit import cutout_cases
 from hitline.domain.backdrop import model_backdrop, to_lab
 from hitline.domain.cutout import product_mask
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from .services import (BIN, FakeProvider, MilvusServer, PgCluster, RabbitVhost, RedisServer, Workers, stamp_id)
+from testkit.services import (BIN, FakeProvider, MilvusServer, PgCluster, RabbitVhost, RedisServer, Workers, stamp_id)
 
 RENDER_MODEL = "google/gemini-3.1-flash-image-preview"
 TERMINAL = ("done", "failed")

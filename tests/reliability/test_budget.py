@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from .conftest import TERMINAL, check_no_double_render
-from .services import BIN
+from testkit.services import BIN
 
 N_SKUS = 8
 BUDGET = 0.20  # thumbnail renders are $0.045 each: the batch needs more than twice this

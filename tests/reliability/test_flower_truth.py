@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from .conftest import Line, standard_workers
-from .services import Flower
+from testkit.services import Flower
 
 RENDER = "hitline.render"
 NO_CREDIT = "no credit (402): google/gemini-3.1-flash-image-preview: Insufficient credits"

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from .conftest import check_no_double_render, standard_workers
-from .services import BIN, free_port
+from testkit.services import BIN, free_port
 
 
 def _one_line_error(res: subprocess.CompletedProcess[str]) -> str:

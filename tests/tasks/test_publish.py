@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from reliability.services import RabbitVhost, RedisServer
+from testkit.services import RabbitVhost, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 1200  # more than two groups of tasks.publish.GROUP

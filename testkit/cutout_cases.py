@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 import cv2
-from conftest import SHARED_CATALOG
+from testkit.shared import SHARED_CATALOG
 import numpy as np
 from PIL import Image, ImageDraw
 
