@@ -19,7 +19,7 @@ from db import crud
 from db.session import connection_scope
 from hitline import line
 from hitline.domain.images import file_sha256
-from hitline.domain.models import Hit, HitProduct, Preset
+from hitline.domain.models import Hit, HitProduct, Preset, StyleAnalysis
 from hitline.domain.render_plan import plan_renders
 from hitline.domain.vectors import Vector
 from hitline.errors import BudgetExceeded, HitlineError, InputError, NotReady
