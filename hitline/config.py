@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     api_shared_dirs: list[Path] = Field(default_factory=list)
     api_max_body_bytes: int = 1_000_000  # JSON bodies
     api_max_upload_bytes: int = 200_000_000  # a multipart upload (CSV + zip), and the zip's unpacked size
+    # uploads (and the files of uploads whose submission was refused) are removed after this many days;
+    # partial unpacks (*.part) at once
+    upload_retention_days: float = 30.0
     # shown as a link on the dashboard (Celery-level monitoring); empty = no link
     flower_url: str = ""
 

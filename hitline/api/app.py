@@ -30,6 +30,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Submit batches, watch them, retry what failed. Every endpoint but /healthz needs "
                               "`Authorization: Bearer <token>` (`hitline token create NAME`).")
     app.state.settings = settings
+    from hitline.api.uploads import prune
+
+    prune(settings.data_dir.resolve() / "uploads", settings.upload_retention_days, part_grace_s=300)  # at start-up
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(storefront.router)

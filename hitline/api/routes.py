@@ -14,9 +14,9 @@ from pydantic import ValidationError
 
 from hitline.api import files, present, schemas
 from hitline.api.deps import SessionDep, SettingsDep, TenantDep, TokenDep, tenant_scope
-from hitline.api.uploads import store_upload
+from hitline.api.uploads import discard, prune, store_upload
 from hitline.config import Settings
-from hitline.errors import InputError
+from hitline.errors import HitlineError, InputError
 from hitline.jobs import control, verbs
 from hitline.jobs.context import get_runtime
 from hitline.jobs.requests import BatchRequest, RetryFilter
@@ -72,18 +72,37 @@ _UPLOAD_SCHEMA = {
                  "multipart/form-data": {"schema": _UPLOAD_SCHEMA}}}})
 async def submit_batch(request: Request, response: Response, settings: SettingsDep, tenant: TenantDep,
                        idempotency_key: IdempotencyKey = None) -> schemas.Submitted:
+    upload = None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         req = await _from_upload(request, settings, tenant)
+        upload = Path(req.new)
     else:
         try:
             req = BatchRequest.model_validate_json(await request.body())
         except ValidationError as e:
             raise RequestValidationError(e.errors()) from None
     _check_shared(settings, req.catalog, req.new)
-    sub = await run_in_threadpool(_submit, settings, req, idempotency_key, tenant)
+    try:
+        sub = await run_in_threadpool(_submit, settings, req, idempotency_key, tenant)
+    except HitlineError:
+        if upload is not None:  # a refused upload's files go now (unless an earlier batch uses the same bytes)
+            await run_in_threadpool(_discard_unused, settings, upload)
+        raise
     if sub.existing:
         response.status_code = 200  # the batch an earlier request with this key created
     return sub
+
+
+def _discard_unused(settings: Settings, folder: Path) -> None:
+    from sqlalchemy import select
+
+    from db.models import Batch
+    from db.session import session_scope
+
+    with session_scope(settings.db_url()) as s:
+        used = s.scalar(select(Batch.id).where(Batch.new_dir == str(folder.resolve())).limit(1))
+    if used is None:
+        discard(folder)
 
 
 async def _from_upload(request: Request, settings: Settings, tenant: str) -> BatchRequest:
@@ -97,7 +116,8 @@ async def _from_upload(request: Request, settings: Settings, tenant: str) -> Bat
         raise InputError("new_products and images must be files (multipart file parts)")
     csv_bytes, zip_bytes = await files["new_products"].read(), await files["images"].read()
     _check_shared(settings, str(form["catalog"]))
-    # each tenant's uploads in its own folder
+    # each tenant's uploads in its own folder; old ones and crashed partial unpacks go first
+    await run_in_threadpool(prune, settings.data_dir.resolve() / "uploads", settings.upload_retention_days)
     folder = await run_in_threadpool(store_upload, settings.data_dir.resolve() / "uploads" / tenant, csv_bytes,
                                      zip_bytes, settings.api_max_upload_bytes)
     fields = {k: form[k] for k in ("top_k", "min_sales", "budget_usd") if form.get(k) not in (None, "")}

@@ -12,6 +12,7 @@ import hashlib
 import io
 import shutil
 import stat
+import time
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -96,3 +97,24 @@ def _check_tree(names: list[PurePosixPath]) -> None:
             if parent in files:
                 raise InputError(f"zip member {parent.as_posix()!r} is a file, but {n.as_posix()!r} needs it to be "
                                  "a folder: rename one of them")
+
+
+def prune(root: Path, retention_days: float, *, part_grace_s: float = 3600.0) -> int:
+    """Remove uploads older than `retention_days` under root (root/<tenant>/<hash>/), and partial unpacks
+    (*.part) a crash left behind (older than part_grace_s: a younger one may be unpacking right now; a
+    failed unpack removes its own at once). Returns how many folders went."""
+    if not root.is_dir():
+        return 0
+    now = time.time()
+    gone = 0
+    for folder in (p for tenant in root.iterdir() if tenant.is_dir() for p in tenant.iterdir() if p.is_dir()):
+        age = now - folder.stat().st_mtime
+        if age > (part_grace_s if folder.name.endswith(".part") else retention_days * 86400):
+            shutil.rmtree(folder, ignore_errors=True)
+            gone += 1
+    return gone
+
+
+def discard(folder: Path) -> None:
+    """An upload whose submission was refused (bad CSV, unknown preset): its files go at once."""
+    shutil.rmtree(folder, ignore_errors=True)
