@@ -137,6 +137,7 @@ def fault_set(opts: argparse.Namespace) -> int:
                 for label, image in gate_faults.outputs(photo, truth, preset, reference):
                     checks = gate(image, preset, photo, fmask)
                     bad = [c.name for c in checks if not c.passed]
+                    print(f"  {split} {name} {preset.name} {label}: {bad}", flush=True)
                     rows.append({"split": split, "case": name, "preset": preset.name, "label": label,
                                  "flagged": bool(bad), "failed": bad})
     print(f"{len(rows)} labelled outputs judged in {time.perf_counter() - t0:.0f} s (presets at {opts.size})")
