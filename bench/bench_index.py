@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hitline.domain.models import HitProduct
-from hitline.domain.index import RRF_K, HitIndex, build_filter
+from hitline.store.index import RRF_K, HitIndex, build_filter
 
 logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
 console = Console(width=150)
@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (a)/(b): the shipped collection, searched before flush (growing segments), then flushed + loaded
         hit = HitIndex(uri, "bench_flat", DIM, "bench/random-272", client=client)
         hit.drop()
-        hit.ensure("v1")
+        hit.ensure()
         t = time.perf_counter()
         for lo in range(0, n, args.batch):
             hit.upsert(products(data, lo, min(n, lo + args.batch)), data["dense"][lo:lo + args.batch],

@@ -82,7 +82,7 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode:
     import hitline.jobs.context as pl
     import hitline.jobs.submit as sb
     import tasks.chains as ch
-    from hitline.domain.index import HitIndex
+    from hitline.store.index import HitIndex
 
     if mode == "full-decode":
         # the old path, as a baseline: every image decoded at submit (now done in the embed stage)

@@ -1,4 +1,5 @@
-"""Tables: batch, job (one per hit product or new SKU), attempt (one per stage run), charge, cache."""
+"""Tables: catalog and catalog_version, batch, job (one per hit product or new SKU), attempt (one per stage
+run), charge, cache."""
 
 from __future__ import annotations
 
@@ -38,6 +39,44 @@ def tenant_column() -> Mapped[str]:
                          index=True)
 
 
+class Catalog(Base):
+    """A hit catalog a tenant owns (a folder on shared storage), indexed once and versioned by content."""
+
+    __tablename__ = "catalog"
+    __table_args__ = (UniqueConstraint("tenant", "name", name="uq_catalog_tenant_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # also the Milvus partition key value
+    tenant: Mapped[str] = mapped_column(String(64), default="default")
+    name: Mapped[str] = mapped_column(String(128))
+    source_dir: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CatalogVersion(Base):
+    """One content of a catalog. `seq` counts a catalog's versions from 1; a Milvus row is live in the
+    versions [valid_from, valid_to) of its catalog. `rows`: product_id -> [row hash, valid_from] of every
+    product in this version, what the next update is compared against."""
+
+    __tablename__ = "catalog_version"
+    __table_args__ = (UniqueConstraint("catalog_id", "seq", name="uq_catalog_version_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    catalog_id: Mapped[str] = mapped_column(ForeignKey("catalog.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    content_sha: Mapped[str] = mapped_column(String(64))
+    vocab_version: Mapped[str] = mapped_column(String(64))
+    embed_model: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), default="building")  # building | ready | dropped
+    # the batch whose catalog jobs embed and index this version's new rows (None: built in one go)
+    builder_batch_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    rows: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    products: Mapped[int] = mapped_column(Integer, default=0)
+    added: Mapped[int] = mapped_column(Integer, default=0)  # rows written for this version (new or changed)
+    removed: Mapped[int] = mapped_column(Integer, default=0)  # rows of the previous version it closes
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class Batch(Base):
     __tablename__ = "batch"
     # idempotency keys are per tenant: another tenant's key is another request
@@ -56,6 +95,8 @@ class Batch(Base):
     # write under the batch row's lock: a render's budget check reads one row, not a SUM over the batch
     spent_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0", nullable=False)
     vocab_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the catalog version the batch retrieves from, pinned at submission (None: a batch made before catalogs)
+    catalog_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     # file-level problems and rows that never became jobs (unreadable CSV lines)
     notes: Mapped[list[Any]] = mapped_column(JSON, default=list)
     # set by a cancel: no job of the batch is claimed for a new stage after this (see crud.claim)

@@ -157,7 +157,7 @@ def demo(out: Path = typer.Option(Path("hitline-out"), help="where results go"),
 
 
 @app.command()
-def run(catalog: Path = typer.Option(..., help="folder with products.csv + images"),
+def run(catalog: Path = typer.Option(..., help="folder with products.csv + images, or a catalog name (`hitline catalog list`)"),
         new: Path = typer.Option(..., help="folder with new_products.csv + flat-lays"),
         out: Path = typer.Option(Path("hitline-out"), help="where results go"),
         top_k: Optional[int] = typer.Option(None, help="hits to borrow the look from (default 3)"),
@@ -290,7 +290,7 @@ def drop_collection(name: str, yes: bool = typer.Option(False, "--yes", help="re
     """Drop a Milvus collection (e.g. to switch embedders); the next run re-indexes the catalog."""
     _configure(None, None, None)
     from hitline.config import get_settings
-    from hitline.domain.index import client_for
+    from hitline.store.index import client_for
 
     if not yes:
         console.print(f"this drops collection {name!r}; add --yes to confirm")
@@ -332,6 +332,10 @@ cli_batches.register(app, configure=_configure, guard=_guard)
 from hitline import cli_storefront  # noqa: E402
 
 cli_storefront.register(app, configure=_configure, guard=_guard)
+# catalog add | update | list | show
+from hitline import cli_catalogs  # noqa: E402
+
+cli_catalogs.register(app, configure=_configure, guard=_guard)
 
 if __name__ == "__main__":
     app()

@@ -13,11 +13,12 @@ from typing import Any, Callable, Protocol, Sequence
 from hitline.domain.catalog import verify_image_data
 from hitline.domain.images import file_sha256
 from hitline.domain.models import Hit, HitProduct, NewProduct, Preset, StyleAnalysis
-from hitline.domain.index import HitIndex, Retrieval
+from hitline.domain.retrieval import Retrieval, Scope
 from hitline.domain.vectors import Vector, as_vector, decode_vector, encode_vector
 from hitline.providers.base import Analysis, ImageEmbedder, ImageRenderer, Judgement, OutputJudge, StyleAnalyzer
 from hitline.domain.sparse import TextVocabulary
 from hitline.errors import InputError
+from hitline.store.index import HitIndex
 
 __all__ = ["Cache", "embed_key", "cached_vector", "embed_images", "fit_vocabulary", "index_hits", "retrieve",
            "analyze", "render_key", "render_preset", "derived_key", "derive_preset", "retrieved_record", "judge_output"]
@@ -70,13 +71,15 @@ def fit_vocabulary(products: Sequence[HitProduct]) -> TextVocabulary:
 
 
 def index_hits(index: HitIndex, vocab: TextVocabulary, products: Sequence[HitProduct],
-               vectors: Sequence[Vector]) -> int:
-    return index.upsert(products, vectors, [vocab.transform(p.text()) for p in products])
+               vectors: Sequence[Vector], scope: Scope | None = None) -> int:
+    """Write hit rows live from catalog version `scope` on."""
+    return index.upsert(products, vectors, vocab.doc_vectors([p.text() for p in products]), scope)
 
 
 def retrieve(index: HitIndex, vocab: TextVocabulary, product: NewProduct, vector: Vector,
-             top_k: int, min_sales: int) -> Retrieval:
-    return index.search(vector, vocab.transform(product.text()), product.category, min_sales, top_k)
+             top_k: int, min_sales: int, scope: Scope | None = None) -> Retrieval:
+    """The top_k hits for a new product, inside catalog version `scope` only."""
+    return index.search(vector, vocab.query_vector(product.text()), product.category, min_sales, top_k, scope)
 
 
 def retrieved_record(r: Retrieval) -> dict[str, Any]:

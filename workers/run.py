@@ -66,7 +66,7 @@ def _check_broker(settings: Settings) -> None:
 
 
 def _check_milvus(settings: Settings) -> None:
-    from hitline.domain.index import client_for
+    from hitline.store.index import client_for
 
     client_for(settings.milvus()).list_collections()
 

@@ -225,3 +225,47 @@ def hit_image(job_id: JobId, n: Annotated[int, PathParam(ge=0, le=1000)], s: Ses
         raise control.NotFound(f"job {job_id} has {len(hits)} retrieved hits; no hit {n}")
     return files.serve_image(hits[n].image_path, files.batch_roots(control.get_batch(s, job.batch_id)),
                              f"hit {hits[n].product_id}'s image")
+
+
+def _catalogs_runtime():  # noqa: ANN202
+    from hitline.jobs.context import get_runtime
+
+    return get_runtime()
+
+
+@router.post("/catalogs", status_code=201, response_model=schemas.CatalogOut, tags=["catalogs"],
+             summary="Add a hit catalog folder, or a new version of it (indexed before the answer)")
+def add_catalog(body: schemas.CatalogRequest, response: Response, settings: SettingsDep,
+                tenant: TenantDep) -> schemas.CatalogOut:
+    from hitline.jobs import catalogs
+    from hitline.jobs.submit import batch_options
+
+    _check_shared(settings, body.folder)
+    if not Path(body.folder).is_dir():
+        raise InputError(f"{body.folder} is not a folder this server can read")
+    rt = _catalogs_runtime()
+    f = catalogs.facts(catalogs.add_or_update(rt, Path(body.folder), batch_options(rt.settings), name=body.name,
+                                                tenant=tenant))
+    if f["reused"]:
+        response.status_code = 200  # the same content was indexed already: nothing written
+    return schemas.CatalogOut.model_validate(f)
+
+
+@router.get("/catalogs", response_model=list[schemas.CatalogOut], tags=["catalogs"],
+            summary="The catalogs and their newest version")
+def list_catalogs(tenant: TenantDep) -> list[schemas.CatalogOut]:
+    from hitline.jobs import catalogs
+
+    return [schemas.CatalogOut.model_validate(catalogs.facts(f)) for f in catalogs.list_catalogs(_catalogs_runtime(), tenant)]
+
+
+@router.get("/catalogs/{ref}", response_model=schemas.CatalogOut, tags=["catalogs"],
+            summary="One catalog (by id or name) and its newest version")
+def get_catalog(ref: str, tenant: TenantDep) -> schemas.CatalogOut:
+    from hitline.jobs import catalogs
+
+    try:
+        f = catalogs.get_catalog(_catalogs_runtime(), ref, tenant=tenant)
+    except InputError as e:
+        raise control.NotFound(str(e)) from None
+    return schemas.CatalogOut.model_validate(catalogs.facts(f))

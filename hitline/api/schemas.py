@@ -207,3 +207,31 @@ class DeliveryOut(BaseModel):
     last_error: str | None
     next_at: datetime | None
     delivered_at: datetime | None
+
+
+class CatalogRequest(BaseModel):
+    folder: str = Field(min_length=1, description="folder on shared storage with products.csv and the images")
+    name: str | None = Field(None, max_length=128, description="catalog name (default: the folder's name); "
+                                                                "an existing name gets a new version")
+
+
+class CatalogVersionOut(BaseModel):
+    seq: int = Field(description="the catalog's version number (1, 2, ...)")
+    state: str = Field(description="building | ready | dropped")
+    products: int
+    written: int = Field(description="rows this version embedded and wrote (new or changed products)")
+    closed: int = Field(description="rows of the previous version it replaces or removes")
+    vocab_version: str
+    embed_model: str
+    created_at: str | None
+    ready_at: str | None
+
+
+class CatalogOut(BaseModel):
+    id: str
+    tenant: str
+    name: str
+    source_dir: str
+    version: CatalogVersionOut | None = Field(description="the newest version")
+    reused: bool = Field(False, description="true when the folder's content was already indexed as it is")
+    rejected_rows: int = 0

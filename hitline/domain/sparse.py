@@ -1,16 +1,21 @@
 """The sparse text side: a TF-IDF vocabulary fitted on the hit catalog, saved as JSON with a version.
 
-Hits are indexed and queries are searched with the same vocabulary; the index module stores
-`TextVocabulary.version` with the collection so a mismatch is caught instead of silently ranking
-with the wrong term ids.
+What the index stores does not depend on the vocabulary: a hit's row holds `doc_vector` (sublinear term
+frequencies under stable hashed term ids, L2-normalised), and the catalog version's IDF weights go into
+the query (`query_vector`), as BM25 weighs a query's terms. So a catalog update that changes the IDF
+(new products, removed ones, edited descriptions) rewrites only the rows that changed, and each version
+ranks with its own vocabulary.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
+import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,7 +25,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from hitline.errors import ConfigError, InputError
 
-__all__ = ["TextVocabulary", "SparseVector", "normalise_text"]
+__all__ = ["TextVocabulary", "SparseVector", "normalise_text", "term_id"]
 
 SparseVector = dict[int, float]  # term id -> weight; the shape Milvus takes for SPARSE_FLOAT_VECTOR
 
@@ -34,6 +39,16 @@ def normalise_text(text: str) -> str:
     text = unicodedata.normalize("NFKD", text[:_MAX_CHARS])
     text = "".join(ch for ch in text if not unicodedata.combining(ch))
     return _SEPARATORS.sub(" ", text.lower())
+
+
+def term_id(term: str) -> int:
+    """A term's id in stored vectors: the same in every version and process (CRC-32, 31 bits)."""
+    return zlib.crc32(term.encode("utf-8")) & 0x7FFFFFFF
+
+
+def _unit(weights: dict[int, float]) -> SparseVector:
+    norm = math.sqrt(sum(w * w for w in weights.values()))
+    return {k: weights[k] / norm for k in sorted(weights)} if norm > 0 else {}
 
 
 # the TfidfVectorizer settings; they are part of the version (change one = a new vocabulary)
@@ -125,6 +140,31 @@ class TextVocabulary:
             order = np.argsort(idx, kind="stable")
             out.append({int(idx[k]): float(val[k]) for k in order if val[k] != 0.0})
         return out
+
+    def _terms(self, text: str | None) -> Counter[str]:
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise InputError(f"text must be a string, got {type(text).__name__}")
+        if not hasattr(self, "_analyze"):
+            self._analyze = self._vec.build_analyzer()
+            self._idf_of = {term: self.idf[i] for term, i in self.vocabulary.items()}
+        return Counter(self._analyze(text))
+
+    def doc_vector(self, text: str | None) -> SparseVector:
+        """A hit's stored sparse vector: 1 + log(tf) per term (every term, in the vocabulary or not) under
+        its stable id, L2-normalised. Independent of the vocabulary's IDF: it stays valid across versions."""
+        return _unit({term_id(t): 1.0 + math.log(n) for t, n in self._terms(text).items()})
+
+    def doc_vectors(self, texts: Iterable[str | None]) -> list[SparseVector]:
+        return [self.doc_vector(t) for t in texts]
+
+    def query_vector(self, text: str | None) -> SparseVector:
+        """A query's sparse vector for this version: (1 + log tf) x idf for the terms in the vocabulary,
+        L2-normalised; {} when none is (dense search only)."""
+        counts = self._terms(text)
+        return _unit({term_id(t): (1.0 + math.log(n)) * self._idf_of[t] for t, n in counts.items()
+                      if t in self._idf_of})
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": self.version, "params": self.params,

@@ -19,13 +19,13 @@ from db.session import connection_scope, init_db
 from hitline.config import Settings, get_settings
 from hitline.domain.images import file_sha256
 from hitline.domain.imaging import load_presets
-from hitline.domain.index import HitIndex
 from hitline.domain.models import HitProduct, NewProduct, Preset
 from hitline.domain.pricing import PriceTable
 from hitline.domain.sparse import TextVocabulary
 from hitline.errors import ConfigError, InputError
 from hitline.providers.factory import Providers, build_providers
 from hitline.providers.ratelimit import Limiter
+from hitline.store.index import HitIndex
 
 __all__ = ["Runtime", "JobContext", "BatchInfo", "DbCache", "get_runtime", "reset_runtime"]
 

@@ -23,7 +23,7 @@ from hitline.domain.models import Hit, HitProduct, Preset, StyleAnalysis
 from hitline.domain.render_plan import plan_renders
 from hitline.domain.vectors import Vector
 from hitline.errors import BudgetExceeded, HitlineError, InputError, NotReady
-from hitline.jobs import quality
+from hitline.jobs import catalogs, quality
 from hitline.jobs.context import JobContext, Runtime, load_batch
 from hitline.jobs.results import (AnalyzeResult, CatalogIndexResult, EmbedResult, IndexResult, RenderResult,
                                   R, RetrieveResult, StageResult, read)
@@ -78,27 +78,34 @@ def index_catalog(jobs: list[JobContext]) -> dict[int, dict[str, Any] | HitlineE
     if items:
         products = [jc.product for jc, _ in items]
         assert all(isinstance(p, HitProduct) for p in products)
-        line.index_hits(index, jobs[0].vocabulary, products, [v for _, v in items])  # type: ignore[arg-type]
+        # live from the batch's catalog version on (the rows that version adds or changes)
+        line.index_hits(index, jobs[0].vocabulary, products, [v for _, v in items],  # type: ignore[arg-type]
+                        catalogs.scope_of(batch.options))
     for jc, _ in items:
         results[jc.job_id] = {"collection": index.collection}
     return results
 
 
 def catalog_indexed(rt: Runtime, batch_id: str, options: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """The batch's catalog once every catalog job is indexed and the index flushed ({"rows": n}), None
-    while some are still open. The first caller to see them all indexed flushes and counts, once per batch:
-    after that a SKU's index stage reads one flag (in the same transaction as the count of open jobs)."""
-    key = f"flushed:{batch_id}"
-    with connection_scope(rt.db_url) as c:
-        if crud.catalog_open(c, batch_id):
-            return None
-        facts = crud.cache_get(c, key)
-        if isinstance(facts, dict):
-            return facts
-        options = options if options is not None else load_batch(c, batch_id).options
+    """The batch's pinned catalog version once it is searchable ({"rows": n, ...}), None while it is being
+    built (by this batch's catalog jobs or another batch's). The first caller to see a version's rows all
+    written finishes it (hitline.jobs.catalogs.finish_version); after that this reads one cached flag."""
+    key = f"catalog-ready:{batch_id}"
+    facts = rt.cache.get(key)
+    if isinstance(facts, dict):
+        return facts
+    if options is None:
+        with connection_scope(rt.db_url) as c:
+            options = load_batch(c, batch_id).options
+    pinned = options.get("catalog")
+    if not pinned:
+        raise InputError(f"batch {batch_id} names no catalog version (made before catalogs were versioned): "
+                         "submit it again")
     index = rt.index(options)
-    index.flush()
-    facts = {"rows": index.count()}
+    done = catalogs.finish_version(rt, int(pinned["version_id"]), index)
+    if done is None:
+        return None
+    facts = {**done, "rows": done["catalog_rows"]}
     rt.cache.put(key, facts)
     return facts
 
@@ -119,7 +126,8 @@ def wait_for_catalog(jc: JobContext) -> dict[str, Any]:
     catalog = catalog_indexed(jc.rt, jc.batch.id, jc.options)
     if catalog is None:
         raise NotReady("catalog products still being indexed")
-    return {"collection": jc.rt.index(jc.options).collection, "catalog_rows": catalog["rows"]}
+    return {"collection": jc.rt.index(jc.options).collection, "catalog_rows": catalog["rows"],
+            "catalog": catalog["catalog"], "catalog_version": catalog["version"]}
 
 
 def retrieve(jc: JobContext) -> dict[str, Any]:
@@ -127,10 +135,13 @@ def retrieve(jc: JobContext) -> dict[str, Any]:
     if vec is None:
         raise InputError("embedding missing from the cache: re-run the embed stage")
     r = line.retrieve(jc.rt.index(jc.options), jc.vocabulary, jc.product, vec,  # type: ignore[arg-type]
-                      int(jc.options["top_k"]), int(jc.options["min_sales"]))
+                      int(jc.options["top_k"]), int(jc.options["min_sales"]), catalogs.scope_of(jc.options))
     if not r.hits:
         raise InputError("the catalog has no product to take the look from (index empty)")
     record = line.retrieved_record(r)
+    scope = catalogs.scope_of(jc.options)
+    if scope is not None:  # which catalog version every hit comes from
+        record["catalog"] = {"id": scope.catalog, "version": scope.seq}
     _write_json(jc.out_dir / "retrieved.json", record)
     return record
 

@@ -22,7 +22,7 @@ from hitline.domain.catalog import load_catalog, load_new_products
 from hitline.domain.imaging import load_presets
 from hitline.domain.models import HitProduct, NewProduct
 from hitline.errors import HitlineError, InputError
-from hitline.jobs import webhooks
+from hitline.jobs import catalogs, webhooks
 from hitline.jobs.context import Runtime
 from hitline.jobs.stages import CATALOG_LINE, first_stage
 from hitline.line import fit_vocabulary
@@ -93,11 +93,13 @@ def request_hash(catalog_dir: Path, new_dir: Path, out_dir: Path, options: dict[
 
 def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *, options: dict[str, Any],
                  budget_usd: float | None = None, batch_id: str | None = None,
-                 idempotency_key: str | None = None, tenant: str = DEFAULT_TENANT) -> Submitted:
+                 idempotency_key: str | None = None, tenant: str = DEFAULT_TENANT, _retried: bool = False) -> Submitted:
     """Validate both CSVs, fit the text vocabulary, prepare the collection and create every job row.
     Bad rows become failed jobs with their reason; the caller sends `dispatches` after this commits.
     With an idempotency key, the same request returns the batch it created the first time."""
     catalog_dir, new_dir, out_dir = Path(catalog_dir), Path(new_dir), Path(out_dir)
+    if not catalog_dir.is_dir():  # a catalog's name or id (`hitline catalog list`) stands for its folder
+        catalog_dir = catalogs.folder_of(rt, str(catalog_dir), tenant) or catalog_dir
     digest = request_hash(catalog_dir, new_dir, out_dir, options, budget_usd) if idempotency_key else None
     if idempotency_key:
         earlier = _earlier(rt, idempotency_key, digest, tenant)
@@ -109,17 +111,25 @@ def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *
         raise InputError(f"{catalog_dir}: no usable product in products.csv "
                          f"({len(catalog.errors)} rows rejected); nothing to retrieve from")
     vocab = fit_vocabulary(catalog.items)
-    rt.index(options).ensure(vocab.version)
+    index = rt.index(options)
+    index.ensure()
+    embed_model = index.embed_model
     batch_id = batch_id or new_batch_id()
     try:
         with session_scope(rt.db_url) as s:
             crud.cache_put(s, f"vocab:{vocab.version}", vocab.to_json())
+            # the folder's catalog and the version its rows make: an indexed catalog is reused as it is;
+            # otherwise this batch's catalog jobs write only the rows that are new or changed
+            cat = catalogs.resolve(s, folder=catalog_dir, tenant=tenant)
+            plan = catalogs.plan_version(s, cat, catalog.items, vocab, embed_model, builder_batch_id=batch_id)
+            pinned = {**options, "catalog": {"id": cat.id, "seq": plan.version.seq, "version_id": plan.version.id}}
             b = crud.create_batch(s, batch_id, catalog_dir=str(catalog_dir.resolve()),
-                                  new_dir=str(new_dir.resolve()), out_dir=str(out_dir.resolve()), options=options,
+                                  new_dir=str(new_dir.resolve()), out_dir=str(out_dir.resolve()), options=pinned,
                                   budget_usd=budget_usd, notes=[])
-            b.vocab_version = vocab.version
+            b.vocab_version = plan.version.vocab_version
+            b.catalog_version_id = plan.version.id
             b.idempotency_key, b.request_hash, b.tenant_id = idempotency_key, digest, tenant
-            hit_ids = crud.add_jobs(s, batch_id, "hit", [(p.product_id, _row(p)) for p in catalog.items],
+            hit_ids = crud.add_jobs(s, batch_id, "hit", [(p.product_id, _row(p)) for p in plan.write],
                                     first_stage("hit"))
             sku_ids = crud.add_jobs(s, batch_id, "sku", [(p.new_id, _row(p)) for p in new.items], first_stage("sku"))
             for kind, loaded in (("hit", catalog), ("sku", new)):
@@ -139,6 +149,9 @@ def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *
             earlier = _earlier(rt, idempotency_key, digest, tenant)
             if earlier is not None:
                 return earlier
+        if not _retried:  # a concurrent batch planned the same catalog's next version first: plan again
+            return submit_batch(rt, catalog_dir, new_dir, out_dir, options=options, budget_usd=budget_usd,
+                                batch_id=None, idempotency_key=idempotency_key, tenant=tenant, _retried=True)
         raise
     sub = Submitted(batch_id, chunks(hit_ids), sku_ids, len(catalog.errors) + len(new.errors))
     sub.dispatches = [Dispatch(batch_id, "hit", first_stage("hit"), tuple(c)) for c in sub.hit_chunks] + [

@@ -112,3 +112,21 @@ def test_tampered_or_broken_file_is_refused(vocab: TextVocabulary, tmp_path: Pat
         TextVocabulary.load(path)
     with pytest.raises(ConfigError, match="not found"):
         TextVocabulary.load(tmp_path / "missing.json")
+
+
+def test_stored_vectors_do_not_depend_on_the_vocabulary_and_the_query_carries_its_idf() -> None:
+    """A hit's stored vector is the same under two vocabularies (an update need not rewrite it); each
+    version's IDF weighs the query, so a rare term of that version outweighs a common one."""
+    v1, v2 = TextVocabulary.fit(TEXTS), TextVocabulary.fit(TEXTS + ["velvet cape", "velvet dress"])
+    assert v1.version != v2.version
+    assert v1.doc_vector(TEXTS[0]) == v2.doc_vector(TEXTS[0])
+    doc = v1.doc_vector(TEXTS[0])
+    assert math.isclose(math.sqrt(sum(x * x for x in doc.values())), 1.0, rel_tol=1e-9)
+    q = v1.query_vector("pink dress")  # "dress" is in 2 of 4 texts, "pink" in 1: pink weighs more
+    from hitline.domain.sparse import term_id
+
+    assert q[term_id("pink")] > q[term_id("dress")]
+    assert v1.query_vector("zzzz qqqq") == {} and v1.query_vector(None) == {}
+    docs = v1.doc_vectors(TEXTS)
+    scores = [sum(q.get(k, 0.0) * x for k, x in d.items()) for d in docs]
+    assert max(range(len(TEXTS)), key=scores.__getitem__) == 0

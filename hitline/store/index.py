@@ -1,4 +1,12 @@
-"""The Milvus collection of hit products: hybrid schema, upsert, flush, filtered hybrid search."""
+"""The Milvus collection of hit products (pymilvus): hybrid schema, versioned rows, upsert, flush, filtered
+hybrid search inside one catalog version.
+
+One collection per embedder holds every catalog's rows; `catalog` is the partition key (a search scoped to
+one catalog reads its partition only) and a row is live in the versions [valid_from, valid_to) of its
+catalog. A catalog update writes only its new and changed rows (valid_from = the new version) and closes
+the rows they replace (valid_to = the new version), so a batch pinned to an older version keeps seeing
+exactly that version's products while a newer one is built. bench/bench_catalog.py measured this against
+one collection per catalog version."""
 
 from __future__ import annotations
 
@@ -6,31 +14,37 @@ import json
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from numpy.typing import ArrayLike
-from pymilvus import AnnSearchRequest, DataType, MilvusClient
+from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from hitline.domain.models import Hit, HitProduct
+from hitline.domain.retrieval import (FALLBACKS, OPEN_END, RRF_K, Retrieval, Scope, build_filter, fuse, quote,
+                                      scope_filter)
 from hitline.domain.vectors import as_vector
 from hitline.errors import ConfigError
+
+__all__ = ["HitIndex", "client_for", "row_key", "RRF_K", "FALLBACKS", "build_filter", "quote", "Retrieval",
+           "Scope"]
 
 log = logging.getLogger(__name__)
 # Milvus Lite's in-process gRPC server logs a traceback for every RPC it does not implement
 # (AllocTimestamp, which pymilvus probes and then works without): noise, not an error
 logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
 
-RRF_K = 60
-META_KEY = "hitline.meta"  # collection property: embedder, dimension and text vocabulary version
+META_KEY = "hitline.meta"  # collection property: embedder, dimension and row layout
+LAYOUT = "versioned-v1"  # rows keyed by catalog + valid_from + product, live in [valid_from, valid_to); sparse
+# vectors under hashed term ids (hitline.domain.sparse.doc_vector)
 _clients: dict[tuple[int, str], MilvusClient] = {}
 _clients_lock = threading.Lock()
 # Milvus Lite runs in-process and is not safe for concurrent calls from our worker threads
 _call_lock = threading.RLock()
 
-VARCHAR = {"product_id": 64, "category": 128, "color": 128, "style": 128, "season": 64,
-           "description": 4096, "image_path": 1024}
+VARCHAR = {"pk": 256, "catalog": 64, "product_id": 64, "category": 128, "color": 128, "style": 128,
+           "season": 64, "description": 4096, "image_path": 1024}
+_SEARCH_FIELDS = ["product_id", "category", "sales_count", "description", "image_path"]
 
 
 def client_for(uri: str) -> MilvusClient:
@@ -44,18 +58,9 @@ def client_for(uri: str) -> MilvusClient:
         return _clients[key]
 
 
-def quote(value: str) -> str:
-    """A Milvus string literal: backslashes and double quotes escaped, so a value can't widen a filter."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def build_filter(category: str | None, min_sales: int | None) -> str:
-    parts = []
-    if category is not None:
-        parts.append(f"category == {quote(category)}")
-    if min_sales is not None:
-        parts.append(f"sales_count > {int(min_sales)}")
-    return " and ".join(parts)
+def row_key(catalog: str, valid_from: int, product_id: str) -> str:
+    """A row's primary key: the same product in two versions with different content is two rows."""
+    return f"{catalog}:{int(valid_from)}:{product_id}"
 
 
 def _dense(v: ArrayLike) -> list[float]:
@@ -64,18 +69,8 @@ def _dense(v: ArrayLike) -> list[float]:
     return as_vector(v).tolist()
 
 
-# Widening steps when the strict filter leaves fewer than k hits (documented in README):
-# 1) same category and sales above the threshold, 2) same category at any sales,
-# 3) any category above the threshold, 4) the whole catalog.
-FALLBACKS = ("category+sales", "category", "sales", "any")
-
-
-@dataclass
-class Retrieval:
-    hits: list[Hit]
-    filter: str
-    fallback: str  # which step of FALLBACKS produced the hits
-    notes: list[str] = field(default_factory=list)
+def _and(*parts: str) -> str:
+    return " and ".join(p for p in parts if p)
 
 
 class HitIndex:
@@ -95,11 +90,11 @@ class HitIndex:
         except json.JSONDecodeError:
             return {}
 
-    def ensure(self, vocab_version: str) -> str:
-        """Make the collection fit this embedder and vocabulary. Returns "exists", "created" or "rebuilt".
+    def ensure(self) -> str:
+        """Make the collection fit this embedder. Returns "exists", "created" or "rebuilt".
 
-        A different embedder is refused (vectors of two models are not comparable); a different text
-        vocabulary means the catalog changed, so the collection is rebuilt from the new catalog.
+        A different embedder is refused (vectors of two models are not comparable). A collection of the
+        unversioned layout (before catalogs had versions) is rebuilt: no catalog version points into it.
         """
         with _call_lock:
             meta = self.meta()
@@ -111,15 +106,14 @@ class HitIndex:
                         "Mixing embedders in one collection is refused: set HITLINE_COLLECTION to another "
                         f"name (e.g. {self.collection}_{self.embed_model.split('/')[0]}) or drop it with "
                         f"`hitline drop-collection {self.collection} --yes`.")
-                if meta.get("vocab_version") == vocab_version:
+                if meta.get("layout") == LAYOUT:
                     return "exists"
-                log.info("catalog vocabulary changed (%s -> %s): rebuilding %s",
-                         meta.get("vocab_version"), vocab_version, self.collection)
+                log.info("collection %s has the unversioned layout: rebuilding it", self.collection)
                 self.client.drop_collection(self.collection)
                 state = "rebuilt"
             else:
                 state = "created"
-            self._create(vocab_version)
+            self._create()
             return state
 
     def drop(self) -> None:
@@ -127,10 +121,15 @@ class HitIndex:
             if self.client.has_collection(self.collection):
                 self.client.drop_collection(self.collection)
 
-    def _create(self, vocab_version: str) -> None:
-        meta = json.dumps({"embed_model": self.embed_model, "dim": self.dim, "vocab_version": vocab_version})
+    def _create(self) -> None:
+        meta = json.dumps({"embed_model": self.embed_model, "dim": self.dim, "layout": LAYOUT})
         schema = self.client.create_schema(auto_id=False, description="hitline hit products")
-        schema.add_field("product_id", DataType.VARCHAR, is_primary=True, max_length=VARCHAR["product_id"])
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=VARCHAR["pk"])
+        # the partition key: a search scoped to one catalog reads that catalog's partition only
+        schema.add_field("catalog", DataType.VARCHAR, max_length=VARCHAR["catalog"], is_partition_key=True)
+        schema.add_field("valid_from", DataType.INT64)
+        schema.add_field("valid_to", DataType.INT64)
+        schema.add_field("product_id", DataType.VARCHAR, max_length=VARCHAR["product_id"])
         schema.add_field("dense", DataType.FLOAT_VECTOR, dim=self.dim)
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
         for name in ("category", "color", "style", "season", "description", "image_path"):
@@ -146,11 +145,15 @@ class HitIndex:
 
     # --- writes -------------------------------------------------------------------------------
     def upsert(self, products: Sequence[HitProduct], dense: Sequence[ArrayLike],
-               sparse: Sequence[dict[int, float]]) -> int:
+               sparse: Sequence[dict[int, float]], scope: Scope | None = None) -> int:
+        """Write rows live from version scope.seq of scope.catalog on (default: catalog "" version 0,
+        a catalog without versions)."""
+        catalog, seq = (scope.catalog, int(scope.seq)) if scope is not None else ("", 0)
         rows = []
         for p, d, sp in zip(products, dense, sparse, strict=True):
             rows.append({
-                "product_id": p.product_id, "dense": _dense(d),
+                "pk": row_key(catalog, seq, p.product_id), "catalog": catalog, "valid_from": seq,
+                "valid_to": OPEN_END, "product_id": p.product_id, "dense": _dense(d),
                 # Milvus rejects an all-zero sparse row; a hit whose text is out of vocabulary gets a tiny
                 # marker entry so it stays findable by the dense path
                 "sparse": sp or {0: 1e-6},
@@ -164,31 +167,64 @@ class HitIndex:
         with _call_lock:
             return int(self.client.upsert(self.collection, rows)["upsert_count"])
 
+    def close(self, keys: Iterable[str], valid_to: int, batch: int = 1000) -> int:
+        """End rows (by primary key) at version valid_to: versions before it still see them, it and later
+        ones do not. Rewrites each row with its own vectors (idempotent: closing twice is the same row)."""
+        keys = list(keys)
+        done = 0
+        for i in range(0, len(keys), batch):
+            chunk = keys[i:i + batch]
+            expr = "pk in [" + ", ".join(quote(k) for k in chunk) + "]"
+            with _call_lock:
+                self.client.load_collection(self.collection)  # a query needs it loaded (a new process)
+                rows = self.client.query(self.collection, filter=expr, output_fields=["*"])
+                for r in rows:
+                    r["valid_to"] = int(valid_to)
+                if rows:
+                    done += int(self.client.upsert(self.collection, [dict(r) for r in rows])["upsert_count"])
+        return done
+
+    def drop_before(self, catalog: str, seq: int) -> None:
+        """Delete the rows of `catalog` that no version from `seq` on can see (closed at or before it)."""
+        with _call_lock:
+            self.client.delete(self.collection, filter=f"catalog == {quote(catalog)} and valid_to <= {int(seq)}")
+
+    def drop_catalog(self, catalog: str) -> None:
+        with _call_lock:
+            self.client.delete(self.collection, filter=f"catalog == {quote(catalog)}")
+
     def flush(self) -> None:
         """Flush after bulk insert: searching growing segments was ~50x slower (DESIGN.md)."""
         with _call_lock:
             self.client.flush(self.collection)
             self.client.load_collection(self.collection)
 
-    def count(self) -> int:
+    def count(self, scope: Scope | None = None) -> int:
+        """Rows in the collection, or live in one catalog version."""
         with _call_lock:
-            return int(self.client.get_collection_stats(self.collection)["row_count"])
+            if scope is None:
+                return int(self.client.get_collection_stats(self.collection)["row_count"])
+            self.client.load_collection(self.collection)
+            res = self.client.query(self.collection, filter=scope_filter(scope), output_fields=["count(*)"])
+        return int(res[0]["count(*)"]) if res else 0
 
     # --- search -------------------------------------------------------------------------------
     def search(self, dense: ArrayLike, sparse: dict[int, float], category: str, min_sales: int,
-               top_k: int) -> Retrieval:
+               top_k: int, scope: Scope | None = None) -> Retrieval:
         """Dense + sparse requests with the same filter, fused by RRF(k=60); widened step by step when
-        the filter leaves fewer than top_k hits."""
+        the filter leaves fewer than top_k hits. Every step stays inside `scope` (the batch's catalog
+        version): widening relaxes category and sales, never the version."""
         notes: list[str] = []
         if not sparse:
             notes.append("query text has no word in the catalog vocabulary: dense search only")
         steps = {"category+sales": (category, min_sales), "category": (category, None),
                  "sales": (None, min_sales), "any": (None, None)}
         query = _dense(dense)
+        within = scope_filter(scope)
         best: Retrieval | None = None
         for name in FALLBACKS:
             expr = build_filter(*steps[name])
-            hits = self._hybrid(query, sparse, expr, top_k)
+            hits = self._hybrid(query, sparse, _and(within, expr), top_k)
             if best is None or len(hits) > len(best.hits):
                 best = Retrieval(hits, expr, name)
             if len(hits) >= top_k:
@@ -214,35 +250,30 @@ class HitIndex:
 
     def _hybrid_once(self, dense: list[float], sparse: dict[int, float], expr: str, top_k: int) -> list[Hit]:
         per_path = max(top_k * 3, 10)
-        dense_req = AnnSearchRequest(data=[dense], anns_field="dense",
-                                     param={"metric_type": "COSINE"}, limit=per_path, expr=expr)
-        reqs = [dense_req]
+        reqs: list[tuple[str, Any, dict[str, str]]] = [("dense", dense, {"metric_type": "COSINE"})]
         if sparse:
-            reqs.append(AnnSearchRequest(data=[sparse], anns_field="sparse", param={"metric_type": "IP"},
-                                         limit=per_path, expr=expr))
-        fields = ["category", "sales_count", "description", "image_path"]
-        # each path searched once; RRF (k=60, ranks from 1, as Milvus' RRFRanker) fused here: the same
-        # hits as a hybrid_search, and each hit's rank per path comes with it (no second round of searches)
+            reqs.append(("sparse", sparse, {"metric_type": "IP"}))
+        # each path searched once; RRF fused here (hitline.domain.retrieval.fuse): the same hits as a
+        # hybrid_search, and each hit's rank per path comes with it (no second round of searches)
         ranks: list[dict[Any, int]] = []
         entities: dict[Any, dict[str, Any]] = {}
         with _call_lock:
-            for r in reqs:
-                res = self.client.search(self.collection, data=r.data, anns_field=r.anns_field,
-                                         search_params=r.param, limit=per_path, filter=expr, output_fields=fields)[0]
+            for field_name, data, param in reqs:
+                res = self.client.search(self.collection, data=[data], anns_field=field_name,
+                                         search_params=param, limit=per_path, filter=expr,
+                                         output_fields=_SEARCH_FIELDS)[0]
                 ranks.append({})
                 for i, h in enumerate(res):
-                    pid = h["id"] if "id" in h else h["product_id"]
+                    pid = h["entity"]["product_id"]
                     ranks[-1][pid] = i + 1
                     entities.setdefault(pid, h["entity"])
-        fused = {pid: sum(1.0 / (RRF_K + path[pid]) for path in ranks if pid in path) for pid in entities}
-        order = sorted(fused, key=lambda pid: (-fused[pid], min(p.get(pid, per_path + 1) for p in ranks), str(pid)))
         hits = []
-        for pid in order[:top_k]:
+        for pid, score in fuse(ranks, top_k, per_path):
             ent = entities[pid]
             d_rank = ranks[0].get(pid)
             s_rank = ranks[1].get(pid) if len(ranks) > 1 else None
             found = tuple(n for n, r in (("dense", d_rank), ("sparse", s_rank)) if r is not None)
-            hits.append(Hit(product_id=pid, score=fused[pid], image_path=ent["image_path"],
+            hits.append(Hit(product_id=pid, score=score, image_path=ent["image_path"],
                             category=ent["category"], sales_count=int(ent["sales_count"]),
                             description=ent["description"], found_by=found, dense_rank=d_rank,
                             sparse_rank=s_rank))

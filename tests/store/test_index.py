@@ -5,7 +5,7 @@ import pytest
 
 from hitline.domain.models import HitProduct
 from hitline.errors import ConfigError
-from hitline.domain.index import HitIndex, build_filter, quote
+from hitline.store.index import HitIndex, Scope, build_filter, quote
 
 HOSTILE = 'x" or "1"=="1'
 
@@ -19,7 +19,7 @@ def _products(n: int) -> list[HitProduct]:
 @pytest.fixture
 def index(tmp_path: Path) -> HitIndex:
     ix = HitIndex(str(tmp_path / "m.db"), "hits", 8, "test/model")
-    ix.ensure("v1")
+    ix.ensure()
     ps = _products(30)
     rng = np.random.default_rng(1)
     ix.upsert(ps, [rng.random(8) for _ in ps], [{i % 7: 1.0} for i in range(30)])
@@ -69,13 +69,39 @@ def test_empty_sparse_query_uses_dense_only(index: HitIndex) -> None:
     assert "dense search only" in r.notes[0]
 
 
-def test_mixing_embedders_is_refused_and_vocab_change_rebuilds(index: HitIndex, tmp_path: Path) -> None:
+def test_mixing_embedders_is_refused(index: HitIndex, tmp_path: Path) -> None:
     other = HitIndex(index.uri, "hits", 16, "other/model", client=index.client)
     with pytest.raises(ConfigError, match="Mixing embedders"):
-        other.ensure("v1")
-    assert index.ensure("v1") == "exists"
-    assert index.ensure("v2") == "rebuilt"
-    assert index.count() == 0
+        other.ensure()
+    assert index.ensure() == "exists"
+    assert index.count() == 30
+
+
+def test_a_version_sees_its_own_rows_only(index: HitIndex) -> None:
+    """Two catalogs and two versions of one in the same collection: each scope returns its own rows,
+    whatever the widening step, and closing a row hides it from later versions only."""
+    rng = np.random.default_rng(3)
+    a1 = _products(6)
+    b1 = [HitProduct(f"P{i:03d}", Path(f"/b/{i}.jpg"), "dress", "red", "boho", "summer", 9000, "b", 1.0)
+          for i in range(6)]
+    index.upsert(a1, [rng.random(8) for _ in a1], [{1: 1.0}] * 6, Scope("ca", 1))
+    index.upsert(b1, [rng.random(8) for _ in b1], [{1: 1.0}] * 6, Scope("cb", 1))
+    changed = [HitProduct("P000", Path("/a/new0.jpg"), "dress", "red", "boho", "summer", 7777, "a2", 1.0)]
+    index.upsert(changed, [rng.random(8)], [{1: 1.0}], Scope("ca", 2))
+    index.close(["ca:1:P000"], 2)
+    index.flush()
+    seen = {}
+    for scope in (Scope("ca", 1), Scope("ca", 2), Scope("cb", 1)):
+        r = index.search(np.ones(8), {1: 1.0}, "dress", -1, 20, scope)
+        assert len(r.hits) == 6 and "filter [none] left 6 of 20 hits" in r.notes  # widened to the version only
+        seen[scope] = {(h.product_id, h.image_path) for h in r.hits}
+    assert seen[Scope("ca", 1)] == {(p.product_id, str(p.image_path)) for p in a1}
+    assert seen[Scope("ca", 2)] == {(p.product_id, str(p.image_path)) for p in changed + a1[1:]}
+    assert seen[Scope("cb", 1)] == {(p.product_id, str(p.image_path)) for p in b1}
+    assert index.count(Scope("ca", 2)) == 6
+    index.drop_before("ca", 2)  # version 1 unused: its closed row goes
+    index.flush()
+    assert index.count(Scope("ca", 1)) == 5 and index.count(Scope("ca", 2)) == 6
 
 
 def test_the_fusion_ranks_as_milvus_rrf_ranker(index: HitIndex) -> None:
@@ -83,7 +109,7 @@ def test_the_fusion_ranks_as_milvus_rrf_ranker(index: HitIndex) -> None:
     Milvus' own hybrid_search with RRFRanker(60) over the same two requests."""
     from pymilvus import AnnSearchRequest, RRFRanker
 
-    from hitline.domain.index import RRF_K
+    from hitline.store.index import RRF_K
 
     rng = np.random.default_rng(7)
     for _ in range(8):
@@ -97,6 +123,6 @@ def test_the_fusion_ranks_as_milvus_rrf_ranker(index: HitIndex) -> None:
                                  expr=expr)]
         milvus = index.client.hybrid_search(index.collection, reqs, RRFRanker(RRF_K), limit=5)[0]
         ours = index._hybrid_once(dense, sparse, expr, 5)
-        theirs = [(h.get("product_id", h.get("id")), round(float(h["distance"]), 6)) for h in milvus]
+        theirs = [((h.get("id") or h.get("pk")).rsplit(":", 1)[-1], round(float(h["distance"]), 6)) for h in milvus]
         assert [(h.product_id, round(h.score, 6)) for h in ours] == theirs
         assert all(h.found_by for h in ours)
