@@ -9,7 +9,7 @@ Every model allows extra keys and gives its later fields defaults: a result writ
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -44,10 +44,12 @@ class CatalogIndexResult(StageResult):
 
 
 class IndexResult(StageResult):
-    """A SKU's index stage: the catalog it is searched against is indexed and flushed."""
+    """A SKU's index stage: the catalog version it is searched against is indexed and flushed."""
 
     collection: str
     catalog_rows: int | None = None
+    catalog: str | None = None  # the catalog's id (hitline/jobs/catalogs.py)
+    catalog_version: int | None = None  # the version the batch pinned
 
 
 class RetrievedHit(_Open):
@@ -67,6 +69,7 @@ class RetrieveResult(StageResult):
     fallback: str | None = None
     notes: list[str] = Field(default_factory=list)
     hits: list[RetrievedHit] = Field(default_factory=list)
+    catalog: dict[str, Any] | None = None  # {"id", "version"}: where every hit comes from
 
 
 class AnalyzeResult(StageResult):

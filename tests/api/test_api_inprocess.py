@@ -259,3 +259,27 @@ def test_the_dashboard_shows_the_quality_gate_input_checks_and_render_plan(clien
     assert "banner: not rendered - product is 160 px" in failed
     waiting = ui.get(f"/ui/jobs/{jobs[8]['id']}").text
     assert 'id="input-checks"' not in waiting and 'id="render-plan"' not in waiting
+
+
+def test_catalogs_are_added_once_listed_and_shown(client: TestClient, hitline_env: Path, demo_data) -> None:  # noqa: ANN001
+    import csv
+    import shutil
+
+    cat = hitline_env / "cat"
+    shutil.copytree(demo_data[0], cat)
+    rows = list(csv.DictReader(open(cat / "products.csv", encoding="utf-8")))[:6]
+    with open(cat / "products.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    r = client.post("/catalogs", json={"folder": str(cat), "name": "spring"})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["name"] == "spring" and body["tenant"] == "default"
+    assert (body["version"]["seq"], body["version"]["state"], body["version"]["written"]) == (1, "ready", 6)
+    again = client.post("/catalogs", json={"folder": str(cat), "name": "spring"})
+    assert again.status_code == 200 and again.json()["reused"] and again.json()["version"]["seq"] == 1
+    assert [c["name"] for c in client.get("/catalogs").json()] == ["spring"]
+    assert client.get(f"/catalogs/{body['id']}").json()["name"] == "spring"
+    assert "hitline catalog list" in _error(client.get("/catalogs/autumn"), 404)
+    assert "not a folder" in _error(client.post("/catalogs", json={"folder": str(hitline_env / "nope")}), 422)
