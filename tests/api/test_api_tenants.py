@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from db.models import ApiToken, Output, WebhookEndpoint
+from db.models import ApiToken, Batch, CatalogVersion, Output, WebhookEndpoint
 from db.session import session_scope
 from hitline.jobs import control
 
@@ -33,7 +33,10 @@ def world(rendered_batch: str, hitline_env: Path):  # noqa: ANN201
         s.add(WebhookEndpoint(batch_id=rendered_batch, url="http://127.0.0.1:9/hook", events=["batch.finished"]))
         s.flush()
         ids = {"batch_id": rendered_batch, "job_id": job.id, "output_id": s.query(Output.id).scalar(),
-               "endpoint_id": s.query(WebhookEndpoint.id).scalar(), "n": 0, "path": f"{job.item_id}/thumbnail.png"}
+               "endpoint_id": s.query(WebhookEndpoint.id).scalar(), "n": 0, "path": f"{job.item_id}/thumbnail.png",
+               # the catalog the batch's folder resolved to (hitline/jobs/catalogs.py)
+               "ref": s.query(CatalogVersion.catalog_id).join(Batch, Batch.catalog_version_id == CatalogVersion.id)
+               .filter(Batch.id == rendered_batch).scalar()}
     with TestClient(create_app(ctx.settings)) as c:
         yield c, mine, other, ids
 

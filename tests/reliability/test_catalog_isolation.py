@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .services import BIN
+from testkit.services import BIN
 
 N_SKUS = 4
 
