@@ -11,7 +11,6 @@ import shutil
 import textwrap
 import time
 from contextlib import nullcontext
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 import typer

@@ -96,7 +96,7 @@ def tenant_scope(request: Request, token: TokenDep) -> None:
     """One door for every API route (a router dependency): the token's role allows the method, and each
     id in the path or the query (batch, job, output, webhook endpoint) belongs to the token's tenant -
     another tenant's is answered exactly like an unknown id (404)."""
-    from db.models import Batch, Job, Output, WebhookEndpoint
+    from db.models import Job, Output, WebhookEndpoint
 
     need = _role_for(request)
     if not control.can(token, need):

@@ -23,6 +23,7 @@ from hitline.domain.models import HitProduct, NewProduct, Preset
 from hitline.domain.pricing import PriceTable
 from hitline.domain.sparse import TextVocabulary
 from hitline.errors import ConfigError, InputError
+from hitline.jobs.options import BatchOptions
 from hitline.providers.factory import Providers, build_providers
 from hitline.providers.ratelimit import Limiter
 from hitline.store.index import HitIndex
@@ -187,7 +188,10 @@ class JobContext:
 
     @property
     def presets(self) -> list[Preset]:
-        return self.rt.presets(self.options["presets"])
+        """The presets recorded with the batch at submission (hitline.jobs.options); a batch from before
+        they were recorded: this worker's presets file."""
+        recorded = BatchOptions.of(self.options).resolved_presets()
+        return recorded if recorded is not None else self.rt.presets(self.options["presets"])
 
     @property
     def vocabulary(self) -> TextVocabulary:

@@ -24,6 +24,7 @@ from hitline.domain.models import HitProduct, NewProduct
 from hitline.errors import HitlineError, InputError
 from hitline.jobs import catalogs, webhooks
 from hitline.jobs.context import Runtime
+from hitline.jobs.options import PresetSpec
 from hitline.jobs.stages import CATALOG_LINE, first_stage
 from hitline.line import fit_vocabulary
 
@@ -64,7 +65,9 @@ def batch_options(settings: Settings, *, top_k: int | None = None, min_sales: in
     """Everything a worker needs to run a batch, stored on the batch row (never the API key). review:
     "all" = every output waits for a person; "gate" (default) = only those the quality gate sent."""
     names = presets or list(settings.presets)
-    load_presets(names, settings.presets_file)  # an unknown preset fails before anything is queued
+    # an unknown preset fails before anything is queued; the resolved presets are recorded: workers
+    # render what the batch was checked against, whatever their own presets file says
+    resolved = load_presets(names, settings.presets_file)
     if review not in (None, "gate", "all"):
         raise InputError(f"review {review!r} is not 'gate' or 'all'")
     if draft is not None and draft not in ("512px", "1K"):
@@ -72,6 +75,7 @@ def batch_options(settings: Settings, *, top_k: int | None = None, min_sales: in
     # drafts are approved by a person: a draft batch reviews every output
     return {**({"review": "all", "draft": draft} if draft else {"review": review} if review else {}), "provider": settings.resolved_provider(), "top_k": top_k or settings.top_k,
             "min_sales": settings.min_sales if min_sales is None else min_sales, "presets": names,
+            "preset_specs": [PresetSpec.of(p).model_dump(mode="json") for p in resolved],
             "escalate": settings.escalate,
             "models": {"embed_model": settings.embed_model, "analyze_model": settings.analyze_model,
                        "render_model": settings.render_model, "escalate_model": settings.escalate_model}}

@@ -1,0 +1,59 @@
+"""A batch's options as a typed model: what `batch_options` records on the batch row at submission and
+what every worker reads back. The presets are recorded resolved (sizes, background, rules), as the batch
+was checked against them: a worker renders those, not its own HITLINE_PRESETS_FILE.
+
+Extra keys are kept (options added by later versions or other features); batches submitted before the
+presets were recorded (no `preset_specs`) fall back to the worker's presets file, as they did."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from hitline.domain.models import Preset
+
+__all__ = ["PresetSpec", "BatchOptions"]
+
+
+class PresetSpec(BaseModel):
+    """One preset as resolved at submission (hitline.domain.models.Preset)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    aspect_ratio: str
+    size: str
+    width: int
+    height: int
+    background: str = "scene"
+    low_res: str = "downsize"
+    rules: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, p: Preset) -> PresetSpec:
+        return cls(name=p.name, aspect_ratio=p.aspect_ratio, size=p.size, width=p.width, height=p.height,
+                   background=p.background, low_res=p.low_res, rules=dict(p.rules))
+
+    def preset(self) -> Preset:
+        return Preset.build(self.name, self.aspect_ratio, self.size, self.background, width=self.width,
+                            height=self.height, low_res=self.low_res, rules=dict(self.rules))
+
+
+class BatchOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    provider: str = "local"
+    top_k: int = 3
+    min_sales: int = 0
+    presets: list[str] = Field(default_factory=list)
+    preset_specs: list[PresetSpec] | None = Field(None, description="the presets resolved at submission")
+    models: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, options: Mapping[str, object]) -> BatchOptions:
+        return cls.model_validate(options)
+
+    def resolved_presets(self) -> list[Preset] | None:
+        """The presets the batch was checked against; None for a batch that did not record them."""
+        return [s.preset() for s in self.preset_specs] if self.preset_specs is not None else None
