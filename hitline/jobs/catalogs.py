@@ -177,6 +177,7 @@ def finish_version(rt: Runtime, version_id: int, index: Any) -> dict[str, Any] |
         s.execute(update(CatalogVersion).where(CatalogVersion.id == version_id, CatalogVersion.state == "building")
                   .values(state="ready", ready_at=utcnow(), rows=rows, products=len(rows)))
         v = s.get(CatalogVersion, version_id)
+        assert v is not None  # the row this function has been building
         out = _wait_facts(v)
     collect(rt, catalog_id, index)
     return out
@@ -266,7 +267,7 @@ def folder_of(rt: Runtime, ref: str, tenant: str = DEFAULT_TENANT) -> Path | Non
     return Path(src) if src else None
 
 
-def _load(folder: Path) -> Loaded:
+def _load(folder: Path) -> Loaded[HitProduct]:
     loaded = load_catalog(folder)
     if not loaded.items:
         raise InputError(f"{folder}: no usable product in products.csv ({len(loaded.errors)} rows rejected)")
