@@ -37,7 +37,8 @@ def _configure(provider: Optional[str], base_url: Optional[str], data_dir: Optio
 
 def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min_sales: Optional[int],
                presets: Optional[str], budget: Optional[float], wait: bool, review: Optional[str] = None,
-               draft: Optional[str] = None) -> str:
+               draft: Optional[str] = None, locales: Optional[str] = None,
+               text_mode: Optional[str] = None, missing_translation: Optional[str] = None) -> str:
     from hitline.jobs import verbs
     from hitline.jobs.context import get_runtime
 
@@ -50,7 +51,8 @@ def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min
         # a broker that refuses: one error line with the batch id and `hitline resume`
         sub = verbs.submit(rt, catalog, new, out, send=_Sender(worker, embedded), top_k=top_k,
                            min_sales=min_sales, presets=preset_names, budget_usd=budget,
-                           review=review, draft=draft)
+                           review=review, draft=draft, locales=locales,
+                           text_mode=text_mode, missing_translation=missing_translation)
         console.print(f"batch [bold]{sub.batch_id}[/]: {sum(map(len, sub.hit_chunks))} catalog products, "
                       f"{len(sub.sku_jobs)} new SKUs, {sub.rejected} rows rejected "
                       f"({'embedded worker' if embedded else 'queued on ' + _safe_url(st.broker_url)})")
@@ -140,20 +142,29 @@ def _finish(rt, batch_id: str) -> None:  # noqa: ANN001
     console.print(f"outputs: {path.parent}")
 
 
+_LOCALES_HELP = ("words on the pictures in these locales, e.g. en-US,de-DE,ja-JP,zh-CN (the first is the "
+                 "language of new_products.csv's headline column)")
+_TEXT_MODE_HELP = "overlay (default: hitline typesets the words) | model (the image model writes them)"
+_MISSING_HELP = "a locale without headline_<locale>: refuse (default) | translate (analysis model, marked as such)"
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("hitline-out"), help="where results go"),
          data: Path = typer.Option(Path("hitline-demo"), help="where the generated sample data goes"),
          provider: Optional[str] = typer.Option(None, help="local | openrouter (default: openrouter when a key is set)"),
          openrouter_base_url: Optional[str] = typer.Option(None, help="e.g. the fake: http://127.0.0.1:P/api/v1"),
          presets: Optional[str] = typer.Option(None, help="comma-separated preset names"),
-         budget: Optional[float] = typer.Option(None, help="USD cap for paid renders in this batch")) -> None:
+         budget: Optional[float] = typer.Option(None, help="USD cap for paid renders in this batch"),
+         locales: Optional[str] = typer.Option(None, help=_LOCALES_HELP),
+         text_mode: Optional[str] = typer.Option(None, help=_TEXT_MODE_HELP),
+         missing_translation: Optional[str] = typer.Option(None, help=_MISSING_HELP)) -> None:
     """Generate a sample hit catalog and new flat-lays, then run the whole line on them."""
     _configure(provider, openrouter_base_url, None)
     from hitline.demo.sampledata import generate_demo
 
     catalog, new = generate_demo(data)
     console.print(f"sample data: {catalog} (hit catalog), {new} (new products)")
-    _guard(lambda: _run_batch(catalog, new, out, top_k=None, min_sales=None, presets=presets, budget=budget, wait=True))
+    _guard(lambda: _run_batch(catalog, new, out, top_k=None, min_sales=None, presets=presets, budget=budget, wait=True, locales=locales, text_mode=text_mode, missing_translation=missing_translation))
 
 
 @app.command()
@@ -172,7 +183,10 @@ def run(catalog: Path = typer.Option(..., help="folder with products.csv + image
                                                "fails the gate is rendered once more by Nano Banana Pro"),
         draft: Optional[str] = typer.Option(None, help="512px (or 1K): drafts first; approved ones are rendered "
                                                        "at their final sizes (`hitline review B --approve`)"),
-        wait: bool = typer.Option(True, help="with a broker: wait for the batch and write the report")) -> None:
+        wait: bool = typer.Option(True, help="with a broker: wait for the batch and write the report"),
+        locales: Optional[str] = typer.Option(None, help=_LOCALES_HELP),
+        text_mode: Optional[str] = typer.Option(None, help=_TEXT_MODE_HELP),
+        missing_translation: Optional[str] = typer.Option(None, help=_MISSING_HELP)) -> None:
     """Run the line on your own catalog and new products."""
     if escalate:
         if escalate not in ("pro", "none"):
@@ -180,7 +194,8 @@ def run(catalog: Path = typer.Option(..., help="folder with products.csv + image
         os.environ["HITLINE_ESCALATE"] = escalate
     _configure(provider, openrouter_base_url, None)
     _guard(lambda: _run_batch(catalog, new, out, top_k=top_k, min_sales=min_sales, presets=presets,
-                              budget=budget, wait=wait, review=review, draft=draft))
+                              budget=budget, wait=wait, review=review, draft=draft, locales=locales,
+                              text_mode=text_mode, missing_translation=missing_translation))
 
 
 def _guard(fn) -> None:  # noqa: ANN001

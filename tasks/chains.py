@@ -87,9 +87,10 @@ def send(rt: Runtime, dispatches: list[Dispatch]) -> int:
 def submit(catalog_dir: Path | str, new_dir: Path | str, out_dir: Path | str, *, top_k: int | None = None,
            min_sales: int | None = None, presets: list[str] | None = None, budget_usd: float | None = None,
            idempotency_key: str | None = None, rt: Runtime | None = None, review: str | None = None,
-           draft: str | None = None) -> Submitted:
+           draft: str | None = None, locales: list[str] | None = None,
+           text_mode: str | None = None, missing_translation: str | None = None) -> Submitted:
     """The Python entry point for other services: hitline.jobs.verbs.submit with this module's sender.
     Returns at once; progress is in the job table (`hitline status BATCH`)."""
     return verbs.submit(rt or get_runtime(), catalog_dir, new_dir, out_dir, send=send, top_k=top_k,
                         min_sales=min_sales, presets=presets, budget_usd=budget_usd, idempotency_key=idempotency_key,
-                        review=review, draft=draft)
+                        review=review, draft=draft, locales=locales, text_mode=text_mode, missing_translation=missing_translation)

@@ -52,7 +52,8 @@ def submit_batch(payload: dict[str, object], idempotency_key: str | None = None)
     rt = get_runtime()
     return verbs.submit(rt, req.catalog, req.new, rt.settings.out_dir_for_api(), send=send, top_k=req.top_k,
                         min_sales=req.min_sales, presets=req.presets, budget_usd=req.budget_usd,
-                        idempotency_key=idempotency_key, review=req.review, draft=req.draft).batch_id
+                        idempotency_key=idempotency_key, review=req.review, draft=req.draft, locales=req.locales,
+                        text_mode=req.text_mode, missing_translation=req.missing_translation).batch_id
 
 
 @app.task(name=RETRY_JOBS, ignore_result=False)

@@ -53,8 +53,11 @@ def job_detail(j: Job, attempts: list[Attempt], out_dir: str) -> schemas.JobDeta
     for o in render.outputs if render else []:
         url = file_url(j.batch_id, out_dir, o.path)
         if url:
-            q = o.quality
+            q, t = o.quality, o.text
             outputs.append(schemas.Output(
+                locale=o.locale, text=schemas.OutputText(
+                    mode=t.mode, texts=t.texts, machine_translated=t.machine_translated, status=t.status, cer=t.cer,
+                    readings=t.readings) if t else None,
                 preset=o.preset, width=o.width, height=o.height, cost_usd=o.cost_usd, url=url,
                 derived_from=o.derived_from, reused_from=o.reused_from,
                 quality=schemas.OutputQuality(status=q.status, reasons=q.reasons, rerender=q.rerender) if q else None))

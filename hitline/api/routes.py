@@ -48,7 +48,8 @@ def _check_shared(settings: Settings, *folders: str) -> None:
 def _submit(settings: Settings, req: BatchRequest, idempotency_key: str | None, tenant: str) -> schemas.Submitted:
     sub = verbs.submit(get_runtime(), req.catalog, req.new, settings.out_dir_for_api(), send=send, top_k=req.top_k,
                        min_sales=req.min_sales, presets=req.presets, budget_usd=req.budget_usd,
-                       idempotency_key=idempotency_key, review=req.review, draft=req.draft, tenant=tenant)
+                       idempotency_key=idempotency_key, review=req.review, draft=req.draft, tenant=tenant,
+                       locales=req.locales, text_mode=req.text_mode, missing_translation=req.missing_translation)
     return schemas.Submitted(batch_id=sub.batch_id, catalog_products=sum(map(len, sub.hit_chunks)),
                              new_skus=len(sub.sku_jobs), rejected_rows=sub.rejected, existing=sub.existing,
                              links={"batch": f"/batches/{sub.batch_id}", "dashboard": f"/ui/batches/{sub.batch_id}"})
@@ -62,6 +63,9 @@ _UPLOAD_SCHEMA = {
                               "description": "zip of the flat-lays, paths as in image_path"},
                    "top_k": {"type": "integer"}, "min_sales": {"type": "integer"},
                    "presets": {"type": "string", "description": "comma-separated preset names"},
+                   "locales": {"type": "string", "description": "comma-separated locales, e.g. en-US,de-DE"},
+                   "text_mode": {"type": "string", "enum": ["overlay", "model"]},
+                   "missing_translation": {"type": "string", "enum": ["refuse", "translate"]},
                    "budget_usd": {"type": "number"}}}
 
 
@@ -120,12 +124,14 @@ async def _from_upload(request: Request, settings: Settings, tenant: str) -> Bat
     await run_in_threadpool(prune, settings.data_dir.resolve() / "uploads", settings.upload_retention_days)
     folder = await run_in_threadpool(store_upload, settings.data_dir.resolve() / "uploads" / tenant, csv_bytes,
                                      zip_bytes, settings.api_max_upload_bytes)
-    fields = {k: form[k] for k in ("top_k", "min_sales", "budget_usd") if form.get(k) not in (None, "")}
+    fields = {k: form[k] for k in ("top_k", "min_sales", "budget_usd", "text_mode", "missing_translation")
+              if form.get(k) not in (None, "")}
+    locales = [p.strip() for p in str(form.get("locales") or "").split(",") if p.strip()]
     presets = str(form.get("presets") or "")
     try:
         return BatchRequest.model_validate({
             "catalog": str(form["catalog"]), "new": str(folder), **fields,
-            "presets": [p.strip() for p in presets.split(",") if p.strip()] or None})
+            "presets": [p.strip() for p in presets.split(",") if p.strip()] or None, "locales": locales or None})
     except ValidationError as e:
         raise RequestValidationError(e.errors()) from None
 

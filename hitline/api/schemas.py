@@ -84,8 +84,22 @@ class OutputQuality(BaseModel):
     rerender: str | None = Field(None, description="why a re-render was skipped")
 
 
+class OutputText(BaseModel):
+    """The words on one output (a batch that names locales; hitline/jobs/localise.py)."""
+
+    mode: str = Field(description="overlay (hitline typeset them) | model (the image model wrote them)")
+    texts: dict[str, str] = Field(description="slot -> the exact string asked for")
+    machine_translated: bool = Field(description="the headline was translated by the analysis model, not the merchant")
+    status: str = Field(description="verified (OCR read it back exactly) | misread | unverified (a script the "
+                                    "bundled OCR cannot read) | unchecked (gate off)")
+    cer: float | None = Field(None, description="worst character error rate of the OCR read-back over the slots")
+    readings: list[dict[str, Any]] = Field(default_factory=list, description="per slot: asked, read, cer")
+
+
 class Output(BaseModel):
     preset: str
+    locale: str | None = Field(None, description="the locale of its words; null for a text-free preset (one for all)")
+    text: OutputText | None = None
     width: int
     height: int
     cost_usd: float = Field(description="0 for an output resized from another (derived_from) or reused")

@@ -17,6 +17,23 @@ __all__ = ["generate_demo", "draw_flatlay", "draw_catalog_photo", "STYLES", "PRO
 PRODUCTS_HEADER = ["product_id", "image_path", "category", "color", "style", "season", "sales_count",
                    "description", "price"]
 NEW_HEADER = ["new_id", "image_path", "category", "style", "season", "prompt_hint"]
+# optional promo copy (hitline.domain.promo_copy): headline in en-US, translations, a price per market
+COPY_HEADER = ["headline", "price", "currency", "headline_de", "price_de", "currency_de", "headline_ja", "price_ja",
+               "currency_ja", "headline_zh", "price_zh", "currency_zh"]
+DEMO_COPY = [
+    ["Crisp white tee", "19.99", "USD", "Klassisches weißes T-Shirt", "19.99", "EUR", "定番の白Tシャツ", "2980", "JPY",
+     "经典白色T恤", "139", "CNY"],
+    ["Flowy summer dress", "49.99", "USD", "Luftiges Sommerkleid", "49.99", "EUR", "軽やかなサマードレス", "7480", "JPY",
+     "飘逸夏日连衣裙", "349", "CNY"],
+    ["Tailored city jacket", "89.99", "USD", "Taillierte Stadtjacke", "89.99", "EUR", "上品なテーラードジャケット", "13800",
+     "JPY", "都市修身西装外套", "629", "CNY"],
+    ["Wide everyday trousers", "39.99", "USD", "Weite Alltagshose", "39.99", "EUR", "毎日のワイドパンツ", "5980", "JPY",
+     "日常阔腿裤", "279", "CNY"],
+    ["Pleated satin skirt", "45.00", "USD", "Plissierter Satinrock", "45.00", "EUR", "サテンのプリーツスカート", "6480", "JPY",
+     "缎面百褶裙", "319", "CNY"],
+    ["Oversized street knit", "59.99", "USD", "Oversize-Strickpullover", "59.99", "EUR", "オーバーサイズニット", "8980", "JPY",
+     "宽松街头针织衫", "419", "CNY"],
+]
 PHOTO_SIZE = (576, 768)
 FLATLAY_SIZE = (800, 800)
 
@@ -288,9 +305,9 @@ def generate_demo(dest: Path, seed: int = 7) -> tuple[Path, Path]:
         nid = f"NEW{i:03d}"
         img, _ = draw_flatlay(spec, rng)
         img.save(new / "new_products" / f"{nid}.jpg", quality=92)
-        new_rows.append([nid, f"new_products/{nid}.jpg", cat, style, spec.season, hint])
+        new_rows.append([nid, f"new_products/{nid}.jpg", cat, style, spec.season, hint, *DEMO_COPY[i - 1]])
     with open(new / "new_products.csv", "w", newline="", encoding="utf-8") as f:
         wr = csv.writer(f)
-        wr.writerow(NEW_HEADER)
+        wr.writerow(NEW_HEADER + COPY_HEADER)
         wr.writerows(new_rows)
     return catalog, new

@@ -8,6 +8,8 @@ Number formats (decided here, documented for merchants):
 - price: a number >= 0, optionally with a currency sign or code ("$19.99", "19.99 EUR"). "1,299.00"
   and "1,299" use comma as thousands separator; "19,99" (one comma, 1-2 digits after) is a decimal comma.
 Ids are compared case-insensitively for duplicates because they become folder names.
+new_products.csv may also carry promo copy (headline, price, currency, headline_<locale>): see
+hitline.domain.promo_copy.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PureWindowsPath
 from typing import Callable, Generic, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
 from hitline.domain.models import HitProduct, NewProduct
+from hitline.domain.promo_copy import copy_columns
 from hitline.errors import InputError
 
 __all__ = ["RowError", "Loaded", "load_catalog", "load_new_products", "check_image", "verify_image_data", "image_errors",
@@ -309,6 +312,8 @@ def _load(folder: Path, schema: _Schema[T]) -> Loaded[T]:
         reason = _row_problems(schema, row, header, values, raw, item_id, first_row, root)
         if isinstance(reason, str):
             loaded.errors.append(RowError(row, readable_id, reason, raw))
+        elif schema is NEW_SCHEMA:  # optional promo copy: checked per (SKU, locale), not here
+            loaded.items.append(replace(reason, copy=copy_columns(raw)))  # type: ignore[type-var]
         else:
             loaded.items.append(reason)
     return loaded

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import io
 import logging
+import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -24,7 +25,7 @@ from threadpoolctl import ThreadpoolController
 from hitline.domain.models import NewProduct, Preset, StyleAnalysis
 
 __all__ = ["BadRequest", "decode_image", "Projector", "analysis_answer", "render_png", "image_summary",
-           "is_judge_request", "judge_answer", "JUDGE_FAILS"]
+           "is_judge_request", "judge_answer", "JUDGE_FAILS", "translation_answer"]
 
 log = logging.getLogger("hitline.fake.server")
 _GRID = 16  # image feature: a 16x16 RGB thumbnail (768 numbers) -> near-duplicates stay near
@@ -165,8 +166,11 @@ def analysis_answer(images: list[Image.Image], text: str) -> dict[str, Any]:
 
 
 def render_png(images: list[Image.Image], prompt: str, ratio: str, size: str, max_side: int | None,
-               use_local_renderer: bool, instant: bool = False) -> bytes:
-    """A real PNG of the requested ratio/size class (long side capped at `max_side` to stay fast)."""
+               use_local_renderer: bool, instant: bool = False, misspell: str = "never") -> bytes:
+    """A real PNG of the requested ratio/size class (long side capped at `max_side` to stay fast), with
+    the words the prompt asks for written in their boxes (hitline.domain.promo_copy.text_instructions),
+    misspelt when told to (`misspell`: never | first = unless the prompt says a previous attempt
+    misspelt them | always)."""
     white = "#FFFFFF" in prompt.upper()
     preset = Preset.build("fake", ratio, size, background="white" if white else "scene")
     if max_side and max(preset.width, preset.height) > max_side:
@@ -180,10 +184,40 @@ def render_png(images: list[Image.Image], prompt: str, ratio: str, size: str, ma
         image = _composite(images, preset, white)
     if image.size != (preset.width, preset.height):
         image = ImageOps.fit(image.convert("RGB"), (preset.width, preset.height))
-    image = _vary_with_prompt(image.convert("RGB"), prompt)
+    image = _vary_with_prompt(_write_words(image.convert("RGB"), prompt, misspell), prompt)
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def _misspelt(text: str) -> str:
+    """One letter changed, as an image model slips: the middle letter (X, or 口 in CJK)."""
+    letters = [i for i, ch in enumerate(text) if ch.isalpha()]
+    if not letters:
+        return text + "X"
+    i = letters[len(letters) // 2]
+    wrong = "口" if ord(text[i]) > 0x2E80 else ("X" if text[i] not in "xX" else "Q")
+    return text[:i] + wrong + text[i + 1:]
+
+
+def _write_words(image: Image.Image, prompt: str, misspell: str) -> Image.Image:
+    """The words a render prompt asks for, typeset in their boxes like a model that writes text."""
+    from hitline.domain.models import TextSlot
+    from hitline.domain.promo_copy import CopyError, parse_text_instructions
+    from hitline.domain.typeset import draw_slots, layout_text
+
+    asked = parse_text_instructions(prompt)
+    if not asked:
+        return image
+    wrong = misspell == "always" or (misspell == "first" and "previous attempt misspelt" not in prompt)
+    layouts = {}
+    for slot, locale, box, text in asked:
+        try:
+            layouts[slot] = layout_text(_misspelt(text) if wrong else text,
+                                        TextSlot(slot, box, 999, 6, 3), locale, image.width, image.height)
+        except CopyError:  # too long even at 6 px: a model would squeeze it somehow; the gate will say
+            continue
+    return draw_slots(image, layouts)[0]
 
 
 def _vary_with_prompt(image: Image.Image, prompt: str) -> Image.Image:
@@ -265,3 +299,13 @@ def judge_answer(images: list[Image.Image], fail: list[str]) -> dict[str, Any]:
         answer["same_garment"] = False
         answer["reasons"].append("expected the flat-lay and the output")
     return answer
+
+
+_TRANSLATE = re.compile(r"^Translate this shop headline from (\S+) to (\S+) .*?\nHeadline: (.*)$", re.S)
+
+
+def translation_answer(text: str) -> dict[str, str] | None:
+    """A headline translation request answered deterministically: the headline with the target locale
+    appended (a test can tell it from the merchant's own copy); None for any other request."""
+    m = _TRANSLATE.match(text.strip())
+    return {"translation": f"{m[3].strip()} ({m[2]})"} if m else None

@@ -25,7 +25,7 @@ from hitline.domain.models import ASPECT_RATIOS, IMAGE_SIZES
 from hitline.domain.vectors import f32_base64
 from hitline.errors import ConfigError
 from hitline.fake.answers import (BadRequest, analysis_answer, decode_image, image_summary, is_judge_request,
-                                  judge_answer, render_png)
+                                  judge_answer, render_png, translation_answer)
 from hitline.fake.state import FAULTS, FORCED, FakeConfig, FakeState
 
 if TYPE_CHECKING:
@@ -252,6 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
                     content = json.dumps({"verdict": "looks fine", "score": 0.93})  # JSON, not the verdict's keys
                 elif judging:
                     content = json.dumps(judge_answer(images, state.judge_failures()))
+                elif (translation := translation_answer(" ".join(texts))) is not None:
+                    content = json.dumps(translation)
                 else:
                     content = json.dumps(analysis_answer(images, " ".join(texts)))
                 return _completion(model, content, None, _usage(model, prompt_tokens, len(content) // 4, cfg, None))
@@ -269,7 +271,8 @@ class _Handler(BaseHTTPRequestHandler):
         def image(fault: str | None) -> dict[str, Any]:
             if fault == "no_image":
                 return _completion(model, "I can't help with that image.", None, _usage(model, prompt_tokens, 12, cfg, None))
-            png = render_png(images, prompt, ratio, size, cfg.max_image_side, cfg.use_local_renderer, cfg.instant)
+            png = render_png(images, prompt, ratio, size, cfg.max_image_side, cfg.use_local_renderer, cfg.instant,
+                             cfg.misspell_text)
             url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
             return _completion(model, "Here is your image.", url, _usage(model, prompt_tokens, 1290, cfg, size),
                                in_content=cfg.images_in_content)
@@ -417,6 +420,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, FakeConfig]
     parser.add_argument("--instant", action="store_true",
                         help="answer at once: images read at 1/8 scale, renders a plain PNG (for benchmarks)")
     parser.add_argument("--log", default=None, metavar="FILE", help="append one JSON line per API request")
+    parser.add_argument("--misspell-text", choices=("never", "first", "always"), default="never",
+                        help="misspell the words a render prompt asks for (first: until a re-render quotes the misread)")
     args = parser.parse_args(argv)
     latency = _pairs(args.latency, lambda v: tuple(float(x) for x in (v.split(":") * 2)[:2]), "latency")
     config = FakeConfig().updated(
@@ -426,7 +431,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, FakeConfig]
         p_bad_analysis=args.p_bad_analysis, hang_s=args.hang_s, require_key=args.require_key, seed=args.seed,
         max_image_side=args.max_image_side or None, images_in_content=args.images_in_content,
         report_cost=not args.no_cost, use_local_renderer=not args.no_local_renderer, instant=args.instant,
-        log_path=args.log)
+        log_path=args.log, misspell_text=args.misspell_text)
     return args.host, args.port, config
 
 

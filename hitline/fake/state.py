@@ -60,6 +60,9 @@ class FakeConfig:
     # requests (-1 = every one; 0 = none)
     judge_wrong_shape: int = 0
     use_local_renderer: bool = True  # hitline.providers.local.render when importable
+    # the words a render prompt asks for are written into the image; misspelt: never | first (unless the
+    # prompt says the previous attempt misspelt them: the re-render gets them right) | always
+    misspell_text: str = "never"
     # answer at once, for benchmarks of the client's own cost (bench/overhead.py): images sent are read
     # at 1/8 scale (every byte still checked to decode), once per distinct data URI (the catalog photos
     # come back as references for every SKU), and a render is a plain PNG of the requested size in the

@@ -237,6 +237,8 @@ def quality_summary(s: Session, batch_id: str) -> BatchQuality:
     inputs = InputCheckCounts()
     gate = {k: 0 for k in OUTCOMES}
     plan = PlanSaving()
+    words: dict[str, Any] = {"mode": None, "skus": 0, "refused": 0, "machine_translated": 0,
+                             "model_usd_5_locales": 0.0, "overlay_usd_5_locales": 0.0, "saving_usd_5_locales": 0.0}
     for raw, n in rows:
         d = Digest.model_validate_json(raw)
         found = d.inputs
@@ -257,10 +259,21 @@ def quality_summary(s: Session, batch_id: str) -> BatchQuality:
         plan.derived += d.plan.derived * n
         plan.naive_usd += d.plan.naive_usd * n
         plan.cost_usd += d.plan.cost_usd * n
+        if d.text:  # words on the pictures (hitline/jobs/localise.py)
+            t, saving = d.text, d.text.get("saving") or {}
+            words["mode"] = t["mode"]
+            words["skus"] += n
+            words["refused"] += t["refused"] * n
+            words["machine_translated"] += t["machine_translated"] * n
+            for k in ("model_usd", "overlay_usd", "saving_usd"):
+                words[f"{k}_5_locales"] += saving.get(k, 0.0) * n
     plan.saving_usd = round(plan.naive_usd - plan.cost_usd, 6)
     plan.naive_usd, plan.cost_usd = round(plan.naive_usd, 6), round(plan.cost_usd, 6)
     plan.paid_usd = round(crud.spent(s, batch_id, stage=result_stage(RenderResult)), 6)
-    return BatchQuality(input_checks=inputs, gate=gate, render_plan=plan)
+    if words["skus"]:  # per SKU: what 5 locales cost with the model writing the words vs hitline's overlay
+        for k in ("model_usd_5_locales", "overlay_usd_5_locales", "saving_usd_5_locales"):
+            words[f"{k}_per_sku"] = round(words.pop(k) / words["skus"], 6)
+    return BatchQuality(input_checks=inputs, gate=gate, render_plan=plan, text=words if words["skus"] else None)
 
 
 def render_facts(job: Job) -> RenderFacts | None:

@@ -214,12 +214,21 @@ def digest(render: dict[str, Any]) -> dict[str, Any]:
 
     gate = {k: n for k, n in summarise([render.get("outputs", [])]).items() if n and k != "unchecked"}
     plan = render.get("plan") or {}
-    return {"inputs": {"downsized": dict(sorted((inputs.get("downsized") or {}).items())),
+    words = {"text": _text_digest(render["text"])} if render.get("text") else {}
+    return {**words, "inputs": {"downsized": dict(sorted((inputs.get("downsized") or {}).items())),
                        "failed": sorted(inputs.get("failed_presets") or {}),
                        "background": failing("background"), "touches_frame": bool(failing("touches_frame"))},
             "gate": gate,
             "plan": {"renders": len(plan.get("renders", [])), "derived": len(plan.get("derived", {})),
                      "naive_usd": plan.get("naive_cost_usd", 0.0), "cost_usd": plan.get("cost_usd", 0.0)}}
+
+
+def _text_digest(text: dict[str, Any]) -> dict[str, Any]:
+    """One SKU's words on the pictures (hitline/jobs/localise.py): outputs per read-back status, refused
+    (preset, locale) pairs, machine-translated locales, and the per-SKU saving of overlay for 5 locales."""
+    return {"mode": text["mode"], "locales": len(text["locales"]), "refused": len(text.get("failures", [])),
+            "machine_translated": sum(bool(c.get("machine_translated")) for c in text.get("copies", {}).values()),
+            "saving": text.get("saving", {})}
 
 
 def plan_text(plan: PlanSaving) -> str:

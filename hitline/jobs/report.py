@@ -11,7 +11,7 @@ from db.session import session_scope
 from hitline.jobs import badges
 from hitline.jobs.context import Runtime, load_batch
 from hitline.jobs.control import quality_summary
-from hitline.jobs.results import AnalyzeResult, RenderResult, RetrieveResult, read
+from hitline.jobs.results import AnalyzeResult, RenderOutput, RenderResult, RetrieveResult, read
 from hitline.jobs.sheets import draw_missing_sheets
 
 
@@ -24,7 +24,8 @@ def write_report(rt: Runtime, batch_id: str) -> Path:
         b = load_batch(s, batch_id)
         jobs = crud.jobs(s, batch_id)
         spent = crud.spent(s, batch_id)
-        plan = quality_summary(s, batch_id).render_plan
+        summary = quality_summary(s, batch_id)
+        plan = summary.render_plan
     info = {"options": b.options, "budget_usd": b.budget_usd}
     base = b.out_dir / batch_id
     base.mkdir(parents=True, exist_ok=True)
@@ -44,6 +45,7 @@ code{{background:#f4f4f4;padding:1px 4px}}{badges.CSS}</style></head><body>
 top-k {e(str(info['options'].get('top_k')))}, min sales {e(str(info['options'].get('min_sales')))}.
 Total cost <b>${spent:.3f}</b>{f" of a ${info['budget_usd']:.2f} budget" if info['budget_usd'] is not None else ""}.</p>
 {badges.plan_saving(plan)}
+{badges.words_summary(summary.text)}
 {badges.batch_counts([r for r in (read(j, RenderResult) for j in skus) if r is not None])}"""]
     for j in skus:
         parts.append(_section(j, base))
@@ -57,6 +59,15 @@ Total cost <b>${spent:.3f}</b>{f" of a ${info['budget_usd']:.2f} budget" if info
     tmp.write_text("\n".join(parts), encoding="utf-8")
     tmp.replace(dest)
     return dest
+
+
+def _figure(o: RenderOutput, base: Path) -> str:
+    e = html.escape
+    source = f" resized from {e(o.derived_from)}" if o.derived_from else ""
+    locale = f" <b>{e(o.locale)}</b>" if o.locale else ""
+    return (f"<figure style='display:inline-block' data-preset='{e(o.preset)}'><img src='{_rel(o.path, base)}' "
+            f"alt='{e(o.preset)}'><figcaption>{e(o.preset)}{locale} {o.width}x{o.height} ${o.cost_usd:.3f}{source} "
+            f"{badges.output_badge(o)}{badges.words(o.text)}</figcaption></figure>")
 
 
 def _section(job: Job, base: Path) -> str:
@@ -88,10 +99,15 @@ def _section(job: Job, base: Path) -> str:
     render = read(job, RenderResult)
     if render is not None:
         out.append(badges.input_notes(render))
+        by_locale: dict[str, list[RenderOutput]] = {}
         for o in render.outputs:
-            source = f" resized from {e(o.derived_from)}" if o.derived_from else ""
-            out.append(f"<figure style='display:inline-block'><img src='{_rel(o.path, base)}' alt='{e(o.preset)}'>"
-                       f"<figcaption>{e(o.preset)} {o.width}x{o.height} ${o.cost_usd:.3f}{source} "
-                       f"{badges.output_badge(o)}</figcaption></figure>")
+            if o.locale:  # shown below, each locale of a preset side by side
+                by_locale.setdefault(o.preset, []).append(o)
+                continue
+            out.append(_figure(o, base))
+        for preset, outs in by_locale.items():
+            out.append(f"<h3>{e(preset)} in {len(outs)} locale(s)</h3><div class='locales'>"
+                       + "".join(_figure(o, base) for o in outs) + "</div>")
+        out.append(badges.refused_words(render.text))
     out.append("</section>")
     return "\n".join(out)

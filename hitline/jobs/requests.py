@@ -49,6 +49,15 @@ class BatchRequest(BaseModel):
                                                 "only approved drafts are rendered at their final sizes")
     review: Literal["gate", "all"] | None = Field(None, description="\"all\": every output waits for a person's "
                                                   "approval; \"gate\" (default): only those the quality gate sent")
+    locales: list[str] | None = Field(None, min_length=1, description="words on the pictures in these locales, "
+                                      "e.g. [\"en-US\", \"de-DE\", \"ja-JP\"]; the first is the language of "
+                                      "new_products.csv's headline column")
+    text_mode: Literal["overlay", "model"] | None = Field(
+        None, description="overlay (default): hitline typesets each locale on one text-free render; model: the "
+                          "image model writes the words, one paid render per (preset, locale)")
+    missing_translation: Literal["refuse", "translate"] | None = Field(
+        None, description="a locale without a headline_<locale> column: refuse it for that SKU (default) or have "
+                          "the analysis model translate it (marked machine-translated)")
 
 
 class RetryFilter(BaseModel):

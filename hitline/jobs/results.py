@@ -118,8 +118,23 @@ class OutputQuality(_Open):
     escalated: Escalation | None = None
 
 
+class OutputWords(_Open):
+    """The words on one output (hitline/jobs/localise.py): what was asked, what OCR read back."""
+
+    mode: str
+    locale: str
+    texts: dict[str, str] = Field(default_factory=dict)
+    machine_translated: bool = False
+    status: str = "unchecked"  # verified | misread | unverified | unchecked
+    readings: list[dict[str, JsonValue]] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)
+    cer: float | None = None
+
+
 class RenderOutput(_Open):
     preset: str
+    locale: str | None = None  # the locale of its words; None: a text-free preset, one output for all locales
+    text: OutputWords | None = None
     path: str
     width: int
     height: int
@@ -160,6 +175,7 @@ class Digest(_Open):
     inputs: DigestInputs = Field(default_factory=DigestInputs)
     gate: dict[str, int] = Field(default_factory=dict)
     plan: DigestPlan = Field(default_factory=DigestPlan)
+    text: dict[str, JsonValue] | None = None  # hitline.jobs.quality._text_digest
 
 
 class RenderResult(StageResult):
@@ -167,6 +183,7 @@ class RenderResult(StageResult):
     plan: RenderPlan | None = None
     inputs: InputRecord | None = None
     digest: Digest | None = None
+    text: dict[str, JsonValue] | None = None  # locales, mode, each locale's copy, refused (preset, locale), saving
 
 
 # --- what the status, the API and the report show of rendered SKUs ---------------------------------
@@ -235,6 +252,9 @@ class BatchQuality(_Open):
     render_plan: PlanSaving = Field(default_factory=PlanSaving)
     drafts: DraftSummary | None = Field(None, description="a draft batch: drafts, finals rendered for approved "
                                         "drafts, rejected drafts and the finals not paid for them (list price)")
+    text: dict[str, JsonValue] | None = Field(None, description="words on the pictures: mode, refused (preset, locale) "
+                                              "outputs, machine-translated locales, and per SKU what 5 locales cost "
+                                              "with the model writing the words vs hitline's overlay")
 
 
 R = TypeVar("R", bound=StageResult)

@@ -73,6 +73,8 @@ def record_outputs(s: Any, batch_id: str, job_id: int, item_id: str, render: dic
     for o in render.get("outputs", []):
         q = o.get("quality") or {}
         gate = q.get("status", "unchecked")
+        # a preset with words has one output per locale (hitline/jobs/localise.py): one row each, banner@de-DE
+        name = f"{o['preset']}@{o['locale']}" if o.get("locale") else o["preset"]
         final_size = (drafted.get("finals") or {}).get(o["preset"])
         review = "pending" if review_all or gate == "needs_review" or final_size else "none"
         draft = {"draft": {"size": drafted["size"], "final_size": final_size}} if final_size else {}
@@ -81,14 +83,14 @@ def record_outputs(s: Any, batch_id: str, job_id: int, item_id: str, render: dic
                            "derived_from": o.get("derived_from"), "reused_from": o.get("reused_from"),
                            "rerender_cost_usd": q.get("rerender_cost_usd", 0.0)}]}
         row = s.execute(ins(Output.__table__).values(
-            batch_id=batch_id, job_id=job_id, item_id=item_id, preset=o["preset"], take=1, path=o["path"], gate=gate,
+            batch_id=batch_id, job_id=job_id, item_id=item_id, preset=name, take=1, path=o["path"], gate=gate,
             reasons=list(q.get("reasons") or []), review=review, cost_usd=o.get("cost_usd", 0.0), provenance=prov,
             updated_at=utcnow()).on_conflict_do_nothing().returning(Output.__table__.c.id)).first()
         if row is None:
             continue
         n += 1
         if review == "pending":
-            _needs_review(s, batch_id, row[0], job_id, item_id, o["preset"], 1, list(q.get("reasons") or []))
+            _needs_review(s, batch_id, row[0], job_id, item_id, name, 1, list(q.get("reasons") or []))
     return n
 
 
@@ -280,6 +282,9 @@ def rerender(rt: Any, output_id: int) -> str:
     else:
         style = style.model_copy(update={"prompt": f"{style.prompt}\nReviewer's note for this take: {note}"})
     ref_shas = [file_sha256(p) for p in refs]
+    if "@" in name:
+        return redo_failed(rt, output_id, take, f"{name} carries words in one locale: a redo of a localised output "
+                                                "is not supported yet; fix the copy and submit the SKU again")
     base = next((p for p in jc.presets if p.name == name), None)
     if base is None:
         return redo_failed(rt, output_id, take, f"preset {name} is no longer in the batch's presets")

@@ -36,7 +36,8 @@ def draw_sheet(job: Job, out_dir: Path) -> Path | None:
     if dest.exists():
         return dest
     img = contact_sheet(load_image(job.row["image_path"]), [load_image(Path(h.image_path)) for h in retrieved.hits],
-                        [(o.preset, load_image(o.path)) for o in render.outputs])
+                        [(o.preset + (f" {o.locale}" if o.locale else ""), load_image(o.path))
+                         for o in render.outputs])
     # the sheet task and the report may draw the same sheet at once: each writes its own temporary file
     tmp = dest.with_name(f"{dest.stem}.{job.id}.{os.getpid()}.{threading.get_ident()}.part")
     # a review picture: fast zlib level (the default level 6 took ~4x longer for ~10% smaller files)

@@ -23,7 +23,7 @@ from hitline.domain.models import Hit, HitProduct, Preset, StyleAnalysis
 from hitline.domain.render_plan import plan_renders
 from hitline.domain.vectors import Vector
 from hitline.errors import BudgetExceeded, HitlineError, InputError, NotReady
-from hitline.jobs import catalogs, quality
+from hitline.jobs import catalogs, localise, quality
 from hitline.jobs.context import JobContext, Runtime, load_batch
 from hitline.jobs.results import (AnalyzeResult, CatalogIndexResult, EmbedResult, IndexResult, RenderResult,
                                   R, RetrieveResult, StageResult, read)
@@ -176,7 +176,9 @@ def render(jc: JobContext) -> dict[str, Any]:
     if finals:
         gate = None  # a draft is judged by a person; its final take by the gate (hitline.jobs.review.rerender)
     # planned after the input checks: a preset they downsize or fail changes its ratio group's source
-    plan = plan_renders(presets, lambda size: jc.rt.prices.image_cost(renderer.model, size))
+    # in text mode "model" the presets with words are rendered per locale (hitline/jobs/localise.py)
+    plan = plan_renders(localise.strip_text_presets(presets, jc.options),
+                        lambda size: jc.rt.prices.image_cost(renderer.model, size))
     made: dict[str, dict[str, Any]] = {}
     for preset in plan.renders:
         key = line.render_key(renderer.model, jc.image_sha, ref_shas, style, preset)
@@ -193,7 +195,8 @@ def render(jc: JobContext) -> dict[str, Any]:
             made[preset.name] = _output(preset, path, 0.0, key, derived_from=source["preset"])
             if gate is not None:  # its own rules; a failure is rendered on its own (quality.gate_output)
                 made[preset.name].update(quality.gate_output(gate, preset, made[preset.name]))
-    outputs = [made[p.name] for p in presets]
+    # one output per (preset, locale) for presets with words; text-free presets once for every locale
+    outputs, text = localise.localise(jc, presets, made, gate, budget)
     # what made the outputs (hitline/jobs/review.py keeps it per output and exports it beside the images)
     provenance = {"flatlay_sha256": jc.image_sha, "flatlay": jc.product.image_path.name,
                   "references": [{"product_id": h.product_id, "sha256": sha}
@@ -204,6 +207,11 @@ def render(jc: JobContext) -> dict[str, Any]:
     # the contact sheet is drawn after the SKU is done (hitline/jobs/sheets.py): not on its critical path
     result = {"outputs": outputs, "plan": plan.summary(), "provenance": provenance,
               **({"inputs": inputs} if inputs is not None else {})}
+    if text:
+        list_price = jc.options.get("models", {}).get("render_model", renderer.model)  # Nano Banana 2 for local too
+        cost = lambda size: jc.rt.prices.image_cost(list_price, size)  # noqa: E731
+        text["saving"] = localise.saving_for_locales(presets, cost, plan_renders(presets, cost).cost_usd)
+        result["text"] = text
     return {**result, "digest": quality.digest(result)}
 
 

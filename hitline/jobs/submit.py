@@ -21,6 +21,7 @@ from hitline.config import Settings
 from hitline.domain.catalog import load_catalog, load_new_products
 from hitline.domain.imaging import load_presets
 from hitline.domain.models import HitProduct, NewProduct
+from hitline.domain.promo_copy import MISSING_TRANSLATION, TEXT_MODES, parse_locales
 from hitline.errors import HitlineError, InputError
 from hitline.jobs import catalogs, webhooks
 from hitline.jobs.context import Runtime
@@ -61,15 +62,20 @@ class Submitted:
 
 def batch_options(settings: Settings, *, top_k: int | None = None, min_sales: int | None = None,
                   presets: list[str] | None = None, review: str | None = None,
-                  draft: str | None = None) -> dict[str, Any]:
+                  draft: str | None = None, locales: str | list[str] | None = None,
+                  text_mode: str | None = None, missing_translation: str | None = None) -> dict[str, Any]:
     """Everything a worker needs to run a batch, stored on the batch row (never the API key). review:
-    "all" = every output waits for a person; "gate" (default) = only those the quality gate sent."""
+    "all" = every output waits for a person; "gate" (default) = only those the quality gate sent.
+    `locales` (e.g. "en-US,de-DE,ja-JP"): words on the pictures in each (the first is the language of
+    the CSV's `headline`), text_mode overlay|model, missing_translation refuse|translate
+    (hitline/jobs/localise.py)."""
     names = presets or list(settings.presets)
     # an unknown preset fails before anything is queued; the resolved presets are recorded: workers
     # render what the batch was checked against, whatever their own presets file says
     resolved = load_presets(names, settings.presets_file)
     if review not in (None, "gate", "all"):
         raise InputError(f"review {review!r} is not 'gate' or 'all'")
+    text = text_options(settings.resolved_provider(), locales, text_mode, missing_translation)
     if draft is not None and draft not in ("512px", "1K"):
         raise InputError(f"draft size {draft!r} is not 512px or 1K")
     # drafts are approved by a person: a draft batch reviews every output
@@ -78,7 +84,29 @@ def batch_options(settings: Settings, *, top_k: int | None = None, min_sales: in
             "preset_specs": [PresetSpec.of(p).model_dump(mode="json") for p in resolved],
             "escalate": settings.escalate,
             "models": {"embed_model": settings.embed_model, "analyze_model": settings.analyze_model,
-                       "render_model": settings.render_model, "escalate_model": settings.escalate_model}}
+                       "render_model": settings.render_model, "escalate_model": settings.escalate_model},
+            **({"text": text} if text else {})}
+
+
+def text_options(provider: str, locales: str | list[str] | None, mode: str | None,
+                 missing: str | None) -> dict[str, Any] | None:
+    """The batch's words: locales checked against CLDR, the mode (overlay unless asked; the local
+    compositor cannot write words), what to do with a missing translation (refuse unless asked)."""
+    locs = parse_locales(locales)
+    if not locs:
+        if mode or missing:
+            raise InputError("text_mode and missing_translation need locales: name them, e.g. --locales en-US,de-DE")
+        return None
+    mode = mode or "overlay"
+    if mode not in TEXT_MODES:
+        raise InputError(f"text mode {mode!r} is not one of {', '.join(TEXT_MODES)}")
+    if mode == "model" and provider == "local":
+        raise InputError("text mode 'model' needs an image model that writes words; the local compositor does not: "
+                         "use text mode overlay (hitline typesets the words) or the openrouter provider")
+    missing = missing or "refuse"
+    if missing not in MISSING_TRANSLATION:
+        raise InputError(f"missing_translation {missing!r} is not one of {', '.join(MISSING_TRANSLATION)}")
+    return {"locales": locs, "mode": mode, "missing_translation": missing}
 
 
 def new_batch_id() -> str:

@@ -45,12 +45,14 @@ class Answer:
 def submit(rt: Runtime, catalog_dir: Path | str, new_dir: Path | str, out_dir: Path | str, *, send: Send,
            top_k: int | None = None, min_sales: int | None = None, presets: list[str] | None = None,
            budget_usd: float | None = None, idempotency_key: str | None = None, tenant: str = DEFAULT_TENANT,
-           review: str | None = None, draft: str | None = None) -> Submitted:
+           review: str | None = None, draft: str | None = None,
+           locales: str | list[str] | None = None, text_mode: str | None = None,
+           missing_translation: str | None = None) -> Submitted:
     """Check the options, validate both CSVs, create every job (one transaction), then send the chains.
     The same idempotency key with the same request returns the same batch and sends nothing twice.
     review="all": every output waits for a person (hitline.jobs.review)."""
     options = batch_options(rt.settings, top_k=top_k, min_sales=min_sales, presets=presets, review=review,
-                            draft=draft)
+                            draft=draft, locales=locales, text_mode=text_mode, missing_translation=missing_translation)
     sub = submit_batch(rt, Path(catalog_dir), Path(new_dir), Path(out_dir), options=options,
                        budget_usd=budget_usd, idempotency_key=idempotency_key, tenant=tenant)
     send(rt, sub.dispatches)

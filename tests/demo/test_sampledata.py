@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from hitline.domain.cutout import product_mask
-from hitline.demo.sampledata import NEW_HEADER, PRODUCTS_HEADER, draw_flatlay, generate_demo, _pick_spec
+from hitline.demo.sampledata import COPY_HEADER, NEW_HEADER, PRODUCTS_HEADER, draw_flatlay, generate_demo, _pick_spec
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,8 @@ def test_catalog_csv_shape(demo: tuple[Path, Path]) -> None:
 def test_new_products_csv_shape(demo: tuple[Path, Path]) -> None:
     _, new = demo
     header, rows = _rows(new / "new_products.csv")
-    assert header == NEW_HEADER == ["new_id", "image_path", "category", "style", "season", "prompt_hint"]
+    assert header[:len(NEW_HEADER)] == NEW_HEADER == ["new_id", "image_path", "category", "style", "season", "prompt_hint"]
+    assert header[len(NEW_HEADER):] == COPY_HEADER  # optional promo copy (headline, price per market)
     assert len(rows) >= 4
     for r in rows:
         with Image.open(new / r["image_path"]) as im:

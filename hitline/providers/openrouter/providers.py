@@ -22,7 +22,7 @@ from PIL.ExifTags import Base as _ExifTag
 
 from hitline.domain.catalog import image_errors, verify_image_data
 from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
-from hitline.errors import ConfigError, InputError, RetryableProviderError
+from hitline.errors import ConfigError, InputError, RetryableProviderError, TerminalProviderError
 from hitline.domain.pricing import PriceTable
 from hitline.domain.vectors import Vector, from_f32_base64
 from hitline.providers.base import Analysis, Embedding
@@ -322,6 +322,18 @@ class OpenRouterAnalyzer:
         style = StyleAnalysis(scene="unknown", lighting="unknown", pose="unknown", mood="unknown",
                               prompt=_clip_words(raw.strip(), 100), warnings=[warning])
         return Analysis(style=style, cost_usd=cost, raw=raw, warnings=[warning])
+
+    def translate(self, text: str, source: str, target: str) -> tuple[str, float]:
+        """A shop headline in another locale (promo copy a merchant did not translate): (text, cost)."""
+        messages: list[dict[str, Any]] = [{"role": "user", "content": (
+            f"Translate this shop headline from {source} to {target} for a product banner. Keep it as short as "
+            f"the original, no quotes, no notes. Return the JSON object {{\"translation\": \"...\"}}.\n"
+            f"Headline: {text}")}]
+        parsed, cost, raw, problem = ask_for_json(self.client, self.model, self.prices, messages,
+                                                  lambda v: str(v["translation"]), _REASK, self.max_parse_retries + 1)
+        if not parsed:
+            raise TerminalProviderError(f"{self.model} gave no translation of {text!r} into {target} ({problem or raw[:80]})")
+        return parsed, cost
 
     @staticmethod
     def _request_text(count: int, product: NewProduct) -> str:
