@@ -149,14 +149,14 @@ def _language(locale: str) -> str:
     return locale.split("-")[0]
 
 
-def layout_text(text: str, slot: TextSlot, locale: str, width: int, height: int) -> Layout:
-    """The largest font size at which text fits the slot in at most max_lines; CopyError when it only
-    fits below the slot's smallest readable size."""
+def layout_text(text: str, slot: TextSlot, locale: str, width: int, height: int, max_px: int | None = None) -> Layout:
+    """The largest font size (at most max_px) at which text fits the slot in at most max_lines;
+    CopyError when it only fits below the slot's smallest readable size."""
     box = slot.pixels(width, height)
     bw, bh = box[2] - box[0], box[3] - box[1]
     face, lang = _face(locale), _language(locale)
     atoms = _atoms(text, locale)
-    size = int(bh / _LINE_GAP)
+    size = min(int(bh / _LINE_GAP), max_px or bh)
     while size >= slot.min_px:
         font = _font(face, size)
 
