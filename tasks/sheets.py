@@ -23,4 +23,23 @@ def contact_sheet(self: Task, job_id: int) -> str:
         path = draw_contact_sheet(get_runtime(), job_id)
     except OSError as e:  # an output not visible yet on a shared disk; the report draws it otherwise
         raise self.retry(exc=e)
+    _report_if_last(job_id)
     return str(path) if path else "no outputs"
+
+
+def _report_if_last(job_id: int) -> None:
+    """The batch's report.html once its last job is done, however the batch was submitted (HTTP, Celery
+    contract, CLI): the report is the batch's, so a failure to write it does not fail this SKU's sheet."""
+    import logging
+
+    from db.models import Job
+    from db.session import session_scope
+    from hitline.jobs.report import report_when_finished
+
+    rt = get_runtime()
+    try:
+        with session_scope(rt.db_url) as s:
+            batch_id = s.get(Job, job_id).batch_id
+        report_when_finished(rt, batch_id)
+    except Exception:  # noqa: BLE001 - logged; the API writes it on demand otherwise
+        logging.getLogger(__name__).exception("report of the batch of job %s not written", job_id)

@@ -77,6 +77,10 @@ def serve_image(path: str | Path, roots: list[Path], what: str) -> FileResponse:
 
 def serve_report(b: Batch) -> FileResponse:
     """The batch's own report.html, with a policy that runs no script and loads nothing from elsewhere."""
+    from hitline.jobs.context import get_runtime
+    from hitline.jobs.report import report_when_finished
+
+    report_when_finished(get_runtime(), b.id)  # a finished batch's report, written now if no task wrote it
     out = (Path(b.out_dir) / b.id).resolve()
     target = _checked(out / "report.html", [out], "report.html")
     return FileResponse(target, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": REPORT_CSP})

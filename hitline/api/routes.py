@@ -204,6 +204,7 @@ def resume(batch_id: BatchId, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
 def output_file(batch_id: BatchId, path: str, s: SessionDep, _t: TokenDep) -> FileResponse:
     b = control.get_batch(s, batch_id)
     if path == "report.html":
+        s.commit()  # end this read: the report is read (or written) in its own transactions (SQLite: one writer)
         return files.serve_report(b)
     return files.serve_image(Path(b.out_dir) / batch_id / path, [(Path(b.out_dir) / batch_id).resolve()],
                              f"file {path!r}")

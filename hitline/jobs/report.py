@@ -111,3 +111,27 @@ def _section(job: Job, base: Path) -> str:
         out.append(badges.refused_words(render.text))
     out.append("</section>")
     return "\n".join(out)
+
+
+def report_when_finished(rt: Runtime, batch_id: str) -> Path | None:
+    """The batch's report.html, written (again) once no job of the batch is open and the report is missing
+    or older than the last job change; None while the batch runs. Every door's batches get one: the last
+    contact-sheet task of a batch calls this, and the API calls it before serving the report (a batch
+    whose last job failed sends no contact-sheet task)."""
+    from datetime import timezone
+
+    from sqlalchemy import func, select
+
+    with session_scope(rt.db_url) as s:
+        open_jobs, last = s.execute(
+            select(func.count(Job.id).filter(Job.state.in_(crud.OPEN)), func.max(Job.updated_at))
+            .where(Job.batch_id == batch_id)).one()
+        out = load_batch(s, batch_id).out_dir / batch_id
+    if open_jobs:
+        return None
+    dest = out / "report.html"
+    if dest.exists() and last is not None:
+        stamp = (last if last.tzinfo else last.replace(tzinfo=timezone.utc)).timestamp()
+        if dest.stat().st_mtime >= stamp:
+            return dest
+    return write_report(rt, batch_id)

@@ -197,3 +197,14 @@ def test_docs_work_offline(client: TestClient) -> None:
         r = client.get(src)
         assert r.status_code == 200 and len(r.content) > 100, src
     assert "<script>" not in page  # no inline script: the page's policy allows only this origin's files
+
+
+def test_a_finished_batch_has_its_report_whatever_door_it_came_through(client: TestClient,
+                                                                       demo_data: tuple[Path, Path]) -> None:
+    catalog, new = demo_data
+    batch = client.post("/batches", json={"catalog": str(catalog), "new": str(new)}).json()["batch_id"]
+    assert client.get(f"/files/{batch}/report.html").status_code == 404  # still running: no report yet
+    client.post(f"/batches/{batch}/cancel")  # every job stops: the batch is finished
+    r = client.get(f"/files/{batch}/report.html")
+    assert r.status_code == 200 and f"hitline batch {batch}" in r.text
+    assert (Path(client.app.state.settings.out_dir_for_api()) / batch / "report.html").is_file()
