@@ -234,13 +234,15 @@ class ReviewDecision(Base):
 
 
 class WebhookEndpoint(Base):
-    """A URL that receives a batch's events (batch_id set) or every batch's (batch_id null). Its signing
+    """A URL that receives a batch's events (batch_id set) or every batch's of its tenant (batch_id null). Its signing
     secret is not stored: it is derived from the server's webhook key and the endpoint id
     (hitline.jobs.webhooks.secret_for), shown once when the endpoint is registered."""
 
     __tablename__ = "webhook_endpoint"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # the tenant whose batches it hears (all of them when batch_id is null)
+    tenant_id: Mapped[str] = tenant_column()
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), nullable=True, index=True)
     url: Mapped[str] = mapped_column(Text)
     events: Mapped[list[Any]] = mapped_column(JSON, default=list)

@@ -45,7 +45,7 @@ def outputs(batch: str, state: Optional[str] = typer.Option(None, "--state", hel
                 who = f" by {o.reviewed_by}" if o.reviewed_by else ""
                 why = f"  ({'; '.join(o.reasons)})" if o.reasons else ""
                 console.print(f"{o.id:>6}  {o.item_id:<16} {o.preset:<14} take {o.take}  {o.gate:<14} "
-                              f"{o.review}{who}{why}", highlight=False, markup=False)
+                              f"{o.review}{who}{why}", highlight=False, markup=False, soft_wrap=True)
     _run(go)
 
 

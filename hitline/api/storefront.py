@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, StreamingResponse
 
 from hitline.api import present, schemas
-from hitline.api.deps import SessionDep, SettingsDep, TokenDep, tenant_scope
+from hitline.api.deps import SessionDep, SettingsDep, TenantDep, TokenDep, tenant_scope
 from hitline.jobs import control, review, webhooks
 from hitline.jobs.requests import ReviewRequest, WebhookRequest
 
@@ -72,22 +72,23 @@ def _webhook_out(r: webhooks.Registered | object, secret: str | None = None) -> 
 
 @router.post("/batches/{batch_id}/webhooks", response_model=schemas.WebhookOut, status_code=201, tags=["webhooks"],
              summary="Send this batch's events to a URL (the signing secret is in the answer, once)")
-def add_batch_webhook(batch_id: str, body: WebhookRequest, s: SessionDep, settings: SettingsDep,
+def add_batch_webhook(batch_id: str, body: WebhookRequest, s: SessionDep, settings: SettingsDep, tenant: TenantDep,
                       _t: TokenDep) -> schemas.WebhookOut:
-    r = webhooks.register(s, settings, body.url, batch_id=batch_id, events=body.events)
+    r = webhooks.register(s, settings, body.url, batch_id=batch_id, events=body.events, tenant=tenant)
     return _webhook_out(r, r.secret)
 
 
 @router.post("/webhooks", response_model=schemas.WebhookOut, status_code=201, tags=["webhooks"],
              summary="Send every batch's events to a URL (the signing secret is in the answer, once)")
-def add_webhook(body: WebhookRequest, s: SessionDep, settings: SettingsDep, _t: TokenDep) -> schemas.WebhookOut:
-    r = webhooks.register(s, settings, body.url, events=body.events)
+def add_webhook(body: WebhookRequest, s: SessionDep, settings: SettingsDep, _t: TokenDep,
+                tenant: TenantDep) -> schemas.WebhookOut:
+    r = webhooks.register(s, settings, body.url, events=body.events, tenant=tenant)
     return _webhook_out(r, r.secret)
 
 
 @router.get("/webhooks", response_model=list[schemas.WebhookOut], tags=["webhooks"], summary="Live endpoints")
-def list_webhooks(s: SessionDep, _t: TokenDep, batch_id: str | None = None) -> list[schemas.WebhookOut]:
-    return [_webhook_out(e) for e in webhooks.endpoints(s, batch_id)]
+def list_webhooks(s: SessionDep, _t: TokenDep, tenant: TenantDep, batch_id: str | None = None) -> list[schemas.WebhookOut]:
+    return [_webhook_out(e) for e in webhooks.endpoints(s, batch_id, tenant)]
 
 
 @router.delete("/webhooks/{endpoint_id}", status_code=204, tags=["webhooks"], summary="Stop sending to an endpoint")
@@ -97,16 +98,17 @@ def remove_webhook(endpoint_id: int, s: SessionDep, _t: TokenDep) -> None:
 
 @router.get("/webhooks/deliveries", response_model=list[schemas.DeliveryOut], tags=["webhooks"],
             summary="Deliveries, newest first: pending, delivered, or dead (redeliver those)")
-def list_deliveries(s: SessionDep, _t: TokenDep, batch_id: str | None = None, state: str | None = None,
+def list_deliveries(s: SessionDep, _t: TokenDep, tenant: TenantDep, batch_id: str | None = None, state: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[schemas.DeliveryOut]:
-    return [schemas.DeliveryOut(**d) for d in webhooks.deliveries(s, batch_id=batch_id, state=state, limit=limit)]
+    return [schemas.DeliveryOut(**d) for d in webhooks.deliveries(s, batch_id=batch_id, state=state, limit=limit,
+                                                                     tenant=tenant)]
 
 
 @router.post("/webhooks/redeliver", response_model=schemas.Enqueued, tags=["webhooks"],
              summary="Send dead deliveries again (of a batch, or these ids)")
-def redeliver(s: SessionDep, _t: TokenDep, batch_id: str | None = None,
+def redeliver(s: SessionDep, _t: TokenDep, tenant: TenantDep, batch_id: str | None = None,
               delivery_id: Annotated[list[int] | None, Query()] = None) -> schemas.Enqueued:
-    n = webhooks.redeliver(s, batch_id=batch_id, delivery_ids=delivery_id)
+    n = webhooks.redeliver(s, batch_id=batch_id, delivery_ids=delivery_id, tenant=tenant)
     s.commit()
     from tasks.webhooks import kick
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from db import crud
 from db.models import WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
@@ -91,8 +91,8 @@ class Registered:
 
 
 def register(s: Any, settings: Settings, url: str, *, batch_id: str | None = None,
-             events: Iterable[str] | None = None) -> Registered:
-    """A new endpoint for a batch's events (or every batch's with batch_id None)."""
+             events: Iterable[str] | None = None, tenant: str = "default") -> Registered:
+    """A new endpoint for a batch's events (or, with batch_id None, every batch's of the tenant)."""
     url = _check_url(url)
     chosen = list(events or EVENTS)
     unknown = sorted(set(chosen) - set(EVENTS))
@@ -101,15 +101,17 @@ def register(s: Any, settings: Settings, url: str, *, batch_id: str | None = Non
     if batch_id is not None:
         from hitline.jobs.control import get_batch
 
-        get_batch(s, batch_id)
-    row = WebhookEndpoint(url=url, batch_id=batch_id, events=chosen)
+        tenant = get_batch(s, batch_id, tenant).tenant_id
+    row = WebhookEndpoint(url=url, batch_id=batch_id, events=chosen, tenant_id=tenant)
     s.add(row)
     s.flush()
     return Registered(row.id, url, batch_id, chosen, secret_for(settings, row.id))
 
 
-def endpoints(s: Any, batch_id: str | None = None) -> list[WebhookEndpoint]:
+def endpoints(s: Any, batch_id: str | None = None, tenant: str | None = None) -> list[WebhookEndpoint]:
     q = select(WebhookEndpoint).where(WebhookEndpoint.disabled_at.is_(None)).order_by(WebhookEndpoint.id)
+    if tenant is not None:
+        q = q.where(WebhookEndpoint.tenant_id == tenant)
     if batch_id is not None:
         q = q.where(or_(WebhookEndpoint.batch_id == batch_id, WebhookEndpoint.batch_id.is_(None)))
     return list(s.scalars(q))
@@ -125,10 +127,16 @@ def remove(s: Any, endpoint_id: int) -> None:
 
 
 def _listening(s: Any, batch_id: str, type_: str) -> list[int]:
-    """The live endpoints that want this batch's events of this type."""
+    """The live endpoints that want this batch's events of this type: the batch's own, and those for every
+    batch of the batch's tenant."""
+    from db.models import Batch
+
+    tenant = select(Batch.tenant_id).where(Batch.id == batch_id).scalar_subquery()
     return [i for i, ev in s.execute(select(WebhookEndpoint.id, WebhookEndpoint.events).where(
         WebhookEndpoint.disabled_at.is_(None),
-        or_(WebhookEndpoint.batch_id == batch_id, WebhookEndpoint.batch_id.is_(None)))) if type_ in (ev or [])]
+        or_(WebhookEndpoint.batch_id == batch_id,
+            and_(WebhookEndpoint.batch_id.is_(None), WebhookEndpoint.tenant_id == tenant))))
+        if type_ in (ev or [])]
 
 
 def emit(s: Any, batch_id: str, type_: str, subject: str, data: dict[str, Any]) -> str | None:
@@ -254,13 +262,16 @@ def deliver_one(db_url: str, settings: Settings, delivery_id: int, *, post: Any 
         return Attempted("pending", wait, error)
 
 
-def deliveries(s: Any, *, batch_id: str | None = None, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+def deliveries(s: Any, *, batch_id: str | None = None, state: str | None = None, limit: int = 200,
+               tenant: str | None = None) -> list[dict[str, Any]]:
     q = (select(WebhookDelivery, WebhookEvent.type, WebhookEvent.batch_id, WebhookEndpoint.url)
          .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
          .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id).order_by(WebhookDelivery.id.desc())
          .limit(limit))
     if batch_id:
         q = q.where(WebhookEvent.batch_id == batch_id)
+    if tenant is not None:
+        q = q.where(WebhookEndpoint.tenant_id == tenant)
     if state:
         q = q.where(WebhookDelivery.state == state)
     return [{"id": d.id, "event_id": d.event_id, "type": t, "batch_id": b, "url": u, "state": d.state,
@@ -275,13 +286,16 @@ def delivery_counts(s: Any, batch_id: str) -> dict[str, int]:
                           .where(WebhookEvent.batch_id == batch_id).group_by(WebhookDelivery.state)).all())
 
 
-def redeliver(s: Any, *, batch_id: str | None = None, delivery_ids: Iterable[int] | None = None) -> int:
+def redeliver(s: Any, *, batch_id: str | None = None, delivery_ids: Iterable[int] | None = None,
+              tenant: str | None = None) -> int:
     """Dead deliveries (of a batch, or these ids) back to pending, due now, with a fresh attempt count."""
     q = update(WebhookDelivery).where(WebhookDelivery.state == "dead")
     if delivery_ids is not None:
         q = q.where(WebhookDelivery.id.in_(list(delivery_ids)))
     if batch_id is not None:
         q = q.where(WebhookDelivery.event_id.in_(select(WebhookEvent.id).where(WebhookEvent.batch_id == batch_id)))
+    if tenant is not None:
+        q = q.where(WebhookDelivery.endpoint_id.in_(select(WebhookEndpoint.id).where(WebhookEndpoint.tenant_id == tenant)))
     return s.execute(q.values(state="pending", attempts=0, next_at=utcnow())
                      .execution_options(synchronize_session=False)).rowcount
 

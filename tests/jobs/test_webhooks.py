@@ -88,3 +88,22 @@ def test_after_n_failures_an_event_is_dead_until_redelivered(outbox) -> None:  #
     assert again == did
     ok = webhooks.deliver_one(rt.db_url, settings, did, post=lambda *a, **k: SimpleNamespace(status_code=204))
     assert ok.state == "delivered"
+
+
+def test_an_endpoint_for_every_batch_hears_its_own_tenants_batches_only(outbox) -> None:  # noqa: ANN001
+    from db import crud
+    from db.models import Batch
+    from db.session import session_scope
+    from hitline.jobs import webhooks
+
+    rt = outbox
+    with session_scope(rt.db_url) as s:
+        crud.create_batch(s, "X", catalog_dir="c", new_dir="n", out_dir="o", options={}, budget_usd=None, notes=[])
+        s.flush()
+        s.get(Batch, "X").tenant_id = "acme"
+        hook = webhooks.register(s, rt.settings, "https://acme.example/h", tenant="acme")
+        assert webhooks.emit(s, "W", "batch.finished", "W:1", {}) is None  # the default tenant's batch
+        assert webhooks.emit(s, "X", "batch.finished", "X:1", {}) is not None
+        assert [e.id for e in webhooks.endpoints(s, tenant="acme")] == [hook.id]
+        assert webhooks.endpoints(s, tenant="default") == []
+        assert len(webhooks.deliveries(s, tenant="acme")) == 1 and webhooks.deliveries(s, tenant="default") == []
