@@ -2,7 +2,13 @@
 
     HitlineError
     +-- InputError              bad row, image or option: terminal for that SKU, never retried
+    |   +-- NotFound            an id that names no batch, job or output (HTTP 404)
+    +-- Conflict                the request contradicts the job table (HTTP 409)
+    |   +-- IdempotencyConflict an Idempotency-Key already used for another request
     +-- ConfigError             settings that cannot work (e.g. mixing embedders in one collection)
+    |   +-- UnroutedTask        a hitline task with no queue: it would never be consumed (start-up)
+    +-- EnqueueFailed           the broker refused the messages: the jobs are in the table, resume sends them
+    +-- JobFailed               a task's job failed for good: the Celery task ends FAILURE, the chain stops
     +-- BudgetExceeded          the next paid call would pass the batch budget: job is held, resumable
     +-- ProviderError           a model provider failed
         +-- RetryableProviderError      408/429/5xx, timeouts, connection errors, 200 without an image
@@ -31,6 +37,12 @@ __all__ = [
     "RateWait",
     "TerminalProviderError",
     "NotReady",
+    "NotFound",
+    "Conflict",
+    "IdempotencyConflict",
+    "UnroutedTask",
+    "EnqueueFailed",
+    "JobFailed",
 ]
 
 
@@ -81,3 +93,28 @@ class TerminalProviderError(ProviderError):
 class NotReady(Exception):
     """A stage's precondition is being finished by another chain (e.g. the batch's catalog is still being
     indexed): give the claim back and try again shortly."""
+
+
+class NotFound(InputError):
+    """An id that names no batch or job."""
+
+
+class Conflict(HitlineError):
+    """The request contradicts what the table holds (e.g. a token name in use)."""
+
+
+class IdempotencyConflict(Conflict):
+    """An Idempotency-Key already used for a different request."""
+
+
+class UnroutedTask(ConfigError):
+    """A hitline task with no queue in the stage registry: it would sit in a queue no worker reads."""
+
+
+class EnqueueFailed(HitlineError):
+    """The broker refused the messages: the batch exists in the job table and `hitline resume` finishes it."""
+
+
+class JobFailed(HitlineError):
+    """The job failed for good (bad input, a terminal provider answer, the retry budget spent): the task
+    ends as FAILURE with the reason, and the chain stops."""

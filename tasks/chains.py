@@ -10,7 +10,7 @@ from celery import Signature, chain
 
 from db import crud
 from db.session import session_scope
-from hitline.errors import HitlineError
+from hitline.errors import EnqueueFailed
 from hitline.jobs.context import Runtime, get_runtime
 from hitline.jobs import verbs
 from hitline.jobs.stages import line_of
@@ -21,10 +21,6 @@ from tasks.stages import TASKS
 from workers.app import app
 
 __all__ = ["chain_for", "publish", "send", "submit", "EnqueueFailed"]
-
-
-class EnqueueFailed(HitlineError):
-    """The broker refused the messages: the batch exists in the job table and `hitline resume` finishes it."""
 
 
 def chain_for(d: Dispatch) -> chain:

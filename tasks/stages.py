@@ -9,7 +9,7 @@ import random
 
 from celery import Task
 
-from hitline.errors import NotReady, RateWait, RetryableProviderError
+from hitline.errors import JobFailed, NotReady, RateWait, RetryableProviderError
 from hitline.jobs.context import get_runtime
 from hitline.jobs.runner import Outcome, fail_jobs, is_transient
 from hitline.jobs.stages import SKU_LINE, STAGES, Stage
@@ -20,11 +20,6 @@ log = logging.getLogger(__name__)
 
 # unreachable infrastructure is retried for as long as it takes, at most this far apart
 INFRA_BACKOFF_MAX_S = 30.0
-
-
-class JobFailed(Exception):
-    """The job failed for good (bad input, a terminal provider answer, the retry budget spent): the task
-    ends as FAILURE with the reason, and the chain stops."""
 
 
 def backoff(stage: Stage, retries: int, retry_after: float | None = None) -> float:

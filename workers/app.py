@@ -9,6 +9,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from hitline.config import Settings, get_settings
+from hitline.errors import UnroutedTask
 from hitline.jobs.stages import OUTPUT_QUEUE, QUEUES, STAGES
 
 ROUTES: dict[str, dict[str, Any]] = {st.task_name: {"queue": st.queue, "priority": st.priority} for st in STAGES}
@@ -23,10 +24,6 @@ ROUTES.update({name: {"queue": CONTRACT_QUEUE} for name in CONTRACT_TASKS})
 # a reviewer's redo renders where renders run; webhook deliveries go where every default worker reads
 ROUTES["hitline.redo_output"] = {"queue": OUTPUT_QUEUE}
 ROUTES["hitline.deliver_webhook"] = {"queue": CONTRACT_QUEUE}
-
-
-class UnroutedTask(RuntimeError):
-    """A hitline task with no queue in the stage registry: it would sit in a queue no worker reads."""
 
 
 def _transport_options(broker_url: str) -> dict[str, float]:

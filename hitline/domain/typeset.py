@@ -164,7 +164,7 @@ def layout_text(text: str, slot: TextSlot, locale: str, width: int, height: int,
             return font.getlength(s, language=lang) if s else 0.0
 
         lines = _wrap(atoms, bw, measure)
-        if len(lines) <= slot.max_lines and len(lines) * size * _LINE_GAP <= bh and all(measure(l) <= bw for l in lines):
+        if len(lines) <= slot.max_lines and len(lines) * size * _LINE_GAP <= bh and all(measure(ln) <= bw for ln in lines):
             return Layout(slot.name, text, size, tuple(lines), box, face, lang)
         size = int(size * 0.93) if size > 20 else size - 1
     raise CopyError(f"{slot.name} {text!r} is too long for its slot ({bw}x{bh} px, at most {slot.max_lines} "

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from db import crud
 from db.models import DEFAULT_TENANT, ApiToken, Attempt, Batch, Job, Tenant, utcnow
-from hitline.errors import HitlineError, InputError
+from hitline.errors import Conflict, InputError, NotFound
 from hitline.jobs.quality import OUTCOMES, digest
 from hitline.jobs.results import (BatchQuality, Digest, DraftSummary, InputCheckCounts, InputFindings, InputRecord, PlanSaving,
                                   RenderFacts, RenderResult, read)
@@ -33,14 +33,6 @@ __all__ = ["NotFound", "Conflict", "JobFilter", "BatchSummary", "JobPage", "summ
 FAILED = "failed"
 MAX_ID = 2**63 - 1  # the largest id a job table (BIGINT in PostgreSQL, INTEGER in SQLite) can hold
 REJECTED_HINT = "rejected at validation: fix the CSV row and submit the batch again"
-
-
-class NotFound(InputError):
-    """An id that names no batch or job."""
-
-
-class Conflict(HitlineError):
-    """The request contradicts what the table holds (e.g. a token name in use)."""
 
 
 def batch_tenant(s: Session, batch_id: str) -> str | None:

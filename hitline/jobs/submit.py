@@ -22,7 +22,7 @@ from hitline.domain.catalog import load_catalog, load_new_products
 from hitline.domain.imaging import load_presets
 from hitline.domain.models import HitProduct, NewProduct
 from hitline.domain.promo_copy import MISSING_TRANSLATION, TEXT_MODES, parse_locales
-from hitline.errors import HitlineError, InputError
+from hitline.errors import IdempotencyConflict, InputError
 from hitline.jobs import catalogs, webhooks
 from hitline.jobs.context import Runtime
 from hitline.jobs.options import PresetSpec
@@ -32,10 +32,6 @@ from hitline.line import fit_vocabulary
 __all__ = ["Dispatch", "Submitted", "IdempotencyConflict", "batch_options", "submit_batch", "new_batch_id"]
 
 CHUNK_SIZE = 64  # catalog products per embed -> index chain (one batched provider call each)
-
-
-class IdempotencyConflict(HitlineError):
-    """An Idempotency-Key already used for a different request."""
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,8 @@ def test_a_wait_for_the_catalog_is_not_an_attempt(hitline_env: Path, patched_wor
         calls.append(1)
         if len(calls) < 3:
             raise NotReady("catalog still indexing")
-        return {"style": {}}
+        # what an analyze stage writes must fit its model (hitline.jobs.results.AnalyzeResult)
+        return {"style": {"scene": "s", "lighting": "l", "pose": "p", "mood": "m", "prompt": "p"}}
 
     patched_work(waits_twice)
     result = TASKS[("sku", "analyze")].apply(args=(job_id,))
