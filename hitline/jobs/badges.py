@@ -68,7 +68,7 @@ def words(t: OutputWords | None) -> str:
         return ""
     e = html.escape
     mt = " <span class='badge mt'>machine-translated</span>" if t.machine_translated else ""
-    read: dict[str, Any] = {r["slot"]: r for r in t.readings}
+    read: dict[str, Any] = {str(r["slot"]): r for r in t.readings}
     rows = "".join(f"<li>{e(slot)}: «{e(asked)}»" + (f" read «{e(str(read[slot]['read']))}» CER {read[slot]['cer']:.2f}"
                                                      if slot in read and read[slot]["verified"] else "") + "</li>"
                    for slot, asked in t.texts.items())
