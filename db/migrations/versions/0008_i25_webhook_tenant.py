@@ -1,14 +1,14 @@
 """webhook endpoints belong to a tenant: one for every batch hears that tenant's batches only
 
 Revision ID: i25_webhook_tenant
-Revises: i21_tenants
+Revises: i22_catalogs
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = 'i25_webhook_tenant'
-down_revision = 'i21_tenants'
+down_revision = 'i22_catalogs'
 branch_labels = None
 depends_on = None
 
