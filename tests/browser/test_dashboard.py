@@ -70,7 +70,7 @@ def test_login_watch_retry_a_reason_group_and_open_a_gallery(browser, api_cluste
     fake_fault(fail={})
     group.locator("button", has_text="retry these").click()
     page.wait_for_selector("#toast.show", timeout=10_000)
-    assert "3 failed jobs re-enqueued" in page.inner_text("#toast")
+    assert "re-enqueued 3 failed jobs" in page.inner_text("#toast")
     page.wait_for_function(f"""() => document.querySelector('[data-counts="{batch_id}"]').textContent
                                .startsWith("3 done, 1 failed, 0 to go")""", timeout=120_000)
     page.reload()  # the SKU table is server-rendered: show the finished states in the screenshot

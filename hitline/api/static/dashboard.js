@@ -86,7 +86,15 @@
     box.appendChild(table);
   }
 
+  const following = new Set();  // batches whose page is polling now
+
   async function pollBatch(id) {
+    if (following.has(id)) return;
+    following.add(id);
+    try { await followBatch(id); } finally { following.delete(id); }
+  }
+
+  async function followBatch(id) {
     let last = "";
     for (;;) {
       try {
@@ -94,18 +102,25 @@
         paint(b);
         const key = JSON.stringify(b.failures);
         if (key !== last) { paintFailures(b); last = key; }
-        if (b.status === "finished" || b.status === "cancelled") await sleep(5000); else await sleep(1000);
+        if (b.status === "finished" || b.status === "cancelled") return;  // nothing moves any more
+        await sleep(2000);
       } catch (e) { await sleep(5000); }
+      while (document.hidden) await sleep(1000);  // a tab nobody looks at asks nothing
     }
   }
 
+  // the list page: only the batches on screen that still run are asked for, each on its own; when none
+  // runs the page stops asking (a reload shows new batches)
   async function pollBatches() {
-    for (;;) {
-      try {
-        const data = await api("GET", "/batches?limit=50");
-        data.batches.forEach(paint);
-      } catch (e) { /* keep the last numbers */ }
-      await sleep(2000);
+    const running = () => Array.from(document.querySelectorAll("[data-status]"))
+      .filter((c) => c.textContent === "running" || c.textContent === "cancelling")
+      .map((c) => c.dataset.status);
+    for (let ids = running(); ids.length; ids = running()) {
+      await sleep(3000);
+      if (document.hidden) continue;
+      for (const id of ids) {
+        try { paint(await api("GET", "/batches/" + encodeURIComponent(id))); } catch (e) { /* keep the last */ }
+      }
     }
   }
 
@@ -134,6 +149,8 @@
       } else if (action === "resume") r = await api("POST", url + "/resume");
       else if (action === "redeliver") r = await api("POST", "/webhooks/redeliver?batch_id=" + encodeURIComponent(batch));
       toast(r.message);
+      // an action can set a finished batch going again: follow it while it runs
+      if (document.querySelector("[data-batch-id]") && action !== "redeliver") pollBatch(batch);
     } catch (e) {
       toast(e.message, true);
     }
