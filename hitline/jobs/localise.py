@@ -24,7 +24,8 @@ from hitline.domain.models import Preset, StyleAnalysis
 from hitline.domain.promo_copy import CopyError, LocaleCopy, resolve_copy, text_instructions
 from hitline.domain.textcheck import check_slots, status
 from hitline.domain.typeset import TYPESET_VERSION, check_copy, draw_slots
-from hitline.errors import BudgetExceeded
+from hitline.errors import BudgetExceeded, InputError
+from hitline.jobs.results import AnalyzeResult, R, RetrieveResult, read
 
 __all__ = ["text_options", "model_mode", "carries_text", "locale_copies", "localise", "saving_for_locales",
            "strip_text_presets"]
@@ -135,7 +136,7 @@ def _paid(jc: Any, budget: Any, style: StyleAnalysis, preset: Preset, tag: str) 
     """One paid render (reserved against the budget first; the same image paid earlier in the batch is
     reused): (path, charged, key)."""
     renderer = jc.providers.renderer
-    refs = [Path(h["image_path"]) for h in jc.result["retrieve"]["hits"]]
+    refs = [Path(h.image_path) for h in _earlier(jc, RetrieveResult).hits]
     from hitline.domain.images import file_sha256
 
     key = line.render_key(renderer.model, jc.image_sha, [file_sha256(p) for p in refs], style, preset)
@@ -161,7 +162,7 @@ def _model(jc: Any, preset: Preset, copy: LocaleCopy, gate: Any, budget: Any) ->
     was misread quoted in the prompt, then goes to review with the diff."""
     layouts = check_copy(copy.texts, preset, copy.locale)  # too long / no readable size: refused before paying
     glyphs = {k: float(v.size) for k, v in layouts.items()}
-    style = StyleAnalysis.model_validate(jc.result["analyze"]["style"])
+    style = _earlier(jc, AnalyzeResult).style
     path, charged, key = _paid(jc, budget, _with_words(style, preset, copy), preset, copy.locale)
     base = {"preset": preset.name, "width": preset.width, "height": preset.height, "cost_usd": charged, "key": key,
             "reused_from": None, "derived_from": None}
@@ -243,3 +244,11 @@ def strip_text_presets(presets: Sequence[Preset], options: dict[str, Any]) -> li
         return list(presets)
     return [p for p in presets if not p.slots]
 
+
+
+def _earlier(jc: Any, model: type[R]) -> R:
+    """The result of an earlier stage of this job (hitline.jobs.results.read), which the chain ran first."""
+    found = read(jc.result, model)
+    if found is None:
+        raise InputError(f"no {model.__name__} recorded for job {jc.job_id}: re-run its earlier stages")
+    return found
