@@ -42,7 +42,7 @@ class PresetSpec(BaseModel):
     def preset(self) -> Preset:
         return Preset.build(self.name, self.aspect_ratio, self.size, self.background, width=self.width,
                             height=self.height, low_res=self.low_res, rules=dict(self.rules),
-                            text=self.text or None)  # type: ignore[arg-type]
+                            text=self.text or None)
 
 
 class BatchOptions(BaseModel):
