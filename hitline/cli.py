@@ -186,8 +186,15 @@ def run(catalog: Path = typer.Option(..., help="folder with products.csv + image
         wait: bool = typer.Option(True, help="with a broker: wait for the batch and write the report"),
         locales: Optional[str] = typer.Option(None, help=_LOCALES_HELP),
         text_mode: Optional[str] = typer.Option(None, help=_TEXT_MODE_HELP),
-        missing_translation: Optional[str] = typer.Option(None, help=_MISSING_HELP)) -> None:
+        missing_translation: Optional[str] = typer.Option(None, help=_MISSING_HELP),
+        mode: Optional[str] = typer.Option(None, help="direct (default): one render per ratio group; staged: a scene "
+                                           "plate per (references, ratio group) made once per batch, the product "
+                                           "placed into it")) -> None:
     """Run the line on your own catalog and new products."""
+    if mode:
+        if mode not in ("direct", "staged"):
+            raise typer.BadParameter(f"--mode must be direct or staged, not {mode!r}")
+        os.environ["HITLINE_MODE"] = mode
     if escalate:
         if escalate not in ("pro", "none"):
             raise typer.BadParameter(f"--escalate must be pro or none, not {escalate!r}")

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # (`hitline run --escalate pro`); "none" keeps it for review
     escalate: Literal["none", "pro"] = "none"
     escalate_model: str = "google/gemini-3-pro-image-preview"
+    # staged: a scene plate per (references, ratio group) made once per batch, the product placed into it
+    mode: Literal["direct", "staged"] = "direct"
     # dimension the embed model returns (a mismatch is a ConfigError) and images per /embeddings call
     embed_dim: int = 2048
     embed_batch_size: int = 16

@@ -14,6 +14,7 @@ from hitline.domain.catalog import verify_image_data
 from hitline.domain.images import file_sha256
 from hitline.domain.models import Hit, HitProduct, NewProduct, Preset, StyleAnalysis
 from hitline.domain.retrieval import Retrieval, Scope
+from hitline.domain.staged import STAGED_REFINEMENTS, plate_prompt  # noqa: F401 (re-exported)
 from hitline.domain.vectors import Vector, as_vector, decode_vector, encode_vector
 from hitline.providers.base import Analysis, ImageEmbedder, ImageRenderer, Judgement, OutputJudge, StyleAnalyzer
 from hitline.domain.sparse import TextVocabulary
@@ -108,6 +109,13 @@ def analyze(analyzer: StyleAnalyzer, hits: Sequence[Hit], product: NewProduct, c
 def render_key(model: str, flatlay_sha: str, refs: Sequence[str], style: StyleAnalysis, preset: Preset) -> str:
     """Content hash of everything that decides one output image: same inputs, same file, one charge."""
     blob = json.dumps([model, flatlay_sha, list(refs), style.prompt, asdict(preset)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def plate_key(model: str, ref_shas: Sequence[str], preset: Preset, prompt: str) -> str:
+    """Content key of a scene plate: the references (in any order), the ratio group and the prompt."""
+    blob = json.dumps(["plate", model, sorted(ref_shas), preset.aspect_ratio, preset.size, preset.background, prompt],
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

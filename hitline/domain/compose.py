@@ -255,6 +255,32 @@ def _compose_scene(product: Image.Image, reference: Image.Image | None, style: S
     return canvas, _pasted((w, h), placed, (x, y))
 
 
+def scene_plate(reference: Image.Image | None, style: StyleAnalysis, preset: Preset) -> Image.Image:
+    """The scene without the product (staged mode): the backdrop the compositor would build, with grain."""
+    w, h = preset.width, preset.height
+    small = scene_backdrop(reference, style, w, h)
+    canvas = Image.fromarray((small * 255).astype(np.uint8), "RGB").resize((w, h), Image.Resampling.BICUBIC)
+    return ImageChops.add(canvas, _grain((w, h)), scale=1.0, offset=-2)
+
+
+def compose_on_plate(product: Image.Image, plate: Image.Image, style: StyleAnalysis,
+                     preset: Preset) -> tuple[Image.Image, np.ndarray]:
+    """The cut-out product placed into a scene plate (staged mode): light matched, shadow cast."""
+    w, h = preset.width, preset.height
+    canvas = plate.convert("RGB").resize((w, h), Image.Resampling.BICUBIC) if plate.size != (w, h) else plate.convert("RGB")
+    small = np.asarray(canvas.resize((max(8, w // 8), max(8, h // 8)), Image.Resampling.BILINEAR),
+                       dtype=np.float32) / 255.0
+    place = layout_box(w, h)
+    placed = _fit(_match_light(product.convert("RGBA"), small, style), place.box_w, place.box_h)
+    x = round(place.cx - placed.width / 2)
+    y = round(place.cy - placed.height / 2)
+    shadow = _shadow_mask((w, h), placed, (x, y), _light_side(small), strength=1.0)
+    tint = tuple(int(v) for v in np.clip(small.reshape(-1, 3).mean(axis=0) * 255 * 0.55, 0, 255))
+    canvas = _apply_shadow(canvas, shadow, tint)  # type: ignore[arg-type]
+    canvas.paste(placed, (x, y), placed)
+    return canvas, _pasted((w, h), placed, (x, y))
+
+
 def compose_placed(product: Image.Image, reference: Image.Image | None, style: StyleAnalysis,
                    preset: Preset) -> tuple[Image.Image, np.ndarray]:
     """A promo image of exactly preset.width x preset.height (RGB) with the cut-out product, and where

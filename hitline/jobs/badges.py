@@ -25,6 +25,8 @@ def output_badge(output: RenderOutput) -> str:
     status = q.status if q else "unchecked"
     out = f"<span class='badge q-{html.escape(status)}'>{html.escape(_LABEL.get(status, status))}</span>"
     reasons = list(q.reasons) if q else []
+    if output.plate:
+        reasons = [*reasons, f"scene plate {output.plate[:12]}"]
     if q and q.rerender:
         reasons = [*reasons, f"re-render {q.rerender}"]
     esc = q.escalated if q else None

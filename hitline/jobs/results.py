@@ -142,6 +142,7 @@ class RenderOutput(_Open):
     key: str = ""
     reused_from: str | None = None
     derived_from: str | None = None
+    plate: str | None = None  # staged mode: the content key of the scene plate the product was placed into
     quality: OutputQuality | None = None
 
 

@@ -180,11 +180,15 @@ def render(jc: JobContext) -> dict[str, Any]:
     plan = plan_renders(localise.strip_text_presets(presets, jc.options),
                         lambda size: jc.rt.prices.image_cost(renderer.model, size))
     made: dict[str, dict[str, Any]] = {}
+    staged = jc.options.get("mode") == "staged" and hasattr(renderer, "place")
     for preset in plan.renders:
-        key = line.render_key(renderer.model, jc.image_sha, ref_shas, style, preset)
-        dest = jc.out_dir / f"{preset.name}-{key[:12]}.png"
-        path, charged, reused_from = budget.render(renderer, refs, style, preset, key, dest)
-        made[preset.name] = _output(preset, path, charged, key, reused_from=reused_from)
+        if staged and preset.background != "white":  # a white preset has no scene to stage
+            made[preset.name] = _staged_output(jc, budget, renderer, refs, ref_shas, style, preset)
+        else:
+            key = line.render_key(renderer.model, jc.image_sha, ref_shas, style, preset)
+            dest = jc.out_dir / f"{preset.name}-{key[:12]}.png"
+            path, charged, reused_from = budget.render(renderer, refs, style, preset, key, dest)
+            made[preset.name] = _output(preset, path, charged, key, reused_from=reused_from)
         if gate is not None:
             made[preset.name].update(quality.gate_output(gate, preset, made[preset.name]))
     for preset in presets:
@@ -213,6 +217,52 @@ def render(jc: JobContext) -> dict[str, Any]:
         text["saving"] = localise.saving_for_locales(presets, cost, plan_renders(presets, cost).cost_usd)
         result["text"] = text
     return {**result, "digest": quality.digest(result)}
+
+
+def _staged_output(jc: JobContext, budget: "RenderBudget", renderer: Any, refs: list[Path], ref_shas: list[str],
+                   style: StyleAnalysis, preset: Preset) -> dict[str, Any]:
+    """Staged mode: the scene plate of (these references, this ratio group) - made once per batch under
+    OUT/<batch>/plates/ by its content key, reserved and charged once on the charge table, so another SKU or
+    a redelivered task finds it - then the product placed into it (one call, charged to this SKU)."""
+    order = sorted(range(len(refs)), key=lambda i: ref_shas[i])  # the plate does not depend on the hits' order
+    prompt = line.plate_prompt(style, preset)
+    pkey = line.plate_key(renderer.model, ref_shas, preset, prompt)
+    plate_dest = jc.batch.out_dir / jc.batch.id / "plates" / f"{pkey[:16]}.png"
+    plate, plate_cost, _ = budget.render(_PlateCall(renderer), [refs[i] for i in order], style, preset,
+                                         f"plate-{pkey}", plate_dest)
+    key = line.render_key(renderer.model, jc.image_sha, [f"plate:{pkey}"], style, preset)
+    dest = jc.out_dir / f"{preset.name}-{key[:12]}.png"
+    path, charged, reused_from = budget.render(_PlaceCall(renderer, plate), refs, style, preset, key, dest)
+    return {**_output(preset, path, charged + plate_cost, key, reused_from=reused_from), "plate": pkey}
+
+
+@dataclass
+class _PlateCall:
+    """The renderer's scene-plate call in the shape RenderBudget.render calls (no product in it)."""
+
+    inner: Any
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    def render(self, flatlay: Path, references: list[Path], style: StyleAnalysis, product: Any, preset: Preset) -> Any:
+        return self.inner.render_plate(references, style, preset)
+
+
+@dataclass
+class _PlaceCall:
+    """The renderer's placement call (the plate + the flat-lay) in the shape RenderBudget.render calls."""
+
+    inner: Any
+    plate: Path
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    def render(self, flatlay: Path, references: list[Path], style: StyleAnalysis, product: Any, preset: Preset) -> Any:
+        return self.inner.place(self.plate, flatlay, style, product, preset)
 
 
 def draft_presets(presets: list[Preset], draft: str | None) -> tuple[list[Preset], dict[str, str]]:

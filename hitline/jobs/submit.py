@@ -78,7 +78,7 @@ def batch_options(settings: Settings, *, top_k: int | None = None, min_sales: in
     return {**({"review": "all", "draft": draft} if draft else {"review": review} if review else {}), "provider": settings.resolved_provider(), "top_k": top_k or settings.top_k,
             "min_sales": settings.min_sales if min_sales is None else min_sales, "presets": names,
             "preset_specs": [PresetSpec.of(p).model_dump(mode="json") for p in resolved],
-            "escalate": settings.escalate,
+            "escalate": settings.escalate, "mode": settings.mode,
             "models": {"embed_model": settings.embed_model, "analyze_model": settings.analyze_model,
                        "render_model": settings.render_model, "escalate_model": settings.escalate_model},
             **({"text": text} if text else {})}

@@ -11,7 +11,7 @@ from typing import Sequence
 from PIL import Image
 
 from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
-from hitline.domain.compose import compose_placed
+from hitline.domain.compose import compose_on_plate, compose_placed, scene_plate
 from hitline.domain.imaging import cutout
 from hitline.domain.placement import png_info
 from hitline.domain.images import file_sha256, load_image
@@ -54,3 +54,18 @@ class LocalRenderer:
         image.save(buf, format="PNG", compress_level=self._compress, pnginfo=png_info(placed))
         notes = [] if references else ["no reference image: backdrop built from the palette"]
         return RenderedImage(data=buf.getvalue(), mime="image/png", cost_usd=0.0, model=self.model, notes=notes)
+
+    def render_plate(self, references: Sequence[Path], style: StyleAnalysis, preset: Preset) -> RenderedImage:
+        """Staged mode: the scene plate alone (the backdrop from the first reference), no product."""
+        reference = load_image(references[0]) if references else None
+        buf = io.BytesIO()
+        scene_plate(reference, style, preset).save(buf, format="PNG", compress_level=self._compress)
+        return RenderedImage(data=buf.getvalue(), mime="image/png", cost_usd=0.0, model=self.model)
+
+    def place(self, plate: Path, flatlay: Path, style: StyleAnalysis, product: NewProduct,
+              preset: Preset) -> RenderedImage:
+        """Staged mode: the compositor puts the cut-out product into the plate."""
+        image, placed = compose_on_plate(self._cutout(Path(flatlay)), load_image(plate), style, preset)
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", compress_level=self._compress, pnginfo=png_info(placed))
+        return RenderedImage(data=buf.getvalue(), mime="image/png", cost_usd=0.0, model=self.model)

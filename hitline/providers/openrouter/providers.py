@@ -409,6 +409,39 @@ class OpenRouterRenderer:
         png = fit_exact(data, preset.width, preset.height)
         return RenderedImage(data=png, mime="image/png", cost_usd=cost, model=self.model, notes=notes)
 
+    def render_plate(self, references: Sequence[Path], style: StyleAnalysis, preset: Preset) -> RenderedImage:
+        """Staged mode: the scene plate alone, from the references (no product), one paid image."""
+        from hitline.domain.staged import plate_prompt
+
+        parts = [_image_part(image_data_uri(Path(p), self.reference_max_side)) for p in list(references)[:self.max_references]]
+        parts.append({"type": "text", "text": "The images are style references only: match their scene, lighting "
+                      "and mood, not their products.\n" + plate_prompt(style, preset)})
+        return self._image_call(parts, preset)
+
+    def place(self, plate: Path, flatlay: Path, style: StyleAnalysis, product: NewProduct,
+              preset: Preset) -> RenderedImage:
+        """Staged mode: an image edit call - the scene plate and the flat-lay, the product placed into the plate."""
+        from hitline.domain.staged import STAGED_REFINEMENTS
+
+        text = ["Edit the first image (a scene plate): place the product of the second image (a flat-lay) into it, "
+                "worn by a model; keep the scene, its light and framing.", f"Pose: {style.pose}."]
+        if product.prompt_hint.strip():
+            text.append(f"Product: {product.prompt_hint.strip()}")
+        text += [STAGED_REFINEMENTS, QUALITY_CONSTRAINTS]
+        parts = [_image_part(image_data_uri(Path(plate), self.reference_max_side)),
+                 _image_part(image_data_uri(Path(flatlay), self.flatlay_max_side)),
+                 {"type": "text", "text": "\n".join(text)}]
+        return self._image_call(parts, preset)
+
+    def _image_call(self, parts: list[dict[str, Any]], preset: Preset) -> RenderedImage:
+        cost = self.prices.image_cost(self.model, preset.size)  # fail on a missing price before paying
+        payload = {"model": self.model, "messages": [{"role": "user", "content": parts}],
+                   "modalities": ["text", "image"],
+                   "image_config": {"aspect_ratio": preset.aspect_ratio, "image_size": preset.size}}
+        body = self.client.post("/chat/completions", payload, self.model)
+        png = fit_exact(self._image_bytes(_first_message(body, self.model)), preset.width, preset.height)
+        return RenderedImage(data=png, mime="image/png", cost_usd=cost, model=self.model)
+
     @staticmethod
     def prompt(style: StyleAnalysis, product: NewProduct, preset: Preset) -> str:
         lines = [style.prompt.strip()]
