@@ -102,3 +102,23 @@ def test_direct_stays_the_default() -> None:
     from hitline.jobs.submit import batch_options
 
     assert batch_options(Settings(), presets=["thumbnail"])["mode"] == "direct"
+
+
+def test_staged_on_the_local_provider_composites_onto_one_plate(twins, hitline_env: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Local provider: the plate is the compositor's scene without the product, made once for both SKUs;
+    each product composited onto it."""
+    from hitline.providers.local.render import LocalRenderer
+
+    monkeypatch.setenv("HITLINE_MODE", "direct")
+    reset_runtime()
+    calls: list[str] = []
+    real_plate, real_place = LocalRenderer.render_plate, LocalRenderer.place
+    monkeypatch.setattr(LocalRenderer, "render_plate",
+                        lambda self, *a: calls.append("plate") or real_plate(self, *a))
+    monkeypatch.setattr(LocalRenderer, "place", lambda self, *a: calls.append("place") or real_place(self, *a))
+    catalog, new = twins
+    res = CliRunner().invoke(app, ["run", "--catalog", str(catalog), "--new", str(new), "--out",
+                                   str(hitline_env / "out"), "--presets", "thumbnail", "--top-k", "10",
+                                   "--min-sales", "0", "--mode", "staged"])
+    assert res.exit_code == 0, res.output
+    assert sorted(calls) == ["place", "place", "plate"]
