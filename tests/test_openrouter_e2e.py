@@ -194,9 +194,9 @@ def test_render_plan_one_paid_call_per_aspect_ratio(fake, small_demo, hitline_en
         assert all(outputs[p]["derived_from"] is None and outputs[p]["cost_usd"] == pytest.approx(0.101)
                    for p in ("amazon_main", "shopify", "banner"))
         assert j.result["render"]["plan"]["derived"] == {"thumbnail": "amazon_main"}
-    plan = quality["render_plan"]
-    assert plan["skus"] == 3 and plan["renders"] == 9 and plan["derived"] == 3
-    assert plan["naive_usd"] == pytest.approx(3 * 0.348) and plan["cost_usd"] == pytest.approx(3 * 0.303)
-    assert plan["saving_usd"] == pytest.approx(3 * 0.045) and plan["paid_usd"] == pytest.approx(render_cost)
+    plan = quality.render_plan
+    assert plan.skus == 3 and plan.renders == 9 and plan.derived == 3
+    assert plan.naive_usd == pytest.approx(3 * 0.348) and plan.cost_usd == pytest.approx(3 * 0.303)
+    assert plan.saving_usd == pytest.approx(3 * 0.045) and plan.paid_usd == pytest.approx(render_cost)
     report = (hitline_env / "out" / batch / "report.html").read_text()
     assert "resized from amazon_main" in report and "saved $0.135 ($0.045 a SKU)" in report

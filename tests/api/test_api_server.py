@@ -39,6 +39,10 @@ def test_json_batch_runs_to_done_and_serves_its_images(api_cluster, tmp_path: Pa
     assert b["spent_usd"] > 0  # the fake OpenRouter reports a cost per call, like the real one
     jobs = c.get(f"/batches/{batch_id}/jobs", params={"kind": "sku"}).json()["jobs"]
     job = c.get(jobs[0]["url"]).json()
+    deadline = time.monotonic() + 60  # the contact sheet is the chain's last, lowest-priority link: after "done"
+    while job["contact_sheet_url"] is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = c.get(jobs[0]["url"]).json()
     assert [o["preset"] for o in job["outputs"]] == ["thumbnail"] and job["style"] and len(job["hits"]) == 3
     assert [h["stage"] for h in job["history"]] == ["embed", "index", "retrieve", "analyze", "render"]
     out = c.get(job["outputs"][0]["url"])
