@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, case, delete, func, insert, select, text, upda
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from db.models import Attempt, Batch, CacheEntry, Charge, Job, utcnow
+from db.models import Attempt, Batch, CacheEntry, Charge, Job, Tenant, utcnow
 
 # what the line's hot functions run on: a Session, or a plain Connection (db.session.connection_scope)
 Db = Session | Connection
@@ -318,11 +318,27 @@ def latest_batch_id(s: Session) -> str | None:
 _BATCH_T = Batch.__table__
 _SPENT = select(func.coalesce(func.sum(_CHARGE.c.cost_usd), 0.0)).where(_CHARGE.c.batch_id == bindparam("bid"))
 # the batch row, locked: concurrent reservations of a batch take turns; its running total comes with it
-_LOCK_BATCH = select(_BATCH_T.c.spent_usd).where(_BATCH_T.c.id == bindparam("bid")).with_for_update()
+_LOCK_BATCH = (select(_BATCH_T.c.spent_usd, _BATCH_T.c.tenant_id).where(_BATCH_T.c.id == bindparam("bid"))
+               .with_for_update())
+# the batch's tenant, locked after the batch row (always in that order): its monthly budget and running month total
+_TENANT_T = Tenant.__table__
+_LOCK_TENANT = (select(_TENANT_T.c.monthly_budget_usd, _TENANT_T.c.month, _TENANT_T.c.month_spent_usd)
+                .where(_TENANT_T.c.id == bindparam("tid")).with_for_update())
+_BATCH_TENANT = select(_BATCH_T.c.tenant_id).where(_BATCH_T.c.id == bindparam("bid"))
+# a charge made now: added to this month's total, which starts from 0 when the month is a new one
+_ADD_MONTH = (update(_TENANT_T).where(_TENANT_T.c.id == bindparam("tid"))
+              .values(month=bindparam("m1", type_=_TENANT_T.c.month.type),
+                      month_spent_usd=case((_TENANT_T.c.month == bindparam("m2", type_=_TENANT_T.c.month.type),
+                                            _TENANT_T.c.month_spent_usd), else_=0.0)
+                      + bindparam("delta", type_=_TENANT_T.c.month_spent_usd.type)))
+# a reservation settled or dropped: changes its own month's total only (a month gone by is left as it was)
+_ADJ_MONTH = (update(_TENANT_T).where(_TENANT_T.c.id == bindparam("tid"), _TENANT_T.c.month == bindparam("m1"))
+              .values(month_spent_usd=_TENANT_T.c.month_spent_usd
+                      + bindparam("delta", type_=_TENANT_T.c.month_spent_usd.type)))
 _BATCH_SPENT = select(_BATCH_T.c.spent_usd).where(_BATCH_T.c.id == bindparam("bid"))
 _ADD_SPENT = (update(_BATCH_T).where(_BATCH_T.c.id == bindparam("bid"))
               .values(spent_usd=_BATCH_T.c.spent_usd + bindparam("delta", type_=_BATCH_T.c.spent_usd.type)))
-_CHARGE_OF_KEY = (select(_CHARGE.c.id, _CHARGE.c.job_id, _CHARGE.c.state, _CHARGE.c.cost_usd)
+_CHARGE_OF_KEY = (select(_CHARGE.c.id, _CHARGE.c.job_id, _CHARGE.c.state, _CHARGE.c.cost_usd, _CHARGE.c.created_at)
                   .where(_CHARGE.c.batch_id == bindparam("bid"), _CHARGE.c.key == bindparam("key")))
 _ADD_JOB_COST = (update(_JOB).where(_JOB.c.id == bindparam("jid"))
                  .values(cost_usd=_JOB.c.cost_usd + bindparam("cost", type_=_JOB.c.cost_usd.type)))
@@ -344,6 +360,44 @@ def _add_spent(s: Db, batch_id: str, delta: float) -> None:
         s.execute(_ADD_SPENT, {"bid": batch_id, "delta": delta})
 
 
+def _month(at: datetime) -> str:
+    """The calendar month (UTC) of a moment, as tenant.month keeps it."""
+    if at.tzinfo is not None:
+        at = at.astimezone(timezone.utc)
+    return at.strftime("%Y-%m")
+
+
+def _add_month(s: Db, tenant_id: str, delta: float, month: str) -> None:
+    """A new charge (of this month) on the tenant's running month total."""
+    s.execute(_ADD_MONTH, {"tid": tenant_id, "m1": month, "m2": month, "delta": delta})
+
+
+def tenant_month(s: Db, tenant_id: str) -> tuple[float | None, float]:
+    """The tenant's monthly budget (None: no limit) and what it spent this calendar month (UTC)."""
+    row = s.execute(select(_TENANT_T.c.monthly_budget_usd, _TENANT_T.c.month, _TENANT_T.c.month_spent_usd)
+                    .where(_TENANT_T.c.id == tenant_id)).first()
+    if row is None:
+        return None, 0.0
+    return row.monthly_budget_usd, float(row.month_spent_usd) if row.month == _month(utcnow()) else 0.0
+
+
+def tenant_of(s: Db, batch_id: str) -> str | None:
+    return s.execute(_BATCH_TENANT, {"bid": batch_id}).scalar()
+
+
+def set_monthly_budget(s: Db, tenant_id: str, budget: float | None) -> float:
+    """Set (None: remove) the tenant's monthly budget; its month total is counted afresh from this month's
+    charges (a tenant row made after its first charges starts right). Returns this month's spend."""
+    now = utcnow()
+    start = now.astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    total = float(s.scalar(select(func.coalesce(func.sum(_CHARGE.c.cost_usd), 0.0))
+                           .select_from(_CHARGE.join(_BATCH_T, _BATCH_T.c.id == _CHARGE.c.batch_id))
+                           .where(_BATCH_T.c.tenant_id == tenant_id, _CHARGE.c.created_at >= start)) or 0.0)
+    s.execute(update(_TENANT_T).where(_TENANT_T.c.id == tenant_id)
+              .values(monthly_budget_usd=budget, month=_month(now), month_spent_usd=total))
+    return total
+
+
 def reserve(s: Db, batch_id: str, job_id: int | None, stage: str, key: str, model: str,
             cost: float, budget: float | None) -> str:
     """Reserve the cost of one paid call before making it.
@@ -355,7 +409,8 @@ def reserve(s: Db, batch_id: str, job_id: int | None, stage: str, key: str, mode
     (FOR UPDATE on PostgreSQL; SQLite serialises writers), and the budget is checked against its running
     total: one row, however many charges the batch has (a SUM over them grew with every SKU).
     """
-    spent_now = float(s.execute(_LOCK_BATCH, {"bid": batch_id}).scalar() or 0.0)
+    locked = s.execute(_LOCK_BATCH, {"bid": batch_id}).first()
+    spent_now = float(locked.spent_usd or 0.0) if locked is not None else 0.0
     existing = s.execute(_CHARGE_OF_KEY, {"bid": batch_id, "key": key}).first()
     if existing is not None:
         if existing.job_id == job_id:
@@ -363,12 +418,23 @@ def reserve(s: Db, batch_id: str, job_id: int | None, stage: str, key: str, mode
         return "paid" if existing.state == "charged" else "busy"
     if budget is not None and spent_now + cost > budget + 1e-9:
         return "over"
+    now = utcnow()
+    month = _month(now)
+    if locked is not None:
+        # the tenant's row, locked after the batch's: two batches of a tenant take turns on its month total
+        t = s.execute(_LOCK_TENANT, {"tid": locked.tenant_id}).first()
+        if t is not None and t.monthly_budget_usd is not None:
+            month_now = float(t.month_spent_usd or 0.0) if t.month == month else 0.0
+            if month_now + cost > t.monthly_budget_usd + 1e-9:
+                return "over_month"
     # the batch row is locked (SQLite: one writer at a time), so a conflict is no race lost; as before it is no error
     new = s.execute(_statements(s).add_charge_returning, {"bid": batch_id, "jid": job_id, "stg": stage, "key": key,
                                                           "model": model, "cost": cost, "state": "reserved",
-                                                          "now": utcnow()}).first()
+                                                          "now": now}).first()
     if new is not None:
         _add_spent(s, batch_id, cost)
+        if locked is not None and cost:
+            _add_month(s, locked.tenant_id, cost, month)
     return "ok"
 
 
@@ -378,12 +444,17 @@ def settle(s: Db, batch_id: str, key: str, cost: float | None = None, *, keep: b
     c = s.execute(_CHARGE_OF_KEY, {"bid": batch_id, "key": key}).first()
     if c is None:
         return 0.0
+    tenant_id = s.execute(_BATCH_TENANT, {"bid": batch_id}).scalar()
     if not keep:
-        _add_spent(s, batch_id, -c.cost_usd)  # the batch row first, then the job's: reserve's order
+        _add_spent(s, batch_id, -c.cost_usd)  # the batch row first, then the tenant's, then the job's: reserve's order
+        if c.cost_usd and tenant_id is not None:
+            s.execute(_ADJ_MONTH, {"tid": tenant_id, "m1": _month(c.created_at), "delta": -c.cost_usd})
         s.execute(_DROP_CHARGE, {"cid": c.id})
         return 0.0
     final = cost if cost is not None else c.cost_usd
     _add_spent(s, batch_id, final - c.cost_usd)  # the reservation was counted at its list price
+    if final != c.cost_usd and tenant_id is not None:
+        s.execute(_ADJ_MONTH, {"tid": tenant_id, "m1": _month(c.created_at), "delta": final - c.cost_usd})
     if c.state != "charged" and c.job_id is not None:  # charged once: a settled key adds nothing to the job
         s.execute(_ADD_JOB_COST, {"jid": c.job_id, "cost": final})
     s.execute(_CHARGED, {"cid": c.id, "cost": final})
@@ -394,13 +465,16 @@ def record_charge(s: Db, batch_id: str, job_id: int | None, stage: str, key: str
     """Record a call already made and paid (embed, analyze, a judge), once per key: what reserve + settle
     do for a call without a budget. False if the key was recorded before. Under the batch lock like
     reserve, so a render's budget check counts it."""
-    s.execute(_LOCK_BATCH, {"bid": batch_id})
+    locked = s.execute(_LOCK_BATCH, {"bid": batch_id}).first()
+    now = utcnow()
     new = s.execute(_statements(s).add_charge_returning, {"bid": batch_id, "jid": job_id, "stg": stage, "key": key,
                                                           "model": model, "cost": cost, "state": "charged",
-                                                          "now": utcnow()}).first()
+                                                          "now": now}).first()
     if new is None:
         return False
     _add_spent(s, batch_id, cost)
+    if locked is not None and cost:
+        _add_month(s, locked.tenant_id, cost, _month(now))
     if job_id is not None:
         s.execute(_ADD_JOB_COST, {"jid": job_id, "cost": cost})
     return True

@@ -31,6 +31,10 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # USD over every batch of the tenant in a calendar month (UTC), checked at each render's reservation
     monthly_budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the running total of the month `month` ("YYYY-MM", UTC): kept by every charge write under the batch lock
+    # (then this row's), so the monthly check reads one row; a charge in a new month starts it from 0
+    month: Mapped[str | None] = mapped_column(String(7), nullable=True)
+    month_spent_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0", nullable=False)
 
 
 def tenant_column() -> Mapped[str]:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 
 console = Console()
+tenant_app = typer.Typer(no_args_is_help=True, help="Tenants: their monthly budgets.")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for `hitline serve` (only a hash is stored).")
 
 
@@ -31,6 +32,7 @@ def register(app: typer.Typer, *, configure: Callable[..., None], guard: Callabl
     for fn in (status, retry, cancel, serve):
         app.command()(fn)
     app.add_typer(token_app, name="token")
+    app.add_typer(tenant_app, name="tenant")
 
 
 _hooks: dict[str, Callable[..., Any]] = {}
@@ -345,6 +347,36 @@ def token_create(name: str,
         print(token)
         Console(stderr=True).print(f"token for {name!r}: shown once, only its hash is stored. Use it as "
                                    "`Authorization: Bearer <token>` or to log in to the dashboard.")
+
+    _guard(run)
+
+
+@tenant_app.command("budget")
+def tenant_budget(tenant: str,
+                  monthly: Optional[float] = typer.Option(None, help="USD over all of the tenant's batches in a "
+                                                                   "calendar month (UTC); 0 or less: no limit")) -> None:
+    """Set the tenant's monthly budget (made if new), or show it and this month's spend without --monthly.
+    Renders past it are held like those past a batch's budget."""
+    _configure()
+
+    def run() -> None:
+        import math
+
+        from db import crud
+        from db.session import session_scope
+        from hitline.errors import InputError
+        from hitline.jobs import control
+        from hitline.jobs.context import get_runtime
+
+        with session_scope(get_runtime().db_url) as s:
+            row = control.ensure_tenant(s, tenant)
+            if monthly is not None:
+                if not math.isfinite(monthly) or monthly > 1e9:
+                    raise InputError(f"--monthly {monthly}: a finite amount of USD up to 1e9 (0: no limit)")
+                crud.set_monthly_budget(s, row.id, monthly if monthly > 0 else None)
+            budget, spent = crud.tenant_month(s, row.id)
+        limit = f"${budget:.2f}" if budget is not None else "no limit"
+        console.print(f"tenant {tenant}  monthly budget {limit}  spent this month ${spent:.3f}", markup=False)
 
     _guard(run)
 

@@ -313,6 +313,13 @@ class RenderBudget:
         if verdict == "over":
             raise BudgetExceeded(f"budget ${b.budget_usd:.2f} reached before {preset} (${price:.3f}); "
                                  "resume with a higher --budget")
+        if verdict == "over_month":
+            with connection_scope(self.jc.rt.db_url) as c:
+                tenant = crud.tenant_of(c, b.id) or "?"
+                monthly, month_spent = crud.tenant_month(c, tenant)
+            raise BudgetExceeded(f"tenant {tenant}'s monthly budget ${monthly or 0:.2f} reached before {preset} "
+                                 f"(${price:.3f}; ${month_spent:.2f} spent this month, UTC); resume after "
+                                 f"`hitline tenant budget {tenant} --monthly N` or next month")
         if verdict == "busy":
             raise NotReady(f"the same {preset} image is being rendered for another SKU of this batch")
         if verdict == "paid":

@@ -246,3 +246,70 @@ def test_an_embedded_job_table_from_before_gets_the_new_columns(tmp_path) -> Non
         assert crud.reserve(s, batch, job_id, "render", "r1", "m", 0.80, 1.00) == "over"
         assert crud.reserve(s, batch, job_id, "render", "r1", "m", 0.70, 1.00) == "ok"
     eng.dispose()
+
+
+@pytest.mark.parametrize("db", ["postgresql", "sqlite"])
+def test_a_tenants_monthly_budget_holds_across_its_batches_and_resets_with_the_month(
+        db: str, request: pytest.FixtureRequest, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from datetime import datetime, timezone
+
+    from hitline.jobs import control
+
+    url = request.getfixturevalue("pg_url") if db == "postgresql" else f"sqlite:///{tmp_path}/jobs.db"
+    init_db(url)
+    clock = [datetime(2026, 11, 30, 23, 0, tzinfo=timezone.utc)]
+    monkeypatch.setattr(crud, "utcnow", lambda: clock[0])
+    with session_scope(url) as s:
+        for t in ("acme", "other"):
+            control.ensure_tenant(s, t)
+        crud.set_monthly_budget(s, "acme", 1.00)
+        jobs = {}
+        for bid, tenant in (("a1", "acme"), ("a2", "acme"), ("o1", "other")):
+            b = crud.create_batch(s, bid, catalog_dir="c", new_dir="n", out_dir="o", options={}, budget_usd=5.0,
+                                  notes=[])
+            b.tenant_id = tenant
+            s.flush()
+            jobs[bid] = crud.add_job(s, bid, "sku", "X", 1, {}, "render")
+            s.flush()
+        ids = {bid: j.id for bid, j in jobs.items()}
+
+    def reserve(bid: str, key: str, cost: float) -> str:
+        with session_scope(url) as s:
+            return crud.reserve(s, bid, ids[bid], "render", key, "m", cost, 5.0)
+
+    # two batches of acme, each well under its own $5 budget, together stop at acme's $1 a month
+    assert reserve("a1", "k1", 0.40) == "ok"
+    assert reserve("a2", "k1", 0.40) == "ok"
+    assert reserve("a2", "k2", 0.40) == "over_month"
+    assert reserve("a1", "k3", 0.40) == "over_month"
+    # another tenant (no monthly budget) is unaffected
+    assert reserve("o1", "k1", 2.00) == "ok"
+    # a dropped reservation gives its amount back; a settled one counts its actual cost
+    with session_scope(url) as s:
+        crud.settle(s, "a2", "k1", keep=False)
+        crud.settle(s, "a1", "k1", 0.50)
+        assert crud.tenant_month(s, "acme") == (1.00, pytest.approx(0.50))
+        assert crud.tenant_month(s, "other") == (None, pytest.approx(2.00))
+    assert reserve("a2", "k4", 0.40) == "ok"
+    assert reserve("a2", "k5", 0.20) == "over_month"
+    # a new month (UTC) starts from nothing; last month's reservation settled now leaves it alone
+    clock[0] = datetime(2026, 12, 1, 0, 5, tzinfo=timezone.utc)
+    with session_scope(url) as s:
+        assert crud.tenant_month(s, "acme") == (1.00, 0.0)
+    assert reserve("a2", "k5", 0.90) == "ok"
+    with session_scope(url) as s:
+        crud.settle(s, "a2", "k4", 0.10)
+        assert crud.tenant_month(s, "acme") == (1.00, pytest.approx(0.90))
+        assert crud.set_monthly_budget(s, "acme", 1.00) == pytest.approx(0.90)  # recounted from the charges
+    assert reserve("a1", "k6", 0.20) == "over_month"
+    assert reserve("a1", "k6", 0.10) == "ok"
+    # the render stage holds the SKU with a sentence naming the tenant's monthly budget
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from hitline.errors import BudgetExceeded
+    from hitline.jobs.stages import RenderBudget
+
+    jc = SimpleNamespace(batch=SimpleNamespace(id="a1", budget_usd=5.0), job_id=ids["a1"], rt=SimpleNamespace(db_url=url))
+    with pytest.raises(BudgetExceeded, match=r"tenant acme's monthly budget \$1\.00 reached before square"):
+        RenderBudget(jc, "m").reserve("k7", 0.20, "square", Path(tmp_path) / "x.png")
