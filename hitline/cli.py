@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hitline.errors import HitlineError
+from hitline.errors import HitlineError, TransientError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn new-product flat-lays into marketplace promo images in the look of your best-sellers.")
@@ -211,6 +211,8 @@ def _guard(fn) -> None:  # noqa: ANN001
 
     try:
         fn()
+    except TransientError as e:  # Milvus mapped at its boundary: said like any other unreachable service
+        _error(_unreachable(e.__cause__ or e))
     except HitlineError as e:
         _error(str(e))
     except Exception as e:

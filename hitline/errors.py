@@ -9,6 +9,8 @@
     |   +-- UnroutedTask        a hitline task with no queue: it would never be consumed (start-up)
     +-- EnqueueFailed           the broker refused the messages: the jobs are in the table, resume sends them
     +-- JobFailed               a task's job failed for good: the Celery task ends FAILURE, the chain stops
+    +-- TransientError          a service is unreachable for now: retried without a bound, never fails a SKU
+    |   +-- IndexUnavailable    Milvus unreachable (mapped in hitline.store.index by gRPC status / pymilvus type)
     +-- BudgetExceeded          the next paid call would pass the batch budget: job is held, resumable
     +-- ProviderError           a model provider failed
         +-- RetryableProviderError      408/429/5xx, timeouts, connection errors, 200 without an image
@@ -19,9 +21,11 @@
     NotReady (not a HitlineError)   another chain is still preparing what this stage needs (the catalog):
                                     try again shortly; not an attempt, never a failure
 
-Tasks map RetryableProviderError to Celery retries (a bounded budget), unreachable infrastructure (job
-table, Milvus, Redis: see hitline.jobs.runner.is_transient) to retries without a bound, and every other
-HitlineError to a failed job with its reason.
+Tasks map RetryableProviderError to Celery retries (a bounded budget), unreachable infrastructure to
+retries without a bound, and every other HitlineError to a failed job with its reason. Unreachable
+infrastructure is decided by type at each boundary, never by message text: Milvus in hitline.store.index
+(IndexUnavailable), SQLAlchemy and Redis by their exception types (hitline.jobs.runner.is_transient),
+HTTP providers in hitline.providers (RetryableProviderError); the API answers TransientError with a 503.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ __all__ = [
     "UnroutedTask",
     "EnqueueFailed",
     "JobFailed",
+    "TransientError",
+    "IndexUnavailable",
 ]
 
 
@@ -118,3 +124,13 @@ class EnqueueFailed(HitlineError):
 class JobFailed(HitlineError):
     """The job failed for good (bad input, a terminal provider answer, the retry budget spent): the task
     ends as FAILURE with the reason, and the chain stops."""
+
+
+class TransientError(HitlineError):
+    """A service hitline depends on is unreachable for now (Milvus, the job table, Redis): worth retrying for
+    as long as it takes, never a reason to fail a SKU."""
+
+
+class IndexUnavailable(TransientError):
+    """Milvus did not answer (gRPC UNAVAILABLE / DEADLINE_EXCEEDED, pymilvus' retry timeout, a closed channel,
+    no connection): raised from the pymilvus exception by hitline.store.index."""

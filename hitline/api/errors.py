@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from hitline.errors import HitlineError, InputError
+from hitline.errors import HitlineError, InputError, TransientError
 from hitline.jobs.control import Conflict, NotFound
 from hitline.jobs.submit import IdempotencyConflict
 
@@ -58,6 +58,8 @@ def install(app: FastAPI) -> None:
             return error_response(409, str(exc))
         if isinstance(exc, InputError):
             return error_response(422, str(exc))
+        if isinstance(exc, TransientError):
+            return error_response(503, str(exc))
         return error_response(400, str(exc))
 
     @app.exception_handler(Exception)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from db import crud
 from db.models import Job
 from db.session import connection_scope, session_scope
-from hitline.errors import BudgetExceeded, HitlineError, NotReady, RetryableProviderError
+from hitline.errors import BudgetExceeded, HitlineError, NotReady, RetryableProviderError, TransientError
 from hitline.jobs.context import JobContext, Runtime, claimed_batch, load_batch
 from hitline.jobs.heartbeat import held_claims
 from hitline.jobs.results import StageResult
@@ -48,20 +48,19 @@ class Outcome:
 
 def is_transient(exc: BaseException) -> bool:
     """Unreachable infrastructure (job table, Milvus, Redis, a reset connection): worth retrying for as
-    long as it takes, never a reason to fail a SKU."""
+    long as it takes, never a reason to fail a SKU. Decided by type only, each boundary mapping its own:
+    Milvus raises TransientError (IndexUnavailable, from hitline.store.index); SQLAlchemy's connection
+    errors (OperationalError, a DBAPIError that invalidated its connection, pool timeout) and redis'
+    ConnectionError/TimeoutError are recognised by their classes."""
     import redis.exceptions
-    from pymilvus.exceptions import MilvusException, MilvusUnavailableException
-    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+    from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout,
+    if isinstance(exc, (TransientError, OperationalError, InterfaceError, DisconnectionError, PoolTimeout,
                         redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                        MilvusUnavailableException, ConnectionError, TimeoutError)):
+                        ConnectionError, TimeoutError)):
         return True
-    if isinstance(exc, MilvusException):
-        text = str(exc).lower()
-        return any(w in text for w in ("unavailable", "connect", "deadline", "timeout", "timed out", "closed"))
-    return False
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[str],
@@ -91,9 +90,6 @@ def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[st
     except BudgetExceeded as e:
         _record(rt, job_id, stage, "budget_exceeded", str(e))
         return Outcome("held", str(e))
-    except HitlineError as e:  # bad input, terminal provider answer, unusable config: this SKU fails alone
-        _record(rt, job_id, stage, "failed", str(e))
-        return Outcome("failed", str(e))
     except Exception as e:
         if is_transient(e):
             try:  # visible in `hitline status`; if the job table is the thing that is down, the claim stays ours
@@ -101,6 +97,9 @@ def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[st
             except Exception:  # noqa: BLE001
                 pass
             raise
+        if isinstance(e, HitlineError):  # bad input, terminal provider answer, unusable config: this SKU fails alone
+            _record(rt, job_id, stage, "failed", str(e))
+            return Outcome("failed", str(e))
         log.exception("job %s stage %s crashed", job_id, stage)  # a bug or an unreadable file: this SKU fails
         reason = f"{type(e).__name__}: {e}"
         _record(rt, job_id, stage, "failed", reason)
@@ -138,12 +137,12 @@ def run_chunk(rt: Runtime, batch_id: str, job_ids: list[int], stage: str, work: 
     except RetryableProviderError as e:
         _record_many(rt, ids, stage, "retrying", str(e))
         raise
-    except HitlineError as e:
-        _record_many(rt, ids, stage, "failed", str(e))
-        return {**outcomes, **{i: Outcome("failed", str(e)) for i in ids}}
     except Exception as e:
         if is_transient(e):
             raise
+        if isinstance(e, HitlineError):
+            _record_many(rt, ids, stage, "failed", str(e))
+            return {**outcomes, **{i: Outcome("failed", str(e)) for i in ids}}
         log.exception("catalog chunk of batch %s stage %s crashed", batch_id, stage)
         reason = f"{type(e).__name__}: {e}"
         _record_many(rt, ids, stage, "failed", reason)

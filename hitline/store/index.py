@@ -13,20 +13,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import functools
 import threading
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
+import grpc
 from numpy.typing import ArrayLike
 from pymilvus import DataType, MilvusClient
-from pymilvus.exceptions import MilvusException
+from pymilvus.exceptions import (ConnectError, ConnectionNotExistException, ErrorCode, MilvusException,
+                                 MilvusUnavailableException)
 
 from hitline.domain.models import Hit, HitProduct
 from hitline.domain.retrieval import (FALLBACKS, OPEN_END, RRF_K, Retrieval, Scope, build_filter, fuse, quote,
                                       scope_filter)
 from hitline.domain.vectors import as_vector
-from hitline.errors import ConfigError
+from hitline.errors import ConfigError, IndexUnavailable
 
-__all__ = ["HitIndex", "client_for", "row_key", "RRF_K", "FALLBACKS", "build_filter", "quote", "Retrieval",
+__all__ = ["HitIndex", "client_for", "unavailable", "row_key", "RRF_K", "FALLBACKS", "build_filter", "quote", "Retrieval",
            "Scope"]
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,59 @@ VARCHAR = {"pk": 256, "catalog": 64, "product_id": 64, "category": 128, "color":
            "season": 64, "description": 4096, "image_path": 1024}
 _SEARCH_FIELDS = ["product_id", "category", "sales_count", "description", "image_path"]
 
+# gRPC statuses that say "the server is not there (yet)", not "this request is wrong"
+_DOWN = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+                   grpc.StatusCode.ABORTED})
+_F = TypeVar("_F", bound=Callable[..., Any])
 
+
+def _from_grpc(e: BaseException) -> bool:
+    """The exception was raised inside the grpc package (its last traceback frame is there)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}grpc{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
+def unavailable(e: BaseException) -> bool:
+    """Milvus is unreachable, by type and status code (pymilvus 3.x), never by message text:
+    a grpc.RpcError with an UNAVAILABLE/DEADLINE_EXCEEDED/CANCELLED/ABORTED status; pymilvus' retry timeout
+    (a MilvusException whose code is that gRPC status); its connection exceptions; a MilvusException the
+    server marked retriable or rate-limited (and not an input error); and pymilvus' "unexpected error"
+    wrapping the ValueError grpc raises on a closed channel (the client of a restarted Milvus Lite)."""
+    if isinstance(e, (ConnectError, MilvusUnavailableException, ConnectionNotExistException,
+                      ConnectionError, TimeoutError, grpc.FutureTimeoutError)):
+        return True
+    if isinstance(e, grpc.RpcError):
+        code = getattr(e, "code", None)
+        return callable(code) and code() in _DOWN
+    if isinstance(e, MilvusException):
+        if e.code in _DOWN or e.code == ErrorCode.RATE_LIMIT:
+            return True
+        if e.retriable and not e.is_input_error:
+            return True
+        cause = e.__cause__
+        return cause is not None and (unavailable(cause) or (isinstance(cause, ValueError) and _from_grpc(cause)))
+    return False
+
+
+def _mapped(fn: _F) -> _F:
+    """The Milvus boundary: an unreachable Milvus leaves as IndexUnavailable (hitline's transient error);
+    every other pymilvus error (a bad filter, a missing collection) passes unchanged."""
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except IndexUnavailable:
+            raise
+        except Exception as e:
+            if unavailable(e):
+                raise IndexUnavailable(f"Milvus unreachable: {type(e).__name__}: {e}") from e
+            raise
+    return call  # type: ignore[return-value]
+
+
+@_mapped
 def client_for(uri: str) -> MilvusClient:
     """One client per process and uri (Milvus Lite lets one process open a data file)."""
     key = (os.getpid(), uri)
@@ -80,6 +135,7 @@ class HitIndex:
         self.client = client or client_for(uri)
 
     # --- schema -------------------------------------------------------------------------------
+    @_mapped
     def meta(self) -> dict[str, Any] | None:
         with _call_lock:
             if not self.client.has_collection(self.collection):
@@ -90,6 +146,7 @@ class HitIndex:
         except json.JSONDecodeError:
             return {}
 
+    @_mapped
     def ensure(self) -> str:
         """Make the collection fit this embedder. Returns "exists", "created" or "rebuilt".
 
@@ -116,6 +173,7 @@ class HitIndex:
             self._create()
             return state
 
+    @_mapped
     def drop(self) -> None:
         with _call_lock:
             if self.client.has_collection(self.collection):
@@ -144,6 +202,7 @@ class HitIndex:
                                       properties={META_KEY: meta})
 
     # --- writes -------------------------------------------------------------------------------
+    @_mapped
     def upsert(self, products: Sequence[HitProduct], dense: Sequence[ArrayLike],
                sparse: Sequence[dict[int, float]], scope: Scope | None = None) -> int:
         """Write rows live from version scope.seq of scope.catalog on (default: catalog "" version 0,
@@ -167,6 +226,7 @@ class HitIndex:
         with _call_lock:
             return int(self.client.upsert(self.collection, rows)["upsert_count"])
 
+    @_mapped
     def close(self, keys: Iterable[str], valid_to: int, batch: int = 1000) -> int:
         """End rows (by primary key) at version valid_to: versions before it still see them, it and later
         ones do not. Rewrites each row with its own vectors (idempotent: closing twice is the same row)."""
@@ -184,21 +244,25 @@ class HitIndex:
                     done += int(self.client.upsert(self.collection, [dict(r) for r in rows])["upsert_count"])
         return done
 
+    @_mapped
     def drop_before(self, catalog: str, seq: int) -> None:
         """Delete the rows of `catalog` that no version from `seq` on can see (closed at or before it)."""
         with _call_lock:
             self.client.delete(self.collection, filter=f"catalog == {quote(catalog)} and valid_to <= {int(seq)}")
 
+    @_mapped
     def drop_catalog(self, catalog: str) -> None:
         with _call_lock:
             self.client.delete(self.collection, filter=f"catalog == {quote(catalog)}")
 
+    @_mapped
     def flush(self) -> None:
         """Flush after bulk insert: searching growing segments was ~50x slower (DESIGN.md)."""
         with _call_lock:
             self.client.flush(self.collection)
             self.client.load_collection(self.collection)
 
+    @_mapped
     def count(self, scope: Scope | None = None) -> int:
         """Rows in the collection, or live in one catalog version."""
         with _call_lock:
@@ -209,6 +273,7 @@ class HitIndex:
         return int(res[0]["count(*)"]) if res else 0
 
     # --- search -------------------------------------------------------------------------------
+    @_mapped
     def search(self, dense: ArrayLike, sparse: dict[int, float], category: str, min_sales: int,
                top_k: int, scope: Scope | None = None) -> Retrieval:
         """Dense + sparse requests with the same filter, fused by RRF(k=60); widened step by step when
