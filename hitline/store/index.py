@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import grpc
 from numpy.typing import ArrayLike
 from pymilvus import DataType, MilvusClient
+from pymilvus.client.types import Status
 from pymilvus.exceptions import (ConnectError, ConnectionNotExistException, ErrorCode, MilvusException,
                                  MilvusUnavailableException)
 
@@ -52,6 +53,8 @@ _SEARCH_FIELDS = ["product_id", "category", "sales_count", "description", "image
 # gRPC statuses that say "the server is not there (yet)", not "this request is wrong"
 _DOWN = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
                    grpc.StatusCode.ABORTED})
+# pymilvus' code for "Fail connecting to server" (grpc_handler._wait_for_channel_ready, its reconnect)
+_CONNECT_FAILED = Status.CONNECT_FAILED
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -68,7 +71,19 @@ def unavailable(e: BaseException) -> bool:
     a grpc.RpcError with an UNAVAILABLE/DEADLINE_EXCEEDED/CANCELLED/ABORTED status; pymilvus' retry timeout
     (a MilvusException whose code is that gRPC status); its connection exceptions; a MilvusException the
     server marked retriable or rate-limited (and not an input error); and pymilvus' "unexpected error"
-    wrapping the ValueError grpc raises on a closed channel (the client of a restarted Milvus Lite)."""
+    wrapping the ValueError grpc raises on a closed channel (the client of a restarted Milvus Lite).
+    The exception's causes are looked at too (pymilvus re-raises `e from e`: a chain may loop)."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if _down(cur, wrapped=cur is not e):
+            return True
+        cur = cur.__cause__
+    return False
+
+
+def _down(e: BaseException, wrapped: bool) -> bool:
     if isinstance(e, (ConnectError, MilvusUnavailableException, ConnectionNotExistException,
                       ConnectionError, TimeoutError, grpc.FutureTimeoutError)):
         return True
@@ -76,13 +91,9 @@ def unavailable(e: BaseException) -> bool:
         code = getattr(e, "code", None)
         return callable(code) and code() in _DOWN
     if isinstance(e, MilvusException):
-        if e.code in _DOWN or e.code == ErrorCode.RATE_LIMIT:
-            return True
-        if e.retriable and not e.is_input_error:
-            return True
-        cause = e.__cause__
-        return cause is not None and (unavailable(cause) or (isinstance(cause, ValueError) and _from_grpc(cause)))
-    return False
+        return (e.code in _DOWN or e.code == ErrorCode.RATE_LIMIT or e.code == _CONNECT_FAILED
+                or (e.retriable and not e.is_input_error))
+    return wrapped and isinstance(e, ValueError) and _from_grpc(e)
 
 
 def _mapped(fn: _F) -> _F:

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 import redis.exceptions
+from pymilvus.client.types import Status
 from pymilvus.exceptions import ConnectError, MilvusException
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -22,6 +23,12 @@ from hitline.store.index import HitIndex, unavailable
 
 # words the old is_transient looked for in a MilvusException's text
 OLD_WORDS = "unavailable connect deadline timeout timed out closed"
+
+
+def _looped(e: MilvusException) -> MilvusException:
+    """pymilvus' decorators re-raise `raise e from e`: the exception is its own cause."""
+    e.__cause__ = e
+    return e
 
 
 class _Rpc(grpc.RpcError):
@@ -75,6 +82,9 @@ DOWN = [
     pytest.param(ConnectError(message="Fail connecting to server"), id="pymilvus-connect"),
     pytest.param(MilvusException(9999, "server busy", retriable=True), id="server-retriable"),
     pytest.param(None, id="closed-channel"),
+    # what a killed milvus-lite server gave (probed live): the reconnect's CONNECT_FAILED, its own cause
+    pytest.param(_looped(MilvusException(Status.CONNECT_FAILED, "Fail connecting to server on 127.0.0.1:1")),
+                 id="connect-failed-looped"),
 ]
 
 
@@ -92,6 +102,7 @@ BAD_INPUT = [
     pytest.param(MilvusException(1100, f"invalid filter `{OLD_WORDS}`", is_input_error=True), id="input-error"),
     pytest.param(MilvusException(100, f"collection {OLD_WORDS!r} not found"), id="no-collection"),
     pytest.param(_Rpc(grpc.StatusCode.INVALID_ARGUMENT), id="grpc-invalid-argument"),
+    pytest.param(_looped(MilvusException(1100, OLD_WORDS, is_input_error=True)), id="input-error-looped"),
     pytest.param(MilvusException(message=f"Unexpected error, message=<{OLD_WORDS}>"), id="unexpected-no-cause"),
 ]
 
