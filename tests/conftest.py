@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -66,6 +67,27 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from hitline.demo.sampledata import generate_demo
 
     return generate_demo(tmp_path_factory.mktemp("demo"))
+
+
+@contextlib.contextmanager
+def api_test_client():  # noqa: ANN201
+    """The API in process (FastAPI's TestClient) on the embedded runtime of `hitline_env`, with a fresh
+    token in its Authorization header (also as `client.token`): the tests' one way to build it."""
+    from fastapi.testclient import TestClient
+
+    from db.session import session_scope
+    from hitline.api import create_app
+    from hitline.jobs import control
+    from hitline.jobs.context import get_runtime, reset_runtime
+
+    reset_runtime()
+    ctx = get_runtime()
+    with session_scope(ctx.db_url) as s:
+        token = control.create_token(s, "tests")
+    with TestClient(create_app(ctx.settings)) as c:
+        c.headers["Authorization"] = f"Bearer {token}"
+        c.token = token  # type: ignore[attr-defined]
+        yield c
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import api_test_client
 from fastapi.testclient import TestClient
 
 from db.models import Job
 from db.session import session_scope
-from hitline.jobs import control
 
 SECRET = "HITLINE_OPENROUTER_API_KEY=sk-or-secret-issue-21"
 EVIL = b"<html><script>alert(document.cookie)</script></html>"
@@ -21,17 +21,9 @@ EVIL = b"<html><script>alert(document.cookie)</script></html>"
 
 @pytest.fixture
 def client(hitline_env: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    from hitline.api import create_app
-    from hitline.jobs.context import get_runtime, reset_runtime
-
     monkeypatch.chdir(hitline_env)  # the server's working folder holds a .env with the key
     (hitline_env / ".env").write_text(SECRET + "\n")
-    reset_runtime()
-    ctx = get_runtime()
-    with session_scope(ctx.db_url) as s:
-        token = control.create_token(s, "tests")
-    with TestClient(create_app(ctx.settings)) as c:
-        c.headers["Authorization"] = f"Bearer {token}"
+    with api_test_client() as c:
         yield c
 
 

@@ -10,26 +10,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import api_test_client
 from fastapi.testclient import TestClient
-
-from db.session import session_scope
-from hitline.jobs import control
 
 
 @pytest.fixture
 def client(hitline_env: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     monkeypatch.setenv("HITLINE_API_MAX_BODY_BYTES", "20000")
     monkeypatch.setenv("HITLINE_API_MAX_UPLOAD_BYTES", "3000000")
-    from hitline.api import create_app
-    from hitline.jobs.context import get_runtime, reset_runtime
-
-    reset_runtime()
-    ctx = get_runtime()
-    with session_scope(ctx.db_url) as s:
-        token = control.create_token(s, "tests")
-    with TestClient(create_app(ctx.settings)) as c:
-        c.headers["Authorization"] = f"Bearer {token}"
-        c.token = token  # type: ignore[attr-defined]
+    with api_test_client() as c:
         yield c
 
 

@@ -10,24 +10,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import api_test_client
 from fastapi.testclient import TestClient
-
-from db.session import session_scope
-from hitline.jobs import control
 
 
 @pytest.fixture
 def client(hitline_env: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     monkeypatch.setenv("HITLINE_UPLOAD_RETENTION_DAYS", "2")
-    from hitline.api import create_app
-    from hitline.jobs.context import get_runtime, reset_runtime
 
-    reset_runtime()
-    ctx = get_runtime()
-    with session_scope(ctx.db_url) as s:
-        token = control.create_token(s, "tests")
-    with TestClient(create_app(ctx.settings)) as c:
-        c.headers["Authorization"] = f"Bearer {token}"
+    with api_test_client() as c:
         yield c
 
 
