@@ -19,10 +19,20 @@ def write_results(path: Path | None, bench: str, opts: Any, runs: Any, **extra: 
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "bench": bench, "date": date.today().isoformat(), "machine": platform.platform(), "cores": os.cpu_count(),
-        "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-        "runs": runs, **extra}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "bench": bench,
+                "date": date.today().isoformat(),
+                "machine": platform.platform(),
+                "cores": os.cpu_count(),
+                "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+                "runs": runs,
+                **extra,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {path}")
 
 

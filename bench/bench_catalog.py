@@ -30,16 +30,27 @@ CATS = ["dress", "coat", "skirt", "tshirt", "jacket", "trousers", "knit", "shirt
 def _products(n: int, prefix: str, rng, sales_shift: int = 0):  # noqa: ANN001, ANN202
     from hitline.domain.models import HitProduct
 
-    return [HitProduct(f"{prefix}{i:06d}", Path(f"/img/{prefix}{i}.jpg"), CATS[i % len(CATS)], "red", "boho",
-                       "summer", int(rng.integers(0, 5000)) + sales_shift, f"{CATS[i % len(CATS)]} number {i % 97}",
-                       10.0) for i in range(n)]
+    return [
+        HitProduct(
+            f"{prefix}{i:06d}",
+            Path(f"/img/{prefix}{i}.jpg"),
+            CATS[i % len(CATS)],
+            "red",
+            "boho",
+            "summer",
+            int(rng.integers(0, 5000)) + sales_shift,
+            f"{CATS[i % len(CATS)]} number {i % 97}",
+            10.0,
+        )
+        for i in range(n)
+    ]
 
 
 def _write(ix, products, rng, scope, vocab):  # noqa: ANN001, ANN202
     from hitline.line import index_hits
 
     for i in range(0, len(products), 2000):
-        chunk = products[i:i + 2000]
+        chunk = products[i : i + 2000]
         index_hits(ix, vocab, chunk, list(rng.random((len(chunk), DIM), dtype="float32")), scope)
 
 
@@ -73,6 +84,7 @@ def run_design(design: str, n: int, queries: int) -> dict:
         out["update_1pct_s"] = time.perf_counter() - t
         search_ix, scope = ix, Scope("A", 2)
     else:
+
         def build(name: str, products, scope):  # noqa: ANN001, ANN202
             ix = HitIndex(d + "/m.db", name, DIM, "bench/random", client=client)
             ix.ensure()
@@ -85,7 +97,7 @@ def run_design(design: str, n: int, queries: int) -> dict:
         out["build_s"] = time.perf_counter() - t
         build("b_v1", b, None)
         t = time.perf_counter()
-        search_ix = build("a_v2", changed + a[len(changed):], None)  # a new version = a whole collection
+        search_ix = build("a_v2", changed + a[len(changed) :], None)  # a new version = a whole collection
         out["update_1pct_s"] = time.perf_counter() - t
         scope = None
     lat = []
@@ -115,18 +127,26 @@ def main() -> None:
         return
     results = []
     for design in ("partition_key", "collection_per_version"):
-        res = subprocess.run([sys.executable, __file__, "--one", design, "--rows", str(args.rows),
-                              "--queries", str(args.queries)], capture_output=True, text=True, check=True)
+        res = subprocess.run(
+            [sys.executable, __file__, "--one", design, "--rows", str(args.rows), "--queries", str(args.queries)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results.append(json.loads(res.stdout.strip().splitlines()[-1]))
     base = results[0]
     print(f"{'design':<24}{'build s':>9}{'update 1% s':>13}{'p50 ms':>9}{'p95 ms':>9}{'peak RSS MB':>13}")
     for r in results:
-        print(f"{r['design']:<24}{r['build_s']:>9.2f}{r['update_1pct_s']:>13.2f}{r['search_p50_ms']:>9.1f}"
-              f"{r['search_p95_ms']:>9.1f}{r['peak_rss_mb']:>13.0f}")
+        print(
+            f"{r['design']:<24}{r['build_s']:>9.2f}{r['update_1pct_s']:>13.2f}{r['search_p50_ms']:>9.1f}"
+            f"{r['search_p95_ms']:>9.1f}{r['peak_rss_mb']:>13.0f}"
+        )
     other = results[1]
-    print(f"collection per version vs partition key: update {other['update_1pct_s'] / base['update_1pct_s']:.1f}x, "
-          f"p50 {other['search_p50_ms'] / base['search_p50_ms']:.2f}x, RSS {other['peak_rss_mb'] / base['peak_rss_mb']:.2f}x; "
-          f"partition key: update 1% / full build = {base['update_1pct_s'] / base['build_s']:.3f}")
+    print(
+        f"collection per version vs partition key: update {other['update_1pct_s'] / base['update_1pct_s']:.1f}x, "
+        f"p50 {other['search_p50_ms'] / base['search_p50_ms']:.2f}x, RSS {other['peak_rss_mb'] / base['peak_rss_mb']:.2f}x; "
+        f"partition key: update 1% / full build = {base['update_1pct_s'] / base['build_s']:.3f}"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -48,13 +48,20 @@ def measure() -> list[dict]:
             before = _product_mask(photo, inside_frame=False, drop_marks=False)
         except InputError:
             before = np.zeros_like(truth)
-        rows.append({"case": name, "difficulty": difficulty, "size": list(photo.size),
-                     "iou_u2netp": round(cutout_cases.iou(base, truth), 4),
-                     "iou_hitline": round(cutout_cases.iou(ours, truth), 4),
-                     "iou_before_i26": round(cutout_cases.iou(before, truth), 4),
-                     "s_u2netp": round(t1 - t0, 3), "s_hitline": round(t2 - t1, 3),
-                     "cpu_s_hitline": round(c2 - c1, 3),
-                     "_masks": (photo, truth, base, ours)})
+        rows.append(
+            {
+                "case": name,
+                "difficulty": difficulty,
+                "size": list(photo.size),
+                "iou_u2netp": round(cutout_cases.iou(base, truth), 4),
+                "iou_hitline": round(cutout_cases.iou(ours, truth), 4),
+                "iou_before_i26": round(cutout_cases.iou(before, truth), 4),
+                "s_u2netp": round(t1 - t0, 3),
+                "s_hitline": round(t2 - t1, 3),
+                "cpu_s_hitline": round(c2 - c1, 3),
+                "_masks": (photo, truth, base, ours),
+            }
+        )
     return rows
 
 
@@ -67,10 +74,17 @@ def summarise(rows: list[dict]) -> list[dict]:
     for difficulty, rs in by.items():
         base = [r["iou_u2netp"] for r in rs]
         ours = [r["iou_hitline"] for r in rs]
-        out.append({"difficulty": difficulty, "cases": len(rs),
-                    "before_i26_mean": round(float(np.mean([r["iou_before_i26"] for r in rs])), 3),
-                    "u2netp_mean": round(float(np.mean(base)), 3), "u2netp_worst": round(float(np.min(base)), 3),
-                    "hitline_mean": round(float(np.mean(ours)), 3), "hitline_worst": round(float(np.min(ours)), 3)})
+        out.append(
+            {
+                "difficulty": difficulty,
+                "cases": len(rs),
+                "before_i26_mean": round(float(np.mean([r["iou_before_i26"] for r in rs])), 3),
+                "u2netp_mean": round(float(np.mean(base)), 3),
+                "u2netp_worst": round(float(np.min(base)), 3),
+                "hitline_mean": round(float(np.mean(ours)), 3),
+                "hitline_worst": round(float(np.min(ours)), 3),
+            }
+        )
     return out
 
 
@@ -85,21 +99,38 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(rows)
     console = Console(width=140)
     table = Table(title="cut-out IoU vs exact masks (u2netp alone = baseline, same run)")
-    for col in ("difficulty", "cases", "u2netp mean", "u2netp worst", "before i26 mean", "hitline mean",
-                "hitline worst"):
+    for col in (
+        "difficulty",
+        "cases",
+        "u2netp mean",
+        "u2netp worst",
+        "before i26 mean",
+        "hitline mean",
+        "hitline worst",
+    ):
         table.add_column(col, justify="left" if col == "difficulty" else "right")
     for s in summary:
-        table.add_row(s["difficulty"], str(s["cases"]), f"{s['u2netp_mean']:.3f}", f"{s['u2netp_worst']:.3f}",
-                      f"{s['before_i26_mean']:.3f}", f"{s['hitline_mean']:.3f}", f"{s['hitline_worst']:.3f}")
+        table.add_row(
+            s["difficulty"],
+            str(s["cases"]),
+            f"{s['u2netp_mean']:.3f}",
+            f"{s['u2netp_worst']:.3f}",
+            f"{s['before_i26_mean']:.3f}",
+            f"{s['hitline_mean']:.3f}",
+            f"{s['hitline_worst']:.3f}",
+        )
     console.print(table)
     for r in rows:
-        console.print(f"  {r['case']:<28} {r['difficulty']:<15} u2netp {r['iou_u2netp']:.3f}  "
-                      f"before issue 26 {r['iou_before_i26']:.3f}  hitline {r['iou_hitline']:.3f}  "
-                      f"({r['s_hitline']:.2f} s, cpu {r['cpu_s_hitline']:.2f} s)")
+        console.print(
+            f"  {r['case']:<28} {r['difficulty']:<15} u2netp {r['iou_u2netp']:.3f}  "
+            f"before issue 26 {r['iou_before_i26']:.3f}  hitline {r['iou_hitline']:.3f}  "
+            f"({r['s_hitline']:.2f} s, cpu {r['cpu_s_hitline']:.2f} s)"
+        )
     console.print(f"load average {load['before']} -> {load['after']}")
     if opts.sheet:
-        cutout_cases.sheet([(r["case"], r["_masks"][0], r["_masks"][1], [r["_masks"][2], r["_masks"][3]])
-                            for r in rows], opts.sheet)
+        cutout_cases.sheet(
+            [(r["case"], r["_masks"][0], r["_masks"][1], [r["_masks"][2], r["_masks"][3]]) for r in rows], opts.sheet
+        )
         print(f"wrote {opts.sheet}")
     for r in rows:
         r.pop("_masks")

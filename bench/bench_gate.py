@@ -46,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="amazon_main,shopify,thumbnail,banner")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--faults", action="store_true",
-                        help="the labelled fault set (bench/gate_faults.py): precision and recall per fault")
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="the labelled fault set (bench/gate_faults.py): precision and recall per fault",
+    )
     parser.add_argument("--size", default="1K", help="--faults: the presets' size class")
     opts = parser.parse_args(argv)
     if opts.faults:
@@ -92,21 +95,42 @@ def main(argv: list[str] | None = None) -> int:
                 outcomes[status] += 1
                 bad = [c["name"] for c in verdict.checks if not c["passed"]]
                 failed_checks.update(f"{preset.name}:{n}" for n in bad)
-                rows.append({"sku": row["new_id"], "preset": preset.name, "size": preset.size, "status": status,
-                             "derived_from": sku_plan.derived.get(preset.name), "failed": bad,
-                             "reasons": verdict.reasons})
+                rows.append(
+                    {
+                        "sku": row["new_id"],
+                        "preset": preset.name,
+                        "size": preset.size,
+                        "status": status,
+                        "derived_from": sku_plan.derived.get(preset.name),
+                        "failed": bad,
+                        "reasons": verdict.reasons,
+                    }
+                )
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     load = (load0 + os.getloadavg()[0]) / 2
-    print(f"{len(rows)} outputs ({renders} rendered, the rest resized) in {seconds:.1f} s, CPU {cpu:.1f} s, "
-          f"load average {load:.1f}: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
+    print(
+        f"{len(rows)} outputs ({renders} rendered, the rest resized) in {seconds:.1f} s, CPU {cpu:.1f} s, "
+        f"load average {load:.1f}: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+    )
     for k, v in sorted(input_notes.items()):
         print(f"  input: {k} x{v}")
     for k, v in failed_checks.most_common():
         print(f"  failed check {k}: {v}")
     print(f"render plan: {plan.summary()}")
-    write_results(opts.json, "gate", opts, rows, outcomes=dict(outcomes), failed_checks=dict(failed_checks),
-                  inputs=dict(input_notes), render_plan=plan.summary(), renders=renders, seconds=round(seconds, 1),
-                  cpu_seconds=round(cpu, 1), load_average=round(load, 1))
+    write_results(
+        opts.json,
+        "gate",
+        opts,
+        rows,
+        outcomes=dict(outcomes),
+        failed_checks=dict(failed_checks),
+        inputs=dict(input_notes),
+        render_plan=plan.summary(),
+        renders=renders,
+        seconds=round(seconds, 1),
+        cpu_seconds=round(cpu, 1),
+        load_average=round(load, 1),
+    )
     return 0
 
 
@@ -124,8 +148,12 @@ def fault_set(opts: argparse.Namespace) -> int:
     held_out = ["corner_watermark_coat", "top_and_skirt_apart", "pleated_highlights"]
     presets = [p for p in load_presets(opts.presets.split(","))]
     from hitline.domain.models import Preset
-    presets = [Preset.build(p.name, p.aspect_ratio, opts.size, p.background, rules=dict(p.rules)) for p in presets
-               if p.name != "thumbnail"]
+
+    presets = [
+        Preset.build(p.name, p.aspect_ratio, opts.size, p.background, rules=dict(p.rules))
+        for p in presets
+        if p.name != "thumbnail"
+    ]
     reference = Image.open(cutout_cases.SHARED_IMAGES / "SKU017.jpg").convert("RGB")
     rows = []
     t0 = time.perf_counter()
@@ -138,8 +166,16 @@ def fault_set(opts: argparse.Namespace) -> int:
                     checks = gate(image, preset, photo, fmask)
                     bad = [c.name for c in checks if not c.passed]
                     print(f"  {split} {name} {preset.name} {label}: {bad}", flush=True)
-                    rows.append({"split": split, "case": name, "preset": preset.name, "label": label,
-                                 "flagged": bool(bad), "failed": bad})
+                    rows.append(
+                        {
+                            "split": split,
+                            "case": name,
+                            "preset": preset.name,
+                            "label": label,
+                            "flagged": bool(bad),
+                            "failed": bad,
+                        }
+                    )
     print(f"{len(rows)} labelled outputs judged in {time.perf_counter() - t0:.0f} s (presets at {opts.size})")
     table: dict[tuple[str, str], list[dict]] = {}
     for r in rows:

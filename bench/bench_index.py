@@ -82,35 +82,60 @@ def make_queries(data: dict[str, Any], q: int, vocab: int, seed: int) -> list[di
 
 
 def products(data: dict[str, Any], lo: int, hi: int) -> list[HitProduct]:
-    return [HitProduct(product_id=f"P{i:07d}", image_path=Path(f"/bench/P{i:07d}.jpg"),
-                       category=str(data["category"][i]), color="c", style="s", season="x",
-                       sales_count=int(data["sales"][i]), description=f"bench row {i}", price=9.99)
-            for i in range(lo, hi)]
+    return [
+        HitProduct(
+            product_id=f"P{i:07d}",
+            image_path=Path(f"/bench/P{i:07d}.jpg"),
+            category=str(data["category"][i]),
+            color="c",
+            style="s",
+            season="x",
+            sales_count=int(data["sales"][i]),
+            description=f"bench row {i}",
+            price=9.99,
+        )
+        for i in range(lo, hi)
+    ]
 
 
 def rows_for(data: dict[str, Any], lo: int, hi: int) -> list[dict[str, Any]]:
-    return [{"product_id": f"P{i:07d}", "dense": data["dense"][i].tolist(),
-             "sparse": sparse_row(data["sparse"], i) or {0: 1e-6}, "category": str(data["category"][i]),
-             "color": "c", "style": "s", "season": "x", "description": f"bench row {i}",
-             "image_path": f"/bench/P{i:07d}.jpg", "sales_count": int(data["sales"][i]), "price": 9.99}
-            for i in range(lo, hi)]
+    return [
+        {
+            "product_id": f"P{i:07d}",
+            "dense": data["dense"][i].tolist(),
+            "sparse": sparse_row(data["sparse"], i) or {0: 1e-6},
+            "category": str(data["category"][i]),
+            "color": "c",
+            "style": "s",
+            "season": "x",
+            "description": f"bench row {i}",
+            "image_path": f"/bench/P{i:07d}.jpg",
+            "sales_count": int(data["sales"][i]),
+            "price": 9.99,
+        }
+        for i in range(lo, hi)
+    ]
 
 
 # --- search variants -----------------------------------------------------------------------------
-def milvus_hybrid(client: MilvusClient, coll: str, query: dict[str, Any], expr: str, k: int,
-                  dense_param: dict[str, Any]) -> list[str]:
+def milvus_hybrid(
+    client: MilvusClient, coll: str, query: dict[str, Any], expr: str, k: int, dense_param: dict[str, Any]
+) -> list[str]:
     """The same two requests HitIndex._hybrid sends (limit L per path, RRF k=60, top k)."""
     per_path = max(k * 3, 10)
-    reqs = [AnnSearchRequest(data=[query["dense"].tolist()], anns_field="dense", param=dense_param,
-                             limit=per_path, expr=expr),
-            AnnSearchRequest(data=[query["sparse"]], anns_field="sparse", param={"metric_type": "IP"},
-                             limit=per_path, expr=expr)]
+    reqs = [
+        AnnSearchRequest(
+            data=[query["dense"].tolist()], anns_field="dense", param=dense_param, limit=per_path, expr=expr
+        ),
+        AnnSearchRequest(
+            data=[query["sparse"]], anns_field="sparse", param={"metric_type": "IP"}, limit=per_path, expr=expr
+        ),
+    ]
     res = client.hybrid_search(coll, reqs, RRFRanker(RRF_K), limit=k, output_fields=["sales_count"])[0]
     return [h.get("product_id", h.get("id")) for h in res]
 
 
-def exact_hybrid(data: dict[str, Any], query: dict[str, Any], min_sales: int, k: int,
-                 vocab: int) -> list[str]:
+def exact_hybrid(data: dict[str, Any], query: dict[str, Any], min_sales: int, k: int, vocab: int) -> list[str]:
     """The top k ids (then any ids tied with the k-th). Brute force: filtered dense top-L (cosine = dot on unit vectors), filtered sparse top-L (IP > 0), RRF."""
     per_path = max(k * 3, 10)
     idx = np.flatnonzero((data["category"] == query["category"]) & (data["sales"] > min_sales))
@@ -136,8 +161,9 @@ def exact_hybrid(data: dict[str, Any], query: dict[str, Any], min_sales: int, k:
     return [f"P{i:07d}" for i in best + tied]
 
 
-def time_queries(fn: Callable[[dict[str, Any]], list[str]], queries: Sequence[dict[str, Any]],
-                 warmup: int = 3) -> tuple[np.ndarray, list[list[str]]]:
+def time_queries(
+    fn: Callable[[dict[str, Any]], list[str]], queries: Sequence[dict[str, Any]], warmup: int = 3
+) -> tuple[np.ndarray, list[list[str]]]:
     for q in queries[:warmup]:
         fn(q)
     lat, results = [], []
@@ -159,8 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=10_000, help="catalog rows (10000; try 100000)")
     ap.add_argument("--queries", type=int, default=200, help="timed queries per variant")
-    ap.add_argument("--growing-queries", type=int, default=20,
-                    help="queries for the unflushed variant (it is slow; a subset of the same queries)")
+    ap.add_argument(
+        "--growing-queries",
+        type=int,
+        default=20,
+        help="queries for the unflushed variant (it is slow; a subset of the same queries)",
+    )
     ap.add_argument("--top-k", type=int, default=10)
     ap.add_argument("--min-sales", type=int, default=1500)
     ap.add_argument("--vocab", type=int, default=2000)
@@ -184,8 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     data = make_data(n, args.vocab, args.nnz, args.categories, args.seed)
     queries = make_queries(data, args.queries, args.vocab, args.seed)
-    console.print(f"[dim]data: {n} rows, {data['sparse'].nnz / n:.1f} sparse nnz/row, generated in "
-                  f"{time.perf_counter() - t0:.1f} s; Milvus Lite file {uri}[/]")
+    console.print(
+        f"[dim]data: {n} rows, {data['sparse'].nnz / n:.1f} sparse nnz/row, generated in "
+        f"{time.perf_counter() - t0:.1f} s; Milvus Lite file {uri}[/]"
+    )
     client = MilvusClient(uri)
     times: dict[str, float] = {}
     try:
@@ -195,22 +227,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         hit.ensure()
         t = time.perf_counter()
         for lo in range(0, n, args.batch):
-            hit.upsert(products(data, lo, min(n, lo + args.batch)), data["dense"][lo:lo + args.batch],
-                       [sparse_row(data["sparse"], i) for i in range(lo, min(n, lo + args.batch))])
+            hit.upsert(
+                products(data, lo, min(n, lo + args.batch)),
+                data["dense"][lo : lo + args.batch],
+                [sparse_row(data["sparse"], i) for i in range(lo, min(n, lo + args.batch))],
+            )
         times["flat_insert_s"] = time.perf_counter() - t
         flat = {"metric_type": "COSINE"}
         g = min(args.growing_queries, len(queries))
         lat_b, res_b = time_queries(
             lambda q: milvus_hybrid(client, "bench_flat", q, build_filter(q["category"], args.min_sales), k, flat),
-            queries[:g], warmup=0)
+            queries[:g],
+            warmup=0,
+        )
         t = time.perf_counter()
         hit.flush()
         times["flat_flush_load_s"] = time.perf_counter() - t
         lat_a, res_a = time_queries(
             lambda q: milvus_hybrid(client, "bench_flat", q, build_filter(q["category"], args.min_sales), k, flat),
-            queries)
-        lat_a2, _ = time_queries(lambda q: [h.product_id for h in hit.search(
-            q["dense"], q["sparse"], q["category"], args.min_sales, k).hits], queries)
+            queries,
+        )
+        lat_a2, _ = time_queries(
+            lambda q: [
+                h.product_id for h in hit.search(q["dense"], q["sparse"], q["category"], args.min_sales, k).hits
+            ],
+            queries,
+        )
 
         # (c): HNSW, same schema, built with pymilvus directly
         hn = "bench_hnsw"
@@ -220,14 +262,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         schema.add_field("product_id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("dense", DataType.FLOAT_VECTOR, dim=DIM)
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        for name, ml in (("category", 128), ("color", 128), ("style", 128), ("season", 64),
-                         ("description", 4096), ("image_path", 1024)):
+        for name, ml in (
+            ("category", 128),
+            ("color", 128),
+            ("style", 128),
+            ("season", 64),
+            ("description", 4096),
+            ("image_path", 1024),
+        ):
             schema.add_field(name, DataType.VARCHAR, max_length=ml)
         schema.add_field("sales_count", DataType.INT64)
         schema.add_field("price", DataType.DOUBLE)
         idx = client.prepare_index_params()
-        idx.add_index("dense", index_type="HNSW", metric_type="COSINE",
-                      params={"M": args.hnsw_m, "efConstruction": args.hnsw_ef_construction})
+        idx.add_index(
+            "dense",
+            index_type="HNSW",
+            metric_type="COSINE",
+            params={"M": args.hnsw_m, "efConstruction": args.hnsw_ef_construction},
+        )
         idx.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
         client.create_collection(hn, schema=schema, index_params=idx)
         t = time.perf_counter()
@@ -240,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         times["hnsw_flush_load_s"] = time.perf_counter() - t
         hp = {"metric_type": "COSINE", "params": {"ef": args.hnsw_ef}}
         lat_c, res_c = time_queries(
-            lambda q: milvus_hybrid(client, hn, q, build_filter(q["category"], args.min_sales), k, hp), queries)
+            lambda q: milvus_hybrid(client, hn, q, build_filter(q["category"], args.min_sales), k, hp), queries
+        )
     finally:
         client.close()
         try:  # stop the in-process Milvus Lite server now, or it writes into the folder at exit
@@ -254,52 +307,107 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # (d): exact reference
     lat_d, res_d = time_queries(lambda q: exact_hybrid(data, q, args.min_sales, k, args.vocab), queries)
-    sel = float(np.mean([np.mean((data["category"] == q["category"]) & (data["sales"] > args.min_sales))
-                         for q in queries]))
+    sel = float(
+        np.mean([np.mean((data["category"] == q["category"]) & (data["sales"] > args.min_sales)) for q in queries])
+    )
 
     base_p50, base_p95 = float(np.percentile(lat_a, 50)), float(np.percentile(lat_a, 95))
     variants = [
-        ("a", "HitIndex FLAT (flushed + loaded), hybrid_search", lat_a, overlap(res_a, res_d, k),
-         times["flat_insert_s"], times["flat_flush_load_s"]),
+        (
+            "a",
+            "HitIndex FLAT (flushed + loaded), hybrid_search",
+            lat_a,
+            overlap(res_a, res_d, k),
+            times["flat_insert_s"],
+            times["flat_flush_load_s"],
+        ),
         ("a'", "HitIndex.search() as shipped (+2 per-path rank searches)", lat_a2, float("nan"), None, None),
-        ("b", "same FLAT collection BEFORE flush (growing)", lat_b, overlap(res_b, res_d[:len(res_b)], k),
-         None, None),
-        ("c", f"HNSW M={args.hnsw_m} efC={args.hnsw_ef_construction} ef={args.hnsw_ef}", lat_c,
-         overlap(res_c, res_d, k), times["hnsw_insert_s"], times["hnsw_flush_load_s"]),
+        ("b", "same FLAT collection BEFORE flush (growing)", lat_b, overlap(res_b, res_d[: len(res_b)], k), None, None),
+        (
+            "c",
+            f"HNSW M={args.hnsw_m} efC={args.hnsw_ef_construction} ef={args.hnsw_ef}",
+            lat_c,
+            overlap(res_c, res_d, k),
+            times["hnsw_insert_s"],
+            times["hnsw_flush_load_s"],
+        ),
         ("d", "NumPy/SciPy exact brute force (reference)", lat_d, 1.0, None, None),
     ]
-    table = Table(title=f"hybrid search, {n} rows, top {k} (L={max(3 * k, 10)} per path), filter keeps "
-                        f"{sel:.1%} of rows")
-    for col in ("", "variant", "queries", "p50 ms", "p95 ms", "p50 / (a)", "p95 / (a)", f"overlap@{k} vs (d)",
-                "insert s", "flush+load s"):
+    table = Table(
+        title=f"hybrid search, {n} rows, top {k} (L={max(3 * k, 10)} per path), filter keeps {sel:.1%} of rows"
+    )
+    for col in (
+        "",
+        "variant",
+        "queries",
+        "p50 ms",
+        "p95 ms",
+        "p50 / (a)",
+        "p95 / (a)",
+        f"overlap@{k} vs (d)",
+        "insert s",
+        "flush+load s",
+    ):
         table.add_column(col, justify="left" if col in ("", "variant") else "right")
     out_variants = []
     for key, name, lat, ov, ins, fl in variants:
         p50, p95 = float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
-        table.add_row(key, name, str(len(lat)), f"{p50:.2f}", f"{p95:.2f}", f"{p50 / base_p50:.2f}x",
-                      f"{p95 / base_p95:.2f}x", "-" if np.isnan(ov) else f"{ov:.3f}",
-                      "-" if ins is None else f"{ins:.1f}", "-" if fl is None else f"{fl:.2f}")
-        out_variants.append({"key": key, "name": name, "queries": len(lat), "p50_ms": p50, "p95_ms": p95,
-                             "p50_ratio_vs_a": p50 / base_p50, "p95_ratio_vs_a": p95 / base_p95,
-                             "overlap_vs_exact": None if np.isnan(ov) else ov, "insert_s": ins,
-                             "flush_load_s": fl})
+        table.add_row(
+            key,
+            name,
+            str(len(lat)),
+            f"{p50:.2f}",
+            f"{p95:.2f}",
+            f"{p50 / base_p50:.2f}x",
+            f"{p95 / base_p95:.2f}x",
+            "-" if np.isnan(ov) else f"{ov:.3f}",
+            "-" if ins is None else f"{ins:.1f}",
+            "-" if fl is None else f"{fl:.2f}",
+        )
+        out_variants.append(
+            {
+                "key": key,
+                "name": name,
+                "queries": len(lat),
+                "p50_ms": p50,
+                "p95_ms": p95,
+                "p50_ratio_vs_a": p50 / base_p50,
+                "p95_ratio_vs_a": p95 / base_p95,
+                "overlap_vs_exact": None if np.isnan(ov) else ov,
+                "insert_s": ins,
+                "flush_load_s": fl,
+            }
+        )
     console.print(table)
-    console.print("[dim]ratios < 1 are faster than (a). insert: (a) HitIndex.upsert, (c) client.insert, "
-                  f"{args.batch} rows per call. (b) used the first {len(lat_b)} queries.[/]")
+    console.print(
+        "[dim]ratios < 1 are faster than (a). insert: (a) HitIndex.upsert, (c) client.insert, "
+        f"{args.batch} rows per call. (b) used the first {len(lat_b)} queries.[/]"
+    )
     if args.json:
         import pymilvus
 
         try:
             from importlib.metadata import version
+
             lite = version("milvus-lite")
         except Exception:  # noqa: BLE001
             lite = "?"
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "bench": "index", "date": date.today().isoformat(), "machine": platform.platform(),
-            "pymilvus": pymilvus.__version__, "milvus_lite": lite,
-            "params": {k2: (str(v) if isinstance(v, Path) else v) for k2, v in vars(args).items()},
-            "filter_selectivity": sel, "variants": out_variants}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "bench": "index",
+                    "date": date.today().isoformat(),
+                    "machine": platform.platform(),
+                    "pymilvus": pymilvus.__version__,
+                    "milvus_lite": lite,
+                    "params": {k2: (str(v) if isinstance(v, Path) else v) for k2, v in vars(args).items()},
+                    "filter_selectivity": sel,
+                    "variants": out_variants,
+                },
+                indent=2,
+            )
+        )
         console.print(f"wrote {args.json}")
     return 0
 

@@ -45,8 +45,14 @@ from hitline.providers.local.judge import LocalJudge  # noqa: E402
 from hitline.providers.local.render import LocalRenderer  # noqa: E402
 
 STYLE = StyleAnalysis(scene="studio", lighting="soft", pose="flat", mood="calm", prompt="bench")
-CASES = ["frame_line_dress", "three_piece_set", "soft_shadow_tee", "cream_knit_on_white", "top_and_skirt_apart",
-         "pleated_highlights"]
+CASES = [
+    "frame_line_dress",
+    "three_piece_set",
+    "soft_shadow_tee",
+    "cream_knit_on_white",
+    "top_and_skirt_apart",
+    "pleated_highlights",
+]
 REFERENCE = cutout_cases.SHARED_IMAGES / "SKU017.jpg"
 
 
@@ -76,6 +82,7 @@ def run_sku(flat: Path, names: list[str], mode: str, folder: Path) -> tuple[dict
     def forget() -> None:  # before: the input checks, the renderer and the gate each cut the flat-lay out
         if mode == "before":
             cutout._masks.clear()
+
     cutout._masks.clear()  # every run starts without the flat-lay's mask
     renderer, judge = LocalRenderer(), LocalJudge()  # fresh: no cut-out cached from another run
     t0 = time.process_time()
@@ -145,8 +152,14 @@ def main(argv: list[str] | None = None) -> int:
                 got[mode] = verdicts
                 for k, v in parts.items():
                     per_mode[mode][k] += v
-                rows.append({"sku": flat.stem, "mode": mode, "parts": {k: round(v, 3) for k, v in parts.items()},
-                             "verdicts": verdicts})
+                rows.append(
+                    {
+                        "sku": flat.stem,
+                        "mode": mode,
+                        "parts": {k: round(v, 3) for k, v in parts.items()},
+                        "verdicts": verdicts,
+                    }
+                )
             for p in got["before"]:
                 if got["before"][p] != got["after"][p]:
                     differ.append(f"{flat.stem}/{p}: {got['before'][p]} vs {got['after'][p]}")
@@ -158,20 +171,32 @@ def main(argv: list[str] | None = None) -> int:
     for mode in ("before", "after"):
         total = sum(per_mode[mode].values()) / n
         gate_s = sum(v for k, v in per_mode[mode].items() if k.startswith("gate")) / n
-        summary[mode] = {"total": round(total, 2), "gate": round(gate_s, 2),
-                         "parts": {k: round(v / n, 3) for k, v in per_mode[mode].items()}}
+        summary[mode] = {
+            "total": round(total, 2),
+            "gate": round(gate_s, 2),
+            "parts": {k: round(v / n, 3) for k, v in per_mode[mode].items()},
+        }
     for k in keys:
         print(f"{k:44s} {per_mode['before'].get(k, 0) / n:8.2f} {per_mode['after'].get(k, 0) / n:8.2f}")
     for label in ("gate", "total"):
         b, a = summary["before"][label], summary["after"][label]
         print(f"{label.upper():44s} {b:8.2f} {a:8.2f}   ratio {a / b:.2f}x")
-    print(f"gate share of the total: before {summary['before']['gate'] / summary['before']['total']:.0%}, "
-          f"after {summary['after']['gate'] / summary['after']['total']:.0%}")
+    print(
+        f"gate share of the total: before {summary['before']['gate'] / summary['before']['total']:.0%}, "
+        f"after {summary['after']['gate'] / summary['after']['total']:.0%}"
+    )
     print("verdicts: " + ("equal for every output and check" if not differ else f"{len(differ)} differ:"))
     for d in differ:
         print("  " + d)
-    write_results(opts.json, "local", opts, rows, summary=summary, verdicts_differ=differ,
-                  load_average=round((load0 + os.getloadavg()[0]) / 2, 1))
+    write_results(
+        opts.json,
+        "local",
+        opts,
+        rows,
+        summary=summary,
+        verdicts_differ=differ,
+        load_average=round((load0 + os.getloadavg()[0]) / 2, 1),
+    )
     return 0
 
 

@@ -38,10 +38,12 @@ from rich.table import Table
 
 console = Console(width=150)
 # runs the hitline CLI with the in-memory broker polled every N s instead of kombu's default (1 s)
-_PATCHED_CLI = ("import sys; import workers.app as w; "
-                "w.app.conf.broker_transport_options = {**w.app.conf.broker_transport_options, "
-                "'polling_interval': float(sys.argv.pop(1))}; "
-                "from hitline.cli import app; sys.argv[0] = 'hitline'; app()")
+_PATCHED_CLI = (
+    "import sys; import workers.app as w; "
+    "w.app.conf.broker_transport_options = {**w.app.conf.broker_transport_options, "
+    "'polling_interval': float(sys.argv.pop(1))}; "
+    "from hitline.cli import app; sys.argv[0] = 'hitline'; app()"
+)
 
 
 def make_data(dest: Path, skus: int) -> tuple[Path, Path]:
@@ -79,21 +81,28 @@ def batch_span(db: Path) -> tuple[float, int, int]:
         created = con.execute("select created_at from batch order by created_at desc limit 1").fetchone()[0]
         last, done, total = con.execute(
             "select max(updated_at), sum(case when state = 'done' then 1 else 0 end), count(*) "
-            "from job where kind = 'sku'").fetchone()
+            "from job where kind = 'sku'"
+        ).fetchone()
     finally:
         con.close()
     span = (datetime.fromisoformat(last) - datetime.fromisoformat(created)).total_seconds()
     return span, int(done or 0), int(total or 0)
 
 
-def run_once(work: Path, catalog: Path, new: Path, concurrency: int, presets: str, timeout: float,
-             polling: float | None) -> dict[str, Any]:
+def run_once(
+    work: Path, catalog: Path, new: Path, concurrency: int, presets: str, timeout: float, polling: float | None
+) -> dict[str, Any]:
     tag = f"c{concurrency}" + (f"-poll{polling:g}" if polling is not None else "")
     data_dir, out = work / f"data-{tag}", work / f"out-{tag}"
     shutil.rmtree(data_dir, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "HITLINE_DATA_DIR": str(data_dir), "HITLINE_WORKER_CONCURRENCY": str(concurrency),
-           "HITLINE_PROVIDER": "local", "HITLINE_QUALITY_GATE": os.environ.get("HITLINE_QUALITY_GATE", "0")}
+    env = {
+        **os.environ,
+        "HITLINE_DATA_DIR": str(data_dir),
+        "HITLINE_WORKER_CONCURRENCY": str(concurrency),
+        "HITLINE_PROVIDER": "local",
+        "HITLINE_QUALITY_GATE": os.environ.get("HITLINE_QUALITY_GATE", "0"),
+    }
     for key in ("HITLINE_BROKER_URL", "HITLINE_DATABASE_URL", "HITLINE_MILVUS_URI", "HITLINE_OPENROUTER_API_KEY"):
         env.pop(key, None)  # embedded mode only
     args = ["run", "--catalog", str(catalog), "--new", str(new), "--out", str(out), "--presets", presets]
@@ -106,12 +115,21 @@ def run_once(work: Path, catalog: Path, new: Path, concurrency: int, presets: st
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
-        raise SystemExit(f"{tag}: hitline run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        raise SystemExit(
+            f"{tag}: hitline run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
     span, done, total = batch_span(data_dir / "jobs.sqlite")
-    return {"tag": tag, "concurrency": concurrency, "polling_interval_s": polling, "wall_s": wall,
-            "batch_s": span, "skus_done": done, "skus": total,
-            "skus_per_min_batch": done / span * 60 if span > 0 else 0.0,
-            "skus_per_min_wall": done / wall * 60 if wall > 0 else 0.0}
+    return {
+        "tag": tag,
+        "concurrency": concurrency,
+        "polling_interval_s": polling,
+        "wall_s": wall,
+        "batch_s": span,
+        "skus_done": done,
+        "skus": total,
+        "skus_per_min_batch": done / span * 60 if span > 0 else 0.0,
+        "skus_per_min_wall": done / wall * 60 if wall > 0 else 0.0,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,8 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--concurrency", default="1,2,4", help="comma list; the first is the baseline")
     ap.add_argument("--presets", default="thumbnail,banner")
     ap.add_argument("--skus", type=int, default=6, help="new SKUs (6 = the demo set)")
-    ap.add_argument("--polling-interval", type=float, default=None,
-                    help="also run every level with the memory broker polled every N s (default poll: 1 s)")
+    ap.add_argument(
+        "--polling-interval",
+        type=float,
+        default=None,
+        help="also run every level with the memory broker polled every N s (default poll: 1 s)",
+    )
     ap.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
     ap.add_argument("--workdir", type=Path, default=None, help="data, outputs (default: a temp dir, removed)")
     ap.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
@@ -138,30 +160,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         for polling in pollings:
             for c in levels:
                 r = run_once(work, catalog, new, c, opts.presets, opts.timeout, polling)
-                console.print(f"[dim]{r['tag']}: {r['skus_done']}/{r['skus']} SKUs, batch {r['batch_s']:.1f} s, "
-                              f"wall {r['wall_s']:.1f} s[/]")
+                console.print(
+                    f"[dim]{r['tag']}: {r['skus_done']}/{r['skus']} SKUs, batch {r['batch_s']:.1f} s, "
+                    f"wall {r['wall_s']:.1f} s[/]"
+                )
                 runs.append(r)
     finally:
         if opts.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
 
     base = runs[0]
-    table = Table(title=f"embedded line, local provider, {opts.skus} SKUs, presets {opts.presets}, "
-                        f"{os.cpu_count()} cores")
-    for col in ("concurrency", "broker poll", "SKUs done", "batch s", "SKUs/min (batch)", "ratio vs c=1",
-                "wall s", "SKUs/min (wall)", "ratio vs c=1 (wall)"):
+    table = Table(
+        title=f"embedded line, local provider, {opts.skus} SKUs, presets {opts.presets}, {os.cpu_count()} cores"
+    )
+    for col in (
+        "concurrency",
+        "broker poll",
+        "SKUs done",
+        "batch s",
+        "SKUs/min (batch)",
+        "ratio vs c=1",
+        "wall s",
+        "SKUs/min (wall)",
+        "ratio vs c=1 (wall)",
+    ):
         table.add_column(col, justify="right")
     for r in runs:
         r["ratio_batch"] = r["skus_per_min_batch"] / base["skus_per_min_batch"]
         r["ratio_wall"] = r["skus_per_min_wall"] / base["skus_per_min_wall"]
-        table.add_row(str(r["concurrency"]),
-                      "app default" if r["polling_interval_s"] is None else f"{r['polling_interval_s']:g} s",
-                      f"{r['skus_done']}/{r['skus']}", f"{r['batch_s']:.1f}", f"{r['skus_per_min_batch']:.1f}",
-                      f"{r['ratio_batch']:.2f}x", f"{r['wall_s']:.1f}", f"{r['skus_per_min_wall']:.1f}",
-                      f"{r['ratio_wall']:.2f}x")
+        table.add_row(
+            str(r["concurrency"]),
+            "app default" if r["polling_interval_s"] is None else f"{r['polling_interval_s']:g} s",
+            f"{r['skus_done']}/{r['skus']}",
+            f"{r['batch_s']:.1f}",
+            f"{r['skus_per_min_batch']:.1f}",
+            f"{r['ratio_batch']:.2f}x",
+            f"{r['wall_s']:.1f}",
+            f"{r['skus_per_min_wall']:.1f}",
+            f"{r['ratio_wall']:.2f}x",
+        )
     console.print(table)
-    console.print("[dim]batch = batch created -> last SKU job updated (job table); wall = the whole `hitline run` "
-                  "(start-up, catalog embed + index, report). Baseline: the first row.[/]")
+    console.print(
+        "[dim]batch = batch created -> last SKU job updated (job table); wall = the whole `hitline run` "
+        "(start-up, catalog embed + index, report). Baseline: the first row.[/]"
+    )
     write_results(opts.json, "pipeline", opts, runs)
     return 0
 

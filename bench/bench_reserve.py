@@ -72,40 +72,70 @@ def main(argv: Sequence[str] | None = None) -> int:
         have, serial = 0, 0
         for size in sorted(opts.sizes):
             with engine_for(url)[0].begin() as c:  # the batch's earlier charges, in one statement
-                c.execute(text("INSERT INTO charge (batch_id, stage, key, model, cost_usd, state, created_at) "
-                               "SELECT 'b1', 'embed', 'old' || g, 'm', 0.001, 'charged', now() "
-                               "FROM generate_series(CAST(:a AS integer), CAST(:b AS integer)) g"), {"a": have, "b": size - 1})
-                c.execute(text("UPDATE batch SET spent_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM charge WHERE batch_id = 'b1')"))
+                c.execute(
+                    text(
+                        "INSERT INTO charge (batch_id, stage, key, model, cost_usd, state, created_at) "
+                        "SELECT 'b1', 'embed', 'old' || g, 'm', 0.001, 'charged', now() "
+                        "FROM generate_series(CAST(:a AS integer), CAST(:b AS integer)) g"
+                    ),
+                    {"a": have, "b": size - 1},
+                )
+                c.execute(
+                    text(
+                        "UPDATE batch SET spent_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM charge WHERE batch_id = 'b1')"
+                    )
+                )
                 c.execute(text("ANALYZE charge"))
             have = size
             new_w, new_c, old_w, old_c = [], [], [], []
             for _ in range(opts.rounds):
                 serial += 1
                 tag = serial
-                w, cpu = _timed(url, lambda c, i, tag=tag: crud.reserve(c, "b1", None, "render", f"r{tag}-{i}", "m", 1e-6, 1e9),
-                                opts.reservations)
+                w, cpu = _timed(
+                    url,
+                    lambda c, i, tag=tag: crud.reserve(c, "b1", None, "render", f"r{tag}-{i}", "m", 1e-6, 1e9),
+                    opts.reservations,
+                )
                 new_w.append(w), new_c.append(cpu)
                 w, cpu = _timed(url, lambda c, i: _old_budget_check(c, "b1"), opts.reservations)
                 old_w.append(w), old_c.append(cpu)
             with connection_scope(url) as c:  # the reservations above are charges too: counted in the next size
                 have_now = c.execute(text("SELECT count(*) FROM charge")).scalar()
-            run = {"charges": size, "new_wall_ms": statistics.median(new_w), "new_cpu_ms": statistics.median(new_c),
-                   "old_check_wall_ms": statistics.median(old_w), "old_check_cpu_ms": statistics.median(old_c)}
+            run = {
+                "charges": size,
+                "new_wall_ms": statistics.median(new_w),
+                "new_cpu_ms": statistics.median(new_c),
+                "old_check_wall_ms": statistics.median(old_w),
+                "old_check_cpu_ms": statistics.median(old_c),
+            }
             run["wall_ratio_old_over_new"] = run["old_check_wall_ms"] / run["new_wall_ms"]
             runs.append(run)
             console.print(f"[dim]{size} charges ({have_now} after the rounds) done[/]")
 
     table = Table(title="one budget reservation, by charges already in the batch (median of rounds)")
-    for col in ("charges", "reserve now: wall ms", "client CPU ms", "old check alone: wall ms", "client CPU ms",
-                "old check / reserve now"):
+    for col in (
+        "charges",
+        "reserve now: wall ms",
+        "client CPU ms",
+        "old check alone: wall ms",
+        "client CPU ms",
+        "old check / reserve now",
+    ):
         table.add_column(col, justify="right")
     for r in runs:
-        table.add_row(f"{r['charges']:,}", f"{r['new_wall_ms']:.2f}", f"{r['new_cpu_ms']:.2f}",
-                      f"{r['old_check_wall_ms']:.2f}", f"{r['old_check_cpu_ms']:.2f}",
-                      f"{r['wall_ratio_old_over_new']:.2f}x")
+        table.add_row(
+            f"{r['charges']:,}",
+            f"{r['new_wall_ms']:.2f}",
+            f"{r['new_cpu_ms']:.2f}",
+            f"{r['old_check_wall_ms']:.2f}",
+            f"{r['old_check_cpu_ms']:.2f}",
+            f"{r['wall_ratio_old_over_new']:.2f}x",
+        )
     console.print(table)
-    console.print("[dim]the old check is only the lock + SUM of the old reserve; the whole old reservation "
-                  "added the same SELECT and INSERT as the new one[/]")
+    console.print(
+        "[dim]the old check is only the lock + SUM of the old reserve; the whole old reservation "
+        "added the same SELECT and INSERT as the new one[/]"
+    )
     write_results(opts.json, "reserve", opts, runs)
     return 0
 

@@ -57,13 +57,43 @@ def batch(dest: Path, skus: int) -> tuple[Path, Path]:
 def run(mode: str, catalog: Path, new: Path, work: Path, presets: str) -> dict:
     with running_fake(FakeConfig(max_image_side=512)) as fake:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HITLINE_")}
-        env.update(HITLINE_DATA_DIR=str(work / "data"), HITLINE_OPENROUTER_API_KEY="sk-bench",
-                   HITLINE_QUALITY_GATE="0", HITLINE_COLLECTION=f"bench_staged_{mode}")
+        env.update(
+            HITLINE_DATA_DIR=str(work / "data"),
+            HITLINE_OPENROUTER_API_KEY="sk-bench",
+            HITLINE_QUALITY_GATE="0",
+            HITLINE_COLLECTION=f"bench_staged_{mode}",
+        )
         t = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "hitline.cli", "run", "--catalog", str(catalog), "--new", str(new),
-                              "--out", str(work / "out"), "--provider", "openrouter", "--openrouter-base-url",
-                              fake.base_url, "--presets", presets, "--top-k", "10", "--min-sales", "0",
-                              "--mode", mode], env=env, capture_output=True, text=True, cwd=ROOT)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hitline.cli",
+                "run",
+                "--catalog",
+                str(catalog),
+                "--new",
+                str(new),
+                "--out",
+                str(work / "out"),
+                "--provider",
+                "openrouter",
+                "--openrouter-base-url",
+                fake.base_url,
+                "--presets",
+                presets,
+                "--top-k",
+                "10",
+                "--min-sales",
+                "0",
+                "--mode",
+                mode,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         wall = time.perf_counter() - t
         assert res.returncode == 0, res.stdout + res.stderr
         b = re.search(r"batch (\S+):", res.stdout).group(1)
@@ -78,10 +108,16 @@ def run(mode: str, catalog: Path, new: Path, work: Path, presets: str) -> dict:
     outputs = [o for (r,) in rows for o in json.loads(r)["render"]["outputs"]]
     plates = {o.get("plate") for o in outputs if o.get("plate")}
     render_cost = sum(o["cost_usd"] for o in outputs)
-    return {"mode": mode, "skus": len(rows), "image_calls": n_calls,
-            "plate_calls": sum("Background scene plate" in r["text"] for r in calls),
-            "plates": len(plates), "plate_uses": sum(1 for o in outputs if o.get("plate")),
-            "render_cost_per_sku": round(render_cost / len(rows), 4), "wall_s": round(wall, 1)}
+    return {
+        "mode": mode,
+        "skus": len(rows),
+        "image_calls": n_calls,
+        "plate_calls": sum("Background scene plate" in r["text"] for r in calls),
+        "plates": len(plates),
+        "plate_uses": sum(1 for o in outputs if o.get("plate")),
+        "render_cost_per_sku": round(render_cost / len(rows), 4),
+        "wall_s": round(wall, 1),
+    }
 
 
 def main() -> None:
@@ -98,9 +134,11 @@ def main() -> None:
     d, s = res
     for r in res:
         print(r)
-    print(f"staged/direct: image calls {s['image_calls'] / d['image_calls']:.2f}x, "
-          f"render cost per SKU {s['render_cost_per_sku'] / d['render_cost_per_sku']:.2f}x, "
-          f"plates {s['plates']} made, used {s['plate_uses']} times")
+    print(
+        f"staged/direct: image calls {s['image_calls'] / d['image_calls']:.2f}x, "
+        f"render cost per SKU {s['render_cost_per_sku'] / d['render_cost_per_sku']:.2f}x, "
+        f"plates {s['plates']} made, used {s['plate_uses']} times"
+    )
     write_results(ROOT / "bench" / "results" / "staged.json", "staged", args, res)
 
 

@@ -57,6 +57,7 @@ PG_APP = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
 
 # --- child: one submission, timed ---------------------------------------------------------------
 
+
 def pg_backend_cpu(db_url: str) -> dict[int, float]:
     """CPU seconds (user+sys) of each PostgreSQL backend serving this database, but the asking one: the
     server's share of the submission (same machine; /proc)."""
@@ -64,8 +65,12 @@ def pg_backend_cpu(db_url: str) -> dict[int, float]:
 
     tick = os.sysconf("SC_CLK_TCK")
     with psycopg.connect(db_url.replace("+psycopg", "")) as con:
-        pids = [pid for (pid,) in con.execute("SELECT pid FROM pg_stat_activity WHERE datname = "
-                                              "current_database() AND pid <> pg_backend_pid()")]
+        pids = [
+            pid
+            for (pid,) in con.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
     cpu = {}
     for pid in pids:
         try:
@@ -107,6 +112,7 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode:
             finally:
                 timings[name] += time.perf_counter() - t
                 cpu_timings[name] += time.process_time() - c
+
         return wrapper
 
     sb.load_catalog = timed("load_catalog", sb.load_catalog)
@@ -141,14 +147,32 @@ def child(catalog: Path, new: Path, out: Path, presets: str, result: Path, mode:
     submit_cpu_s = time.process_time() - cpu
     pg_cpu_s = sum(c - pg_before.get(pid, 0.0) for pid, c in pg_backend_cpu(ctx.db_url).items())
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result.write_text(json.dumps({
-        "mode": mode, "batch_id": sub.batch_id, "hit_chunks": len(sub.hit_chunks), "hit_jobs": sum(map(len, sub.hit_chunks)),
-        "sku_jobs": len(sub.sku_jobs), "rejected": sub.rejected, "chains": len(sub.hit_chunks) + len(sub.sku_jobs),
-        "import_s": import_s, "init_db_s": init_s, "submit_s": submit_s, "submit_cpu_s": submit_cpu_s, "pg_cpu_s": pg_cpu_s, **{f"{k}_s": v for k, v in timings.items()}, **{f"{k}_cpu_s": v for k, v in cpu_timings.items()},
-        "rss_before_submit_mb": rss_before / 1024, "rss_peak_mb": rss_peak / 1024}))
+    result.write_text(
+        json.dumps(
+            {
+                "mode": mode,
+                "batch_id": sub.batch_id,
+                "hit_chunks": len(sub.hit_chunks),
+                "hit_jobs": sum(map(len, sub.hit_chunks)),
+                "sku_jobs": len(sub.sku_jobs),
+                "rejected": sub.rejected,
+                "chains": len(sub.hit_chunks) + len(sub.sku_jobs),
+                "import_s": import_s,
+                "init_db_s": init_s,
+                "submit_s": submit_s,
+                "submit_cpu_s": submit_cpu_s,
+                "pg_cpu_s": pg_cpu_s,
+                **{f"{k}_s": v for k, v in timings.items()},
+                **{f"{k}_cpu_s": v for k, v in cpu_timings.items()},
+                "rss_before_submit_mb": rss_before / 1024,
+                "rss_peak_mb": rss_peak / 1024,
+            }
+        )
+    )
 
 
 # --- parent ---------------------------------------------------------------------------------------
+
 
 def make_data(work: Path, sizes: list[int], copy: bool) -> tuple[Path, dict[int, Path]]:
     """The demo catalog, and one new-products folder per size (rows cycle through the 6 demo flat-lays)."""
@@ -208,9 +232,18 @@ def queue_lengths(r) -> tuple[dict[str, int], int]:
     return per_queue, total
 
 
-def run_size(work: Path, catalog: Path, new: Path, n: int, presets: str, timeout: float,
-             mode: str = "header", src: Path | None = None, label: str | None = None,
-             profile: Path | None = None) -> dict[str, Any]:
+def run_size(
+    work: Path,
+    catalog: Path,
+    new: Path,
+    n: int,
+    presets: str,
+    timeout: float,
+    mode: str = "header",
+    src: Path | None = None,
+    label: str | None = None,
+    profile: Path | None = None,
+) -> dict[str, Any]:
     """One submission of N SKUs in a child process; `src` runs another checkout's code (the baseline)."""
     import psycopg
 
@@ -222,19 +255,40 @@ def run_size(work: Path, catalog: Path, new: Path, n: int, presets: str, timeout
     r.flushdb()
     _admin(f'CREATE DATABASE "{dbname}"')
     try:
-        env = {**os.environ, "HITLINE_DATA_DIR": str(data_dir), "HITLINE_DATABASE_URL": PG_APP.format(db=dbname),
-               "HITLINE_BROKER_URL": BROKER, "HITLINE_PROVIDER": "local"}
+        env = {
+            **os.environ,
+            "HITLINE_DATA_DIR": str(data_dir),
+            "HITLINE_DATABASE_URL": PG_APP.format(db=dbname),
+            "HITLINE_BROKER_URL": BROKER,
+            "HITLINE_PROVIDER": "local",
+        }
         for key in ("HITLINE_MILVUS_URI", "HITLINE_OPENROUTER_API_KEY", "HITLINE_REDIS_URL", "HITLINE_COLLECTION"):
             env.pop(key, None)
         if src is not None:  # found before the editable install of this checkout
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
         if profile is not None:
             env["BENCH_SUBMIT_PROFILE"] = str(profile.parent / f"{profile.stem}-{n}-{tag}{profile.suffix or '.prof'}")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(catalog), str(new), str(out), presets,
-               str(result), mode]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            str(catalog),
+            str(new),
+            str(out),
+            presets,
+            str(result),
+            mode,
+        ]
         t = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-                              cwd=src or Path(__file__).resolve().parent.parent)
+        proc = subprocess.run(
+            cmd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=src or Path(__file__).resolve().parent.parent,
+        )
         wall = time.perf_counter() - t
         if proc.returncode != 0:
             raise SystemExit(f"N={n}: child failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
@@ -248,14 +302,26 @@ def run_size(work: Path, catalog: Path, new: Path, n: int, presets: str, timeout
         r.flushdb()
         shutil.rmtree(data_dir, ignore_errors=True)
     messages = sum(per_queue.values())
-    res.update({
-        "n": n, "label": label, "load_avg_after": os.getloadavg(), "wall_s": wall, "queues": per_queue, "messages": messages, "messages_in_any_list": in_lists,
-        "db_hit_rows": counts.get("hit", 0), "db_sku_rows": counts.get("sku", 0), "db_batches": batches,
-        "load_s": res["load_catalog_s"] + res["load_new_s"],
-        **{f"db{c}_s": res[f"submit_batch{c}_s"] - sum(res[f"{k}{c}_s"] for k in
-                                                        ("load_catalog", "load_new", "vocab", "index_open", "milvus_ensure"))
-           for c in ("", "_cpu")},
-    })
+    res.update(
+        {
+            "n": n,
+            "label": label,
+            "load_avg_after": os.getloadavg(),
+            "wall_s": wall,
+            "queues": per_queue,
+            "messages": messages,
+            "messages_in_any_list": in_lists,
+            "db_hit_rows": counts.get("hit", 0),
+            "db_sku_rows": counts.get("sku", 0),
+            "db_batches": batches,
+            "load_s": res["load_catalog_s"] + res["load_new_s"],
+            **{
+                f"db{c}_s": res[f"submit_batch{c}_s"]
+                - sum(res[f"{k}{c}_s"] for k in ("load_catalog", "load_new", "vocab", "index_open", "milvus_ensure"))
+                for c in ("", "_cpu")
+            },
+        }
+    )
     res["ok_rows"] = res["db_sku_rows"] == n and res["db_hit_rows"] == res["hit_jobs"] and res["rejected"] == 0
     res["ok_messages"] = messages == res["chains"] == in_lists
     return res
@@ -266,8 +332,9 @@ def baseline_tree(work: Path, ref: str) -> Path:
     root = Path(__file__).resolve().parent.parent
     dest = work / "baseline-src"
     dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(root), "archive", ref, "hitline", "db", "tasks", "workers"],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", ref, "hitline", "db", "tasks", "workers"], capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest
 
@@ -280,13 +347,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100,1000,3000", help="comma list of SKU counts; the first is the baseline")
     ap.add_argument("--skus", type=int, default=None, help="shorthand for --sizes 100,N")
-    ap.add_argument("--full-decode", action="store_true",
-                    help="also run every size with the old submit path (every image fully decoded), as a baseline")
-    ap.add_argument("--baseline", metavar="GIT_REF", default=None,
-                    help="also run every size with the code of this git ref (e.g. main), right before this tree's")
-    ap.add_argument("--profile", type=Path, default=None,
-                    help="cProfile each submission; stats go to PROFILE-<N>-<mode>.prof")
-    ap.add_argument("--target-s", type=float, default=10.0, help="report whether the largest size is submitted within this")
+    ap.add_argument(
+        "--full-decode",
+        action="store_true",
+        help="also run every size with the old submit path (every image fully decoded), as a baseline",
+    )
+    ap.add_argument(
+        "--baseline",
+        metavar="GIT_REF",
+        default=None,
+        help="also run every size with the code of this git ref (e.g. main), right before this tree's",
+    )
+    ap.add_argument(
+        "--profile", type=Path, default=None, help="cProfile each submission; stats go to PROFILE-<N>-<mode>.prof"
+    )
+    ap.add_argument(
+        "--target-s", type=float, default=10.0, help="report whether the largest size is submitted within this"
+    )
     ap.add_argument("--presets", default="thumbnail,banner")
     ap.add_argument("--copy", action="store_true", help="copy the images instead of hard-linking them")
     ap.add_argument("--timeout", type=float, default=600.0, help="per size, seconds")
@@ -305,17 +382,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = time.perf_counter()
         catalog, folders = make_data(work, sizes, opts.copy)
         src = baseline_tree(work, opts.baseline) if opts.baseline else None
-        console.print(f"[dim]data: 48 hits, sizes {sizes} ({'copied' if opts.copy else 'hard-linked'} images), "
-                      f"{time.perf_counter() - t:.1f} s[/]")
+        console.print(
+            f"[dim]data: 48 hits, sizes {sizes} ({'copied' if opts.copy else 'hard-linked'} images), "
+            f"{time.perf_counter() - t:.1f} s[/]"
+        )
         variants = [("header", None, f"baseline:{opts.baseline}")] if src else []
         variants += [("header", None, "header")] + ([("full-decode", None, "full-decode")] if opts.full_decode else [])
         for n in sizes:
             for mode, _, label in variants:
-                r = run_size(work, catalog, folders[n], n, opts.presets, opts.timeout, mode,
-                             src=src if label.startswith("baseline:") else None, label=label, profile=opts.profile)
-                console.print(f"[dim]N={n} {label}: submit {r['submit_s']:.2f} s (CPU {r['submit_cpu_s']:.2f} s), "
-                              f"{r['messages']} messages, rows ok {r['ok_rows']}, messages ok {r['ok_messages']}, "
-                              f"load {r['load_avg_after'][0]:.1f}[/]")
+                r = run_size(
+                    work,
+                    catalog,
+                    folders[n],
+                    n,
+                    opts.presets,
+                    opts.timeout,
+                    mode,
+                    src=src if label.startswith("baseline:") else None,
+                    label=label,
+                    profile=opts.profile,
+                )
+                console.print(
+                    f"[dim]N={n} {label}: submit {r['submit_s']:.2f} s (CPU {r['submit_cpu_s']:.2f} s), "
+                    f"{r['messages']} messages, rows ok {r['ok_rows']}, messages ok {r['ok_messages']}, "
+                    f"load {r['load_avg_after'][0]:.1f}[/]"
+                )
                 runs.append(r)
     finally:
         try:
@@ -324,54 +415,112 @@ def main(argv: Sequence[str] | None = None) -> int:
             if opts.workdir is None:
                 shutil.rmtree(work, ignore_errors=True)
 
-    table = Table(title=f"tasks.chains.submit: 48 hits + N new SKUs, PostgreSQL + Redis broker, no workers, "
-                        f"{os.cpu_count()} cores")
-    for c in ("N", "code", "wall: load new", "fixed", "rows", "enqueue", "total", "CPU: load new", "fixed",
-              "rows", "enqueue", "total", "µs/SKU", "marginal µs/SKU", "PG CPU s", "wall vs old", "CPU vs old",
-              f"<= {opts.target_s:g} s", "msgs (embed)", "rows sku+hit", "RSS MB peak (pre)", "load"):
+    table = Table(
+        title=f"tasks.chains.submit: 48 hits + N new SKUs, PostgreSQL + Redis broker, no workers, "
+        f"{os.cpu_count()} cores"
+    )
+    for c in (
+        "N",
+        "code",
+        "wall: load new",
+        "fixed",
+        "rows",
+        "enqueue",
+        "total",
+        "CPU: load new",
+        "fixed",
+        "rows",
+        "enqueue",
+        "total",
+        "µs/SKU",
+        "marginal µs/SKU",
+        "PG CPU s",
+        "wall vs old",
+        "CPU vs old",
+        f"<= {opts.target_s:g} s",
+        "msgs (embed)",
+        "rows sku+hit",
+        "RSS MB peak (pre)",
+        "load",
+    ):
         table.add_column(c, justify="right")
     for r in runs:
         n = r["n"]
         base = next(b for b in runs if b["label"] == r["label"])  # the first size of the same code
-        old = next((b for b in runs if b["n"] == n and b["label"] != r["label"]
-                    and b["label"] in (f"baseline:{opts.baseline}", "full-decode")), None)
+        old = next(
+            (
+                b
+                for b in runs
+                if b["n"] == n
+                and b["label"] != r["label"]
+                and b["label"] in (f"baseline:{opts.baseline}", "full-decode")
+            ),
+            None,
+        )
         for c in ("", "_cpu"):
             r[f"fixed{c}_s"] = sum(r[f"{k}{c}_s"] for k in ("load_catalog", "vocab", "index_open", "milvus_ensure"))
             r[f"variable{c}_s"] = r[f"load_new{c}_s"] + r[f"db{c}_s"] + r[f"enqueue{c}_s"]
-        r["us_per_sku"] = {"load_new": r["load_new_s"] / n * 1e6, "rows": r["db_s"] / n * 1e6,
-                           "enqueue": r["enqueue_s"] / n * 1e6, "variable": r["variable_s"] / n * 1e6,
-                           "variable_cpu": r["variable_cpu_s"] / n * 1e6, "total": r["submit_s"] / n * 1e6}
+        r["us_per_sku"] = {
+            "load_new": r["load_new_s"] / n * 1e6,
+            "rows": r["db_s"] / n * 1e6,
+            "enqueue": r["enqueue_s"] / n * 1e6,
+            "variable": r["variable_s"] / n * 1e6,
+            "variable_cpu": r["variable_cpu_s"] / n * 1e6,
+            "total": r["submit_s"] / n * 1e6,
+        }
         r["ratio_vs_first"] = {k: v / base["us_per_sku"][k] for k, v in r["us_per_sku"].items()}
         r["old_label"] = old["label"] if old else None
         r["wall_vs_old"] = r["submit_s"] / old["submit_s"] if old else None
         r["cpu_vs_old"] = r["submit_cpu_s"] / old["submit_cpu_s"] if old else None
         r["within_target"] = r["submit_s"] <= opts.target_s
         # CPU of each SKU beyond the first size: fixed per-submission costs cancel out
-        r["marginal_us_per_sku_variable_cpu"] = ((r["variable_cpu_s"] - base["variable_cpu_s"]) / (n - base["n"]) * 1e6
-                                                 if n != base["n"] else None)
+        r["marginal_us_per_sku_variable_cpu"] = (
+            (r["variable_cpu_s"] - base["variable_cpu_s"]) / (n - base["n"]) * 1e6 if n != base["n"] else None
+        )
         marginal = r["marginal_us_per_sku_variable_cpu"]
-        table.add_row(str(n), r["label"], *(f"{r[k]:.2f}" for k in (
-                          "load_new_s", "fixed_s", "db_s", "enqueue_s", "submit_s",
-                          "load_new_cpu_s", "fixed_cpu_s", "db_cpu_s", "enqueue_cpu_s", "submit_cpu_s")),
-                      f"{r['us_per_sku']['variable_cpu']:.0f}", "-" if marginal is None else f"{marginal:.0f}",
-                      f"{r['pg_cpu_s']:.2f}",
-                      "-" if old is None else f"{r['wall_vs_old']:.2f}x",
-                      "-" if old is None else f"{r['cpu_vs_old']:.2f}x", "yes" if r["within_target"] else "no",
-                      f"{r['messages']} ({r['queues']['embed']})",
-                      f"{r['db_sku_rows']}+{r['db_hit_rows']}" + ("" if r["ok_rows"] else " !"),
-                      f"{r['rss_peak_mb']:.0f} ({r['rss_before_submit_mb']:.0f})", f"{r['load_avg_after'][0]:.1f}")
+        table.add_row(
+            str(n),
+            r["label"],
+            *(
+                f"{r[k]:.2f}"
+                for k in (
+                    "load_new_s",
+                    "fixed_s",
+                    "db_s",
+                    "enqueue_s",
+                    "submit_s",
+                    "load_new_cpu_s",
+                    "fixed_cpu_s",
+                    "db_cpu_s",
+                    "enqueue_cpu_s",
+                    "submit_cpu_s",
+                )
+            ),
+            f"{r['us_per_sku']['variable_cpu']:.0f}",
+            "-" if marginal is None else f"{marginal:.0f}",
+            f"{r['pg_cpu_s']:.2f}",
+            "-" if old is None else f"{r['wall_vs_old']:.2f}x",
+            "-" if old is None else f"{r['cpu_vs_old']:.2f}x",
+            "yes" if r["within_target"] else "no",
+            f"{r['messages']} ({r['queues']['embed']})",
+            f"{r['db_sku_rows']}+{r['db_hit_rows']}" + ("" if r["ok_rows"] else " !"),
+            f"{r['rss_peak_mb']:.0f} ({r['rss_before_submit_mb']:.0f})",
+            f"{r['load_avg_after'][0]:.1f}",
+        )
     console.print(table)
     first = runs[0]
-    console.print("[dim]code header = this tree (submit reads image headers, pixels decoded in the embed stage); "
-                  "baseline:REF = the code of git REF, run just before it; full-decode = this tree with every image "
-                  "decoded at submit. load new = load_new_products; fixed = load_catalog + "
-                  "fit_vocabulary + Runtime.index (builds the providers) + HitIndex.ensure (48 hits, independent of N); rows = the rest of submit_batch "
-                  "(one transaction); enqueue = send (messages + enqueued_at stamps); CPU = user+sys of the "
-                  "submitting process during submit(); PG CPU = the PostgreSQL backends of its database; µs/SKU = CPU of load new + rows + enqueue per SKU; marginal = the same "
-                  "beyond the first size, (var - first var) / (N - first N); "
-                  "load = 1-min load average after the run. Start-up (imports, "
-                  f"migrations) excluded: {first['import_s']:.1f} s + {first['init_db_s']:.1f} s at N={first['n']}. "
-                  f"Load average before/after: {load_before} / {os.getloadavg()}.[/]")
+    console.print(
+        "[dim]code header = this tree (submit reads image headers, pixels decoded in the embed stage); "
+        "baseline:REF = the code of git REF, run just before it; full-decode = this tree with every image "
+        "decoded at submit. load new = load_new_products; fixed = load_catalog + "
+        "fit_vocabulary + Runtime.index (builds the providers) + HitIndex.ensure (48 hits, independent of N); rows = the rest of submit_batch "
+        "(one transaction); enqueue = send (messages + enqueued_at stamps); CPU = user+sys of the "
+        "submitting process during submit(); PG CPU = the PostgreSQL backends of its database; µs/SKU = CPU of load new + rows + enqueue per SKU; marginal = the same "
+        "beyond the first size, (var - first var) / (N - first N); "
+        "load = 1-min load average after the run. Start-up (imports, "
+        f"migrations) excluded: {first['import_s']:.1f} s + {first['init_db_s']:.1f} s at N={first['n']}. "
+        f"Load average before/after: {load_before} / {os.getloadavg()}.[/]"
+    )
     bad = [(r["n"], r["label"]) for r in runs if not (r["ok_rows"] and r["ok_messages"])]
     if bad:
         console.print(f"[red]correctness check failed for {bad}[/]")

@@ -108,19 +108,29 @@ def main(argv: list[str] | None = None) -> None:
 
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, fresh_pg() as pg_url:
-        stores = {"codec": lambda: JsonCodec(), "postgresql": lambda: db_cache(pg_url),
-                  "sqlite": lambda: db_cache(f"sqlite:///{tmp}/jobs.db")}
+        stores = {
+            "codec": lambda: JsonCodec(),
+            "postgresql": lambda: db_cache(pg_url),
+            "sqlite": lambda: db_cache(f"sqlite:///{tmp}/jobs.db"),
+        }
         for name in args.stores.split(","):
             cache = stores[name]()
             for mode in MODES:  # warm-up: connections, statement caches
                 one_round(cache, mode, vectors[:20], "warm")
             times: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES}
             for r in range(args.rounds):
-                for mode in (list(MODES) if r % 2 == 0 else list(reversed(MODES))):
+                for mode in list(MODES) if r % 2 == 0 else list(reversed(MODES)):
                     times[mode].append(one_round(cache, mode, vectors, f"{name}{r}"))
             for mode, ts in times.items():
-                runs.append({"store": name, "mode": mode, "wall_us": statistics.median(t[0] for t in ts),
-                             "cpu_us": statistics.median(t[1] for t in ts), "json_bytes": sizes[mode]})
+                runs.append(
+                    {
+                        "store": name,
+                        "mode": mode,
+                        "wall_us": statistics.median(t[0] for t in ts),
+                        "cpu_us": statistics.median(t[1] for t in ts),
+                        "json_bytes": sizes[mode],
+                    }
+                )
 
     table = Table(title=f"put + get of one {args.dim}-d vector (median of {args.rounds} rounds x {args.ops})")
     for col in ("store", "mode", "JSON bytes", "wall us", "client CPU us", "old / new wall"):
@@ -128,8 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     for r in runs:
         old = next(x for x in runs if x["store"] == r["store"] and x["mode"].startswith("old"))
         ratio = f"{old['wall_us'] / r['wall_us']:.1f}x" if r["mode"].startswith("new") else ""
-        table.add_row(r["store"], r["mode"], f"{r['json_bytes']:,}", f"{r['wall_us']:,.0f}", f"{r['cpu_us']:,.0f}",
-                      ratio)
+        table.add_row(
+            r["store"], r["mode"], f"{r['json_bytes']:,}", f"{r['wall_us']:,.0f}", f"{r['cpu_us']:,.0f}", ratio
+        )
     console.print(table)
     write_results(args.json, "vectors", args, runs)
 

@@ -32,8 +32,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_results  # noqa: E402
 from soak import RENDER_MODEL, make_data, sql, stop_services  # noqa: E402
-from testkit.services import (BIN, FakeProvider, Flower, MilvusServer, PgCluster,  # noqa: E402
-                                        RedisServer, Workers)
+from testkit.services import (  # noqa: E402
+    BIN,
+    FakeProvider,
+    Flower,
+    MilvusServer,
+    PgCluster,
+    RedisServer,
+    Workers,
+)
 
 RETRY_LINE = re.compile(r"Task (hitline\.\w+)\[[^\]]+\] retry: Retry in [\d.]+s: (?:Retry\(Retry\(\.\.\.\), )?(\w+)\(")
 
@@ -84,18 +91,39 @@ def main() -> None:
     catalog, new = make_data(root, opts.distinct)
     n = twins(new, opts.broken)
     redis, pg, milvus = RedisServer(root).start(), PgCluster().init().start(), MilvusServer(root).start()
-    fake = FakeProvider(root, "--latency", "embeddings=0.1:0.2", "--latency", "chat=0.5:1.0", "--latency",
-                        "image=1.0:2.0", "--p-429", str(opts.p_fault), "--p-500", str(opts.p_fault),
-                        "--retry-after", "1", "--seed", "15").start()
+    fake = FakeProvider(
+        root,
+        "--latency",
+        "embeddings=0.1:0.2",
+        "--latency",
+        "chat=0.5:1.0",
+        "--latency",
+        "image=1.0:2.0",
+        "--p-429",
+        str(opts.p_fault),
+        "--p-500",
+        str(opts.p_fault),
+        "--retry-after",
+        "1",
+        "--seed",
+        "15",
+    ).start()
     db_url = pg.createdb("hitline")
     # the shipped limits (20 renders/min) would make this a 10-minute run; the fake has no limit here
-    (root / "limits.toml").write_text(f'[default]\nrpm = 600\nmax_in_flight = 8\n\n["{RENDER_MODEL}"]\n'
-                                      'rpm = 300\nmax_in_flight = 4\n')
+    (root / "limits.toml").write_text(
+        f'[default]\nrpm = 600\nmax_in_flight = 8\n\n["{RENDER_MODEL}"]\nrpm = 300\nmax_in_flight = 4\n'
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HITLINE_")}
-    env.update(HITLINE_BROKER_URL=redis.url(0), HITLINE_DATABASE_URL=db_url, HITLINE_MILVUS_URI=milvus.uri,
-               HITLINE_DATA_DIR=str(root / "data"), HITLINE_PROVIDER="openrouter",
-               HITLINE_OPENROUTER_BASE_URL=fake.base_url, HITLINE_LIMITS_FILE=str(root / "limits.toml"),
-               HITLINE_QUALITY_GATE="0")
+    env.update(
+        HITLINE_BROKER_URL=redis.url(0),
+        HITLINE_DATABASE_URL=db_url,
+        HITLINE_MILVUS_URI=milvus.uri,
+        HITLINE_DATA_DIR=str(root / "data"),
+        HITLINE_PROVIDER="openrouter",
+        HITLINE_OPENROUTER_BASE_URL=fake.base_url,
+        HITLINE_LIMITS_FILE=str(root / "limits.toml"),
+        HITLINE_QUALITY_GATE="0",
+    )
     flower = Flower(root, env).start()
     workers = Workers(env, root / "logs")
     summary: dict[str, object] = {}
@@ -108,19 +136,41 @@ def main() -> None:
             time.sleep(0.5)
         load0, t0 = os.getloadavg(), time.monotonic()
         run_log = open(root / "logs" / "hitline-run.log", "w")
-        run = subprocess.Popen([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(new), "--out",
-                                str(root / "out"), "--presets", "thumbnail"], env=env, stdout=run_log,
-                               stderr=subprocess.STDOUT)
+        run = subprocess.Popen(
+            [
+                str(BIN / "hitline"),
+                "run",
+                "--catalog",
+                str(catalog),
+                "--new",
+                str(new),
+                "--out",
+                str(root / "out"),
+                "--presets",
+                "thumbnail",
+            ],
+            env=env,
+            stdout=run_log,
+            stderr=subprocess.STDOUT,
+        )
         batch, events, outage_done = None, [], False
         while run.poll() is None and time.monotonic() - t0 < opts.timeout:
             time.sleep(1)
             if batch is None:
-                found = sql(db_url, "SELECT id FROM batch ORDER BY created_at DESC LIMIT 1") \
-                    if _has_tables(db_url) else []
+                found = (
+                    sql(db_url, "SELECT id FROM batch ORDER BY created_at DESC LIMIT 1") if _has_tables(db_url) else []
+                )
                 batch = found[0][0] if found else None
                 continue
-            stages = Counter(dict(sql(db_url, "SELECT stage, count(*) FROM job WHERE batch_id = :b AND kind = 'sku' "
-                                              "GROUP BY stage", b=batch)))
+            stages = Counter(
+                dict(
+                    sql(
+                        db_url,
+                        "SELECT stage, count(*) FROM job WHERE batch_id = :b AND kind = 'sku' GROUP BY stage",
+                        b=batch,
+                    )
+                )
+            )
             past = stages["analyze"] + stages["render"] + stages["done"]
             if not outage_done and past >= opts.outage_at * n:
                 before = {k: stages[k] for k in ("embed", "index", "retrieve")}
@@ -137,51 +187,90 @@ def main() -> None:
         cpu = {"front": cpu_s(front.pid), "back": cpu_s(back.pid)}
         run.wait(60)
         run_out = (root / "logs" / "hitline-run.log").read_text()
-        status = subprocess.run([str(BIN / "hitline"), "status", batch], env=env, capture_output=True, text=True,
-                                timeout=120)
+        status = subprocess.run(
+            [str(BIN / "hitline"), "status", batch], env=env, capture_output=True, text=True, timeout=120
+        )
         spent = re.search(r"cost \$([\d.]+)", status.stdout)
         time.sleep(5)  # Flower's last events
 
-        states = dict(sql(db_url, "SELECT state, count(*) FROM job WHERE batch_id = :b AND kind = 'sku' "
-                                  "GROUP BY state", b=batch))
-        failed = Counter((e or "")[:70] for (e,) in sql(
-            db_url, "SELECT error FROM job WHERE batch_id = :b AND state = 'failed'", b=batch))
-        refused = {f"{k} {st}": c for k, st, c in sql(
-            db_url, "SELECT j.kind, a.stage, count(*) FROM attempt a JOIN job j ON j.id = a.job_id "
-                    "WHERE j.batch_id = :b AND a.outcome = 'retry' GROUP BY j.kind, a.stage", b=batch)}
-        failed_jobs = dict(sql(db_url, "SELECT stage, count(*) FROM job WHERE batch_id = :b AND state = 'failed' "
-                                       "GROUP BY stage", b=batch))
-        charge = sql(db_url, "SELECT count(*), coalesce(sum(cost_usd), 0) FROM charge WHERE batch_id = :b "
-                             "AND stage = 'render' AND state = 'charged'", b=batch)[0]
-        all_charges = sql(db_url, "SELECT coalesce(sum(cost_usd), 0) FROM charge WHERE batch_id = :b "
-                                  "AND state = 'charged'", b=batch)[0][0]
+        states = dict(
+            sql(db_url, "SELECT state, count(*) FROM job WHERE batch_id = :b AND kind = 'sku' GROUP BY state", b=batch)
+        )
+        failed = Counter(
+            (e or "")[:70]
+            for (e,) in sql(db_url, "SELECT error FROM job WHERE batch_id = :b AND state = 'failed'", b=batch)
+        )
+        refused = {
+            f"{k} {st}": c
+            for k, st, c in sql(
+                db_url,
+                "SELECT j.kind, a.stage, count(*) FROM attempt a JOIN job j ON j.id = a.job_id "
+                "WHERE j.batch_id = :b AND a.outcome = 'retry' GROUP BY j.kind, a.stage",
+                b=batch,
+            )
+        }
+        failed_jobs = dict(
+            sql(
+                db_url,
+                "SELECT stage, count(*) FROM job WHERE batch_id = :b AND state = 'failed' GROUP BY stage",
+                b=batch,
+            )
+        )
+        charge = sql(
+            db_url,
+            "SELECT count(*), coalesce(sum(cost_usd), 0) FROM charge WHERE batch_id = :b "
+            "AND stage = 'render' AND state = 'charged'",
+            b=batch,
+        )[0]
+        all_charges = sql(
+            db_url, "SELECT coalesce(sum(cost_usd), 0) FROM charge WHERE batch_id = :b AND state = 'charged'", b=batch
+        )[0][0]
         records = fake.records()
         images = [r for r in records if "image" in (r.get("modalities") or [])]
         served = Counter(r["input_sha"] for r in images if r["status"] == 200 and not r.get("fault"))
         tasks = flower.tasks()
-        flower_retry = {t: int(flower.metric("flower_events_total", type="task-retried", task=t))
-                        for t in sorted({t["name"] for t in tasks.values()})}
-        flower_fail = {t: int(flower.metric("flower_events_total", type="task-failed", task=t))
-                       for t in flower_retry}
+        flower_retry = {
+            t: int(flower.metric("flower_events_total", type="task-retried", task=t))
+            for t in sorted({t["name"] for t in tasks.values()})
+        }
+        flower_fail = {t: int(flower.metric("flower_events_total", type="task-failed", task=t)) for t in flower_retry}
         logged = Counter()
         for w in workers.procs.values():
             logged.update(f"{m.group(1)} {m.group(2)}" for m in RETRY_LINE.finditer(w.log.read_text(errors="replace")))
         summary = {
-            "skus": n, "distinct_inputs": opts.distinct, "wall_s": round(wall, 1), "hitline_run_rc": run.returncode,
-            "hitline_run_tail": run_out.strip().splitlines()[-3:], "states": states, "failed_reasons": dict(failed),
-            "images_served": sum(served.values()), "distinct_images_served": len(served),
-            "render_charges": charge[0], "render_charged_usd": round(float(charge[1]), 4),
+            "skus": n,
+            "distinct_inputs": opts.distinct,
+            "wall_s": round(wall, 1),
+            "hitline_run_rc": run.returncode,
+            "hitline_run_tail": run_out.strip().splitlines()[-3:],
+            "states": states,
+            "failed_reasons": dict(failed),
+            "images_served": sum(served.values()),
+            "distinct_images_served": len(served),
+            "render_charges": charge[0],
+            "render_charged_usd": round(float(charge[1]), 4),
             "all_charged_usd": round(float(all_charges), 4),
             "hitline_status_spent_usd": float(spent.group(1)) if spent else status.stdout[:300],
-            "faults_served": dict(Counter(f"{r['endpoint']}{' image' if r in images else ''} {r['fault']}"
-                                          for r in records if r.get("fault"))),
-            "job_table_refused_attempts": refused, "flower_task_retried": {k: v for k, v in flower_retry.items() if v},
+            "faults_served": dict(
+                Counter(
+                    f"{r['endpoint']}{' image' if r in images else ''} {r['fault']}" for r in records if r.get("fault")
+                )
+            ),
+            "job_table_refused_attempts": refused,
+            "flower_task_retried": {k: v for k, v in flower_retry.items() if v},
             "worker_log_retries": dict(sorted(logged.items())),
-            "flower_task_failed": {k: v for k, v in flower_fail.items() if v}, "job_table_failed": failed_jobs,
+            "flower_task_failed": {k: v for k, v in flower_fail.items() if v},
+            "job_table_failed": failed_jobs,
             "flower_failure_reasons": [t["exception"] for t in tasks.values() if t["state"] == "FAILURE"],
-            "flower_left_open": Counter(f"{t['name']} {t['state']}" for t in tasks.values()
-                                        if t["state"] in ("STARTED", "RECEIVED", "RETRY", "PENDING")),
-            "events": events, "loadavg_start": load0, "loadavg_end": load1, "worker_cpu_s": cpu,
+            "flower_left_open": Counter(
+                f"{t['name']} {t['state']}"
+                for t in tasks.values()
+                if t["state"] in ("STARTED", "RECEIVED", "RETRY", "PENDING")
+            ),
+            "events": events,
+            "loadavg_start": load0,
+            "loadavg_end": load1,
+            "worker_cpu_s": cpu,
         }
         print(json.dumps(summary, indent=2, default=str))
         write_results(opts.json, "issue15_scenario", opts, summary)

@@ -76,7 +76,9 @@ def _wait_port(port: int, timeout: float = 30.0) -> None:
 
 
 @contextmanager
-def _process(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+def _process(
+    cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[subprocess.Popen]:
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -151,7 +153,7 @@ def own_cpu_s(pid: int) -> float:
 
 
 def _stat_fields(text: str) -> list[str]:
-    return text[text.rindex(")") + 2:].split()  # the fields after "pid (comm)"
+    return text[text.rindex(")") + 2 :].split()  # the fields after "pid (comm)"
 
 
 class CpuMeter:
@@ -186,19 +188,49 @@ def _ping(broker: str, timeout: float = 120.0) -> None:
 def _rates(submitted: float, finishes: list[float]) -> dict[str, float]:
     finishes = sorted(finishes)
     span = finishes[-1] - finishes[0] if len(finishes) > 1 else 0.0
-    return {"done": len(finishes), "first_finish_s": finishes[0] - submitted, "last_finish_s": finishes[-1] - submitted,
-            "steady_per_s": (len(finishes) - 1) / span if span > 0 else 0.0,
-            "batch_per_s": len(finishes) / (finishes[-1] - submitted)}
+    return {
+        "done": len(finishes),
+        "first_finish_s": finishes[0] - submitted,
+        "last_finish_s": finishes[-1] - submitted,
+        "steady_per_s": (len(finishes) - 1) / span if span > 0 else 0.0,
+        "batch_per_s": len(finishes) / (finishes[-1] - submitted),
+    }
 
 
-def run_baseline(work: Path, env: dict[str, str], broker: str, chains: int, concurrency: int, timeout: float,
-                 services: dict[str, int]) -> dict[str, Any]:
+def run_baseline(
+    work: Path,
+    env: dict[str, str],
+    broker: str,
+    chains: int,
+    concurrency: int,
+    timeout: float,
+    services: dict[str, int],
+) -> dict[str, Any]:
     import redis
 
     r = redis.Redis.from_url(broker)
-    with _process([str(BIN / "celery"), "-A", "overhead_noop", "worker", "-Q", QUEUES, "-c", str(concurrency),
-                   "-P", "prefork", "-l", "WARNING", "-E", "-n", "noop@%h"],
-                  work / "noop-worker.log", {**env, "HITLINE_BROKER_URL": broker}, cwd=HERE) as worker:
+    with _process(
+        [
+            str(BIN / "celery"),
+            "-A",
+            "overhead_noop",
+            "worker",
+            "-Q",
+            QUEUES,
+            "-c",
+            str(concurrency),
+            "-P",
+            "prefork",
+            "-l",
+            "WARNING",
+            "-E",
+            "-n",
+            "noop@%h",
+        ],
+        work / "noop-worker.log",
+        {**env, "HITLINE_BROKER_URL": broker},
+        cwd=HERE,
+    ) as worker:
         _ping(broker)
         meter = CpuMeter({"worker": worker.pid, **services})
         meter.start()
@@ -217,32 +249,80 @@ def run_baseline(work: Path, env: dict[str, str], broker: str, chains: int, conc
             time.sleep(0.1)
         finishes = [float(x.split()[1]) for x in r.lrange(noop.DONE_KEY, 0, -1)]
         cpu = meter.stop()
-    return {"name": "bare chain of 5 no-op tasks", "n": chains, "enqueue_s": enqueue_s, "cpu_s": cpu,
-            **_rates(t0, finishes)}
+    return {
+        "name": "bare chain of 5 no-op tasks",
+        "n": chains,
+        "enqueue_s": enqueue_s,
+        "cpu_s": cpu,
+        **_rates(t0, finishes),
+    }
 
 
-def run_line(work: Path, env: dict[str, str], db_url: str, n: int, presets: str, concurrency: int,
-             timeout: float, services: dict[str, int]) -> dict[str, Any]:
+def run_line(
+    work: Path,
+    env: dict[str, str],
+    db_url: str,
+    n: int,
+    presets: str,
+    concurrency: int,
+    timeout: float,
+    services: dict[str, int],
+) -> dict[str, Any]:
     import sqlalchemy
 
     catalog, new = make_data(work, n)
     engine = sqlalchemy.create_engine(db_url)
-    with _process([str(BIN / "hitline"), "worker", "--queues", QUEUES, "--concurrency", str(concurrency),
-                   "--loglevel", "WARNING"], work / "line-worker.log", env) as worker:
+    with _process(
+        [
+            str(BIN / "hitline"),
+            "worker",
+            "--queues",
+            QUEUES,
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "WARNING",
+        ],
+        work / "line-worker.log",
+        env,
+    ) as worker:
         _ping(env["HITLINE_BROKER_URL"])
         meter = CpuMeter({"worker": worker.pid, **services})
         meter.start()
         t0, cpu0 = time.time(), time.process_time()
-        res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(new), "--out",
-                              str(work / "out"), "--provider", "openrouter", "--presets", presets, "--no-wait"],
-                             env=env, capture_output=True, text=True, timeout=600, check=False)
+        res = subprocess.run(
+            [
+                str(BIN / "hitline"),
+                "run",
+                "--catalog",
+                str(catalog),
+                "--new",
+                str(new),
+                "--out",
+                str(work / "out"),
+                "--provider",
+                "openrouter",
+                "--presets",
+                presets,
+                "--no-wait",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         if res.returncode != 0:
             raise SystemExit(f"hitline run failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
         deadline = time.monotonic() + timeout
         while True:
             with engine.connect() as c:
-                open_ = c.execute(sqlalchemy.text("SELECT count(*) FROM job WHERE kind = 'sku' AND state NOT IN "
-                                                  "('done', 'failed', 'budget_exceeded')")).scalar()
+                open_ = c.execute(
+                    sqlalchemy.text(
+                        "SELECT count(*) FROM job WHERE kind = 'sku' AND state NOT IN "
+                        "('done', 'failed', 'budget_exceeded')"
+                    )
+                ).scalar()
             if open_ == 0:
                 break
             if time.monotonic() > deadline:
@@ -255,15 +335,27 @@ def run_line(work: Path, env: dict[str, str], db_url: str, n: int, presets: str,
     with engine.connect() as c:
         created = c.execute(sqlalchemy.text("SELECT created_at FROM batch")).scalar()
         rows = c.execute(sqlalchemy.text("SELECT state, updated_at FROM job WHERE kind = 'sku'")).all()
-        stages = dict(c.execute(sqlalchemy.text(
-            "SELECT a.stage, avg(a.seconds) FROM attempt a JOIN job j ON j.id = a.job_id "
-            "WHERE j.kind = 'sku' AND a.outcome = 'ok' GROUP BY a.stage")).all())
+        stages = dict(
+            c.execute(
+                sqlalchemy.text(
+                    "SELECT a.stage, avg(a.seconds) FROM attempt a JOIN job j ON j.id = a.job_id "
+                    "WHERE j.kind = 'sku' AND a.outcome = 'ok' GROUP BY a.stage"
+                )
+            ).all()
+        )
     engine.dispose()
     failed = sum(1 for st, _ in rows if st != "done")
     finishes = [u.timestamp() for st, u in rows if st == "done"]
-    out = {"name": "hitline line, 5 stages", "n": n, "failed": failed, "submit_s": created.timestamp() - t0,
-           "fake_provider_cpu_s_per_sku": fake_cpu_s / n, "cpu_s": cpu,
-           "stage_s_per_sku": {k: float(v) for k, v in stages.items()}, **_rates(created.timestamp(), finishes)}
+    out = {
+        "name": "hitline line, 5 stages",
+        "n": n,
+        "failed": failed,
+        "submit_s": created.timestamp() - t0,
+        "fake_provider_cpu_s_per_sku": fake_cpu_s / n,
+        "cpu_s": cpu,
+        "stage_s_per_sku": {k: float(v) for k, v in stages.items()},
+        **_rates(created.timestamp(), finishes),
+    }
     return out
 
 
@@ -276,9 +368,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="per phase, seconds")
     ap.add_argument("--workdir", type=Path, default=None, help="data, logs (default: a temp dir, removed)")
     ap.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
-    ap.add_argument("--full-fake", action="store_true",
-                    help="the fake decodes every image in full and draws each render (its default); without "
-                         "this flag it runs --instant: the line's cost, not the fake's, on the shared cores")
+    ap.add_argument(
+        "--full-fake",
+        action="store_true",
+        help="the fake decodes every image in full and draws each render (its default); without "
+        "this flag it runs --instant: the line's cost, not the fake's, on the shared cores",
+    )
     opts = ap.parse_args(argv)
     if opts.skus < 2 or opts.noop_chains < 2:
         ap.error("--skus and --noop-chains must be >= 2")
@@ -292,37 +387,86 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ExitStack() as stack:
             redis_port, milvus_port = _free_port(), _free_port()
             (work / "redis").mkdir(exist_ok=True)
-            redis_proc = stack.enter_context(_process(
-                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(work / "redis")], work / "redis.log"))
-            milvus_proc = stack.enter_context(_process(
-                [str(BIN / "milvus-lite"), "server", "--data-dir", str(work / "milvus"), "--host", "127.0.0.1",
-                 "--port", str(milvus_port)], work / "milvus.log"))
+            redis_proc = stack.enter_context(
+                _process(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(redis_port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(work / "redis"),
+                    ],
+                    work / "redis.log",
+                )
+            )
+            milvus_proc = stack.enter_context(
+                _process(
+                    [
+                        str(BIN / "milvus-lite"),
+                        "server",
+                        "--data-dir",
+                        str(work / "milvus"),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(milvus_port),
+                    ],
+                    work / "milvus.log",
+                )
+            )
             # PostgreSQL is the machine's, shared: its CPU is not counted (the line's only)
             services = {"redis": redis_proc.pid, "milvus": milvus_proc.pid}
             _wait_port(redis_port)
             _wait_port(milvus_port)
             db_url = stack.enter_context(scratch_database("bench_overhead"))
-            fake = stack.enter_context(running_fake(FakeConfig(use_local_renderer=False, max_image_side=512,
-                                                               instant=not opts.full_fake)))
+            fake = stack.enter_context(
+                running_fake(FakeConfig(use_local_renderer=False, max_image_side=512, instant=not opts.full_fake))
+            )
             # the shared Redis limiter stays on (its round trips are part of the line's cost) but never binds:
             # the shipped limits.toml holds renders at 20/min, which would measure the limit, not the line
             limits = work / "limits.toml"
             limits.write_text("[default]\nrpm = 1000000\nmax_in_flight = 64\n")
             env = {k: v for k, v in os.environ.items() if not k.startswith("HITLINE_")}
-            env.update(HITLINE_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
-                       HITLINE_DATABASE_URL=db_url,
-                       HITLINE_MILVUS_URI=f"http://127.0.0.1:{milvus_port}", HITLINE_DATA_DIR=str(work / "data"),
-                       HITLINE_OPENROUTER_API_KEY="sk-bench-overhead", HITLINE_OPENROUTER_BASE_URL=fake.base_url,
-                       HITLINE_LIMITS_FILE=str(limits), HITLINE_QUALITY_GATE=os.environ.get("HITLINE_QUALITY_GATE", "0"),
-                       PYTHONPATH=os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]))
-            base = run_baseline(work, env, f"redis://127.0.0.1:{redis_port}/1", opts.noop_chains,
-                                opts.concurrency, opts.timeout, services)
+            env.update(
+                HITLINE_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
+                HITLINE_DATABASE_URL=db_url,
+                HITLINE_MILVUS_URI=f"http://127.0.0.1:{milvus_port}",
+                HITLINE_DATA_DIR=str(work / "data"),
+                HITLINE_OPENROUTER_API_KEY="sk-bench-overhead",
+                HITLINE_OPENROUTER_BASE_URL=fake.base_url,
+                HITLINE_LIMITS_FILE=str(limits),
+                HITLINE_QUALITY_GATE=os.environ.get("HITLINE_QUALITY_GATE", "0"),
+                PYTHONPATH=os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]),
+            )
+            base = run_baseline(
+                work,
+                env,
+                f"redis://127.0.0.1:{redis_port}/1",
+                opts.noop_chains,
+                opts.concurrency,
+                opts.timeout,
+                services,
+            )
             console.print(f"[dim]baseline: {base['done']} chains, {base['steady_per_s']:.1f}/s steady[/]")
-            line = run_line(work, env, env["HITLINE_DATABASE_URL"], opts.skus, opts.presets, opts.concurrency,
-                            opts.timeout, services)
-            console.print(f"[dim]line: {line['done']} SKUs done, {line['failed']} not, "
-                          f"{line['steady_per_s']:.2f}/s steady[/]")
+            line = run_line(
+                work,
+                env,
+                env["HITLINE_DATABASE_URL"],
+                opts.skus,
+                opts.presets,
+                opts.concurrency,
+                opts.timeout,
+                services,
+            )
+            console.print(
+                f"[dim]line: {line['done']} SKUs done, {line['failed']} not, {line['steady_per_s']:.2f}/s steady[/]"
+            )
     finally:
         if opts.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -333,31 +477,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         # worker_main is part of the worker's tree: not counted twice
         r["cpu_s_per_sku"]["total"] = sum(v for k, v in r["cpu_s"].items() if k != "worker_main") / r["n"]
     # SKUs per CPU-second, line / bare chain: the throughput ratio on cores nobody else uses
-    ratio = {"steady": line["steady_per_s"] / base["steady_per_s"], "batch": line["batch_per_s"] / base["batch_per_s"],
-             "cpu": base["cpu_s_per_sku"]["total"] / line["cpu_s_per_sku"]["total"],
-             "cpu_with_fake": base["cpu_s_per_sku"]["total"]
-             / (line["cpu_s_per_sku"]["total"] + line["fake_provider_cpu_s_per_sku"])}
-    table = Table(title=f"SKUs/s, one worker process (prefork, concurrency {opts.concurrency}), private Redis broker, "
-                        f"instant fake provider, presets {opts.presets}, {os.cpu_count()} cores")
-    for c in ("run", "N", "done", "first finish s", "last finish s", "steady /s", "batch /s", "ratio steady",
-              "ratio batch"):
+    ratio = {
+        "steady": line["steady_per_s"] / base["steady_per_s"],
+        "batch": line["batch_per_s"] / base["batch_per_s"],
+        "cpu": base["cpu_s_per_sku"]["total"] / line["cpu_s_per_sku"]["total"],
+        "cpu_with_fake": base["cpu_s_per_sku"]["total"]
+        / (line["cpu_s_per_sku"]["total"] + line["fake_provider_cpu_s_per_sku"]),
+    }
+    table = Table(
+        title=f"SKUs/s, one worker process (prefork, concurrency {opts.concurrency}), private Redis broker, "
+        f"instant fake provider, presets {opts.presets}, {os.cpu_count()} cores"
+    )
+    for c in (
+        "run",
+        "N",
+        "done",
+        "first finish s",
+        "last finish s",
+        "steady /s",
+        "batch /s",
+        "ratio steady",
+        "ratio batch",
+    ):
         table.add_column(c, justify="right")
     for r, q in ((base, None), (line, ratio)):
-        table.add_row(r["name"], str(r["n"]), str(r["done"]), f"{r['first_finish_s']:.1f}", f"{r['last_finish_s']:.1f}",
-                      f"{r['steady_per_s']:.2f}", f"{r['batch_per_s']:.2f}",
-                      "1.00x" if q is None else f"{q['steady']:.3f}x", "1.00x" if q is None else f"{q['batch']:.3f}x")
+        table.add_row(
+            r["name"],
+            str(r["n"]),
+            str(r["done"]),
+            f"{r['first_finish_s']:.1f}",
+            f"{r['last_finish_s']:.1f}",
+            f"{r['steady_per_s']:.2f}",
+            f"{r['batch_per_s']:.2f}",
+            "1.00x" if q is None else f"{q['steady']:.3f}x",
+            "1.00x" if q is None else f"{q['batch']:.3f}x",
+        )
     console.print(table)
-    console.print("line stage seconds per SKU (mean of successful attempts): "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in sorted(line["stage_s_per_sku"].items())))
+    console.print(
+        "line stage seconds per SKU (mean of successful attempts): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in sorted(line["stage_s_per_sku"].items()))
+    )
     for r in (base, line):
         console.print(f"{r['name']}: CPU s per SKU " + ", ".join(f"{k} {v:.4f}" for k, v in r["cpu_s_per_sku"].items()))
-    console.print(f"[bold]ratio at equal CPU (SKUs per CPU-second, line / bare chain): {ratio['cpu']:.3f}x[/] "
-                  f"(counting the fake provider's CPU too: {ratio['cpu_with_fake']:.3f}x)")
-    console.print(f"fake provider CPU (this process) per SKU: {line['fake_provider_cpu_s_per_sku']:.3f} s, "
-                  "on the same 2 cores as the workers")
+    console.print(
+        f"[bold]ratio at equal CPU (SKUs per CPU-second, line / bare chain): {ratio['cpu']:.3f}x[/] "
+        f"(counting the fake provider's CPU too: {ratio['cpu_with_fake']:.3f}x)"
+    )
+    console.print(
+        f"fake provider CPU (this process) per SKU: {line['fake_provider_cpu_s_per_sku']:.3f} s, "
+        "on the same 2 cores as the workers"
+    )
     console.print(f"[dim]load average (1, 5, 15 min) before {load_before}, after {load_after}[/]")
-    write_results(opts.json, "overhead", opts, [base, line], ratio=ratio,
-                  load_before=load_before, load_after=load_after)
+    write_results(
+        opts.json, "overhead", opts, [base, line], ratio=ratio, load_before=load_before, load_after=load_after
+    )
     return 0 if line["failed"] == 0 else 1
 
 

@@ -34,8 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_results  # noqa: E402
-from testkit.services import (BIN, FakeProvider, MilvusServer, PgCluster, RedisServer,  # noqa: E402
-                                        Workers, stamp_id)
+from testkit.services import (  # noqa: E402
+    BIN,
+    FakeProvider,
+    MilvusServer,
+    PgCluster,
+    RedisServer,
+    Workers,
+    stamp_id,
+)
 
 RENDER_MODEL = "google/gemini-3.1-flash-image-preview"
 SIDE = 320
@@ -70,8 +77,14 @@ def make_data(root: Path, n: int) -> tuple[Path, Path]:
         stamp_id(img, i)  # a unique stamp in the corner: distinct bytes, same garment
         sid = f"SOAK{i:05d}"
         img.save(new / "new_products" / f"{sid}.png")
-        out.append({**src, "new_id": sid, "image_path": f"new_products/{sid}.png",
-                    "prompt_hint": f"{src['prompt_hint']} (lot {i})"})
+        out.append(
+            {
+                **src,
+                "new_id": sid,
+                "image_path": f"new_products/{sid}.png",
+                "prompt_hint": f"{src['prompt_hint']} (lot {i})",
+            }
+        )
     with open(new / "new_products.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -90,8 +103,9 @@ def sql(url: str, query: str, **params: object) -> list[tuple]:  # type: ignore[
         eng.dispose()
 
 
-def stop_services(workers: Workers, fake: FakeProvider, milvus: MilvusServer, redis: RedisServer,
-                  pg: PgCluster) -> None:
+def stop_services(
+    workers: Workers, fake: FakeProvider, milvus: MilvusServer, redis: RedisServer, pg: PgCluster
+) -> None:
     workers.stop_all()
     fake.proc.stop()
     milvus.proc.stop()
@@ -123,11 +137,37 @@ def main() -> None:
     redis = RedisServer(root).start()
     pg = PgCluster().init().start()
     milvus = MilvusServer(root).start()
-    fake = FakeProvider(root, "--latency", "embeddings=0.2:0.4", "--latency", "chat=2:4", "--latency", "image=6:10",
-                        "--rpm", f"{RENDER_MODEL}={opts.render_rpm}", "--rpm-window", str(opts.window),
-                        "--p-500", str(p), "--p-502", str(p), "--p-timeout", str(p), "--p-malformed", str(p),
-                        "--p-429", str(p), "--p-no-image", str(p), "--hang-s", "40", "--retry-after", "2",
-                        "--seed", "2026").start()
+    fake = FakeProvider(
+        root,
+        "--latency",
+        "embeddings=0.2:0.4",
+        "--latency",
+        "chat=2:4",
+        "--latency",
+        "image=6:10",
+        "--rpm",
+        f"{RENDER_MODEL}={opts.render_rpm}",
+        "--rpm-window",
+        str(opts.window),
+        "--p-500",
+        str(p),
+        "--p-502",
+        str(p),
+        "--p-timeout",
+        str(p),
+        "--p-malformed",
+        str(p),
+        "--p-429",
+        str(p),
+        "--p-no-image",
+        str(p),
+        "--hang-s",
+        "40",
+        "--retry-after",
+        "2",
+        "--seed",
+        "2026",
+    ).start()
     db_url = pg.createdb("soak")
     (root / "limits.toml").write_text(f"""[default]
 rpm = 100000
@@ -139,18 +179,30 @@ window_s = {opts.window}
 max_in_flight = {2 * opts.render_threads}
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HITLINE_")}
-    env.update(HITLINE_BROKER_URL=redis.url(0), HITLINE_REDIS_URL=redis.url(1), HITLINE_DATABASE_URL=db_url,
-               HITLINE_MILVUS_URI=milvus.uri, HITLINE_DATA_DIR=str(root / "data"), HITLINE_PROVIDER="openrouter",
-               HITLINE_OPENROUTER_BASE_URL=fake.base_url, HITLINE_OPENROUTER_API_KEY="sk-or-v1-soak",
-               HITLINE_OPENROUTER_TIMEOUT_S="30", HITLINE_LIMITS_FILE=str(root / "limits.toml"),
-               HITLINE_TOP_K="2", HITLINE_QUALITY_GATE=os.environ.get("HITLINE_QUALITY_GATE", "0"))
+    env.update(
+        HITLINE_BROKER_URL=redis.url(0),
+        HITLINE_REDIS_URL=redis.url(1),
+        HITLINE_DATABASE_URL=db_url,
+        HITLINE_MILVUS_URI=milvus.uri,
+        HITLINE_DATA_DIR=str(root / "data"),
+        HITLINE_PROVIDER="openrouter",
+        HITLINE_OPENROUTER_BASE_URL=fake.base_url,
+        HITLINE_OPENROUTER_API_KEY="sk-or-v1-soak",
+        HITLINE_OPENROUTER_TIMEOUT_S="30",
+        HITLINE_LIMITS_FILE=str(root / "limits.toml"),
+        HITLINE_TOP_K="2",
+        HITLINE_QUALITY_GATE=os.environ.get("HITLINE_QUALITY_GATE", "0"),
+    )
     workers = Workers(env, root / "logs")
     summary: dict[str, object] = {}
     try:
         # name -> (queues, threads): a worker that exits is started again 10 s later, as the compose file's
         # `restart: unless-stopped` does; its calls in flight were cut like the killed one's
-        specs = {"front": ("embed,index,retrieve,analyze", 24), "render-a": ("render", opts.render_threads),
-                 "render-b": ("render", opts.render_threads)}
+        specs = {
+            "front": ("embed,index,retrieve,analyze", 24),
+            "render-a": ("render", opts.render_threads),
+            "render-b": ("render", opts.render_threads),
+        }
         for name, (queues, threads) in specs.items():
             workers.start(queues, concurrency=threads, name=name)
         victim = workers.procs["render-a"]
@@ -158,8 +210,10 @@ max_in_flight = {2 * opts.render_threads}
         loads: list[float] = []  # the machine's 1-minute load average at every poll
         deaths: list[float] = []  # wall clock (the fake's log clock) of each worker death
         t0 = time.monotonic()
-        code = (f"from tasks.chains import submit\ns = submit({str(catalog)!r}, {str(new)!r}, "
-                f"{str(root / 'out')!r}, presets=['thumbnail'])\nprint('BATCH', s.batch_id)")
+        code = (
+            f"from tasks.chains import submit\ns = submit({str(catalog)!r}, {str(new)!r}, "
+            f"{str(root / 'out')!r}, presets=['thumbnail'])\nprint('BATCH', s.batch_id)"
+        )
         import subprocess
 
         res = subprocess.run([str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, timeout=900)
@@ -172,10 +226,20 @@ max_in_flight = {2 * opts.render_threads}
         cut = 0
         while True:
             try:
-                counts = Counter(dict(sql(db_url, "SELECT state, count(*) FROM job WHERE batch_id = :b AND "
-                                                  "kind = 'sku' GROUP BY state", b=batch)))
-                rendering = sql(db_url, "SELECT count(*) FROM job WHERE batch_id = :b AND stage = 'render' "
-                                        "AND state = 'running'", b=batch)[0][0]
+                counts = Counter(
+                    dict(
+                        sql(
+                            db_url,
+                            "SELECT state, count(*) FROM job WHERE batch_id = :b AND kind = 'sku' GROUP BY state",
+                            b=batch,
+                        )
+                    )
+                )
+                rendering = sql(
+                    db_url,
+                    "SELECT count(*) FROM job WHERE batch_id = :b AND stage = 'render' AND state = 'running'",
+                    b=batch,
+                )[0][0]
             except Exception as e:  # noqa: BLE001 - Redis restart does not touch PostgreSQL, but be safe
                 print(f"poll failed: {e}", flush=True)
                 time.sleep(5)
@@ -221,41 +285,69 @@ max_in_flight = {2 * opts.render_threads}
         stamps = sorted(r["t"] for r in renders if r["status"] == 200 and not r.get("fault"))
         span = stamps[-1] - stamps[0] if stamps else 0.0
         ceiling = opts.render_rpm * (int(span // opts.window) + 1)
-        states = dict(sql(db_url, "SELECT state, count(*) FROM job WHERE batch_id = :b AND kind = 'sku' "
-                                  "GROUP BY state", b=batch))
-        charges = dict(sql(db_url, "SELECT state, count(*) FROM charge WHERE batch_id = :b AND stage = 'render' "
-                                   "GROUP BY state", b=batch))
+        states = dict(
+            sql(db_url, "SELECT state, count(*) FROM job WHERE batch_id = :b AND kind = 'sku' GROUP BY state", b=batch)
+        )
+        charges = dict(
+            sql(
+                db_url,
+                "SELECT state, count(*) FROM charge WHERE batch_id = :b AND stage = 'render' GROUP BY state",
+                b=batch,
+            )
+        )
         repeats = sum(n - 1 for n in served.values())
         # a render answered to a client that had gone (its read timeout on a loaded machine, a dying worker)
         # was paid and never received: its retry is the documented repeat of a call cut mid-flight
-        undelivered = Counter(r["input_sha"] for r in records if (r.get("undelivered") or {}).get("model") == RENDER_MODEL)
+        undelivered = Counter(
+            r["input_sha"] for r in records if (r.get("undelivered") or {}).get("model") == RENDER_MODEL
+        )
         repeats_after_undelivered = sum(min(n - 1, undelivered[sha]) for sha, n in served.items())
         # a repeat whose first answer came in the read timeout before a worker died was that worker's call
         first = {}
         for r in sorted(renders, key=lambda r: r["t"]):
             if r["status"] == 200 and not r.get("fault"):
                 first.setdefault(r["input_sha"], r["t"])
-        at_a_death = sum(n - 1 for sha, n in served.items() if n > 1 and not undelivered[sha]
-                         and any(d - 45.0 <= first[sha] <= d for d in deaths))
+        at_a_death = sum(
+            n - 1
+            for sha, n in served.items()
+            if n > 1 and not undelivered[sha] and any(d - 45.0 <= first[sha] <= d for d in deaths)
+        )
         unexplained = repeats - repeats_after_undelivered - at_a_death
-        failed_reasons = Counter((e or "")[:60] for (e,) in sql(
-            db_url, "SELECT error FROM job WHERE batch_id = :b AND kind = 'sku' AND state = 'failed'", b=batch))
+        failed_reasons = Counter(
+            (e or "")[:60]
+            for (e,) in sql(
+                db_url, "SELECT error FROM job WHERE batch_id = :b AND kind = 'sku' AND state = 'failed'", b=batch
+            )
+        )
         summary = {
-            "skus": opts.skus, "wall_s": round(wall, 1), "submit_s": round(submit_s, 1), "states": states,
+            "skus": opts.skus,
+            "wall_s": round(wall, 1),
+            "submit_s": round(submit_s, 1),
+            "states": states,
             "jobs_lost": opts.skus - states.get("done", 0) - states.get("failed", 0),
-            "renders_served": len(stamps), "render_span_s": round(span, 1), "render_ceiling": ceiling,
+            "renders_served": len(stamps),
+            "render_span_s": round(span, 1),
+            "render_ceiling": ceiling,
             "render_rate_vs_ceiling": round(len(stamps) / ceiling, 3) if ceiling else None,
             "renders_per_min": round(60 * len(stamps) / span, 1) if span else None,
             "provider_rpm_429s": sum(1 for r in renders if r.get("fault") == "rpm"),
             "injected_faults": dict(Counter(r["fault"] for r in records if r.get("fault") and r["fault"] != "rpm")),
-            "renders_paid_twice": repeats, "calls_cut_by_worker_deaths_max": cut,
+            "renders_paid_twice": repeats,
+            "calls_cut_by_worker_deaths_max": cut,
             "renders_repeated_after_an_undelivered_answer": repeats_after_undelivered,
             "renders_repeated_after_a_worker_death": at_a_death,
             "renders_paid_twice_unexplained": unexplained,  # must be 0
             "worker_exits": exits,
-            "load_average": {"min": round(min(loads), 1), "mean": round(sum(loads) / len(loads), 1),
-                             "max": round(max(loads), 1)} if loads else None,
-            "render_charges": charges, "failed_reasons": dict(failed_reasons), "events": events,
+            "load_average": {
+                "min": round(min(loads), 1),
+                "mean": round(sum(loads) / len(loads), 1),
+                "max": round(max(loads), 1),
+            }
+            if loads
+            else None,
+            "render_charges": charges,
+            "failed_reasons": dict(failed_reasons),
+            "events": events,
         }
         print(json.dumps(summary, indent=2))
         write_results(opts.json, "soak", opts, summary)

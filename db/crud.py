@@ -20,25 +20,58 @@ OPEN = ("pending", "running", "retrying")
 CANCELLED = "cancelled"
 
 
-def create_batch(s: Session, batch_id: str, *, catalog_dir: str, new_dir: str, out_dir: str,
-                 options: dict[str, Any], budget_usd: float | None, notes: list[Any]) -> Batch:
-    b = Batch(id=batch_id, catalog_dir=catalog_dir, new_dir=new_dir, out_dir=out_dir,
-              options=options, budget_usd=budget_usd, notes=notes)
+def create_batch(
+    s: Session,
+    batch_id: str,
+    *,
+    catalog_dir: str,
+    new_dir: str,
+    out_dir: str,
+    options: dict[str, Any],
+    budget_usd: float | None,
+    notes: list[Any],
+) -> Batch:
+    b = Batch(
+        id=batch_id,
+        catalog_dir=catalog_dir,
+        new_dir=new_dir,
+        out_dir=out_dir,
+        options=options,
+        budget_usd=budget_usd,
+        notes=notes,
+    )
     s.add(b)
     s.flush()
     return b
 
 
-def add_job(s: Session, batch_id: str, kind: str, item_id: str, row_no: int, row: dict[str, Any],
-            stage: str, state: str = "pending", error: str | None = None) -> Job:
-    j = Job(batch_id=batch_id, kind=kind, item_id=item_id, row_no=row_no, row=row, stage=stage,
-            state=state, error=error, result={})
+def add_job(
+    s: Session,
+    batch_id: str,
+    kind: str,
+    item_id: str,
+    row_no: int,
+    row: dict[str, Any],
+    stage: str,
+    state: str = "pending",
+    error: str | None = None,
+) -> Job:
+    j = Job(
+        batch_id=batch_id,
+        kind=kind,
+        item_id=item_id,
+        row_no=row_no,
+        row=row,
+        stage=stage,
+        state=state,
+        error=error,
+        result={},
+    )
     s.add(j)
     return j
 
 
-def add_jobs(s: Session, batch_id: str, kind: str, rows: list[tuple[str, dict[str, Any]]],
-             stage: str) -> list[int]:
+def add_jobs(s: Session, batch_id: str, kind: str, rows: list[tuple[str, dict[str, Any]]], stage: str) -> list[int]:
     """Insert pending jobs for (item_id, row) pairs (row_no = position) and return their ids in the same
     order. For bulk submission: ORM objects cost ~10x more per row. PostgreSQL: the ids are taken from the
     column's sequence first and the rows go in as one pipelined executemany; an INSERT .. RETURNING of
@@ -46,12 +79,27 @@ def add_jobs(s: Session, batch_id: str, kind: str, rows: list[tuple[str, dict[st
     cache). SQLite: one INSERT .. RETURNING."""
     if not rows:
         return []
-    params = [{"batch_id": batch_id, "kind": kind, "item_id": item_id, "row_no": i, "row": row, "stage": stage,
-               "state": "pending", "result": {}} for i, (item_id, row) in enumerate(rows)]
+    params = [
+        {
+            "batch_id": batch_id,
+            "kind": kind,
+            "item_id": item_id,
+            "row_no": i,
+            "row": row,
+            "stage": stage,
+            "state": "pending",
+            "result": {},
+        }
+        for i, (item_id, row) in enumerate(rows)
+    ]
     if s.get_bind().dialect.name != "postgresql":
         return list(s.scalars(insert(Job).returning(Job.id, sort_by_parameter_order=True), params))
-    ids = sorted(s.scalars(text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
-                           {"table": Job.__tablename__, "n": len(params)}))
+    ids = sorted(
+        s.scalars(
+            text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
+            {"table": Job.__tablename__, "n": len(params)},
+        )
+    )
     for job_id, p in zip(ids, params):
         p["id"] = job_id
     s.execute(insert(Job), params)
@@ -81,27 +129,43 @@ class Claim:
 
 _JOB, _ATTEMPT, _CHARGE = Job.__table__, Attempt.__table__, Charge.__table__
 # built once: the claim and the record of every stage of every job run these (Core, bound parameters)
-_CLAIM = (update(_JOB)
-          .where(_JOB.c.id == bindparam("jid"), _JOB.c.stage == bindparam("stg"))
-          # claimed_by = NULL is never true: without a token only a stale claim is taken back
-          .where(_JOB.c.state.in_(("pending", "retrying")) | ((_JOB.c.state == "running") & (
-              (_JOB.c.claimed_at < bindparam("stale")) | (_JOB.c.claimed_by == bindparam("token")))))
-          .where(~select(Batch.id).where(Batch.id == _JOB.c.batch_id, Batch.cancelled_at.is_not(None)).exists())
-          .values(state="running", claimed_at=bindparam("now"), claimed_by=bindparam("token"),
-                  attempts=_JOB.c.attempts + 1)
-          .returning(_JOB.c.id, _JOB.c.batch_id, _JOB.c.kind, _JOB.c.item_id, _JOB.c.stage, _JOB.c.row,
-                     _JOB.c.result, _JOB.c.attempts))
-_LOSE_ATTEMPTS = (update(_ATTEMPT)
-                  .where(_ATTEMPT.c.job_id == bindparam("jid"), _ATTEMPT.c.stage == bindparam("stg"),
-                         _ATTEMPT.c.outcome == "running")
-                  .values(outcome="lost", error="the worker running it stopped")
-                  .returning(_ATTEMPT.c.id, _ATTEMPT.c.started_at))
+_CLAIM = (
+    update(_JOB)
+    .where(_JOB.c.id == bindparam("jid"), _JOB.c.stage == bindparam("stg"))
+    # claimed_by = NULL is never true: without a token only a stale claim is taken back
+    .where(
+        _JOB.c.state.in_(("pending", "retrying"))
+        | (
+            (_JOB.c.state == "running")
+            & ((_JOB.c.claimed_at < bindparam("stale")) | (_JOB.c.claimed_by == bindparam("token")))
+        )
+    )
+    .where(~select(Batch.id).where(Batch.id == _JOB.c.batch_id, Batch.cancelled_at.is_not(None)).exists())
+    .values(state="running", claimed_at=bindparam("now"), claimed_by=bindparam("token"), attempts=_JOB.c.attempts + 1)
+    .returning(
+        _JOB.c.id,
+        _JOB.c.batch_id,
+        _JOB.c.kind,
+        _JOB.c.item_id,
+        _JOB.c.stage,
+        _JOB.c.row,
+        _JOB.c.result,
+        _JOB.c.attempts,
+    )
+)
+_LOSE_ATTEMPTS = (
+    update(_ATTEMPT)
+    .where(_ATTEMPT.c.job_id == bindparam("jid"), _ATTEMPT.c.stage == bindparam("stg"), _ATTEMPT.c.outcome == "running")
+    .values(outcome="lost", error="the worker running it stopped")
+    .returning(_ATTEMPT.c.id, _ATTEMPT.c.started_at)
+)
 _OPEN_ATTEMPT = insert(_ATTEMPT).returning(_ATTEMPT.c.id)
 # PostgreSQL: the same claim in one statement and one round trip (it runs five times per SKU): the
 # conditional UPDATE, closing a dead worker's attempt and opening this one are data-modifying CTEs on one
 # snapshot (so `lost` cannot see the attempt `opened` inserts), and the batch comes back with the job.
 # Joining the batch (UPDATE .. FROM) does not lock its row.
-_CLAIM_PG = text("""
+_CLAIM_PG = (
+    text("""
 WITH claimed AS (
     UPDATE job SET state = 'running', claimed_at = :now, claimed_by = :token, attempts = job.attempts + 1,
                    updated_at = :now
@@ -121,16 +185,27 @@ WITH claimed AS (
     RETURNING id
 )
 SELECT claimed.*, opened.id AS attempt_id FROM claimed, opened
-""").bindparams(bindparam("now", type_=_JOB.c.claimed_at.type), bindparam("stale", type_=_JOB.c.claimed_at.type)) \
-    .columns(id=_JOB.c.id.type, batch_id=_JOB.c.batch_id.type, kind=_JOB.c.kind.type, item_id=_JOB.c.item_id.type,
-             stage=_JOB.c.stage.type, row=_JOB.c.row.type, result=_JOB.c.result.type, attempts=_JOB.c.attempts.type,
-             options=Batch.__table__.c.options.type, out_dir=Batch.__table__.c.out_dir.type,
-             budget_usd=Batch.__table__.c.budget_usd.type, vocab_version=Batch.__table__.c.vocab_version.type,
-             attempt_id=_ATTEMPT.c.id.type)
+""")
+    .bindparams(bindparam("now", type_=_JOB.c.claimed_at.type), bindparam("stale", type_=_JOB.c.claimed_at.type))
+    .columns(
+        id=_JOB.c.id.type,
+        batch_id=_JOB.c.batch_id.type,
+        kind=_JOB.c.kind.type,
+        item_id=_JOB.c.item_id.type,
+        stage=_JOB.c.stage.type,
+        row=_JOB.c.row.type,
+        result=_JOB.c.result.type,
+        attempts=_JOB.c.attempts.type,
+        options=Batch.__table__.c.options.type,
+        out_dir=Batch.__table__.c.out_dir.type,
+        budget_usd=Batch.__table__.c.budget_usd.type,
+        vocab_version=Batch.__table__.c.vocab_version.type,
+        attempt_id=_ATTEMPT.c.id.type,
+    )
+)
 
 
-def claim(s: Db, job_id: int, stage: str, token: str | None = None,
-          stale_after_s: float = 900.0) -> Claim | None:
+def claim(s: Db, job_id: int, stage: str, token: str | None = None, stale_after_s: float = 900.0) -> Claim | None:
     """Mark (job, stage) running if it is ours to run; None when it is done, failed or running elsewhere.
 
     `token` is the Celery task id: the same message redelivered (its worker died) or retried after a
@@ -144,9 +219,19 @@ def claim(s: Db, job_id: int, stage: str, token: str | None = None,
         if row is None:
             stop_if_cancelled(s, job_id)
             return None
-        return Claim(row.id, row.batch_id, row.kind, row.item_id, row.stage, dict(row.row or {}),
-                     dict(row.result or {}), row.attempts, row.attempt_id, now,
-                     batch=_BatchRow(row.batch_id, row.options, row.out_dir, row.budget_usd, row.vocab_version))
+        return Claim(
+            row.id,
+            row.batch_id,
+            row.kind,
+            row.item_id,
+            row.stage,
+            dict(row.row or {}),
+            dict(row.result or {}),
+            row.attempts,
+            row.attempt_id,
+            now,
+            batch=_BatchRow(row.batch_id, row.options, row.out_dir, row.budget_usd, row.vocab_version),
+        )
     row = s.execute(_CLAIM, params).first()
     if row is None:
         stop_if_cancelled(s, job_id)
@@ -154,10 +239,21 @@ def claim(s: Db, job_id: int, stage: str, token: str | None = None,
     # a reclaimed attempt (redelivery) closes the one its dead worker left open
     for lost_id, started in s.execute(_LOSE_ATTEMPTS, {"jid": job_id, "stg": stage}).all():
         s.execute(update(_ATTEMPT).where(_ATTEMPT.c.id == lost_id).values(seconds=_seconds_since(started, now)))
-    attempt_id = s.execute(_OPEN_ATTEMPT, {"job_id": job_id, "stage": stage, "started_at": now,
-                                           "outcome": "running"}).scalar_one()
-    return Claim(row.id, row.batch_id, row.kind, row.item_id, row.stage, dict(row.row or {}),
-                 dict(row.result or {}), row.attempts, attempt_id, now)
+    attempt_id = s.execute(
+        _OPEN_ATTEMPT, {"job_id": job_id, "stage": stage, "started_at": now, "outcome": "running"}
+    ).scalar_one()
+    return Claim(
+        row.id,
+        row.batch_id,
+        row.kind,
+        row.item_id,
+        row.stage,
+        dict(row.row or {}),
+        dict(row.result or {}),
+        row.attempts,
+        attempt_id,
+        now,
+    )
 
 
 @dataclass(frozen=True)
@@ -177,8 +273,11 @@ def _seconds_since(started: datetime, now: datetime) -> float:
 
 
 def _close_attempt(s: Session, job_id: int, stage: str, outcome: str, error: str | None) -> float:
-    a = s.scalars(select(Attempt).where(Attempt.job_id == job_id, Attempt.stage == stage,
-                                        Attempt.outcome == "running").order_by(Attempt.id.desc())).first()
+    a = s.scalars(
+        select(Attempt)
+        .where(Attempt.job_id == job_id, Attempt.stage == stage, Attempt.outcome == "running")
+        .order_by(Attempt.id.desc())
+    ).first()
     if a is None:
         return 0.0
     a.seconds = _seconds_since(a.started_at, utcnow())
@@ -197,8 +296,15 @@ def advance(s: Db, claimed: Claim, next_stage: str, result: dict[str, Any] | Non
     merged = dict(claimed.result)
     if result is not None:
         merged[claimed.stage] = result
-    params = {"jid": claimed.id, "stg": claimed.stage, "res": merged, "nxt": next_stage, "now": now,
-              "aid": claimed.attempt_id, "secs": _seconds_since(claimed.started_at, now)}
+    params = {
+        "jid": claimed.id,
+        "stg": claimed.stage,
+        "res": merged,
+        "nxt": next_stage,
+        "now": now,
+        "aid": claimed.attempt_id,
+        "secs": _seconds_since(claimed.started_at, now),
+    }
     if _dialect(s) == "postgresql":
         finish, move_on = _ADVANCE_PG
     else:
@@ -209,30 +315,45 @@ def advance(s: Db, claimed: Claim, next_stage: str, result: dict[str, Any] | Non
 
 # --- cancel ----------------------------------------------------------------------------------------
 
+
 def _batch_cancelled():  # noqa: ANN202 - correlated to the job table in a Core UPDATE
     return select(Batch.id).where(Batch.id == _JOB.c.batch_id, Batch.cancelled_at.is_not(None)).exists()
 
 
 # advance's two statements, built once (building one per call cost more client CPU than running it)
-_ADVANCE = (update(_JOB).where(_JOB.c.id == bindparam("jid"), _JOB.c.stage == bindparam("stg"))
-            .values(result=bindparam("res", type_=_JOB.c.result.type), stage=bindparam("nxt"),
-                    claimed_at=None, claimed_by=None,
-                    # set here: the column's onupdate is not applied to an UPDATE that carries a CTE
-                    updated_at=bindparam("now", type_=_JOB.c.updated_at.type)))
+_ADVANCE = (
+    update(_JOB)
+    .where(_JOB.c.id == bindparam("jid"), _JOB.c.stage == bindparam("stg"))
+    .values(
+        result=bindparam("res", type_=_JOB.c.result.type),
+        stage=bindparam("nxt"),
+        claimed_at=None,
+        claimed_by=None,
+        # set here: the column's onupdate is not applied to an UPDATE that carries a CTE
+        updated_at=bindparam("now", type_=_JOB.c.updated_at.type),
+    )
+)
 _FINISH = _ADVANCE.values(state="done", error=None, enqueued_at=None)
 # the chain sends the next stage's message as soon as this task returns, unless the batch was cancelled
-_MOVE_ON = _ADVANCE.values(state=case((_batch_cancelled(), CANCELLED), else_="pending"),
-                           error=case((_batch_cancelled(), "cancelled"), else_=None),
-                           enqueued_at=case((_batch_cancelled(), None), else_=bindparam("now")))
-_CLOSE_OK = (update(_ATTEMPT).where(_ATTEMPT.c.id == bindparam("aid"), _ATTEMPT.c.outcome == "running")
-             .values(outcome="ok", error=None, seconds=bindparam("secs", type_=_ATTEMPT.c.seconds.type)))
+_MOVE_ON = _ADVANCE.values(
+    state=case((_batch_cancelled(), CANCELLED), else_="pending"),
+    error=case((_batch_cancelled(), "cancelled"), else_=None),
+    enqueued_at=case((_batch_cancelled(), None), else_=bindparam("now")),
+)
+_CLOSE_OK = (
+    update(_ATTEMPT)
+    .where(_ATTEMPT.c.id == bindparam("aid"), _ATTEMPT.c.outcome == "running")
+    .values(outcome="ok", error=None, seconds=bindparam("secs", type_=_ATTEMPT.c.seconds.type))
+)
 _ADVANCE_PG = (_FINISH.add_cte(_CLOSE_OK.cte("closed")), _MOVE_ON.add_cte(_CLOSE_OK.cte("closed")))
 
 
-_STOP_IF_CANCELLED = (update(_JOB).where(_JOB.c.id == bindparam("jid"),
-                                         _JOB.c.state.in_(("pending", "retrying", "budget_exceeded")))
-                      .where(_batch_cancelled())
-                      .values(state=CANCELLED, error="cancelled", claimed_at=None, claimed_by=None, enqueued_at=None))
+_STOP_IF_CANCELLED = (
+    update(_JOB)
+    .where(_JOB.c.id == bindparam("jid"), _JOB.c.state.in_(("pending", "retrying", "budget_exceeded")))
+    .where(_batch_cancelled())
+    .values(state=CANCELLED, error="cancelled", claimed_at=None, claimed_by=None, enqueued_at=None)
+)
 
 
 def stop_if_cancelled(s: Db, job_id: int) -> bool:
@@ -244,18 +365,28 @@ def set_state(s: Session, job_id: int, stage: str, state: str, reason: str | Non
     """retrying | failed | budget_exceeded, with the reason the user will read."""
     outcome = {"retrying": "retry", "failed": "failed", "budget_exceeded": "held"}[state]
     _close_attempt(s, job_id, stage, outcome, reason)
-    s.execute(update(Job).where(Job.id == job_id, Job.stage == stage)
-              .values(state=state, error=reason, claimed_at=None, claimed_by=None,
-                      # a retry is a new message (Celery re-sends the task); the others have none
-                      enqueued_at=utcnow() if state == "retrying" else None))
+    s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.stage == stage)
+        .values(
+            state=state,
+            error=reason,
+            claimed_at=None,
+            claimed_by=None,
+            # a retry is a new message (Celery re-sends the task); the others have none
+            enqueued_at=utcnow() if state == "retrying" else None,
+        )
+    )
 
 
 def release(s: Db, claimed: Claim) -> None:
     """Give a claim back without counting it (e.g. waiting for the catalog): its attempt is dropped."""
     s.execute(delete(_ATTEMPT).where(_ATTEMPT.c.id == claimed.attempt_id, _ATTEMPT.c.outcome == "running"))
-    s.execute(update(_JOB).where(_JOB.c.id == claimed.id, _JOB.c.stage == claimed.stage, _JOB.c.state == "running")
-              .values(state="pending", claimed_at=None, claimed_by=None, attempts=_JOB.c.attempts - 1,
-                      enqueued_at=utcnow()))
+    s.execute(
+        update(_JOB)
+        .where(_JOB.c.id == claimed.id, _JOB.c.stage == claimed.stage, _JOB.c.state == "running")
+        .values(state="pending", claimed_at=None, claimed_by=None, attempts=_JOB.c.attempts - 1, enqueued_at=utcnow())
+    )
 
 
 def job(s: Session, job_id: int) -> Job | None:
@@ -275,7 +406,7 @@ def mark_enqueued(s: Session, job_ids: Iterable[int]) -> None:
     """The messages for these jobs were sent (after the broker accepted them)."""
     ids = sorted(job_ids)
     for n in range(0, len(ids), 1000):
-        part = ids[n:n + 1000]
+        part = ids[n : n + 1000]
         # lock the rows in id order first, the order workers claim a chunk in: a plain UPDATE ... IN locks
         # them in heap order, which deadlocked against a worker already claiming the same chunk (PostgreSQL)
         s.execute(select(Job.id).where(Job.id.in_(part)).order_by(Job.id).with_for_update())
@@ -291,8 +422,11 @@ def jobs(s: Session, batch_id: str, kind: str | None = None, ids: Iterable[int] 
     return list(s.scalars(q.order_by(Job.id)))
 
 
-_CATALOG_OPEN = select(func.count()).select_from(_JOB).where(
-    _JOB.c.batch_id == bindparam("bid"), _JOB.c.kind == "hit", _JOB.c.state.in_(OPEN))
+_CATALOG_OPEN = (
+    select(func.count())
+    .select_from(_JOB)
+    .where(_JOB.c.batch_id == bindparam("bid"), _JOB.c.kind == "hit", _JOB.c.state.in_(OPEN))
+)
 
 
 def catalog_open(s: Db, batch_id: str) -> int:
@@ -302,8 +436,9 @@ def catalog_open(s: Db, batch_id: str) -> int:
 
 def progress(s: Session, batch_id: str) -> dict[tuple[str, str], int]:
     """(kind, state) -> count: cheap enough to poll for a batch of thousands of SKUs."""
-    rows = s.execute(select(Job.kind, Job.state, func.count()).where(Job.batch_id == batch_id)
-                     .group_by(Job.kind, Job.state))
+    rows = s.execute(
+        select(Job.kind, Job.state, func.count()).where(Job.batch_id == batch_id).group_by(Job.kind, Job.state)
+    )
     return {(k, st): n for k, st, n in rows}
 
 
@@ -318,32 +453,54 @@ def latest_batch_id(s: Session) -> str | None:
 _BATCH_T = Batch.__table__
 _SPENT = select(func.coalesce(func.sum(_CHARGE.c.cost_usd), 0.0)).where(_CHARGE.c.batch_id == bindparam("bid"))
 # the batch row, locked: concurrent reservations of a batch take turns; its running total comes with it
-_LOCK_BATCH = (select(_BATCH_T.c.spent_usd, _BATCH_T.c.tenant_id).where(_BATCH_T.c.id == bindparam("bid"))
-               .with_for_update())
+_LOCK_BATCH = (
+    select(_BATCH_T.c.spent_usd, _BATCH_T.c.tenant_id).where(_BATCH_T.c.id == bindparam("bid")).with_for_update()
+)
 # the batch's tenant, locked after the batch row (always in that order): its monthly budget and running month total
 _TENANT_T = Tenant.__table__
-_LOCK_TENANT = (select(_TENANT_T.c.monthly_budget_usd, _TENANT_T.c.month, _TENANT_T.c.month_spent_usd)
-                .where(_TENANT_T.c.id == bindparam("tid")).with_for_update())
+_LOCK_TENANT = (
+    select(_TENANT_T.c.monthly_budget_usd, _TENANT_T.c.month, _TENANT_T.c.month_spent_usd)
+    .where(_TENANT_T.c.id == bindparam("tid"))
+    .with_for_update()
+)
 _BATCH_TENANT = select(_BATCH_T.c.tenant_id).where(_BATCH_T.c.id == bindparam("bid"))
 # a charge made now: added to this month's total, which starts from 0 when the month is a new one
-_ADD_MONTH = (update(_TENANT_T).where(_TENANT_T.c.id == bindparam("tid"))
-              .values(month=bindparam("m1", type_=_TENANT_T.c.month.type),
-                      month_spent_usd=case((_TENANT_T.c.month == bindparam("m2", type_=_TENANT_T.c.month.type),
-                                            _TENANT_T.c.month_spent_usd), else_=0.0)
-                      + bindparam("delta", type_=_TENANT_T.c.month_spent_usd.type)))
+_ADD_MONTH = (
+    update(_TENANT_T)
+    .where(_TENANT_T.c.id == bindparam("tid"))
+    .values(
+        month=bindparam("m1", type_=_TENANT_T.c.month.type),
+        month_spent_usd=case(
+            (_TENANT_T.c.month == bindparam("m2", type_=_TENANT_T.c.month.type), _TENANT_T.c.month_spent_usd), else_=0.0
+        )
+        + bindparam("delta", type_=_TENANT_T.c.month_spent_usd.type),
+    )
+)
 # a reservation settled or dropped: changes its own month's total only (a month gone by is left as it was)
-_ADJ_MONTH = (update(_TENANT_T).where(_TENANT_T.c.id == bindparam("tid"), _TENANT_T.c.month == bindparam("m1"))
-              .values(month_spent_usd=_TENANT_T.c.month_spent_usd
-                      + bindparam("delta", type_=_TENANT_T.c.month_spent_usd.type)))
+_ADJ_MONTH = (
+    update(_TENANT_T)
+    .where(_TENANT_T.c.id == bindparam("tid"), _TENANT_T.c.month == bindparam("m1"))
+    .values(month_spent_usd=_TENANT_T.c.month_spent_usd + bindparam("delta", type_=_TENANT_T.c.month_spent_usd.type))
+)
 _BATCH_SPENT = select(_BATCH_T.c.spent_usd).where(_BATCH_T.c.id == bindparam("bid"))
-_ADD_SPENT = (update(_BATCH_T).where(_BATCH_T.c.id == bindparam("bid"))
-              .values(spent_usd=_BATCH_T.c.spent_usd + bindparam("delta", type_=_BATCH_T.c.spent_usd.type)))
-_CHARGE_OF_KEY = (select(_CHARGE.c.id, _CHARGE.c.job_id, _CHARGE.c.state, _CHARGE.c.cost_usd, _CHARGE.c.created_at)
-                  .where(_CHARGE.c.batch_id == bindparam("bid"), _CHARGE.c.key == bindparam("key")))
-_ADD_JOB_COST = (update(_JOB).where(_JOB.c.id == bindparam("jid"))
-                 .values(cost_usd=_JOB.c.cost_usd + bindparam("cost", type_=_JOB.c.cost_usd.type)))
-_CHARGED = (update(_CHARGE).where(_CHARGE.c.id == bindparam("cid"))
-            .values(state="charged", cost_usd=bindparam("cost", type_=_CHARGE.c.cost_usd.type)))
+_ADD_SPENT = (
+    update(_BATCH_T)
+    .where(_BATCH_T.c.id == bindparam("bid"))
+    .values(spent_usd=_BATCH_T.c.spent_usd + bindparam("delta", type_=_BATCH_T.c.spent_usd.type))
+)
+_CHARGE_OF_KEY = select(
+    _CHARGE.c.id, _CHARGE.c.job_id, _CHARGE.c.state, _CHARGE.c.cost_usd, _CHARGE.c.created_at
+).where(_CHARGE.c.batch_id == bindparam("bid"), _CHARGE.c.key == bindparam("key"))
+_ADD_JOB_COST = (
+    update(_JOB)
+    .where(_JOB.c.id == bindparam("jid"))
+    .values(cost_usd=_JOB.c.cost_usd + bindparam("cost", type_=_JOB.c.cost_usd.type))
+)
+_CHARGED = (
+    update(_CHARGE)
+    .where(_CHARGE.c.id == bindparam("cid"))
+    .values(state="charged", cost_usd=bindparam("cost", type_=_CHARGE.c.cost_usd.type))
+)
 _DROP_CHARGE = delete(_CHARGE).where(_CHARGE.c.id == bindparam("cid"))
 
 
@@ -374,8 +531,11 @@ def _add_month(s: Db, tenant_id: str, delta: float, month: str) -> None:
 
 def tenant_month(s: Db, tenant_id: str) -> tuple[float | None, float]:
     """The tenant's monthly budget (None: no limit) and what it spent this calendar month (UTC)."""
-    row = s.execute(select(_TENANT_T.c.monthly_budget_usd, _TENANT_T.c.month, _TENANT_T.c.month_spent_usd)
-                    .where(_TENANT_T.c.id == tenant_id)).first()
+    row = s.execute(
+        select(_TENANT_T.c.monthly_budget_usd, _TENANT_T.c.month, _TENANT_T.c.month_spent_usd).where(
+            _TENANT_T.c.id == tenant_id
+        )
+    ).first()
     if row is None:
         return None, 0.0
     return row.monthly_budget_usd, float(row.month_spent_usd) if row.month == _month(utcnow()) else 0.0
@@ -390,16 +550,25 @@ def set_monthly_budget(s: Db, tenant_id: str, budget: float | None) -> float:
     charges (a tenant row made after its first charges starts right). Returns this month's spend."""
     now = utcnow()
     start = now.astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    total = float(s.scalar(select(func.coalesce(func.sum(_CHARGE.c.cost_usd), 0.0))
-                           .select_from(_CHARGE.join(_BATCH_T, _BATCH_T.c.id == _CHARGE.c.batch_id))
-                           .where(_BATCH_T.c.tenant_id == tenant_id, _CHARGE.c.created_at >= start)) or 0.0)
-    s.execute(update(_TENANT_T).where(_TENANT_T.c.id == tenant_id)
-              .values(monthly_budget_usd=budget, month=_month(now), month_spent_usd=total))
+    total = float(
+        s.scalar(
+            select(func.coalesce(func.sum(_CHARGE.c.cost_usd), 0.0))
+            .select_from(_CHARGE.join(_BATCH_T, _BATCH_T.c.id == _CHARGE.c.batch_id))
+            .where(_BATCH_T.c.tenant_id == tenant_id, _CHARGE.c.created_at >= start)
+        )
+        or 0.0
+    )
+    s.execute(
+        update(_TENANT_T)
+        .where(_TENANT_T.c.id == tenant_id)
+        .values(monthly_budget_usd=budget, month=_month(now), month_spent_usd=total)
+    )
     return total
 
 
-def reserve(s: Db, batch_id: str, job_id: int | None, stage: str, key: str, model: str,
-            cost: float, budget: float | None) -> str:
+def reserve(
+    s: Db, batch_id: str, job_id: int | None, stage: str, key: str, model: str, cost: float, budget: float | None
+) -> str:
     """Reserve the cost of one paid call before making it.
 
     Returns "ok" (go ahead: reserved now, or this job's own reservation from an earlier delivery),
@@ -428,9 +597,19 @@ def reserve(s: Db, batch_id: str, job_id: int | None, stage: str, key: str, mode
             if month_now + cost > t.monthly_budget_usd + 1e-9:
                 return "over_month"
     # the batch row is locked (SQLite: one writer at a time), so a conflict is no race lost; as before it is no error
-    new = s.execute(_statements(s).add_charge_returning, {"bid": batch_id, "jid": job_id, "stg": stage, "key": key,
-                                                          "model": model, "cost": cost, "state": "reserved",
-                                                          "now": now}).first()
+    new = s.execute(
+        _statements(s).add_charge_returning,
+        {
+            "bid": batch_id,
+            "jid": job_id,
+            "stg": stage,
+            "key": key,
+            "model": model,
+            "cost": cost,
+            "state": "reserved",
+            "now": now,
+        },
+    ).first()
     if new is not None:
         _add_spent(s, batch_id, cost)
         if locked is not None and cost:
@@ -467,9 +646,19 @@ def record_charge(s: Db, batch_id: str, job_id: int | None, stage: str, key: str
     reserve, so a render's budget check counts it."""
     locked = s.execute(_LOCK_BATCH, {"bid": batch_id}).first()
     now = utcnow()
-    new = s.execute(_statements(s).add_charge_returning, {"bid": batch_id, "jid": job_id, "stg": stage, "key": key,
-                                                          "model": model, "cost": cost, "state": "charged",
-                                                          "now": now}).first()
+    new = s.execute(
+        _statements(s).add_charge_returning,
+        {
+            "bid": batch_id,
+            "jid": job_id,
+            "stg": stage,
+            "key": key,
+            "model": model,
+            "cost": cost,
+            "state": "charged",
+            "now": now,
+        },
+    ).first()
     if new is None:
         return False
     _add_spent(s, batch_id, cost)
@@ -482,11 +671,16 @@ def record_charge(s: Db, batch_id: str, job_id: int | None, stage: str, key: str
 
 def charged(s: Db, batch_id: str, key: str) -> float:
     """What the call under key was charged (0.0 if it was free or never reserved)."""
-    return float(s.scalar(select(Charge.cost_usd).where(Charge.batch_id == batch_id, Charge.key == key,
-                                                        Charge.state == "charged")) or 0.0)
+    return float(
+        s.scalar(
+            select(Charge.cost_usd).where(Charge.batch_id == batch_id, Charge.key == key, Charge.state == "charged")
+        )
+        or 0.0
+    )
 
 
 # --- cache -----------------------------------------------------------------------------------
+
 
 def _dialect_insert(dialect: str) -> Any:
     """INSERT with ON CONFLICT clauses, for the job table's two dialects."""
@@ -510,15 +704,29 @@ class _Upserts:
 @functools.cache
 def _upserts(dialect: str) -> _Upserts:
     insert_ = _dialect_insert(dialect)
-    charge = insert_(_CHARGE).values(
-        batch_id=bindparam("bid"), job_id=bindparam("jid"), stage=bindparam("stg"), key=bindparam("key"),
-        model=bindparam("model"), cost_usd=bindparam("cost", type_=_CHARGE.c.cost_usd.type),
-        state=bindparam("state"), created_at=bindparam("now", type_=_CHARGE.c.created_at.type),
-    ).on_conflict_do_nothing(index_elements=[_CHARGE.c.batch_id, _CHARGE.c.key])
-    cache = insert_(_CACHE).values(key=bindparam("k"), value=bindparam("v", type_=_CACHE.c.value.type),
-                                   created_at=bindparam("now", type_=_CACHE.c.created_at.type))
-    return _Upserts(charge.returning(_CHARGE.c.id),
-                    cache.on_conflict_do_update(index_elements=[_CACHE.c.key], set_={"value": cache.excluded.value}))
+    charge = (
+        insert_(_CHARGE)
+        .values(
+            batch_id=bindparam("bid"),
+            job_id=bindparam("jid"),
+            stage=bindparam("stg"),
+            key=bindparam("key"),
+            model=bindparam("model"),
+            cost_usd=bindparam("cost", type_=_CHARGE.c.cost_usd.type),
+            state=bindparam("state"),
+            created_at=bindparam("now", type_=_CHARGE.c.created_at.type),
+        )
+        .on_conflict_do_nothing(index_elements=[_CHARGE.c.batch_id, _CHARGE.c.key])
+    )
+    cache = insert_(_CACHE).values(
+        key=bindparam("k"),
+        value=bindparam("v", type_=_CACHE.c.value.type),
+        created_at=bindparam("now", type_=_CACHE.c.created_at.type),
+    )
+    return _Upserts(
+        charge.returning(_CHARGE.c.id),
+        cache.on_conflict_do_update(index_elements=[_CACHE.c.key], set_={"value": cache.excluded.value}),
+    )
 
 
 def _dialect(s: Db) -> str:
@@ -556,8 +764,12 @@ def stage_seconds(s: Session, job_ids: list[int]) -> dict[int, dict[str, float]]
     out: dict[int, dict[str, float]] = {}
     if not job_ids:
         return out
-    rows = s.execute(select(Attempt.job_id, Attempt.stage, func.sum(Attempt.seconds))
-                     .where(Attempt.job_id.in_(job_ids)).group_by(Attempt.job_id, Attempt.stage).order_by(Attempt.job_id))
+    rows = s.execute(
+        select(Attempt.job_id, Attempt.stage, func.sum(Attempt.seconds))
+        .where(Attempt.job_id.in_(job_ids))
+        .group_by(Attempt.job_id, Attempt.stage)
+        .order_by(Attempt.job_id)
+    )
     for job_id, stage, secs in rows:
         out.setdefault(job_id, {})[stage] = float(secs or 0.0)
     return out

@@ -39,8 +39,7 @@ class Tenant(Base):
 
 def tenant_column() -> Mapped[str]:
     """The owning tenant, for any table that needs one (existing rows: the default tenant)."""
-    return mapped_column(String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT, nullable=False,
-                         index=True)
+    return mapped_column(String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT, nullable=False, index=True)
 
 
 class Catalog(Base):
@@ -113,8 +112,10 @@ class Batch(Base):
 class Job(Base):
     __tablename__ = "job"
     # the index: the API lists a batch's jobs by state and pages through them by id (migration 0003)
-    __table_args__ = (UniqueConstraint("batch_id", "kind", "item_id"),
-                      Index("ix_job_batch_state_id", "batch_id", "state", "id"))
+    __table_args__ = (
+        UniqueConstraint("batch_id", "kind", "item_id"),
+        Index("ix_job_batch_state_id", "batch_id", "state", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     batch_id: Mapped[str] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), index=True)
@@ -201,7 +202,10 @@ class Output(Base):
     take with the reviewer's note is being rendered); take counts the renders a redo asked for."""
 
     __tablename__ = "output"
-    __table_args__ = (UniqueConstraint("job_id", "preset"), Index("ix_output_batch_review_id", "batch_id", "review", "id"))
+    __table_args__ = (
+        UniqueConstraint("job_id", "preset"),
+        Index("ix_output_batch_review_id", "batch_id", "review", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     batch_id: Mapped[str] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"))
@@ -210,7 +214,9 @@ class Output(Base):
     preset: Mapped[str] = mapped_column(String(64))
     take: Mapped[int] = mapped_column(Integer, default=1)
     path: Mapped[str] = mapped_column(Text)
-    gate: Mapped[str] = mapped_column(String(32), default="unchecked")  # passed | passed_after_rerender | needs_review | unchecked
+    gate: Mapped[str] = mapped_column(
+        String(32), default="unchecked"
+    )  # passed | passed_after_rerender | needs_review | unchecked
     reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)  # the gate's reasons
     review: Mapped[str] = mapped_column(String(16), default="none")
     note: Mapped[str | None] = mapped_column(Text, nullable=True)

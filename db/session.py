@@ -67,6 +67,7 @@ def _ping_if_idle(eng: Engine):  # noqa: ANN202
             eng.dialect.do_ping(dbapi_conn)
         except Exception as e:  # the pool retries the checkout on a fresh connection
             raise exc.DisconnectionError(str(e)) from e
+
     return checkout
 
 
@@ -129,8 +130,10 @@ def _add_missing_columns(eng: Engine) -> None:
                 if col.name not in present:
                     conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {CreateColumn(col).compile(conn)}")
                     if (table.name, col.name) == ("batch", "spent_usd"):
-                        conn.exec_driver_sql("UPDATE batch SET spent_usd = COALESCE((SELECT SUM(charge.cost_usd) "
-                                             "FROM charge WHERE charge.batch_id = batch.id), 0)")
+                        conn.exec_driver_sql(
+                            "UPDATE batch SET spent_usd = COALESCE((SELECT SUM(charge.cost_usd) "
+                            "FROM charge WHERE charge.batch_id = batch.id), 0)"
+                        )
 
 
 @contextmanager

@@ -15,8 +15,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hitline.errors import HitlineError, TransientError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Turn new-product flat-lays into marketplace promo images in the look of your best-sellers.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Turn new-product flat-lays into marketplace promo images in the look of your best-sellers.",
+)
 console = Console()
 
 
@@ -31,14 +34,27 @@ def _configure(provider: Optional[str], base_url: Optional[str], data_dir: Optio
     from hitline.jobs.context import reset_runtime
 
     reset_runtime()
-    logging.basicConfig(level=os.environ.get("HITLINE_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("HITLINE_LOG_LEVEL", "WARNING"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
-def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min_sales: Optional[int],
-               presets: Optional[str], budget: Optional[float], wait: bool, review: Optional[str] = None,
-               draft: Optional[str] = None, locales: Optional[str] = None,
-               text_mode: Optional[str] = None, missing_translation: Optional[str] = None) -> str:
+def _run_batch(
+    catalog: Path,
+    new: Path,
+    out: Path,
+    *,
+    top_k: Optional[int],
+    min_sales: Optional[int],
+    presets: Optional[str],
+    budget: Optional[float],
+    wait: bool,
+    review: Optional[str] = None,
+    draft: Optional[str] = None,
+    locales: Optional[str] = None,
+    text_mode: Optional[str] = None,
+    missing_translation: Optional[str] = None,
+) -> str:
     from hitline.jobs import verbs
     from hitline.jobs.context import get_runtime
 
@@ -49,13 +65,27 @@ def _run_batch(catalog: Path, new: Path, out: Path, *, top_k: Optional[int], min
     with ExitStack() as worker:
         # everything is checked and recorded before a worker starts: a mistake costs no start-up time;
         # a broker that refuses: one error line with the batch id and `hitline resume`
-        sub = verbs.submit(rt, catalog, new, out, send=_Sender(worker, embedded), top_k=top_k,
-                           min_sales=min_sales, presets=preset_names, budget_usd=budget,
-                           review=review, draft=draft, locales=locales,
-                           text_mode=text_mode, missing_translation=missing_translation)
-        console.print(f"batch [bold]{sub.batch_id}[/]: {sum(map(len, sub.hit_chunks))} catalog products, "
-                      f"{len(sub.sku_jobs)} new SKUs, {sub.rejected} rows rejected "
-                      f"({'embedded worker' if embedded else 'queued on ' + _safe_url(st.broker_url)})")
+        sub = verbs.submit(
+            rt,
+            catalog,
+            new,
+            out,
+            send=_Sender(worker, embedded),
+            top_k=top_k,
+            min_sales=min_sales,
+            presets=preset_names,
+            budget_usd=budget,
+            review=review,
+            draft=draft,
+            locales=locales,
+            text_mode=text_mode,
+            missing_translation=missing_translation,
+        )
+        console.print(
+            f"batch [bold]{sub.batch_id}[/]: {sum(map(len, sub.hit_chunks))} catalog products, "
+            f"{len(sub.sku_jobs)} new SKUs, {sub.rejected} rows rejected "
+            f"({'embedded worker' if embedded else 'queued on ' + _safe_url(st.broker_url)})"
+        )
         if embedded or wait:
             _wait(rt, sub.batch_id)
     if embedded or wait:
@@ -100,8 +130,14 @@ def _wait(rt, batch_id: str) -> None:  # noqa: ANN001
 
     last_counts, last_change, hinted = None, time.monotonic(), False
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
         bars = {}
         while True:
             with session_scope(rt.db_url) as s:
@@ -118,10 +154,12 @@ def _wait(rt, batch_id: str) -> None:  # noqa: ANN001
                 last_counts, last_change = counts, time.monotonic()
             elif not hinted and rt.settings.broker_url and time.monotonic() - last_change > STALL_HINT_S:
                 hinted = True
-                bar.console.print(f"[yellow]no progress for {STALL_HINT_S:.0f} s[/]: are workers running on "
-                                  f"{_safe_url(rt.settings.broker_url)} with the same HITLINE_DATABASE_URL? "
-                                  "(`hitline worker --queues ...`; `hitline status` shows failed jobs). "
-                                  "Ctrl-C stops waiting; the batch goes on without you (`hitline status`).")
+                bar.console.print(
+                    f"[yellow]no progress for {STALL_HINT_S:.0f} s[/]: are workers running on "
+                    f"{_safe_url(rt.settings.broker_url)} with the same HITLINE_DATABASE_URL? "
+                    "(`hitline worker --queues ...`; `hitline status` shows failed jobs). "
+                    "Ctrl-C stops waiting; the batch goes on without you (`hitline status`)."
+                )
             time.sleep(0.5)
 
 
@@ -136,60 +174,93 @@ def _finish(rt, batch_id: str) -> None:  # noqa: ANN001
     with session_scope(rt.db_url) as s:
         bad_hits = crud.progress(s, batch_id).get(("hit", "failed"), 0)
     if bad_hits:
-        console.print(f"[yellow]{bad_hits} catalog rows were not indexed[/]: "
-                      f"hitline status {batch_id} --kind hit --state failed")
+        console.print(
+            f"[yellow]{bad_hits} catalog rows were not indexed[/]: hitline status {batch_id} --kind hit --state failed"
+        )
     console.print(f"report: [bold]{path}[/]")
     console.print(f"outputs: {path.parent}")
 
 
-_LOCALES_HELP = ("words on the pictures in these locales, e.g. en-US,de-DE,ja-JP,zh-CN (the first is the "
-                 "language of new_products.csv's headline column)")
+_LOCALES_HELP = (
+    "words on the pictures in these locales, e.g. en-US,de-DE,ja-JP,zh-CN (the first is the "
+    "language of new_products.csv's headline column)"
+)
 _TEXT_MODE_HELP = "overlay (default: hitline typesets the words) | model (the image model writes them)"
 _MISSING_HELP = "a locale without headline_<locale>: refuse (default) | translate (analysis model, marked as such)"
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("hitline-out"), help="where results go"),
-         data: Path = typer.Option(Path("hitline-demo"), help="where the generated sample data goes"),
-         provider: Optional[str] = typer.Option(None, help="local | openrouter (default: openrouter when a key is set)"),
-         openrouter_base_url: Optional[str] = typer.Option(None, help="e.g. the fake: http://127.0.0.1:P/api/v1"),
-         presets: Optional[str] = typer.Option(None, help="comma-separated preset names"),
-         budget: Optional[float] = typer.Option(None, help="USD cap for paid renders in this batch"),
-         locales: Optional[str] = typer.Option(None, help=_LOCALES_HELP),
-         text_mode: Optional[str] = typer.Option(None, help=_TEXT_MODE_HELP),
-         missing_translation: Optional[str] = typer.Option(None, help=_MISSING_HELP)) -> None:
+def demo(
+    out: Path = typer.Option(Path("hitline-out"), help="where results go"),
+    data: Path = typer.Option(Path("hitline-demo"), help="where the generated sample data goes"),
+    provider: Optional[str] = typer.Option(None, help="local | openrouter (default: openrouter when a key is set)"),
+    openrouter_base_url: Optional[str] = typer.Option(None, help="e.g. the fake: http://127.0.0.1:P/api/v1"),
+    presets: Optional[str] = typer.Option(None, help="comma-separated preset names"),
+    budget: Optional[float] = typer.Option(None, help="USD cap for paid renders in this batch"),
+    locales: Optional[str] = typer.Option(None, help=_LOCALES_HELP),
+    text_mode: Optional[str] = typer.Option(None, help=_TEXT_MODE_HELP),
+    missing_translation: Optional[str] = typer.Option(None, help=_MISSING_HELP),
+) -> None:
     """Generate a sample hit catalog and new flat-lays, then run the whole line on them."""
     _configure(provider, openrouter_base_url, None)
     from hitline.demo.sampledata import generate_demo
 
     catalog, new = generate_demo(data)
     console.print(f"sample data: {catalog} (hit catalog), {new} (new products)")
-    _guard(lambda: _run_batch(catalog, new, out, top_k=None, min_sales=None, presets=presets, budget=budget, wait=True, locales=locales, text_mode=text_mode, missing_translation=missing_translation))
+    _guard(
+        lambda: _run_batch(
+            catalog,
+            new,
+            out,
+            top_k=None,
+            min_sales=None,
+            presets=presets,
+            budget=budget,
+            wait=True,
+            locales=locales,
+            text_mode=text_mode,
+            missing_translation=missing_translation,
+        )
+    )
 
 
 @app.command()
-def run(catalog: Path = typer.Option(..., help="folder with products.csv + images, or a catalog name (`hitline catalog list`)"),
-        new: Path = typer.Option(..., help="folder with new_products.csv + flat-lays"),
-        out: Path = typer.Option(Path("hitline-out"), help="where results go"),
-        top_k: Optional[int] = typer.Option(None, help="hits to borrow the look from (default 3)"),
-        min_sales: Optional[int] = typer.Option(None, help="only hits with sales_count above this (default 1500)"),
-        presets: Optional[str] = typer.Option(None, help="comma-separated preset names (see presets.toml)"),
-        provider: Optional[str] = typer.Option(None, help="local | openrouter"),
-        openrouter_base_url: Optional[str] = typer.Option(None),
-        budget: Optional[float] = typer.Option(None, help="USD cap for paid renders in this batch"),
-        review: Optional[str] = typer.Option(None, help="all: every output waits for approval; gate (default): "
-                                                        "only those the quality gate sent to review"),
-        escalate: Optional[str] = typer.Option(None, help="pro | none (default): an output whose re-render still "
-                                               "fails the gate is rendered once more by Nano Banana Pro"),
-        draft: Optional[str] = typer.Option(None, help="512px (or 1K): drafts first; approved ones are rendered "
-                                                       "at their final sizes (`hitline review B --approve`)"),
-        wait: bool = typer.Option(True, help="with a broker: wait for the batch and write the report"),
-        locales: Optional[str] = typer.Option(None, help=_LOCALES_HELP),
-        text_mode: Optional[str] = typer.Option(None, help=_TEXT_MODE_HELP),
-        missing_translation: Optional[str] = typer.Option(None, help=_MISSING_HELP),
-        mode: Optional[str] = typer.Option(None, help="direct (default): one render per ratio group; staged: a scene "
-                                           "plate per (references, ratio group) made once per batch, the product "
-                                           "placed into it")) -> None:
+def run(
+    catalog: Path = typer.Option(
+        ..., help="folder with products.csv + images, or a catalog name (`hitline catalog list`)"
+    ),
+    new: Path = typer.Option(..., help="folder with new_products.csv + flat-lays"),
+    out: Path = typer.Option(Path("hitline-out"), help="where results go"),
+    top_k: Optional[int] = typer.Option(None, help="hits to borrow the look from (default 3)"),
+    min_sales: Optional[int] = typer.Option(None, help="only hits with sales_count above this (default 1500)"),
+    presets: Optional[str] = typer.Option(None, help="comma-separated preset names (see presets.toml)"),
+    provider: Optional[str] = typer.Option(None, help="local | openrouter"),
+    openrouter_base_url: Optional[str] = typer.Option(None),
+    budget: Optional[float] = typer.Option(None, help="USD cap for paid renders in this batch"),
+    review: Optional[str] = typer.Option(
+        None, help="all: every output waits for approval; gate (default): only those the quality gate sent to review"
+    ),
+    escalate: Optional[str] = typer.Option(
+        None,
+        help="pro | none (default): an output whose re-render still "
+        "fails the gate is rendered once more by Nano Banana Pro",
+    ),
+    draft: Optional[str] = typer.Option(
+        None,
+        help="512px (or 1K): drafts first; approved ones are rendered "
+        "at their final sizes (`hitline review B --approve`)",
+    ),
+    wait: bool = typer.Option(True, help="with a broker: wait for the batch and write the report"),
+    locales: Optional[str] = typer.Option(None, help=_LOCALES_HELP),
+    text_mode: Optional[str] = typer.Option(None, help=_TEXT_MODE_HELP),
+    missing_translation: Optional[str] = typer.Option(None, help=_MISSING_HELP),
+    mode: Optional[str] = typer.Option(
+        None,
+        help="direct (default): one render per ratio group; staged: a scene "
+        "plate per (references, ratio group) made once per batch, the product "
+        "placed into it",
+    ),
+) -> None:
     """Run the line on your own catalog and new products."""
     if mode:
         if mode not in ("direct", "staged"):
@@ -200,9 +271,23 @@ def run(catalog: Path = typer.Option(..., help="folder with products.csv + image
             raise typer.BadParameter(f"--escalate must be pro or none, not {escalate!r}")
         os.environ["HITLINE_ESCALATE"] = escalate
     _configure(provider, openrouter_base_url, None)
-    _guard(lambda: _run_batch(catalog, new, out, top_k=top_k, min_sales=min_sales, presets=presets,
-                              budget=budget, wait=wait, review=review, draft=draft, locales=locales,
-                              text_mode=text_mode, missing_translation=missing_translation))
+    _guard(
+        lambda: _run_batch(
+            catalog,
+            new,
+            out,
+            top_k=top_k,
+            min_sales=min_sales,
+            presets=presets,
+            budget=budget,
+            wait=wait,
+            review=review,
+            draft=draft,
+            locales=locales,
+            text_mode=text_mode,
+            missing_translation=missing_translation,
+        )
+    )
 
 
 def _guard(fn) -> None:  # noqa: ANN001
@@ -251,8 +336,9 @@ def _unreachable(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}"
 
 
-def _print_status(batch: Optional[str], kind: Optional[str] = None, state: Optional[str] = None,
-                  as_json: bool = False) -> None:
+def _print_status(
+    batch: Optional[str], kind: Optional[str] = None, state: Optional[str] = None, as_json: bool = False
+) -> None:
     """The batch summary (status, retry, cancel and serve live in hitline/cli_batches.py)."""
     from hitline.cli_batches import _status
 
@@ -260,11 +346,16 @@ def _print_status(batch: Optional[str], kind: Optional[str] = None, state: Optio
 
 
 @app.command()
-def resume(batch: str, budget: Optional[float] = typer.Option(None, help="new USD budget for the batch"),
-           stale_after: Optional[float] = typer.Option(
-               None, help="a job 'running' (or queued) for longer than this many seconds is taken as lost and "
-                          "re-enqueued; default 900 with a broker, 0 in embedded mode (no other worker exists)"),
-           wait: bool = typer.Option(True)) -> None:
+def resume(
+    batch: str,
+    budget: Optional[float] = typer.Option(None, help="new USD budget for the batch"),
+    stale_after: Optional[float] = typer.Option(
+        None,
+        help="a job 'running' (or queued) for longer than this many seconds is taken as lost and "
+        "re-enqueued; default 900 with a broker, 0 in embedded mode (no other worker exists)",
+    ),
+    wait: bool = typer.Option(True),
+) -> None:
     """Re-enqueue a batch's unfinished jobs (lost messages, crashes, renders held by the budget); jobs with a
     message in flight are left alone."""
     _configure(None, None, None)
@@ -328,10 +419,12 @@ def drop_collection(name: str, yes: bool = typer.Option(False, "--yes", help="re
 
 
 @app.command()
-def worker(queues: Optional[str] = typer.Option(None, help="comma-separated queues to consume (default: all)"),
-           concurrency: Optional[int] = typer.Option(None, help="default: HITLINE_WORKER_CONCURRENCY"),
-           pool: str = typer.Option("prefork", help="prefork | threads"),
-           loglevel: str = typer.Option("INFO")) -> None:
+def worker(
+    queues: Optional[str] = typer.Option(None, help="comma-separated queues to consume (default: all)"),
+    concurrency: Optional[int] = typer.Option(None, help="default: HITLINE_WORKER_CONCURRENCY"),
+    pool: str = typer.Option("prefork", help="prefork | threads"),
+    loglevel: str = typer.Option("INFO"),
+) -> None:
     """Run a Celery worker for some queues (distributed mode). It checks the broker, the job table, Milvus and
     (for provider queues) the provider settings first, and refuses to start with one line if one is wrong."""
     _configure(None, None, None)
@@ -340,8 +433,11 @@ def worker(queues: Optional[str] = typer.Option(None, help="comma-separated queu
     _guard(lambda: run_worker(queues.split(",") if queues else None, concurrency, pool, loglevel))
 
 
-@app.command("fake-openrouter", add_help_option=False,
-             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    "fake-openrouter",
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
 def fake_openrouter(ctx: typer.Context) -> None:
     """Serve an OpenRouter-compatible fake API on loopback (try the API path offline). --help for knobs."""
     from hitline.fake.server import main

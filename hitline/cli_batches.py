@@ -51,9 +51,14 @@ def _width() -> int:
 
 
 def _wrap(text: str, indent: int, hanging: int | None = None) -> str:
-    return textwrap.fill(text, width=_width(), initial_indent=" " * indent,
-                         subsequent_indent=" " * (indent if hanging is None else hanging),
-                         break_long_words=True, break_on_hyphens=False)
+    return textwrap.fill(
+        text,
+        width=_width(),
+        initial_indent=" " * indent,
+        subsequent_indent=" " * (indent if hanging is None else hanging),
+        break_long_words=True,
+        break_on_hyphens=False,
+    )
 
 
 _GATE = {"passed": "passed", "passed_after_rerender": "passed after re-render", "needs_review": "needs review"}
@@ -92,8 +97,11 @@ def _quality_lines(q: BatchQuality) -> list[str]:
     low = found.low_res
     parts = []
     if low:  # a count per preset only where it differs from the number of low_res SKUs
-        detail = [f"{'' if n == low else f'{n} '}{p} downsized to {size}"
-                  for p, sizes in found.downsized.items() for size, n in sizes.items()]
+        detail = [
+            f"{'' if n == low else f'{n} '}{p} downsized to {size}"
+            for p, sizes in found.downsized.items()
+            for size, n in sizes.items()
+        ]
         detail += [f"{'' if n == low else f'{n} '}{p} failed" for p, n in found.failed.items()]
         parts.append(f"{low} SKU{'s' if low > 1 else ''} low_res ({', '.join(detail)})")
     if found.touches_frame:
@@ -104,9 +112,15 @@ def _quality_lines(q: BatchQuality) -> list[str]:
         lines.append(_wrap("input checks: " + ", ".join(parts), 2, 4))
     d = q.drafts
     if d:
-        lines.append(_wrap(f"drafts at {d.draft_size}: {d.drafts} drafts (${d.draft_usd:.3f}), {d.finals} "
-                           f"finals (${d.final_usd:.3f}), {d.rejected} rejected: ${d.finals_not_paid_usd:.3f} of "
-                           f"finals not paid for, {d.waiting} waiting for review", 2, 4))
+        lines.append(
+            _wrap(
+                f"drafts at {d.draft_size}: {d.drafts} drafts (${d.draft_usd:.3f}), {d.finals} "
+                f"finals (${d.final_usd:.3f}), {d.rejected} rejected: ${d.finals_not_paid_usd:.3f} of "
+                f"finals not paid for, {d.waiting} waiting for review",
+                2,
+                4,
+            )
+        )
     return lines
 
 
@@ -127,9 +141,11 @@ def render_summary(b: Any) -> str:  # control.BatchSummary
         if states:
             lines.append(f"  {label:<9}{sum(states.values()):>6}: {_counts(states)}")
     stages = b.by_stage.get("sku", {})
-    waiting = [f"{stage} {_counts({k: v for k, v in st.items() if k not in ('done', 'failed', 'cancelled')})}"
-               for stage, st in stages.items() if stage != "done"
-               and any(k not in ("done", "failed", "cancelled") for k in st)]
+    waiting = [
+        f"{stage} {_counts({k: v for k, v in st.items() if k not in ('done', 'failed', 'cancelled')})}"
+        for stage, st in stages.items()
+        if stage != "done" and any(k not in ("done", "failed", "cancelled") for k in st)
+    ]
     if waiting:
         lines.append("  unfinished SKUs by stage: " + "; ".join(waiting))
     lines += _quality_lines(b.quality)
@@ -138,8 +154,10 @@ def render_summary(b: Any) -> str:  # control.BatchSummary
         lines.append(f"failures by reason ({n} jobs, largest group first):")
         for f in b.failures:
             what = "SKU" if f["kind"] == "sku" else "catalog row"
-            lines.append(f"  {f['count']:>5} {what}{'s' if f['count'] > 1 else ''} at {f['stage']}"
-                         + ("" if f["retryable"] else " (rejected row: fix the CSV, resubmit)"))
+            lines.append(
+                f"  {f['count']:>5} {what}{'s' if f['count'] > 1 else ''} at {f['stage']}"
+                + ("" if f["retryable"] else " (rejected row: fix the CSV, resubmit)")
+            )
             lines.append(_wrap(f["reason"] or "(no reason recorded)", 8))
         lines.append(f"retry: hitline retry {b.batch_id} [--stage S] [--reason TEXT]")
         lines.append(f"rows:  hitline status {b.batch_id} --jobs --state failed")
@@ -160,23 +178,35 @@ def render_jobs(page: Any) -> str:  # control.JobPage
     return "\n".join(lines)
 
 
-def status(batch: Optional[str] = typer.Argument(None, help="batch id (default: the latest)"),
-           jobs: bool = typer.Option(False, "--jobs", help="one row per job, a page at a time"),
-           kind: Optional[str] = typer.Option(None, help="with --jobs/--json: sku | hit"),
-           state: Optional[str] = typer.Option(None, help="with --jobs/--json: only this state, e.g. failed"),
-           stage: Optional[str] = typer.Option(None, help="with --jobs: only jobs standing at this stage"),
-           reason: Optional[str] = typer.Option(None, help="with --jobs: reason contains this text"),
-           limit: int = typer.Option(50, help="with --jobs: rows per page"),
-           cursor: Optional[str] = typer.Option(None, help="with --jobs: the page after this cursor"),
-           watch: bool = typer.Option(False, "--watch", help="refresh the summary every 2 s until the batch ends"),
-           as_json: bool = typer.Option(False, "--json", help="machine-readable, for other services")) -> None:
+def status(
+    batch: Optional[str] = typer.Argument(None, help="batch id (default: the latest)"),
+    jobs: bool = typer.Option(False, "--jobs", help="one row per job, a page at a time"),
+    kind: Optional[str] = typer.Option(None, help="with --jobs/--json: sku | hit"),
+    state: Optional[str] = typer.Option(None, help="with --jobs/--json: only this state, e.g. failed"),
+    stage: Optional[str] = typer.Option(None, help="with --jobs: only jobs standing at this stage"),
+    reason: Optional[str] = typer.Option(None, help="with --jobs: reason contains this text"),
+    limit: int = typer.Option(50, help="with --jobs: rows per page"),
+    cursor: Optional[str] = typer.Option(None, help="with --jobs: the page after this cursor"),
+    watch: bool = typer.Option(False, "--watch", help="refresh the summary every 2 s until the batch ends"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable, for other services"),
+) -> None:
     """A batch at a glance: counts by stage and state, failures grouped by reason, cost (--jobs for rows)."""
     _configure()
     _guard(lambda: _status(batch, jobs, kind, state, stage, reason, limit, cursor, watch, as_json))
 
 
-def _status(batch: Optional[str], jobs: bool, kind: Optional[str], state: Optional[str], stage: Optional[str],
-            reason: Optional[str], limit: int, cursor: Optional[str], watch: bool, as_json: bool) -> None:
+def _status(
+    batch: Optional[str],
+    jobs: bool,
+    kind: Optional[str],
+    state: Optional[str],
+    stage: Optional[str],
+    reason: Optional[str],
+    limit: int,
+    cursor: Optional[str],
+    watch: bool,
+    as_json: bool,
+) -> None:
     from db import crud
     from db.session import session_scope
     from hitline.jobs import control
@@ -194,8 +224,13 @@ def _status(batch: Optional[str], jobs: bool, kind: Optional[str], state: Option
     while True:
         with session_scope(rt.db_url) as s:
             if jobs:
-                page = control.list_jobs(s, batch, control.JobFilter(state=state, stage=stage, reason=reason,
-                                                                     kind=kind), cursor=cursor, limit=limit)
+                page = control.list_jobs(
+                    s,
+                    batch,
+                    control.JobFilter(state=state, stage=stage, reason=reason, kind=kind),
+                    cursor=cursor,
+                    limit=limit,
+                )
                 text = render_jobs(page)
                 if page.next_cursor:
                     text += f"\nnext page: hitline status {batch} --jobs --cursor {page.next_cursor}"
@@ -219,14 +254,32 @@ def _print_json(rt: Any, batch: str, kind: Optional[str], state: Optional[str]) 
         summ = control.summary(s, batch)
         rows = [j for j in crud.jobs(s, batch, kind) if state is None or j.state == state]
         timings = crud.stage_seconds(s, [j.id for j in rows])
-    data = {"batch": batch, "spent_usd": round(summ.spent_usd, 6), "budget_usd": summ.budget_usd,
-            "cancelled": summ.cancelled, "counts": summ.by_state, "stages": summ.by_stage, "failures": summ.failures,
-            **summ.quality.model_dump(mode="json"),
-            "jobs": [{"job": j.id, "kind": j.kind, "id": j.item_id, "stage": j.stage, "state": j.state,
-                      "attempts": j.attempts, "seconds": timings.get(j.id, {}), "cost_usd": round(j.cost_usd, 6),
-                      "reason": j.error,
-                      "outputs": [o.path for o in _outputs(j)], **_facts(j)}
-                     for j in rows]}
+    data = {
+        "batch": batch,
+        "spent_usd": round(summ.spent_usd, 6),
+        "budget_usd": summ.budget_usd,
+        "cancelled": summ.cancelled,
+        "counts": summ.by_state,
+        "stages": summ.by_stage,
+        "failures": summ.failures,
+        **summ.quality.model_dump(mode="json"),
+        "jobs": [
+            {
+                "job": j.id,
+                "kind": j.kind,
+                "id": j.item_id,
+                "stage": j.stage,
+                "state": j.state,
+                "attempts": j.attempts,
+                "seconds": timings.get(j.id, {}),
+                "cost_usd": round(j.cost_usd, 6),
+                "reason": j.error,
+                "outputs": [o.path for o in _outputs(j)],
+                **_facts(j),
+            }
+            for j in rows
+        ],
+    }
     print(json.dumps(data, indent=2))
 
 
@@ -244,10 +297,13 @@ def _facts(job: Any) -> dict[str, Any]:
     return facts.model_dump(mode="json") if facts else {}
 
 
-def retry(batch: str, stage: Optional[str] = typer.Option(None, help="only jobs that failed in this stage"),
-          reason: Optional[str] = typer.Option(None, help="only jobs whose reason contains this text"),
-          job: Optional[List[str]] = typer.Option(None, "--job", help="a job id or SKU id (repeatable)"),
-          wait: bool = typer.Option(True, help="with a broker: wait for the retried jobs")) -> None:
+def retry(
+    batch: str,
+    stage: Optional[str] = typer.Option(None, help="only jobs that failed in this stage"),
+    reason: Optional[str] = typer.Option(None, help="only jobs whose reason contains this text"),
+    job: Optional[List[str]] = typer.Option(None, "--job", help="a job id or SKU id (repeatable)"),
+    wait: bool = typer.Option(True, help="with a broker: wait for the retried jobs"),
+) -> None:
     """Retry a batch's failed jobs (all, or by stage, reason or job) from the stage they failed in."""
     _configure()
     _guard(lambda: _retry(batch, stage, reason, job, wait))
@@ -299,9 +355,11 @@ def cancel(batch: str) -> None:
     _guard(run)
 
 
-def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
-          port: int = typer.Option(8000),
-          workers: int = typer.Option(1, help="uvicorn worker processes (distributed mode only)")) -> None:
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000),
+    workers: int = typer.Option(1, help="uvicorn worker processes (distributed mode only)"),
+) -> None:
     """Serve the HTTP API (/docs) and the dashboard (/ui). Without a broker it also runs the embedded worker."""
     _configure()
     import uvicorn
@@ -314,12 +372,15 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
     if embedded and workers > 1:
         console.print("[red]error:[/] embedded mode runs in one process: set HITLINE_BROKER_URL for --workers > 1")
         raise typer.Exit(2)
-    console.print(f"hitline API on http://{host}:{port}/docs, dashboard http://{host}:{port}/ui "
-                  f"({'embedded worker' if embedded else 'workers on the broker'})")
+    console.print(
+        f"hitline API on http://{host}:{port}/docs, dashboard http://{host}:{port}/ui "
+        f"({'embedded worker' if embedded else 'workers on the broker'})"
+    )
     with embedded_worker(rt.settings.worker_concurrency) if embedded else nullcontext():
         if workers > 1:
-            uvicorn.run("hitline.api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                        log_level="warning")
+            uvicorn.run(
+                "hitline.api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning"
+            )
         else:
             from hitline.api import create_app
 
@@ -327,12 +388,14 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
 
 
 @token_app.command("create")
-def token_create(name: str,
-                 tenant: str = typer.Option("default", help="the tenant the token acts in (made if new)"),
-                 role: str = typer.Option("operate", help="read | submit (+ submit batches) | operate (+ retry, "
-                                                          "cancel, resume, review, webhooks)"),
-                 expires_days: float = typer.Option(0, help="the token stops working after this many days "
-                                                            "(0: never)")) -> None:
+def token_create(
+    name: str,
+    tenant: str = typer.Option("default", help="the tenant the token acts in (made if new)"),
+    role: str = typer.Option(
+        "operate", help="read | submit (+ submit batches) | operate (+ retry, cancel, resume, review, webhooks)"
+    ),
+    expires_days: float = typer.Option(0, help="the token stops working after this many days (0: never)"),
+) -> None:
     """Create a token for NAME and print it once (store it now: only its hash is kept)."""
     _configure()
 
@@ -342,19 +405,25 @@ def token_create(name: str,
         from hitline.jobs.context import get_runtime
 
         with session_scope(get_runtime().db_url) as s:
-            token = control.create_token(s, name, tenant=tenant, role=role,
-                                         expires_in=timedelta(days=expires_days) if expires_days > 0 else None)
+            token = control.create_token(
+                s, name, tenant=tenant, role=role, expires_in=timedelta(days=expires_days) if expires_days > 0 else None
+            )
         print(token)
-        Console(stderr=True).print(f"token for {name!r}: shown once, only its hash is stored. Use it as "
-                                   "`Authorization: Bearer <token>` or to log in to the dashboard.")
+        Console(stderr=True).print(
+            f"token for {name!r}: shown once, only its hash is stored. Use it as "
+            "`Authorization: Bearer <token>` or to log in to the dashboard."
+        )
 
     _guard(run)
 
 
 @tenant_app.command("budget")
-def tenant_budget(tenant: str,
-                  monthly: Optional[float] = typer.Option(None, help="USD over all of the tenant's batches in a "
-                                                                   "calendar month (UTC); 0 or less: no limit")) -> None:
+def tenant_budget(
+    tenant: str,
+    monthly: Optional[float] = typer.Option(
+        None, help="USD over all of the tenant's batches in a calendar month (UTC); 0 or less: no limit"
+    ),
+) -> None:
     """Set the tenant's monthly budget (made if new), or show it and this month's spend without --monthly.
     Renders past it are held like those past a batch's budget."""
     _configure()
@@ -392,9 +461,13 @@ def token_list() -> None:
     with session_scope(get_runtime().db_url) as s:
         for t in control.tokens(s):
             used = t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "never"
-            console.print(f"{t.name:<24} tenant {t.tenant_id:<12} {t.role:<8} created {t.created_at:%Y-%m-%d %H:%M}"
-                          f"  last used {used}" + (f"  expires {t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "")
-                          + ("  REVOKED" if t.revoked_at else ""), markup=False)
+            console.print(
+                f"{t.name:<24} tenant {t.tenant_id:<12} {t.role:<8} created {t.created_at:%Y-%m-%d %H:%M}"
+                f"  last used {used}"
+                + (f"  expires {t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "")
+                + ("  REVOKED" if t.revoked_at else ""),
+                markup=False,
+            )
 
 
 @token_app.command("revoke")

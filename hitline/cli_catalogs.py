@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 
 console = Console()
-catalog_app = typer.Typer(no_args_is_help=True,
-                          help="Hit catalogs: indexed once, versioned by content, named by batches.")
+catalog_app = typer.Typer(
+    no_args_is_help=True, help="Hit catalogs: indexed once, versioned by content, named by batches."
+)
 _hooks: dict[str, Callable[..., Any]] = {}
 
 
@@ -25,8 +26,10 @@ def _line(f: dict[str, Any]) -> str:
     v = f["version"]
     if v is None:
         return f"{f['id']}  {f['name']:<24} no version"
-    return (f"{f['id']}  {f['name']:<24} v{v['seq']} {v['state']:<8} {v['products']} products "
-            f"({v['written']} rows written, {v['closed']} closed)  {f['source_dir']}")
+    return (
+        f"{f['id']}  {f['name']:<24} v{v['seq']} {v['state']:<8} {v['products']} products "
+        f"({v['written']} rows written, {v['closed']} closed)  {f['source_dir']}"
+    )
 
 
 def _build(folder: Path, name: Optional[str], as_json: bool) -> None:
@@ -43,21 +46,26 @@ def _build(folder: Path, name: Optional[str], as_json: bool) -> None:
             print(json.dumps(f, indent=2))
         else:
             console.print(("unchanged: " if f["reused"] else "") + _line(f), markup=False)
+
     _hooks["guard"](run)
 
 
 @catalog_app.command("add")
-def add(folder: Path = typer.Argument(..., help="folder with products.csv and the images"),
-        name: Optional[str] = typer.Option(None, help="name (default: the folder's name)"),
-        as_json: bool = typer.Option(False, "--json")) -> None:
+def add(
+    folder: Path = typer.Argument(..., help="folder with products.csv and the images"),
+    name: Optional[str] = typer.Option(None, help="name (default: the folder's name)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Index a catalog folder (embedded once; a folder already added gets a new version only if it changed)."""
     _build(folder, name, as_json)
 
 
 @catalog_app.command("update")
-def update(name: str = typer.Argument(..., help="catalog name or id"),
-           folder: Optional[Path] = typer.Option(None, "--from", help="read it from this folder instead"),
-           as_json: bool = typer.Option(False, "--json")) -> None:
+def update(
+    name: str = typer.Argument(..., help="catalog name or id"),
+    folder: Optional[Path] = typer.Option(None, "--from", help="read it from this folder instead"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """A new version from the catalog's folder: only new images are embedded, only changed rows written.
     Batches running on the older version keep it until they finish."""
     _hooks["configure"](None, None, None)
@@ -72,6 +80,7 @@ def update(name: str = typer.Argument(..., help="catalog name or id"),
 
             raise InputError(f"no catalog {name!r}: `hitline catalog list` lists them")
         _build(src, name, as_json)
+
     _hooks["guard"](run)
 
 
@@ -99,4 +108,5 @@ def show(name: str = typer.Argument(..., help="catalog name or id")) -> None:
         from hitline.jobs.context import get_runtime
 
         print(json.dumps(catalogs.facts(catalogs.get_catalog(get_runtime(), name)), indent=2))
+
     _hooks["guard"](run)

@@ -28,10 +28,14 @@ def _run(fn: Callable[[], Any]) -> None:
     _hooks["guard"](fn)
 
 
-def outputs(batch: str, state: Optional[str] = typer.Option(None, "--state", help="none | pending | approved | "
-                                                                                     "rejected | redo"),
-            preset: Optional[str] = typer.Option(None), sku: Optional[str] = typer.Option(None)) -> None:
+def outputs(
+    batch: str,
+    state: Optional[str] = typer.Option(None, "--state", help="none | pending | approved | rejected | redo"),
+    preset: Optional[str] = typer.Option(None),
+    sku: Optional[str] = typer.Option(None),
+) -> None:
     """A batch's outputs with their review state and the gate's reasons."""
+
     def go() -> None:
         from db.session import session_scope
         from hitline.jobs import review as rv
@@ -44,19 +48,28 @@ def outputs(batch: str, state: Optional[str] = typer.Option(None, "--state", hel
             for o in rows:
                 who = f" by {o.reviewed_by}" if o.reviewed_by else ""
                 why = f"  ({'; '.join(o.reasons)})" if o.reasons else ""
-                console.print(f"{o.id:>6}  {o.item_id:<16} {o.preset:<14} take {o.take}  {o.gate:<14} "
-                              f"{o.review}{who}{why}", highlight=False, markup=False, soft_wrap=True)
+                console.print(
+                    f"{o.id:>6}  {o.item_id:<16} {o.preset:<14} take {o.take}  {o.gate:<14} {o.review}{who}{why}",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
+
     _run(go)
 
 
-def review(batch: str,
-           approve: bool = typer.Option(False, "--approve"), reject: bool = typer.Option(False, "--reject"),
-           redo: bool = typer.Option(False, "--redo", help="render a new take with --note added to the prompt"),
-           note: Optional[str] = typer.Option(None, help="why (needed for --redo)"),
-           output: Optional[List[int]] = typer.Option(None, "--output", help="an output id (repeatable)"),
-           state: Optional[str] = typer.Option(None, "--state", help="only outputs in this review state"),
-           preset: Optional[str] = typer.Option(None), sku: Optional[str] = typer.Option(None),
-           by: Optional[str] = typer.Option(None, help="who decides (default: your login name)")) -> None:
+def review(
+    batch: str,
+    approve: bool = typer.Option(False, "--approve"),
+    reject: bool = typer.Option(False, "--reject"),
+    redo: bool = typer.Option(False, "--redo", help="render a new take with --note added to the prompt"),
+    note: Optional[str] = typer.Option(None, help="why (needed for --redo)"),
+    output: Optional[List[int]] = typer.Option(None, "--output", help="an output id (repeatable)"),
+    state: Optional[str] = typer.Option(None, "--state", help="only outputs in this review state"),
+    preset: Optional[str] = typer.Option(None),
+    sku: Optional[str] = typer.Option(None),
+    by: Optional[str] = typer.Option(None, help="who decides (default: your login name)"),
+) -> None:
     """Approve, reject or redo outputs: by id (--output) or every one matching the filters."""
     chosen = [d for d, on in (("approve", approve), ("reject", reject), ("redo", redo)) if on]
     if len(chosen) != 1:
@@ -73,14 +86,20 @@ def review(batch: str,
         flt = rv.OutputFilter(output_ids=tuple(output) if output else None, review=state, preset=preset, item_id=sku)
         done = rv.review(rt, batch, flt, chosen[0], by=by or getpass.getuser(), note=note, after=after_review)
         console.print(done.message, highlight=False)
+
     _run(go)
 
 
 @webhook_app.command("add")
-def webhook_add(url: str, batch: Optional[str] = typer.Option(None, help="only this batch's events (default: all)"),
-                event: Optional[List[str]] = typer.Option(None, "--event", help="batch.finished, job.failed, "
-                                                          "output.needs_review, output.approved (repeatable)")) -> None:
+def webhook_add(
+    url: str,
+    batch: Optional[str] = typer.Option(None, help="only this batch's events (default: all)"),
+    event: Optional[List[str]] = typer.Option(
+        None, "--event", help="batch.finished, job.failed, output.needs_review, output.approved (repeatable)"
+    ),
+) -> None:
     """Send events to URL (https://, or http:// on loopback); prints the signing secret once."""
+
     def go() -> None:
         from db.session import session_scope
         from hitline.jobs import webhooks
@@ -91,12 +110,14 @@ def webhook_add(url: str, batch: Optional[str] = typer.Option(None, help="only t
             r = webhooks.register(s, rt.settings, url, batch_id=batch, events=event)
         console.print(f"endpoint {r.id}: {', '.join(r.events)} -> {r.url}", highlight=False, markup=False)
         print(r.secret)
+
     _run(go)
 
 
 @webhook_app.command("list")
 def webhook_list() -> None:
     """Live endpoints."""
+
     def go() -> None:
         from db.session import session_scope
         from hitline.jobs import webhooks
@@ -104,14 +125,19 @@ def webhook_list() -> None:
 
         with session_scope(get_runtime().db_url) as s:
             for e in webhooks.endpoints(s):
-                console.print(f"{e.id:>4}  {e.batch_id or '(every batch)':<24} {', '.join(e.events)}  {e.url}",
-                              highlight=False, markup=False)
+                console.print(
+                    f"{e.id:>4}  {e.batch_id or '(every batch)':<24} {', '.join(e.events)}  {e.url}",
+                    highlight=False,
+                    markup=False,
+                )
+
     _run(go)
 
 
 @webhook_app.command("remove")
 def webhook_remove(endpoint: int) -> None:
     """Stop sending to an endpoint."""
+
     def go() -> None:
         from db.session import session_scope
         from hitline.jobs import webhooks
@@ -120,13 +146,17 @@ def webhook_remove(endpoint: int) -> None:
         with session_scope(get_runtime().db_url) as s:
             webhooks.remove(s, endpoint)
         console.print(f"endpoint {endpoint} removed")
+
     _run(go)
 
 
 @webhook_app.command("deliveries")
-def webhook_deliveries(batch: Optional[str] = typer.Option(None), state: Optional[str] = typer.Option(
-        None, help="pending | delivered | dead")) -> None:
+def webhook_deliveries(
+    batch: Optional[str] = typer.Option(None),
+    state: Optional[str] = typer.Option(None, help="pending | delivered | dead"),
+) -> None:
     """Deliveries, newest first."""
+
     def go() -> None:
         from db.session import session_scope
         from hitline.jobs import webhooks
@@ -134,15 +164,23 @@ def webhook_deliveries(batch: Optional[str] = typer.Option(None), state: Optiona
 
         with session_scope(get_runtime().db_url) as s:
             for d in webhooks.deliveries(s, batch_id=batch, state=state):
-                console.print(f"{d['id']:>6}  {d['state']:<9} {d['type']:<20} attempts {d['attempts']}  {d['event_id']}"
-                              f"{'  ' + d['last_error'] if d['last_error'] else ''}", highlight=False, markup=False)
+                console.print(
+                    f"{d['id']:>6}  {d['state']:<9} {d['type']:<20} attempts {d['attempts']}  {d['event_id']}"
+                    f"{'  ' + d['last_error'] if d['last_error'] else ''}",
+                    highlight=False,
+                    markup=False,
+                )
+
     _run(go)
 
 
 @webhook_app.command("redeliver")
-def webhook_redeliver(batch: Optional[str] = typer.Option(None, help="only this batch's dead deliveries"),
-                      delivery: Optional[List[int]] = typer.Option(None, "--delivery", help="a delivery id")) -> None:
+def webhook_redeliver(
+    batch: Optional[str] = typer.Option(None, help="only this batch's dead deliveries"),
+    delivery: Optional[List[int]] = typer.Option(None, "--delivery", help="a delivery id"),
+) -> None:
     """Send dead deliveries again (a worker delivers them)."""
+
     def go() -> None:
         from db.session import session_scope
         from hitline.jobs import webhooks
@@ -153,12 +191,17 @@ def webhook_redeliver(batch: Optional[str] = typer.Option(None, help="only this 
             n = webhooks.redeliver(s, batch_id=batch, delivery_ids=delivery)
         kick()
         console.print(f"{n} dead deliveries sent again")
+
     _run(go)
 
 
-def export(batch: str, for_: str = typer.Option(..., "--for", help="amazon | shopify | folder"),
-           out: Optional[Path] = typer.Option(None, help="the zip to write (default: <batch>-<for>.zip)")) -> None:
+def export(
+    batch: str,
+    for_: str = typer.Option(..., "--for", help="amazon | shopify | folder"),
+    out: Optional[Path] = typer.Option(None, help="the zip to write (default: <batch>-<for>.zip)"),
+) -> None:
     """Write a batch's approved outputs (or every passed one, without review) as a marketplace zip."""
+
     def go() -> None:
         from db.session import session_scope
         from hitline.jobs import export as ex
@@ -174,4 +217,5 @@ def export(batch: str, for_: str = typer.Option(..., "--for", help="amazon | sho
                 f.write(chunk)
         tmp.replace(dest)
         console.print(f"{dest}: {len(plan.items)} images for {for_}", highlight=False)
+
     _run(go)

@@ -21,8 +21,22 @@ from hitline.domain.sparse import TextVocabulary
 from hitline.errors import InputError
 from hitline.store.index import HitIndex
 
-__all__ = ["Cache", "embed_key", "cached_vector", "embed_images", "fit_vocabulary", "index_hits", "retrieve",
-           "analyze", "render_key", "render_preset", "derived_key", "derive_preset", "retrieved_record", "judge_output"]
+__all__ = [
+    "Cache",
+    "embed_key",
+    "cached_vector",
+    "embed_images",
+    "fit_vocabulary",
+    "index_hits",
+    "retrieve",
+    "analyze",
+    "render_key",
+    "render_preset",
+    "derived_key",
+    "derive_preset",
+    "retrieved_record",
+    "judge_output",
+]
 
 
 class Cache(Protocol):
@@ -46,8 +60,9 @@ def cached_vector(cache: Cache, key: str) -> Vector | None:
         raise InputError(f"cache entry {key!r} is not a usable vector: {e}") from None
 
 
-def embed_images(embedder: ImageEmbedder, paths: Sequence[Path], cache: Cache,
-                 shas: Sequence[str] | None = None) -> tuple[list[Vector], float]:
+def embed_images(
+    embedder: ImageEmbedder, paths: Sequence[Path], cache: Cache, shas: Sequence[str] | None = None
+) -> tuple[list[Vector], float]:
     """Dense float32 vectors for images, from the cache when the same bytes were embedded by the same model.
     `shas`: the images' content hashes when the caller has them. Returns (vectors, cost of the calls made).
     A corrupt or truncated image raises InputError (cached bytes were verified before their first embedding)."""
@@ -71,14 +86,26 @@ def fit_vocabulary(products: Sequence[HitProduct]) -> TextVocabulary:
     return TextVocabulary.fit([p.text() for p in products])
 
 
-def index_hits(index: HitIndex, vocab: TextVocabulary, products: Sequence[HitProduct],
-               vectors: Sequence[Vector], scope: Scope | None = None) -> int:
+def index_hits(
+    index: HitIndex,
+    vocab: TextVocabulary,
+    products: Sequence[HitProduct],
+    vectors: Sequence[Vector],
+    scope: Scope | None = None,
+) -> int:
     """Write hit rows live from catalog version `scope` on."""
     return index.upsert(products, vectors, vocab.doc_vectors([p.text() for p in products]), scope)
 
 
-def retrieve(index: HitIndex, vocab: TextVocabulary, product: NewProduct, vector: Vector,
-             top_k: int, min_sales: int, scope: Scope | None = None) -> Retrieval:
+def retrieve(
+    index: HitIndex,
+    vocab: TextVocabulary,
+    product: NewProduct,
+    vector: Vector,
+    top_k: int,
+    min_sales: int,
+    scope: Scope | None = None,
+) -> Retrieval:
     """The top_k hits for a new product, inside catalog version `scope` only."""
     return index.search(vector, vocab.query_vector(product.text()), product.category, min_sales, top_k, scope)
 
@@ -100,7 +127,9 @@ def analyze(analyzer: StyleAnalyzer, hits: Sequence[Hit], product: NewProduct, c
     key = analysis_key(analyzer.model, hits, product)
     cached = cache.get(key)
     if cached is not None:
-        return Analysis(style=StyleAnalysis.model_validate(cached["style"]), cost_usd=0.0, raw=cached.get("raw", "")), True
+        return Analysis(
+            style=StyleAnalysis.model_validate(cached["style"]), cost_usd=0.0, raw=cached.get("raw", "")
+        ), True
     a = analyzer.analyze([Path(h.image_path) for h in hits], product)
     cache.put(key, {"style": a.style.model_dump(), "raw": a.raw})
     return a, False
@@ -114,13 +143,22 @@ def render_key(model: str, flatlay_sha: str, refs: Sequence[str], style: StyleAn
 
 def plate_key(model: str, ref_shas: Sequence[str], preset: Preset, prompt: str) -> str:
     """Content key of a scene plate: the references (in any order), the ratio group and the prompt."""
-    blob = json.dumps(["plate", model, sorted(ref_shas), preset.aspect_ratio, preset.size, preset.background, prompt],
-                      sort_keys=True)
+    blob = json.dumps(
+        ["plate", model, sorted(ref_shas), preset.aspect_ratio, preset.size, preset.background, prompt], sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def render_preset(renderer: ImageRenderer, product: NewProduct, references: Sequence[Path], style: StyleAnalysis,
-                  preset: Preset, dest: Path, *, before_call: Callable[[], None] = lambda: None) -> tuple[Path, float, bool]:
+def render_preset(
+    renderer: ImageRenderer,
+    product: NewProduct,
+    references: Sequence[Path],
+    style: StyleAnalysis,
+    preset: Preset,
+    dest: Path,
+    *,
+    before_call: Callable[[], None] = lambda: None,
+) -> tuple[Path, float, bool]:
     """Render one preset to dest (written atomically). Returns (path, cost, rendered_now).
     An existing dest is the result of an earlier identical call: nothing is called or paid again."""
     if dest.exists():
@@ -133,8 +171,10 @@ def render_preset(renderer: ImageRenderer, product: NewProduct, references: Sequ
     tmp = dest.with_suffix(".part")
     with Image.open(io.BytesIO(img.data)) as im:
         if im.size != (preset.width, preset.height):
-            raise ValueError(f"{renderer.model} returned {im.size[0]}x{im.size[1]} for {preset.name} "
-                             f"({preset.width}x{preset.height})")
+            raise ValueError(
+                f"{renderer.model} returned {im.size[0]}x{im.size[1]} for {preset.name} "
+                f"({preset.width}x{preset.height})"
+            )
         if im.format == "PNG" and im.mode == "RGB":
             tmp.write_bytes(img.data)  # already what we store: no second encode
         else:
@@ -175,14 +215,17 @@ def judge_key(model: str, flatlay: Path, output: Path, preset: Preset) -> str:
     return f"judge:{model}:{hashlib.sha256(blob.encode()).hexdigest()}"
 
 
-def judge_output(judge: OutputJudge, flatlay: Path, output: Path, preset: Preset, cache: Cache) -> tuple[Judgement, bool]:
+def judge_output(
+    judge: OutputJudge, flatlay: Path, output: Path, preset: Preset, cache: Cache
+) -> tuple[Judgement, bool]:
     """The judge's verdict on one output, from the cache when the same images were judged by the same
     model for the same preset; (judgement, came_from_cache). A cached verdict costs nothing."""
     key = judge_key(judge.model, flatlay, output, preset)
     cached = cache.get(key)
     if cached is not None:
-        return Judgement(checks=cached["checks"], cost_usd=0.0, model=cached.get("model", judge.model),
-                         raw=cached.get("raw", "")), True
+        return Judgement(
+            checks=cached["checks"], cost_usd=0.0, model=cached.get("model", judge.model), raw=cached.get("raw", "")
+        ), True
     j = judge.judge(flatlay, output, preset)
     if j.verdict:  # no verdict is not worth keeping
         cache.put(key, {"checks": j.checks, "model": j.model, "raw": j.raw})

@@ -41,8 +41,9 @@ def _parse(model: type[M], payload: object) -> M:
         return model.model_validate(payload)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'payload'}: {err['msg']}" for err in e.errors())
-        raise InputError(f"{model.model_config.get('title')} payload rejected ({problems}); "
-                         "see docs/contract/ for the schema") from None
+        raise InputError(
+            f"{model.model_config.get('title')} payload rejected ({problems}); see docs/contract/ for the schema"
+        ) from None
 
 
 @app.task(name=SUBMIT_BATCH, ignore_result=False)
@@ -50,10 +51,23 @@ def submit_batch(payload: dict[str, object], idempotency_key: str | None = None)
     """A redelivered message (acks_late) with a key creates no second batch; send one key per request."""
     req = _parse(BatchRequest, payload)
     rt = get_runtime()
-    return verbs.submit(rt, req.catalog, req.new, rt.settings.out_dir_for_api(), send=send, top_k=req.top_k,
-                        min_sales=req.min_sales, presets=req.presets, budget_usd=req.budget_usd,
-                        idempotency_key=idempotency_key, review=req.review, draft=req.draft, locales=req.locales,
-                        text_mode=req.text_mode, missing_translation=req.missing_translation).batch_id
+    return verbs.submit(
+        rt,
+        req.catalog,
+        req.new,
+        rt.settings.out_dir_for_api(),
+        send=send,
+        top_k=req.top_k,
+        min_sales=req.min_sales,
+        presets=req.presets,
+        budget_usd=req.budget_usd,
+        idempotency_key=idempotency_key,
+        review=req.review,
+        draft=req.draft,
+        locales=req.locales,
+        text_mode=req.text_mode,
+        missing_translation=req.missing_translation,
+    ).batch_id
 
 
 @app.task(name=RETRY_JOBS, ignore_result=False)

@@ -95,12 +95,21 @@ class _Template:
             headers["root_id"] = task_id
         first = not self.declared  # queue and exchange: declared with the first message on this producer
         self.declared = True
-        producer.publish(self.body.replace(old, new), headers=headers, **{**self.kwargs, "correlation_id": task_id},
-                         declare=self.declare if first else [])
+        producer.publish(
+            self.body.replace(old, new),
+            headers=headers,
+            **{**self.kwargs, "correlation_id": task_id},
+            declare=self.declare if first else [],
+        )
         if self.event is not None:
             fields, kwargs = self.event
-            event = {**fields, "uuid": task_id, "args": fields["args"].replace(old, new),
-                     "clock": self.clock.forward(), "timestamp": time.time()}
+            event = {
+                **fields,
+                "uuid": task_id,
+                "args": fields["args"].replace(old, new),
+                "clock": self.clock.forward(),
+                "timestamp": time.time(),
+            }
             if fields["root_id"] == self.task_id:
                 event["root_id"] = task_id
             producer.publish(event, **kwargs, declare=self.event_declare if first else [])

@@ -106,15 +106,22 @@ def run_once(settings: Settings, queues: Iterable[str]) -> list[LostJob]:
             if not lock_conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_ID}).scalar():
                 return []
         try:
-            lost = reconcile(db_url, lease_s=settings.claim_lease_s, grace_s=settings.reconcile_grace_s,
-                             in_flight=lambda: broker_in_flight(settings.broker_url, queues))
+            lost = reconcile(
+                db_url,
+                lease_s=settings.claim_lease_s,
+                grace_s=settings.reconcile_grace_s,
+                in_flight=lambda: broker_in_flight(settings.broker_url, queues),
+            )
             from tasks.webhooks import kick
 
             kick()  # deliveries whose message was lost (their lease ran out)
             if lost:
                 _enqueue(lost)
-                log.warning("reconciled %d lost job(s): %s", len(lost),
-                            ", ".join(f"{j.job_id}@{j.stage} ({j.why})" for j in lost[:20]))
+                log.warning(
+                    "reconciled %d lost job(s): %s",
+                    len(lost),
+                    ", ".join(f"{j.job_id}@{j.stage} ({j.why})" for j in lost[:20]),
+                )
             return lost
         finally:
             if eng.dialect.name == "postgresql":

@@ -23,10 +23,17 @@ def redo(self: Task, output_id: int, take: int, provider_retries: int = 0) -> st
         raise self.retry(exc=e, countdown=getattr(e, "retry_after", None) or 1.0)
     except RetryableProviderError as e:
         if provider_retries + 1 >= rt.settings.provider_attempts:
-            return redo_failed(rt, output_id, take, f"new take not rendered: gave up after "
-                                                    f"{rt.settings.provider_attempts} attempts: {e}")
-        raise self.retry(exc=e, kwargs={"provider_retries": provider_retries + 1},
-                         countdown=max(e.retry_after or 0.0, min(60.0, 2.0 ** provider_retries)))
+            return redo_failed(
+                rt,
+                output_id,
+                take,
+                f"new take not rendered: gave up after {rt.settings.provider_attempts} attempts: {e}",
+            )
+        raise self.retry(
+            exc=e,
+            kwargs={"provider_retries": provider_retries + 1},
+            countdown=max(e.retry_after or 0.0, min(60.0, 2.0**provider_retries)),
+        )
     except Exception as e:  # noqa: BLE001 - a terminal answer or a bug: the take is not made, say why
         from hitline.jobs.runner import is_transient
 

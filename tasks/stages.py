@@ -25,7 +25,7 @@ INFRA_BACKOFF_MAX_S = 30.0
 def backoff(stage: Stage, retries: int, retry_after: float | None = None) -> float:
     """Exponential backoff with jitter, capped; the provider's Retry-After wins."""
     pol = stage.retry
-    wait = min(pol.max_backoff_s, pol.backoff_s * 2.0 ** retries) * (0.5 + random.random())
+    wait = min(pol.max_backoff_s, pol.backoff_s * 2.0**retries) * (0.5 + random.random())
     return max(retry_after or 0.0, wait)
 
 
@@ -70,8 +70,11 @@ def make_task(stage: Stage) -> Task:
                 fail_jobs(rt, _job_ids(stage, args), stage.name, reason)
                 kick_webhooks()
                 raise JobFailed(reason) from None
-            raise self.retry(exc=e, kwargs={"provider_retries": provider_retries + 1},
-                             countdown=backoff(stage, provider_retries, e.retry_after))
+            raise self.retry(
+                exc=e,
+                kwargs={"provider_retries": provider_retries + 1},
+                countdown=backoff(stage, provider_retries, e.retry_after),
+            )
         except Exception as e:
             if not is_transient(e):
                 raise
@@ -89,7 +92,8 @@ def _may_have_events(stage: Stage, outcome: Outcome | dict[int, Outcome]) -> boo
     may have new events (hitline/jobs/webhooks.py), so deliveries are sent now, not at the next sweep."""
     outcomes = outcome.values() if isinstance(outcome, dict) else (outcome,)
     return any(o.status == "failed" for o in outcomes) or (
-        stage.kind == "sku" and stage.name == SKU_LINE[-1].name and any(o.status == "done" for o in outcomes))
+        stage.kind == "sku" and stage.name == SKU_LINE[-1].name and any(o.status == "done" for o in outcomes)
+    )
 
 
 TASKS: dict[tuple[str, str], Task] = {(st.kind, st.name): make_task(st) for st in STAGES}

@@ -44,10 +44,36 @@ FABRICS = {
 }
 
 # silhouettes in a unit box (x right, y down)
-CARDIGAN = [(0.38, 0), (0.5, 0.28), (0.62, 0), (0.8, 0.04), (1.0, 0.58), (0.88, 0.63), (0.77, 0.32),
-            (0.78, 1.0), (0.22, 1.0), (0.23, 0.32), (0.12, 0.63), (0.0, 0.58), (0.2, 0.04)]
-TEE = [(0.36, 0), (0.5, 0.08), (0.64, 0), (0.82, 0.05), (1.0, 0.25), (0.88, 0.38), (0.78, 0.3),
-       (0.78, 1.0), (0.22, 1.0), (0.22, 0.3), (0.12, 0.38), (0.0, 0.25), (0.18, 0.05)]
+CARDIGAN = [
+    (0.38, 0),
+    (0.5, 0.28),
+    (0.62, 0),
+    (0.8, 0.04),
+    (1.0, 0.58),
+    (0.88, 0.63),
+    (0.77, 0.32),
+    (0.78, 1.0),
+    (0.22, 1.0),
+    (0.23, 0.32),
+    (0.12, 0.63),
+    (0.0, 0.58),
+    (0.2, 0.04),
+]
+TEE = [
+    (0.36, 0),
+    (0.5, 0.08),
+    (0.64, 0),
+    (0.82, 0.05),
+    (1.0, 0.25),
+    (0.88, 0.38),
+    (0.78, 0.3),
+    (0.78, 1.0),
+    (0.22, 1.0),
+    (0.22, 0.3),
+    (0.12, 0.38),
+    (0.0, 0.25),
+    (0.18, 0.05),
+]
 PANTS = [(0.08, 0), (0.92, 0), (1.0, 1.0), (0.58, 1.0), (0.5, 0.3), (0.42, 1.0), (0.0, 1.0)]
 CLUTCH = [(0.0, 0.15), (0.15, 0.0), (0.85, 0.0), (1.0, 0.15), (1.0, 1.0), (0.0, 1.0)]
 
@@ -60,8 +86,17 @@ def skirt(n: int = 9, flare: float = 1.0) -> list[tuple[float, float]]:
 
 
 def dress() -> list[tuple[float, float]]:
-    return [(0.36, 0), (0.5, 0.1), (0.64, 0), (0.7, 0.04), (0.68, 0.34), (1.0, 1.0), (0.0, 1.0),
-            (0.32, 0.34), (0.3, 0.04)]
+    return [
+        (0.36, 0),
+        (0.5, 0.1),
+        (0.64, 0),
+        (0.7, 0.04),
+        (0.68, 0.34),
+        (1.0, 1.0),
+        (0.0, 1.0),
+        (0.32, 0.34),
+        (0.3, 0.04),
+    ]
 
 
 @dataclass
@@ -97,7 +132,9 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     return np.clip(rgb * 255.0 + 0.5, 0, 255)
 
 
-def _alpha(shape: list[tuple[float, float]], box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+def _alpha(
+    shape: list[tuple[float, float]], box: tuple[float, float, float, float], size: tuple[int, int]
+) -> np.ndarray:
     w, h = size
     x, y, bw, bh = box
     im = Image.new("L", (w * _SS, h * _SS), 0)
@@ -128,7 +165,7 @@ def _paint(layer: Layer, size: tuple[int, int], rng: np.random.Generator) -> tup
     canvas = np.zeros((h, w, 3), np.float32)
     y0, x0 = max(0, y), max(0, x)
     y1, x1 = min(h, y + bh), min(w, x + bw)
-    canvas[y0:y1, x0:x1] = body[y0 - y:y1 - y, x0 - x:x1 - x]
+    canvas[y0:y1, x0:x1] = body[y0 - y : y1 - y, x0 - x : x1 - x]
     opacity = alpha * layer.opacity
     if layer.mesh:
         yy, xx = np.mgrid[0:h, 0:w]
@@ -137,8 +174,13 @@ def _paint(layer: Layer, size: tuple[int, int], rng: np.random.Generator) -> tup
     return canvas, opacity
 
 
-def paper(size: tuple[int, int], lab: tuple[float, float, float], rng: np.random.Generator,
-          mottle: float = 0.0, falloff: float = 2.5) -> np.ndarray:
+def paper(
+    size: tuple[int, int],
+    lab: tuple[float, float, float],
+    rng: np.random.Generator,
+    mottle: float = 0.0,
+    falloff: float = 2.5,
+) -> np.ndarray:
     """A backdrop in Lab: even colour, a slow light fall-off towards one corner, optional mottling."""
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -151,9 +193,17 @@ def paper(size: tuple[int, int], lab: tuple[float, float, float], rng: np.random
     return base
 
 
-def shoot(bg: np.ndarray, layers: list[Layer], rng: np.random.Generator, *, shadow: float = 0.0,
-          shadow_offset: tuple[int, int] = (10, 14), noise: float = 1.2, jpeg: int = 88,
-          frame: tuple[int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def shoot(
+    bg: np.ndarray,
+    layers: list[Layer],
+    rng: np.random.Generator,
+    *,
+    shadow: float = 0.0,
+    shadow_offset: tuple[int, int] = (10, 14),
+    noise: float = 1.2,
+    jpeg: int = 88,
+    frame: tuple[int, int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Lay the pieces on the backdrop, photograph it; returns (RGB uint8, exact product mask)."""
     h, w = bg.shape[:2]
     img = bg.copy()
@@ -197,9 +247,10 @@ def pale_two_piece_small(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     a thin grey frame line 3 px inside the edge."""
     rng = np.random.default_rng(seed)
     size = (170, 342)
-    layers = [Layer(skirt(flare=1.2), (22, 150, 126, 176), "chiffon", (80.0, 0.0, -1.0), texture=0.5,
-                    opacity=0.75, mesh=0.3),
-              Layer(CARDIGAN, (18, 18, 134, 168), "knit", (88.0, -3.0, -11.0), texture=0.6)]
+    layers = [
+        Layer(skirt(flare=1.2), (22, 150, 126, 176), "chiffon", (80.0, 0.0, -1.0), texture=0.5, opacity=0.75, mesh=0.3),
+        Layer(CARDIGAN, (18, 18, 134, 168), "knit", (88.0, -3.0, -11.0), texture=0.6),
+    ]
     return shoot(paper(size, WHITE, rng), layers, rng, frame=(3, 1, 150))
 
 
@@ -220,17 +271,21 @@ def white_flounce_on_white(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
 def top_and_skirt_apart(seed: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Two pieces side by side with a gap: a yellow jersey T-shirt and a denim skirt."""
     rng = np.random.default_rng(seed)
-    layers = [Layer(TEE, (20, 150, 220, 250), "jersey", (78.0, 5.0, 60.0)),
-              Layer(skirt(), (260, 180, 200, 300), "denim", (48.0, -2.0, -25.0))]
+    layers = [
+        Layer(TEE, (20, 150, 220, 250), "jersey", (78.0, 5.0, 60.0)),
+        Layer(skirt(), (260, 180, 200, 300), "denim", (48.0, -2.0, -25.0)),
+    ]
     return shoot(paper((480, 640), WHITE, rng), layers, rng, shadow=4.0)
 
 
 def three_piece_set(seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """A set of three: pale-pink cardigan, beige trousers and a small clutch, all apart."""
     rng = np.random.default_rng(seed)
-    layers = [Layer(CARDIGAN, (30, 30, 250, 280), "knit", (86.0, 9.0, 4.0)),
-              Layer(PANTS, (290, 40, 170, 560), "twill", (78.0, 3.0, 16.0)),
-              Layer(CLUTCH, (60, 400, 140, 90), "denim", (70.0, 10.0, 20.0), texture=0.4)]
+    layers = [
+        Layer(CARDIGAN, (30, 30, 250, 280), "knit", (86.0, 9.0, 4.0)),
+        Layer(PANTS, (290, 40, 170, 560), "twill", (78.0, 3.0, 16.0)),
+        Layer(CLUTCH, (60, 400, 140, 90), "denim", (70.0, 10.0, 20.0), texture=0.4),
+    ]
     return shoot(paper((480, 640), WHITE, rng), layers, rng)
 
 
@@ -269,9 +324,10 @@ def pleated_highlights(seed: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """The issue's second photo: a pale-blue bodice over a light-grey pleated skirt on white; the pleat
     ridges burn out to paper white inside the skirt."""
     rng = np.random.default_rng(seed)
-    layers = [Layer(skirt(n=12, flare=1.4), (50, 230, 380, 390), "chiffon", (88.0, 0.0, 0.0), texture=0.2,
-                    pleats=9),
-              Layer(TEE, (110, 30, 260, 240), "knit", (90.0, -3.0, -9.0), texture=0.4)]
+    layers = [
+        Layer(skirt(n=12, flare=1.4), (50, 230, 380, 390), "chiffon", (88.0, 0.0, 0.0), texture=0.2, pleats=9),
+        Layer(TEE, (110, 30, 260, 240), "knit", (90.0, -3.0, -9.0), texture=0.4),
+    ]
     return shoot(paper((480, 640), WHITE, rng), layers, rng)
 
 
@@ -292,17 +348,21 @@ def grey_knit_on_mottled_grey(seed: int = 12) -> tuple[np.ndarray, np.ndarray]:
 def tulle_over_white(seed: int = 13) -> tuple[np.ndarray, np.ndarray]:
     """A dusty-rose tulle skirt at about 45 % opacity (a net you see the paper through) under a white top."""
     rng = np.random.default_rng(seed)
-    layers = [Layer(skirt(flare=1.5), (50, 250, 380, 370), "chiffon", (70.0, 14.0, 4.0), texture=0.3,
-                    opacity=0.55, mesh=0.35),
-              Layer(TEE, (120, 40, 240, 250), "flounce", (93.0, 0.0, 3.0), texture=0.8)]
+    layers = [
+        Layer(
+            skirt(flare=1.5), (50, 250, 380, 370), "chiffon", (70.0, 14.0, 4.0), texture=0.3, opacity=0.55, mesh=0.35
+        ),
+        Layer(TEE, (120, 40, 240, 250), "flounce", (93.0, 0.0, 3.0), texture=0.8),
+    ]
     return shoot(paper((480, 640), WHITE, rng), layers, rng)
 
 
 def tulle_grey_alone(seed: int = 14) -> tuple[np.ndarray, np.ndarray]:
     """A grey tulle petticoat alone at about 40 % opacity on white."""
     rng = np.random.default_rng(seed)
-    layers = [Layer(skirt(flare=1.6), (40, 90, 400, 480), "chiffon", (65.0, 0.0, -2.0), texture=0.3,
-                    opacity=0.35, mesh=0.3)]
+    layers = [
+        Layer(skirt(flare=1.6), (40, 90, 400, 480), "chiffon", (65.0, 0.0, -2.0), texture=0.3, opacity=0.35, mesh=0.3)
+    ]
     return shoot(paper((480, 640), WHITE, rng), layers, rng)
 
 
@@ -311,14 +371,18 @@ def pale_set_off_edge(seed: int = 21) -> tuple[np.ndarray, np.ndarray]:
     the thin frame line, 150 x 300 px, JPEG 75, a faint shadow down and to the right (the paper's
     border band is then part skirt)."""
     rng = np.random.default_rng(seed)
-    layers = [Layer(skirt(flare=1.2), (18, 140, 114, 175), "chiffon", (82.0, 0.0, -1.0), texture=0.5,
-                    opacity=0.7, mesh=0.3),
-              Layer(CARDIGAN, (14, 14, 122, 150), "knit", (90.0, -2.0, -8.0), texture=0.6)]
-    return shoot(paper((150, 300), WHITE, rng), layers, rng, frame=(3, 1, 150), jpeg=75, shadow=4.0,
-                 shadow_offset=(3, 4))
+    layers = [
+        Layer(skirt(flare=1.2), (18, 140, 114, 175), "chiffon", (82.0, 0.0, -1.0), texture=0.5, opacity=0.7, mesh=0.3),
+        Layer(CARDIGAN, (14, 14, 122, 150), "knit", (90.0, -2.0, -8.0), texture=0.6),
+    ]
+    return shoot(
+        paper((150, 300), WHITE, rng), layers, rng, frame=(3, 1, 150), jpeg=75, shadow=4.0, shadow_offset=(3, 4)
+    )
 
 
 Builder = Callable[[], tuple[np.ndarray, np.ndarray]]
+
+
 def _rejpeg(photo: np.ndarray, quality: int = 88) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, "JPEG", quality=quality)
@@ -332,16 +396,17 @@ def matted_two_piece(seed: int = 22) -> tuple[np.ndarray, np.ndarray]:
     paper learnt from the border is the mat: the white inside came out as a rectangle of product)."""
     rng = np.random.default_rng(seed)
     size = (340, 520)
-    layers = [Layer(skirt(flare=1.2), (60, 250, 220, 220), "chiffon", (80.0, 0.0, -1.0), texture=0.5,
-                    opacity=0.75, mesh=0.3),
-              Layer(CARDIGAN, (55, 50, 230, 240), "knit", (88.0, -3.0, -11.0), texture=0.6)]
+    layers = [
+        Layer(skirt(flare=1.2), (60, 250, 220, 220), "chiffon", (80.0, 0.0, -1.0), texture=0.5, opacity=0.75, mesh=0.3),
+        Layer(CARDIGAN, (55, 50, 230, 240), "knit", (88.0, -3.0, -11.0), texture=0.6),
+    ]
     photo, mask = shoot(paper(size, WHITE, rng), layers, rng, jpeg=95)
     out = photo.astype(np.float32)
     w, h = size
     inset = 16
     yy, xx = np.mgrid[0:h, 0:w]
     for cx, cy in ((inset, inset), (w - inset, inset), (inset, h - inset), (w - inset, h - inset)):
-        blot = np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 22.0 ** 2)))
+        blot = np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 22.0**2)))
         out -= 18.0 * blot[..., None]  # darker corners inside the frame
     outside = (xx < inset) | (xx >= w - inset) | (yy < inset) | (yy >= h - inset)
     out[outside] = 214.0 + rng.normal(0, 1.0, (int(outside.sum()), 3))  # the mat
@@ -416,5 +481,3 @@ def sheet(rows: list[tuple[str, Image.Image, np.ndarray, list[np.ndarray]]], pat
     for i, t in enumerate(tiles):
         out.paste(t, ((i % cols) * tile, (i // cols) * t.height))
     out.save(path)
-
-

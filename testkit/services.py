@@ -74,8 +74,9 @@ class Proc:
     def start(self) -> "Proc":
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")
-        self.popen = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         out.close()
         return self
 
@@ -104,7 +105,9 @@ class Proc:
 
     def tail(self, lines: int = 60) -> str:
         try:
-            return f"--- {self.name} ({self.log}) ---\n" + "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+            return f"--- {self.name} ({self.log}) ---\n" + "\n".join(
+                self.log.read_text(errors="replace").splitlines()[-lines:]
+            )
         except OSError:
             return f"--- {self.name}: no log ---"
 
@@ -116,8 +119,23 @@ class RedisServer:
         self.dir = root / "redis"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.proc = Proc("redis", ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", str(self.dir)], self.dir / "redis.log")
+        self.proc = Proc(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            self.dir / "redis.log",
+        )
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -167,8 +185,17 @@ class PgCluster:
         return self
 
     def start(self) -> "PgCluster":
-        self._run(_pg_bin("pg_ctl"), "-D", str(self.dir), "-o", f"-p {self.port} -k {self.dir} -h 127.0.0.1",
-                  "-l", str(self.dir / "server.log"), "-w", "start")
+        self._run(
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.dir),
+            "-o",
+            f"-p {self.port} -k {self.dir} -h 127.0.0.1",
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            "start",
+        )
         return self
 
     def stop(self, mode: str = "immediate") -> None:
@@ -195,8 +222,20 @@ class MilvusServer:
     def __init__(self, root: Path) -> None:
         self.dir = root / "milvus"
         self.port = free_port()
-        self.proc = Proc("milvus", [str(BIN / "milvus-lite"), "server", "--data-dir", str(self.dir), "--host",
-                                    "127.0.0.1", "--port", str(self.port)], root / "logs" / "milvus.log")
+        self.proc = Proc(
+            "milvus",
+            [
+                str(BIN / "milvus-lite"),
+                "server",
+                "--data-dir",
+                str(self.dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            root / "logs" / "milvus.log",
+        )
 
     @property
     def uri(self) -> str:
@@ -223,9 +262,22 @@ class FakeProvider:
     def __init__(self, root: Path, *args: str) -> None:
         self.port = free_port()
         self.log_path = root / "fake-requests.jsonl"
-        self.proc = Proc("fake-openrouter", [str(BIN / "hitline"), "fake-openrouter", "--port", str(self.port),
-                                             "--log", str(self.log_path), "--no-local-renderer",
-                                             "--max-image-side", "256", *args], root / "logs" / "fake.log")
+        self.proc = Proc(
+            "fake-openrouter",
+            [
+                str(BIN / "hitline"),
+                "fake-openrouter",
+                "--port",
+                str(self.port),
+                "--log",
+                str(self.log_path),
+                "--no-local-renderer",
+                "--max-image-side",
+                "256",
+                *args,
+            ],
+            root / "logs" / "fake.log",
+        )
 
     @property
     def base_url(self) -> str:
@@ -261,9 +313,20 @@ class Flower:
     def __init__(self, root: Path, env: dict[str, str], user: str = "ops", password: str = "flower-test-pass") -> None:
         self.port = free_port()
         self.auth = (user, password)
-        self.proc = Proc("flower", [str(BIN / "celery"), "-A", "workers.app", "flower", f"--port={self.port}",
-                                    "--address=127.0.0.1", f"--basic-auth={user}:{password}"],
-                         root / "logs" / "flower.log", env=env)
+        self.proc = Proc(
+            "flower",
+            [
+                str(BIN / "celery"),
+                "-A",
+                "workers.app",
+                "flower",
+                f"--port={self.port}",
+                "--address=127.0.0.1",
+                f"--basic-auth={user}:{password}",
+            ],
+            root / "logs" / "flower.log",
+            env=env,
+        )
 
     @property
     def url(self) -> str:
@@ -292,8 +355,12 @@ class Flower:
         Flower received; metric("flower_worker_online") the workers it hears from."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        return sum(s.value for family in text_string_to_metric_families(self.get("/metrics")) for s in family.samples
-                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(self.get("/metrics"))
+            for s in family.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
 
 
 class RabbitVhost:
@@ -305,8 +372,12 @@ class RabbitVhost:
 
     def create(self) -> "RabbitVhost":
         subprocess.run(["rabbitmqctl", "add_vhost", self.name], check=True, capture_output=True, timeout=60)
-        subprocess.run(["rabbitmqctl", "set_permissions", "-p", self.name, "guest", ".*", ".*", ".*"],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["rabbitmqctl", "set_permissions", "-p", self.name, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         return self
 
     def url(self) -> str:
@@ -328,8 +399,23 @@ class Workers:
     def start(self, queues: str, concurrency: int = 4, pool: str = "threads", name: str | None = None) -> Proc:
         self._n += 1
         name = name or f"w{self._n}-{queues.replace(',', '-')}"
-        p = Proc(name, [str(BIN / "hitline"), "worker", "--queues", queues, "--concurrency", str(concurrency),
-                        "--pool", pool, "--loglevel", "INFO"], self.logs / f"{name}.log", env=self.env).start()
+        p = Proc(
+            name,
+            [
+                str(BIN / "hitline"),
+                "worker",
+                "--queues",
+                queues,
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                pool,
+                "--loglevel",
+                "INFO",
+            ],
+            self.logs / f"{name}.log",
+            env=self.env,
+        ).start()
         self.procs[name] = p
         return p
 

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 
 
-
-
 from testkit.shared import SHARED_CATALOG  # noqa: F401 - tests import it from here
 
 # the longest files first: tests/test_distributed.py (several clusters one after the other), the fault
@@ -114,34 +112,85 @@ def fake_fault(api_cluster):  # noqa: ANN001, ANN201
     api_cluster.fake.configure(fail={}, latency={"image": (0.2, 0.3)})
 
 
-def render_result(*, out: Path = Path("/nowhere"), downsized: dict[str, str] | None = None,
-                  failed: dict[str, str] | None = None,
-                  background: tuple[str, ...] = (), touches: bool = False,
-                  statuses: tuple[str, ...] = ("passed", "passed", "passed", "passed")) -> dict:
+def render_result(
+    *,
+    out: Path = Path("/nowhere"),
+    downsized: dict[str, str] | None = None,
+    failed: dict[str, str] | None = None,
+    background: tuple[str, ...] = (),
+    touches: bool = False,
+    statuses: tuple[str, ...] = ("passed", "passed", "passed", "passed"),
+) -> dict:
     """A SKU's render result as the render stage records it (default presets, thumbnail resized from
     amazon_main), with the input-check findings and gate outcomes asked for: for tests of what the
     summary, `hitline status` and the API make of it without rendering anything."""
     from hitline.jobs.quality import digest
 
     names = ["amazon_main", "shopify", "thumbnail", "banner"]
-    checks = {p: [{"name": "resolution", "passed": p not in (downsized or {}) and p not in (failed or {}),
-                   "measured": 3.1, "threshold": 2.0, "message": f"{p} needs a bigger photo", "action": ""},
-                  {"name": "background", "passed": p not in background, "measured": 20.0, "threshold": 8.0,
-                   "message": "flat-lay background is not white", "action": ""},
-                  {"name": "touches_frame", "passed": not touches, "measured": ["left"] if touches else [],
-                   "threshold": [], "message": "the product touches the photo's left edge(s)", "action": ""}]
-              for p in names}
-    outputs = [{"preset": p, "path": str(out / f"{p}.png"), "width": 512, "height": 512,
-                "cost_usd": 0.0 if p == "thumbnail" else 0.101, "key": p, "reused_from": None,
-                "derived_from": "amazon_main" if p == "thumbnail" else None,
-                "quality": {"status": st, "checks": [],
-                            **({"reasons": ["colour differs"]} if st == "needs_review" else {})}}
-               for p, st in zip(names, statuses) if p not in (failed or {})]
-    result = {"outputs": outputs,
-              "plan": {"renders": ["amazon_main", "shopify", "banner"], "derived": {"thumbnail": "amazon_main"},
-                       "cost_usd": 0.303, "naive_cost_usd": 0.348, "saving_usd": 0.045},
-              "inputs": {"checks": checks, "failed_presets": dict(failed or {}), "downsized": dict(downsized or {}),
-                         "warnings": []}}
+    checks = {
+        p: [
+            {
+                "name": "resolution",
+                "passed": p not in (downsized or {}) and p not in (failed or {}),
+                "measured": 3.1,
+                "threshold": 2.0,
+                "message": f"{p} needs a bigger photo",
+                "action": "",
+            },
+            {
+                "name": "background",
+                "passed": p not in background,
+                "measured": 20.0,
+                "threshold": 8.0,
+                "message": "flat-lay background is not white",
+                "action": "",
+            },
+            {
+                "name": "touches_frame",
+                "passed": not touches,
+                "measured": ["left"] if touches else [],
+                "threshold": [],
+                "message": "the product touches the photo's left edge(s)",
+                "action": "",
+            },
+        ]
+        for p in names
+    }
+    outputs = [
+        {
+            "preset": p,
+            "path": str(out / f"{p}.png"),
+            "width": 512,
+            "height": 512,
+            "cost_usd": 0.0 if p == "thumbnail" else 0.101,
+            "key": p,
+            "reused_from": None,
+            "derived_from": "amazon_main" if p == "thumbnail" else None,
+            "quality": {
+                "status": st,
+                "checks": [],
+                **({"reasons": ["colour differs"]} if st == "needs_review" else {}),
+            },
+        }
+        for p, st in zip(names, statuses)
+        if p not in (failed or {})
+    ]
+    result = {
+        "outputs": outputs,
+        "plan": {
+            "renders": ["amazon_main", "shopify", "banner"],
+            "derived": {"thumbnail": "amazon_main"},
+            "cost_usd": 0.303,
+            "naive_cost_usd": 0.348,
+            "saving_usd": 0.045,
+        },
+        "inputs": {
+            "checks": checks,
+            "failed_presets": dict(failed or {}),
+            "downsized": dict(downsized or {}),
+            "warnings": [],
+        },
+    }
     return {**result, "digest": digest(result)}
 
 
@@ -160,12 +209,21 @@ def rendered_batch(hitline_env: Path) -> str:
     mixed = ("passed", "passed_after_rerender", "passed", "needs_review")
     results = [render_result(**low, touches=True, statuses=mixed)]
     results += [render_result(**low) for _ in range(5)]
-    results += [render_result(out=out, background=("amazon_main",)),
-                render_result(out=out, failed={"banner": "product is 160 px, banner at 2K needs 1229 px (7.7x upscale)"})]
+    results += [
+        render_result(out=out, background=("amazon_main",)),
+        render_result(out=out, failed={"banner": "product is 160 px, banner at 2K needs 1229 px (7.7x upscale)"}),
+    ]
     with session_scope(url) as s:
-        crud.create_batch(s, "Q", catalog_dir="c", new_dir="n", out_dir=str(hitline_env / "out"),
-                          options={"presets": ["amazon_main", "shopify", "thumbnail", "banner"]}, budget_usd=None,
-                          notes=[])
+        crud.create_batch(
+            s,
+            "Q",
+            catalog_dir="c",
+            new_dir="n",
+            out_dir=str(hitline_env / "out"),
+            options={"presets": ["amazon_main", "shopify", "thumbnail", "banner"]},
+            budget_usd=None,
+            notes=[],
+        )
         for i, r in enumerate(results):
             j = crud.add_job(s, "Q", "sku", f"SKU{i}", i, {}, "done", "done")
             j.result = {"render": r}

@@ -90,8 +90,9 @@ class Cluster:
     def post(self, path: str, **kw: Any) -> requests.Response:
         return requests.post(self.url + path, headers={**self.auth, **kw.pop("headers", {})}, timeout=120, **kw)
 
-    def wait_batch(self, batch_id: str, until: Callable[[dict[str, Any]], bool] | None = None,
-                   timeout: float = 150.0) -> dict[str, Any]:
+    def wait_batch(
+        self, batch_id: str, until: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 150.0
+    ) -> dict[str, Any]:
         """Poll GET /batches/{id} until `until` holds (default: nothing open any more)."""
         until = until or (lambda b: b["progress"]["open"] == 0)
         deadline = time.monotonic() + timeout
@@ -123,43 +124,94 @@ def start(tmp: Path, catalog: Path, new: Path) -> Cluster:
     db_url = PG.rsplit("/", 1)[0] + "/" + DB_NAME
     logs = tmp / "logs"
     logs.mkdir()
-    fake_cm = running_fake(FakeConfig(api_key=FAKE_KEY, require_key=True, max_image_side=512,
-                                      latency={"image": (0.2, 0.3)}))
+    fake_cm = running_fake(
+        FakeConfig(api_key=FAKE_KEY, require_key=True, max_image_side=512, latency={"image": (0.2, 0.3)})
+    )
     fake = fake_cm.__enter__()
     milvus_port, api_port, flower_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HITLINE_") or k.startswith("HITLINE_TEST_")}
-    env.update(HITLINE_BROKER_URL=REDIS, HITLINE_DATABASE_URL=db_url,
-               HITLINE_MILVUS_URI=f"http://127.0.0.1:{milvus_port}", HITLINE_DATA_DIR=str(tmp / "data"),
-               HITLINE_PROVIDER="openrouter", HITLINE_OPENROUTER_API_KEY=FAKE_KEY,
-               HITLINE_OPENROUTER_BASE_URL=fake.base_url, HITLINE_WORKER_CONCURRENCY="2",
-               HITLINE_QUALITY_GATE="0",  # the gate has its own tests (tests/jobs/test_quality_gate.py)
-               HITLINE_PRESETS='["thumbnail"]', HITLINE_API_OUT_DIR=str(tmp / "out"),
-               HITLINE_API_MAX_UPLOAD_BYTES="5000000", HITLINE_FLOWER_URL=f"http://127.0.0.1:{flower_port}",
-               HITLINE_COLLECTION="hits_api_tests",
-               # webhooks: fast backoff for tests/api/test_webhooks.py's flaky receiver (seconds, not minutes)
-               HITLINE_WEBHOOK_KEY="api-tests-webhook-key", HITLINE_WEBHOOK_BACKOFF_S="0.3",
-               HITLINE_WEBHOOK_BACKOFF_MAX_S="1.5", HITLINE_WEBHOOK_ATTEMPTS="40", HITLINE_WEBHOOK_LEASE_S="5",
-               HITLINE_WEBHOOK_TIMEOUT_S="2")
-    cluster = Cluster(url=f"http://127.0.0.1:{api_port}", token="", env=env, fake=fake, catalog=catalog, new=new,
-                      tmp=tmp, flower_url=env["HITLINE_FLOWER_URL"], db_url=db_url, logs=logs)
+    env.update(
+        HITLINE_BROKER_URL=REDIS,
+        HITLINE_DATABASE_URL=db_url,
+        HITLINE_MILVUS_URI=f"http://127.0.0.1:{milvus_port}",
+        HITLINE_DATA_DIR=str(tmp / "data"),
+        HITLINE_PROVIDER="openrouter",
+        HITLINE_OPENROUTER_API_KEY=FAKE_KEY,
+        HITLINE_OPENROUTER_BASE_URL=fake.base_url,
+        HITLINE_WORKER_CONCURRENCY="2",
+        HITLINE_QUALITY_GATE="0",  # the gate has its own tests (tests/jobs/test_quality_gate.py)
+        HITLINE_PRESETS='["thumbnail"]',
+        HITLINE_API_OUT_DIR=str(tmp / "out"),
+        HITLINE_API_MAX_UPLOAD_BYTES="5000000",
+        HITLINE_FLOWER_URL=f"http://127.0.0.1:{flower_port}",
+        HITLINE_COLLECTION="hits_api_tests",
+        # webhooks: fast backoff for tests/api/test_webhooks.py's flaky receiver (seconds, not minutes)
+        HITLINE_WEBHOOK_KEY="api-tests-webhook-key",
+        HITLINE_WEBHOOK_BACKOFF_S="0.3",
+        HITLINE_WEBHOOK_BACKOFF_MAX_S="1.5",
+        HITLINE_WEBHOOK_ATTEMPTS="40",
+        HITLINE_WEBHOOK_LEASE_S="5",
+        HITLINE_WEBHOOK_TIMEOUT_S="2",
+    )
+    cluster = Cluster(
+        url=f"http://127.0.0.1:{api_port}",
+        token="",
+        env=env,
+        fake=fake,
+        catalog=catalog,
+        new=new,
+        tmp=tmp,
+        flower_url=env["HITLINE_FLOWER_URL"],
+        db_url=db_url,
+        logs=logs,
+    )
     cluster._fake_cm = fake_cm  # type: ignore[attr-defined]
 
     def spawn(name: str, argv: list[str], extra: dict[str, str] | None = None) -> None:
-        cluster.procs.append(subprocess.Popen(argv, env={**env, **(extra or {})}, stdout=open(logs / f"{name}.log", "w"),
-                                              stderr=subprocess.STDOUT, start_new_session=True))
+        cluster.procs.append(
+            subprocess.Popen(
+                argv,
+                env={**env, **(extra or {})},
+                stdout=open(logs / f"{name}.log", "w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
-    spawn("milvus", [str(BIN / "milvus-lite"), "server", "--data-dir", str(tmp / "milvus"), "--host", "127.0.0.1",
-                     "--port", str(milvus_port)])
+    spawn(
+        "milvus",
+        [
+            str(BIN / "milvus-lite"),
+            "server",
+            "--data-dir",
+            str(tmp / "milvus"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(milvus_port),
+        ],
+    )
     _wait_port(milvus_port)
-    token = subprocess.run([str(BIN / "hitline"), "token", "create", "api-tests"], env=env, capture_output=True,
-                           text=True, timeout=120)
+    token = subprocess.run(
+        [str(BIN / "hitline"), "token", "create", "api-tests"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert token.returncode == 0, token.stdout + token.stderr
     cluster.token = token.stdout.strip()
     spawn("worker", [str(BIN / "hitline"), "worker", "--loglevel", "WARNING"])
     spawn("serve", [str(BIN / "hitline"), "serve", "--port", str(api_port)])
     # Flower behind basic auth, as in docker-compose.yml: its API works with the credentials only
-    spawn("flower", [str(BIN / "celery"), "-A", "workers.app", "flower", f"--port={flower_port}",
-                     "--address=127.0.0.1", "--basic-auth=ops:flower-pass"])
+    spawn(
+        "flower",
+        [
+            str(BIN / "celery"),
+            "-A",
+            "workers.app",
+            "flower",
+            f"--port={flower_port}",
+            "--address=127.0.0.1",
+            "--basic-auth=ops:flower-pass",
+        ],
+    )
     deadline = time.monotonic() + 60
     while True:
         try:

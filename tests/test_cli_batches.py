@@ -13,8 +13,10 @@ from db import crud
 from db.session import init_db, session_scope
 from hitline.cli import app
 
-LONG = ("provider 402: Insufficient credits - the account behind HITLINE_OPENROUTER_API_KEY has no credit "
-        "left for google/gemini-3.1-flash-image-preview; add credit at openrouter.ai/settings/credits")
+LONG = (
+    "provider 402: Insufficient credits - the account behind HITLINE_OPENROUTER_API_KEY has no credit "
+    "left for google/gemini-3.1-flash-image-preview; add credit at openrouter.ai/settings/credits"
+)
 
 
 @pytest.fixture
@@ -24,11 +26,28 @@ def big_batch(hitline_env: Path) -> str:
     url = get_runtime().db_url
     init_db(url)
     with session_scope(url) as s:
-        crud.create_batch(s, "B", catalog_dir="c", new_dir="n", out_dir=str(hitline_env / "out"),
-                          options={"presets": ["thumbnail"]}, budget_usd=None, notes=[])
+        crud.create_batch(
+            s,
+            "B",
+            catalog_dir="c",
+            new_dir="n",
+            out_dir=str(hitline_env / "out"),
+            options={"presets": ["thumbnail"]},
+            budget_usd=None,
+            notes=[],
+        )
         for i in range(3000):
-            crud.add_job(s, "B", "sku", f"SKU{i:04d}", i, {}, "render" if i < 1200 else "done",
-                         "failed" if i < 1000 else ("pending" if i < 1200 else "done"), LONG if i < 1000 else None)
+            crud.add_job(
+                s,
+                "B",
+                "sku",
+                f"SKU{i:04d}",
+                i,
+                {},
+                "render" if i < 1200 else "done",
+                "failed" if i < 1000 else ("pending" if i < 1200 else "done"),
+                LONG if i < 1000 else None,
+            )
         s.flush()
         s.execute(text("UPDATE job SET attempts = 1 WHERE state = 'failed'"))
     return "B"
@@ -75,7 +94,9 @@ def test_retry_by_job_runs_only_that_job_again(big_batch: str) -> None:
     from hitline.jobs.context import get_runtime
 
     with session_scope(get_runtime().db_url) as s:
-        attempts = dict(s.execute(text("SELECT item_id, attempts FROM job WHERE item_id IN ('SKU0007', 'SKU0008')")).all())
+        attempts = dict(
+            s.execute(text("SELECT item_id, attempts FROM job WHERE item_id IN ('SKU0007', 'SKU0008')")).all()
+        )
     assert attempts == {"SKU0007": 2, "SKU0008": 1}  # ran once more (and failed again: its row is empty)
     assert "no retryable failed job" in _run("retry", big_batch, "--reason", "no such reason").output
 
@@ -102,8 +123,10 @@ def test_status_shows_input_checks_gate_and_render_plan_in_80_columns(rendered_b
     res = _run("status", rendered_batch)
     assert res.exit_code == 0 and max(map(len, res.output.splitlines())) <= 80, res.output
     flat = " ".join(res.output.split())
-    assert ("input checks: 7 SKUs low_res (6 amazon_main downsized to 1K, 1 banner failed), 1 touches frame, "
-            "1 background not white (amazon_main)") in flat, res.output
+    assert (
+        "input checks: 7 SKUs low_res (6 amazon_main downsized to 1K, 1 banner failed), 1 touches frame, "
+        "1 background not white (amazon_main)"
+    ) in flat, res.output
     assert "quality gate (outputs): 29 passed, 1 passed after re-render, 1 needs review" in flat
     assert "render plan: 24 renders for 32 outputs (8 resized): $2.424 instead of $2.784" in flat
     assert "saved $0.360 ($0.045 a SKU)" in flat
@@ -111,8 +134,10 @@ def test_status_shows_input_checks_gate_and_render_plan_in_80_columns(rendered_b
     rows = _run("status", rendered_batch, "--jobs")
     assert rows.exit_code == 0 and max(map(len, rows.output.splitlines())) <= 80, rows.output
     flat = " ".join(rows.output.split())
-    assert ("input checks: amazon_main downsized to 1K (low_res); touches frame. gate: 2 passed, 1 passed after "
-            "re-render, 1 needs review") in flat
+    assert (
+        "input checks: amazon_main downsized to 1K (low_res); touches frame. gate: 2 passed, 1 passed after "
+        "re-render, 1 needs review"
+    ) in flat
     assert "banner failed: product is 160 px, banner at 2K needs 1229 px (7.7x upscale)" in flat
 
     data = json.loads(_run("status", rendered_batch, "--json").output)

@@ -20,15 +20,25 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = shutil.which("docker-compose")
 
 needs_compose = pytest.mark.skipif(
-    COMPOSE is None, reason="docker-compose not installed (apt-get install -y docker-compose) - cannot validate")
+    COMPOSE is None, reason="docker-compose not installed (apt-get install -y docker-compose) - cannot validate"
+)
 
 
 def _config(**env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in {"POSTGRES_PASSWORD", "HITLINE_OPENROUTER_API_KEY", "FLOWER_BASIC_AUTH", "HITLINE_FLOWER_URL"}}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"POSTGRES_PASSWORD", "HITLINE_OPENROUTER_API_KEY", "FLOWER_BASIC_AUTH", "HITLINE_FLOWER_URL"}
+    }
     assert COMPOSE is not None
-    return subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), "config"], cwd=ROOT,
-                          env={**clean, **env}, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [COMPOSE, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +125,13 @@ def test_flower_on_5555_with_broker_from_env(rendered: dict[str, Any]) -> None:
 
 def test_backing_services_have_healthchecks(rendered: dict[str, Any]) -> None:
     services = rendered["services"]
-    expect = {"redis": "redis-cli ping", "postgres": "pg_isready", "milvus": "9091/healthz",
-              "etcd": "etcdctl endpoint health", "minio": "/minio/health/live"}
+    expect = {
+        "redis": "redis-cli ping",
+        "postgres": "pg_isready",
+        "milvus": "9091/healthz",
+        "etcd": "etcdctl endpoint health",
+        "minio": "/minio/health/live",
+    }
     for name, probe in expect.items():
         assert probe in " ".join(services[name]["healthcheck"]["test"]), name
     assert services["redis"]["image"] == "redis:7"
@@ -135,20 +150,38 @@ def test_dockerfile_installs_the_package_as_non_root() -> None:
 
 
 def test_dockerignore_keeps_sources_and_drops_the_rest() -> None:
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
     def ignored(path: str) -> bool:
         parts = path.split("/")
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        return any(fnmatch.fnmatch(p, pat.removeprefix("**/")) or fnmatch.fnmatch(parts[-1], pat.removeprefix("**/"))
-                   for pat in patterns for p in prefixes)
+        return any(
+            fnmatch.fnmatch(p, pat.removeprefix("**/")) or fnmatch.fnmatch(parts[-1], pat.removeprefix("**/"))
+            for pat in patterns
+            for p in prefixes
+        )
 
-    for needed in ("pyproject.toml", "hitline/config.py", "hitline/data/limits.toml", "workers/app.py",
-                   "tasks/__init__.py", "db/__init__.py"):
+    for needed in (
+        "pyproject.toml",
+        "hitline/config.py",
+        "hitline/data/limits.toml",
+        "workers/app.py",
+        "tasks/__init__.py",
+        "db/__init__.py",
+    ):
         assert not ignored(needed), needed
-    for dropped in (".git/config", ".venv/bin/python", ".env", "tests/test_compose.py", "hitline/__pycache__/x.pyc",
-                    "hitline-data/jobs.sqlite"):
+    for dropped in (
+        ".git/config",
+        ".venv/bin/python",
+        ".env",
+        "tests/test_compose.py",
+        "hitline/__pycache__/x.pyc",
+        "hitline-data/jobs.sqlite",
+    ):
         assert ignored(dropped), dropped
 
 
@@ -156,9 +189,11 @@ def test_api_service_serves_the_dashboard_on_8000(rendered: dict[str, Any]) -> N
     api = rendered["services"]["api"]
     assert api["command"] == ["hitline", "serve", "--host", "0.0.0.0", "--port", "8000"]
     assert api["image"].startswith("hitline:") and "build" in api
-    assert any("127.0.0.1:8000:8000" in str(port) or (port.get("published") in (8000, "8000")
-                                                     and port.get("host_ip") == "127.0.0.1")
-               for port in api["ports"])
+    assert any(
+        "127.0.0.1:8000:8000" in str(port)
+        or (port.get("published") in (8000, "8000") and port.get("host_ip") == "127.0.0.1")
+        for port in api["ports"]
+    )
     assert "/healthz" in " ".join(api["healthcheck"]["test"])
     assert api["environment"]["HITLINE_DATABASE_URL"] == "postgresql+psycopg://hitline:s3cret@postgres:5432/hitline"
     assert api["environment"]["HITLINE_FLOWER_URL"] == "http://127.0.0.1:5555"

@@ -47,8 +47,11 @@ def cluster(tmp_path: Path, demo_data: tuple[Path, Path]):
 
 
 @contextmanager
-def _cluster(tmp_path: Path, extra_env: dict[str, str],
-             workers: tuple[tuple[str, ...], ...] = (("embed,index,retrieve",), ("analyze,render",))):
+def _cluster(
+    tmp_path: Path,
+    extra_env: dict[str, str],
+    workers: tuple[tuple[str, ...], ...] = (("embed,index,retrieve",), ("analyze,render",)),
+):
     _services_or_skip()
     import redis
     import sqlalchemy
@@ -60,15 +63,35 @@ def _cluster(tmp_path: Path, extra_env: dict[str, str],
         c.execute(sqlalchemy.text(f"CREATE DATABASE {dbname}"))
     db_url = PG.rsplit("/", 1)[0] + "/" + dbname
     port = _free_port()
-    procs = [subprocess.Popen([str(BIN / "milvus-lite"), "server", "--data-dir", str(tmp_path / "milvus"),
-                               "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [
+                str(BIN / "milvus-lite"),
+                "server",
+                "--data-dir",
+                str(tmp_path / "milvus"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HITLINE_", "_RENDER"))}
-    env.update({"HITLINE_BROKER_URL": REDIS, "HITLINE_DATABASE_URL": db_url,
-                "HITLINE_MILVUS_URI": f"http://127.0.0.1:{port}", "HITLINE_DATA_DIR": str(tmp_path / "data"),
-                "HITLINE_PROVIDER": "local", "HITLINE_WORKER_CONCURRENCY": "2",
-                "HITLINE_QUALITY_GATE": "0",  # the gate is tested in tests/test_quality_gate.py
-                **extra_env})
+    env.update(
+        {
+            "HITLINE_BROKER_URL": REDIS,
+            "HITLINE_DATABASE_URL": db_url,
+            "HITLINE_MILVUS_URI": f"http://127.0.0.1:{port}",
+            "HITLINE_DATA_DIR": str(tmp_path / "data"),
+            "HITLINE_PROVIDER": "local",
+            "HITLINE_WORKER_CONCURRENCY": "2",
+            "HITLINE_QUALITY_GATE": "0",  # the gate is tested in tests/test_quality_gate.py
+            **extra_env,
+        }
+    )
     for _ in range(100):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -78,13 +101,24 @@ def _cluster(tmp_path: Path, extra_env: dict[str, str],
     logs.mkdir()
     flower_port = _free_port()
     env["HITLINE_TEST_FLOWER_PORT"] = str(flower_port)
-    procs.append(subprocess.Popen([str(BIN / "celery"), "-A", "workers.app", "flower", f"--port={flower_port}",
-                                   "--address=127.0.0.1"], env={**env, "FLOWER_UNAUTHENTICATED_API": "true"},
-                                  stdout=open(logs / "flower.log", "w"), stderr=subprocess.STDOUT))
+    procs.append(
+        subprocess.Popen(
+            [str(BIN / "celery"), "-A", "workers.app", "flower", f"--port={flower_port}", "--address=127.0.0.1"],
+            env={**env, "FLOWER_UNAUTHENTICATED_API": "true"},
+            stdout=open(logs / "flower.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
+    )
     for n, (queues, *flags) in enumerate(workers):
-        procs.append(subprocess.Popen([str(BIN / "hitline"), "worker", "--queues", queues, "--loglevel", "WARNING",
-                                       *flags], env=env, stdout=open(logs / f"{n}-{queues}.log", "w"),
-                                      stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "hitline"), "worker", "--queues", queues, "--loglevel", "WARNING", *flags],
+                env=env,
+                stdout=open(logs / f"{n}-{queues}.log", "w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
     env["_RENDER_WORKER_PID"] = str(procs[-1].pid)
     try:
         yield env
@@ -121,14 +155,34 @@ def test_batch_runs_on_separate_worker_processes(cluster) -> None:  # noqa: ANN0
     out = tmp / "out"
     good = new
     new = _with_a_truncated_flatlay(good, tmp / "new")
-    res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(new), "--out", str(out),
-                          "--presets", "amazon_main,thumbnail,banner"],
-                         env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            str(BIN / "hitline"),
+            "run",
+            "--catalog",
+            str(catalog),
+            "--new",
+            str(new),
+            "--out",
+            str(out),
+            "--presets",
+            "amazon_main,thumbnail,banner",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout + res.stderr + "".join(p.read_text() for p in (tmp / "logs").iterdir())
     batch = re.search(r"batch (\S+):", res.stdout).group(1)
     assert "queued on redis://127.0.0.1" in res.stdout
-    status = subprocess.run([str(BIN / "hitline"), "status", batch, "--kind", "sku", "--json"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [str(BIN / "hitline"), "status", batch, "--kind", "sku", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert status.returncode == 0, status.stdout + status.stderr
     n_new = len((good / "new_products.csv").read_text().strip().splitlines()) - 1
     rows = {r["id"]: r for r in json.loads(status.stdout)["jobs"]}
@@ -155,9 +209,15 @@ def test_batch_runs_on_separate_worker_processes(cluster) -> None:  # noqa: ANN0
     assert [t["name"] for t in failures] == ["hitline.embed"], failures
     assert "corrupt or truncated" in (failures[0].get("exception") or ""), failures[0]
     assert not [t for t in tasks.values() if t["name"].startswith("hitline.") and t["state"] == "STARTED"]
-    assert {"hitline.embed_hits", "hitline.index_hits", "hitline.embed", "hitline.index", "hitline.retrieve",
-            "hitline.analyze",
-            "hitline.render"} <= names, names
+    assert {
+        "hitline.embed_hits",
+        "hitline.index_hits",
+        "hitline.embed",
+        "hitline.index",
+        "hitline.retrieve",
+        "hitline.analyze",
+        "hitline.render",
+    } <= names, names
     workers = requests.get(f"{base}/api/workers?refresh=1", timeout=30).json()
     assert len(workers) == 2, list(workers)
 
@@ -181,17 +241,44 @@ max_in_flight = 8
 window_s = 2.0
 ''')
     key = "sk-or-v1-distributed-secret"
-    with running_fake(FakeConfig(rpm={render_model: 4}, rpm_window_s=2.0, retry_after_s=1.0, api_key=key,
-                                 require_key=True, max_image_side=256)) as fake:
-        extra = {"HITLINE_OPENROUTER_API_KEY": key, "HITLINE_OPENROUTER_BASE_URL": fake.base_url,
-                 "HITLINE_LIMITS_FILE": str(limits), "HITLINE_PROVIDER": "openrouter"}
+    with running_fake(
+        FakeConfig(
+            rpm={render_model: 4},
+            rpm_window_s=2.0,
+            retry_after_s=1.0,
+            api_key=key,
+            require_key=True,
+            max_image_side=256,
+        )
+    ) as fake:
+        extra = {
+            "HITLINE_OPENROUTER_API_KEY": key,
+            "HITLINE_OPENROUTER_BASE_URL": fake.base_url,
+            "HITLINE_LIMITS_FILE": str(limits),
+            "HITLINE_PROVIDER": "openrouter",
+        }
         render = ("render", "--pool", "threads", "--concurrency", "4")
         with _cluster(tmp_path, extra, (("embed,index,retrieve,analyze",), render, render)) as env:
             catalog, new = demo_data
             out = tmp_path / "out"
-            res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(new),
-                                  "--out", str(out), "--presets", "thumbnail,banner"],
-                                 env=env, capture_output=True, text=True, timeout=600)
+            res = subprocess.run(
+                [
+                    str(BIN / "hitline"),
+                    "run",
+                    "--catalog",
+                    str(catalog),
+                    "--new",
+                    str(new),
+                    "--out",
+                    str(out),
+                    "--presets",
+                    "thumbnail,banner",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
             assert res.returncode == 0, res.stdout + res.stderr + logs
             stats = fake.stats()
@@ -201,8 +288,10 @@ window_s = 2.0
             flower = requests.get(f"http://127.0.0.1:{env['HITLINE_TEST_FLOWER_PORT']}/api/tasks", timeout=10).json()
             renders_seen = [t for t in flower.values() if t["name"] == "hitline.render"]
             ids_only = [(t.get("args"), t.get("kwargs")) for t in renders_seen]
-            assert ids_only and all(re.fullmatch(r"[(\[]\d+,?[)\]]", a or "") and
-                                    re.fullmatch(r"\{('provider_retries': \d+)?\}", k or "{}") for a, k in ids_only), ids_only[:5]
+            assert ids_only and all(
+                re.fullmatch(r"[(\[]\d+,?[)\]]", a or "") and re.fullmatch(r"\{('provider_retries': \d+)?\}", k or "{}")
+                for a, k in ids_only
+            ), ids_only[:5]
             assert key not in json.dumps(flower)
     n_new = len((new / "new_products.csv").read_text().strip().splitlines()) - 1
     renders = [r["t"] for r in stats["recent"] if r["model"] == render_model]
@@ -226,23 +315,47 @@ def test_killed_render_worker_loses_nothing_and_resume_finishes(tmp_path: Path, 
     from hitline.fake.server import FakeConfig, running_fake
 
     key = "sk-or-v1-crash-secret"
-    with running_fake(FakeConfig(api_key=key, require_key=True, max_image_side=512,
-                                 latency={"image": (1.5, 2.0)})) as fake:
+    with running_fake(
+        FakeConfig(api_key=key, require_key=True, max_image_side=512, latency={"image": (1.5, 2.0)})
+    ) as fake:
         extra = {"HITLINE_OPENROUTER_API_KEY": key, "HITLINE_OPENROUTER_BASE_URL": fake.base_url}
         with _cluster(tmp_path, extra) as env:
             catalog, new = demo_data
             out = tmp_path / "out"
-            res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(new),
-                                  "--out", str(out), "--provider", "openrouter", "--presets", "thumbnail,banner",
-                                  "--no-wait"], env=env, capture_output=True, text=True, timeout=300)
+            res = subprocess.run(
+                [
+                    str(BIN / "hitline"),
+                    "run",
+                    "--catalog",
+                    str(catalog),
+                    "--new",
+                    str(new),
+                    "--out",
+                    str(out),
+                    "--provider",
+                    "openrouter",
+                    "--presets",
+                    "thumbnail,banner",
+                    "--no-wait",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert res.returncode == 0, res.stdout + res.stderr
             batch = re.search(r"batch (\S+):", res.stdout).group(1)
             engine = sqlalchemy.create_engine(env["HITLINE_DATABASE_URL"])
 
             def states() -> list[tuple[str, str]]:
                 with engine.connect() as c:
-                    return [tuple(r) for r in c.execute(sqlalchemy.text(
-                        "SELECT stage, state FROM job WHERE batch_id = :b AND kind = 'sku'"), {"b": batch})]
+                    return [
+                        tuple(r)
+                        for r in c.execute(
+                            sqlalchemy.text("SELECT stage, state FROM job WHERE batch_id = :b AND kind = 'sku'"),
+                            {"b": batch},
+                        )
+                    ]
 
             deadline = time.monotonic() + 240
             while ("render", "running") not in states():
@@ -253,18 +366,31 @@ def test_killed_render_worker_loses_nothing_and_resume_finishes(tmp_path: Path, 
             time.sleep(1.0)
             assert ("render", "running") in states()  # the dead worker's claim is still in the table
             procs_env = {**env}
-            fresh = subprocess.Popen([str(BIN / "hitline"), "worker", "--queues", "analyze,render",
-                                      "--loglevel", "WARNING"], env=procs_env, start_new_session=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            fresh = subprocess.Popen(
+                [str(BIN / "hitline"), "worker", "--queues", "analyze,render", "--loglevel", "WARNING"],
+                env=procs_env,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
-                res = subprocess.run([str(BIN / "hitline"), "resume", batch, "--stale-after", "0"], env=env,
-                                     capture_output=True, text=True, timeout=600)
+                res = subprocess.run(
+                    [str(BIN / "hitline"), "resume", batch, "--stale-after", "0"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
                 assert res.returncode == 0, res.stdout + res.stderr
                 assert all(st == ("done", "done") for st in states()), states()
                 with engine.connect() as c:
-                    charged = c.execute(sqlalchemy.text(
-                        "SELECT count(*), sum(CASE WHEN state = 'charged' THEN 1 ELSE 0 END) FROM charge "
-                        "WHERE batch_id = :b AND stage = 'render'"), {"b": batch}).one()
+                    charged = c.execute(
+                        sqlalchemy.text(
+                            "SELECT count(*), sum(CASE WHEN state = 'charged' THEN 1 ELSE 0 END) FROM charge "
+                            "WHERE batch_id = :b AND stage = 'render'"
+                        ),
+                        {"b": batch},
+                    ).one()
                 renders = fake.stats()["requests"]["chat/completions"]["google/gemini-3.1-flash-image-preview"]
                 engine.dispose()
             finally:
@@ -296,40 +422,80 @@ def test_identical_skus_on_the_cluster_are_rendered_and_paid_once(tmp_path: Path
     key = "sk-or-v1-twins-secret"
     render_model = "google/gemini-3.1-flash-image-preview"
     with running_fake(FakeConfig(api_key=key, require_key=True, max_image_side=256)) as fake:
-        extra = {"HITLINE_OPENROUTER_API_KEY": key, "HITLINE_OPENROUTER_BASE_URL": fake.base_url,
-                 "HITLINE_PROVIDER": "openrouter"}
+        extra = {
+            "HITLINE_OPENROUTER_API_KEY": key,
+            "HITLINE_OPENROUTER_BASE_URL": fake.base_url,
+            "HITLINE_PROVIDER": "openrouter",
+        }
         with _cluster(tmp_path, extra) as env:
-            res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(twins),
-                                  "--out", str(tmp_path / "out"), "--presets", "thumbnail,banner", "--no-wait"],
-                                 env=env, capture_output=True, text=True, timeout=600)
+            res = subprocess.run(
+                [
+                    str(BIN / "hitline"),
+                    "run",
+                    "--catalog",
+                    str(catalog),
+                    "--new",
+                    str(twins),
+                    "--out",
+                    str(tmp_path / "out"),
+                    "--presets",
+                    "thumbnail,banner",
+                    "--no-wait",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
             assert res.returncode == 0, res.stdout + res.stderr + logs
             batch = re.search(r"batch (\S+):", res.stdout).group(1)
             # resume while the batch is live: every job has a message in flight, so nothing is sent twice
-            again = subprocess.run([str(BIN / "hitline"), "resume", batch, "--no-wait"], env=env,
-                                   capture_output=True, text=True, timeout=300)
+            again = subprocess.run(
+                [str(BIN / "hitline"), "resume", batch, "--no-wait"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert again.returncode == 0 and "re-enqueued 0 chains" in again.stdout, again.stdout + again.stderr
             engine = sqlalchemy.create_engine(env["HITLINE_DATABASE_URL"])
             deadline = time.monotonic() + 300
             while True:
                 with engine.connect() as c:
-                    open_jobs = c.execute(sqlalchemy.text(
-                        "SELECT count(*) FROM job WHERE batch_id = :b AND state IN ('pending', 'running', "
-                        "'retrying')"), {"b": batch}).scalar()
+                    open_jobs = c.execute(
+                        sqlalchemy.text(
+                            "SELECT count(*) FROM job WHERE batch_id = :b AND state IN ('pending', 'running', "
+                            "'retrying')"
+                        ),
+                        {"b": batch},
+                    ).scalar()
                 if not open_jobs:
                     break
                 assert time.monotonic() < deadline, "batch did not finish"
                 time.sleep(0.5)
             with engine.connect() as c:
                 # one attempt per (job, stage): no stage ran twice
-                repeated = c.execute(sqlalchemy.text(
-                    "SELECT count(*) FROM (SELECT a.job_id, a.stage FROM attempt a JOIN job j ON j.id = a.job_id "
-                    "WHERE j.batch_id = :b GROUP BY a.job_id, a.stage HAVING count(*) > 1) t"), {"b": batch}).scalar()
-                states = [r[0] for r in c.execute(sqlalchemy.text(
-                    "SELECT state FROM job WHERE batch_id = :b AND kind = 'sku'"), {"b": batch})]
-                charges = c.execute(sqlalchemy.text(
-                    "SELECT count(*), sum(cost_usd) FROM charge WHERE batch_id = :b AND stage = 'render' "
-                    "AND state = 'charged'"), {"b": batch}).one()
+                repeated = c.execute(
+                    sqlalchemy.text(
+                        "SELECT count(*) FROM (SELECT a.job_id, a.stage FROM attempt a JOIN job j ON j.id = a.job_id "
+                        "WHERE j.batch_id = :b GROUP BY a.job_id, a.stage HAVING count(*) > 1) t"
+                    ),
+                    {"b": batch},
+                ).scalar()
+                states = [
+                    r[0]
+                    for r in c.execute(
+                        sqlalchemy.text("SELECT state FROM job WHERE batch_id = :b AND kind = 'sku'"), {"b": batch}
+                    )
+                ]
+                charges = c.execute(
+                    sqlalchemy.text(
+                        "SELECT count(*), sum(cost_usd) FROM charge WHERE batch_id = :b AND stage = 'render' "
+                        "AND state = 'charged'"
+                    ),
+                    {"b": batch},
+                ).one()
             engine.dispose()
             renders = fake.stats()["requests"]["chat/completions"][render_model]
     assert states == ["done"] * 4
@@ -338,21 +504,40 @@ def test_identical_skus_on_the_cluster_are_rendered_and_paid_once(tmp_path: Path
     assert charges[1] == pytest.approx(0.045 + 0.101)
 
 
-def test_workers_without_the_batch_provider_fail_its_jobs_with_the_reason(tmp_path: Path,
-                                                                          demo_data: tuple[Path, Path]) -> None:
+def test_workers_without_the_batch_provider_fail_its_jobs_with_the_reason(
+    tmp_path: Path, demo_data: tuple[Path, Path]
+) -> None:
     """The submitter has an OpenRouter key; the workers have none (their own environment): every job of the
     batch, catalog included, fails with what to set - none hangs, `hitline run` comes back."""
     catalog, new = demo_data
     with _cluster(tmp_path, {}) as env:
         submitter = {**env, "HITLINE_OPENROUTER_API_KEY": "sk-or-v1-submitter-only"}
-        res = subprocess.run([str(BIN / "hitline"), "run", "--catalog", str(catalog), "--new", str(new), "--out",
-                              str(tmp_path / "out"), "--provider", "openrouter", "--presets", "thumbnail"],
-                             env=submitter, capture_output=True, text=True, timeout=600)
+        res = subprocess.run(
+            [
+                str(BIN / "hitline"),
+                "run",
+                "--catalog",
+                str(catalog),
+                "--new",
+                str(new),
+                "--out",
+                str(tmp_path / "out"),
+                "--provider",
+                "openrouter",
+                "--presets",
+                "thumbnail",
+            ],
+            env=submitter,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
         assert res.returncode == 0, res.stdout + res.stderr + logs
         batch = re.search(r"batch (\S+):", res.stdout).group(1)
-        status = subprocess.run([str(BIN / "hitline"), "status", batch, "--json"], env=env,
-                                capture_output=True, text=True, timeout=120)
+        status = subprocess.run(
+            [str(BIN / "hitline"), "status", batch, "--json"], env=env, capture_output=True, text=True, timeout=120
+        )
     jobs = json.loads(status.stdout)["jobs"]
     assert jobs and {j["state"] for j in jobs} == {"failed"}, {j["state"] for j in jobs}
     assert all("HITLINE_OPENROUTER_API_KEY" in (j["reason"] or "") for j in jobs), jobs[:2]

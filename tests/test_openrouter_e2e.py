@@ -40,9 +40,25 @@ def small_demo(demo_data: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path
 
 
 def _run(fake, catalog: Path, new: Path, out: Path, *extra: str):  # noqa: ANN001
-    res = CliRunner().invoke(app, ["run", "--catalog", str(catalog), "--new", str(new), "--out", str(out),
-                                   "--provider", "openrouter", "--openrouter-base-url", fake.base_url,
-                                   "--presets", PRESETS, *extra])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--catalog",
+            str(catalog),
+            "--new",
+            str(new),
+            "--out",
+            str(out),
+            "--provider",
+            "openrouter",
+            "--openrouter-base-url",
+            fake.base_url,
+            "--presets",
+            PRESETS,
+            *extra,
+        ],
+    )
     assert res.exit_code == 0, res.output
     return re.search(r"batch (\S+):", res.output).group(1), res.output
 
@@ -69,8 +85,9 @@ def test_openrouter_line_costs_caches_and_secret(fake, small_demo, hitline_env: 
     assert [j.state for j in skus] == ["done"] * 3, [(j.item_id, j.error) for j in skus]
     for j in skus:
         assert j.cost_usd == pytest.approx(0.045 + 0.101 + j.result["analyze"]["cost_usd"], abs=1e-6)
-    assert spent == pytest.approx(sum(j.cost_usd for j in skus) + sum(
-        h.cost_usd for h in _jobs(batch, "hit")[0]), abs=1e-6)
+    assert spent == pytest.approx(
+        sum(j.cost_usd for j in skus) + sum(h.cost_usd for h in _jobs(batch, "hit")[0]), abs=1e-6
+    )
     first = fake.stats()
     assert _count(first, "embeddings") > 0 and _count(first, "chat/completions", ANALYZE_MODEL) == 3
     assert _count(first, "chat/completions", RENDER_MODEL) == 6
@@ -155,10 +172,12 @@ def test_identical_skus_are_rendered_and_paid_once(fake, small_demo, hitline_env
     assert all(o["cost_usd"] == 0 for o in outputs if o["reused_from"])
     assert all(Path(o["path"]).exists() for o in outputs)
     with session_scope(get_runtime().db_url) as s:
-        by_stage = dict(s.execute(select(Charge.stage, func.count()).where(Charge.batch_id == batch)
-                                  .group_by(Charge.stage)).all())
-        render_cost = s.scalar(select(func.sum(Charge.cost_usd)).where(Charge.batch_id == batch,
-                                                                       Charge.stage == "render"))
+        by_stage = dict(
+            s.execute(select(Charge.stage, func.count()).where(Charge.batch_id == batch).group_by(Charge.stage)).all()
+        )
+        render_cost = s.scalar(
+            select(func.sum(Charge.cost_usd)).where(Charge.batch_id == batch, Charge.stage == "render")
+        )
     # every call the fake served is one charge: renders and analyses alike
     assert by_stage["render"] == renders and by_stage.get("analyze", 0) == analyses
     assert render_cost == pytest.approx(0.045 + 0.101)
@@ -181,8 +200,9 @@ def test_render_plan_one_paid_call_per_aspect_ratio(fake, small_demo, hitline_en
     renders = _count(fake.stats(), "chat/completions", RENDER_MODEL)
     assert renders == 3 * 3  # not 4 a SKU
     with session_scope(get_runtime().db_url) as s:
-        charges, render_cost = s.execute(select(func.count(), func.sum(Charge.cost_usd)).where(
-            Charge.batch_id == batch, Charge.stage == "render")).one()
+        charges, render_cost = s.execute(
+            select(func.count(), func.sum(Charge.cost_usd)).where(Charge.batch_id == batch, Charge.stage == "render")
+        ).one()
         quality = control.summary(s, batch).quality
     assert charges == renders and render_cost == pytest.approx(3 * 3 * 0.101)
     for j in skus:
@@ -191,8 +211,10 @@ def test_render_plan_one_paid_call_per_aspect_ratio(fake, small_demo, hitline_en
         thumb = outputs["thumbnail"]
         assert thumb["derived_from"] == "amazon_main" and thumb["cost_usd"] == 0
         assert Image.open(thumb["path"]).size == (512, 512)
-        assert all(outputs[p]["derived_from"] is None and outputs[p]["cost_usd"] == pytest.approx(0.101)
-                   for p in ("amazon_main", "shopify", "banner"))
+        assert all(
+            outputs[p]["derived_from"] is None and outputs[p]["cost_usd"] == pytest.approx(0.101)
+            for p in ("amazon_main", "shopify", "banner")
+        )
         assert j.result["render"]["plan"]["derived"] == {"thumbnail": "amazon_main"}
     plan = quality.render_plan
     assert plan.skus == 3 and plan.renders == 9 and plan.derived == 3

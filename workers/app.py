@@ -67,14 +67,25 @@ def check_routes(app: Celery) -> None:
     """Every hitline task has a queue: an unknown or unrouted task is an error at start-up."""
     missing = sorted(n for n in app.tasks if n.startswith("hitline.") and n not in app.conf.task_routes)
     if missing:
-        raise UnroutedTask(f"tasks without a queue: {', '.join(missing)}; add them to the stage registry "
-                           "(hitline/jobs/stages.py) or to workers/app.py ROUTES")
+        raise UnroutedTask(
+            f"tasks without a queue: {', '.join(missing)}; add them to the stage registry "
+            "(hitline/jobs/stages.py) or to workers/app.py ROUTES"
+        )
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("hitline", broker=settings.broker_url or "memory://",
-                 include=["tasks.stages", "tasks.sheets", "tasks.contract", "tasks.reconciler", "tasks.review",
-                          "tasks.webhooks"])
+    app = Celery(
+        "hitline",
+        broker=settings.broker_url or "memory://",
+        include=[
+            "tasks.stages",
+            "tasks.sheets",
+            "tasks.contract",
+            "tasks.reconciler",
+            "tasks.review",
+            "tasks.webhooks",
+        ],
+    )
     app.conf.update(
         # the job table is the source of truth for results and state; the only results stored are the
         # return values of the contract tasks (batch id, jobs retried), for senders that .get() them

@@ -23,6 +23,13 @@ def embedded_worker(concurrency: int = 4, loglevel: str = "WARNING") -> Iterator
     # the memory transport has no host; kombu warns about it on every start
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
     install_limiter()
-    with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False,
-                      queues=[*QUEUES, CONTRACT_QUEUE], loglevel=loglevel, shutdown_timeout=60.0) as w:
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=concurrency,
+        perform_ping_check=False,
+        queues=[*QUEUES, CONTRACT_QUEUE],
+        loglevel=loglevel,
+        shutdown_timeout=60.0,
+    ) as w:
         yield w

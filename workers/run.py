@@ -21,16 +21,22 @@ def preflight(settings: Settings, queues: Sequence[str]) -> None:
 
     unknown = sorted(set(queues) - set(QUEUES) - {CONTRACT_QUEUE})
     if unknown:
-        raise ConfigError(f"unknown queue(s) {', '.join(unknown)}; the line's queues: {', '.join(QUEUES)} "
-                          f"(and {CONTRACT_QUEUE} for tasks other services send)")
+        raise ConfigError(
+            f"unknown queue(s) {', '.join(unknown)}; the line's queues: {', '.join(QUEUES)} "
+            f"(and {CONTRACT_QUEUE} for tasks other services send)"
+        )
     if not settings.broker_url or settings.broker_url.startswith("memory"):
         raise ConfigError("set HITLINE_BROKER_URL (e.g. redis://127.0.0.1:6379/0) to run a worker")
     if not settings.milvus_uri:
-        raise ConfigError("workers share the hit index through a Milvus server: set HITLINE_MILVUS_URI, e.g. "
-                          "http://127.0.0.1:19530 (`milvus-lite server --data-dir D --port 19530`)")
+        raise ConfigError(
+            "workers share the hit index through a Milvus server: set HITLINE_MILVUS_URI, e.g. "
+            "http://127.0.0.1:19530 (`milvus-lite server --data-dir D --port 19530`)"
+        )
     if not settings.database_url:
-        raise ConfigError("workers share the job table: set HITLINE_DATABASE_URL "
-                          "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/hitline)")
+        raise ConfigError(
+            "workers share the job table: set HITLINE_DATABASE_URL "
+            "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/hitline)"
+        )
     _check("job table", settings.db_url(), lambda: _check_db(settings))
     _check("broker", settings.broker_url, lambda: _check_broker(settings))
     _check("Milvus server", settings.milvus_uri, lambda: _check_milvus(settings))
@@ -77,7 +83,21 @@ def run_worker(queues: Sequence[str] | None, concurrency: int | None, pool: str,
     queues = list(queues or (*QUEUES, CONTRACT_QUEUE))
     settings = get_settings()
     preflight(settings, queues)
-    app.worker_main(["worker", "-Q", ",".join(queues), "-c", str(concurrency or settings.worker_concurrency),
-                     # the pid keeps two workers of the same queues on one host apart: RabbitMQ refuses a second
-                     # consumer of a node's exclusive pidbox queue, and that worker dies
-                     "-P", pool, "-l", loglevel, "-E", "-n", f"hitline-{'-'.join(queues)}-{os.getpid()}@%h"])
+    app.worker_main(
+        [
+            "worker",
+            "-Q",
+            ",".join(queues),
+            "-c",
+            str(concurrency or settings.worker_concurrency),
+            # the pid keeps two workers of the same queues on one host apart: RabbitMQ refuses a second
+            # consumer of a node's exclusive pidbox queue, and that worker dies
+            "-P",
+            pool,
+            "-l",
+            loglevel,
+            "-E",
+            "-n",
+            f"hitline-{'-'.join(queues)}-{os.getpid()}@%h",
+        ]
+    )

@@ -26,9 +26,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from hitline.jobs.context import get_runtime
 
     settings = settings or get_runtime().settings
-    app = FastAPI(title="hitline", version="0.1.0", docs_url=None, redoc_url=None,
-                  description="Submit batches, watch them, retry what failed. Every endpoint but /healthz needs "
-                              "`Authorization: Bearer <token>` (`hitline token create NAME`).")
+    app = FastAPI(
+        title="hitline",
+        version="0.1.0",
+        docs_url=None,
+        redoc_url=None,
+        description="Submit batches, watch them, retry what failed. Every endpoint but /healthz needs "
+        "`Authorization: Bearer <token>` (`hitline token create NAME`).",
+    )
     app.state.settings = settings
     from hitline.api.uploads import prune
 
@@ -49,4 +54,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return HTMLResponse(_DOCS_PAGE)
+
     return app

@@ -32,8 +32,9 @@ def _login(request: Request, s: Any) -> str | None:
 
 
 def _page(request: Request, name: str, settings: Any, token: str, **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"csrf": csrf_for(token), "flower_url": settings.flower_url,
-                                                      **context})
+    return templates.TemplateResponse(
+        request, name, {"csrf": csrf_for(token), "flower_url": settings.flower_url, **context}
+    )
 
 
 def _to_login() -> RedirectResponse:
@@ -55,12 +56,22 @@ def login_form(request: Request) -> HTMLResponse:
 @router.post("/ui/login")
 def login(request: Request, s: SessionDep, token: Annotated[str, Form()]) -> Response:
     if control.verify_token(s, token.strip()) is None:
-        return templates.TemplateResponse(request, "login.html", {
-            "error": "That token is not valid (or was revoked). Create one with `hitline token create NAME`."},
-            status_code=401)
+        return templates.TemplateResponse(
+            request,
+            "login.html",
+            {"error": "That token is not valid (or was revoked). Create one with `hitline token create NAME`."},
+            status_code=401,
+        )
     resp = RedirectResponse("/ui/batches", status_code=303)
-    resp.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict", secure=request.url.scheme == "https",
-                    max_age=12 * 3600, path="/")
+    resp.set_cookie(
+        COOKIE,
+        token.strip(),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        max_age=12 * 3600,
+        path="/",
+    )
     return resp
 
 
@@ -77,29 +88,57 @@ def batches_page(request: Request, s: SessionDep, settings: SettingsDep, cursor:
     if token is None:
         return _to_login()
     rows, nxt = control.list_batches(s, cursor=cursor, limit=PAGE_SIZE, tenant=request.state.tenant)
-    return _page(request, "batches.html", settings, token,
-                 batches=[present.batch(control.summary(s, b.id)) for b in rows], next_cursor=nxt)
+    return _page(
+        request,
+        "batches.html",
+        settings,
+        token,
+        batches=[present.batch(control.summary(s, b.id)) for b in rows],
+        next_cursor=nxt,
+    )
 
 
 @router.get("/ui/batches/{batch_id}")
-def batch_page(request: Request, batch_id: BatchId, s: SessionDep, settings: SettingsDep, state: Filter = None,
-               cursor: Filter = None) -> Response:
+def batch_page(
+    request: Request,
+    batch_id: BatchId,
+    s: SessionDep,
+    settings: SettingsDep,
+    state: Filter = None,
+    cursor: Filter = None,
+) -> Response:
     token = _login(request, s)
     if token is None:
         return _to_login()
     control.get_batch(s, batch_id, request.state.tenant)
     batch = present.batch(control.summary(s, batch_id))
-    page = control.list_jobs(s, batch_id, control.JobFilter(kind="sku", state=state or None), cursor=cursor,
-                             limit=PAGE_SIZE)
+    page = control.list_jobs(
+        s, batch_id, control.JobFilter(kind="sku", state=state or None), cursor=cursor, limit=PAGE_SIZE
+    )
     from hitline.jobs.webhooks import delivery_counts
 
-    return _page(request, "batch.html", settings, token, batch=batch, jobs=[present.job_row(j) for j in page.jobs],
-                 next_cursor=page.next_cursor, state=state or "", webhooks=delivery_counts(s, batch_id))
+    return _page(
+        request,
+        "batch.html",
+        settings,
+        token,
+        batch=batch,
+        jobs=[present.job_row(j) for j in page.jobs],
+        next_cursor=page.next_cursor,
+        state=state or "",
+        webhooks=delivery_counts(s, batch_id),
+    )
 
 
 @router.get("/ui/batches/{batch_id}/review")
-def review_page(request: Request, batch_id: str, s: SessionDep, settings: SettingsDep, review: str = "pending",
-                cursor: str | None = None) -> Response:
+def review_page(
+    request: Request,
+    batch_id: str,
+    s: SessionDep,
+    settings: SettingsDep,
+    review: str = "pending",
+    cursor: str | None = None,
+) -> Response:
     """The review grid: flat-lay and output side by side, the gate's reasons, keys and bulk actions
     (static/review.js); decisions go through POST /batches/{id}/review like any client's."""
     from hitline.jobs import review as reviews
@@ -108,11 +147,20 @@ def review_page(request: Request, batch_id: str, s: SessionDep, settings: Settin
     if token is None:
         return _to_login()
     out_dir = control.get_batch(s, batch_id, request.state.tenant).out_dir
-    rows, nxt = reviews.list_outputs(s, batch_id, reviews.OutputFilter(review=review or None), cursor=cursor,
-                                     limit=REVIEW_PAGE)
-    return _page(request, "review.html", settings, token, batch_id=batch_id, review=review,
-                 outputs=[present.output_row(o, out_dir) for o in rows], next_cursor=nxt,
-                 counts=reviews.review_counts(s, batch_id))
+    rows, nxt = reviews.list_outputs(
+        s, batch_id, reviews.OutputFilter(review=review or None), cursor=cursor, limit=REVIEW_PAGE
+    )
+    return _page(
+        request,
+        "review.html",
+        settings,
+        token,
+        batch_id=batch_id,
+        review=review,
+        outputs=[present.output_row(o, out_dir) for o in rows],
+        next_cursor=nxt,
+        counts=reviews.review_counts(s, batch_id),
+    )
 
 
 @router.get("/ui/jobs/{job_id}")

@@ -57,8 +57,10 @@ def current_token(request: Request) -> ApiToken:
         token = request.cookies.get(COOKIE)
         from_cookie = token is not None
     if token is None:
-        raise _unauthorized("authentication required: send `Authorization: Bearer <token>` "
-                            "(create one with `hitline token create NAME`)")
+        raise _unauthorized(
+            "authentication required: send `Authorization: Bearer <token>` "
+            "(create one with `hitline token create NAME`)"
+        )
     # its own short transaction: a request that then works for seconds (a submission) must not keep the
     # token row or SQLite's write lock
     with session_scope(request.app.state.settings.db_url()) as s:
@@ -103,16 +105,22 @@ def tenant_scope(request: Request, token: TokenDep) -> None:
 
     need = _role_for(request)
     if not control.can(token, need):
-        raise HTTPException(403, f"this token's role is {token.role!r}; {request.method} {request.url.path} needs "
-                                 f"{need!r} (`hitline token create NAME --tenant T --role {need}`)")
+        raise HTTPException(
+            403,
+            f"this token's role is {token.role!r}; {request.method} {request.url.path} needs "
+            f"{need!r} (`hitline token create NAME --tenant T --role {need}`)",
+        )
     params = {**request.query_params, **request.path_params}
     tenant = token.tenant_id
     batch_id = params.get("batch_id")
     with session_scope(request.app.state.settings.db_url()) as s:
         if batch_id and len(str(batch_id)) <= MAX_BATCH_ID_CHARS:  # a longer one: the route's own 422
             control.get_batch(s, str(batch_id), tenant)
-        for key, model, label in (("job_id", Job, "job"), ("output_id", Output, "output"),
-                                  ("endpoint_id", WebhookEndpoint, "webhook endpoint")):
+        for key, model, label in (
+            ("job_id", Job, "job"),
+            ("output_id", Output, "output"),
+            ("endpoint_id", WebhookEndpoint, "webhook endpoint"),
+        ):
             raw = params.get(key)
             if raw is None or not str(raw).isdigit() or int(raw) > control.MAX_ID:
                 continue  # the route's own validation answers a malformed id
@@ -121,7 +129,10 @@ def tenant_scope(request: Request, token: TokenDep) -> None:
                 continue  # the route answers its own 404
             owner = getattr(row, "batch_id", None)
             # an endpoint for every batch has no batch: its own tenant says whose it is
-            owned = (control.batch_tenant(s, owner) == tenant) if owner else \
-                getattr(row, "tenant_id", control.DEFAULT_TENANT) == tenant
+            owned = (
+                (control.batch_tenant(s, owner) == tenant)
+                if owner
+                else getattr(row, "tenant_id", control.DEFAULT_TENANT) == tenant
+            )
             if not owned:
                 raise control.NotFound(f"no {label} {raw}")

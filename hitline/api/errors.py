@@ -26,8 +26,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     for e in errors:
         if e.get("type") == "json_invalid":
             ctx = e.get("ctx") or {}
-            return 400, (f"the request body is not valid JSON ({ctx.get('error', 'parse error')}); "
-                         "send Content-Type: application/json with a JSON object")
+            return 400, (
+                f"the request body is not valid JSON ({ctx.get('error', 'parse error')}); "
+                "send Content-Type: application/json with a JSON object"
+            )
     parts = []
     for e in errors[:10]:
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"

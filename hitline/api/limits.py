@@ -19,10 +19,14 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"") \
-                or b"\x00" in scope.get("query_string", b""):
-            return await _refuse(send, 400, "the path or query holds a NUL character (%00): no id, file name "
-                                            "or filter can contain one")
+        if (
+            "\x00" in scope.get("path", "")
+            or b"%00" in scope.get("query_string", b"")
+            or b"\x00" in scope.get("query_string", b"")
+        ):
+            return await _refuse(
+                send, 400, "the path or query holds a NUL character (%00): no id, file name or filter can contain one"
+            )
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         upload = headers.get("content-type", "").startswith("multipart/")
         limit = self.max_upload if upload else self.max_body
@@ -61,13 +65,25 @@ class BodyLimit:
 
 
 async def _too_large(send: Send, what: str, limit: int) -> None:
-    await _refuse(send, 413, f"{what} larger than {limit:,} bytes: split the batch or raise "
-                             "HITLINE_API_MAX_UPLOAD_BYTES / HITLINE_API_MAX_BODY_BYTES")
+    await _refuse(
+        send,
+        413,
+        f"{what} larger than {limit:,} bytes: split the batch or raise "
+        "HITLINE_API_MAX_UPLOAD_BYTES / HITLINE_API_MAX_BODY_BYTES",
+    )
 
 
 async def _refuse(send: Send, status: int, message: str) -> None:
     body = json.dumps({"error": {"status": status, "message": message}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

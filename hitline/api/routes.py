@@ -23,15 +23,21 @@ from hitline.jobs.requests import BatchRequest, RetryFilter
 from hitline.jobs.results import RetrieveResult, read
 from tasks.chains import send
 
-ERRORS = {401: {"model": schemas.Error}, 404: {"model": schemas.Error}, 409: {"model": schemas.Error},
-          413: {"model": schemas.Error}, 422: {"model": schemas.Error}}
+ERRORS = {
+    401: {"model": schemas.Error},
+    404: {"model": schemas.Error},
+    409: {"model": schemas.Error},
+    413: {"model": schemas.Error},
+    422: {"model": schemas.Error},
+}
 # every route: the token's role allows the method, every id named is the token's tenant's (deps.tenant_scope)
 router = APIRouter(responses={**ERRORS, 403: {"model": schemas.Error}}, dependencies=[Depends(tenant_scope)])
 JobId = Annotated[int, PathParam(ge=1, le=control.MAX_ID, description="a job id (GET /batches/{id}/jobs)")]
 BatchId = Annotated[str, PathParam(max_length=64, description="a batch id (GET /batches)")]
 Filter = Annotated[str | None, Query(max_length=1000)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
-                                              description="same key + same body = the same batch")]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", max_length=200, description="same key + same body = the same batch")
+]
 
 
 def _check_shared(settings: Settings, *folders: str) -> None:
@@ -41,41 +47,82 @@ def _check_shared(settings: Settings, *folders: str) -> None:
     for f in folders:
         p = Path(f).resolve()
         if not any(p == r or r in p.parents for r in roots):
-            raise InputError(f"{f} is not under a shared folder this server accepts "
-                             f"({', '.join(map(str, roots))}; HITLINE_API_SHARED_DIRS)")
+            raise InputError(
+                f"{f} is not under a shared folder this server accepts "
+                f"({', '.join(map(str, roots))}; HITLINE_API_SHARED_DIRS)"
+            )
 
 
 def _submit(settings: Settings, req: BatchRequest, idempotency_key: str | None, tenant: str) -> schemas.Submitted:
-    sub = verbs.submit(get_runtime(), req.catalog, req.new, settings.out_dir_for_api(), send=send, top_k=req.top_k,
-                       min_sales=req.min_sales, presets=req.presets, budget_usd=req.budget_usd,
-                       idempotency_key=idempotency_key, review=req.review, draft=req.draft, tenant=tenant,
-                       locales=req.locales, text_mode=req.text_mode, missing_translation=req.missing_translation)
-    return schemas.Submitted(batch_id=sub.batch_id, catalog_products=sum(map(len, sub.hit_chunks)),
-                             new_skus=len(sub.sku_jobs), rejected_rows=sub.rejected, existing=sub.existing,
-                             links={"batch": f"/batches/{sub.batch_id}", "dashboard": f"/ui/batches/{sub.batch_id}"})
+    sub = verbs.submit(
+        get_runtime(),
+        req.catalog,
+        req.new,
+        settings.out_dir_for_api(),
+        send=send,
+        top_k=req.top_k,
+        min_sales=req.min_sales,
+        presets=req.presets,
+        budget_usd=req.budget_usd,
+        idempotency_key=idempotency_key,
+        review=req.review,
+        draft=req.draft,
+        tenant=tenant,
+        locales=req.locales,
+        text_mode=req.text_mode,
+        missing_translation=req.missing_translation,
+    )
+    return schemas.Submitted(
+        batch_id=sub.batch_id,
+        catalog_products=sum(map(len, sub.hit_chunks)),
+        new_skus=len(sub.sku_jobs),
+        rejected_rows=sub.rejected,
+        existing=sub.existing,
+        links={"batch": f"/batches/{sub.batch_id}", "dashboard": f"/ui/batches/{sub.batch_id}"},
+    )
 
 
 _UPLOAD_SCHEMA = {
-    "type": "object", "required": ["catalog", "new_products", "images"],
-    "properties": {"catalog": {"type": "string", "description": "hit catalog folder on shared storage"},
-                   "new_products": {"type": "string", "format": "binary", "description": "new_products.csv"},
-                   "images": {"type": "string", "format": "binary",
-                              "description": "zip of the flat-lays, paths as in image_path"},
-                   "top_k": {"type": "integer"}, "min_sales": {"type": "integer"},
-                   "presets": {"type": "string", "description": "comma-separated preset names"},
-                   "locales": {"type": "string", "description": "comma-separated locales, e.g. en-US,de-DE"},
-                   "text_mode": {"type": "string", "enum": ["overlay", "model"]},
-                   "missing_translation": {"type": "string", "enum": ["refuse", "translate"]},
-                   "budget_usd": {"type": "number"}}}
+    "type": "object",
+    "required": ["catalog", "new_products", "images"],
+    "properties": {
+        "catalog": {"type": "string", "description": "hit catalog folder on shared storage"},
+        "new_products": {"type": "string", "format": "binary", "description": "new_products.csv"},
+        "images": {"type": "string", "format": "binary", "description": "zip of the flat-lays, paths as in image_path"},
+        "top_k": {"type": "integer"},
+        "min_sales": {"type": "integer"},
+        "presets": {"type": "string", "description": "comma-separated preset names"},
+        "locales": {"type": "string", "description": "comma-separated locales, e.g. en-US,de-DE"},
+        "text_mode": {"type": "string", "enum": ["overlay", "model"]},
+        "missing_translation": {"type": "string", "enum": ["refuse", "translate"]},
+        "budget_usd": {"type": "number"},
+    },
+}
 
 
-@router.post("/batches", status_code=201, response_model=schemas.Submitted, tags=["batches"],
-             summary="Submit a batch: JSON naming shared folders, or a multipart upload",
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": BatchRequest.model_json_schema()},
-                 "multipart/form-data": {"schema": _UPLOAD_SCHEMA}}}})
-async def submit_batch(request: Request, response: Response, settings: SettingsDep, tenant: TenantDep,
-                       idempotency_key: IdempotencyKey = None) -> schemas.Submitted:
+@router.post(
+    "/batches",
+    status_code=201,
+    response_model=schemas.Submitted,
+    tags=["batches"],
+    summary="Submit a batch: JSON naming shared folders, or a multipart upload",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": BatchRequest.model_json_schema()},
+                "multipart/form-data": {"schema": _UPLOAD_SCHEMA},
+            },
+        }
+    },
+)
+async def submit_batch(
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKey = None,
+) -> schemas.Submitted:
     upload = None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         req = await _from_upload(request, settings, tenant)
@@ -113,8 +160,10 @@ async def _from_upload(request: Request, settings: Settings, tenant: str) -> Bat
     form = await request.form(max_part_size=settings.api_max_upload_bytes)
     missing = [k for k in ("catalog", "new_products", "images") if k not in form]
     if missing:
-        raise InputError(f"the upload lacks {', '.join(missing)}: send catalog (a folder path), new_products "
-                         "(new_products.csv) and images (a zip)")
+        raise InputError(
+            f"the upload lacks {', '.join(missing)}: send catalog (a folder path), new_products "
+            "(new_products.csv) and images (a zip)"
+        )
     files = {k: form[k] for k in ("new_products", "images")}
     if any(isinstance(v, str) for v in files.values()):
         raise InputError("new_products and images must be files (multipart file parts)")
@@ -122,50 +171,86 @@ async def _from_upload(request: Request, settings: Settings, tenant: str) -> Bat
     _check_shared(settings, str(form["catalog"]))
     # each tenant's uploads in its own folder; old ones and crashed partial unpacks go first
     await run_in_threadpool(prune, settings.data_dir.resolve() / "uploads", settings.upload_retention_days)
-    folder = await run_in_threadpool(store_upload, settings.data_dir.resolve() / "uploads" / tenant, csv_bytes,
-                                     zip_bytes, settings.api_max_upload_bytes)
-    fields = {k: form[k] for k in ("top_k", "min_sales", "budget_usd", "text_mode", "missing_translation")
-              if form.get(k) not in (None, "")}
+    folder = await run_in_threadpool(
+        store_upload,
+        settings.data_dir.resolve() / "uploads" / tenant,
+        csv_bytes,
+        zip_bytes,
+        settings.api_max_upload_bytes,
+    )
+    fields = {
+        k: form[k]
+        for k in ("top_k", "min_sales", "budget_usd", "text_mode", "missing_translation")
+        if form.get(k) not in (None, "")
+    }
     locales = [p.strip() for p in str(form.get("locales") or "").split(",") if p.strip()]
     presets = str(form.get("presets") or "")
     try:
-        return BatchRequest.model_validate({
-            "catalog": str(form["catalog"]), "new": str(folder), **fields,
-            "presets": [p.strip() for p in presets.split(",") if p.strip()] or None, "locales": locales or None})
+        return BatchRequest.model_validate(
+            {
+                "catalog": str(form["catalog"]),
+                "new": str(folder),
+                **fields,
+                "presets": [p.strip() for p in presets.split(",") if p.strip()] or None,
+                "locales": locales or None,
+            }
+        )
     except ValidationError as e:
         raise RequestValidationError(e.errors()) from None
 
 
 @router.get("/batches", response_model=schemas.BatchList, tags=["batches"], summary="Batches, newest first")
-def list_batches(s: SessionDep, tenant: TenantDep, cursor: Filter = None,
-                 limit: Annotated[int, Query(ge=1, le=200)] = 20) -> schemas.BatchList:
+def list_batches(
+    s: SessionDep, tenant: TenantDep, cursor: Filter = None, limit: Annotated[int, Query(ge=1, le=200)] = 20
+) -> schemas.BatchList:
     rows, nxt = control.list_batches(s, cursor=cursor, limit=limit, tenant=tenant)
     return schemas.BatchList(batches=[present.batch(control.summary(s, b.id)) for b in rows], next_cursor=nxt)
 
 
-@router.get("/batches/{batch_id}", response_model=schemas.Batch, tags=["batches"],
-            summary="Counts by stage and state, failures grouped by reason, cost and budget")
+@router.get(
+    "/batches/{batch_id}",
+    response_model=schemas.Batch,
+    tags=["batches"],
+    summary="Counts by stage and state, failures grouped by reason, cost and budget",
+)
 def get_batch(batch_id: BatchId, s: SessionDep, _t: TokenDep) -> schemas.Batch:
     return present.batch(control.summary(s, batch_id))
 
 
-@router.get("/batches/{batch_id}/jobs", response_model=schemas.JobPage, tags=["jobs"],
-            summary="A batch's jobs, filtered, one page at a time (cursor)")
-def list_jobs(batch_id: BatchId, s: SessionDep, _t: TokenDep, state: Filter = None, stage: Filter = None,
-              reason: str | None = Query(None, max_length=1000,
-                                         description="substring of the reason, case-insensitive"),
-              reason_group: str | None = Query(None, max_length=1000,
-                                               description="a failure group label from GET /batches/{id}"),
-              kind: str | None = Query(None, description="sku | hit"), cursor: Filter = None,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> schemas.JobPage:
-    page = control.list_jobs(s, batch_id, control.JobFilter(state=state, stage=stage, reason=reason, kind=kind,
-                                                            reason_group=reason_group),
-                             cursor=cursor, limit=limit)
+@router.get(
+    "/batches/{batch_id}/jobs",
+    response_model=schemas.JobPage,
+    tags=["jobs"],
+    summary="A batch's jobs, filtered, one page at a time (cursor)",
+)
+def list_jobs(
+    batch_id: BatchId,
+    s: SessionDep,
+    _t: TokenDep,
+    state: Filter = None,
+    stage: Filter = None,
+    reason: str | None = Query(None, max_length=1000, description="substring of the reason, case-insensitive"),
+    reason_group: str | None = Query(None, max_length=1000, description="a failure group label from GET /batches/{id}"),
+    kind: str | None = Query(None, description="sku | hit"),
+    cursor: Filter = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> schemas.JobPage:
+    page = control.list_jobs(
+        s,
+        batch_id,
+        control.JobFilter(state=state, stage=stage, reason=reason, kind=kind, reason_group=reason_group),
+        cursor=cursor,
+        limit=limit,
+    )
     return schemas.JobPage(jobs=[present.job_row(j) for j in page.jobs], next_cursor=page.next_cursor)
 
 
-@router.get("/jobs/{job_id}", response_model=schemas.JobDetail, tags=["jobs"],
-            summary="One job: stages, attempts, reason, outputs with URLs, retrieved hits, style")
+@router.get(
+    "/jobs/{job_id}",
+    response_model=schemas.JobDetail,
+    tags=["jobs"],
+    summary="One job: stages, attempts, reason, outputs with URLs, retrieved hits, style",
+)
 def get_job(job_id: JobId, s: SessionDep, _t: TokenDep) -> schemas.JobDetail:
     job, attempts = control.job_detail(s, job_id)
     return present.job_detail(job, attempts, control.get_batch(s, job.batch_id).out_dir)
@@ -177,41 +262,63 @@ def _enqueued(a: verbs.Answer) -> schemas.Enqueued:
 
 # the verbs write in their own transaction: the request's session (token check) is committed first,
 # as SQLite has one writer
-@router.post("/batches/{batch_id}/retry", response_model=schemas.Enqueued, tags=["operations"],
-             summary="Retry failed jobs: all, or by stage, reason or job ids")
+@router.post(
+    "/batches/{batch_id}/retry",
+    response_model=schemas.Enqueued,
+    tags=["operations"],
+    summary="Retry failed jobs: all, or by stage, reason or job ids",
+)
 def retry(batch_id: BatchId, s: SessionDep, _t: TokenDep, body: RetryFilter | None = None) -> schemas.Enqueued:
     s.commit()
     return _enqueued(verbs.retry(get_runtime(), batch_id, (body or RetryFilter()).to_filter(), send=send))
 
 
-@router.post("/batches/{batch_id}/cancel", response_model=schemas.Enqueued, tags=["operations"],
-             summary="Cancel: queued jobs stop now, running ones after their current stage")
+@router.post(
+    "/batches/{batch_id}/cancel",
+    response_model=schemas.Enqueued,
+    tags=["operations"],
+    summary="Cancel: queued jobs stop now, running ones after their current stage",
+)
 def cancel(batch_id: BatchId, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
     s.commit()
     return _enqueued(verbs.cancel(get_runtime(), batch_id))
 
 
-@router.post("/batches/{batch_id}/resume", response_model=schemas.Enqueued, tags=["operations"],
-             summary="Resume: reopen a cancelled batch and re-enqueue every unfinished job")
+@router.post(
+    "/batches/{batch_id}/resume",
+    response_model=schemas.Enqueued,
+    tags=["operations"],
+    summary="Resume: reopen a cancelled batch and re-enqueue every unfinished job",
+)
 def resume(batch_id: BatchId, s: SessionDep, _t: TokenDep) -> schemas.Enqueued:
     s.commit()
     return _enqueued(verbs.resume(get_runtime(), batch_id, send=send))
 
 
-@router.get("/files/{batch_id}/{path:path}", tags=["files"], response_class=FileResponse,
-            summary="An output image of a batch (PNG, JPEG), or its report.html",
-            responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "text/html": {}}}})
+@router.get(
+    "/files/{batch_id}/{path:path}",
+    tags=["files"],
+    response_class=FileResponse,
+    summary="An output image of a batch (PNG, JPEG), or its report.html",
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "text/html": {}}}},
+)
 def output_file(batch_id: BatchId, path: str, s: SessionDep, _t: TokenDep) -> FileResponse:
     b = control.get_batch(s, batch_id)
     if path == "report.html":
         s.commit()  # end this read: the report is read (or written) in its own transactions (SQLite: one writer)
         return files.serve_report(b)
-    return files.serve_image(Path(b.out_dir) / batch_id / path, [(Path(b.out_dir) / batch_id).resolve()],
-                             f"file {path!r}")
+    return files.serve_image(
+        Path(b.out_dir) / batch_id / path, [(Path(b.out_dir) / batch_id).resolve()], f"file {path!r}"
+    )
 
 
-@router.get("/jobs/{job_id}/flatlay", tags=["files"], response_class=FileResponse, summary="A SKU's flat-lay",
-            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
+@router.get(
+    "/jobs/{job_id}/flatlay",
+    tags=["files"],
+    response_class=FileResponse,
+    summary="A SKU's flat-lay",
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
+)
 def flatlay(job_id: JobId, s: SessionDep, _t: TokenDep) -> FileResponse:
     job, _ = control.job_detail(s, job_id)
     path = (job.row or {}).get("image_path")
@@ -221,17 +328,22 @@ def flatlay(job_id: JobId, s: SessionDep, _t: TokenDep) -> FileResponse:
     return files.serve_image(path, files.batch_roots(control.get_batch(s, job.batch_id)), "the flat-lay")
 
 
-@router.get("/jobs/{job_id}/hits/{n}", tags=["files"], response_class=FileResponse,
-            summary="The image of the n-th retrieved hit", responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
-def hit_image(job_id: JobId, n: Annotated[int, PathParam(ge=0, le=1000)], s: SessionDep,
-              _t: TokenDep) -> FileResponse:
+@router.get(
+    "/jobs/{job_id}/hits/{n}",
+    tags=["files"],
+    response_class=FileResponse,
+    summary="The image of the n-th retrieved hit",
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
+)
+def hit_image(job_id: JobId, n: Annotated[int, PathParam(ge=0, le=1000)], s: SessionDep, _t: TokenDep) -> FileResponse:
     job, _ = control.job_detail(s, job_id)
     retrieved = read(job, RetrieveResult)
     hits = retrieved.hits if retrieved else []
     if not 0 <= n < len(hits):
         raise control.NotFound(f"job {job_id} has {len(hits)} retrieved hits; no hit {n}")
-    return files.serve_image(hits[n].image_path, files.batch_roots(control.get_batch(s, job.batch_id)),
-                             f"hit {hits[n].product_id}'s image")
+    return files.serve_image(
+        hits[n].image_path, files.batch_roots(control.get_batch(s, job.batch_id)), f"hit {hits[n].product_id}'s image"
+    )
 
 
 def _catalogs_runtime():  # noqa: ANN202
@@ -240,10 +352,16 @@ def _catalogs_runtime():  # noqa: ANN202
     return get_runtime()
 
 
-@router.post("/catalogs", status_code=201, response_model=schemas.CatalogOut, tags=["catalogs"],
-             summary="Add a hit catalog folder, or a new version of it (indexed before the answer)")
-def add_catalog(body: schemas.CatalogRequest, response: Response, settings: SettingsDep,
-                tenant: TenantDep) -> schemas.CatalogOut:
+@router.post(
+    "/catalogs",
+    status_code=201,
+    response_model=schemas.CatalogOut,
+    tags=["catalogs"],
+    summary="Add a hit catalog folder, or a new version of it (indexed before the answer)",
+)
+def add_catalog(
+    body: schemas.CatalogRequest, response: Response, settings: SettingsDep, tenant: TenantDep
+) -> schemas.CatalogOut:
     from hitline.jobs import catalogs
     from hitline.jobs.submit import batch_options
 
@@ -251,23 +369,35 @@ def add_catalog(body: schemas.CatalogRequest, response: Response, settings: Sett
     if not Path(body.folder).is_dir():
         raise InputError(f"{body.folder} is not a folder this server can read")
     rt = _catalogs_runtime()
-    f = catalogs.facts(catalogs.add_or_update(rt, Path(body.folder), batch_options(rt.settings), name=body.name,
-                                                tenant=tenant))
+    f = catalogs.facts(
+        catalogs.add_or_update(rt, Path(body.folder), batch_options(rt.settings), name=body.name, tenant=tenant)
+    )
     if f["reused"]:
         response.status_code = 200  # the same content was indexed already: nothing written
     return schemas.CatalogOut.model_validate(f)
 
 
-@router.get("/catalogs", response_model=list[schemas.CatalogOut], tags=["catalogs"],
-            summary="The catalogs and their newest version")
+@router.get(
+    "/catalogs",
+    response_model=list[schemas.CatalogOut],
+    tags=["catalogs"],
+    summary="The catalogs and their newest version",
+)
 def list_catalogs(tenant: TenantDep) -> list[schemas.CatalogOut]:
     from hitline.jobs import catalogs
 
-    return [schemas.CatalogOut.model_validate(catalogs.facts(f)) for f in catalogs.list_catalogs(_catalogs_runtime(), tenant)]
+    return [
+        schemas.CatalogOut.model_validate(catalogs.facts(f))
+        for f in catalogs.list_catalogs(_catalogs_runtime(), tenant)
+    ]
 
 
-@router.get("/catalogs/{ref}", response_model=schemas.CatalogOut, tags=["catalogs"],
-            summary="One catalog (by id or name) and its newest version")
+@router.get(
+    "/catalogs/{ref}",
+    response_model=schemas.CatalogOut,
+    tags=["catalogs"],
+    summary="One catalog (by id or name) and its newest version",
+)
 def get_catalog(ref: str, tenant: TenantDep) -> schemas.CatalogOut:
     from hitline.jobs import catalogs
 

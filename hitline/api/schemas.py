@@ -22,8 +22,10 @@ class Error(BaseModel):
 
 
 class Failure(BaseModel):
-    reason: str = Field(description="the group: the reason with row numbers and file names as <n>, <file> "
-                                    "(retry it with {\"reason_group\": ...})")
+    reason: str = Field(
+        description="the group: the reason with row numbers and file names as <n>, <file> "
+        '(retry it with {"reason_group": ...})'
+    )
     example: str = Field(description="one of the group's reasons as recorded")
     stage: str
     kind: str
@@ -65,8 +67,11 @@ class Submitted(BaseModel):
     catalog_products: int
     new_skus: int
     rejected_rows: int
-    existing: bool = Field(False, description="true when an earlier request with the same Idempotency-Key "
-                                              "created this batch (status 200 instead of 201)")
+    existing: bool = Field(
+        False,
+        description="true when an earlier request with the same Idempotency-Key "
+        "created this batch (status 200 instead of 201)",
+    )
     links: dict[str, str]
 
 
@@ -90,8 +95,10 @@ class OutputText(BaseModel):
     mode: str = Field(description="overlay (hitline typeset them) | model (the image model wrote them)")
     texts: dict[str, str] = Field(description="slot -> the exact string asked for")
     machine_translated: bool = Field(description="the headline was translated by the analysis model, not the merchant")
-    status: str = Field(description="verified (OCR read it back exactly) | misread | unverified (a script the "
-                                    "bundled OCR cannot read) | unchecked (gate off)")
+    status: str = Field(
+        description="verified (OCR read it back exactly) | misread | unverified (a script the "
+        "bundled OCR cannot read) | unchecked (gate off)"
+    )
     cer: float | None = Field(None, description="worst character error rate of the OCR read-back over the slots")
     readings: list[dict[str, Any]] = Field(default_factory=list, description="per slot: asked, read, cer")
 
@@ -225,8 +232,11 @@ class DeliveryOut(BaseModel):
 
 class CatalogRequest(BaseModel):
     folder: str = Field(min_length=1, description="folder on shared storage with products.csv and the images")
-    name: str | None = Field(None, max_length=128, description="catalog name (default: the folder's name); "
-                                                                "an existing name gets a new version")
+    name: str | None = Field(
+        None,
+        max_length=128,
+        description="catalog name (default: the folder's name); an existing name gets a new version",
+    )
 
 
 class CatalogVersionOut(BaseModel):

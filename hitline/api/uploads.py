@@ -60,8 +60,10 @@ def store_upload(root: Path, csv_bytes: bytes, zip_bytes: bytes, max_unpacked: i
                 shutil.copyfileobj(src, out)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise InputError(f"zip member {m.filename!r} cannot be unpacked ({e}): the zip is damaged or lies about "
-                         "its contents; zip the images again") from None
+        raise InputError(
+            f"zip member {m.filename!r} cannot be unpacked ({e}): the zip is damaged or lies about "
+            "its contents; zip the images again"
+        ) from None
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise InputError(f"zip member {m.filename!r} cannot be written ({e.strerror or e}): rename it") from None
@@ -78,8 +80,10 @@ def _check_name(raw: str, name: PurePosixPath) -> None:
         raise InputError(f"zip member {raw[:80]!r}: a name over {MAX_PATH_CHARS} characters or with a NUL character")
     parts = raw.split("/")
     if not name.parts or any(p in ("", ".") for p in parts) or name.name == "new_products.csv":
-        raise InputError(f"zip member {raw!r} is not a file name (empty, '.', or new_products.csv, which is "
-                         "sent as its own part): zip the image files with relative paths")
+        raise InputError(
+            f"zip member {raw!r} is not a file name (empty, '.', or new_products.csv, which is "
+            "sent as its own part): zip the image files with relative paths"
+        )
     for p in parts:
         if len(p.encode()) > MAX_NAME_BYTES:
             raise InputError(f"zip member {raw[:80]!r}...: a name part is over {MAX_NAME_BYTES} bytes; shorten it")
@@ -95,8 +99,10 @@ def _check_tree(names: list[PurePosixPath]) -> None:
     for n in names:
         for parent in n.parents:
             if parent in files:
-                raise InputError(f"zip member {parent.as_posix()!r} is a file, but {n.as_posix()!r} needs it to be "
-                                 "a folder: rename one of them")
+                raise InputError(
+                    f"zip member {parent.as_posix()!r} is a file, but {n.as_posix()!r} needs it to be "
+                    "a folder: rename one of them"
+                )
 
 
 def prune(root: Path, retention_days: float, *, part_grace_s: float = 3600.0) -> int:

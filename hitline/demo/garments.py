@@ -34,7 +34,11 @@ def garment_polygon(category: str, pose: str, style: str) -> list[list[Pt]]:
     if category in ("sweater", "jacket"):
         cuff = [(0.0, 0.8), (0.11, 0.85)] if flat else [(0.05, 0.9), (0.16, 0.92)]
         neck = (0.5, 0.07) if category == "sweater" else (0.5, 0.03)
-        shoulder = [(0.4, 0.0), (0.2, 0.04), (0.13, 0.1)] if category == "sweater" else [(0.39, 0.0), (0.16, 0.04), (0.12, 0.09)]
+        shoulder = (
+            [(0.4, 0.0), (0.2, 0.04), (0.13, 0.1)]
+            if category == "sweater"
+            else [(0.39, 0.0), (0.16, 0.04), (0.12, 0.09)]
+        )
         left = [neck, *shoulder, *cuff, (0.26, 0.3), (0.25, 1.0)]
         return [_mirror(left)[:-1]]
     if category == "dress":
@@ -50,9 +54,21 @@ def garment_polygon(category: str, pose: str, style: str) -> list[list[Pt]]:
     if category == "trousers":
         wide = style in ("boho", "elegant")
         out_x, in_x = (0.06, 0.46) if wide else (0.2, 0.455)
-        return [[(0.18, 0.0), (0.82, 0.0), (0.84, 0.1), (0.88 if wide else 0.86, 0.4), (1 - out_x, 1.0),
-                 (1 - in_x, 1.0), (0.5, 0.36), (in_x, 1.0), (out_x, 1.0), (0.12 if wide else 0.14, 0.4),
-                 (0.16, 0.1)]]
+        return [
+            [
+                (0.18, 0.0),
+                (0.82, 0.0),
+                (0.84, 0.1),
+                (0.88 if wide else 0.86, 0.4),
+                (1 - out_x, 1.0),
+                (1 - in_x, 1.0),
+                (0.5, 0.36),
+                (in_x, 1.0),
+                (out_x, 1.0),
+                (0.12 if wide else 0.14, 0.4),
+                (0.16, 0.1),
+            ]
+        ]
     if category == "bag":
         body = [(0.08, 0.38), (0.92, 0.38), (0.98, 1.0), (0.02, 1.0)]
         t = np.linspace(np.pi, 0, 24)
@@ -91,12 +107,14 @@ def _line(img: np.ndarray, pts: list[Pt], colour: np.ndarray, width: float) -> N
 
 def _dot(img: np.ndarray, at: Pt, r: float, colour: np.ndarray) -> None:
     h, w = img.shape[:2]
-    cv2.circle(img, (round(at[0] * (w - 1)), round(at[1] * (h - 1))), max(1, round(r)), colour.tolist(), -1,
-               cv2.LINE_AA)
+    cv2.circle(
+        img, (round(at[0] * (w - 1)), round(at[1] * (h - 1))), max(1, round(r)), colour.tolist(), -1, cv2.LINE_AA
+    )
 
 
-def _details(img: np.ndarray, category: str, style: str, base: np.ndarray, accent: np.ndarray,
-             rng: np.random.Generator) -> None:
+def _details(
+    img: np.ndarray, category: str, style: str, base: np.ndarray, accent: np.ndarray, rng: np.random.Generator
+) -> None:
     """Seams, buttons, pockets and prints, drawn on the flat colour before shading."""
     h, w = img.shape[:2]
     seam = base * 0.72
@@ -121,8 +139,12 @@ def _details(img: np.ndarray, category: str, style: str, base: np.ndarray, accen
                         _line(img, [(x, y), (x + 0.03, y - 0.04), (x + 0.06, y)], accent, lw * 2)
         else:
             lining = base * 0.45
-            cv2.fillPoly(img, [np.round(np.array([(0.41, 0.0), (0.5, 0.33), (0.59, 0.0)]) * [w, h]).astype(np.int32)],
-                         lining.tolist(), cv2.LINE_AA)
+            cv2.fillPoly(
+                img,
+                [np.round(np.array([(0.41, 0.0), (0.5, 0.33), (0.59, 0.0)]) * [w, h]).astype(np.int32)],
+                lining.tolist(),
+                cv2.LINE_AA,
+            )
             _line(img, [(0.39, 0.0), (0.45, 0.2), (0.5, 0.33)], seam * 0.8, lw * 2)
             _line(img, [(0.61, 0.0), (0.55, 0.2), (0.5, 0.33)], seam * 0.8, lw * 2)
             _line(img, [(0.5, 0.33), (0.5, 1.0)], seam, lw * 1.5)
@@ -188,8 +210,15 @@ def _shading(mask: np.ndarray, category: str, style: str, pose: str, rng: np.ran
     return shade
 
 
-def draw_garment(category: str, pose: str, style: str, colour: tuple[int, int, int],
-                 accent: tuple[int, int, int], height: int, rng: np.random.Generator) -> np.ndarray:
+def draw_garment(
+    category: str,
+    pose: str,
+    style: str,
+    colour: tuple[int, int, int],
+    accent: tuple[int, int, int],
+    height: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """The garment as float RGBA (0..1), `height` pixels tall, width from its category's aspect."""
     w = max(8, round(height * ASPECT[category]))
     mask = _mask(garment_polygon(category, pose, style), w, height)

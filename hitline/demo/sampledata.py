@@ -14,64 +14,222 @@ from hitline.demo.garments import ASPECT, CATEGORIES, draw_garment
 
 __all__ = ["generate_demo", "draw_flatlay", "draw_catalog_photo", "STYLES", "PRODUCTS_HEADER", "NEW_HEADER"]
 
-PRODUCTS_HEADER = ["product_id", "image_path", "category", "color", "style", "season", "sales_count",
-                   "description", "price"]
+PRODUCTS_HEADER = [
+    "product_id",
+    "image_path",
+    "category",
+    "color",
+    "style",
+    "season",
+    "sales_count",
+    "description",
+    "price",
+]
 NEW_HEADER = ["new_id", "image_path", "category", "style", "season", "prompt_hint"]
 # optional promo copy (hitline.domain.promo_copy): headline in en-US, translations, a price per market
-COPY_HEADER = ["headline", "price", "currency", "headline_de", "price_de", "currency_de", "headline_ja", "price_ja",
-               "currency_ja", "headline_zh", "price_zh", "currency_zh"]
+COPY_HEADER = [
+    "headline",
+    "price",
+    "currency",
+    "headline_de",
+    "price_de",
+    "currency_de",
+    "headline_ja",
+    "price_ja",
+    "currency_ja",
+    "headline_zh",
+    "price_zh",
+    "currency_zh",
+]
 DEMO_COPY = [
-    ["Crisp white tee", "19.99", "USD", "Klassisches weißes T-Shirt", "19.99", "EUR", "定番の白Tシャツ", "2980", "JPY",
-     "经典白色T恤", "139", "CNY"],
-    ["Flowy summer dress", "49.99", "USD", "Luftiges Sommerkleid", "49.99", "EUR", "軽やかなサマードレス", "7480", "JPY",
-     "飘逸夏日连衣裙", "349", "CNY"],
-    ["Tailored city jacket", "89.99", "USD", "Taillierte Stadtjacke", "89.99", "EUR", "上品なテーラードジャケット", "13800",
-     "JPY", "都市修身西装外套", "629", "CNY"],
-    ["Wide everyday trousers", "39.99", "USD", "Weite Alltagshose", "39.99", "EUR", "毎日のワイドパンツ", "5980", "JPY",
-     "日常阔腿裤", "279", "CNY"],
-    ["Pleated satin skirt", "45.00", "USD", "Plissierter Satinrock", "45.00", "EUR", "サテンのプリーツスカート", "6480", "JPY",
-     "缎面百褶裙", "319", "CNY"],
-    ["Oversized street knit", "59.99", "USD", "Oversize-Strickpullover", "59.99", "EUR", "オーバーサイズニット", "8980", "JPY",
-     "宽松街头针织衫", "419", "CNY"],
+    [
+        "Crisp white tee",
+        "19.99",
+        "USD",
+        "Klassisches weißes T-Shirt",
+        "19.99",
+        "EUR",
+        "定番の白Tシャツ",
+        "2980",
+        "JPY",
+        "经典白色T恤",
+        "139",
+        "CNY",
+    ],
+    [
+        "Flowy summer dress",
+        "49.99",
+        "USD",
+        "Luftiges Sommerkleid",
+        "49.99",
+        "EUR",
+        "軽やかなサマードレス",
+        "7480",
+        "JPY",
+        "飘逸夏日连衣裙",
+        "349",
+        "CNY",
+    ],
+    [
+        "Tailored city jacket",
+        "89.99",
+        "USD",
+        "Taillierte Stadtjacke",
+        "89.99",
+        "EUR",
+        "上品なテーラードジャケット",
+        "13800",
+        "JPY",
+        "都市修身西装外套",
+        "629",
+        "CNY",
+    ],
+    [
+        "Wide everyday trousers",
+        "39.99",
+        "USD",
+        "Weite Alltagshose",
+        "39.99",
+        "EUR",
+        "毎日のワイドパンツ",
+        "5980",
+        "JPY",
+        "日常阔腿裤",
+        "279",
+        "CNY",
+    ],
+    [
+        "Pleated satin skirt",
+        "45.00",
+        "USD",
+        "Plissierter Satinrock",
+        "45.00",
+        "EUR",
+        "サテンのプリーツスカート",
+        "6480",
+        "JPY",
+        "缎面百褶裙",
+        "319",
+        "CNY",
+    ],
+    [
+        "Oversized street knit",
+        "59.99",
+        "USD",
+        "Oversize-Strickpullover",
+        "59.99",
+        "EUR",
+        "オーバーサイズニット",
+        "8980",
+        "JPY",
+        "宽松街头针织衫",
+        "419",
+        "CNY",
+    ],
 ]
 PHOTO_SIZE = (576, 768)
 FLATLAY_SIZE = (800, 800)
 
 # each look has its palette and its kind of set, so "find best-sellers that look like this" has an answer
 STYLES: dict[str, dict[str, object]] = {
-    "minimalist": {"scene": "studio", "colours": {"black": (32, 32, 36), "white": (238, 236, 232),
-                   "beige": (205, 186, 160), "grey": (140, 142, 146), "navy": (34, 44, 72), "camel": (178, 132, 86)},
-                   "accent": (120, 120, 120)},
-    "boho": {"scene": "beach", "colours": {"terracotta": (190, 100, 70), "mustard": (212, 160, 50),
-             "olive": (118, 120, 62), "rust": (160, 72, 40), "cream": (236, 224, 200), "teal": (40, 120, 120)},
-             "accent": (245, 230, 190)},
-    "streetwear": {"scene": "street", "colours": {"black": (28, 28, 30), "red": (196, 36, 40),
-                   "royal blue": (40, 70, 180), "grey": (128, 130, 134), "orange": (232, 110, 30),
-                   "lime": (170, 210, 40)}, "accent": (245, 245, 245)},
-    "elegant": {"scene": "interior", "colours": {"burgundy": (118, 24, 42), "emerald": (20, 100, 70),
-                "navy": (30, 40, 80), "ivory": (240, 232, 214), "blush": (226, 176, 172), "black": (24, 22, 24)},
-                "accent": (212, 175, 80)},
+    "minimalist": {
+        "scene": "studio",
+        "colours": {
+            "black": (32, 32, 36),
+            "white": (238, 236, 232),
+            "beige": (205, 186, 160),
+            "grey": (140, 142, 146),
+            "navy": (34, 44, 72),
+            "camel": (178, 132, 86),
+        },
+        "accent": (120, 120, 120),
+    },
+    "boho": {
+        "scene": "beach",
+        "colours": {
+            "terracotta": (190, 100, 70),
+            "mustard": (212, 160, 50),
+            "olive": (118, 120, 62),
+            "rust": (160, 72, 40),
+            "cream": (236, 224, 200),
+            "teal": (40, 120, 120),
+        },
+        "accent": (245, 230, 190),
+    },
+    "streetwear": {
+        "scene": "street",
+        "colours": {
+            "black": (28, 28, 30),
+            "red": (196, 36, 40),
+            "royal blue": (40, 70, 180),
+            "grey": (128, 130, 134),
+            "orange": (232, 110, 30),
+            "lime": (170, 210, 40),
+        },
+        "accent": (245, 245, 245),
+    },
+    "elegant": {
+        "scene": "interior",
+        "colours": {
+            "burgundy": (118, 24, 42),
+            "emerald": (20, 100, 70),
+            "navy": (30, 40, 80),
+            "ivory": (240, 232, 214),
+            "blush": (226, 176, 172),
+            "black": (24, 22, 24),
+        },
+        "accent": (212, 175, 80),
+    },
 }
-SEASONS = {"dress": ["summer", "spring"], "tshirt": ["summer", "spring"], "jacket": ["autumn", "winter", "spring"],
-           "skirt": ["spring", "summer", "autumn"], "trousers": ["spring", "autumn", "all_season"],
-           "sweater": ["autumn", "winter"], "bag": ["all_season"]}
-NOUN = {"dress": "midi dress", "tshirt": "t-shirt", "jacket": "jacket", "skirt": "skirt", "trousers": "trousers",
-        "sweater": "sweater", "bag": "tote bag"}
-MATERIAL = {"dress": ["linen", "viscose crepe", "washed satin", "cotton voile"],
-            "tshirt": ["organic cotton jersey", "heavyweight cotton", "slub cotton"],
-            "jacket": ["wool blend", "washed denim", "recycled nylon", "cotton twill"],
-            "skirt": ["denim", "satin", "cotton voile", "linen blend"],
-            "trousers": ["linen", "wool crepe", "cotton twill", "stretch gabardine"],
-            "sweater": ["merino wool", "chunky cotton knit", "cashmere blend"],
-            "bag": ["vegan leather", "heavy canvas", "woven straw"]}
-PRICE = {"dress": (39, 129), "tshirt": (14, 39), "jacket": (69, 219), "skirt": (29, 89), "trousers": (34, 109),
-         "sweater": (39, 149), "bag": (29, 159)}
-STYLE_WORDS = {"minimalist": ["clean-lined", "minimal", "pared-back"], "boho": ["boho", "free-spirited", "relaxed boho"],
-               "streetwear": ["oversized streetwear", "urban", "bold street"],
-               "elegant": ["elegant", "tailored", "refined"]}
-SEASON_LINE = {"summer": "Made for warm summer days.", "spring": "An easy layer for spring.",
-               "autumn": "Ready for crisp autumn weather.", "winter": "Keeps you warm all winter.",
-               "all_season": "A wardrobe staple for every season."}
+SEASONS = {
+    "dress": ["summer", "spring"],
+    "tshirt": ["summer", "spring"],
+    "jacket": ["autumn", "winter", "spring"],
+    "skirt": ["spring", "summer", "autumn"],
+    "trousers": ["spring", "autumn", "all_season"],
+    "sweater": ["autumn", "winter"],
+    "bag": ["all_season"],
+}
+NOUN = {
+    "dress": "midi dress",
+    "tshirt": "t-shirt",
+    "jacket": "jacket",
+    "skirt": "skirt",
+    "trousers": "trousers",
+    "sweater": "sweater",
+    "bag": "tote bag",
+}
+MATERIAL = {
+    "dress": ["linen", "viscose crepe", "washed satin", "cotton voile"],
+    "tshirt": ["organic cotton jersey", "heavyweight cotton", "slub cotton"],
+    "jacket": ["wool blend", "washed denim", "recycled nylon", "cotton twill"],
+    "skirt": ["denim", "satin", "cotton voile", "linen blend"],
+    "trousers": ["linen", "wool crepe", "cotton twill", "stretch gabardine"],
+    "sweater": ["merino wool", "chunky cotton knit", "cashmere blend"],
+    "bag": ["vegan leather", "heavy canvas", "woven straw"],
+}
+PRICE = {
+    "dress": (39, 129),
+    "tshirt": (14, 39),
+    "jacket": (69, 219),
+    "skirt": (29, 89),
+    "trousers": (34, 109),
+    "sweater": (39, 149),
+    "bag": (29, 159),
+}
+STYLE_WORDS = {
+    "minimalist": ["clean-lined", "minimal", "pared-back"],
+    "boho": ["boho", "free-spirited", "relaxed boho"],
+    "streetwear": ["oversized streetwear", "urban", "bold street"],
+    "elegant": ["elegant", "tailored", "refined"],
+}
+SEASON_LINE = {
+    "summer": "Made for warm summer days.",
+    "spring": "An easy layer for spring.",
+    "autumn": "Ready for crisp autumn weather.",
+    "winter": "Keeps you warm all winter.",
+    "all_season": "A wardrobe staple for every season.",
+}
 
 
 @dataclass(frozen=True)
@@ -84,8 +242,9 @@ class _Spec:
     season: str
 
 
-def _pick_spec(rng: np.random.Generator, category: str, style: str | None = None,
-               colour_name: str | None = None) -> _Spec:
+def _pick_spec(
+    rng: np.random.Generator, category: str, style: str | None = None, colour_name: str | None = None
+) -> _Spec:
     style = style or str(rng.choice(list(STYLES)))
     colours: dict[str, tuple[int, int, int]] = STYLES[style]["colours"]  # type: ignore[assignment]
     colour_name = colour_name or str(rng.choice(list(colours)))
@@ -96,6 +255,7 @@ def _pick_spec(rng: np.random.Generator, category: str, style: str | None = None
 
 
 # ---------------------------------------------------------------- scenes (float RGB 0..1, H x W x 3)
+
 
 def _vgrad(h: int, w: int, top: tuple[float, ...], bottom: tuple[float, ...]) -> np.ndarray:
     t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
@@ -119,8 +279,14 @@ def _scene(kind: str, w: int, h: int, rng: np.random.Generator) -> tuple[np.ndar
         x0 = rng.uniform(0.05, 0.45)
         for i in range(2):  # two window panes thrown across the wall
             for j in range(2):
-                pts = np.array([(x0 + 0.2 * i, 0.1 + 0.26 * j), (x0 + 0.18 + 0.2 * i, 0.1 + 0.26 * j),
-                                (x0 + 0.28 + 0.2 * i, 0.34 + 0.26 * j), (x0 + 0.1 + 0.2 * i, 0.34 + 0.26 * j)])
+                pts = np.array(
+                    [
+                        (x0 + 0.2 * i, 0.1 + 0.26 * j),
+                        (x0 + 0.18 + 0.2 * i, 0.1 + 0.26 * j),
+                        (x0 + 0.28 + 0.2 * i, 0.34 + 0.26 * j),
+                        (x0 + 0.1 + 0.2 * i, 0.34 + 0.26 * j),
+                    ]
+                )
                 cv2.fillPoly(light, [np.round(pts * [w, h]).astype(np.int32)], 1.0)
         light = cv2.GaussianBlur(light, (0, 0), w * 0.012)
         img *= (1.0 + 0.18 * light)[..., None]
@@ -160,8 +326,15 @@ def _scene(kind: str, w: int, h: int, rng: np.random.Generator) -> tuple[np.ndar
     return np.clip(img, 0, 1).astype(np.float32), floor
 
 
-def _paste(canvas: np.ndarray, rgba: np.ndarray, x: int, y: int, shadow: float = 0.0,
-           offset: tuple[int, int] = (0, 0), blur: float = 6.0) -> None:
+def _paste(
+    canvas: np.ndarray,
+    rgba: np.ndarray,
+    x: int,
+    y: int,
+    shadow: float = 0.0,
+    offset: tuple[int, int] = (0, 0),
+    blur: float = 6.0,
+) -> None:
     """Alpha-composite rgba onto canvas at (x, y), with an optional soft cast shadow."""
     h, w = canvas.shape[:2]
     gh, gw = rgba.shape[:2]
@@ -169,7 +342,7 @@ def _paste(canvas: np.ndarray, rgba: np.ndarray, x: int, y: int, shadow: float =
     x0, y0, x1, y1 = max(0, x), max(0, y), min(w, x + gw), min(h, y + gh)
     if x1 <= x0 or y1 <= y0:
         return
-    layer[y0:y1, x0:x1] = rgba[y0 - y:y1 - y, x0 - x:x1 - x]
+    layer[y0:y1, x0:x1] = rgba[y0 - y : y1 - y, x0 - x : x1 - x]
     if shadow:
         a = np.roll(layer[..., 3], offset, axis=(0, 1))
         a = cv2.GaussianBlur(a, (0, 0), blur)
@@ -178,8 +351,9 @@ def _paste(canvas: np.ndarray, rgba: np.ndarray, x: int, y: int, shadow: float =
     canvas[:] = canvas * (1 - al) + layer[..., :3] * al
 
 
-def _holder(canvas: np.ndarray, kind: str, cx: int, top: int, gw: int, gh: int, floor_y: int,
-            rng: np.random.Generator) -> None:
+def _holder(
+    canvas: np.ndarray, kind: str, cx: int, top: int, gw: int, gh: int, floor_y: int, rng: np.random.Generator
+) -> None:
     """A dress form on a stand, or a hanger on a hook, drawn behind the garment."""
     h, w = canvas.shape[:2]
     if kind == "form":
@@ -228,8 +402,9 @@ def draw_catalog_photo(spec: _Spec, rng: np.random.Generator, size: tuple[int, i
         top = int(h * 0.17)
         _holder(canvas, holder, cx, top, gw, gh, floor_y, rng)
     light = -1 if rng.random() < 0.5 else 1
-    _paste(canvas, garment, cx - gw // 2, top, shadow=0.35,
-           offset=(int(0.03 * h), int(light * 0.04 * w)), blur=w * 0.02)
+    _paste(
+        canvas, garment, cx - gw // 2, top, shadow=0.35, offset=(int(0.03 * h), int(light * 0.04 * w)), blur=w * 0.02
+    )
     return _finish(canvas, rng, vignette=0.18)
 
 
@@ -238,13 +413,14 @@ def _finish(canvas: np.ndarray, rng: np.random.Generator, vignette: float) -> Im
     h, w = canvas.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     d = ((xx / w - 0.5) ** 2 + (yy / h - 0.5) ** 2) ** 0.5 / 0.71
-    img = cv2.GaussianBlur(canvas, (0, 0), 0.6) * (1 - vignette * d ** 2)[..., None]
+    img = cv2.GaussianBlur(canvas, (0, 0), 0.6) * (1 - vignette * d**2)[..., None]
     img = img + rng.normal(0, 0.012, img.shape).astype(np.float32)
     return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), "RGB")
 
 
-def draw_flatlay(spec: _Spec, rng: np.random.Generator,
-                 size: tuple[int, int] = FLATLAY_SIZE) -> tuple[Image.Image, np.ndarray]:
+def draw_flatlay(
+    spec: _Spec, rng: np.random.Generator, size: tuple[int, int] = FLATLAY_SIZE
+) -> tuple[Image.Image, np.ndarray]:
     """A new product photographed top-down on a plain light background, and its true mask."""
     w, h = size
     bg = np.array(rng.choice([(0.93, 0.92, 0.9), (0.95, 0.94, 0.93), (0.91, 0.89, 0.86), (0.9, 0.91, 0.92)]))
@@ -259,7 +435,7 @@ def draw_flatlay(spec: _Spec, rng: np.random.Generator,
     x, y = (w - gw) // 2 + int(rng.integers(-10, 11)), (h - gh) // 2 + int(rng.integers(-10, 11))
     _paste(canvas, garment, x, y, shadow=0.22, offset=(6, 5), blur=7)
     truth = np.zeros((h, w), bool)
-    truth[y:y + gh, x:x + gw] = garment[..., 3] > 0.5
+    truth[y : y + gh, x : x + gw] = garment[..., 3] > 0.5
     return _finish(canvas, rng, vignette=0.04), truth
 
 
@@ -267,8 +443,10 @@ def _description(spec: _Spec, rng: np.random.Generator) -> str:
     material = str(rng.choice(MATERIAL[spec.category]))
     adj = str(rng.choice(STYLE_WORDS[spec.style]))
     fit = str(rng.choice(["relaxed fit", "flattering cut", "easy fit", "soft hand feel", "clean finish"]))
-    return (f"{spec.colour_name.capitalize()} {adj} {NOUN[spec.category]} in {material} with a {fit}. "
-            f"{SEASON_LINE[spec.season]}")
+    return (
+        f"{spec.colour_name.capitalize()} {adj} {NOUN[spec.category]} in {material} with a {fit}. "
+        f"{SEASON_LINE[spec.season]}"
+    )
 
 
 def generate_demo(dest: Path, seed: int = 7) -> tuple[Path, Path]:
@@ -287,18 +465,31 @@ def generate_demo(dest: Path, seed: int = 7) -> tuple[Path, Path]:
         lo, hi = PRICE[cat]
         price = round(float(rng.uniform(lo, hi))) - 0.01
         sales = int(np.clip(rng.lognormal(np.log(2200), 1.0), 200, 20000))
-        rows.append([pid, f"images/{pid}.jpg", cat, spec.colour_name, spec.style, spec.season, sales,
-                     _description(spec, rng), f"{price:.2f}"])
+        rows.append(
+            [
+                pid,
+                f"images/{pid}.jpg",
+                cat,
+                spec.colour_name,
+                spec.style,
+                spec.season,
+                sales,
+                _description(spec, rng),
+                f"{price:.2f}",
+            ]
+        )
     with open(catalog / "products.csv", "w", newline="", encoding="utf-8") as f:
         wr = csv.writer(f)
         wr.writerow(PRODUCTS_HEADER)
         wr.writerows(rows)
-    new_items = [("tshirt", "minimalist", "white", "crisp white tee, clean studio look"),
-                 ("dress", "boho", "terracotta", "flowy summer dress, beach holiday mood"),
-                 ("jacket", "elegant", "navy", "tailored jacket, refined city style"),
-                 ("trousers", "minimalist", "camel", "wide everyday trousers, calm neutral tones"),
-                 ("skirt", "elegant", "burgundy", "pleated satin skirt for evenings"),
-                 ("sweater", "streetwear", "orange", "oversized knit, bold urban street look")]
+    new_items = [
+        ("tshirt", "minimalist", "white", "crisp white tee, clean studio look"),
+        ("dress", "boho", "terracotta", "flowy summer dress, beach holiday mood"),
+        ("jacket", "elegant", "navy", "tailored jacket, refined city style"),
+        ("trousers", "minimalist", "camel", "wide everyday trousers, calm neutral tones"),
+        ("skirt", "elegant", "burgundy", "pleated satin skirt for evenings"),
+        ("sweater", "streetwear", "orange", "oversized knit, bold urban street look"),
+    ]
     new_rows = []
     for i, (cat, style, colour, hint) in enumerate(new_items, start=1):
         spec = _pick_spec(rng, cat, style, colour)

@@ -52,8 +52,8 @@ def _frame_lines(rough: np.ndarray, b: int) -> np.ndarray:
     it a frame, and a frame line crossed by a garment is still found."""
     h, w = rough.shape
     out = np.zeros((h, w), bool)
-    rows = np.r_[0:b, h - b:h]
-    cols = np.r_[0:b, w - b:w]
+    rows = np.r_[0:b, h - b : h]
+    cols = np.r_[0:b, w - b : w]
     row_med = np.median(rough[rows], axis=1)
     col_med = np.median(rough[:, cols], axis=0)
     typical = float(np.median(np.concatenate([row_med, col_med])))
@@ -69,9 +69,11 @@ def _fit_paper(lab: np.ndarray, sample: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero(sample)
     if len(ys) < 12:
         return np.broadcast_to(np.median(lab.reshape(-1, 3), axis=0), lab.shape).copy()
+
     def basis(y: np.ndarray, x: np.ndarray) -> np.ndarray:
         y, x = y / h - 0.5, x / w - 0.5
         return np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=-1)
+
     coef, *_ = np.linalg.lstsq(basis(ys.astype(np.float64), xs.astype(np.float64)), lab[ys, xs], rcond=None)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     return (basis(yy, xx) @ coef).astype(np.float32)
@@ -82,7 +84,7 @@ def _distance(lab: np.ndarray, paper: np.ndarray) -> tuple[np.ndarray, np.ndarra
     darker = d[..., 0] < 0
     weight = np.where(darker, _L_DARKER, 1.0)
     chroma = np.sqrt(d[..., 1] ** 2 + d[..., 2] ** 2)
-    return np.sqrt((weight * d[..., 0]) ** 2 + chroma ** 2), chroma, darker
+    return np.sqrt((weight * d[..., 0]) ** 2 + chroma**2), chroma, darker
 
 
 def _ring(h: int, w: int, b: int) -> np.ndarray:
@@ -130,8 +132,16 @@ def model_backdrop(lab: np.ndarray) -> Backdrop:
     mid = float(np.median(residual))
     noise = float(1.4826 * np.median(np.abs(residual - mid)))
     tolerance = max(_MIN_TOL, mid + 4.0 * noise)
-    return Backdrop(paper=paper, distance=distance, chroma=chroma, darker=darker, frame=frame, noise=noise,
-                    tolerance=tolerance, plain=tolerance < 10.0)
+    return Backdrop(
+        paper=paper,
+        distance=distance,
+        chroma=chroma,
+        darker=darker,
+        frame=frame,
+        noise=noise,
+        tolerance=tolerance,
+        plain=tolerance < 10.0,
+    )
 
 
 def paper_reachable(unlike: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:

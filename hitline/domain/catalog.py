@@ -30,8 +30,18 @@ from hitline.domain.models import HitProduct, NewProduct
 from hitline.domain.promo_copy import copy_columns
 from hitline.errors import InputError
 
-__all__ = ["RowError", "Loaded", "load_catalog", "load_new_products", "check_image", "verify_image_data", "image_errors",
-           "MIN_IMAGE_SIDE", "MAX_IMAGE_PIXELS", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "RowError",
+    "Loaded",
+    "load_catalog",
+    "load_new_products",
+    "check_image",
+    "verify_image_data",
+    "image_errors",
+    "MIN_IMAGE_SIDE",
+    "MAX_IMAGE_PIXELS",
+    "IMAGE_EXTENSIONS",
+]
 
 T = TypeVar("T")
 
@@ -99,7 +109,9 @@ def _check_image(path: Path, base: Path) -> Path:
     """check_image with the catalog folder already resolved (once per CSV, not per row)."""
     text = str(path).strip()
     if text in ("", "."):
-        raise InputError("image path is empty: give the image file relative to the catalog folder, e.g. images/SKU001.jpg")
+        raise InputError(
+            "image path is empty: give the image file relative to the catalog folder, e.g. images/SKU001.jpg"
+        )
     rel = Path(text.replace("\\", "/"))
     if rel.is_absolute() or PureWindowsPath(text).drive:
         raise InputError(f"image path escapes the catalog folder: {text!r} is absolute; make it relative to the folder")
@@ -121,7 +133,9 @@ def _check_image(path: Path, base: Path) -> Path:
         raise InputError(f"image path {text!r} is not a file")
     expected = IMAGE_EXTENSIONS.get(found.suffix.lower())
     if expected is None:
-        raise InputError(f"image {text!r} has extension {found.suffix or '(none)'!r}; use one of {', '.join(IMAGE_EXTENSIONS)}")
+        raise InputError(
+            f"image {text!r} has extension {found.suffix or '(none)'!r}; use one of {', '.join(IMAGE_EXTENSIONS)}"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -133,9 +147,13 @@ def _check_image(path: Path, base: Path) -> Path:
     except InputError:
         raise
     except Image.DecompressionBombError as exc:
-        raise InputError(f"image {text!r} is too large to decode safely ({exc}); keep it under {MAX_IMAGE_PIXELS:,} pixels") from exc
+        raise InputError(
+            f"image {text!r} is too large to decode safely ({exc}); keep it under {MAX_IMAGE_PIXELS:,} pixels"
+        ) from exc
     except UnidentifiedImageError as exc:
-        raise InputError(f"file {text!r} is not an image (cannot identify its format); export it as JPEG, PNG or WebP") from exc
+        raise InputError(
+            f"file {text!r} is not an image (cannot identify its format); export it as JPEG, PNG or WebP"
+        ) from exc
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for a broken header
         raise InputError(f"image {text!r} is corrupt or truncated ({exc}); re-export or re-upload it") from exc
     return found
@@ -171,23 +189,32 @@ def image_errors(name: str) -> Iterator[None]:
     except FileNotFoundError:
         raise InputError(f"image file not found: {name!r} (was it moved after the batch was submitted?)") from None
     except Image.DecompressionBombError as exc:
-        raise InputError(f"image {name!r} is too large to decode safely ({exc}); keep it under {MAX_IMAGE_PIXELS:,} pixels") from exc
+        raise InputError(
+            f"image {name!r} is too large to decode safely ({exc}); keep it under {MAX_IMAGE_PIXELS:,} pixels"
+        ) from exc
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for broken data
         raise InputError(f"image {name!r} is corrupt or truncated ({exc}); re-export or re-upload it") from exc
 
 
 def _check_header(text: str, fmt: str | None, expected: str, width: int, height: int) -> None:
     if fmt != expected and not (expected == "JPEG" and fmt == "MPO"):  # MPO = phone JPEG with extra frames
-        raise InputError(f"image {text!r} is named {Path(text).suffix} but contains {fmt} data; "
-                         f"rename it to match its format or re-save it as {expected}")
+        raise InputError(
+            f"image {text!r} is named {Path(text).suffix} but contains {fmt} data; "
+            f"rename it to match its format or re-save it as {expected}"
+        )
     if min(width, height) < MIN_IMAGE_SIDE:
-        raise InputError(f"image {text!r} is too small ({width}x{height}); each side needs at least {MIN_IMAGE_SIDE} px")
+        raise InputError(
+            f"image {text!r} is too small ({width}x{height}); each side needs at least {MIN_IMAGE_SIDE} px"
+        )
     if width * height > MAX_IMAGE_PIXELS:
-        raise InputError(f"image {text!r} is too large ({width}x{height} = {width * height:,} pixels, a possible "
-                         f"decompression bomb); keep it under {MAX_IMAGE_PIXELS:,} pixels")
+        raise InputError(
+            f"image {text!r} is too large ({width}x{height} = {width * height:,} pixels, a possible "
+            f"decompression bomb); keep it under {MAX_IMAGE_PIXELS:,} pixels"
+        )
 
 
 # --- field parsers: (stripped value, catalog root) -> parsed value, or _BadValue(reason) ----------------
+
 
 def _text(value: str, _root: Path) -> str:
     return value
@@ -251,14 +278,28 @@ class _Schema(Generic[T]):
 
 
 HIT_SCHEMA = _Schema[HitProduct](
-    "products.csv", "product_id",
-    {"image_path": _image, "category": _category, "color": _text, "style": _text, "season": _text,
-     "sales_count": _sales_count, "description": _text, "price": _price},
-    ("description", "color", "style", "season"), HitProduct)
+    "products.csv",
+    "product_id",
+    {
+        "image_path": _image,
+        "category": _category,
+        "color": _text,
+        "style": _text,
+        "season": _text,
+        "sales_count": _sales_count,
+        "description": _text,
+        "price": _price,
+    },
+    ("description", "color", "style", "season"),
+    HitProduct,
+)
 NEW_SCHEMA = _Schema[NewProduct](
-    "new_products.csv", "new_id",
+    "new_products.csv",
+    "new_id",
     {"image_path": _image, "category": _category, "style": _text, "season": _text, "prompt_hint": _text},
-    ("category", "style", "season", "prompt_hint"), NewProduct)
+    ("category", "style", "season", "prompt_hint"),
+    NewProduct,
+)
 
 
 def load_catalog(folder: Path) -> Loaded[HitProduct]:
@@ -282,7 +323,9 @@ def _read_rows(folder: Path, schema: _Schema[T]) -> tuple[Path, list[str], list[
         with source.open(encoding="utf-8-sig", newline="") as fh:
             records = list(csv.reader(fh, skipinitialspace=True))
     except UnicodeDecodeError as exc:
-        raise InputError(f"{source} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as CSV UTF-8") from exc
+        raise InputError(
+            f"{source} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as CSV UTF-8"
+        ) from exc
     except csv.Error as exc:
         raise InputError(f"{source} is not a readable CSV file: {exc}") from exc
     if not records or not any(cell.strip() for cell in records[0]):
@@ -306,7 +349,7 @@ def _load(folder: Path, schema: _Schema[T]) -> Loaded[T]:
     first_row: dict[str, int] = {}
     for row, values in rows:
         raw = {(name or f"column_{i + 1}"): v for i, (name, v) in enumerate(zip(header, values))}
-        raw.update({f"extra_{i + 1}": v for i, v in enumerate(values[len(header):])})
+        raw.update({f"extra_{i + 1}": v for i, v in enumerate(values[len(header) :])})
         item_id = raw.get(schema.id_column, "").strip()
         readable_id = item_id if ID_PATTERN.fullmatch(item_id) else ""
         reason = _row_problems(schema, row, header, values, raw, item_id, first_row, root)
@@ -319,18 +362,30 @@ def _load(folder: Path, schema: _Schema[T]) -> Loaded[T]:
     return loaded
 
 
-def _row_problems(schema: _Schema[T], row: int, header: list[str], values: list[str], raw: dict[str, str],
-                  item_id: str, first_row: dict[str, int], root: Path) -> T | str:
+def _row_problems(
+    schema: _Schema[T],
+    row: int,
+    header: list[str],
+    values: list[str],
+    raw: dict[str, str],
+    item_id: str,
+    first_row: dict[str, int],
+    root: Path,
+) -> T | str:
     """The built item, or every problem of the row joined into one reason."""
     if len(values) != len(header):
-        return (f"malformed row: {len(values)} fields where the header has {len(header)}; "
-                f"quote values that contain commas and give every column (even if empty)")
+        return (
+            f"malformed row: {len(values)} fields where the header has {len(header)}; "
+            f"quote values that contain commas and give every column (even if empty)"
+        )
     problems: list[str] = []
     if not item_id:
         problems.append(f"{schema.id_column} is empty: every row needs a unique id")
     elif not ID_PATTERN.fullmatch(item_id):
-        problems.append(f"{schema.id_column} {item_id!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
-                        "starting with a letter or digit")
+        problems.append(
+            f"{schema.id_column} {item_id!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
     elif item_id.lower() in first_row:
         problems.append(f"duplicate {schema.id_column} {item_id!r}: already used by row {first_row[item_id.lower()]}")
     else:

@@ -15,7 +15,7 @@ def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
     L1, a1, b1 = np.moveaxis(np.asarray(lab1, dtype=np.float64), -1, 0)
     L2, a2, b2 = np.moveaxis(np.asarray(lab2, dtype=np.float64), -1, 0)
     c_bar = (np.hypot(a1, b1) + np.hypot(a2, b2)) / 2.0
-    g = 0.5 * (1.0 - np.sqrt(c_bar ** 7 / (c_bar ** 7 + 25.0 ** 7)))
+    g = 0.5 * (1.0 - np.sqrt(c_bar**7 / (c_bar**7 + 25.0**7)))
     a1p, a2p = (1.0 + g) * a1, (1.0 + g) * a2
     c1p, c2p = np.hypot(a1p, b1), np.hypot(a2p, b2)
     h1p = np.degrees(np.arctan2(b1, a1p)) % 360.0
@@ -31,10 +31,15 @@ def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
     hsum = h1p + h2p
     h_bar = np.where(np.abs(h1p - h2p) > 180.0, np.where(hsum < 360.0, hsum + 360.0, hsum - 360.0), hsum) / 2.0
     h_bar = np.where(c1p * c2p == 0, hsum, h_bar)
-    t = (1.0 - 0.17 * np.cos(np.radians(h_bar - 30.0)) + 0.24 * np.cos(np.radians(2.0 * h_bar))
-         + 0.32 * np.cos(np.radians(3.0 * h_bar + 6.0)) - 0.20 * np.cos(np.radians(4.0 * h_bar - 63.0)))
+    t = (
+        1.0
+        - 0.17 * np.cos(np.radians(h_bar - 30.0))
+        + 0.24 * np.cos(np.radians(2.0 * h_bar))
+        + 0.32 * np.cos(np.radians(3.0 * h_bar + 6.0))
+        - 0.20 * np.cos(np.radians(4.0 * h_bar - 63.0))
+    )
     d_theta = 30.0 * np.exp(-(((h_bar - 275.0) / 25.0) ** 2))
-    r_c = 2.0 * np.sqrt(Cp_bar ** 7 / (Cp_bar ** 7 + 25.0 ** 7))
+    r_c = 2.0 * np.sqrt(Cp_bar**7 / (Cp_bar**7 + 25.0**7))
     s_l = 1.0 + 0.015 * (Lp_bar - 50.0) ** 2 / np.sqrt(20.0 + (Lp_bar - 50.0) ** 2)
     s_c = 1.0 + 0.045 * Cp_bar
     s_h = 1.0 + 0.015 * Cp_bar * t

@@ -99,7 +99,7 @@ def _palette_backdrop(style: StyleAnalysis) -> np.ndarray:
     cols = []
     for hx in style.palette[:3]:
         try:
-            cols.append([int(hx.lstrip("#")[i:i + 2], 16) / 255.0 for i in (0, 2, 4)])
+            cols.append([int(hx.lstrip("#")[i : i + 2], 16) / 255.0 for i in (0, 2, 4)])
         except ValueError:
             continue
     base = np.array(cols[0] if cols else [0.92, 0.9, 0.87])
@@ -121,17 +121,17 @@ def scene_backdrop(reference: Image.Image | None, style: StyleAnalysis, width: i
         target = min(r_out, r_src * 2.0)
         ch = max(2, round(sw / target))
         y0 = round((sh - ch) * 0.35)
-        crop = src[y0:y0 + ch]
+        crop = src[y0 : y0 + ch]
     else:
         target = max(r_out, r_src / 2.0)
         cw = max(2, round(sh * target))
         x0 = (sw - cw) // 2
-        crop = src[:, x0:x0 + cw]
+        crop = src[:, x0 : x0 + cw]
     scale = _BACKDROP_SIDE / max(width, height)
     size = (max(2, round(width * scale)), max(2, round(height * scale)))
     out = cv2.resize(np.ascontiguousarray(crop), size, interpolation=cv2.INTER_CUBIC)
     # a gentle vignette pulls the eye to the product
-    yy, xx = np.mgrid[0:size[1], 0:size[0]].astype(np.float32)
+    yy, xx = np.mgrid[0 : size[1], 0 : size[0]].astype(np.float32)
     d = ((xx / size[0] - 0.5) ** 2 + (yy / size[1] - 0.45) ** 2) ** 0.5
     out = out * (1.0 - 0.12 * np.clip(d / 0.7, 0, 1) ** 2)[..., None]
     return np.clip(out, 0, 1)
@@ -157,7 +157,7 @@ def _match_light(product: Image.Image, backdrop: np.ndarray, style: StyleAnalysi
     if warmth is not None:  # the analyzer's number (-1 cool .. +1 warm) wins over our estimate
         w = float(np.clip(warmth, -1.0, 1.0))
         tint = np.array([1 + 0.08 * w, 1.0, 1 - 0.08 * w])
-    gain = tint ** 0.35
+    gain = tint**0.35
     scene_l = float(scene.mean())
     prod_l = float(arr[alpha][:, :3].mean()) / 255.0 + 1e-3
     exposure = float(np.clip((scene_l / max(prod_l, 0.2)) ** 0.08, 0.94, 1.06))
@@ -166,8 +166,9 @@ def _match_light(product: Image.Image, backdrop: np.ndarray, style: StyleAnalysi
     return Image.fromarray(out, "RGBA")
 
 
-def _shadow_mask(size: tuple[int, int], product: Image.Image, pos: tuple[int, int],
-                 light: float, strength: float) -> Image.Image:
+def _shadow_mask(
+    size: tuple[int, int], product: Image.Image, pos: tuple[int, int], light: float, strength: float
+) -> Image.Image:
     """Soft drop shadow plus contact shadow as an L mask at canvas size (255 = full shadow)."""
     w, h = size
     s = min(1.0, _SHADOW_SIDE / max(w, h))
@@ -182,8 +183,9 @@ def _shadow_mask(size: tuple[int, int], product: Image.Image, pos: tuple[int, in
     canvas = canvas.filter(ImageFilter.GaussianBlur(max(1.0, 0.03 * max(pw, ph))))
     contact = Image.new("L", (sw, shh), 0)
     bottom = py + ph
-    ImageDraw.Draw(contact).ellipse([px + 0.12 * pw, bottom - 0.025 * ph, px + 0.88 * pw, bottom + 0.02 * ph],
-                                    fill=int(150 * strength))
+    ImageDraw.Draw(contact).ellipse(
+        [px + 0.12 * pw, bottom - 0.025 * ph, px + 0.88 * pw, bottom + 0.02 * ph], fill=int(150 * strength)
+    )
     contact = contact.filter(ImageFilter.GaussianBlur(max(1.0, 0.02 * max(pw, ph))))
     out = ImageChops.lighter(canvas, contact)
     return out.resize((w, h), Image.Resampling.BILINEAR) if s < 1.0 else out
@@ -203,7 +205,7 @@ def _pasted(size: tuple[int, int], placed: Image.Image, pos: tuple[int, int]) ->
     x0, y0 = max(0, x), max(0, y)
     x1, y1 = min(size[0], x + placed.width), min(size[1], y + placed.height)
     if x1 > x0 and y1 > y0:
-        mask[y0:y1, x0:x1] = alpha[y0 - y:y1 - y, x0 - x:x1 - x]
+        mask[y0:y1, x0:x1] = alpha[y0 - y : y1 - y, x0 - x : x1 - x]
     return mask
 
 
@@ -236,8 +238,9 @@ def _grain(size: tuple[int, int], seed: int = 11) -> Image.Image:
     return out.convert("RGB")
 
 
-def _compose_scene(product: Image.Image, reference: Image.Image | None, style: StyleAnalysis,
-                   preset: Preset) -> tuple[Image.Image, np.ndarray]:
+def _compose_scene(
+    product: Image.Image, reference: Image.Image | None, style: StyleAnalysis, preset: Preset
+) -> tuple[Image.Image, np.ndarray]:
     w, h = preset.width, preset.height
     small = scene_backdrop(reference, style, w, h)
     canvas = Image.fromarray((small * 255).astype(np.uint8), "RGB").resize((w, h), Image.Resampling.BICUBIC)
@@ -263,13 +266,17 @@ def scene_plate(reference: Image.Image | None, style: StyleAnalysis, preset: Pre
     return ImageChops.add(canvas, _grain((w, h)), scale=1.0, offset=-2)
 
 
-def compose_on_plate(product: Image.Image, plate: Image.Image, style: StyleAnalysis,
-                     preset: Preset) -> tuple[Image.Image, np.ndarray]:
+def compose_on_plate(
+    product: Image.Image, plate: Image.Image, style: StyleAnalysis, preset: Preset
+) -> tuple[Image.Image, np.ndarray]:
     """The cut-out product placed into a scene plate (staged mode): light matched, shadow cast."""
     w, h = preset.width, preset.height
-    canvas = plate.convert("RGB").resize((w, h), Image.Resampling.BICUBIC) if plate.size != (w, h) else plate.convert("RGB")
-    small = np.asarray(canvas.resize((max(8, w // 8), max(8, h // 8)), Image.Resampling.BILINEAR),
-                       dtype=np.float32) / 255.0
+    canvas = (
+        plate.convert("RGB").resize((w, h), Image.Resampling.BICUBIC) if plate.size != (w, h) else plate.convert("RGB")
+    )
+    small = (
+        np.asarray(canvas.resize((max(8, w // 8), max(8, h // 8)), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    )
     place = layout_box(w, h)
     placed = _fit(_match_light(product.convert("RGBA"), small, style), place.box_w, place.box_h)
     x = round(place.cx - placed.width / 2)
@@ -281,8 +288,9 @@ def compose_on_plate(product: Image.Image, plate: Image.Image, style: StyleAnaly
     return canvas, _pasted((w, h), placed, (x, y))
 
 
-def compose_placed(product: Image.Image, reference: Image.Image | None, style: StyleAnalysis,
-                   preset: Preset) -> tuple[Image.Image, np.ndarray]:
+def compose_placed(
+    product: Image.Image, reference: Image.Image | None, style: StyleAnalysis, preset: Preset
+) -> tuple[Image.Image, np.ndarray]:
     """A promo image of exactly preset.width x preset.height (RGB) with the cut-out product, and where
     the product went (bool mask at the image's size)."""
     product = product.convert("RGBA")
@@ -294,7 +302,6 @@ def compose_placed(product: Image.Image, reference: Image.Image | None, style: S
     return out, mask
 
 
-def compose(product: Image.Image, reference: Image.Image | None, style: StyleAnalysis,
-            preset: Preset) -> Image.Image:
+def compose(product: Image.Image, reference: Image.Image | None, style: StyleAnalysis, preset: Preset) -> Image.Image:
     """A promo image of exactly preset.width x preset.height (RGB) with the cut-out product."""
     return compose_placed(product, reference, style, preset)[0]

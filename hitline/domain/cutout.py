@@ -114,7 +114,7 @@ def _inner_frame(lum: np.ndarray) -> tuple[int, int, int, int] | None:
 
     def lines(profile_axis: int, length: int, band: int) -> list[int]:
         grad = np.abs(np.diff(lum, axis=profile_axis))
-        core = grad[:, round(0.1 * w):round(0.9 * w)] if profile_axis == 0 else grad[round(0.1 * h):round(0.9 * h)]
+        core = grad[:, round(0.1 * w) : round(0.9 * w)] if profile_axis == 0 else grad[round(0.1 * h) : round(0.9 * h)]
         along = (core > 6.0).mean(axis=1 - profile_axis)
         return [i for i in range(len(along)) if along[i] > 0.85 and (i < band or i >= length - 1 - band)]
 
@@ -237,8 +237,11 @@ def _product_mask(img: Image.Image, inside_frame: bool = True, drop_marks: bool 
     thin lines along the border are dropped; every significant piece is kept."""
     rgb = img.convert("RGB")
     scale = min(1.0, _WORK_SIDE / max(rgb.size))
-    small = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.Resampling.BILINEAR) \
-        if scale < 1.0 else rgb
+    small = (
+        rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.Resampling.BILINEAR)
+        if scale < 1.0
+        else rgb
+    )
     lab = cv2.GaussianBlur(to_lab(np.asarray(small)), (0, 0), 1.0)
     frame = _inner_frame(lab[..., 0]) if inside_frame else None
     if frame is not None:
@@ -271,8 +274,10 @@ def _product_mask(img: Image.Image, inside_frame: bool = True, drop_marks: bool 
         mask = _drop_corner_marks(mask)
     coverage = float(mask.mean())
     if not MIN_COVERAGE <= coverage <= MAX_COVERAGE:
-        raise InputError(f"no product found in the flat-lay (mask covers {coverage:.1%} of the picture, "
-                         f"expected {MIN_COVERAGE:.0%}..{MAX_COVERAGE:.0%}); use a plain, contrasting background")
+        raise InputError(
+            f"no product found in the flat-lay (mask covers {coverage:.1%} of the picture, "
+            f"expected {MIN_COVERAGE:.0%}..{MAX_COVERAGE:.0%}); use a plain, contrasting background"
+        )
     return _upscaled(mask, rgb.size) if scale < 1.0 else mask
 
 
@@ -284,7 +289,7 @@ def cutout(img: Image.Image) -> Image.Image:
     pad = max(2, round(max(rgb.size) * 0.004))
     x0, x1 = max(0, xs.min() - pad), min(rgb.width, xs.max() + 1 + pad)
     y0, y1 = max(0, ys.min() - pad), min(rgb.height, ys.max() + 1 + pad)
-    alpha = (mask[y0:y1, x0:x1].astype(np.float32) * 255.0)
+    alpha = mask[y0:y1, x0:x1].astype(np.float32) * 255.0
     # erode a hair before feathering so the background colour does not fringe the edge
     feather = max(0.8, max(rgb.size) / 1000.0)
     alpha = cv2.erode(alpha, np.ones((3, 3), np.uint8), iterations=max(1, round(max(rgb.size) / 500)))

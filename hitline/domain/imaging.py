@@ -57,8 +57,9 @@ def _tile(img: Image.Image, label: str, tile_h: int) -> Image.Image:
     return tile
 
 
-def contact_sheet(flatlay: Image.Image, references: Sequence[Image.Image],
-                  outputs: Sequence[tuple[str, Image.Image]]) -> Image.Image:
+def contact_sheet(
+    flatlay: Image.Image, references: Sequence[Image.Image], outputs: Sequence[tuple[str, Image.Image]]
+) -> Image.Image:
     """One row for one product: flat-lay | top references | outputs labelled with their preset names."""
     tiles = [_tile(flatlay, "flat-lay", _TILE_H)]
     tiles += [_tile(r, f"reference {i + 1}", _TILE_H) for i, r in enumerate(references)]
@@ -70,8 +71,9 @@ def contact_sheet(flatlay: Image.Image, references: Sequence[Image.Image],
         row.paste(t, (x, _GAP))
         x += t.width + _GAP
         if i == len(references):  # a thin rule between the inputs and the outputs
-            ImageDraw.Draw(row).line([(x - _GAP // 2, _GAP), (x - _GAP // 2, row.height - _GAP)],
-                                     fill=(190, 190, 190), width=2)
+            ImageDraw.Draw(row).line(
+                [(x - _GAP // 2, _GAP), (x - _GAP // 2, row.height - _GAP)], fill=(190, 190, 190), width=2
+            )
     if row.width > SHEET_MAX_WIDTH:
         s = SHEET_MAX_WIDTH / row.width
         row = row.resize((SHEET_MAX_WIDTH, max(1, round(row.height * s))), Image.Resampling.LANCZOS)

@@ -8,8 +8,18 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["HitProduct", "NewProduct", "Hit", "StyleAnalysis", "Preset", "TextSlot", "RenderedImage", "ASPECT_RATIOS",
-           "IMAGE_SIZES", "SLOT_NAMES"]
+__all__ = [
+    "HitProduct",
+    "NewProduct",
+    "Hit",
+    "StyleAnalysis",
+    "Preset",
+    "TextSlot",
+    "RenderedImage",
+    "ASPECT_RATIOS",
+    "IMAGE_SIZES",
+    "SLOT_NAMES",
+]
 
 # what Nano Banana 2 accepts; the local renderer honours the same set
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9", "4:1", "1:4", "8:1", "1:8")
@@ -96,19 +106,27 @@ class TextSlot:
     max_lines: int = 1
 
     @classmethod
-    def build(cls, preset: str, name: str, box: list[float], max_chars: int, min_px: int,
-              max_lines: int = 1) -> "TextSlot":
+    def build(
+        cls, preset: str, name: str, box: list[float], max_chars: int, min_px: int, max_lines: int = 1
+    ) -> "TextSlot":
         from hitline.errors import InputError
 
         if name not in SLOT_NAMES:
             raise InputError(f"preset {preset!r}: text slot {name!r} is not one of {', '.join(SLOT_NAMES)}")
         if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
-            raise InputError(f"preset {preset!r}: text slot {name!r} box must be [left, top, right, bottom] "
-                             "shares of the frame, left < right and top < bottom, within 0..1")
+            raise InputError(
+                f"preset {preset!r}: text slot {name!r} box must be [left, top, right, bottom] "
+                "shares of the frame, left < right and top < bottom, within 0..1"
+            )
         if max_chars < 1 or min_px < 6 or max_lines < 1:
             raise InputError(f"preset {preset!r}: text slot {name!r} needs max_chars >= 1, min_px >= 6, max_lines >= 1")
-        return cls(name, (float(box[0]), float(box[1]), float(box[2]), float(box[3])), int(max_chars), int(min_px),
-                   int(max_lines))
+        return cls(
+            name,
+            (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+            int(max_chars),
+            int(min_px),
+            int(max_lines),
+        )
 
     def pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
         """The box in pixels of a width x height frame."""
@@ -134,9 +152,18 @@ class Preset:
         return dict(self.rules).get(name, default)
 
     @classmethod
-    def build(cls, name: str, aspect_ratio: str, size: str, background: str = "scene",
-              width: int | None = None, height: int | None = None, low_res: str = "downsize",
-              rules: dict[str, Any] | None = None, text: dict[str, dict[str, Any]] | None = None) -> "Preset":
+    def build(
+        cls,
+        name: str,
+        aspect_ratio: str,
+        size: str,
+        background: str = "scene",
+        width: int | None = None,
+        height: int | None = None,
+        low_res: str = "downsize",
+        rules: dict[str, Any] | None = None,
+        text: dict[str, dict[str, Any]] | None = None,
+    ) -> "Preset":
         from hitline.errors import InputError
 
         if low_res not in ("downsize", "fail"):
@@ -153,8 +180,17 @@ class Preset:
             long = IMAGE_SIZES[size]
             width, height = (long, round(long * b / a)) if a >= b else (round(long * a / b), long)
         slots = tuple(TextSlot.build(name, slot, **spec) for slot, spec in (text or {}).items())
-        return cls(name, aspect_ratio, size, int(width), int(height), background, low_res,
-                   tuple(sorted((rules or {}).items())), slots)
+        return cls(
+            name,
+            aspect_ratio,
+            size,
+            int(width),
+            int(height),
+            background,
+            low_res,
+            tuple(sorted((rules or {}).items())),
+            slots,
+        )
 
 
 @dataclass

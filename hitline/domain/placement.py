@@ -23,8 +23,13 @@ def _encode(mask: np.ndarray) -> str:
         return json.dumps({"size": [mask.shape[1], mask.shape[0]], "box": None})
     x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
     bits = np.packbits(mask[y0:y1, x0:x1], axis=None)
-    return json.dumps({"size": [mask.shape[1], mask.shape[0]], "box": [x0, y0, x1, y1],
-                       "bits": base64.b64encode(zlib.compress(bits.tobytes(), 6)).decode("ascii")})
+    return json.dumps(
+        {
+            "size": [mask.shape[1], mask.shape[0]],
+            "box": [x0, y0, x1, y1],
+            "bits": base64.b64encode(zlib.compress(bits.tobytes(), 6)).decode("ascii"),
+        }
+    )
 
 
 def png_info(mask: np.ndarray) -> PngInfo:

@@ -39,11 +39,13 @@ class PriceTable:
         if not prices:
             raise ConfigError(
                 f"no image price for model {model!r} in {self.source}; "
-                f"add a [\"{model}\".image] table with a price per size (512px, 1K, 2K, 4K)")
+                f'add a ["{model}".image] table with a price per size (512px, 1K, 2K, 4K)'
+            )
         if size not in prices:
             raise ConfigError(
                 f"no price for size {size!r} of image model {model!r} in {self.source}; "
-                f"known sizes: {', '.join(sorted(prices)) or 'none'}")
+                f"known sizes: {', '.join(sorted(prices)) or 'none'}"
+            )
         return float(prices[size])
 
     def token_cost(self, model: str, usage: Mapping[str, Any] | None) -> float:
@@ -58,7 +60,8 @@ class PriceTable:
         if prices is None:
             raise ConfigError(
                 f"no token price for model {model!r} in {self.source}; "
-                f"add a [\"{model}\".tokens] table with input/output USD per million tokens")
+                f'add a ["{model}".tokens] table with input/output USD per million tokens'
+            )
         prompt = _count(usage.get("prompt_tokens"))
         completion = _count(usage.get("completion_tokens"))
         return (prompt * float(prices.get("input", 0.0)) + completion * float(prices.get("output", 0.0))) / _PER_TOKENS

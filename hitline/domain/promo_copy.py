@@ -21,9 +21,22 @@ from babel.numbers import format_currency, is_currency
 
 from hitline.errors import InputError
 
-__all__ = ["CopyError", "LocaleCopy", "COPY_COLUMNS", "Translator", "parse_locale", "parse_locales",
-           "copy_columns", "format_price", "headline_for", "resolve_copy", "MISSING_TRANSLATION", "TEXT_MODES",
-           "text_instructions", "parse_text_instructions"]
+__all__ = [
+    "CopyError",
+    "LocaleCopy",
+    "COPY_COLUMNS",
+    "Translator",
+    "parse_locale",
+    "parse_locales",
+    "copy_columns",
+    "format_price",
+    "headline_for",
+    "resolve_copy",
+    "MISSING_TRANSLATION",
+    "TEXT_MODES",
+    "text_instructions",
+    "parse_text_instructions",
+]
 
 COPY_COLUMNS = ("headline", "price", "currency")  # plus headline_<locale>
 MISSING_TRANSLATION = ("refuse", "translate")  # what a batch does with a locale the row has no headline for
@@ -49,13 +62,23 @@ class LocaleCopy:
     cost_usd: float = 0.0  # what translating it cost
 
     def to_dict(self) -> dict[str, object]:
-        return {"locale": self.locale, "texts": dict(self.texts), "machine_translated": self.machine_translated,
-                "notes": list(self.notes), "cost_usd": self.cost_usd}
+        return {
+            "locale": self.locale,
+            "texts": dict(self.texts),
+            "machine_translated": self.machine_translated,
+            "notes": list(self.notes),
+            "cost_usd": self.cost_usd,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> "LocaleCopy":
-        return cls(str(d["locale"]), dict(d["texts"]), bool(d.get("machine_translated")),  # type: ignore[arg-type]
-                   list(d.get("notes") or []), float(d.get("cost_usd") or 0.0))  # type: ignore[arg-type]
+        return cls(
+            str(d["locale"]),
+            dict(d["texts"]),
+            bool(d.get("machine_translated")),  # type: ignore[arg-type]
+            list(d.get("notes") or []),
+            float(d.get("cost_usd") or 0.0),
+        )  # type: ignore[arg-type]
 
 
 def parse_locale(tag: str) -> str:
@@ -65,7 +88,9 @@ def parse_locale(tag: str) -> str:
     try:
         loc = Locale.parse(text, sep="-")
     except (UnknownLocaleError, ValueError, TypeError):
-        raise InputError(f"unknown locale {tag!r}: give a language and region like en-US, de-DE, ja-JP or zh-CN") from None
+        raise InputError(
+            f"unknown locale {tag!r}: give a language and region like en-US, de-DE, ja-JP or zh-CN"
+        ) from None
     # CLDR adds the likely script (zh-CN -> zh-Hans-CN); keep it only when the tag named one
     script = loc.script if any(len(p) == 4 and p.isalpha() for p in text.split("-")[1:]) else None
     return "-".join(p for p in (loc.language, script, loc.territory) if p)
@@ -85,8 +110,11 @@ def parse_locales(value: str | Sequence[str] | None) -> list[str]:
 
 def copy_columns(raw: dict[str, str]) -> dict[str, str]:
     """The copy columns of a CSV row (names lower-cased, values stripped, empty cells left out)."""
-    return {k: v.strip() for k, v in raw.items()
-            if v and v.strip() and (k in COPY_COLUMNS or k.startswith(("headline_", "price_", "currency_")))}
+    return {
+        k: v.strip()
+        for k, v in raw.items()
+        if v and v.strip() and (k in COPY_COLUMNS or k.startswith(("headline_", "price_", "currency_")))
+    }
 
 
 def _candidates(locale: str) -> list[str]:
@@ -113,8 +141,9 @@ def format_price(amount: str, currency: str, locale: str) -> str:
     """The price as a shopper in `locale` reads it (CLDR): 19.99 EUR -> `19,99 €` in de-DE, 2980 JPY ->
     `￥2,980` in ja-JP (CLDR's full-width yen; the OCR compare folds width)."""
     if not _PRICE.match(amount):
-        raise CopyError(f"price {amount!r} is not a number: write it like 19.99 or 19,99, and the currency "
-                        "in the currency column")
+        raise CopyError(
+            f"price {amount!r} is not a number: write it like 19.99 or 19,99, and the currency in the currency column"
+        )
     if not currency:
         raise CopyError(f"price {amount} has no currency: fill the currency column with a code like EUR, USD or JPY")
     if not is_currency(currency.upper()):
@@ -122,8 +151,14 @@ def format_price(amount: str, currency: str, locale: str) -> str:
     return format_currency(Decimal(amount.replace(",", ".")), currency.upper(), locale=locale.replace("-", "_"))
 
 
-def resolve_copy(copy: dict[str, str], locale: str, source_locale: str, slots: Sequence[str],
-                 missing: str = "refuse", translate: Translator | None = None) -> LocaleCopy:
+def resolve_copy(
+    copy: dict[str, str],
+    locale: str,
+    source_locale: str,
+    slots: Sequence[str],
+    missing: str = "refuse",
+    translate: Translator | None = None,
+) -> LocaleCopy:
     """The strings for `slots` in `locale`. A headline the row lacks is machine-translated from the
     source headline (missing="translate", recorded as such) or refused (CopyError)."""
     texts: dict[str, str] = {}
@@ -133,13 +168,20 @@ def resolve_copy(copy: dict[str, str], locale: str, source_locale: str, slots: S
         if headline is None:
             source = headline_for(copy, source_locale, source_locale)
             if source is None:
-                raise CopyError(f"no headline for {locale}: fill the headline column (in {source_locale}) "
-                                f"or headline_{locale.split('-')[0]}")
+                raise CopyError(
+                    f"no headline for {locale}: fill the headline column (in {source_locale}) "
+                    f"or headline_{locale.split('-')[0]}"
+                )
             if missing != "translate" or translate is None:
-                why = ("the batch refuses machine translation (missing_translation=refuse)" if missing != "translate"
-                       else "the provider has no translation model")
-                raise CopyError(f"no headline_{locale.split('-')[0]} for {locale} and {why}: add the translation "
-                                "to new_products.csv or submit with missing translations machine-translated")
+                why = (
+                    "the batch refuses machine translation (missing_translation=refuse)"
+                    if missing != "translate"
+                    else "the provider has no translation model"
+                )
+                raise CopyError(
+                    f"no headline_{locale.split('-')[0]} for {locale} and {why}: add the translation "
+                    "to new_products.csv or submit with missing translations machine-translated"
+                )
             headline, cost = translate(source, source_locale, locale)
             headline = headline.strip()
             if not headline:
@@ -150,8 +192,11 @@ def resolve_copy(copy: dict[str, str], locale: str, source_locale: str, slots: S
     if "price" in slots:
         # a market's own price (price_de + currency_de) wins over the row's price in its currency
         market = next((s for s in _candidates(locale) if copy.get(f"price_{s}")), None)
-        amount, currency = ((copy[f"price_{market}"], copy.get(f"currency_{market}", "")) if market else
-                            (copy.get("price", ""), copy.get("currency", "")))
+        amount, currency = (
+            (copy[f"price_{market}"], copy.get(f"currency_{market}", ""))
+            if market
+            else (copy.get("price", ""), copy.get("currency", ""))
+        )
         if amount or currency:
             texts["price"] = format_price(amount, currency, locale)
     return LocaleCopy(locale, texts, machine, notes, cost)
@@ -159,8 +204,11 @@ def resolve_copy(copy: dict[str, str], locale: str, source_locale: str, slots: S
 
 # --- the words in a render prompt (text_mode "model"): one line per slot, parsed back by the fake -----
 _TEXT_HEAD = "Write exactly this text on the image, letter for letter, and no other text:"
-_TEXT_LINE = re.compile(r"^- (\w+) \(language ([A-Za-z-]+)\) in the box left (\d+)% top (\d+)% right (\d+)% "
-                        r"bottom (\d+)% of the frame: «(.*)»$", re.M)
+_TEXT_LINE = re.compile(
+    r"^- (\w+) \(language ([A-Za-z-]+)\) in the box left (\d+)% top (\d+)% right (\d+)% "
+    r"bottom (\d+)% of the frame: «(.*)»$",
+    re.M,
+)
 
 
 def text_instructions(texts: dict[str, str], boxes: dict[str, tuple[float, float, float, float]], locale: str) -> str:
@@ -168,12 +216,16 @@ def text_instructions(texts: dict[str, str], boxes: dict[str, tuple[float, float
     lines = [_TEXT_HEAD]
     for slot, text in texts.items():
         x0, y0, x1, y1 = (round(100 * v) for v in boxes[slot])
-        lines.append(f"- {slot} (language {locale}) in the box left {x0}% top {y0}% right {x1}% bottom {y1}% "
-                     f"of the frame: «{text}»")
+        lines.append(
+            f"- {slot} (language {locale}) in the box left {x0}% top {y0}% right {x1}% bottom {y1}% "
+            f"of the frame: «{text}»"
+        )
     return "\n".join(lines)
 
 
 def parse_text_instructions(prompt: str) -> list[tuple[str, str, tuple[float, float, float, float], str]]:
     """(slot, locale, box as shares, text) for every slot line of text_instructions in a prompt."""
-    return [(m[0], m[1], (int(m[2]) / 100, int(m[3]) / 100, int(m[4]) / 100, int(m[5]) / 100), m[6])
-            for m in _TEXT_LINE.findall(prompt)]
+    return [
+        (m[0], m[1], (int(m[2]) / 100, int(m[3]) / 100, int(m[4]) / 100, int(m[5]) / 100), m[6])
+        for m in _TEXT_LINE.findall(prompt)
+    ]

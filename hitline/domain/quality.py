@@ -18,9 +18,22 @@ from hitline.domain.backdrop import to_lab
 from hitline.domain.colour import ciede2000
 from hitline.domain.models import IMAGE_SIZES, Preset
 
-__all__ = ["Check", "MAX_UPSCALE", "input_checks", "check_resolution", "resolve_preset", "check_background",
-           "check_touching", "gate", "output_mask", "find_text", "failed", "TextFinder", "garment_colour",
-           "text_in_product"]
+__all__ = [
+    "Check",
+    "MAX_UPSCALE",
+    "input_checks",
+    "check_resolution",
+    "resolve_preset",
+    "check_background",
+    "check_touching",
+    "gate",
+    "output_mask",
+    "find_text",
+    "failed",
+    "TextFinder",
+    "garment_colour",
+    "text_in_product",
+]
 
 MAX_UPSCALE = 2.0  # the product's pixels may be enlarged this much; beyond it the output is a smudge
 OFF_WHITE_DELTA = 8.0  # CIEDE2000 of the flat-lay's paper from white beyond which it is not white
@@ -68,20 +81,39 @@ def check_resolution(product_px: int, preset: Preset) -> Check:
     needed = _needed_px(preset)
     factor = needed / max(1, product_px)
     if factor <= MAX_UPSCALE:
-        return Check("resolution", True, round(factor, 2), MAX_UPSCALE,
-                     f"product {product_px} px, {preset.size} needs {needed:.0f} px: {factor:.1f}x")
-    short = f"product is {product_px} px, {preset.name} at {preset.size} needs {needed:.0f} px ({factor:.1f}x upscale, " \
-            f"at most {MAX_UPSCALE:g}x)"
+        return Check(
+            "resolution",
+            True,
+            round(factor, 2),
+            MAX_UPSCALE,
+            f"product {product_px} px, {preset.size} needs {needed:.0f} px: {factor:.1f}x",
+        )
+    short = (
+        f"product is {product_px} px, {preset.name} at {preset.size} needs {needed:.0f} px ({factor:.1f}x upscale, "
+        f"at most {MAX_UPSCALE:g}x)"
+    )
     if preset.low_res == "downsize":
         floor = float(preset.rule("min_side") or 0)  # a marketplace minimum (Amazon: 1000 px)
         smaller = [s for s, side in IMAGE_SIZES.items() if floor <= side < IMAGE_SIZES[preset.size]]
         fits = [s for s in smaller if _needed_px(preset, s) / max(1, product_px) <= MAX_UPSCALE]
         if fits:
             size = max(fits, key=IMAGE_SIZES.__getitem__)
-            return Check("resolution", False, round(factor, 2), MAX_UPSCALE,
-                         f"{short}: rendering at {size} instead", action=f"downsize:{size}")
-    return Check("resolution", False, round(factor, 2), MAX_UPSCALE,
-                 f"{short}: preset failed; photograph the product larger", action="fail")
+            return Check(
+                "resolution",
+                False,
+                round(factor, 2),
+                MAX_UPSCALE,
+                f"{short}: rendering at {size} instead",
+                action=f"downsize:{size}",
+            )
+    return Check(
+        "resolution",
+        False,
+        round(factor, 2),
+        MAX_UPSCALE,
+        f"{short}: preset failed; photograph the product larger",
+        action="fail",
+    )
 
 
 def resolve_preset(preset: Preset, check: Check) -> Preset | None:
@@ -90,8 +122,9 @@ def resolve_preset(preset: Preset, check: Check) -> Preset | None:
         return preset
     if check.action.startswith("downsize:"):
         size = check.action.split(":", 1)[1]
-        smaller = Preset.build(preset.name, preset.aspect_ratio, size, preset.background,
-                               low_res=preset.low_res, rules=dict(preset.rules))
+        smaller = Preset.build(
+            preset.name, preset.aspect_ratio, size, preset.background, low_res=preset.low_res, rules=dict(preset.rules)
+        )
         return replace(smaller, slots=preset.slots)  # slots are shares of the frame: they scale with it
     return None
 
@@ -111,10 +144,16 @@ def check_background(flatlay: Image.Image, mask: np.ndarray, preset: Preset) -> 
     if preset.background != "white":
         return Check("background", True, round(delta, 1), None, "the preset has a scene background")
     ok = delta <= OFF_WHITE_DELTA
-    return Check("background", ok, round(delta, 1), OFF_WHITE_DELTA,
-                 "flat-lay background is white" if ok else
-                 f"flat-lay background is not white (ΔE00 {delta:.1f} from white); {preset.name} needs pure white, "
-                 f"so the background must be replaced entirely")
+    return Check(
+        "background",
+        ok,
+        round(delta, 1),
+        OFF_WHITE_DELTA,
+        "flat-lay background is white"
+        if ok
+        else f"flat-lay background is not white (ΔE00 {delta:.1f} from white); {preset.name} needs pure white, "
+        f"so the background must be replaced entirely",
+    )
 
 
 def _touching(mask: np.ndarray) -> list[str]:
@@ -125,8 +164,15 @@ def _touching(mask: np.ndarray) -> list[str]:
 def check_touching(mask: np.ndarray) -> Check:
     """A garment running off the photo is cropped in every output."""
     sides = _touching(mask)
-    return Check("touches_frame", not sides, sides, [], "the product is clear of the photo's edges" if not sides else
-                 f"the product touches the photo's {', '.join(sides)} edge(s): it may be cropped; leave a margin")
+    return Check(
+        "touches_frame",
+        not sides,
+        sides,
+        [],
+        "the product is clear of the photo's edges"
+        if not sides
+        else f"the product touches the photo's {', '.join(sides)} edge(s): it may be cropped; leave a margin",
+    )
 
 
 def input_checks(flatlay: Image.Image, mask: np.ndarray, presets: Sequence[Preset]) -> dict[str, list[Check]]:
@@ -167,8 +213,12 @@ def find_text(image: Image.Image) -> list[tuple[str, float]]:
 
             # one thread: onnxruntime's pool spins while waiting (~25% more CPU for the same answer), and a
             # worker already runs SKUs side by side
-            _ocr = RapidOCR(params={"EngineConfig.onnxruntime.intra_op_num_threads": 1,
-                                    "EngineConfig.onnxruntime.inter_op_num_threads": 1})
+            _ocr = RapidOCR(
+                params={
+                    "EngineConfig.onnxruntime.intra_op_num_threads": 1,
+                    "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+                }
+            )
             logging.getLogger("RapidOCR").setLevel(logging.ERROR)
         small = image.convert("RGB")
         small.thumbnail((_OCR_SIDE, _OCR_SIDE))
@@ -176,8 +226,7 @@ def find_text(image: Image.Image) -> list[tuple[str, float]]:
     texts = result.txts or ()
     scores = result.scores or ()
     # one letter alone is how OCR reads a garment's outline (a T-shirt is a "T"); words have two or more
-    return [(t, float(s)) for t, s in zip(texts, scores)
-            if sum(ch.isalnum() for ch in t) >= 2 and s >= _OCR_MIN_SCORE]
+    return [(t, float(s)) for t, s in zip(texts, scores) if sum(ch.isalnum() for ch in t) >= 2 and s >= _OCR_MIN_SCORE]
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -221,8 +270,9 @@ def text_in_product(output: Image.Image, mask: np.ndarray, text_finder: TextFind
     if box is None:
         return []
     pad = max(4, round(0.03 * max(box[2] - box[0], box[3] - box[1])))
-    crop = output.crop((max(0, box[0] - pad), max(0, box[1] - pad), min(output.width, box[2] + pad),
-                        min(output.height, box[3] + pad)))
+    crop = output.crop(
+        (max(0, box[0] - pad), max(0, box[1] - pad), min(output.width, box[2] + pad), min(output.height, box[3] + pad))
+    )
     return text_finder(crop)
 
 
@@ -238,19 +288,38 @@ def _without_slots(image: Image.Image, preset: Preset) -> Image.Image:
     return out
 
 
-def gate(output: Image.Image, preset: Preset, flatlay: Image.Image, flatlay_mask: np.ndarray, *,
-         text_finder: TextFinder | None = find_text, placed: np.ndarray | None = None,
-         text: list[tuple[str, float]] | None = None, flatlay_colour: np.ndarray | None = None,
-         timings: dict[str, float] | None = None) -> list[Check]:
+def gate(
+    output: Image.Image,
+    preset: Preset,
+    flatlay: Image.Image,
+    flatlay_mask: np.ndarray,
+    *,
+    text_finder: TextFinder | None = find_text,
+    placed: np.ndarray | None = None,
+    text: list[tuple[str, float]] | None = None,
+    flatlay_colour: np.ndarray | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[Check]:
     """Every check of one output against its preset's rules and the flat-lay it was made from.
 
     What a caller already knows is not measured again: `placed`, where a compositor put the product (the
     output is not segmented again); `text`, what was read in the product already (another output of the
     same cut-out); `flatlay_colour`, the flat-lay garment's colour. `timings` collects CPU s per check."""
     w, h = output.size
-    checks = [Check("size", (w, h) == (preset.width, preset.height), [w, h], [preset.width, preset.height],
-                    f"{w}x{h}" + ("" if (w, h) == (preset.width, preset.height) else
-                                  f", {preset.name} needs {preset.width}x{preset.height}"))]
+    checks = [
+        Check(
+            "size",
+            (w, h) == (preset.width, preset.height),
+            [w, h],
+            [preset.width, preset.height],
+            f"{w}x{h}"
+            + (
+                ""
+                if (w, h) == (preset.width, preset.height)
+                else f", {preset.name} needs {preset.width}x{preset.height}"
+            ),
+        )
+    ]
     if (w, h) != (preset.width, preset.height):
         output = output.resize((preset.width, preset.height))  # the other checks still say something useful
         w, h = output.size
@@ -263,39 +332,85 @@ def gate(output: Image.Image, preset: Preset, flatlay: Image.Image, flatlay_mask
     if box is None or area < 0.02 or fbox is None:
         checks.append(Check("silhouette", False, round(area, 3), 0.02, "no product found in the output"))
     else:
-        sides = [s for s, hit in (("left", box[0] <= 1), ("top", box[1] <= 1), ("right", box[2] >= w - 1),
-                                  ("bottom", box[3] >= h - 1)) if hit]
+        sides = [
+            s
+            for s, hit in (
+                ("left", box[0] <= 1),
+                ("top", box[1] <= 1),
+                ("right", box[2] >= w - 1),
+                ("bottom", box[3] >= h - 1),
+            )
+            if hit
+        ]
         aspect = (box[2] - box[0]) / max(1, box[3] - box[1])
         f_aspect = (fbox[2] - fbox[0]) / max(1, fbox[3] - fbox[1])
         ratio = max(aspect, f_aspect) / max(1e-6, min(aspect, f_aspect))
         ok = not sides and ratio <= 1.35
-        msg = "product present, uncropped, same shape" if ok else "; ".join(
-            ([f"product cut off at the {', '.join(sides)} edge"] if sides else []) +
-            ([f"product shape changed ({aspect:.2f} wide/tall vs {f_aspect:.2f} in the flat-lay)"] if ratio > 1.35 else []))
-        checks.append(Check("silhouette", ok, {"touches": sides, "aspect_ratio_change": round(ratio, 2)},
-                            {"touches": [], "aspect_ratio_change": 1.35}, msg))
+        msg = (
+            "product present, uncropped, same shape"
+            if ok
+            else "; ".join(
+                ([f"product cut off at the {', '.join(sides)} edge"] if sides else [])
+                + (
+                    [f"product shape changed ({aspect:.2f} wide/tall vs {f_aspect:.2f} in the flat-lay)"]
+                    if ratio > 1.35
+                    else []
+                )
+            )
+        )
+        checks.append(
+            Check(
+                "silhouette",
+                ok,
+                {"touches": sides, "aspect_ratio_change": round(ratio, 2)},
+                {"touches": [], "aspect_ratio_change": 1.35},
+                msg,
+            )
+        )
     if preset.rule("pure_white"):
         t0 = time.process_time()
         halo = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
         rgb = np.asarray(output.convert("RGB"))
         background = ~halo
         share = float((rgb[background] == 255).all(axis=1).mean()) if background.any() else 0.0
-        checks.append(Check("pure_white", share >= 0.995, round(share, 4), 0.995,
-                            "background is pure white RGB 255" if share >= 0.995 else
-                            f"only {share:.1%} of the background is pure white RGB 255 (needs 99.5%)"))
+        checks.append(
+            Check(
+                "pure_white",
+                share >= 0.995,
+                round(share, 4),
+                0.995,
+                "background is pure white RGB 255"
+                if share >= 0.995
+                else f"only {share:.1%} of the background is pure white RGB 255 (needs 99.5%)",
+            )
+        )
         if timings is not None:
             timings["pure_white"] = timings.get("pure_white", 0.0) + time.process_time() - t0
     if preset.rule("min_fill") is not None and box is not None:
         fill = max((box[2] - box[0]) / w, (box[3] - box[1]) / h)
         need = float(preset.rule("min_fill"))
-        checks.append(Check("fill", fill >= need, round(fill, 3), need,
-                            f"product spans {fill:.0%} of the frame" + ("" if fill >= need else f" (needs {need:.0%})")))
+        checks.append(
+            Check(
+                "fill",
+                fill >= need,
+                round(fill, 3),
+                need,
+                f"product spans {fill:.0%} of the frame" + ("" if fill >= need else f" (needs {need:.0%})"),
+            )
+        )
     if preset.rule("min_height_fill") is not None and box is not None:
         fill = (box[3] - box[1]) / h
         need = float(preset.rule("min_height_fill"))
-        checks.append(Check("height_fill", fill >= need, round(fill, 3), need,
-                            f"product is {fill:.0%} of the frame's height" +
-                            ("" if fill >= need else f" (needs {need:.0%} to read at thumbnail size)")))
+        checks.append(
+            Check(
+                "height_fill",
+                fill >= need,
+                round(fill, 3),
+                need,
+                f"product is {fill:.0%} of the frame's height"
+                + ("" if fill >= need else f" (needs {need:.0%} to read at thumbnail size)"),
+            )
+        )
     if preset.rule("no_text") and (text_finder is not None or text is not None):
         with _timed(timings, "no_text"):
             if text is not None:
@@ -306,15 +421,30 @@ def gate(output: Image.Image, preset: Preset, flatlay: Image.Image, flatlay_mask
                 # a preset's own text slots carry its words (read back by hitline.domain.textcheck); text
                 # anywhere else fails it, and a preset without slots may carry none at all
                 found = text_finder(_without_slots(output, preset))  # type: ignore[misc]
-        checks.append(Check("no_text", not found, [t for t, _ in found], [],
-                            "no text or logo found" if not found else
-                            f"text found in the output: {', '.join(repr(t) for t, _ in found[:5])}"))
+        checks.append(
+            Check(
+                "no_text",
+                not found,
+                [t for t, _ in found],
+                [],
+                "no text or logo found"
+                if not found
+                else f"text found in the output: {', '.join(repr(t) for t, _ in found[:5])}",
+            )
+        )
     if preset.rule("max_colour_delta") is not None and box is not None and flatlay_mask.any():
         with _timed(timings, "colour"):
             reference = flatlay_colour if flatlay_colour is not None else garment_colour(flatlay, flatlay_mask)
             delta = float(ciede2000(reference, garment_colour(output, mask)))
         limit = float(preset.rule("max_colour_delta"))
-        checks.append(Check("colour", delta <= limit, round(delta, 1), limit,
-                            f"garment colour ΔE00 {delta:.1f} from the flat-lay" + ("" if delta <= limit else
-                                                                                  f" (at most {limit:g})")))
+        checks.append(
+            Check(
+                "colour",
+                delta <= limit,
+                round(delta, 1),
+                limit,
+                f"garment colour ΔE00 {delta:.1f} from the flat-lay"
+                + ("" if delta <= limit else f" (at most {limit:g})"),
+            )
+        )
     return checks

@@ -29,9 +29,13 @@ class RenderPlan:
         return round(self.naive_cost_usd - self.cost_usd, 6)
 
     def summary(self) -> dict[str, object]:
-        return {"renders": [p.name for p in self.renders], "derived": dict(self.derived),
-                "cost_usd": round(self.cost_usd, 6), "naive_cost_usd": round(self.naive_cost_usd, 6),
-                "saving_usd": self.saving_usd}
+        return {
+            "renders": [p.name for p in self.renders],
+            "derived": dict(self.derived),
+            "cost_usd": round(self.cost_usd, 6),
+            "naive_cost_usd": round(self.naive_cost_usd, 6),
+            "saving_usd": self.saving_usd,
+        }
 
 
 def _pixels(p: Preset) -> int:
@@ -55,8 +59,9 @@ def plan_renders(presets: Sequence[Preset], image_cost: Callable[[str], float]) 
     derived: dict[str, str] = {}
     for members in groups.values():
         sources: list[Preset] = []
-        for p in sorted(members, key=lambda p: (_pixels(p), IMAGE_SIZES[p.size], p.background == "white"),
-                        reverse=True):
+        for p in sorted(
+            members, key=lambda p: (_pixels(p), IMAGE_SIZES[p.size], p.background == "white"), reverse=True
+        ):
             source = next((s for s in sources if _derivable(p, s)), None)
             if source is None:
                 sources.append(p)

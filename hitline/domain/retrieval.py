@@ -8,8 +8,7 @@ from typing import Any, Sequence
 
 from hitline.domain.models import Hit
 
-__all__ = ["RRF_K", "FALLBACKS", "OPEN_END", "Scope", "Retrieval", "quote", "build_filter", "scope_filter",
-           "fuse"]
+__all__ = ["RRF_K", "FALLBACKS", "OPEN_END", "Scope", "Retrieval", "quote", "build_filter", "scope_filter", "fuse"]
 
 RRF_K = 60
 # valid_to of a row no version has replaced yet

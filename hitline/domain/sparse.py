@@ -79,8 +79,13 @@ def _vectorizer(params: dict[str, Any], vocabulary: dict[str, int] | None = None
 
 def _version(vocabulary: dict[str, int], idf: list[float], params: dict[str, Any]) -> str:
     # canonical JSON: sorted keys, exact float repr; same content -> same hash in every process
-    blob = json.dumps({"format": FORMAT, "vocabulary": vocabulary, "idf": idf, "params": params},
-                      sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    blob = json.dumps(
+        {"format": FORMAT, "vocabulary": vocabulary, "idf": idf, "params": params},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    )
     return hashlib.sha256(blob.encode("ascii")).hexdigest()[:16]
 
 
@@ -93,7 +98,9 @@ class TextVocabulary:
         self.idf: list[float] = [float(x) for x in idf]
         n = len(self.vocabulary)
         if len(self.idf) != n or sorted(self.vocabulary.values()) != list(range(n)):
-            raise ConfigError(f"vocabulary is inconsistent: {n} terms, {len(self.idf)} idf weights, ids must be 0..{n - 1}")
+            raise ConfigError(
+                f"vocabulary is inconsistent: {n} terms, {len(self.idf)} idf weights, ids must be 0..{n - 1}"
+            )
         if not all(np.isfinite(self.idf)):
             raise ConfigError("vocabulary has non-finite idf weights")
         self._vec = _vectorizer(self.params, self.vocabulary)
@@ -108,7 +115,9 @@ class TextVocabulary:
         try:
             vec.fit(docs)
         except ValueError as exc:  # sklearn: "empty vocabulary; perhaps the documents only contain stop words"
-            raise InputError(f"cannot build a text vocabulary from {len(docs)} texts: no usable words ({exc})") from None
+            raise InputError(
+                f"cannot build a text vocabulary from {len(docs)} texts: no usable words ({exc})"
+            ) from None
         vocabulary = {term: int(i) for term, i in vec.vocabulary_.items()}
         return cls(vocabulary, vec.idf_.tolist(), _PARAMS)
 
@@ -163,12 +172,18 @@ class TextVocabulary:
         """A query's sparse vector for this version: (1 + log tf) x idf for the terms in the vocabulary,
         L2-normalised; {} when none is (dense search only)."""
         counts = self._terms(text)
-        return _unit({term_id(t): (1.0 + math.log(n)) * self._idf_of[t] for t, n in counts.items()
-                      if t in self._idf_of})
+        return _unit(
+            {term_id(t): (1.0 + math.log(n)) * self._idf_of[t] for t, n in counts.items() if t in self._idf_of}
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": self.version, "params": self.params,
-                "vocabulary": self.vocabulary, "idf": self.idf}
+        return {
+            "format": FORMAT,
+            "version": self.version,
+            "params": self.params,
+            "vocabulary": self.vocabulary,
+            "idf": self.idf,
+        }
 
     def save(self, path: Path | str) -> None:
         path = Path(path)

@@ -16,11 +16,27 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-__all__ = ["SlotReading", "normalise", "cer", "unreadable_scripts", "read_region", "check_slots", "Reader",
-           "VERIFIED_SCRIPTS"]
+__all__ = [
+    "SlotReading",
+    "normalise",
+    "cer",
+    "unreadable_scripts",
+    "read_region",
+    "check_slots",
+    "Reader",
+    "VERIFIED_SCRIPTS",
+]
 
-VERIFIED_SCRIPTS = ("LATIN", "CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA", "IDEOGRAPHIC", "FULLWIDTH",
-                    "HALFWIDTH")
+VERIFIED_SCRIPTS = (
+    "LATIN",
+    "CJK",
+    "HIRAGANA",
+    "KATAKANA",
+    "KATAKANA-HIRAGANA",
+    "IDEOGRAPHIC",
+    "FULLWIDTH",
+    "HALFWIDTH",
+)
 _OCR_MAX_SIDE = 1600  # a slot crop larger than this is scaled down first (text a shopper reads survives)
 # glyphs are scaled to about this size before OCR: at ~100 px PP-OCR's small models split a German line
 # ("Leinen 1 − r neu") or a katakana word; at 40-48 px the four demo locales read back exactly
@@ -113,8 +129,14 @@ def _line_boxes(boxes: list[Any], width: int, height: int) -> list[tuple[int, in
         pts = np.concatenate(line)
         h = float(np.ptp(pts[:, 1]))
         m = max(2, round(0.15 * h))
-        out.append((max(0, int(pts[:, 0].min()) - m), max(0, int(pts[:, 1].min()) - m),
-                    min(width, int(pts[:, 0].max()) + m), min(height, int(pts[:, 1].max()) + m)))
+        out.append(
+            (
+                max(0, int(pts[:, 0].min()) - m),
+                max(0, int(pts[:, 1].min()) - m),
+                min(width, int(pts[:, 0].max()) + m),
+                min(height, int(pts[:, 1].max()) + m),
+            )
+        )
     return out
 
 
@@ -135,8 +157,13 @@ class SlotReading:
         return {**asdict(self), "cer": round(self.cer, 4), "unreadable": list(self.unreadable), "exact": self.exact}
 
 
-def check_slots(image: Image.Image, texts: dict[str, str], boxes: dict[str, tuple[int, int, int, int]],
-                glyph_px: dict[str, float], reader: Reader = read_region) -> list[SlotReading]:
+def check_slots(
+    image: Image.Image,
+    texts: dict[str, str],
+    boxes: dict[str, tuple[int, int, int, int]],
+    glyph_px: dict[str, float],
+    reader: Reader = read_region,
+) -> list[SlotReading]:
     """OCR each slot's region (only those: OCR is ~1 s a strip), scaled so its glyphs (`glyph_px`: drawn
     or expected size) are about OCR_GLYPH_PX, and compare with the copy asked for. A slot whose script
     the OCR cannot read is not OCR'd at all: its reading is `unverified`."""
@@ -148,12 +175,14 @@ def check_slots(image: Image.Image, texts: dict[str, str], boxes: dict[str, tupl
             out.append(SlotReading(slot, asked, "", 1.0, False, tuple(unreadable)))
             continue
         pad_x, pad_y = round(0.04 * (x1 - x0)), round(0.12 * (y1 - y0))
-        region = image.crop((max(0, x0 - pad_x), max(0, y0 - pad_y), min(image.width, x1 + pad_x),
-                             min(image.height, y1 + pad_y)))
+        region = image.crop(
+            (max(0, x0 - pad_x), max(0, y0 - pad_y), min(image.width, x1 + pad_x), min(image.height, y1 + pad_y))
+        )
         scale = OCR_GLYPH_PX / max(1.0, glyph_px.get(slot, OCR_GLYPH_PX))
         if scale < 1.0:
-            region = region.resize((max(1, round(region.width * scale)), max(1, round(region.height * scale))),
-                                   Image.Resampling.LANCZOS)
+            region = region.resize(
+                (max(1, round(region.width * scale)), max(1, round(region.height * scale))), Image.Resampling.LANCZOS
+            )
         read = reader(region)
         out.append(SlotReading(slot, asked, read, cer(asked, read), True))
     return out
@@ -165,8 +194,10 @@ def status(readings: list[SlotReading]) -> tuple[str, list[str]]:
     reasons = []
     for r in readings:
         if not r.verified:
-            reasons.append(f"text unverified: the bundled OCR cannot read {', '.join(r.unreadable).title()} "
-                           f"({r.slot} {r.asked!r}); a person must check it")
+            reasons.append(
+                f"text unverified: the bundled OCR cannot read {', '.join(r.unreadable).title()} "
+                f"({r.slot} {r.asked!r}); a person must check it"
+            )
         elif not r.exact:
             reasons.append(f"{r.slot} misread: asked {r.asked!r}, OCR read {r.read!r} (CER {r.cer:.2f})")
     if any(not r.verified for r in readings):

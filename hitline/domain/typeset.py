@@ -18,14 +18,25 @@ from PIL import Image, ImageDraw, ImageFont, features
 from hitline.domain.models import Preset, TextSlot
 from hitline.domain.promo_copy import CopyError
 
-__all__ = ["FONT_NAME", "Layout", "font_path", "missing_glyphs", "check_copy", "layout_text", "draw_slots",
-           "TYPESET_VERSION", "MIN_CONTRAST"]
+__all__ = [
+    "FONT_NAME",
+    "Layout",
+    "font_path",
+    "missing_glyphs",
+    "check_copy",
+    "layout_text",
+    "draw_slots",
+    "TYPESET_VERSION",
+    "MIN_CONTRAST",
+]
 
 FONT_NAME = "Noto Sans and Noto Sans CJK (OFL-1.1)"
 TYPESET_VERSION = "typeset-1"  # part of an overlay output's content key: a change of layout makes new files
 MIN_CONTRAST = 4.5  # WCAG AA for text: below it against the pixels under the words, a plate goes behind them
 _LINE_GAP = 1.35  # line height as a multiple of the font size (1.22 let PP-OCR box two lines as one word)
-_NO_LINE_START = set("、。，．,.!?！？：；:;)]}）」』】〕〉》〙〗ー々ゝゞぁぃぅぇぉっゃゅょゎァィゥェォッャュョヮヵヶ・…‥")
+_NO_LINE_START = set(
+    "、。，．,.!?！？：；:;)]}）」』】〕〉》〙〗ー々ゝゞぁぃぅぇぉっゃゅょゎァィゥェォッャュョヮヵヶ・…‥"
+)
 _NO_LINE_END = set("([{（「『【〔〈《〘〖")
 _IGNORED = {"\u200e", "\u200f", "\u200b", "\u2060", "\ufeff"}  # direction marks and zero-width spaces: no glyph needed
 # Noto Sans CJK's faces by writing system (ja/ko/zh differ in their Han glyph shapes); its Latin, Greek and
@@ -57,7 +68,9 @@ def _face(locale: str) -> int:
 def _coverage(face: int) -> frozenset[int]:
     from fontTools.ttLib import TTCollection, TTFont
 
-    font = TTFont(font_path(face), lazy=True) if face == _LATIN else TTCollection(font_path(face), lazy=True).fonts[face]
+    font = (
+        TTFont(font_path(face), lazy=True) if face == _LATIN else TTCollection(font_path(face), lazy=True).fonts[face]
+    )
     return frozenset(font.getBestCmap())
 
 
@@ -84,9 +97,13 @@ def _atoms(text: str, locale: str) -> list[str]:
     if any(_cjk(ch) for ch in text) and lang in ("ja", "zh"):
         import budoux
 
-        parser = (budoux.load_default_japanese_parser() if lang == "ja" else
-                  budoux.load_default_traditional_chinese_parser() if _face(locale) == _CJK_FACES["zh-Hant"] else
-                  budoux.load_default_simplified_chinese_parser())
+        parser = (
+            budoux.load_default_japanese_parser()
+            if lang == "ja"
+            else budoux.load_default_traditional_chinese_parser()
+            if _face(locale) == _CJK_FACES["zh-Hant"]
+            else budoux.load_default_simplified_chinese_parser()
+        )
         return [a for chunk in text.split(" ") for a in parser.parse(chunk + " ")]
     words = text.split(" ")
     return [w + " " for w in words[:-1]] + [words[-1]]
@@ -164,11 +181,17 @@ def layout_text(text: str, slot: TextSlot, locale: str, width: int, height: int,
             return font.getlength(s, language=lang) if s else 0.0
 
         lines = _wrap(atoms, bw, measure)
-        if len(lines) <= slot.max_lines and len(lines) * size * _LINE_GAP <= bh and all(measure(ln) <= bw for ln in lines):
+        if (
+            len(lines) <= slot.max_lines
+            and len(lines) * size * _LINE_GAP <= bh
+            and all(measure(ln) <= bw for ln in lines)
+        ):
             return Layout(slot.name, text, size, tuple(lines), box, face, lang)
         size = int(size * 0.93) if size > 20 else size - 1
-    raise CopyError(f"{slot.name} {text!r} is too long for its slot ({bw}x{bh} px, at most {slot.max_lines} "
-                    f"line(s)): it would need glyphs smaller than {slot.min_px} px, too small to read; shorten it")
+    raise CopyError(
+        f"{slot.name} {text!r} is too long for its slot ({bw}x{bh} px, at most {slot.max_lines} "
+        f"line(s)): it would need glyphs smaller than {slot.min_px} px, too small to read; shorten it"
+    )
 
 
 def check_copy(texts: dict[str, str], preset: Preset, locale: str) -> dict[str, Layout]:
@@ -180,13 +203,17 @@ def check_copy(texts: dict[str, str], preset: Preset, locale: str) -> dict[str, 
         if text is None:
             continue
         if len(text) > slot.max_chars:
-            raise CopyError(f"{slot.name} {text!r} has {len(text)} characters; {preset.name}'s {slot.name} slot "
-                            f"takes at most {slot.max_chars}: shorten it")
+            raise CopyError(
+                f"{slot.name} {text!r} has {len(text)} characters; {preset.name}'s {slot.name} slot "
+                f"takes at most {slot.max_chars}: shorten it"
+            )
         missing = missing_glyphs(text, locale)
         if missing:
-            raise CopyError(f"{slot.name} {text!r} for {locale} has characters no bundled font can draw "
-                            f"({' '.join(f'U+{ord(c):04X} {c}' for c in missing[:5])}); the bundled fonts "
-                            f"({FONT_NAME}) cover Latin, Greek, Cyrillic and CJK, each locale in its own font")
+            raise CopyError(
+                f"{slot.name} {text!r} for {locale} has characters no bundled font can draw "
+                f"({' '.join(f'U+{ord(c):04X} {c}' for c in missing[:5])}); the bundled fonts "
+                f"({FONT_NAME}) cover Latin, Greek, Cyrillic and CJK, each locale in its own font"
+            )
         layouts[slot.name] = layout_text(text, slot, locale, preset.width, preset.height)
     return layouts
 
@@ -234,7 +261,8 @@ def draw_slots(image: Image.Image, layouts: dict[str, Layout]) -> tuple[Image.Im
             tone = (255, 255, 255) if ink[0] < 128 else (20, 20, 20)
             layer = Image.new("RGBA", out.size, (0, 0, 0, 0))
             ImageDraw.Draw(layer).rounded_rectangle(
-                [x0 - pad, top - pad, tx1 + pad, top + block_h + pad], radius=pad, fill=(*tone, 225))
+                [x0 - pad, top - pad, tx1 + pad, top + block_h + pad], radius=pad, fill=(*tone, 225)
+            )
             out = Image.alpha_composite(out.convert("RGBA"), layer).convert("RGB")
             under = np.asarray(out.crop((x0, round(top), round(tx1), round(top + block_h))))
             ink, contrast, _ = _ink(under)
@@ -242,8 +270,14 @@ def draw_slots(image: Image.Image, layouts: dict[str, Layout]) -> tuple[Image.Im
         for i, line in enumerate(lay.lines):
             # raqm: HarfBuzz shapes the run; direction comes from the text itself (bidi), language picks the
             # locale's glyph forms
-            draw.text((x0, top + i * line_h + (line_h - lay.size) / 2), line, font=font, fill=ink,
-                      language=lay.language)
-        facts[name] = {"size_px": lay.size, "lines": list(lay.lines), "ink": "#%02x%02x%02x" % ink,
-                       "contrast": round(contrast, 1), "plate": plate}
+            draw.text(
+                (x0, top + i * line_h + (line_h - lay.size) / 2), line, font=font, fill=ink, language=lay.language
+            )
+        facts[name] = {
+            "size_px": lay.size,
+            "lines": list(lay.lines),
+            "ink": "#%02x%02x%02x" % ink,
+            "contrast": round(contrast, 1),
+            "plate": plate,
+        }
     return out, facts

@@ -24,8 +24,18 @@ from threadpoolctl import ThreadpoolController
 
 from hitline.domain.models import NewProduct, Preset, StyleAnalysis
 
-__all__ = ["BadRequest", "decode_image", "Projector", "analysis_answer", "render_png", "image_summary",
-           "is_judge_request", "judge_answer", "JUDGE_FAILS", "translation_answer"]
+__all__ = [
+    "BadRequest",
+    "decode_image",
+    "Projector",
+    "analysis_answer",
+    "render_png",
+    "image_summary",
+    "is_judge_request",
+    "judge_answer",
+    "JUDGE_FAILS",
+    "translation_answer",
+]
 
 log = logging.getLogger("hitline.fake.server")
 _GRID = 16  # image feature: a 16x16 RGB thumbnail (768 numbers) -> near-duplicates stay near
@@ -154,19 +164,34 @@ def analysis_answer(images: list[Image.Image], text: str) -> dict[str, Any]:
     quant = mosaic.quantize(colors=5, method=Image.Quantize.MEDIANCUT)
     pal = quant.getpalette() or []
     counts = sorted(quant.getcolors() or [], reverse=True)
-    palette = [_hex(pal[i * 3:i * 3 + 3]) for _, i in counts][:5]
+    palette = [_hex(pal[i * 3 : i * 3 + 3]) for _, i in counts][:5]
     scene = "clean white studio backdrop" if white_backdrop else f"{'warm' if warm else 'cool'}-toned lifestyle setting"
-    lighting = ("bright high-key studio light" if luma > 170 else
-                "moody low-key light" if luma < 90 else "soft natural daylight")
+    lighting = (
+        "bright high-key studio light"
+        if luma > 170
+        else "moody low-key light"
+        if luma < 90
+        else "soft natural daylight"
+    )
     pose = "full-body standing pose, three-quarter angle" if tall else "relaxed half-body pose, facing camera"
     mood = "warm, inviting" if warm else "calm, fresh"
-    prompt = (f"Fashion photo of the product worn by a model, {pose}, {scene}, {lighting}, {mood} mood, "
-              f"colour palette {', '.join(palette[:3])}, sharp focus, marketplace ready.")
+    prompt = (
+        f"Fashion photo of the product worn by a model, {pose}, {scene}, {lighting}, {mood} mood, "
+        f"colour palette {', '.join(palette[:3])}, sharp focus, marketplace ready."
+    )
     return {"scene": scene, "lighting": lighting, "pose": pose, "mood": mood, "palette": palette, "prompt": prompt}
 
 
-def render_png(images: list[Image.Image], prompt: str, ratio: str, size: str, max_side: int | None,
-               use_local_renderer: bool, instant: bool = False, misspell: str = "never") -> bytes:
+def render_png(
+    images: list[Image.Image],
+    prompt: str,
+    ratio: str,
+    size: str,
+    max_side: int | None,
+    use_local_renderer: bool,
+    instant: bool = False,
+    misspell: str = "never",
+) -> bytes:
     """A real PNG of the requested ratio/size class (long side capped at `max_side` to stay fast), with
     the words the prompt asks for written in their boxes (hitline.domain.promo_copy.text_instructions),
     misspelt when told to (`misspell`: never | first = unless the prompt says a previous attempt
@@ -175,8 +200,14 @@ def render_png(images: list[Image.Image], prompt: str, ratio: str, size: str, ma
     preset = Preset.build("fake", ratio, size, background="white" if white else "scene")
     if max_side and max(preset.width, preset.height) > max_side:
         scale = max_side / max(preset.width, preset.height)
-        preset = Preset.build("fake", ratio, size, background=preset.background,
-                              width=max(1, round(preset.width * scale)), height=max(1, round(preset.height * scale)))
+        preset = Preset.build(
+            "fake",
+            ratio,
+            size,
+            background=preset.background,
+            width=max(1, round(preset.width * scale)),
+            height=max(1, round(preset.height * scale)),
+        )
     if instant:
         return _plain_png(preset.width, preset.height, _backdrop(images, white))
     image = _local_render(images, prompt, preset) if use_local_renderer and images else None
@@ -197,7 +228,7 @@ def _misspelt(text: str) -> str:
         return text + "X"
     i = letters[len(letters) // 2]
     wrong = "口" if ord(text[i]) > 0x2E80 else ("X" if text[i] not in "xX" else "Q")
-    return text[:i] + wrong + text[i + 1:]
+    return text[:i] + wrong + text[i + 1 :]
 
 
 def _write_words(image: Image.Image, prompt: str, misspell: str) -> Image.Image:
@@ -213,8 +244,9 @@ def _write_words(image: Image.Image, prompt: str, misspell: str) -> Image.Image:
     layouts = {}
     for slot, locale, box, text in asked:
         try:
-            layouts[slot] = layout_text(_misspelt(text) if wrong else text,
-                                        TextSlot(slot, box, 999, 6, 3), locale, image.width, image.height)
+            layouts[slot] = layout_text(
+                _misspelt(text) if wrong else text, TextSlot(slot, box, 999, 6, 3), locale, image.width, image.height
+            )
         except CopyError:  # too long even at 6 px: a model would squeeze it somehow; the gate will say
             continue
     return draw_slots(image, layouts)[0]
@@ -228,7 +260,7 @@ def _vary_with_prompt(image: Image.Image, prompt: str) -> Image.Image:
     arr = np.asarray(image, dtype=np.int16).copy()
     y, x0 = image.height // 2, max(0, image.width // 2 - 8)
     bits = np.array([(digest[i // 8] >> (i % 8)) & 1 for i in range(16)])[: arr.shape[1] - x0]
-    arr[y, x0:x0 + len(bits), 2] = np.clip(arr[y, x0:x0 + len(bits), 2] - bits, 0, 255)
+    arr[y, x0 : x0 + len(bits), 2] = np.clip(arr[y, x0 : x0 + len(bits), 2] - bits, 0, 255)
     return Image.fromarray(arr.astype(np.uint8), "RGB")
 
 
@@ -279,8 +311,14 @@ def _composite(images: list[Image.Image], preset: Preset, white: bool) -> Image.
 
 
 # what a failed verdict says for each answer key the fake can be told to fail
-JUDGE_FAILS = {"same_garment": False, "colour_match": False, "pattern_match": False,
-               "artefacts": ["extra sleeve"], "text_or_logo": True, "background_ok": False}
+JUDGE_FAILS = {
+    "same_garment": False,
+    "colour_match": False,
+    "pattern_match": False,
+    "artefacts": ["extra sleeve"],
+    "text_or_logo": True,
+    "background_ok": False,
+}
 
 
 def is_judge_request(text: str) -> bool:
@@ -290,8 +328,15 @@ def is_judge_request(text: str) -> bool:
 
 def judge_answer(images: list[Image.Image], fail: list[str]) -> dict[str, Any]:
     """A verdict on the second image against the first: passes unless told to fail some keys."""
-    answer: dict[str, Any] = {"same_garment": True, "colour_match": True, "pattern_match": True, "artefacts": [],
-                              "text_or_logo": False, "background_ok": True, "reasons": []}
+    answer: dict[str, Any] = {
+        "same_garment": True,
+        "colour_match": True,
+        "pattern_match": True,
+        "artefacts": [],
+        "text_or_logo": False,
+        "background_ok": True,
+        "reasons": [],
+    }
     for key in fail:
         answer[key] = JUDGE_FAILS[key]
         answer["reasons"].append(f"{key.replace('_', ' ')} failed (scripted)")

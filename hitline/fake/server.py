@@ -24,8 +24,16 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from hitline.domain.models import ASPECT_RATIOS, IMAGE_SIZES
 from hitline.domain.vectors import f32_base64
 from hitline.errors import ConfigError
-from hitline.fake.answers import (BadRequest, analysis_answer, decode_image, image_summary, is_judge_request,
-                                  judge_answer, render_png, translation_answer)
+from hitline.fake.answers import (
+    BadRequest,
+    analysis_answer,
+    decode_image,
+    image_summary,
+    is_judge_request,
+    judge_answer,
+    render_png,
+    translation_answer,
+)
 from hitline.fake.state import FAULTS, FORCED, FakeConfig, FakeState
 
 if TYPE_CHECKING:
@@ -176,8 +184,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, None, raw=b'{"id": "gen-fake", "choices": [{"message": {"content": "')
         self._send(200, work(fault))
 
-    def _embeddings(self, body: dict[str, Any], model: str, cfg: FakeConfig, state: FakeState,
-                    record: dict[str, Any]) -> Any:
+    def _embeddings(
+        self, body: dict[str, Any], model: str, cfg: FakeConfig, state: FakeState, record: dict[str, Any]
+    ) -> Any:
         if model not in cfg.embed_models:
             raise BadRequest(f"{model} is not a valid embedding model ID")
         dim = cfg.embed_models[model]
@@ -202,18 +211,25 @@ class _Handler(BaseHTTPRequestHandler):
         record["inputs"] = len(decoded)
 
         def answer(_fault: str | None) -> dict[str, Any]:
-            vectors = [state.projector.text_vector(x, model, dim) if isinstance(x, str)
-                       else state.projector.image_vector(x, model, dim) for x in decoded]
-            data = [{"object": "embedding", "index": i, "embedding": f32_base64(v) if fmt == "base64" else v}
-                    for i, v in enumerate(vectors)]
+            vectors = [
+                state.projector.text_vector(x, model, dim)
+                if isinstance(x, str)
+                else state.projector.image_vector(x, model, dim)
+                for x in decoded
+            ]
+            data = [
+                {"object": "embedding", "index": i, "embedding": f32_base64(v) if fmt == "base64" else v}
+                for i, v in enumerate(vectors)
+            ]
             data.reverse()  # OpenRouter does not promise order; clients sort by index
             tokens = sum(len(x.split()) if isinstance(x, str) else 256 for x in decoded)
-            return {"object": "list", "model": model, "data": data,
-                    "usage": _usage(model, tokens, 0, cfg, None)}
+            return {"object": "list", "model": model, "data": data, "usage": _usage(model, tokens, 0, cfg, None)}
+
         return answer
 
-    def _chat(self, body: dict[str, Any], model: str, cfg: FakeConfig, state: FakeState,
-              record: dict[str, Any]) -> tuple[str, Any]:
+    def _chat(
+        self, body: dict[str, Any], model: str, cfg: FakeConfig, state: FakeState, record: dict[str, Any]
+    ) -> tuple[str, Any]:
         if model not in cfg.chat_models and model not in cfg.image_models:
             raise BadRequest(f"{model} is not a valid model ID")
         messages = body.get("messages")
@@ -238,9 +254,14 @@ class _Handler(BaseHTTPRequestHandler):
         image_config = body.get("image_config") or {}
         # the first image names the request's input (the flat-lay of a render): a log counts calls per SKU
         input_sha = hashlib.sha256(str(first_url).encode()).hexdigest()[:16] if first_url else None
-        record.update(images=[image_summary(im) for im in images], modalities=modalities, image_config=image_config,
-                      input_sha=input_sha,
-                      response_format=body.get("response_format"), text=" ".join(texts)[-600:])
+        record.update(
+            images=[image_summary(im) for im in images],
+            modalities=modalities,
+            image_config=image_config,
+            input_sha=input_sha,
+            response_format=body.get("response_format"),
+            text=" ".join(texts)[-600:],
+        )
         prompt_tokens = 258 * len(images) + sum(len(t) for t in texts) // 4
         if "image" not in modalities:
             judging = is_judge_request(" ".join(texts))
@@ -257,6 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     content = json.dumps(analysis_answer(images, " ".join(texts)))
                 return _completion(model, content, None, _usage(model, prompt_tokens, len(content) // 4, cfg, None))
+
             return "chat", analysis
         if model not in cfg.image_models:
             raise BadRequest(f"{model} does not support image output")
@@ -270,22 +292,38 @@ class _Handler(BaseHTTPRequestHandler):
 
         def image(fault: str | None) -> dict[str, Any]:
             if fault == "no_image":
-                return _completion(model, "I can't help with that image.", None, _usage(model, prompt_tokens, 12, cfg, None))
-            png = render_png(images, prompt, ratio, size, cfg.max_image_side, cfg.use_local_renderer, cfg.instant,
-                             cfg.misspell_text)
+                return _completion(
+                    model, "I can't help with that image.", None, _usage(model, prompt_tokens, 12, cfg, None)
+                )
+            png = render_png(
+                images, prompt, ratio, size, cfg.max_image_side, cfg.use_local_renderer, cfg.instant, cfg.misspell_text
+            )
             url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-            return _completion(model, "Here is your image.", url, _usage(model, prompt_tokens, 1290, cfg, size),
-                               in_content=cfg.images_in_content)
+            return _completion(
+                model,
+                "Here is your image.",
+                url,
+                _usage(model, prompt_tokens, 1290, cfg, size),
+                in_content=cfg.images_in_content,
+            )
+
         return "image", image
 
 
 def _usage(model: str, prompt: int, completion: int, cfg: FakeConfig, image_size: str | None) -> dict[str, Any]:
-    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
     if cfg.report_cost:
         try:
             prices = _prices()
-            usage["cost"] = (prices.image_cost(model, image_size) if image_size
-                             else prices.token_cost(model, {"prompt_tokens": prompt, "completion_tokens": completion}))
+            usage["cost"] = (
+                prices.image_cost(model, image_size)
+                if image_size
+                else prices.token_cost(model, {"prompt_tokens": prompt, "completion_tokens": completion})
+            )
         except ConfigError:
             usage["cost"] = 0.0
     return usage
@@ -299,8 +337,9 @@ def _prices() -> PriceTable:
     return PriceTable.load()
 
 
-def _completion(model: str, text: str, image_url: str | None, usage: dict[str, Any],
-                in_content: bool = False) -> dict[str, Any]:
+def _completion(
+    model: str, text: str, image_url: str | None, usage: dict[str, Any], in_content: bool = False
+) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if image_url is not None:
         part = {"type": "image_url", "image_url": {"url": image_url}}
@@ -308,8 +347,14 @@ def _completion(model: str, text: str, image_url: str | None, usage: dict[str, A
             message["content"] = [{"type": "text", "text": text}, part]
         else:
             message["images"] = [part]
-    return {"id": f"gen-fake-{time.monotonic_ns()}", "object": "chat.completion", "created": int(time.time()),
-            "model": model, "choices": [{"index": 0, "finish_reason": "stop", "message": message}], "usage": usage}
+    return {
+        "id": f"gen-fake-{time.monotonic_ns()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+        "usage": usage,
+    }
 
 
 class _FakeHTTPServer(ThreadingHTTPServer):
@@ -330,16 +375,24 @@ def _check_loopback(host: str) -> int:
     return socket.AF_INET6 if address.version == 6 else socket.AF_INET
 
 
-def serve(host: str = "127.0.0.1", port: int = 0, config: FakeConfig | None = None
-          ) -> tuple[ThreadingHTTPServer, threading.Thread]:
+def serve(
+    host: str = "127.0.0.1", port: int = 0, config: FakeConfig | None = None
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
     """Start the fake on a daemon thread; returns the server (its `.state` holds knobs and counters)."""
     family = _check_loopback(host)
-    server_cls = type("_FakeServerV6" if family == socket.AF_INET6 else "_FakeServerV4", (_FakeHTTPServer,),
-                      {"address_family": family})
+    server_cls = type(
+        "_FakeServerV6" if family == socket.AF_INET6 else "_FakeServerV4",
+        (_FakeHTTPServer,),
+        {"address_family": family},
+    )
     server = server_cls((host, port), _Handler)
     server.state = FakeState(config or FakeConfig())
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
-                              name=f"fake-openrouter:{server.server_address[1]}")
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        daemon=True,
+        name=f"fake-openrouter:{server.server_address[1]}",
+    )
     thread.start()
     return server, thread
 
@@ -403,8 +456,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, FakeConfig]
     parser = argparse.ArgumentParser(prog="hitline fake-openrouter", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="loopback address only")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--latency", action="append", default=[], metavar="ENDPOINT=MIN:MAX",
-                        help="uniform latency in seconds for embeddings, chat or image (repeatable)")
+    parser.add_argument(
+        "--latency",
+        action="append",
+        default=[],
+        metavar="ENDPOINT=MIN:MAX",
+        help="uniform latency in seconds for embeddings, chat or image (repeatable)",
+    )
     parser.add_argument("--rpm", action="append", default=[], metavar="MODEL=N", help="requests per minute ('*' = any)")
     parser.add_argument("--rpm-window", type=float, default=60.0)
     parser.add_argument("--retry-after", type=float, default=None)
@@ -417,21 +475,43 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, FakeConfig]
     parser.add_argument("--images-in-content", action="store_true")
     parser.add_argument("--no-cost", action="store_true", help="omit usage.cost")
     parser.add_argument("--no-local-renderer", action="store_true")
-    parser.add_argument("--instant", action="store_true",
-                        help="answer at once: images read at 1/8 scale, renders a plain PNG (for benchmarks)")
+    parser.add_argument(
+        "--instant",
+        action="store_true",
+        help="answer at once: images read at 1/8 scale, renders a plain PNG (for benchmarks)",
+    )
     parser.add_argument("--log", default=None, metavar="FILE", help="append one JSON line per API request")
-    parser.add_argument("--misspell-text", choices=("never", "first", "always"), default="never",
-                        help="misspell the words a render prompt asks for (first: until a re-render quotes the misread)")
+    parser.add_argument(
+        "--misspell-text",
+        choices=("never", "first", "always"),
+        default="never",
+        help="misspell the words a render prompt asks for (first: until a re-render quotes the misread)",
+    )
     args = parser.parse_args(argv)
     latency = _pairs(args.latency, lambda v: tuple(float(x) for x in (v.split(":") * 2)[:2]), "latency")
     config = FakeConfig().updated(
-        latency=latency, rpm=_pairs(args.rpm, int, "rpm"), rpm_window_s=args.rpm_window,
-        retry_after_s=args.retry_after, p_429=args.p_429, p_500=args.p_500, p_502=args.p_502,
-        p_timeout=args.p_timeout, p_malformed=args.p_malformed, p_no_image=args.p_no_image,
-        p_bad_analysis=args.p_bad_analysis, hang_s=args.hang_s, require_key=args.require_key, seed=args.seed,
-        max_image_side=args.max_image_side or None, images_in_content=args.images_in_content,
-        report_cost=not args.no_cost, use_local_renderer=not args.no_local_renderer, instant=args.instant,
-        log_path=args.log, misspell_text=args.misspell_text)
+        latency=latency,
+        rpm=_pairs(args.rpm, int, "rpm"),
+        rpm_window_s=args.rpm_window,
+        retry_after_s=args.retry_after,
+        p_429=args.p_429,
+        p_500=args.p_500,
+        p_502=args.p_502,
+        p_timeout=args.p_timeout,
+        p_malformed=args.p_malformed,
+        p_no_image=args.p_no_image,
+        p_bad_analysis=args.p_bad_analysis,
+        hang_s=args.hang_s,
+        require_key=args.require_key,
+        seed=args.seed,
+        max_image_side=args.max_image_side or None,
+        images_in_content=args.images_in_content,
+        report_cost=not args.no_cost,
+        use_local_renderer=not args.no_local_renderer,
+        instant=args.instant,
+        log_path=args.log,
+        misspell_text=args.misspell_text,
+    )
     return args.host, args.port, config
 
 

@@ -18,8 +18,13 @@ from hitline.fake.answers import Projector
 __all__ = ["FakeConfig", "FakeState", "FAULTS", "FORCED"]
 
 FAULTS = ("429", "500", "502", "timeout", "malformed", "no_image", "bad_analysis")
-FORCED = {"400": "bad request (scripted)", "401": "No auth credentials found", "402": "Insufficient credits",
-          "403": "Input flagged by moderation", "404": "Not found (scripted)"}
+FORCED = {
+    "400": "bad request (scripted)",
+    "401": "No auth credentials found",
+    "402": "Insufficient credits",
+    "403": "Input flagged by moderation",
+    "404": "Not found (scripted)",
+}
 _RECENT = 2000
 _LOGGED = ("endpoint", "model", "status", "fault", "input_sha", "image_config", "modalities", "undelivered")
 
@@ -29,7 +34,8 @@ class FakeConfig:
     """Knobs of the fake. Latencies are uniform (min_s, max_s) per endpoint: embeddings, chat, image."""
 
     latency: dict[str, tuple[float, float]] = field(
-        default_factory=lambda: {"embeddings": (0.0, 0.0), "chat": (0.0, 0.0), "image": (0.0, 0.0)})
+        default_factory=lambda: {"embeddings": (0.0, 0.0), "chat": (0.0, 0.0), "image": (0.0, 0.0)}
+    )
     rpm: dict[str, int] = field(default_factory=dict)  # per model; "*" applies to every other model
     rpm_window_s: float = 60.0
     retry_after_s: float | None = None  # fixed Retry-After on 429; None = until the window frees a slot
@@ -73,8 +79,9 @@ class FakeConfig:
     log_path: str | None = None
     embed_models: dict[str, int] = field(default_factory=lambda: {"nvidia/llama-nemotron-embed-vl-1b-v2": 2048})
     chat_models: list[str] = field(default_factory=lambda: ["qwen/qwen3.5-397b-a17b"])
-    image_models: list[str] = field(default_factory=lambda: [
-        "google/gemini-3.1-flash-image-preview", "google/gemini-3-pro-image-preview"])
+    image_models: list[str] = field(
+        default_factory=lambda: ["google/gemini-3.1-flash-image-preview", "google/gemini-3-pro-image-preview"]
+    )
 
     def updated(self, **knobs: Any) -> "FakeConfig":
         names = {f.name for f in dataclasses.fields(self)}
@@ -95,8 +102,11 @@ class FakeConfig:
             if bad:
                 raise ValueError(f"unknown judge failure(s) {bad}; known: {', '.join(JUDGE_FAILS)}")
         if "fail" in knobs:
-            bad = {k: v for k, v in knobs["fail"].items()
-                   if k not in ("embeddings", "chat", "image") or str(v) not in (*FAULTS, *FORCED)}
+            bad = {
+                k: v
+                for k, v in knobs["fail"].items()
+                if k not in ("embeddings", "chat", "image") or str(v) not in (*FAULTS, *FORCED)
+            }
             if bad:
                 raise ValueError(f"unknown endpoint or fault in fail: {bad}")
             knobs["fail"] = {k: str(v) for k, v in knobs["fail"].items()}
@@ -147,18 +157,29 @@ class FakeState:
         """A line of its own for an answer the client never read (the request's line is already written):
         request counts skip it (no endpoint, model or status); a log reader pairs it by input_sha."""
         with self.lock:
-            self.log({"endpoint": None, "model": None, "status": None, "fault": None,
-                      "input_sha": record.get("input_sha"),
-                      "undelivered": {"endpoint": record.get("endpoint"), "model": record.get("model"), "status": status}})
+            self.log(
+                {
+                    "endpoint": None,
+                    "model": None,
+                    "status": None,
+                    "fault": None,
+                    "input_sha": record.get("input_sha"),
+                    "undelivered": {"endpoint": record.get("endpoint"), "model": record.get("model"), "status": status},
+                }
+            )
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
             by_endpoint: dict[str, dict[str, int]] = {}
             for (endpoint, model), n in sorted(self.requests.items()):
                 by_endpoint.setdefault(endpoint, {})[model] = n
-            return {"total": sum(self.requests.values()), "requests": by_endpoint,
-                    "statuses": {str(k) if k else "dropped": v for k, v in sorted(self.statuses.items())},
-                    "faults": dict(self.faults), "recent": list(self.recent)}
+            return {
+                "total": sum(self.requests.values()),
+                "requests": by_endpoint,
+                "statuses": {str(k) if k else "dropped": v for k, v in sorted(self.statuses.items())},
+                "faults": dict(self.faults),
+                "recent": list(self.recent),
+            }
 
     def pick_fault(self, kind: str) -> str | None:
         """The fault for this request: the next scripted one, else a random draw."""
@@ -169,8 +190,13 @@ class FakeState:
             if cfg.script:
                 fault = cfg.script.pop(0)
                 return None if fault == "ok" else fault
-            for name, p in (("429", cfg.p_429), ("500", cfg.p_500), ("502", cfg.p_502),
-                            ("timeout", cfg.p_timeout), ("malformed", cfg.p_malformed)):
+            for name, p in (
+                ("429", cfg.p_429),
+                ("500", cfg.p_500),
+                ("502", cfg.p_502),
+                ("timeout", cfg.p_timeout),
+                ("malformed", cfg.p_malformed),
+            ):
                 if p and self.rng.random() < p:
                     return name
             if kind == "image" and cfg.p_no_image and self.rng.random() < cfg.p_no_image:

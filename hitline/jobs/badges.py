@@ -9,15 +9,29 @@ from typing import Any, Sequence
 from hitline.jobs.quality import OUTCOMES, plan_text
 from hitline.jobs.results import OutputWords, PlanSaving, RenderOutput, RenderResult
 
-__all__ = ["CSS", "output_badge", "input_notes", "batch_counts", "plan_saving", "words", "refused_words",
-           "words_summary"]
+__all__ = [
+    "CSS",
+    "output_badge",
+    "input_notes",
+    "batch_counts",
+    "plan_saving",
+    "words",
+    "refused_words",
+    "words_summary",
+]
 
-CSS = (".badge{display:inline-block;padding:1px 6px;border-radius:8px;font-size:.85em;color:#fff}"
-       ".q-passed{background:#2a7}.q-passed_after_rerender{background:#58a}.q-needs_review{background:#c50}"
-       ".q-unchecked{background:#999}.reasons{color:#a40;font-size:.85em;margin:0;max-width:320px}"
-       ".locales{display:flex;gap:8px;flex-wrap:wrap}.mt{background:#86a}.words{font-size:.85em;margin:0}")
-_LABEL = {"passed": "passed", "passed_after_rerender": "passed after re-render", "needs_review": "needs review",
-          "unchecked": "not checked"}
+CSS = (
+    ".badge{display:inline-block;padding:1px 6px;border-radius:8px;font-size:.85em;color:#fff}"
+    ".q-passed{background:#2a7}.q-passed_after_rerender{background:#58a}.q-needs_review{background:#c50}"
+    ".q-unchecked{background:#999}.reasons{color:#a40;font-size:.85em;margin:0;max-width:320px}"
+    ".locales{display:flex;gap:8px;flex-wrap:wrap}.mt{background:#86a}.words{font-size:.85em;margin:0}"
+)
+_LABEL = {
+    "passed": "passed",
+    "passed_after_rerender": "passed after re-render",
+    "needs_review": "needs review",
+    "unchecked": "not checked",
+}
 
 
 def output_badge(output: RenderOutput) -> str:
@@ -71,9 +85,16 @@ def words(t: OutputWords | None) -> str:
     e = html.escape
     mt = " <span class='badge mt'>machine-translated</span>" if t.machine_translated else ""
     read: dict[str, Any] = {str(r["slot"]): r for r in t.readings}
-    rows = "".join(f"<li>{e(slot)}: «{e(asked)}»" + (f" read «{e(str(read[slot]['read']))}» CER {read[slot]['cer']:.2f}"
-                                                     if slot in read and read[slot]["verified"] else "") + "</li>"
-                   for slot, asked in t.texts.items())
+    rows = "".join(
+        f"<li>{e(slot)}: «{e(asked)}»"
+        + (
+            f" read «{e(str(read[slot]['read']))}» CER {read[slot]['cer']:.2f}"
+            if slot in read and read[slot]["verified"]
+            else ""
+        )
+        + "</li>"
+        for slot, asked in t.texts.items()
+    )
     return f"<p class='words'>text {e(t.status)} ({e(t.mode)}){mt}</p><ul class='words'>{rows}</ul>"
 
 
@@ -82,16 +103,24 @@ def refused_words(text: dict[str, Any] | None) -> str:
     failures = (text or {}).get("failures") or []
     if not failures:
         return ""
-    return "<ul class='reasons'>" + "".join(f"<li>{html.escape(f['preset'])} {html.escape(f['locale'])}: "
-                                            f"{html.escape(f['reason'])}</li>" for f in failures) + "</ul>"
+    return (
+        "<ul class='reasons'>"
+        + "".join(
+            f"<li>{html.escape(f['preset'])} {html.escape(f['locale'])}: {html.escape(f['reason'])}</li>"
+            for f in failures
+        )
+        + "</ul>"
+    )
 
 
 def words_summary(text: dict[str, Any] | None) -> str:
     """The batch's words in one line: refusals, machine translations, and overlay's saving for 5 locales."""
     if not text:
         return ""
-    return (f"<p>Words ({html.escape(str(text['mode']))}): {text['refused']} (preset, locale) outputs refused, "
-            f"{text['machine_translated']} machine-translated locale(s). For 5 locales a SKU costs "
-            f"${text['model_usd_5_locales_per_sku']:.3f} with the image model writing the words and "
-            f"${text['overlay_usd_5_locales_per_sku']:.3f} with hitline's overlay (saves "
-            f"${text['saving_usd_5_locales_per_sku']:.3f} a SKU, at list prices).</p>")
+    return (
+        f"<p>Words ({html.escape(str(text['mode']))}): {text['refused']} (preset, locale) outputs refused, "
+        f"{text['machine_translated']} machine-translated locale(s). For 5 locales a SKU costs "
+        f"${text['model_usd_5_locales_per_sku']:.3f} with the image model writing the words and "
+        f"${text['overlay_usd_5_locales_per_sku']:.3f} with hitline's overlay (saves "
+        f"${text['saving_usd_5_locales_per_sku']:.3f} a SKU, at list prices).</p>"
+    )

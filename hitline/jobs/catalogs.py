@@ -36,10 +36,26 @@ from hitline.domain.sparse import TextVocabulary
 from hitline.errors import InputError
 from hitline.jobs.context import Runtime
 
-__all__ = ["DEFAULT_TENANT", "Plan", "CatalogFacts", "row_hash", "resolve", "plan_version", "finish_version",
-           "build_now", "add_or_update", "folder_of", "collect", "facts", "list_catalogs", "get_catalog", "scope_of"]
+__all__ = [
+    "DEFAULT_TENANT",
+    "Plan",
+    "CatalogFacts",
+    "row_hash",
+    "resolve",
+    "plan_version",
+    "finish_version",
+    "build_now",
+    "add_or_update",
+    "folder_of",
+    "collect",
+    "facts",
+    "list_catalogs",
+    "get_catalog",
+    "scope_of",
+]
 
 from db.models import DEFAULT_TENANT  # noqa: E402  (a catalog belongs to a tenant: issue 21)
+
 EMBED_CHUNK = 64  # products per embedding call when a version is built in one go
 
 
@@ -52,8 +68,20 @@ def row_hash(p: HitProduct) -> str:
         image = [str(p.image_path), st.st_size, st.st_mtime_ns]
     except OSError:
         image = [str(p.image_path), None, None]
-    blob = json.dumps([p.product_id, p.category, p.color, p.style, p.season, p.description, int(p.sales_count),
-                       float(p.price), image], sort_keys=True)
+    blob = json.dumps(
+        [
+            p.product_id,
+            p.category,
+            p.color,
+            p.style,
+            p.season,
+            p.description,
+            int(p.sales_count),
+            float(p.price),
+            image,
+        ],
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -65,12 +93,14 @@ def scope_of(options: dict[str, Any]) -> Scope | None:
 
 # --- resolving and planning ---------------------------------------------------------------------------
 
+
 def _slug(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z_.-]+", "-", text).strip("-")[:100] or "catalog"
 
 
-def resolve(s: Session, *, folder: Path | None = None, name: str | None = None,
-            tenant: str = DEFAULT_TENANT) -> Catalog:
+def resolve(
+    s: Session, *, folder: Path | None = None, name: str | None = None, tenant: str = DEFAULT_TENANT
+) -> Catalog:
     """The tenant's catalog of this name (or id), or of this folder (created when there is none)."""
     if name is not None:
         cat = s.scalar(select(Catalog).where(Catalog.tenant == tenant, (Catalog.name == name) | (Catalog.id == name)))
@@ -83,8 +113,9 @@ def resolve(s: Session, *, folder: Path | None = None, name: str | None = None,
     assert folder is not None
     src = str(folder.resolve())
     if name is None:
-        cat = s.scalar(select(Catalog).where(Catalog.tenant == tenant, Catalog.source_dir == src)
-                       .order_by(Catalog.created_at))
+        cat = s.scalar(
+            select(Catalog).where(Catalog.tenant == tenant, Catalog.source_dir == src).order_by(Catalog.created_at)
+        )
         if cat is not None:
             return cat
         name = _slug(folder.resolve().name)
@@ -104,13 +135,22 @@ class Plan:
 
 
 def _latest(s: Session, catalog_id: str) -> CatalogVersion | None:
-    return s.scalar(select(CatalogVersion).where(CatalogVersion.catalog_id == catalog_id,
-                                                 CatalogVersion.state != "dropped")
-                    .order_by(CatalogVersion.seq.desc()).limit(1))
+    return s.scalar(
+        select(CatalogVersion)
+        .where(CatalogVersion.catalog_id == catalog_id, CatalogVersion.state != "dropped")
+        .order_by(CatalogVersion.seq.desc())
+        .limit(1)
+    )
 
 
-def plan_version(s: Session, catalog: Catalog, products: Sequence[HitProduct], vocab: TextVocabulary,
-                 embed_model: str, builder_batch_id: str | None = None) -> Plan:
+def plan_version(
+    s: Session,
+    catalog: Catalog,
+    products: Sequence[HitProduct],
+    vocab: TextVocabulary,
+    embed_model: str,
+    builder_batch_id: str | None = None,
+) -> Plan:
     """The version these products make (reused when the latest has the same content) and the rows to write."""
     hashes = {p.product_id: row_hash(p) for p in products}
     content = hashlib.sha256(json.dumps([sorted(hashes.items()), vocab.version, embed_model]).encode()).hexdigest()
@@ -130,15 +170,26 @@ def plan_version(s: Session, catalog: Catalog, products: Sequence[HitProduct], v
             rows[p.product_id] = [h, seq]
             write.append(p)
     removed = sum(1 for pid, old in before.items() if rows.get(pid, [None, None])[1] != old[1])
-    v = CatalogVersion(catalog_id=catalog.id, seq=seq, content_sha=content, vocab_version=vocab.version,
-                       embed_model=embed_model, state="building", builder_batch_id=builder_batch_id if write else None,
-                       rows=rows, products=len(rows), added=len(write), removed=removed)
+    v = CatalogVersion(
+        catalog_id=catalog.id,
+        seq=seq,
+        content_sha=content,
+        vocab_version=vocab.version,
+        embed_model=embed_model,
+        state="building",
+        builder_batch_id=builder_batch_id if write else None,
+        rows=rows,
+        products=len(rows),
+        added=len(write),
+        removed=removed,
+    )
     s.add(v)
     s.flush()
     return Plan(v, write, False)
 
 
 # --- finishing and dropping --------------------------------------------------------------------------
+
 
 def finish_version(rt: Runtime, version_id: int, index: Any) -> dict[str, Any] | None:
     """Make a version searchable once its rows are written: close the rows it replaces, flush, mark it
@@ -152,30 +203,51 @@ def finish_version(rt: Runtime, version_id: int, index: Any) -> dict[str, Any] |
             return _wait_facts(v)
         if v.state == "dropped":
             raise InputError(f"catalog version {v.catalog_id} v{v.seq} was dropped")
-        if v.builder_batch_id and s.scalar(select(func.count()).select_from(Job).where(
-                Job.batch_id == v.builder_batch_id, Job.kind == "hit", Job.state.in_(OPEN))):
+        if v.builder_batch_id and s.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.batch_id == v.builder_batch_id, Job.kind == "hit", Job.state.in_(OPEN))
+        ):
             return None
-        older = list(s.scalars(select(CatalogVersion).where(CatalogVersion.catalog_id == v.catalog_id,
-                                                            CatalogVersion.seq < v.seq,
-                                                            CatalogVersion.state != "dropped")
-                               .order_by(CatalogVersion.seq.desc())))
+        older = list(
+            s.scalars(
+                select(CatalogVersion)
+                .where(
+                    CatalogVersion.catalog_id == v.catalog_id,
+                    CatalogVersion.seq < v.seq,
+                    CatalogVersion.state != "dropped",
+                )
+                .order_by(CatalogVersion.seq.desc())
+            )
+        )
         if any(o.state == "building" for o in older):
             return None
         rows = dict(v.rows)
         if v.builder_batch_id:  # a product whose catalog job failed is not in the index: not in the version
-            failed = set(s.scalars(select(Job.item_id).where(Job.batch_id == v.builder_batch_id, Job.kind == "hit",
-                                                             Job.state != "done")))
+            failed = set(
+                s.scalars(
+                    select(Job.item_id).where(
+                        Job.batch_id == v.builder_batch_id, Job.kind == "hit", Job.state != "done"
+                    )
+                )
+            )
             for pid in [pid for pid, (_, frm) in rows.items() if frm == v.seq and pid in failed]:
                 del rows[pid]
         base = older[0].rows if older else {}
-        closing = [f"{v.catalog_id}:{int(frm)}:{pid}" for pid, (_, frm) in base.items()
-                   if rows.get(pid, [None, None])[1] != frm]
+        closing = [
+            f"{v.catalog_id}:{int(frm)}:{pid}"
+            for pid, (_, frm) in base.items()
+            if rows.get(pid, [None, None])[1] != frm
+        ]
         catalog_id, seq = v.catalog_id, v.seq
     index.close(closing, seq)
     index.flush()
     with session_scope(rt.db_url) as s:
-        s.execute(update(CatalogVersion).where(CatalogVersion.id == version_id, CatalogVersion.state == "building")
-                  .values(state="ready", ready_at=utcnow(), rows=rows, products=len(rows)))
+        s.execute(
+            update(CatalogVersion)
+            .where(CatalogVersion.id == version_id, CatalogVersion.state == "building")
+            .values(state="ready", ready_at=utcnow(), rows=rows, products=len(rows))
+        )
         v = s.get(CatalogVersion, version_id)
         assert v is not None  # the row this function has been building
         out = _wait_facts(v)
@@ -192,15 +264,23 @@ def collect(rt: Runtime, catalog_id: str, index: Any) -> list[int]:
     by no batch with an open job. Their rows that no kept version sees are deleted from Milvus. Returns
     the dropped seqs."""
     with session_scope(rt.db_url) as s:
-        versions = list(s.scalars(select(CatalogVersion).where(CatalogVersion.catalog_id == catalog_id,
-                                                               CatalogVersion.state != "dropped")))
+        versions = list(
+            s.scalars(
+                select(CatalogVersion).where(CatalogVersion.catalog_id == catalog_id, CatalogVersion.state != "dropped")
+            )
+        )
         ready = [v.seq for v in versions if v.state == "ready"]
         if not ready:
             return []
         newest = max(ready)
-        pinned = set(s.scalars(select(CatalogVersion.seq).join(Batch, Batch.catalog_version_id == CatalogVersion.id)
-                               .join(Job, Job.batch_id == Batch.id)
-                               .where(CatalogVersion.catalog_id == catalog_id, Job.state.in_(OPEN))))
+        pinned = set(
+            s.scalars(
+                select(CatalogVersion.seq)
+                .join(Batch, Batch.catalog_version_id == CatalogVersion.id)
+                .join(Job, Job.batch_id == Batch.id)
+                .where(CatalogVersion.catalog_id == catalog_id, Job.state.in_(OPEN))
+            )
+        )
         drop = [v for v in versions if v.state == "ready" and v.seq < newest and v.seq not in pinned]
         for v in drop:
             v.state, v.rows = "dropped", {}
@@ -212,6 +292,7 @@ def collect(rt: Runtime, catalog_id: str, index: Any) -> list[int]:
 
 
 # --- building in one go (CLI, HTTP) -----------------------------------------------------------------
+
 
 @dataclass
 class CatalogFacts:
@@ -229,14 +310,15 @@ def build_now(rt: Runtime, plan: Plan, options: dict[str, Any], catalog_id: str)
     vocab = rt.vocabulary(plan.version.vocab_version)
     scope = Scope(catalog_id, plan.version.seq)
     for i in range(0, len(plan.write), EMBED_CHUNK):
-        chunk = plan.write[i:i + EMBED_CHUNK]
+        chunk = plan.write[i : i + EMBED_CHUNK]
         vectors, _ = line.embed_images(providers.embedder, [p.image_path for p in chunk], rt.cache)
         line.index_hits(index, vocab, chunk, vectors, scope)
     finish_version(rt, plan.version.id, index)
 
 
-def add_or_update(rt: Runtime, folder: Path, options: dict[str, Any], *, name: str | None = None,
-                  tenant: str = DEFAULT_TENANT) -> CatalogFacts:
+def add_or_update(
+    rt: Runtime, folder: Path, options: dict[str, Any], *, name: str | None = None, tenant: str = DEFAULT_TENANT
+) -> CatalogFacts:
     """`hitline catalog add|update` and POST /catalogs: read the folder, plan its version and build it now."""
     loaded = _load(folder)
     vocab = line.fit_vocabulary(loaded.items)
@@ -251,8 +333,11 @@ def add_or_update(rt: Runtime, folder: Path, options: dict[str, Any], *, name: s
     # a reused version still building with no builder batch is one a stopped build left: finish it here
     if not plan.reused or (plan.version.state == "building" and plan.version.builder_batch_id is None):
         if plan.reused:
-            plan = Plan(plan.version, [p for p in loaded.items
-                                       if plan.version.rows.get(p.product_id, [None, 0])[1] == plan.version.seq], True)
+            plan = Plan(
+                plan.version,
+                [p for p in loaded.items if plan.version.rows.get(p.product_id, [None, 0])[1] == plan.version.seq],
+                True,
+            )
         build_now(rt, plan, options, catalog_id)
     else:
         collect(rt, catalog_id, rt.index(options))  # versions the batches since finished with
@@ -262,8 +347,9 @@ def add_or_update(rt: Runtime, folder: Path, options: dict[str, Any], *, name: s
 def folder_of(rt: Runtime, ref: str, tenant: str = DEFAULT_TENANT) -> Path | None:
     """The folder of the tenant's catalog named (or with the id) `ref`; None when there is no such catalog."""
     with session_scope(rt.db_url) as s:
-        src = s.scalar(select(Catalog.source_dir).where(Catalog.tenant == tenant,
-                                                        (Catalog.name == ref) | (Catalog.id == ref)))
+        src = s.scalar(
+            select(Catalog.source_dir).where(Catalog.tenant == tenant, (Catalog.name == ref) | (Catalog.id == ref))
+        )
     return Path(src) if src else None
 
 
@@ -274,8 +360,9 @@ def _load(folder: Path) -> Loaded[HitProduct]:
     return loaded
 
 
-def get_catalog(rt: Runtime, ref: str, *, tenant: str = DEFAULT_TENANT, reused: bool = False,
-                rejected: int = 0) -> CatalogFacts:
+def get_catalog(
+    rt: Runtime, ref: str, *, tenant: str = DEFAULT_TENANT, reused: bool = False, rejected: int = 0
+) -> CatalogFacts:
     with session_scope(rt.db_url) as s:
         cat = resolve(s, name=ref, tenant=tenant)
         s.expunge(cat)
@@ -301,11 +388,24 @@ def list_catalogs(rt: Runtime, tenant: str = DEFAULT_TENANT) -> list[CatalogFact
 def facts(f: CatalogFacts) -> dict[str, Any]:
     """A catalog as the CLI and the API show it."""
     v = f.version
-    return {"id": f.catalog.id, "tenant": f.catalog.tenant, "name": f.catalog.name,
-            "source_dir": f.catalog.source_dir,
-            "version": None if v is None else {
-                "seq": v.seq, "state": v.state, "products": v.products, "written": v.added, "closed": v.removed,
-                "vocab_version": v.vocab_version, "embed_model": v.embed_model,
-                "created_at": v.created_at.isoformat() if v.created_at else None,
-                "ready_at": v.ready_at.isoformat() if v.ready_at else None},
-            "reused": f.reused, "rejected_rows": f.rejected}
+    return {
+        "id": f.catalog.id,
+        "tenant": f.catalog.tenant,
+        "name": f.catalog.name,
+        "source_dir": f.catalog.source_dir,
+        "version": None
+        if v is None
+        else {
+            "seq": v.seq,
+            "state": v.state,
+            "products": v.products,
+            "written": v.added,
+            "closed": v.removed,
+            "vocab_version": v.vocab_version,
+            "embed_model": v.embed_model,
+            "created_at": v.created_at.isoformat() if v.created_at else None,
+            "ready_at": v.ready_at.isoformat() if v.ready_at else None,
+        },
+        "reused": f.reused,
+        "rejected_rows": f.rejected,
+    }

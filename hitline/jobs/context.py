@@ -124,7 +124,8 @@ class BatchInfo:
 
 
 _BATCH = select(Batch.id, Batch.options, Batch.out_dir, Batch.budget_usd, Batch.vocab_version).where(
-    Batch.id == bindparam("bid"))
+    Batch.id == bindparam("bid")
+)
 
 
 def load_batch(s: Any, batch_id: str) -> BatchInfo:
@@ -156,8 +157,9 @@ class JobContext:
 
     @classmethod
     def of(cls, rt: Runtime, job: Claim, batch: BatchInfo, attempt: int = 0) -> JobContext:
-        return cls(rt, batch, job.id, job.kind, job.item_id, job.stage, dict(job.row or {}), dict(job.result or {}),
-                   attempt)
+        return cls(
+            rt, batch, job.id, job.kind, job.item_id, job.stage, dict(job.row or {}), dict(job.result or {}), attempt
+        )
 
     @property
     def last_attempt(self) -> bool:

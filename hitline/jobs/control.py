@@ -21,14 +21,50 @@ from db import crud
 from db.models import DEFAULT_TENANT, ApiToken, Attempt, Batch, Job, Tenant, utcnow
 from hitline.errors import Conflict, InputError, NotFound
 from hitline.jobs.quality import OUTCOMES, digest
-from hitline.jobs.results import (BatchQuality, Digest, DraftSummary, InputCheckCounts, InputFindings, InputRecord, PlanSaving,
-                                  RenderFacts, RenderResult, read)
+from hitline.jobs.results import (
+    BatchQuality,
+    Digest,
+    DraftSummary,
+    InputCheckCounts,
+    InputFindings,
+    InputRecord,
+    PlanSaving,
+    RenderFacts,
+    RenderResult,
+    read,
+)
 from hitline.jobs.stages import CATALOG_LINE, result_stage
 from hitline.jobs.submit import Dispatch, chunks
 
-__all__ = ["NotFound", "Conflict", "JobFilter", "BatchSummary", "JobPage", "summary", "list_batches",
-           "list_jobs", "job_detail", "quality_summary", "render_facts", "resolve_job_refs", "retry_failed", "cancel",
-           "reopen", "is_rejected", "batch_tenant", "DEFAULT_TENANT", "ensure_tenant", "can", "ROLES", "create_token", "verify_token", "revoke_token", "dispatches_for", "reason_group", "REJECTED_HINT"]
+__all__ = [
+    "NotFound",
+    "Conflict",
+    "JobFilter",
+    "BatchSummary",
+    "JobPage",
+    "summary",
+    "list_batches",
+    "list_jobs",
+    "job_detail",
+    "quality_summary",
+    "render_facts",
+    "resolve_job_refs",
+    "retry_failed",
+    "cancel",
+    "reopen",
+    "is_rejected",
+    "batch_tenant",
+    "DEFAULT_TENANT",
+    "ensure_tenant",
+    "can",
+    "ROLES",
+    "create_token",
+    "verify_token",
+    "revoke_token",
+    "dispatches_for",
+    "reason_group",
+    "REJECTED_HINT",
+]
 
 FAILED = "failed"
 MAX_ID = 2**63 - 1  # the largest id a job table (BIGINT in PostgreSQL, INTEGER in SQLite) can hold
@@ -48,6 +84,7 @@ def get_batch(s: Session, batch_id: str, tenant: str | None = None) -> Batch:
 
 
 # --- filters and pages -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class JobFilter:
@@ -79,8 +116,10 @@ class JobFilter:
 
 # what differs from SKU to SKU in otherwise equal reasons: the row number, a file name
 _ROW, _FILE = "row <n>: ", "<file>"
-_VARIABLE = ((re.compile(r"^row \d+: "), _ROW),
-             (re.compile(r"[\w.-]+\.(?:jpe?g|png|webp|gif|tiff?|bmp|csv)\b", re.I), _FILE))
+_VARIABLE = (
+    (re.compile(r"^row \d+: "), _ROW),
+    (re.compile(r"[\w.-]+\.(?:jpe?g|png|webp|gif|tiff?|bmp|csv)\b", re.I), _FILE),
+)
 
 
 def reason_group(error: str | None) -> str:
@@ -113,8 +152,9 @@ class JobPage:
     next_cursor: str | None  # pass back as `cursor` for the next page; None on the last page
 
 
-def list_jobs(s: Session, batch_id: str, flt: JobFilter = JobFilter(), *, cursor: str | None = None,
-              limit: int = 100) -> JobPage:
+def list_jobs(
+    s: Session, batch_id: str, flt: JobFilter = JobFilter(), *, cursor: str | None = None, limit: int = 100
+) -> JobPage:
     """Jobs in id order, `limit` at a time. The cursor is the last id seen (keyset paging: a page costs
     the same at row 3,000 as at row 0, and jobs changing state do not shift later pages)."""
     get_batch(s, batch_id)
@@ -138,8 +178,9 @@ def _cursor(cursor: str | None) -> int:
     return after
 
 
-def list_batches(s: Session, *, cursor: str | None = None, limit: int = 50,
-                 tenant: str | None = None) -> tuple[list[Batch], str | None]:
+def list_batches(
+    s: Session, *, cursor: str | None = None, limit: int = 50, tenant: str | None = None
+) -> tuple[list[Batch], str | None]:
     """Newest first; the cursor is the id of the last batch seen (ids start with a UTC timestamp). With
     `tenant`, only that tenant's batches."""
     q = select(Batch).order_by(Batch.id.desc()).limit(limit + 1)
@@ -152,6 +193,7 @@ def list_batches(s: Session, *, cursor: str | None = None, limit: int = 50,
 
 
 # --- summary ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class BatchSummary:
@@ -182,10 +224,14 @@ def summary(s: Session, batch_id: str, *, max_reasons: int = 50) -> BatchSummary
     """Counts by kind/stage/state, failures grouped by reason (largest group first) and cost: a few
     GROUP BY queries, so a batch of thousands of SKUs summarises as fast as one of ten."""
     b = get_batch(s, batch_id)
-    out = BatchSummary(b.id, b.created_at, b.cancelled_at is not None, dict(b.options or {}), b.budget_usd,
-                       crud.spent(s, batch_id))
-    rows = s.execute(select(Job.kind, Job.stage, Job.state, func.count()).where(Job.batch_id == batch_id)
-                     .group_by(Job.kind, Job.stage, Job.state))
+    out = BatchSummary(
+        b.id, b.created_at, b.cancelled_at is not None, dict(b.options or {}), b.budget_usd, crud.spent(s, batch_id)
+    )
+    rows = s.execute(
+        select(Job.kind, Job.stage, Job.state, func.count())
+        .where(Job.batch_id == batch_id)
+        .group_by(Job.kind, Job.stage, Job.state)
+    )
     for kind, stage, state, n in rows:
         out.by_state.setdefault(kind, {}).setdefault(state, 0)
         out.by_state[kind][state] += n
@@ -193,12 +239,23 @@ def summary(s: Session, batch_id: str, *, max_reasons: int = 50) -> BatchSummary
     # grouped by the reason with row numbers and file names taken out; a rejected row never ran (no
     # attempt): retrying it cannot help, the CSV must change
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
-    rows = s.execute(select(Job.error, Job.stage, Job.kind, func.count(), func.max(Job.attempts))
-                     .where(Job.batch_id == batch_id, Job.state == FAILED).group_by(Job.error, Job.stage, Job.kind))
+    rows = s.execute(
+        select(Job.error, Job.stage, Job.kind, func.count(), func.max(Job.attempts))
+        .where(Job.batch_id == batch_id, Job.state == FAILED)
+        .group_by(Job.error, Job.stage, Job.kind)
+    )
     for err, stage, kind, n, attempts in rows:
-        g = groups.setdefault((reason_group(err), stage, kind), {
-            "reason": reason_group(err), "example": err or "", "stage": stage, "kind": kind, "count": 0,
-            "retryable": False})
+        g = groups.setdefault(
+            (reason_group(err), stage, kind),
+            {
+                "reason": reason_group(err),
+                "example": err or "",
+                "stage": stage,
+                "kind": kind,
+                "count": 0,
+                "retryable": False,
+            },
+        )
         g["count"] += n
         g["retryable"] = g["retryable"] or (attempts or 0) > 0
     out.failures = sorted(groups.values(), key=lambda g: (-g["count"], g["reason"]))[:max_reasons]
@@ -222,15 +279,23 @@ def quality_summary(s: Session, batch_id: str) -> BatchQuality:
     with it; `paid_usd` is what the batch's render calls were charged). Equal digests are grouped in
     SQL, so a batch of thousands of SKUs costs one small GROUP BY."""
     text = Job.result[(result_stage(RenderResult), "digest")].as_string()
-    rows = s.execute(select(text, func.count()).where(Job.batch_id == batch_id, Job.kind == "sku", text.is_not(None))
-                     .group_by(text))
+    rows = s.execute(
+        select(text, func.count()).where(Job.batch_id == batch_id, Job.kind == "sku", text.is_not(None)).group_by(text)
+    )
     # SKUs per finding (low_res, background, touches_frame) and, per preset, how many were downsized
     # (to which size), failed, or needed a white background their flat-lay lacks
     inputs = InputCheckCounts()
     gate = {k: 0 for k in OUTCOMES}
     plan = PlanSaving()
-    words: dict[str, Any] = {"mode": None, "skus": 0, "refused": 0, "machine_translated": 0,
-                             "model_usd_5_locales": 0.0, "overlay_usd_5_locales": 0.0, "saving_usd_5_locales": 0.0}
+    words: dict[str, Any] = {
+        "mode": None,
+        "skus": 0,
+        "refused": 0,
+        "machine_translated": 0,
+        "model_usd_5_locales": 0.0,
+        "overlay_usd_5_locales": 0.0,
+        "saving_usd_5_locales": 0.0,
+    }
     for raw, n in rows:
         d = Digest.model_validate_json(raw)
         found = d.inputs
@@ -277,8 +342,13 @@ def render_facts(job: Job) -> RenderFacts | None:
     inputs = render.inputs or InputRecord()
     # rows written before the digest existed: made from the result as it is
     d = render.digest or Digest.model_validate(digest(render.model_dump(mode="json", exclude_unset=True)))
-    found = InputFindings(downsized=d.inputs.downsized, failed=inputs.failed_presets, background=d.inputs.background,
-                          touches_frame=d.inputs.touches_frame, warnings=inputs.warnings)
+    found = InputFindings(
+        downsized=d.inputs.downsized,
+        failed=inputs.failed_presets,
+        background=d.inputs.background,
+        touches_frame=d.inputs.touches_frame,
+        warnings=inputs.warnings,
+    )
     return RenderFacts(input_checks=found, gate=d.gate, render_plan=render.plan)
 
 
@@ -289,8 +359,9 @@ def is_rejected(job: Job) -> bool:
 
 def job_detail(s: Session, job_id: int, tenant: str | None = None) -> tuple[Job, list[Attempt]]:
     job = s.get(Job, job_id)
-    if job is None or (tenant is not None and s.scalar(select(Batch.tenant_id).where(Batch.id == job.batch_id))
-                       != tenant):
+    if job is None or (
+        tenant is not None and s.scalar(select(Batch.tenant_id).where(Batch.id == job.batch_id)) != tenant
+    ):
         raise NotFound(f"no job {job_id}: GET /batches/{{id}}/jobs lists a batch's jobs")
     attempts = list(s.scalars(select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.id)))
     return job, attempts
@@ -312,6 +383,7 @@ def resolve_job_refs(s: Session, batch_id: str, refs: Iterable[str]) -> tuple[in
 
 # --- retry, cancel, reopen -------------------------------------------------------------------------
 
+
 def retry_failed(s: Session, batch_id: str, flt: JobFilter = JobFilter()) -> list[Dispatch]:
     """Put the batch's failed jobs that match back to `pending` at the stage they failed in and return
     what to enqueue. Rows rejected at validation never ran and are left alone (they need a new CSV).
@@ -319,13 +391,17 @@ def retry_failed(s: Session, batch_id: str, flt: JobFilter = JobFilter()) -> lis
     b = get_batch(s, batch_id)
     if b.cancelled_at is not None:
         raise Conflict(f"batch {batch_id} is cancelled: resume it first (POST /batches/{batch_id}/resume)")
-    q = flt.apply(select(Job.id, Job.kind, Job.stage).where(Job.batch_id == batch_id, Job.state == FAILED,
-                                                            Job.attempts > 0))
+    q = flt.apply(
+        select(Job.id, Job.kind, Job.stage).where(Job.batch_id == batch_id, Job.state == FAILED, Job.attempts > 0)
+    )
     won: list[tuple[str, int, str]] = []
     for jid, kind, stage in s.execute(q.order_by(Job.id)).all():
-        res = s.execute(update(Job).where(Job.id == jid, Job.state == FAILED)
-                        .values(state="pending", error=None, claimed_at=None, claimed_by=None, enqueued_at=None)
-                        .execution_options(synchronize_session=False))
+        res = s.execute(
+            update(Job)
+            .where(Job.id == jid, Job.state == FAILED)
+            .values(state="pending", error=None, claimed_at=None, claimed_by=None, enqueued_at=None)
+            .execution_options(synchronize_session=False)
+        )
         if res.rowcount == 1:
             won.append((kind, jid, stage))
     return dispatches_for(batch_id, won)
@@ -347,11 +423,12 @@ def cancel(s: Session, batch_id: str) -> int:
     if b.cancelled_at is None:
         b.cancelled_at = utcnow()
     s.flush()
-    res = s.execute(update(Job).where(Job.batch_id == batch_id,
-                                      Job.state.in_(("pending", "retrying", "budget_exceeded")))
-                    .values(state=crud.CANCELLED, error="cancelled", claimed_at=None, claimed_by=None,
-                            enqueued_at=None)
-                    .execution_options(synchronize_session=False))
+    res = s.execute(
+        update(Job)
+        .where(Job.batch_id == batch_id, Job.state.in_(("pending", "retrying", "budget_exceeded")))
+        .values(state=crud.CANCELLED, error="cancelled", claimed_at=None, claimed_by=None, enqueued_at=None)
+        .execution_options(synchronize_session=False)
+    )
     return res.rowcount
 
 
@@ -361,13 +438,17 @@ def reopen(s: Session, batch_id: str) -> int:
     b = get_batch(s, batch_id)
     b.cancelled_at = None
     # their messages were dropped when they stopped: enqueued_at=None tells resume to send them again
-    res = s.execute(update(Job).where(Job.batch_id == batch_id, Job.state == crud.CANCELLED)
-                    .values(state="pending", error=None, enqueued_at=None)
-                    .execution_options(synchronize_session=False))
+    res = s.execute(
+        update(Job)
+        .where(Job.batch_id == batch_id, Job.state == crud.CANCELLED)
+        .values(state="pending", error=None, enqueued_at=None)
+        .execution_options(synchronize_session=False)
+    )
     return res.rowcount
 
 
 # --- API tokens ------------------------------------------------------------------------------------
+
 
 def _digest(token: str) -> str:
     # tokens are 256-bit random strings, so a plain SHA-256 suffices (no password stretching needed)
@@ -390,8 +471,9 @@ def ensure_tenant(s: Session, tenant: str) -> Tenant:
     return row
 
 
-def create_token(s: Session, name: str, *, tenant: str = DEFAULT_TENANT, role: str = "operate",
-                 expires_in: timedelta | None = None) -> str:
+def create_token(
+    s: Session, name: str, *, tenant: str = DEFAULT_TENANT, role: str = "operate", expires_in: timedelta | None = None
+) -> str:
     """A new token for `name` in `tenant` with `role`; returns the only copy of the token (the table keeps
     its hash)."""
     name = name.strip()
@@ -403,8 +485,15 @@ def create_token(s: Session, name: str, *, tenant: str = DEFAULT_TENANT, role: s
         raise Conflict(f"a token named {name!r} exists: pick another name (or `hitline token revoke {name}`)")
     ensure_tenant(s, tenant)
     token = "hl_" + secrets.token_urlsafe(32)
-    s.add(ApiToken(name=name, token_sha256=_digest(token), tenant_id=tenant.strip(), role=role,
-                   expires_at=utcnow() + expires_in if expires_in else None))
+    s.add(
+        ApiToken(
+            name=name,
+            token_sha256=_digest(token),
+            tenant_id=tenant.strip(),
+            role=role,
+            expires_at=utcnow() + expires_in if expires_in else None,
+        )
+    )
     s.flush()
     return token
 

@@ -61,12 +61,24 @@ class ExportPlan:
 
 def _colour_name(hex_colour: str) -> str | None:
     """The nearest plain colour word for a palette entry (#rrggbb)."""
-    names = {"black": (20, 20, 20), "white": (245, 245, 245), "grey": (128, 128, 128), "red": (200, 30, 40),
-             "orange": (240, 130, 30), "yellow": (240, 210, 50), "green": (40, 140, 60), "blue": (40, 80, 190),
-             "navy": (25, 35, 90), "purple": (120, 50, 150), "pink": (240, 150, 180), "brown": (120, 75, 40),
-             "beige": (220, 200, 170), "cream": (245, 235, 210)}
+    names = {
+        "black": (20, 20, 20),
+        "white": (245, 245, 245),
+        "grey": (128, 128, 128),
+        "red": (200, 30, 40),
+        "orange": (240, 130, 30),
+        "yellow": (240, 210, 50),
+        "green": (40, 140, 60),
+        "blue": (40, 80, 190),
+        "navy": (25, 35, 90),
+        "purple": (120, 50, 150),
+        "pink": (240, 150, 180),
+        "brown": (120, 75, 40),
+        "beige": (220, 200, 170),
+        "cream": (245, 235, 210),
+    }
     try:
-        rgb = tuple(int(hex_colour.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+        rgb = tuple(int(hex_colour.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4))
     except ValueError:
         return None
     return min(names, key=lambda n: sum((a - b) ** 2 for a, b in zip(names[n], rgb)))
@@ -100,25 +112,39 @@ def plan_export(s: Any, settings: Settings, batch_id: str, marketplace: str) -> 
     if marketplace not in MARKETPLACES:
         raise InputError(f"unknown marketplace {marketplace!r}: export --for amazon, shopify or folder")
     b = get_batch(s, batch_id)
-    open_jobs = s.scalar(select(func.count()).select_from(Job).where(Job.batch_id == batch_id,
-                                                                      Job.state.in_(crud.OPEN))) or 0
-    redoing = s.scalar(select(func.count()).select_from(Output).where(Output.batch_id == batch_id,
-                                                                       Output.review == "redo")) or 0
+    open_jobs = (
+        s.scalar(select(func.count()).select_from(Job).where(Job.batch_id == batch_id, Job.state.in_(crud.OPEN))) or 0
+    )
+    redoing = (
+        s.scalar(select(func.count()).select_from(Output).where(Output.batch_id == batch_id, Output.review == "redo"))
+        or 0
+    )
     if open_jobs or redoing:
-        raise Conflict(f"batch {batch_id} is still running ({open_jobs} jobs open, {redoing} new takes being "
-                       "rendered): export it when it has finished")
+        raise Conflict(
+            f"batch {batch_id} is still running ({open_jobs} jobs open, {redoing} new takes being "
+            "rendered): export it when it has finished"
+        )
     if marketplace == "shopify" and not settings.public_base_url:
-        raise InputError("a Shopify CSV needs the images' public address: set HITLINE_PUBLIC_BASE_URL to where "
-                         "the zip's images/ folder will be served")
+        raise InputError(
+            "a Shopify CSV needs the images' public address: set HITLINE_PUBLIC_BASE_URL to where "
+            "the zip's images/ folder will be served"
+        )
     reviewed = (b.options or {}).get("review") == "all"
     # with review: what a person approved; without: what needs no person (the gate passed it) or was approved
     wanted = ("approved",) if reviewed else ("approved", "none")
-    rows = list(s.execute(select(Output, Job.row, Job.result).join(Job, Job.id == Output.job_id)
-                          .where(Output.batch_id == batch_id, Output.review.in_(wanted))
-                          .order_by(Output.item_id, Output.id)))
+    rows = list(
+        s.execute(
+            select(Output, Job.row, Job.result)
+            .join(Job, Job.id == Output.job_id)
+            .where(Output.batch_id == batch_id, Output.review.in_(wanted))
+            .order_by(Output.item_id, Output.id)
+        )
+    )
     if not rows:
-        raise Conflict(f"batch {batch_id} has no {'approved' if reviewed else 'approved or passed'} output to "
-                       f"export: approve some first (`hitline review {batch_id} --approve ...`)")
+        raise Conflict(
+            f"batch {batch_id} has no {'approved' if reviewed else 'approved or passed'} output to "
+            f"export: approve some first (`hitline review {batch_id} --approve ...`)"
+        )
     order = list((b.options or {}).get("presets") or [])
     history = decisions_of(s, [o.id for o, _, _ in rows])
     plan = ExportPlan(batch_id, marketplace, [], public_base_url=settings.public_base_url.rstrip("/"))
@@ -127,20 +153,39 @@ def plan_export(s: Any, settings: Settings, batch_id: str, marketplace: str) -> 
         by_sku.setdefault(o.item_id, []).append((o, row or {}, result or {}))
     for sku, outs in by_sku.items():
         # amazon_main first (the MAIN image), then the batch's preset order
-        outs.sort(key=lambda t: (t[0].preset != "amazon_main", order.index(t[0].preset) if t[0].preset in order
-                                 else len(order), t[0].id))
+        outs.sort(
+            key=lambda t: (
+                t[0].preset != "amazon_main",
+                order.index(t[0].preset) if t[0].preset in order else len(order),
+                t[0].id,
+            )
+        )
         n = 0
         for o, row, result in outs:
             analysis = read(result, AnalyzeResult)
             style = analysis.style.model_dump() if analysis else None
-            prov = {**(o.provenance or {}), "output_id": o.id, "sku": sku, "preset": o.preset, "take": o.take,
-                    "cost_usd": o.cost_usd, "gate": o.gate, "gate_reasons": list(o.reasons or []),
-                    "review": o.review, "decisions": history[o.id]}
+            prov = {
+                **(o.provenance or {}),
+                "output_id": o.id,
+                "sku": sku,
+                "preset": o.preset,
+                "take": o.take,
+                "cost_usd": o.cost_usd,
+                "gate": o.gate,
+                "gate_reasons": list(o.reasons or []),
+                "review": o.review,
+                "decisions": history[o.id],
+            }
             if marketplace == "amazon":
                 long_side = max((o.provenance or {}).get("width") or 0, (o.provenance or {}).get("height") or 0)
                 if long_side and long_side < AMAZON_LIMITS["min_long_side"]:
-                    plan.skipped.append({"sku": sku, "preset": o.preset, "why": f"{long_side} px is under Amazon's "
-                                         f"{AMAZON_LIMITS['min_long_side']} px"})
+                    plan.skipped.append(
+                        {
+                            "sku": sku,
+                            "preset": o.preset,
+                            "why": f"{long_side} px is under Amazon's {AMAZON_LIMITS['min_long_side']} px",
+                        }
+                    )
                     continue
                 name = f"{_safe(sku)}.{'MAIN' if n == 0 else f'PT{n:02d}'}.jpg"
             elif marketplace == "shopify":
@@ -150,8 +195,10 @@ def plan_export(s: Any, settings: Settings, batch_id: str, marketplace: str) -> 
             n += 1
             plan.items.append(ExportItem(name, Path(o.path), sku, o.preset, n, alt_text(row, style, o.preset), prov))
     if not plan.items:
-        raise Conflict(f"batch {batch_id} has nothing {marketplace} accepts: "
-                       + "; ".join(f"{k['sku']} {k['preset']}: {k['why']}" for k in plan.skipped[:3]))
+        raise Conflict(
+            f"batch {batch_id} has nothing {marketplace} accepts: "
+            + "; ".join(f"{k['sku']} {k['preset']}: {k['why']}" for k in plan.skipped[:3])
+        )
     return plan
 
 
@@ -204,9 +251,11 @@ def zip_stream(plan: ExportPlan) -> Iterator[bytes]:
         for it in plan.items:
             data = _amazon_jpeg(it.source) if plan.marketplace == "amazon" else it.source.read_bytes()
             z.writestr(it.name, data)
-            z.writestr(it.name.rsplit(".", 1)[0] + ".provenance.json",
-                       json.dumps({**it.provenance, "file": it.name, "alt": it.alt}, indent=2, default=str),
-                       compress_type=zipfile.ZIP_DEFLATED)
+            z.writestr(
+                it.name.rsplit(".", 1)[0] + ".provenance.json",
+                json.dumps({**it.provenance, "file": it.name, "alt": it.alt}, indent=2, default=str),
+                compress_type=zipfile.ZIP_DEFLATED,
+            )
             csv_rows.append(it)
             yield pipe.take()
         if plan.marketplace == "shopify":
@@ -218,7 +267,17 @@ def zip_stream(plan: ExportPlan) -> Iterator[bytes]:
             for it in csv_rows:
                 w.writerow([_handle(it.sku), f"{plan.public_base_url}/{plan.batch_id}/{it.name}", it.position, it.alt])
             z.writestr("products.csv", text.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
-        z.writestr("export.json", json.dumps({"batch_id": plan.batch_id, "for": plan.marketplace,
-                                              "images": len(plan.items), "skipped": plan.skipped}, indent=2),
-                   compress_type=zipfile.ZIP_DEFLATED)
+        z.writestr(
+            "export.json",
+            json.dumps(
+                {
+                    "batch_id": plan.batch_id,
+                    "for": plan.marketplace,
+                    "images": len(plan.items),
+                    "skipped": plan.skipped,
+                },
+                indent=2,
+            ),
+            compress_type=zipfile.ZIP_DEFLATED,
+        )
     yield pipe.take()

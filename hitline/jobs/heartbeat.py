@@ -56,8 +56,14 @@ class Heartbeat:
         with session_scope(self.db_url) as s:
             for stage in {st for _, st in held}:
                 ids = [j for j, st in held if st == stage]
-                n += s.execute(update(Job).where(Job.id.in_(ids), Job.stage == stage, Job.state == "running")
-                               .values(claimed_at=utcnow())).rowcount or 0
+                n += (
+                    s.execute(
+                        update(Job)
+                        .where(Job.id.in_(ids), Job.stage == stage, Job.state == "running")
+                        .values(claimed_at=utcnow())
+                    ).rowcount
+                    or 0
+                )
         return n
 
     def _run(self) -> None:

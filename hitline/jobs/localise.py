@@ -27,8 +27,15 @@ from hitline.domain.typeset import TYPESET_VERSION, check_copy, draw_slots
 from hitline.errors import BudgetExceeded, InputError
 from hitline.jobs.results import AnalyzeResult, R, RetrieveResult, read
 
-__all__ = ["text_options", "model_mode", "carries_text", "locale_copies", "localise", "saving_for_locales",
-           "strip_text_presets"]
+__all__ = [
+    "text_options",
+    "model_mode",
+    "carries_text",
+    "locale_copies",
+    "localise",
+    "saving_for_locales",
+    "strip_text_presets",
+]
 
 SAVING_LOCALES = 5  # the batch summary's saving of overlay over model, per SKU, for this many locales
 
@@ -80,8 +87,9 @@ def locale_copies(jc: Any, presets: Sequence[Preset]) -> dict[str, LocaleCopy | 
     out: dict[str, LocaleCopy | str] = {}
     for loc in locales:
         try:
-            out[loc] = resolve_copy(jc.product.copy, loc, locales[0], slots, text.get("missing_translation", "refuse"),
-                                    translate)
+            out[loc] = resolve_copy(
+                jc.product.copy, loc, locales[0], slots, text.get("missing_translation", "refuse"), translate
+            )
         except CopyError as exc:
             out[loc] = str(exc)
     return out
@@ -105,14 +113,33 @@ def _read_back(path: Path, copy: LocaleCopy, preset: Preset, glyphs: dict[str, f
     boxes = {s.name: s.pixels(preset.width, preset.height) for s in preset.slots if s.name in copy.texts}
     readings = check_slots(load_image(path), copy.texts, boxes, glyphs)
     verdict, reasons = status(readings)
-    return {"status": verdict, "readings": [r.to_dict() for r in readings], "reasons": reasons,
-            "cer": round(max((r.cer for r in readings if r.verified), default=0.0), 4)}
+    return {
+        "status": verdict,
+        "readings": [r.to_dict() for r in readings],
+        "reasons": reasons,
+        "cer": round(max((r.cer for r in readings if r.verified), default=0.0), 4),
+    }
 
 
-def _record(base: dict[str, Any], preset: Preset, copy: LocaleCopy, mode: str, path: Path, key: str,
-            check: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    text = {"mode": mode, "locale": copy.locale, "texts": dict(copy.texts), "machine_translated": copy.machine_translated,
-            "notes": list(copy.notes), **check, **extra}
+def _record(
+    base: dict[str, Any],
+    preset: Preset,
+    copy: LocaleCopy,
+    mode: str,
+    path: Path,
+    key: str,
+    check: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    text = {
+        "mode": mode,
+        "locale": copy.locale,
+        "texts": dict(copy.texts),
+        "machine_translated": copy.machine_translated,
+        "notes": list(copy.notes),
+        **check,
+        **extra,
+    }
     out = {**base, "locale": copy.locale, "path": str(path), "key": key, "text": text}
     out["quality"] = _needs_review(base, text, check.get("reasons", []))
     return out
@@ -120,8 +147,9 @@ def _record(base: dict[str, Any], preset: Preset, copy: LocaleCopy, mode: str, p
 
 def _overlay(jc: Any, preset: Preset, base: dict[str, Any], copy: LocaleCopy, gate_on: bool) -> dict[str, Any]:
     layouts = check_copy(copy.texts, preset, copy.locale)  # CopyError before anything is drawn
-    key = hashlib.sha256(json.dumps([base["key"], TYPESET_VERSION, copy.locale, copy.texts],
-                                    sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps([base["key"], TYPESET_VERSION, copy.locale, copy.texts], sort_keys=True).encode()
+    ).hexdigest()
     dest = jc.out_dir / f"{preset.name}-{copy.locale}-{key[:12]}.png"
     image, facts = draw_slots(load_image(base["path"]), layouts)
     if not dest.exists():
@@ -164,27 +192,44 @@ def _model(jc: Any, preset: Preset, copy: LocaleCopy, gate: Any, budget: Any) ->
     glyphs = {k: float(v.size) for k, v in layouts.items()}
     style = _earlier(jc, AnalyzeResult).style
     path, charged, key = _paid(jc, budget, _with_words(style, preset, copy), preset, copy.locale)
-    base = {"preset": preset.name, "width": preset.width, "height": preset.height, "cost_usd": charged, "key": key,
-            "reused_from": None, "derived_from": None}
+    base = {
+        "preset": preset.name,
+        "width": preset.width,
+        "height": preset.height,
+        "cost_usd": charged,
+        "key": key,
+        "reused_from": None,
+        "derived_from": None,
+    }
     if gate is not None:
         verdict = gate.verdict(preset, path)
-        base["quality"] = {"status": "passed" if verdict.passed else "needs_review", "checks": verdict.checks,
-                           "judge": verdict.model, **({"reasons": verdict.reasons} if not verdict.passed else {})}
+        base["quality"] = {
+            "status": "passed" if verdict.passed else "needs_review",
+            "checks": verdict.checks,
+            "judge": verdict.model,
+            **({"reasons": verdict.reasons} if not verdict.passed else {}),
+        }
     check = _read_back(path, copy, preset, glyphs, gate is not None)
     extra: dict[str, Any] = {}
     if check["status"] == "misread":
-        wrong = "; ".join(f"{r['slot']} must read «{r['asked']}» but read «{r['read']}»"
-                          for r in check["readings"] if not r["exact"])
+        wrong = "; ".join(
+            f"{r['slot']} must read «{r['asked']}» but read «{r['read']}»" for r in check["readings"] if not r["exact"]
+        )
         note = f"\nThe previous attempt misspelt the text ({wrong}): write it exactly, letter for letter."
         try:
-            path2, charged2, key2 = _paid(jc, budget, _with_words(style, preset, copy, note), preset,
-                                          f"{copy.locale}-r")
+            path2, charged2, key2 = _paid(
+                jc, budget, _with_words(style, preset, copy, note), preset, f"{copy.locale}-r"
+            )
         except BudgetExceeded as exc:
             extra["rerender"] = f"skipped: {exc}"
         else:
             second = _read_back(path2, copy, preset, glyphs, True)
-            extra = {"rerender": "done", "first_path": str(path), "first_readings": check["readings"],
-                     "rerender_cost_usd": charged2}
+            extra = {
+                "rerender": "done",
+                "first_path": str(path),
+                "first_readings": check["readings"],
+                "rerender_cost_usd": charged2,
+            }
             base["cost_usd"] = charged + charged2
             path, key = path2, key2
             if second["status"] == "verified" and base.get("quality", {}).get("status") != "needs_review":
@@ -195,8 +240,9 @@ def _model(jc: Any, preset: Preset, copy: LocaleCopy, gate: Any, budget: Any) ->
     return _record(base, preset, copy, "model", path, key, check, extra)
 
 
-def localise(jc: Any, presets: Sequence[Preset], made: dict[str, dict[str, Any]], gate: Any,
-             budget: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def localise(
+    jc: Any, presets: Sequence[Preset], made: dict[str, dict[str, Any]], gate: Any, budget: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The SKU's outputs in preset order (a text preset as one output per locale) and the text record:
     each locale's copy and each refused (preset, locale) with its sentence."""
     text = text_options(jc.options)
@@ -220,22 +266,30 @@ def localise(jc: Any, presets: Sequence[Preset], made: dict[str, dict[str, Any]]
                     outputs.append(_overlay(jc, p, made[p.name], copy, gate is not None))
             except CopyError as exc:
                 failures.append({"preset": p.name, "locale": loc, "reason": str(exc)})
-    record = {"locales": list(text["locales"]), "mode": text["mode"],
-              "copies": {loc: (c.to_dict() if isinstance(c, LocaleCopy) else {"refused": c}) for loc, c in copies.items()},
-              "failures": failures}
+    record = {
+        "locales": list(text["locales"]),
+        "mode": text["mode"],
+        "copies": {loc: (c.to_dict() if isinstance(c, LocaleCopy) else {"refused": c}) for loc, c in copies.items()},
+        "failures": failures,
+    }
     return outputs, record
 
 
-def saving_for_locales(presets: Sequence[Preset], image_cost: Any, plan_cost: float,
-                       locales: int = SAVING_LOCALES) -> dict[str, float]:
+def saving_for_locales(
+    presets: Sequence[Preset], image_cost: Any, plan_cost: float, locales: int = SAVING_LOCALES
+) -> dict[str, float]:
     """Per SKU for `locales` locales: model mode pays every text preset once per locale on top of the
     text-free renders; overlay pays the render plan once."""
     from hitline.domain.render_plan import plan_renders
 
     text_free = plan_renders([p for p in presets if not p.slots], image_cost).cost_usd
     model = text_free + locales * sum(image_cost(p.size) for p in presets if p.slots)
-    return {"locales": locales, "model_usd": round(model, 6), "overlay_usd": round(plan_cost, 6),
-            "saving_usd": round(model - plan_cost, 6)}
+    return {
+        "locales": locales,
+        "model_usd": round(model, 6),
+        "overlay_usd": round(plan_cost, 6),
+        "saving_usd": round(model - plan_cost, 6),
+    }
 
 
 def strip_text_presets(presets: Sequence[Preset], options: dict[str, Any]) -> list[Preset]:
@@ -243,7 +297,6 @@ def strip_text_presets(presets: Sequence[Preset], options: dict[str, Any]) -> li
     if not model_mode(options):
         return list(presets)
     return [p for p in presets if not p.slots]
-
 
 
 def _earlier(jc: Any, model: type[R]) -> R:

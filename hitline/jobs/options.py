@@ -34,15 +34,33 @@ class PresetSpec(BaseModel):
 
     @classmethod
     def of(cls, p: Preset) -> PresetSpec:
-        return cls(name=p.name, aspect_ratio=p.aspect_ratio, size=p.size, width=p.width, height=p.height,
-                   background=p.background, low_res=p.low_res, rules=dict(p.rules),
-                   text={s.name: {"box": list(s.box), "max_chars": s.max_chars, "min_px": s.min_px,
-                                  "max_lines": s.max_lines} for s in p.slots})
+        return cls(
+            name=p.name,
+            aspect_ratio=p.aspect_ratio,
+            size=p.size,
+            width=p.width,
+            height=p.height,
+            background=p.background,
+            low_res=p.low_res,
+            rules=dict(p.rules),
+            text={
+                s.name: {"box": list(s.box), "max_chars": s.max_chars, "min_px": s.min_px, "max_lines": s.max_lines}
+                for s in p.slots
+            },
+        )
 
     def preset(self) -> Preset:
-        return Preset.build(self.name, self.aspect_ratio, self.size, self.background, width=self.width,
-                            height=self.height, low_res=self.low_res, rules=dict(self.rules),
-                            text=self.text or None)
+        return Preset.build(
+            self.name,
+            self.aspect_ratio,
+            self.size,
+            self.background,
+            width=self.width,
+            height=self.height,
+            low_res=self.low_res,
+            rules=dict(self.rules),
+            text=self.text or None,
+        )
 
 
 class BatchOptions(BaseModel):

@@ -76,8 +76,9 @@ class GateRun:
                 crud.record_charge(c, self.jc.batch.id, self.jc.job_id, "judge", key, j.model, j.cost_usd)
         return j
 
-    def paid_render(self, renderer: ImageRenderer, budget: Any, style: StyleAnalysis,
-                    preset: Preset) -> tuple[Path, float, str]:
+    def paid_render(
+        self, renderer: ImageRenderer, budget: Any, style: StyleAnalysis, preset: Preset
+    ) -> tuple[Path, float, str]:
         """One render reserved against the batch budget (raises BudgetExceeded) and settled: (path, what
         it was charged, its content key). The same image paid for by another SKU is reused at no charge."""
         key = line.render_key(renderer.model, self.jc.image_sha, self.ref_shas, style, preset)
@@ -99,8 +100,14 @@ class GateRun:
         the cache); on the budget's last run the output is kept as `needs_review`."""
         if not self.jc.last_attempt:
             raise RetryableProviderError(f"the judge ({j.model}) gave no verdict on {preset.name}; asking again")
-        quality = {"status": "needs_review", "checks": j.checks, "reasons": [NO_VERDICT], "judge": j.model,
-                   "rerender": f"skipped: {NO_VERDICT} (not a fault of the picture)", **record}
+        quality = {
+            "status": "needs_review",
+            "checks": j.checks,
+            "reasons": [NO_VERDICT],
+            "judge": j.model,
+            "rerender": f"skipped: {NO_VERDICT} (not a fault of the picture)",
+            **record,
+        }
         return {"quality": quality}
 
 
@@ -125,24 +132,51 @@ def gate_output(run: GateRun, preset: Preset, output: dict[str, Any]) -> dict[st
     # a resized output that fails is rendered on its own at its own size, also by the local compositor
     if run.renderer.model.startswith("local/") and not derived_from:
         # the compositor does not read prompts: a second try would be the same picture
-        return {"quality": {"status": "needs_review", "checks": first.checks, "reasons": reasons,
-                            "judge": first.model, "rerender": "skipped: the local compositor ignores prompts"}}
+        return {
+            "quality": {
+                "status": "needs_review",
+                "checks": first.checks,
+                "reasons": reasons,
+                "judge": first.model,
+                "rerender": "skipped: the local compositor ignores prompts",
+            }
+        }
     style = _fix_prompt(run.style, reasons)
     try:
         path, rerender_cost, key = run.paid_render(run.renderer, run.budget, style, preset)
     except BudgetExceeded as exc:
-        return {"quality": {"status": "needs_review", "checks": first.checks, "reasons": reasons,
-                            "judge": first.model, "rerender": f"skipped: {exc}"}}
+        return {
+            "quality": {
+                "status": "needs_review",
+                "checks": first.checks,
+                "reasons": reasons,
+                "judge": first.model,
+                "rerender": f"skipped: {exc}",
+            }
+        }
     second = run.verdict(preset, path)
     if not second.verdict:  # the re-render stays (paid, on the record); its verdict is asked again
-        rec = run.no_verdict(preset, second, first_path=output["path"], first_checks=first.checks,
-                             rerender_cost_usd=rerender_cost)
-        return {"cost_usd": output["cost_usd"] + rerender_cost, "path": str(path), "key": key, "derived_from": None,
-                **rec}
-    record = {"cost_usd": output["cost_usd"] + rerender_cost,
-              "quality": {"first_path": output["path"], "first_checks": first.checks, "checks": second.checks,
-                          "judge": second.model, "rerender_cost_usd": rerender_cost,
-                          "status": "passed_after_rerender" if second.passed else "needs_review"}}
+        rec = run.no_verdict(
+            preset, second, first_path=output["path"], first_checks=first.checks, rerender_cost_usd=rerender_cost
+        )
+        return {
+            "cost_usd": output["cost_usd"] + rerender_cost,
+            "path": str(path),
+            "key": key,
+            "derived_from": None,
+            **rec,
+        }
+    record = {
+        "cost_usd": output["cost_usd"] + rerender_cost,
+        "quality": {
+            "first_path": output["path"],
+            "first_checks": first.checks,
+            "checks": second.checks,
+            "judge": second.model,
+            "rerender_cost_usd": rerender_cost,
+            "status": "passed_after_rerender" if second.passed else "needs_review",
+        },
+    }
     if not second.passed:
         record["quality"]["reasons"] = second.reasons
     if derived_from:
@@ -168,8 +202,9 @@ def _escalate(run: GateRun, preset: Preset, record: dict[str, Any], failed_again
     try:
         run.jc.rt.prices.image_cost(model, preset.size)
     except ConfigError:
-        sized = Preset.build(preset.name, preset.aspect_ratio, "1K", preset.background, low_res=preset.low_res,
-                             rules=dict(preset.rules))
+        sized = Preset.build(
+            preset.name, preset.aspect_ratio, "1K", preset.background, low_res=preset.low_res, rules=dict(preset.rules)
+        )
     try:
         path, cost, key = run.paid_render(run.escalation, replace(run.budget, model=model), style, sized)
     except BudgetExceeded as exc:
@@ -180,8 +215,13 @@ def _escalate(run: GateRun, preset: Preset, record: dict[str, Any], failed_again
         path = line.derive_preset(path, preset, run.jc.out_dir / f"{preset.name}-{key[:12]}.png")
     third = run.verdict(preset, path)
     record["cost_usd"] += cost
-    q["escalated"] = {"model": model, "cost_usd": cost, "path": str(path),
-                      "passed": third.verdict and third.passed, "checks": third.checks}
+    q["escalated"] = {
+        "model": model,
+        "cost_usd": cost,
+        "path": str(path),
+        "passed": third.verdict and third.passed,
+        "checks": third.checks,
+    }
     if third.verdict and third.passed:
         q.update(status="passed_after_rerender", checks=third.checks, judge=third.model)
         q.pop("reasons", None)
@@ -189,8 +229,11 @@ def _escalate(run: GateRun, preset: Preset, record: dict[str, Any], failed_again
 
 
 # what Nano Banana Pro is asked on top of the reasons (the tutorial's advice for a garment blended badly)
-ESCALATION_REFINEMENTS = ("the garment fits the body naturally, not pasted on", "no labels or tags showing",
-                          "no extra elements: only the garment and the scene")
+ESCALATION_REFINEMENTS = (
+    "the garment fits the body naturally, not pasted on",
+    "no labels or tags showing",
+    "no extra elements: only the garment and the scene",
+)
 
 
 def summarise(outputs_by_sku: Sequence[Sequence[dict[str, Any]]]) -> dict[str, int]:
@@ -215,20 +258,34 @@ def digest(render: dict[str, Any]) -> dict[str, Any]:
     gate = {k: n for k, n in summarise([render.get("outputs", [])]).items() if n and k != "unchecked"}
     plan = render.get("plan") or {}
     words = {"text": _text_digest(render["text"])} if render.get("text") else {}
-    return {**words, "inputs": {"downsized": dict(sorted((inputs.get("downsized") or {}).items())),
-                       "failed": sorted(inputs.get("failed_presets") or {}),
-                       "background": failing("background"), "touches_frame": bool(failing("touches_frame"))},
-            "gate": gate,
-            "plan": {"renders": len(plan.get("renders", [])), "derived": len(plan.get("derived", {})),
-                     "naive_usd": plan.get("naive_cost_usd", 0.0), "cost_usd": plan.get("cost_usd", 0.0)}}
+    return {
+        **words,
+        "inputs": {
+            "downsized": dict(sorted((inputs.get("downsized") or {}).items())),
+            "failed": sorted(inputs.get("failed_presets") or {}),
+            "background": failing("background"),
+            "touches_frame": bool(failing("touches_frame")),
+        },
+        "gate": gate,
+        "plan": {
+            "renders": len(plan.get("renders", [])),
+            "derived": len(plan.get("derived", {})),
+            "naive_usd": plan.get("naive_cost_usd", 0.0),
+            "cost_usd": plan.get("cost_usd", 0.0),
+        },
+    }
 
 
 def _text_digest(text: dict[str, Any]) -> dict[str, Any]:
     """One SKU's words on the pictures (hitline/jobs/localise.py): outputs per read-back status, refused
     (preset, locale) pairs, machine-translated locales, and the per-SKU saving of overlay for 5 locales."""
-    return {"mode": text["mode"], "locales": len(text["locales"]), "refused": len(text.get("failures", [])),
-            "machine_translated": sum(bool(c.get("machine_translated")) for c in text.get("copies", {}).values()),
-            "saving": text.get("saving", {})}
+    return {
+        "mode": text["mode"],
+        "locales": len(text["locales"]),
+        "refused": len(text.get("failures", [])),
+        "machine_translated": sum(bool(c.get("machine_translated")) for c in text.get("copies", {}).values()),
+        "saving": text.get("saving", {}),
+    }
 
 
 def plan_text(plan: PlanSaving) -> str:
@@ -239,6 +296,8 @@ def plan_text(plan: PlanSaving) -> str:
     head = f"render plan: {plan.renders} renders for {plan.renders + plan.derived} outputs ({plan.derived} resized)"
     if not plan.naive_usd:  # a provider without prices (local): no money to speak of
         return head
-    return (f"{head}: ${plan.cost_usd:.3f} instead of ${plan.naive_usd:.3f} at list price, "
-            f"saved ${plan.saving_usd:.3f} (${plan.saving_usd / plan.skus:.3f} a SKU); renders paid "
-            f"${plan.paid_usd:.3f} (re-renders included)")
+    return (
+        f"{head}: ${plan.cost_usd:.3f} instead of ${plan.naive_usd:.3f} at list price, "
+        f"saved ${plan.saving_usd:.3f} (${plan.saving_usd / plan.skus:.3f} a SKU); renders paid "
+        f"${plan.paid_usd:.3f} (re-renders included)"
+    )

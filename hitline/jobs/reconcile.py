@@ -44,39 +44,53 @@ class LostJob:
     why: str  # "dead claim" | "no message"
 
 
-def reconcile(db_url: str, *, lease_s: float, grace_s: float, in_flight: Callable[[], set[int] | None],
-              limit: int = 5000) -> list[LostJob]:
+def reconcile(
+    db_url: str, *, lease_s: float, grace_s: float, in_flight: Callable[[], set[int] | None], limit: int = 5000
+) -> list[LostJob]:
     """Reset lost jobs to `pending` (marking them touched now, so the next pass waits `grace_s` before
     looking at them again) and return them; the caller enqueues one chain per job from its stage."""
     sent_before = in_flight()
     now = utcnow()
     lost: list[LostJob] = []
     with session_scope(db_url) as s:
-        dead = s.execute(select(Job.id, Job.batch_id, Job.kind, Job.stage, Job.claimed_at)
-                         .where(Job.state == "running", Job.claimed_at < now - timedelta(seconds=lease_s))
-                         .limit(limit)).all()
+        dead = s.execute(
+            select(Job.id, Job.batch_id, Job.kind, Job.stage, Job.claimed_at)
+            .where(Job.state == "running", Job.claimed_at < now - timedelta(seconds=lease_s))
+            .limit(limit)
+        ).all()
         for job_id, batch_id, kind, stage, claimed_at in dead:
             # conditional on the claim we saw: a heartbeat that lands in between keeps the job
-            moved = s.execute(update(Job).where(Job.id == job_id, Job.state == "running",
-                                                Job.claimed_at == claimed_at)
-                              .values(state="pending", claimed_at=None, claimed_by=None, updated_at=now)).rowcount
+            moved = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == "running", Job.claimed_at == claimed_at)
+                .values(state="pending", claimed_at=None, claimed_by=None, updated_at=now)
+            ).rowcount
             if moved:
-                s.execute(update(Attempt).where(Attempt.job_id == job_id, Attempt.stage == stage,
-                                                Attempt.outcome == "running")
-                          .values(outcome="lost", error=f"worker lost: no heartbeat for {lease_s:g} s"))
+                s.execute(
+                    update(Attempt)
+                    .where(Attempt.job_id == job_id, Attempt.stage == stage, Attempt.outcome == "running")
+                    .values(outcome="lost", error=f"worker lost: no heartbeat for {lease_s:g} s")
+                )
                 lost.append(LostJob(batch_id, kind, job_id, stage, "dead claim"))
         if sent_before is not None:
             # quiet: not touched and no message sent (enqueued_at) within the grace period
-            quiet = [Job.updated_at < now - timedelta(seconds=grace_s),
-                     or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - timedelta(seconds=grace_s))]
-            idle = s.execute(select(Job.id, Job.batch_id, Job.kind, Job.stage)
-                             .where(Job.state.in_(("pending", "retrying")), *quiet)
-                             .order_by(Job.id).limit(limit)).all()
+            quiet = [
+                Job.updated_at < now - timedelta(seconds=grace_s),
+                or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - timedelta(seconds=grace_s)),
+            ]
+            idle = s.execute(
+                select(Job.id, Job.batch_id, Job.kind, Job.stage)
+                .where(Job.state.in_(("pending", "retrying")), *quiet)
+                .order_by(Job.id)
+                .limit(limit)
+            ).all()
             sent = sent_before | (in_flight() or set()) if idle else sent_before
             orphans = [row for row in idle if row[0] not in sent]
             if orphans:
-                s.execute(update(Job).where(Job.id.in_([r[0] for r in orphans]),
-                                            Job.state.in_(("pending", "retrying")))
-                          .values(state="pending", updated_at=now))
+                s.execute(
+                    update(Job)
+                    .where(Job.id.in_([r[0] for r in orphans]), Job.state.in_(("pending", "retrying")))
+                    .values(state="pending", updated_at=now)
+                )
             lost += [LostJob(b, k, j, st, "no message") for j, b, k, st in orphans]
     return lost

@@ -25,8 +25,18 @@ Text = Annotated[str, AfterValidator(_no_nul)]
 if TYPE_CHECKING:
     from hitline.jobs.review import OutputFilter
 
-__all__ = ["BatchRequest", "RetryFilter", "RetryRequest", "BatchRef", "ResumeRequest", "ReviewRequest", "WebhookRequest",
-           "SCHEMAS", "json_schema", "write_schemas"]
+__all__ = [
+    "BatchRequest",
+    "RetryFilter",
+    "RetryRequest",
+    "BatchRef",
+    "ResumeRequest",
+    "ReviewRequest",
+    "WebhookRequest",
+    "SCHEMAS",
+    "json_schema",
+    "write_schemas",
+]
 
 
 class BatchRequest(BaseModel):
@@ -34,30 +44,53 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="hitline.submit_batch")
 
-    catalog: Text = Field(description="folder with products.csv and the hit catalog's images", min_length=1,
-                          max_length=MAX_PATH)
-    new: Text = Field(description="folder with new_products.csv and the new products' flat-lays", min_length=1,
-                      max_length=MAX_PATH)
+    catalog: Text = Field(
+        description="folder with products.csv and the hit catalog's images", min_length=1, max_length=MAX_PATH
+    )
+    new: Text = Field(
+        description="folder with new_products.csv and the new products' flat-lays", min_length=1, max_length=MAX_PATH
+    )
     top_k: int | None = Field(None, ge=1, le=50, description="hits to borrow the look from (default 3)")
-    min_sales: int | None = Field(None, ge=0, le=MAX_SALES,
-                                  description="only hits with sales_count above this (default 1500)")
+    min_sales: int | None = Field(
+        None, ge=0, le=MAX_SALES, description="only hits with sales_count above this (default 1500)"
+    )
     presets: list[Annotated[Text, Field(max_length=64)]] | None = Field(
-        None, min_length=1, max_length=50, description="preset names, e.g. [\"amazon_main\", \"banner\"]")
-    budget_usd: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False,
-                                     description="USD cap for paid renders in this batch (a number; none = no cap)")
-    draft: Literal["512px", "1K"] | None = Field(None, description="render every ratio group at this size first; "
-                                                "only approved drafts are rendered at their final sizes")
-    review: Literal["gate", "all"] | None = Field(None, description="\"all\": every output waits for a person's "
-                                                  "approval; \"gate\" (default): only those the quality gate sent")
-    locales: list[str] | None = Field(None, min_length=1, description="words on the pictures in these locales, "
-                                      "e.g. [\"en-US\", \"de-DE\", \"ja-JP\"]; the first is the language of "
-                                      "new_products.csv's headline column")
+        None, min_length=1, max_length=50, description='preset names, e.g. ["amazon_main", "banner"]'
+    )
+    budget_usd: float | None = Field(
+        None,
+        ge=0,
+        le=1e9,
+        allow_inf_nan=False,
+        description="USD cap for paid renders in this batch (a number; none = no cap)",
+    )
+    draft: Literal["512px", "1K"] | None = Field(
+        None,
+        description="render every ratio group at this size first; "
+        "only approved drafts are rendered at their final sizes",
+    )
+    review: Literal["gate", "all"] | None = Field(
+        None,
+        description='"all": every output waits for a person\'s '
+        'approval; "gate" (default): only those the quality gate sent',
+    )
+    locales: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="words on the pictures in these locales, "
+        'e.g. ["en-US", "de-DE", "ja-JP"]; the first is the language of '
+        "new_products.csv's headline column",
+    )
     text_mode: Literal["overlay", "model"] | None = Field(
-        None, description="overlay (default): hitline typesets each locale on one text-free render; model: the "
-                          "image model writes the words, one paid render per (preset, locale)")
+        None,
+        description="overlay (default): hitline typesets each locale on one text-free render; model: the "
+        "image model writes the words, one paid render per (preset, locale)",
+    )
     missing_translation: Literal["refuse", "translate"] | None = Field(
-        None, description="a locale without a headline_<locale> column: refuse it for that SKU (default) or have "
-                          "the analysis model translate it (marked machine-translated)")
+        None,
+        description="a locale without a headline_<locale> column: refuse it for that SKU (default) or have "
+        "the analysis model translate it (marked machine-translated)",
+    )
 
 
 class RetryFilter(BaseModel):
@@ -65,17 +98,29 @@ class RetryFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stage: Text | None = Field(None, max_length=32, description="only jobs that failed in this stage (embed, index, retrieve, "
-                                                "analyze, render)")
-    reason: Text | None = Field(None, max_length=1000, description="only jobs whose reason contains this text (case-insensitive)")
-    reason_group: Text | None = Field(None, max_length=1000, description="only jobs in this failure group (`failures[].reason` of "
-                                                      "GET /batches/{id}: row numbers and file names as <n>, <file>)")
-    job_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(None, max_length=100_000,
-                                                                        description="only these job ids")
+    stage: Text | None = Field(
+        None, max_length=32, description="only jobs that failed in this stage (embed, index, retrieve, analyze, render)"
+    )
+    reason: Text | None = Field(
+        None, max_length=1000, description="only jobs whose reason contains this text (case-insensitive)"
+    )
+    reason_group: Text | None = Field(
+        None,
+        max_length=1000,
+        description="only jobs in this failure group (`failures[].reason` of "
+        "GET /batches/{id}: row numbers and file names as <n>, <file>)",
+    )
+    job_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(
+        None, max_length=100_000, description="only these job ids"
+    )
 
     def to_filter(self) -> JobFilter:
-        return JobFilter(stage=self.stage, reason=self.reason, reason_group=self.reason_group,
-                         job_ids=tuple(self.job_ids) if self.job_ids is not None else None)
+        return JobFilter(
+            stage=self.stage,
+            reason=self.reason,
+            reason_group=self.reason_group,
+            job_ids=tuple(self.job_ids) if self.job_ids is not None else None,
+        )
 
 
 class ReviewRequest(BaseModel):
@@ -86,8 +131,9 @@ class ReviewRequest(BaseModel):
     decision: Literal["approve", "reject", "redo"]
     note: str | None = Field(None, max_length=1000, description="why (needed for redo: it is added to the prompt)")
     output_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(None, description="only these outputs")
-    review: str | None = Field(None, description="only outputs in this review state (none, pending, approved, "
-                                                 "rejected, redo)")
+    review: str | None = Field(
+        None, description="only outputs in this review state (none, pending, approved, rejected, redo)"
+    )
     gate: str | None = Field(None, description="only outputs with this gate outcome (passed, needs_review, ...)")
     preset: str | None = Field(None, description="only this preset")
     sku: str | None = Field(None, description="only this SKU")
@@ -95,8 +141,13 @@ class ReviewRequest(BaseModel):
     def to_filter(self) -> "OutputFilter":
         from hitline.jobs.review import OutputFilter
 
-        return OutputFilter(output_ids=tuple(self.output_ids) if self.output_ids is not None else None,
-                            review=self.review, gate=self.gate, preset=self.preset, item_id=self.sku)
+        return OutputFilter(
+            output_ids=tuple(self.output_ids) if self.output_ids is not None else None,
+            review=self.review,
+            gate=self.gate,
+            preset=self.preset,
+            item_id=self.sku,
+        )
 
 
 class WebhookRequest(BaseModel):
@@ -105,8 +156,9 @@ class WebhookRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(min_length=1, max_length=2000)
-    events: list[str] | None = Field(None, description="batch.finished, job.failed, output.needs_review, "
-                                                       "output.approved (default: all)")
+    events: list[str] | None = Field(
+        None, description="batch.finished, job.failed, output.needs_review, output.approved (default: all)"
+    )
 
 
 class RetryRequest(RetryFilter):
@@ -125,14 +177,18 @@ class ResumeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", title="hitline.resume_batch")
 
     batch_id: Text = Field(min_length=1, max_length=64, description="the batch to resume (a cancelled one is reopened)")
-    budget_usd: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False,
-                                     description="a new USD budget (releases renders held by the old)")
+    budget_usd: float | None = Field(
+        None, ge=0, le=1e9, allow_inf_nan=False, description="a new USD budget (releases renders held by the old)"
+    )
 
 
 # file name under docs/contract/ -> model
 SCHEMAS: dict[str, type[BaseModel]] = {
-    "submit_batch.schema.json": BatchRequest, "retry_jobs.schema.json": RetryRequest,
-    "cancel_batch.schema.json": BatchRef, "resume_batch.schema.json": ResumeRequest}
+    "submit_batch.schema.json": BatchRequest,
+    "retry_jobs.schema.json": RetryRequest,
+    "cancel_batch.schema.json": BatchRef,
+    "resume_batch.schema.json": ResumeRequest,
+}
 
 
 def json_schema(model: type[BaseModel]) -> dict[str, object]:

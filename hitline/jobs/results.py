@@ -18,10 +18,33 @@ from hitline.domain.models import StyleAnalysis
 if TYPE_CHECKING:
     from db.models import Job
 
-__all__ = ["StageResult", "EmbedResult", "IndexResult", "CatalogIndexResult", "RetrievedHit", "RetrieveResult",
-           "AnalyzeResult", "CheckRecord", "InputRecord", "Escalation", "OutputQuality", "RenderOutput", "RenderPlan",
-           "DigestInputs", "DigestPlan", "Digest", "RenderResult", "InputFindings", "RenderFacts", "InputCheckCounts",
-           "PlanSaving", "DraftSummary", "BatchQuality", "read", "R"]
+__all__ = [
+    "StageResult",
+    "EmbedResult",
+    "IndexResult",
+    "CatalogIndexResult",
+    "RetrievedHit",
+    "RetrieveResult",
+    "AnalyzeResult",
+    "CheckRecord",
+    "InputRecord",
+    "Escalation",
+    "OutputQuality",
+    "RenderOutput",
+    "RenderPlan",
+    "DigestInputs",
+    "DigestPlan",
+    "Digest",
+    "RenderResult",
+    "InputFindings",
+    "RenderFacts",
+    "InputCheckCounts",
+    "PlanSaving",
+    "DraftSummary",
+    "BatchQuality",
+    "read",
+    "R",
+]
 
 
 class _Open(BaseModel):
@@ -189,15 +212,19 @@ class RenderResult(StageResult):
 
 # --- what the status, the API and the report show of rendered SKUs ---------------------------------
 
+
 class InputFindings(_Open):
     """One SKU's input-check findings, with their messages."""
 
-    downsized: dict[str, str] = Field(default_factory=dict,
-                                      description="preset -> the smaller size class it was rendered at")
-    failed: dict[str, str] = Field(default_factory=dict,
-                                   description="preset -> why it failed (flat-lay too small, low_res = fail)")
-    background: list[str] = Field(default_factory=list,
-                                  description="white-background presets whose flat-lay is not on white")
+    downsized: dict[str, str] = Field(
+        default_factory=dict, description="preset -> the smaller size class it was rendered at"
+    )
+    failed: dict[str, str] = Field(
+        default_factory=dict, description="preset -> why it failed (flat-lay too small, low_res = fail)"
+    )
+    background: list[str] = Field(
+        default_factory=list, description="white-background presets whose flat-lay is not on white"
+    )
     touches_frame: bool = False
     warnings: list[str] = Field(default_factory=list)
 
@@ -212,8 +239,9 @@ class RenderFacts(_Open):
 
 class InputCheckCounts(_Open):
     low_res: int = Field(0, description="SKUs whose flat-lay was too small for a preset (downsized or failed)")
-    downsized: dict[str, dict[str, int]] = Field(default_factory=dict,
-                                                 description="preset -> size class rendered instead -> SKUs")
+    downsized: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="preset -> size class rendered instead -> SKUs"
+    )
     failed: dict[str, int] = Field(default_factory=dict, description="preset -> SKUs where it failed (low_res = fail)")
     background: int = Field(0, description="SKUs on a non-white flat-lay with a white-background preset")
     background_presets: dict[str, int] = Field(default_factory=dict, description="white-background preset -> SKUs")
@@ -248,14 +276,21 @@ class BatchQuality(_Open):
     """What a batch's rendered SKUs add up to (hitline.jobs.control.quality_summary)."""
 
     input_checks: InputCheckCounts = Field(default_factory=InputCheckCounts)
-    gate: dict[str, int] = Field(default_factory=dict,
-                                 description="outputs per gate outcome: passed, passed_after_rerender, needs_review")
+    gate: dict[str, int] = Field(
+        default_factory=dict, description="outputs per gate outcome: passed, passed_after_rerender, needs_review"
+    )
     render_plan: PlanSaving = Field(default_factory=PlanSaving)
-    drafts: DraftSummary | None = Field(None, description="a draft batch: drafts, finals rendered for approved "
-                                        "drafts, rejected drafts and the finals not paid for them (list price)")
-    text: dict[str, JsonValue] | None = Field(None, description="words on the pictures: mode, refused (preset, locale) "
-                                              "outputs, machine-translated locales, and per SKU what 5 locales cost "
-                                              "with the model writing the words vs hitline's overlay")
+    drafts: DraftSummary | None = Field(
+        None,
+        description="a draft batch: drafts, finals rendered for approved "
+        "drafts, rejected drafts and the finals not paid for them (list price)",
+    )
+    text: dict[str, JsonValue] | None = Field(
+        None,
+        description="words on the pictures: mode, refused (preset, locale) "
+        "outputs, machine-translated locales, and per SKU what 5 locales cost "
+        "with the model writing the words vs hitline's overlay",
+    )
 
 
 R = TypeVar("R", bound=StageResult)

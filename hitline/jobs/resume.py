@@ -22,15 +22,17 @@ def _aware(t: datetime | None, like: datetime) -> datetime | None:
     return t if t is None or t.tzinfo else t.replace(tzinfo=like.tzinfo)
 
 
-def plan_resume(rt: Runtime, batch_id: str, *, budget_usd: float | None = None,
-                stale_after_s: float = 900.0) -> list[Dispatch]:
+def plan_resume(
+    rt: Runtime, batch_id: str, *, budget_usd: float | None = None, stale_after_s: float = 900.0
+) -> list[Dispatch]:
     """lost_jobs in a transaction of its own (hitline.jobs.verbs.resume runs it with the reopen)."""
     with session_scope(rt.db_url) as s:
         return lost_jobs(s, batch_id, budget_usd=budget_usd, stale_after_s=stale_after_s)
 
 
-def lost_jobs(s: Session, batch_id: str, *, budget_usd: float | None = None,
-              stale_after_s: float = 900.0) -> list[Dispatch]:
+def lost_jobs(
+    s: Session, batch_id: str, *, budget_usd: float | None = None, stale_after_s: float = 900.0
+) -> list[Dispatch]:
     """Reset what is lost to pending and return the chains to send (from the stage each job stands at).
 
     Lost means: `running` with a claim older than stale_after_s (its worker died), or `pending`/`retrying`

@@ -26,8 +26,21 @@ from hitline.jobs import webhooks
 from hitline.jobs.control import Conflict, NotFound, get_batch
 from hitline.jobs.results import AnalyzeResult, RetrieveResult, read
 
-__all__ = ["STATES", "DECISIONS", "draft_summary", "OutputFilter", "Decided", "record_outputs", "list_outputs", "decide", "review",
-           "review_counts", "rerender", "redo_failed", "decisions_of"]
+__all__ = [
+    "STATES",
+    "DECISIONS",
+    "draft_summary",
+    "OutputFilter",
+    "Decided",
+    "record_outputs",
+    "list_outputs",
+    "decide",
+    "review",
+    "review_counts",
+    "rerender",
+    "redo_failed",
+    "decisions_of",
+]
 
 # final: an approved draft whose final take is being rendered
 STATES = ("none", "pending", "approved", "rejected", "redo", "final")
@@ -61,8 +74,9 @@ class OutputFilter:
         return q
 
 
-def record_outputs(s: Any, batch_id: str, job_id: int, item_id: str, render: dict[str, Any],
-                   options: dict[str, Any]) -> int:
+def record_outputs(
+    s: Any, batch_id: str, job_id: int, item_id: str, render: dict[str, Any], options: dict[str, Any]
+) -> int:
     """The rows of a SKU's kept outputs, written in the transaction that finishes its render stage (a
     redelivered stage writes none twice). Pending ones raise output.needs_review. Returns rows written."""
     review_all = options.get("review") == "all"
@@ -78,14 +92,44 @@ def record_outputs(s: Any, batch_id: str, job_id: int, item_id: str, render: dic
         final_size = (drafted.get("finals") or {}).get(o["preset"])
         review = "pending" if review_all or gate == "needs_review" or final_size else "none"
         draft = {"draft": {"size": drafted["size"], "final_size": final_size}} if final_size else {}
-        prov = {**made, **draft, "preset": o["preset"], "size": o.get("size"), "width": o["width"], "height": o["height"],
-                "takes": [{"take": 1, "key": o.get("key"), "cost_usd": o.get("cost_usd", 0.0), "gate": gate,
-                           "derived_from": o.get("derived_from"), "reused_from": o.get("reused_from"),
-                           "rerender_cost_usd": q.get("rerender_cost_usd", 0.0)}]}
-        row = s.execute(ins(Output.__table__).values(
-            batch_id=batch_id, job_id=job_id, item_id=item_id, preset=name, take=1, path=o["path"], gate=gate,
-            reasons=list(q.get("reasons") or []), review=review, cost_usd=o.get("cost_usd", 0.0), provenance=prov,
-            updated_at=utcnow()).on_conflict_do_nothing().returning(Output.__table__.c.id)).first()
+        prov = {
+            **made,
+            **draft,
+            "preset": o["preset"],
+            "size": o.get("size"),
+            "width": o["width"],
+            "height": o["height"],
+            "takes": [
+                {
+                    "take": 1,
+                    "key": o.get("key"),
+                    "cost_usd": o.get("cost_usd", 0.0),
+                    "gate": gate,
+                    "derived_from": o.get("derived_from"),
+                    "reused_from": o.get("reused_from"),
+                    "rerender_cost_usd": q.get("rerender_cost_usd", 0.0),
+                }
+            ],
+        }
+        row = s.execute(
+            ins(Output.__table__)
+            .values(
+                batch_id=batch_id,
+                job_id=job_id,
+                item_id=item_id,
+                preset=name,
+                take=1,
+                path=o["path"],
+                gate=gate,
+                reasons=list(q.get("reasons") or []),
+                review=review,
+                cost_usd=o.get("cost_usd", 0.0),
+                provenance=prov,
+                updated_at=utcnow(),
+            )
+            .on_conflict_do_nothing()
+            .returning(Output.__table__.c.id)
+        ).first()
         if row is None:
             continue
         n += 1
@@ -94,20 +138,31 @@ def record_outputs(s: Any, batch_id: str, job_id: int, item_id: str, render: dic
     return n
 
 
-def _needs_review(s: Any, batch_id: str, output_id: int, job_id: int, item_id: str, preset: str, take: int,
-                  reasons: list[str]) -> None:
-    webhooks.emit(s, batch_id, "output.needs_review", f"{output_id}:{take}",
-                  {"output_id": output_id, "job_id": job_id, "sku": item_id, "preset": preset, "take": take,
-                   "reasons": reasons})
+def _needs_review(
+    s: Any, batch_id: str, output_id: int, job_id: int, item_id: str, preset: str, take: int, reasons: list[str]
+) -> None:
+    webhooks.emit(
+        s,
+        batch_id,
+        "output.needs_review",
+        f"{output_id}:{take}",
+        {"output_id": output_id, "job_id": job_id, "sku": item_id, "preset": preset, "take": take, "reasons": reasons},
+    )
 
 
-def list_outputs(s: Any, batch_id: str, flt: OutputFilter = OutputFilter(), *, cursor: str | None = None,
-                 limit: int = 200) -> tuple[list[Output], str | None]:
+def list_outputs(
+    s: Any, batch_id: str, flt: OutputFilter = OutputFilter(), *, cursor: str | None = None, limit: int = 200
+) -> tuple[list[Output], str | None]:
     """Outputs in id order, `limit` at a time (keyset paging on the id, like control.list_jobs)."""
     get_batch(s, batch_id)
     after = int(cursor) if cursor and cursor.isdigit() else 0
-    rows = list(s.scalars(flt.apply(select(Output).where(Output.batch_id == batch_id, Output.id > after))
-                          .order_by(Output.id).limit(limit + 1)))
+    rows = list(
+        s.scalars(
+            flt.apply(select(Output).where(Output.batch_id == batch_id, Output.id > after))
+            .order_by(Output.id)
+            .limit(limit + 1)
+        )
+    )
     return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
 
 
@@ -115,8 +170,11 @@ def _drafts(s: Any, output_ids: list[int]) -> set[int]:
     """The outputs whose current take is a draft (its final not rendered yet)."""
     if not output_ids:
         return set()
-    return {i for i, prov in s.execute(select(Output.id, Output.provenance).where(Output.id.in_(output_ids)))
-            if (prov or {}).get("draft")}
+    return {
+        i
+        for i, prov in s.execute(select(Output.id, Output.provenance).where(Output.id.in_(output_ids)))
+        if (prov or {}).get("draft")
+    }
 
 
 def draft_summary(s: Any, batch_id: str, prices: Any) -> dict[str, Any] | None:
@@ -127,10 +185,19 @@ def draft_summary(s: Any, batch_id: str, prices: Any) -> dict[str, Any] | None:
     b = load_batch(s, batch_id)
     if not b.options.get("draft"):
         return None
-    out = {"draft_size": b.options["draft"], "drafts": 0, "finals": 0, "rejected": 0, "waiting": 0,
-           "draft_usd": 0.0, "final_usd": 0.0, "finals_not_paid_usd": 0.0}
-    for review, prov, _cost in s.execute(select(Output.review, Output.provenance, Output.cost_usd)
-                                        .where(Output.batch_id == batch_id)):
+    out = {
+        "draft_size": b.options["draft"],
+        "drafts": 0,
+        "finals": 0,
+        "rejected": 0,
+        "waiting": 0,
+        "draft_usd": 0.0,
+        "final_usd": 0.0,
+        "finals_not_paid_usd": 0.0,
+    }
+    for review, prov, _cost in s.execute(
+        select(Output.review, Output.provenance, Output.cost_usd).where(Output.batch_id == batch_id)
+    ):
         prov = prov or {}
         draft = prov.get("draft") or prov.get("final_of_draft")
         if not draft:
@@ -151,8 +218,9 @@ def draft_summary(s: Any, batch_id: str, prices: Any) -> dict[str, Any] | None:
 
 def review_counts(s: Any, batch_id: str) -> dict[str, int]:
     counts = {k: 0 for k in STATES}
-    for state, n in s.execute(select(Output.review, func.count()).where(Output.batch_id == batch_id)
-                              .group_by(Output.review)):
+    for state, n in s.execute(
+        select(Output.review, func.count()).where(Output.batch_id == batch_id).group_by(Output.review)
+    ):
         counts[state] = n
     return counts
 
@@ -161,10 +229,18 @@ def decisions_of(s: Any, output_ids: list[int]) -> dict[int, list[dict[str, Any]
     out: dict[int, list[dict[str, Any]]] = {i: [] for i in output_ids}
     if not output_ids:
         return out
-    for d in s.scalars(select(ReviewDecision).where(ReviewDecision.output_id.in_(output_ids))
-                       .order_by(ReviewDecision.id)):
-        out[d.output_id].append({"take": d.take, "decision": d.decision, "note": d.note, "by": d.by,
-                                 "at": d.at.isoformat() if d.at else None})
+    for d in s.scalars(
+        select(ReviewDecision).where(ReviewDecision.output_id.in_(output_ids)).order_by(ReviewDecision.id)
+    ):
+        out[d.output_id].append(
+            {
+                "take": d.take,
+                "decision": d.decision,
+                "note": d.note,
+                "by": d.by,
+                "at": d.at.isoformat() if d.at else None,
+            }
+        )
     return out
 
 
@@ -197,8 +273,15 @@ def decide(s: Any, batch_id: str, flt: OutputFilter, decision: str, *, by: str, 
     b = get_batch(s, batch_id)
     if state == "redo" and b.cancelled_at is not None:
         raise Conflict(f"batch {batch_id} is cancelled: resume it before asking for new takes")
-    rows = list(s.execute(flt.apply(select(Output.id, Output.review, Output.take, Output.job_id, Output.item_id,
-                                           Output.preset).where(Output.batch_id == batch_id)).order_by(Output.id)))
+    rows = list(
+        s.execute(
+            flt.apply(
+                select(Output.id, Output.review, Output.take, Output.job_id, Output.item_id, Output.preset).where(
+                    Output.batch_id == batch_id
+                )
+            ).order_by(Output.id)
+        )
+    )
     if flt.output_ids is not None and not rows:
         raise NotFound(f"batch {batch_id} has no output {', '.join(map(str, flt.output_ids))}")
     out = Decided(state, [], 0)
@@ -209,9 +292,19 @@ def decide(s: Any, batch_id: str, flt: OutputFilter, decision: str, *, by: str, 
             out.skipped += 1
             continue
         final = state == "approved" and oid in drafts
-        won = s.execute(update(Output).where(Output.id == oid, Output.review == current, Output.take == take)
-                        .values(review="final" if final else state, note=note, reviewed_by=by, reviewed_at=now, error=None, updated_at=now)
-                        .execution_options(synchronize_session=False)).rowcount
+        won = s.execute(
+            update(Output)
+            .where(Output.id == oid, Output.review == current, Output.take == take)
+            .values(
+                review="final" if final else state,
+                note=note,
+                reviewed_by=by,
+                reviewed_at=now,
+                error=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
         if not won:
             out.skipped += 1
             continue
@@ -220,9 +313,13 @@ def decide(s: Any, batch_id: str, flt: OutputFilter, decision: str, *, by: str, 
         if state == "redo" or final:
             out.redo.append(oid)
         if state == "approved" and not final:
-            webhooks.emit(s, batch_id, "output.approved", f"{oid}:{take}",
-                          {"output_id": oid, "job_id": job_id, "sku": item_id, "preset": preset, "take": take,
-                           "by": by})
+            webhooks.emit(
+                s,
+                batch_id,
+                "output.approved",
+                f"{oid}:{take}",
+                {"output_id": oid, "job_id": job_id, "sku": item_id, "preset": preset, "take": take, "by": by},
+            )
     s.flush()
     return out
 
@@ -234,8 +331,9 @@ class AfterReview(Protocol):
     def __call__(self, redo_ids: list[int], /) -> None: ...
 
 
-def review(rt: Any, batch_id: str, flt: OutputFilter, decision: str, *, by: str, note: str | None = None,
-           after: AfterReview) -> Decided:
+def review(
+    rt: Any, batch_id: str, flt: OutputFilter, decision: str, *, by: str, note: str | None = None, after: AfterReview
+) -> Decided:
     """The review verb, the same through every door (HTTP, CLI, dashboard via HTTP): decide in one
     transaction, commit, then send what the decision made."""
     with session_scope(rt.db_url) as s:
@@ -245,6 +343,7 @@ def review(rt: Any, batch_id: str, flt: OutputFilter, decision: str, *, by: str,
 
 
 # --- a redo's new take (run by tasks.review.redo) ----------------------------------------------------
+
 
 def rerender(rt: Any, output_id: int) -> str:
     """Render the next take of an output in `redo`: the reviewer's note added to the prompt, reserved
@@ -277,25 +376,44 @@ def rerender(rt: Any, output_id: int) -> str:
     refs = [Path(h.image_path) for h in retrieved.hits]
     if final:  # the approved draft leads: same composition, final size
         refs.append(Path(draft_path))
-        style = style.model_copy(update={"prompt": f"{style.prompt}\nKeep the composition, pose and framing of "
-                                                   "the last reference image (the approved draft) exactly."})
+        style = style.model_copy(
+            update={
+                "prompt": f"{style.prompt}\nKeep the composition, pose and framing of "
+                "the last reference image (the approved draft) exactly."
+            }
+        )
     else:
         style = style.model_copy(update={"prompt": f"{style.prompt}\nReviewer's note for this take: {note}"})
     ref_shas = [file_sha256(p) for p in refs]
     if "@" in name:
-        return redo_failed(rt, output_id, take, f"{name} carries words in one locale: a redo of a localised output "
-                                                "is not supported yet; fix the copy and submit the SKU again")
+        return redo_failed(
+            rt,
+            output_id,
+            take,
+            f"{name} carries words in one locale: a redo of a localised output "
+            "is not supported yet; fix the copy and submit the SKU again",
+        )
     base = next((p for p in jc.presets if p.name == name), None)
     if base is None:
         return redo_failed(rt, output_id, take, f"preset {name} is no longer in the batch's presets")
     preset = base
     if final:
-        preset = base if base.size == prov["draft"]["final_size"] else Preset.build(
-            name, base.aspect_ratio, prov["draft"]["final_size"], base.background, low_res=base.low_res,
-            rules=dict(base.rules))
+        preset = (
+            base
+            if base.size == prov["draft"]["final_size"]
+            else Preset.build(
+                name,
+                base.aspect_ratio,
+                prov["draft"]["final_size"],
+                base.background,
+                low_res=base.low_res,
+                rules=dict(base.rules),
+            )
+        )
     elif prov.get("size") and prov["size"] != base.size:  # downsized by the input checks: the same size again
-        preset = Preset.build(name, base.aspect_ratio, prov["size"], base.background, low_res=base.low_res,
-                              rules=dict(base.rules))
+        preset = Preset.build(
+            name, base.aspect_ratio, prov["size"], base.background, low_res=base.low_res, rules=dict(base.rules)
+        )
     key = line.render_key(renderer.model, jc.image_sha, ref_shas, style, preset)
     dest = jc.out_dir / f"{name}-{key[:12]}.png"
     budget = RenderBudget(jc, renderer.model)
@@ -309,30 +427,64 @@ def rerender(rt: Any, output_id: int) -> str:
         verdict = run.verdict(preset, Path(path))
         gate, reasons = ("passed" if verdict.passed else "needs_review"), list(verdict.reasons)
     with session_scope(rt.db_url) as s:
-        prov.setdefault("takes", []).append({"take": take + 1, "key": key, "cost_usd": charged, "gate": gate,
-                                             "note": None if final else note, "prompt": style.prompt,
-                                             **({"final": True, "draft_path": draft_path} if final else {})})
+        prov.setdefault("takes", []).append(
+            {
+                "take": take + 1,
+                "key": key,
+                "cost_usd": charged,
+                "gate": gate,
+                "note": None if final else note,
+                "prompt": style.prompt,
+                **({"final": True, "draft_path": draft_path} if final else {}),
+            }
+        )
         if final:
             prov["final_of_draft"] = prov.pop("draft")
             prov["size"], prov["width"], prov["height"] = preset.size, preset.width, preset.height
         after = "approved" if final and gate != "needs_review" else "pending"
-        won = s.execute(update(Output).where(Output.id == output_id, Output.review == state, Output.take == take)
-                        .values(take=take + 1, path=str(path), gate=gate, reasons=reasons, review=after,
-                                cost_usd=Output.cost_usd + charged, provenance=prov, error=None, updated_at=utcnow())
-                        .execution_options(synchronize_session=False)).rowcount
+        won = s.execute(
+            update(Output)
+            .where(Output.id == output_id, Output.review == state, Output.take == take)
+            .values(
+                take=take + 1,
+                path=str(path),
+                gate=gate,
+                reasons=reasons,
+                review=after,
+                cost_usd=Output.cost_usd + charged,
+                provenance=prov,
+                error=None,
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
         if won and after == "pending":
             _needs_review(s, batch.id, output_id, job.id, job.item_id, name, take + 1, reasons)
         elif won:
-            webhooks.emit(s, batch.id, "output.approved", f"{output_id}:{take + 1}",
-                          {"output_id": output_id, "job_id": job.id, "sku": job.item_id, "preset": name,
-                           "take": take + 1, "final_of_draft": True})
+            webhooks.emit(
+                s,
+                batch.id,
+                "output.approved",
+                f"{output_id}:{take + 1}",
+                {
+                    "output_id": output_id,
+                    "job_id": job.id,
+                    "sku": job.item_id,
+                    "preset": name,
+                    "take": take + 1,
+                    "final_of_draft": True,
+                },
+            )
     return f"take {take + 1} of output {output_id}: {gate}" if won else "another delivery wrote this take"
 
 
 def redo_failed(rt: Any, output_id: int, take: int, reason: str) -> str:
     """The new take could not be made (budget, provider gave up): back to pending with the reason shown."""
     with session_scope(rt.db_url) as s:
-        s.execute(update(Output).where(Output.id == output_id, Output.review.in_(("redo", "final")),
-                                       Output.take == take)
-                  .values(review="pending", error=reason, updated_at=utcnow()).execution_options(synchronize_session=False))
+        s.execute(
+            update(Output)
+            .where(Output.id == output_id, Output.review.in_(("redo", "final")), Output.take == take)
+            .values(review="pending", error=reason, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
     return reason

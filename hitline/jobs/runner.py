@@ -31,8 +31,11 @@ def checked(model: type[StageResult], result: Mapping[str, Any] | StageResult) -
     """A stage's result validated against the model its Stage declares, as stored in the job table
     (what the stage set, nothing added: a row reads the same before and after a model gains a field).
     A result that does not fit raises pydantic's ValidationError: the job fails with it (a bug)."""
-    valid = result if isinstance(result, model) else model.model_validate(
-        result.model_dump() if isinstance(result, StageResult) else result)
+    valid = (
+        result
+        if isinstance(result, model)
+        else model.model_validate(result.model_dump() if isinstance(result, StageResult) else result)
+    )
     return valid.model_dump(mode="json", exclude_unset=True)
 
 
@@ -56,15 +59,34 @@ def is_transient(exc: BaseException) -> bool:
     from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    if isinstance(exc, (TransientError, OperationalError, InterfaceError, DisconnectionError, PoolTimeout,
-                        redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                        ConnectionError, TimeoutError)):
+    if isinstance(
+        exc,
+        (
+            TransientError,
+            OperationalError,
+            InterfaceError,
+            DisconnectionError,
+            PoolTimeout,
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            ConnectionError,
+            TimeoutError,
+        ),
+    ):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
-def run_step(rt: Runtime, job_id: int, stage: str, work: Work, line: Sequence[str],
-             token: str | None = None, attempt: int = 0, result: type[StageResult] = StageResult) -> Outcome:
+def run_step(
+    rt: Runtime,
+    job_id: int,
+    stage: str,
+    work: Work,
+    line: Sequence[str],
+    token: str | None = None,
+    attempt: int = 0,
+    result: type[StageResult] = StageResult,
+) -> Outcome:
     """Claim (job, stage), run work(JobContext), record the outcome; `line` is the order of the job's
     stages (from the stage registry), so the job moves on to the stage after this one.
 
@@ -120,8 +142,16 @@ def _finished(c: Any, jc: JobContext, result: dict[str, Any]) -> None:
     webhooks.batch_finished_if_done(c, jc.batch.id)
 
 
-def run_chunk(rt: Runtime, batch_id: str, job_ids: list[int], stage: str, work: ChunkWork, line: Sequence[str],
-              token: str | None = None, result: type[StageResult] = StageResult) -> dict[int, Outcome]:
+def run_chunk(
+    rt: Runtime,
+    batch_id: str,
+    job_ids: list[int],
+    stage: str,
+    work: ChunkWork,
+    line: Sequence[str],
+    token: str | None = None,
+    result: type[StageResult] = StageResult,
+) -> dict[int, Outcome]:
     """run_step for a chunk of catalog jobs that share one provider call or one upsert."""
     with connection_scope(rt.db_url) as conn:
         batch = load_batch(conn, batch_id)
@@ -132,8 +162,10 @@ def run_chunk(rt: Runtime, batch_id: str, job_ids: list[int], stage: str, work: 
     ids = list(claims)
     try:
         with held_claims(rt.db_url, ids, stage, rt.settings.heartbeat_s):
-            results = {i: r if isinstance(r, HitlineError) else checked(result, r)
-                       for i, r in work([JobContext.of(rt, c, batch) for c in claims.values()]).items()}
+            results = {
+                i: r if isinstance(r, HitlineError) else checked(result, r)
+                for i, r in work([JobContext.of(rt, c, batch) for c in claims.values()]).items()
+            }
     except RetryableProviderError as e:
         _record_many(rt, ids, stage, "retrying", str(e))
         raise
@@ -173,8 +205,13 @@ def _failed_events(s: Any, job_ids: list[int], stage: str, reason: str) -> None:
     batch_id = crud.job_batch(s, job_ids[0])
     for j in job_ids:
         attempts = s.scalar(select(Job.attempts).where(Job.id == j))
-        webhooks.emit(s, batch_id, "job.failed", f"{j}:{stage}:{attempts}",
-                      {"job_id": j, "stage": stage, "reason": reason, "attempts": attempts})
+        webhooks.emit(
+            s,
+            batch_id,
+            "job.failed",
+            f"{j}:{stage}:{attempts}",
+            {"job_id": j, "stage": stage, "reason": reason, "attempts": attempts},
+        )
     webhooks.batch_finished_if_done(s, batch_id)
 
 

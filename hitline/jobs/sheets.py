@@ -35,9 +35,11 @@ def draw_sheet(job: Job, out_dir: Path) -> Path | None:
     dest = sheet_path(out_dir, job.batch_id, job.item_id)
     if dest.exists():
         return dest
-    img = contact_sheet(load_image(job.row["image_path"]), [load_image(Path(h.image_path)) for h in retrieved.hits],
-                        [(o.preset + (f" {o.locale}" if o.locale else ""), load_image(o.path))
-                         for o in render.outputs])
+    img = contact_sheet(
+        load_image(job.row["image_path"]),
+        [load_image(Path(h.image_path)) for h in retrieved.hits],
+        [(o.preset + (f" {o.locale}" if o.locale else ""), load_image(o.path)) for o in render.outputs],
+    )
     # the sheet task and the report may draw the same sheet at once: each writes its own temporary file
     tmp = dest.with_name(f"{dest.stem}.{job.id}.{os.getpid()}.{threading.get_ident()}.part")
     # a review picture: fast zlib level (the default level 6 took ~4x longer for ~10% smaller files)
@@ -62,6 +64,11 @@ def draw_missing_sheets(jobs: list[Job], out_dir: Path) -> int:
     drawn = 0
     for job in jobs:
         render = read(job, RenderResult)
-        if render is not None and render.outputs and job.state == "done" and not sheet_path(out_dir, job.batch_id, job.item_id).exists():
+        if (
+            render is not None
+            and render.outputs
+            and job.state == "done"
+            and not sheet_path(out_dir, job.batch_id, job.item_id).exists()
+        ):
             drawn += draw_sheet(job, out_dir) is not None
     return drawn

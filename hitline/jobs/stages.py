@@ -25,15 +25,43 @@ from hitline.domain.vectors import Vector
 from hitline.errors import BudgetExceeded, HitlineError, InputError, NotReady
 from hitline.jobs import catalogs, localise, quality
 from hitline.jobs.context import JobContext, Runtime, load_batch
-from hitline.jobs.results import (AnalyzeResult, CatalogIndexResult, EmbedResult, IndexResult, RenderResult,
-                                  R, RetrieveResult, StageResult, read)
+from hitline.jobs.results import (
+    AnalyzeResult,
+    CatalogIndexResult,
+    EmbedResult,
+    IndexResult,
+    RenderResult,
+    R,
+    RetrieveResult,
+    StageResult,
+    read,
+)
 from hitline.jobs.runner import Outcome, run_chunk, run_step
 
-__all__ = ["Stage", "RetryPolicy", "SKU_LINE", "CATALOG_LINE", "STAGES", "QUEUES", "line_of", "first_stage", "stage", "result_stage", "OUTPUT_QUEUE",
-           "embed_catalog", "index_catalog", "embed", "wait_for_catalog", "retrieve", "analyze", "render"]
+__all__ = [
+    "Stage",
+    "RetryPolicy",
+    "SKU_LINE",
+    "CATALOG_LINE",
+    "STAGES",
+    "QUEUES",
+    "line_of",
+    "first_stage",
+    "stage",
+    "result_stage",
+    "OUTPUT_QUEUE",
+    "embed_catalog",
+    "index_catalog",
+    "embed",
+    "wait_for_catalog",
+    "retrieve",
+    "analyze",
+    "render",
+]
 
 
 # --- catalog chunks: one batched provider call, one upsert ----------------------------------------
+
 
 def embed_catalog(jobs: list[JobContext]) -> dict[int, dict[str, Any] | HitlineError]:
     """Dense vectors for a chunk of catalog products: one batched call for the images not in the cache.
@@ -79,8 +107,13 @@ def index_catalog(jobs: list[JobContext]) -> dict[int, dict[str, Any] | HitlineE
         products = [jc.product for jc, _ in items]
         assert all(isinstance(p, HitProduct) for p in products)
         # live from the batch's catalog version on (the rows that version adds or changes)
-        line.index_hits(index, jobs[0].vocabulary, products, [v for _, v in items],  # type: ignore[arg-type]
-                        catalogs.scope_of(batch.options))
+        line.index_hits(
+            index,
+            jobs[0].vocabulary,
+            products,
+            [v for _, v in items],  # type: ignore[arg-type]
+            catalogs.scope_of(batch.options),
+        )
     for jc, _ in items:
         results[jc.job_id] = {"collection": index.collection}
     return results
@@ -99,8 +132,9 @@ def catalog_indexed(rt: Runtime, batch_id: str, options: dict[str, Any] | None =
             options = load_batch(c, batch_id).options
     pinned = options.get("catalog")
     if not pinned:
-        raise InputError(f"batch {batch_id} names no catalog version (made before catalogs were versioned): "
-                         "submit it again")
+        raise InputError(
+            f"batch {batch_id} names no catalog version (made before catalogs were versioned): submit it again"
+        )
     index = rt.index(options)
     done = catalogs.finish_version(rt, int(pinned["version_id"]), index)
     if done is None:
@@ -111,6 +145,7 @@ def catalog_indexed(rt: Runtime, batch_id: str, options: dict[str, Any] | None =
 
 
 # --- one SKU's stages: work(JobContext) -> the stage's result ---------------------------------------
+
 
 def embed(jc: JobContext) -> dict[str, Any]:
     embedder = jc.providers.embedder
@@ -126,16 +161,27 @@ def wait_for_catalog(jc: JobContext) -> dict[str, Any]:
     catalog = catalog_indexed(jc.rt, jc.batch.id, jc.options)
     if catalog is None:
         raise NotReady("catalog products still being indexed")
-    return {"collection": jc.rt.index(jc.options).collection, "catalog_rows": catalog["rows"],
-            "catalog": catalog["catalog"], "catalog_version": catalog["version"]}
+    return {
+        "collection": jc.rt.index(jc.options).collection,
+        "catalog_rows": catalog["rows"],
+        "catalog": catalog["catalog"],
+        "catalog_version": catalog["version"],
+    }
 
 
 def retrieve(jc: JobContext) -> dict[str, Any]:
     vec = line.cached_vector(jc.rt.cache, _earlier(jc, EmbedResult).key)
     if vec is None:
         raise InputError("embedding missing from the cache: re-run the embed stage")
-    r = line.retrieve(jc.rt.index(jc.options), jc.vocabulary, jc.product, vec,  # type: ignore[arg-type]
-                      int(jc.options["top_k"]), int(jc.options["min_sales"]), catalogs.scope_of(jc.options))
+    r = line.retrieve(
+        jc.rt.index(jc.options),
+        jc.vocabulary,
+        jc.product,
+        vec,  # type: ignore[arg-type]
+        int(jc.options["top_k"]),
+        int(jc.options["min_sales"]),
+        catalogs.scope_of(jc.options),
+    )
     if not r.hits:
         raise InputError("the catalog has no product to take the look from (index empty)")
     record = line.retrieved_record(r)
@@ -147,8 +193,20 @@ def retrieve(jc: JobContext) -> dict[str, Any]:
 
 
 def analyze(jc: JobContext) -> dict[str, Any]:
-    hits = [Hit(h.product_id, h.score, h.image_path, h.category, h.sales_count, h.description, tuple(h.found_by),
-                h.dense_rank, h.sparse_rank) for h in _earlier(jc, RetrieveResult).hits]
+    hits = [
+        Hit(
+            h.product_id,
+            h.score,
+            h.image_path,
+            h.category,
+            h.sales_count,
+            h.description,
+            tuple(h.found_by),
+            h.dense_rank,
+            h.sparse_rank,
+        )
+        for h in _earlier(jc, RetrieveResult).hits
+    ]
     analyzer = jc.providers.analyzer
     analysis, cached = line.analyze(analyzer, hits, jc.product, jc.rt.cache)  # type: ignore[arg-type]
     if analysis.cost_usd > 0:
@@ -177,8 +235,9 @@ def render(jc: JobContext) -> dict[str, Any]:
         gate = None  # a draft is judged by a person; its final take by the gate (hitline.jobs.review.rerender)
     # planned after the input checks: a preset they downsize or fail changes its ratio group's source
     # in text mode "model" the presets with words are rendered per locale (hitline/jobs/localise.py)
-    plan = plan_renders(localise.strip_text_presets(presets, jc.options),
-                        lambda size: jc.rt.prices.image_cost(renderer.model, size))
+    plan = plan_renders(
+        localise.strip_text_presets(presets, jc.options), lambda size: jc.rt.prices.image_cost(renderer.model, size)
+    )
     made: dict[str, dict[str, Any]] = {}
     staged = jc.options.get("mode") == "staged" and hasattr(renderer, "place")
     for preset in plan.renders:
@@ -202,15 +261,24 @@ def render(jc: JobContext) -> dict[str, Any]:
     # one output per (preset, locale) for presets with words; text-free presets once for every locale
     outputs, text = localise.localise(jc, presets, made, gate, budget)
     # what made the outputs (hitline/jobs/review.py keeps it per output and exports it beside the images)
-    provenance = {"flatlay_sha256": jc.image_sha, "flatlay": jc.product.image_path.name,
-                  "references": [{"product_id": h.product_id, "sha256": sha}
-                                 for h, sha in zip(_earlier(jc, RetrieveResult).hits, ref_shas)],
-                  "prompt": style.prompt, "model": renderer.model,
-                  "model_version": getattr(renderer, "version", None) or _hitline_version(),
-                  **({"draft": {"size": jc.options["draft"], "finals": finals}} if finals else {})}
+    provenance = {
+        "flatlay_sha256": jc.image_sha,
+        "flatlay": jc.product.image_path.name,
+        "references": [
+            {"product_id": h.product_id, "sha256": sha} for h, sha in zip(_earlier(jc, RetrieveResult).hits, ref_shas)
+        ],
+        "prompt": style.prompt,
+        "model": renderer.model,
+        "model_version": getattr(renderer, "version", None) or _hitline_version(),
+        **({"draft": {"size": jc.options["draft"], "finals": finals}} if finals else {}),
+    }
     # the contact sheet is drawn after the SKU is done (hitline/jobs/sheets.py): not on its critical path
-    result = {"outputs": outputs, "plan": plan.summary(), "provenance": provenance,
-              **({"inputs": inputs} if inputs is not None else {})}
+    result = {
+        "outputs": outputs,
+        "plan": plan.summary(),
+        "provenance": provenance,
+        **({"inputs": inputs} if inputs is not None else {}),
+    }
     if text:
         list_price = jc.options.get("models", {}).get("render_model", renderer.model)  # Nano Banana 2 for local too
         cost = lambda size: jc.rt.prices.image_cost(list_price, size)  # noqa: E731
@@ -219,8 +287,15 @@ def render(jc: JobContext) -> dict[str, Any]:
     return {**result, "digest": quality.digest(result)}
 
 
-def _staged_output(jc: JobContext, budget: "RenderBudget", renderer: Any, refs: list[Path], ref_shas: list[str],
-                   style: StyleAnalysis, preset: Preset) -> dict[str, Any]:
+def _staged_output(
+    jc: JobContext,
+    budget: "RenderBudget",
+    renderer: Any,
+    refs: list[Path],
+    ref_shas: list[str],
+    style: StyleAnalysis,
+    preset: Preset,
+) -> dict[str, Any]:
     """Staged mode: the scene plate of (these references, this ratio group) - made once per batch under
     OUT/<batch>/plates/ by its content key, reserved and charged once on the charge table, so another SKU or
     a redelivered task finds it - then the product placed into it (one call, charged to this SKU)."""
@@ -228,8 +303,9 @@ def _staged_output(jc: JobContext, budget: "RenderBudget", renderer: Any, refs: 
     prompt = line.plate_prompt(style, preset)
     pkey = line.plate_key(renderer.model, ref_shas, preset, prompt)
     plate_dest = jc.batch.out_dir / jc.batch.id / "plates" / f"{pkey[:16]}.png"
-    plate, plate_cost, _ = budget.render(_PlateCall(renderer), [refs[i] for i in order], style, preset,
-                                         f"plate-{pkey}", plate_dest)
+    plate, plate_cost, _ = budget.render(
+        _PlateCall(renderer), [refs[i] for i in order], style, preset, f"plate-{pkey}", plate_dest
+    )
     key = line.render_key(renderer.model, jc.image_sha, [f"plate:{pkey}"], style, preset)
     dest = jc.out_dir / f"{preset.name}-{key[:12]}.png"
     path, charged, reused_from = budget.render(_PlaceCall(renderer, plate), refs, style, preset, key, dest)
@@ -290,10 +366,26 @@ def _earlier(jc: JobContext, model: type[R]) -> R:
     return found
 
 
-def _output(preset: Preset, path: Path, cost: float, key: str, *, reused_from: str | None = None,
-            derived_from: str | None = None) -> dict[str, Any]:
-    return {"preset": preset.name, "path": str(path), "width": preset.width, "height": preset.height, "size": preset.size,
-            "cost_usd": cost, "key": key, "reused_from": reused_from, "derived_from": derived_from}
+def _output(
+    preset: Preset,
+    path: Path,
+    cost: float,
+    key: str,
+    *,
+    reused_from: str | None = None,
+    derived_from: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "preset": preset.name,
+        "path": str(path),
+        "width": preset.width,
+        "height": preset.height,
+        "size": preset.size,
+        "cost_usd": cost,
+        "key": key,
+        "reused_from": reused_from,
+        "derived_from": derived_from,
+    }
 
 
 @dataclass
@@ -311,30 +403,36 @@ class RenderBudget:
         with connection_scope(self.jc.rt.db_url) as c:
             verdict = crud.reserve(c, b.id, self.jc.job_id, "render", key, self.model, price, b.budget_usd)
         if verdict == "over":
-            raise BudgetExceeded(f"budget ${b.budget_usd:.2f} reached before {preset} (${price:.3f}); "
-                                 "resume with a higher --budget")
+            raise BudgetExceeded(
+                f"budget ${b.budget_usd:.2f} reached before {preset} (${price:.3f}); resume with a higher --budget"
+            )
         if verdict == "over_month":
             with connection_scope(self.jc.rt.db_url) as c:
                 tenant = crud.tenant_of(c, b.id) or "?"
                 monthly, month_spent = crud.tenant_month(c, tenant)
-            raise BudgetExceeded(f"tenant {tenant}'s monthly budget ${monthly or 0:.2f} reached before {preset} "
-                                 f"(${price:.3f}; ${month_spent:.2f} spent this month, UTC); resume after "
-                                 f"`hitline tenant budget {tenant} --monthly N` or next month")
+            raise BudgetExceeded(
+                f"tenant {tenant}'s monthly budget ${monthly or 0:.2f} reached before {preset} "
+                f"(${price:.3f}; ${month_spent:.2f} spent this month, UTC); resume after "
+                f"`hitline tenant budget {tenant} --monthly N` or next month"
+            )
         if verdict == "busy":
             raise NotReady(f"the same {preset} image is being rendered for another SKU of this batch")
         if verdict == "paid":
             source = self.jc.rt.cache.get(_output_key(b.id, key))
             if source is None or not Path(source).exists():
-                raise InputError(f"{preset}: the identical image paid for earlier in this batch is missing "
-                                 f"({source}); it is not rendered and charged twice")
+                raise InputError(
+                    f"{preset}: the identical image paid for earlier in this batch is missing "
+                    f"({source}); it is not rendered and charged twice"
+                )
             if Path(source) != dest:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, dest)
             return str(source)
         return None
 
-    def render(self, renderer: Any, refs: list[Path], style: StyleAnalysis, preset: Preset, key: str,
-               dest: Path) -> tuple[Path, float, str | None]:
+    def render(
+        self, renderer: Any, refs: list[Path], style: StyleAnalysis, preset: Preset, key: str, dest: Path
+    ) -> tuple[Path, float, str | None]:
         """Reserve, render and settle one paid image (or take the identical one already paid for in this
         batch): (path, what this image was charged, the path it was reused from or None)."""
         reused_from = self.reserve(key, self.jc.rt.prices.image_cost(renderer.model, preset.size), preset.name, dest)
@@ -385,6 +483,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 # --- the registry ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RetryPolicy:

@@ -56,10 +56,18 @@ class Submitted:
     dispatches: list[Dispatch] = field(default_factory=list)
 
 
-def batch_options(settings: Settings, *, top_k: int | None = None, min_sales: int | None = None,
-                  presets: list[str] | None = None, review: str | None = None,
-                  draft: str | None = None, locales: str | list[str] | None = None,
-                  text_mode: str | None = None, missing_translation: str | None = None) -> dict[str, Any]:
+def batch_options(
+    settings: Settings,
+    *,
+    top_k: int | None = None,
+    min_sales: int | None = None,
+    presets: list[str] | None = None,
+    review: str | None = None,
+    draft: str | None = None,
+    locales: str | list[str] | None = None,
+    text_mode: str | None = None,
+    missing_translation: str | None = None,
+) -> dict[str, Any]:
     """Everything a worker needs to run a batch, stored on the batch row (never the API key). review:
     "all" = every output waits for a person; "gate" (default) = only those the quality gate sent.
     `locales` (e.g. "en-US,de-DE,ja-JP"): words on the pictures in each (the first is the language of
@@ -75,17 +83,28 @@ def batch_options(settings: Settings, *, top_k: int | None = None, min_sales: in
     if draft is not None and draft not in ("512px", "1K"):
         raise InputError(f"draft size {draft!r} is not 512px or 1K")
     # drafts are approved by a person: a draft batch reviews every output
-    return {**({"review": "all", "draft": draft} if draft else {"review": review} if review else {}), "provider": settings.resolved_provider(), "top_k": top_k or settings.top_k,
-            "min_sales": settings.min_sales if min_sales is None else min_sales, "presets": names,
-            "preset_specs": [PresetSpec.of(p).model_dump(mode="json") for p in resolved],
-            "escalate": settings.escalate, "mode": settings.mode,
-            "models": {"embed_model": settings.embed_model, "analyze_model": settings.analyze_model,
-                       "render_model": settings.render_model, "escalate_model": settings.escalate_model},
-            **({"text": text} if text else {})}
+    return {
+        **({"review": "all", "draft": draft} if draft else {"review": review} if review else {}),
+        "provider": settings.resolved_provider(),
+        "top_k": top_k or settings.top_k,
+        "min_sales": settings.min_sales if min_sales is None else min_sales,
+        "presets": names,
+        "preset_specs": [PresetSpec.of(p).model_dump(mode="json") for p in resolved],
+        "escalate": settings.escalate,
+        "mode": settings.mode,
+        "models": {
+            "embed_model": settings.embed_model,
+            "analyze_model": settings.analyze_model,
+            "render_model": settings.render_model,
+            "escalate_model": settings.escalate_model,
+        },
+        **({"text": text} if text else {}),
+    }
 
 
-def text_options(provider: str, locales: str | list[str] | None, mode: str | None,
-                 missing: str | None) -> dict[str, Any] | None:
+def text_options(
+    provider: str, locales: str | list[str] | None, mode: str | None, missing: str | None
+) -> dict[str, Any] | None:
     """The batch's words: locales checked against CLDR, the mode (overlay unless asked; the local
     compositor cannot write words), what to do with a missing translation (refuse unless asked)."""
     locs = parse_locales(locales)
@@ -97,8 +116,10 @@ def text_options(provider: str, locales: str | list[str] | None, mode: str | Non
     if mode not in TEXT_MODES:
         raise InputError(f"text mode {mode!r} is not one of {', '.join(TEXT_MODES)}")
     if mode == "model" and provider == "local":
-        raise InputError("text mode 'model' needs an image model that writes words; the local compositor does not: "
-                         "use text mode overlay (hitline typesets the words) or the openrouter provider")
+        raise InputError(
+            "text mode 'model' needs an image model that writes words; the local compositor does not: "
+            "use text mode overlay (hitline typesets the words) or the openrouter provider"
+        )
     missing = missing or "refuse"
     if missing not in MISSING_TRANSLATION:
         raise InputError(f"missing_translation {missing!r} is not one of {', '.join(MISSING_TRANSLATION)}")
@@ -109,19 +130,34 @@ def new_batch_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
-def request_hash(catalog_dir: Path, new_dir: Path, out_dir: Path, options: dict[str, Any],
-                 budget_usd: float | None) -> str:
+def request_hash(
+    catalog_dir: Path, new_dir: Path, out_dir: Path, options: dict[str, Any], budget_usd: float | None
+) -> str:
     """What a request asks for: folders, options, budget and the bytes of both CSVs."""
-    h = hashlib.sha256(json.dumps([str(catalog_dir.resolve()), str(new_dir.resolve()), str(out_dir.resolve()),
-                                   options, budget_usd], sort_keys=True).encode())
+    h = hashlib.sha256(
+        json.dumps(
+            [str(catalog_dir.resolve()), str(new_dir.resolve()), str(out_dir.resolve()), options, budget_usd],
+            sort_keys=True,
+        ).encode()
+    )
     for csv_path in (catalog_dir / "products.csv", new_dir / "new_products.csv"):
         h.update(csv_path.read_bytes() if csv_path.is_file() else b"-")
     return h.hexdigest()
 
 
-def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *, options: dict[str, Any],
-                 budget_usd: float | None = None, batch_id: str | None = None,
-                 idempotency_key: str | None = None, tenant: str = DEFAULT_TENANT, _retried: bool = False) -> Submitted:
+def submit_batch(
+    rt: Runtime,
+    catalog_dir: Path,
+    new_dir: Path,
+    out_dir: Path,
+    *,
+    options: dict[str, Any],
+    budget_usd: float | None = None,
+    batch_id: str | None = None,
+    idempotency_key: str | None = None,
+    tenant: str = DEFAULT_TENANT,
+    _retried: bool = False,
+) -> Submitted:
     """Validate both CSVs, fit the text vocabulary, prepare the collection and create every job row.
     Bad rows become failed jobs with their reason; the caller sends `dispatches` after this commits.
     With an idempotency key, the same request returns the batch it created the first time."""
@@ -136,8 +172,10 @@ def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *
     catalog = load_catalog(catalog_dir)  # a missing/unreadable file raises InputError: nothing to run
     new = load_new_products(new_dir)
     if not catalog.items:
-        raise InputError(f"{catalog_dir}: no usable product in products.csv "
-                         f"({len(catalog.errors)} rows rejected); nothing to retrieve from")
+        raise InputError(
+            f"{catalog_dir}: no usable product in products.csv "
+            f"({len(catalog.errors)} rows rejected); nothing to retrieve from"
+        )
     vocab = fit_vocabulary(catalog.items)
     index = rt.index(options)
     index.ensure()
@@ -151,14 +189,22 @@ def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *
             cat = catalogs.resolve(s, folder=catalog_dir, tenant=tenant)
             plan = catalogs.plan_version(s, cat, catalog.items, vocab, embed_model, builder_batch_id=batch_id)
             pinned = {**options, "catalog": {"id": cat.id, "seq": plan.version.seq, "version_id": plan.version.id}}
-            b = crud.create_batch(s, batch_id, catalog_dir=str(catalog_dir.resolve()),
-                                  new_dir=str(new_dir.resolve()), out_dir=str(out_dir.resolve()), options=pinned,
-                                  budget_usd=budget_usd, notes=[])
+            b = crud.create_batch(
+                s,
+                batch_id,
+                catalog_dir=str(catalog_dir.resolve()),
+                new_dir=str(new_dir.resolve()),
+                out_dir=str(out_dir.resolve()),
+                options=pinned,
+                budget_usd=budget_usd,
+                notes=[],
+            )
             b.vocab_version = plan.version.vocab_version
             b.catalog_version_id = plan.version.id
             b.idempotency_key, b.request_hash, b.tenant_id = idempotency_key, digest, tenant
-            hit_ids = crud.add_jobs(s, batch_id, "hit", [(p.product_id, _row(p)) for p in plan.write],
-                                    first_stage("hit"))
+            hit_ids = crud.add_jobs(
+                s, batch_id, "hit", [(p.product_id, _row(p)) for p in plan.write], first_stage("hit")
+            )
             sku_ids = crud.add_jobs(s, batch_id, "sku", [(p.new_id, _row(p)) for p in new.items], first_stage("sku"))
             for kind, loaded in (("hit", catalog), ("sku", new)):
                 used = {p.product_id if isinstance(p, HitProduct) else p.new_id for p in loaded.items}
@@ -166,29 +212,59 @@ def submit_batch(rt: Runtime, catalog_dir: Path, new_dir: Path, out_dir: Path, *
                     # a rejected row keeps its id when it can (a duplicate id gets its row number appended)
                     item_id = e.id if e.id and e.id not in used else f"{e.id or 'row'}@row{e.row}"
                     used.add(item_id)
-                    j = crud.add_job(s, batch_id, kind, item_id, e.row, e.raw, first_stage(kind), "failed",
-                                     f"row {e.row}: {e.reason}")
+                    j = crud.add_job(
+                        s,
+                        batch_id,
+                        kind,
+                        item_id,
+                        e.row,
+                        e.raw,
+                        first_stage(kind),
+                        "failed",
+                        f"row {e.row}: {e.reason}",
+                    )
                     s.flush()
-                    webhooks.emit(s, batch_id, "job.failed", f"{j.id}:rejected",
-                                  {"job_id": j.id, "sku" if kind == "sku" else "product_id": item_id,
-                                   "stage": "submit", "reason": j.error, "attempts": 0})
+                    webhooks.emit(
+                        s,
+                        batch_id,
+                        "job.failed",
+                        f"{j.id}:rejected",
+                        {
+                            "job_id": j.id,
+                            "sku" if kind == "sku" else "product_id": item_id,
+                            "stage": "submit",
+                            "reason": j.error,
+                            "attempts": 0,
+                        },
+                    )
     except IntegrityError:
         if idempotency_key:  # a concurrent request with the same key won the race
             earlier = _earlier(rt, idempotency_key, digest, tenant)
             if earlier is not None:
                 return earlier
         if not _retried:  # a concurrent batch planned the same catalog's next version first: plan again
-            return submit_batch(rt, catalog_dir, new_dir, out_dir, options=options, budget_usd=budget_usd,
-                                batch_id=None, idempotency_key=idempotency_key, tenant=tenant, _retried=True)
+            return submit_batch(
+                rt,
+                catalog_dir,
+                new_dir,
+                out_dir,
+                options=options,
+                budget_usd=budget_usd,
+                batch_id=None,
+                idempotency_key=idempotency_key,
+                tenant=tenant,
+                _retried=True,
+            )
         raise
     sub = Submitted(batch_id, chunks(hit_ids), sku_ids, len(catalog.errors) + len(new.errors))
     sub.dispatches = [Dispatch(batch_id, "hit", first_stage("hit"), tuple(c)) for c in sub.hit_chunks] + [
-        Dispatch(batch_id, "sku", first_stage("sku"), (j,)) for j in sku_ids]
+        Dispatch(batch_id, "sku", first_stage("sku"), (j,)) for j in sku_ids
+    ]
     return sub
 
 
 def chunks(ids: list[int], size: int = CHUNK_SIZE) -> list[list[int]]:
-    return [ids[i:i + size] for i in range(0, len(ids), size)]
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def _earlier(rt: Runtime, key: str, digest: str | None, tenant: str) -> Submitted | None:
@@ -198,19 +274,26 @@ def _earlier(rt: Runtime, key: str, digest: str | None, tenant: str) -> Submitte
         if b is None:
             return None
         if b.request_hash != digest:
-            raise IdempotencyConflict(f"Idempotency-Key {key!r} was used for a different request "
-                                      f"(batch {b.id}); use a new key for a new batch")
-        rows = s.execute(select(Job.id, Job.kind, Job.state, Job.stage, Job.attempts, Job.enqueued_at)
-                         .where(Job.batch_id == b.id).order_by(Job.id)).all()
+            raise IdempotencyConflict(
+                f"Idempotency-Key {key!r} was used for a different request "
+                f"(batch {b.id}); use a new key for a new batch"
+            )
+        rows = s.execute(
+            select(Job.id, Job.kind, Job.state, Job.stage, Job.attempts, Job.enqueued_at)
+            .where(Job.batch_id == b.id)
+            .order_by(Job.id)
+        ).all()
     # rows rejected at submission are the failed jobs that never ran
     rejected = {r.id for r in rows if r.state == "failed" and r.attempts == 0}
     hits = [r.id for r in rows if r.kind == "hit" and r.id not in rejected]
     skus = [r.id for r in rows if r.kind == "sku" and r.id not in rejected]
     unsent = [r for r in rows if r.state == "pending" and r.enqueued_at is None]
     sub = Submitted(b.id, chunks(hits), skus, len(rejected), existing=True)
-    sub.dispatches = [Dispatch(b.id, "hit", st, tuple(c)) for st in (st.name for st in CATALOG_LINE)
-                      for c in chunks([r.id for r in unsent if r.kind == "hit" and r.stage == st])] + [
-        Dispatch(b.id, "sku", r.stage, (r.id,)) for r in unsent if r.kind == "sku"]
+    sub.dispatches = [
+        Dispatch(b.id, "hit", st, tuple(c))
+        for st in (st.name for st in CATALOG_LINE)
+        for c in chunks([r.id for r in unsent if r.kind == "hit" and r.stage == st])
+    ] + [Dispatch(b.id, "sku", r.stage, (r.id,)) for r in unsent if r.kind == "sku"]
     return sub
 
 

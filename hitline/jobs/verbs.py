@@ -42,25 +42,61 @@ class Answer:
     chains: int = 0
 
 
-def submit(rt: Runtime, catalog_dir: Path | str, new_dir: Path | str, out_dir: Path | str, *, send: Send,
-           top_k: int | None = None, min_sales: int | None = None, presets: list[str] | None = None,
-           budget_usd: float | None = None, idempotency_key: str | None = None, tenant: str = DEFAULT_TENANT,
-           review: str | None = None, draft: str | None = None,
-           locales: str | list[str] | None = None, text_mode: str | None = None,
-           missing_translation: str | None = None) -> Submitted:
+def submit(
+    rt: Runtime,
+    catalog_dir: Path | str,
+    new_dir: Path | str,
+    out_dir: Path | str,
+    *,
+    send: Send,
+    top_k: int | None = None,
+    min_sales: int | None = None,
+    presets: list[str] | None = None,
+    budget_usd: float | None = None,
+    idempotency_key: str | None = None,
+    tenant: str = DEFAULT_TENANT,
+    review: str | None = None,
+    draft: str | None = None,
+    locales: str | list[str] | None = None,
+    text_mode: str | None = None,
+    missing_translation: str | None = None,
+) -> Submitted:
     """Check the options, validate both CSVs, create every job (one transaction), then send the chains.
     The same idempotency key with the same request returns the same batch and sends nothing twice.
     review="all": every output waits for a person (hitline.jobs.review)."""
-    options = batch_options(rt.settings, top_k=top_k, min_sales=min_sales, presets=presets, review=review,
-                            draft=draft, locales=locales, text_mode=text_mode, missing_translation=missing_translation)
-    sub = submit_batch(rt, Path(catalog_dir), Path(new_dir), Path(out_dir), options=options,
-                       budget_usd=budget_usd, idempotency_key=idempotency_key, tenant=tenant)
+    options = batch_options(
+        rt.settings,
+        top_k=top_k,
+        min_sales=min_sales,
+        presets=presets,
+        review=review,
+        draft=draft,
+        locales=locales,
+        text_mode=text_mode,
+        missing_translation=missing_translation,
+    )
+    sub = submit_batch(
+        rt,
+        Path(catalog_dir),
+        Path(new_dir),
+        Path(out_dir),
+        options=options,
+        budget_usd=budget_usd,
+        idempotency_key=idempotency_key,
+        tenant=tenant,
+    )
     send(rt, sub.dispatches)
     return sub
 
 
-def retry(rt: Runtime, batch_id: str, flt: control.JobFilter = control.JobFilter(), *, send: Send,
-          job_refs: Iterable[str] | None = None) -> Answer:
+def retry(
+    rt: Runtime,
+    batch_id: str,
+    flt: control.JobFilter = control.JobFilter(),
+    *,
+    send: Send,
+    job_refs: Iterable[str] | None = None,
+) -> Answer:
     """Put the matching failed jobs back to pending (`job_refs`: job ids or SKU ids, as typed), commit,
     send their chains from the stage each failed in."""
     with session_scope(rt.db_url) as s:
@@ -76,13 +112,18 @@ def cancel(rt: Runtime, batch_id: str) -> Answer:
     """Waiting jobs stop now; running ones finish (and keep) their stage and stop before the next."""
     with session_scope(rt.db_url) as s:
         n = control.cancel(s, batch_id)
-    return Answer(batch_id, n, f"cancelled {batch_id}: {n} waiting jobs stopped; running ones stop after their "
-                               f"current stage, what was paid for is kept (resume undoes it: `hitline resume "
-                               f"{batch_id}`, POST /batches/{batch_id}/resume)")
+    return Answer(
+        batch_id,
+        n,
+        f"cancelled {batch_id}: {n} waiting jobs stopped; running ones stop after their "
+        f"current stage, what was paid for is kept (resume undoes it: `hitline resume "
+        f"{batch_id}`, POST /batches/{batch_id}/resume)",
+    )
 
 
-def resume(rt: Runtime, batch_id: str, *, send: Send, budget_usd: float | None = None,
-           stale_after_s: float = 900.0) -> Answer:
+def resume(
+    rt: Runtime, batch_id: str, *, send: Send, budget_usd: float | None = None, stale_after_s: float = 900.0
+) -> Answer:
     """Reopen a cancelled batch (its cancelled jobs go on from where they stopped), release renders held
     by the budget, take back what a dead worker or a lost message left, commit, and send it all."""
     with session_scope(rt.db_url) as s:

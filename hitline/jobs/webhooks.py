@@ -32,8 +32,22 @@ from db.models import WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
 from hitline.config import Settings
 from hitline.errors import InputError
 
-__all__ = ["EVENTS", "emit", "register", "endpoints", "remove", "secret_for", "dispatch_due", "deliver_one",
-           "redeliver", "deliveries", "delivery_counts", "event_id", "batch_finished_if_done", "sign"]
+__all__ = [
+    "EVENTS",
+    "emit",
+    "register",
+    "endpoints",
+    "remove",
+    "secret_for",
+    "dispatch_due",
+    "deliver_one",
+    "redeliver",
+    "deliveries",
+    "delivery_counts",
+    "event_id",
+    "batch_finished_if_done",
+    "sign",
+]
 
 EVENTS = ("batch.finished", "job.failed", "output.needs_review", "output.approved")
 
@@ -90,8 +104,15 @@ class Registered:
     secret: str  # shown once
 
 
-def register(s: Any, settings: Settings, url: str, *, batch_id: str | None = None,
-             events: Iterable[str] | None = None, tenant: str = "default") -> Registered:
+def register(
+    s: Any,
+    settings: Settings,
+    url: str,
+    *,
+    batch_id: str | None = None,
+    events: Iterable[str] | None = None,
+    tenant: str = "default",
+) -> Registered:
     """A new endpoint for a batch's events (or, with batch_id None, every batch's of the tenant)."""
     url = _check_url(url)
     chosen = list(events or EVENTS)
@@ -132,11 +153,19 @@ def _listening(s: Any, batch_id: str, type_: str) -> list[int]:
     from db.models import Batch
 
     tenant = select(Batch.tenant_id).where(Batch.id == batch_id).scalar_subquery()
-    return [i for i, ev in s.execute(select(WebhookEndpoint.id, WebhookEndpoint.events).where(
-        WebhookEndpoint.disabled_at.is_(None),
-        or_(WebhookEndpoint.batch_id == batch_id,
-            and_(WebhookEndpoint.batch_id.is_(None), WebhookEndpoint.tenant_id == tenant))))
-        if type_ in (ev or [])]
+    return [
+        i
+        for i, ev in s.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.events).where(
+                WebhookEndpoint.disabled_at.is_(None),
+                or_(
+                    WebhookEndpoint.batch_id == batch_id,
+                    and_(WebhookEndpoint.batch_id.is_(None), WebhookEndpoint.tenant_id == tenant),
+                ),
+            )
+        )
+        if type_ in (ev or [])
+    ]
 
 
 def emit(s: Any, batch_id: str, type_: str, subject: str, data: dict[str, Any]) -> str | None:
@@ -149,11 +178,17 @@ def emit(s: Any, batch_id: str, type_: str, subject: str, data: dict[str, Any]) 
     now = utcnow()
     payload = {"type": type_, "timestamp": now.isoformat(), "data": {"batch_id": batch_id, **data}}
     ins = crud._dialect_insert(crud._dialect(s))
-    s.execute(ins(WebhookEvent.__table__).values(id=eid, type=type_, batch_id=batch_id, payload=payload,
-                                                 created_at=now).on_conflict_do_nothing())
+    s.execute(
+        ins(WebhookEvent.__table__)
+        .values(id=eid, type=type_, batch_id=batch_id, payload=payload, created_at=now)
+        .on_conflict_do_nothing()
+    )
     for ep_id in eps:
-        s.execute(ins(WebhookDelivery.__table__).values(event_id=eid, endpoint_id=ep_id, state="pending", attempts=0,
-                                                        next_at=now).on_conflict_do_nothing())
+        s.execute(
+            ins(WebhookDelivery.__table__)
+            .values(event_id=eid, endpoint_id=ep_id, state="pending", attempts=0, next_at=now)
+            .on_conflict_do_nothing()
+        )
     return eid
 
 
@@ -176,6 +211,7 @@ def batch_finished_if_done(s: Any, batch_id: str) -> str | None:
 
 # --- delivery ----------------------------------------------------------------------------------------
 
+
 def _backoff(settings: Settings, attempts: int) -> float:
     base = settings.webhook_backoff_s * 2.0 ** max(0, attempts - 1)
     return min(settings.webhook_backoff_max_s, base) * (0.5 + random.random())
@@ -188,8 +224,12 @@ def _aware(t: datetime) -> datetime:
 def sign(secret: str, msg_id: str, when: datetime, body: str) -> dict[str, str]:
     from standardwebhooks.webhooks import Webhook
 
-    return {"webhook-id": msg_id, "webhook-timestamp": str(int(when.timestamp())),
-            "webhook-signature": Webhook(secret).sign(msg_id, when, body), "content-type": "application/json"}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(when.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, when, body),
+        "content-type": "application/json",
+    }
 
 
 def dispatch_due(db_url: str, settings: Settings, *, limit: int = 500) -> list[int]:
@@ -202,13 +242,21 @@ def dispatch_due(db_url: str, settings: Settings, *, limit: int = 500) -> list[i
     lease = now + timedelta(seconds=settings.webhook_lease_s)
     taken: list[int] = []
     with session_scope(db_url) as s:
-        ids = list(s.scalars(select(WebhookDelivery.id).where(WebhookDelivery.state == "pending",
-                                                               WebhookDelivery.next_at <= now)
-                             .order_by(WebhookDelivery.next_at).limit(limit)))
+        ids = list(
+            s.scalars(
+                select(WebhookDelivery.id)
+                .where(WebhookDelivery.state == "pending", WebhookDelivery.next_at <= now)
+                .order_by(WebhookDelivery.next_at)
+                .limit(limit)
+            )
+        )
         for i in ids:
-            if s.execute(update(WebhookDelivery).where(WebhookDelivery.id == i, WebhookDelivery.state == "pending",
-                                                       WebhookDelivery.next_at <= now)
-                         .values(next_at=lease).execution_options(synchronize_session=False)).rowcount:
+            if s.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == i, WebhookDelivery.state == "pending", WebhookDelivery.next_at <= now)
+                .values(next_at=lease)
+                .execution_options(synchronize_session=False)
+            ).rowcount:
                 taken.append(i)
     return taken
 
@@ -238,8 +286,12 @@ def deliver_one(db_url: str, settings: Settings, delivery_id: int, *, post: Any 
         url, ep_id, eid = ep.url, ep.id, ev.id
     error = None
     try:
-        resp = post(url, content=body.encode(), headers=sign(secret_for(settings, ep_id), eid, utcnow(), body),
-                    timeout=settings.webhook_timeout_s)
+        resp = post(
+            url,
+            content=body.encode(),
+            headers=sign(secret_for(settings, ep_id), eid, utcnow(), body),
+            timeout=settings.webhook_timeout_s,
+        )
         if not 200 <= resp.status_code < 300:
             error = f"HTTP {resp.status_code}"
     except Exception as e:  # noqa: BLE001 - refused, reset, timed out: the receiver's problem, retried
@@ -262,32 +314,54 @@ def deliver_one(db_url: str, settings: Settings, delivery_id: int, *, post: Any 
         return Attempted("pending", wait, error)
 
 
-def deliveries(s: Any, *, batch_id: str | None = None, state: str | None = None, limit: int = 200,
-               tenant: str | None = None) -> list[dict[str, Any]]:
-    q = (select(WebhookDelivery, WebhookEvent.type, WebhookEvent.batch_id, WebhookEndpoint.url)
-         .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
-         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id).order_by(WebhookDelivery.id.desc())
-         .limit(limit))
+def deliveries(
+    s: Any, *, batch_id: str | None = None, state: str | None = None, limit: int = 200, tenant: str | None = None
+) -> list[dict[str, Any]]:
+    q = (
+        select(WebhookDelivery, WebhookEvent.type, WebhookEvent.batch_id, WebhookEndpoint.url)
+        .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .order_by(WebhookDelivery.id.desc())
+        .limit(limit)
+    )
     if batch_id:
         q = q.where(WebhookEvent.batch_id == batch_id)
     if tenant is not None:
         q = q.where(WebhookEndpoint.tenant_id == tenant)
     if state:
         q = q.where(WebhookDelivery.state == state)
-    return [{"id": d.id, "event_id": d.event_id, "type": t, "batch_id": b, "url": u, "state": d.state,
-             "attempts": d.attempts, "last_error": d.last_error, "next_at": d.next_at, "delivered_at": d.delivered_at}
-            for d, t, b, u in s.execute(q)]
+    return [
+        {
+            "id": d.id,
+            "event_id": d.event_id,
+            "type": t,
+            "batch_id": b,
+            "url": u,
+            "state": d.state,
+            "attempts": d.attempts,
+            "last_error": d.last_error,
+            "next_at": d.next_at,
+            "delivered_at": d.delivered_at,
+        }
+        for d, t, b, u in s.execute(q)
+    ]
 
 
 def delivery_counts(s: Any, batch_id: str) -> dict[str, int]:
     """A batch's deliveries per state (pending, delivered, dead); empty when nothing was ever sent."""
-    return dict(s.execute(select(WebhookDelivery.state, func.count())
-                          .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
-                          .where(WebhookEvent.batch_id == batch_id).group_by(WebhookDelivery.state)).all())
+    return dict(
+        s.execute(
+            select(WebhookDelivery.state, func.count())
+            .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+            .where(WebhookEvent.batch_id == batch_id)
+            .group_by(WebhookDelivery.state)
+        ).all()
+    )
 
 
-def redeliver(s: Any, *, batch_id: str | None = None, delivery_ids: Iterable[int] | None = None,
-              tenant: str | None = None) -> int:
+def redeliver(
+    s: Any, *, batch_id: str | None = None, delivery_ids: Iterable[int] | None = None, tenant: str | None = None
+) -> int:
     """Dead deliveries (of a batch, or these ids) back to pending, due now, with a fresh attempt count."""
     q = update(WebhookDelivery).where(WebhookDelivery.state == "dead")
     if delivery_ids is not None:
@@ -295,7 +369,9 @@ def redeliver(s: Any, *, batch_id: str | None = None, delivery_ids: Iterable[int
     if batch_id is not None:
         q = q.where(WebhookDelivery.event_id.in_(select(WebhookEvent.id).where(WebhookEvent.batch_id == batch_id)))
     if tenant is not None:
-        q = q.where(WebhookDelivery.endpoint_id.in_(select(WebhookEndpoint.id).where(WebhookEndpoint.tenant_id == tenant)))
-    return s.execute(q.values(state="pending", attempts=0, next_at=utcnow())
-                     .execution_options(synchronize_session=False)).rowcount
-
+        q = q.where(
+            WebhookDelivery.endpoint_id.in_(select(WebhookEndpoint.id).where(WebhookEndpoint.tenant_id == tenant))
+        )
+    return s.execute(
+        q.values(state="pending", attempts=0, next_at=utcnow()).execution_options(synchronize_session=False)
+    ).rowcount

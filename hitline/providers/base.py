@@ -68,8 +68,9 @@ class StyleAnalyzer(Protocol):
 class ImageRenderer(Protocol):
     model: str
 
-    def render(self, flatlay: Path, references: Sequence[Path], style: StyleAnalysis,
-               product: NewProduct, preset: Preset) -> RenderedImage: ...
+    def render(
+        self, flatlay: Path, references: Sequence[Path], style: StyleAnalysis, product: NewProduct, preset: Preset
+    ) -> RenderedImage: ...
 
 
 @runtime_checkable

@@ -45,8 +45,9 @@ def build_providers(settings: Settings, limiter: Limiter | None = None) -> Provi
         from hitline.providers.local.judge import LocalJudge
         from hitline.providers.local.render import LocalRenderer
 
-        return Providers(embedder=LocalEmbedder(), analyzer=LocalAnalyzer(), renderer=LocalRenderer(),
-                         judge=LocalJudge())
+        return Providers(
+            embedder=LocalEmbedder(), analyzer=LocalAnalyzer(), renderer=LocalRenderer(), judge=LocalJudge()
+        )
 
     from hitline.domain.pricing import PriceTable
     from hitline.providers.openrouter.providers import OpenRouterAnalyzer, OpenRouterEmbedder, OpenRouterRenderer
@@ -58,14 +59,22 @@ def build_providers(settings: Settings, limiter: Limiter | None = None) -> Provi
         # the shipped fake OpenRouter (or another local stand-in) needs no real key
         key = SecretStr("hitline-local-no-key")
     if key is None or not key.get_secret_value().strip():
-        raise ConfigError("provider 'openrouter' needs an API key: set HITLINE_OPENROUTER_API_KEY "
-                          "(or HITLINE_PROVIDER=local to run offline)")
+        raise ConfigError(
+            "provider 'openrouter' needs an API key: set HITLINE_OPENROUTER_API_KEY "
+            "(or HITLINE_PROVIDER=local to run offline)"
+        )
     prices = PriceTable.load(settings.prices_file)
-    client = OpenRouterClient(settings.openrouter_base_url, key, timeout_s=settings.openrouter_timeout_s,
-                              limiter=limiter, rate_wait_max_s=settings.rate_wait_max_s)
+    client = OpenRouterClient(
+        settings.openrouter_base_url,
+        key,
+        timeout_s=settings.openrouter_timeout_s,
+        limiter=limiter,
+        rate_wait_max_s=settings.rate_wait_max_s,
+    )
     return Providers(
-        embedder=OpenRouterEmbedder(client, settings.embed_model, settings.embed_dim, prices=prices,
-                                    batch_size=settings.embed_batch_size),
+        embedder=OpenRouterEmbedder(
+            client, settings.embed_model, settings.embed_dim, prices=prices, batch_size=settings.embed_batch_size
+        ),
         analyzer=OpenRouterAnalyzer(client, settings.analyze_model, prices),
         renderer=OpenRouterRenderer(client, settings.render_model, prices),
         judge=OpenRouterJudge(client, settings.analyze_model, prices),

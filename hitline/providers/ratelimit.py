@@ -170,8 +170,15 @@ class _LeaseKeeper:
 class _PollingLimiter:
     """The waiting loop both limiters share; subclasses only try, wait and release."""
 
-    def __init__(self, limits: Mapping[str, Limit], *, poll_s: float = 0.05, busy_retry_s: float = 1.0,
-                 on_acquire: OnAcquire | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        limits: Mapping[str, Limit],
+        *,
+        poll_s: float = 0.05,
+        busy_retry_s: float = 1.0,
+        on_acquire: OnAcquire | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         if "default" not in limits:
             raise ConfigError("limits need a 'default' entry for models without their own")
         self.limits = dict(limits)
@@ -206,7 +213,9 @@ class _PollingLimiter:
                 raise RateWait(
                     f"{model}: no {'rate' if attempt.reason == 'rate' else 'in-flight'} slot within "
                     f"{timeout} s (limit {limit.rpm}/{limit.window_s:g} s, {limit.max_in_flight} in flight)",
-                    status=429, retry_after=max(retry_after, 0.001))
+                    status=429,
+                    retry_after=max(retry_after, 0.001),
+                )
             # jitter spreads the waiters that wake for the same freed slot
             self._wait(min(wait + random.uniform(0, 0.01), remaining))
         renewing = self._keep_lease(model, limit, token)
@@ -312,16 +321,17 @@ return 0
 class RedisLimiter(_PollingLimiter):
     """Limits shared by every process that talks to the same Redis.
 
-    Rate: a sliding-window log (ZSET of start times), exact: no `window_s` span ever holds more than
-    `rpm` starts. In flight: a ZSET of leases token -> expiry, renewed every lease_s / 3 while the call
-    runs, so a killed worker's slot comes back within `lease_s` (30 s by default). After Redis lost its data
-(a restart without persistence: the log of the last window is gone), the first process that notices holds
-every grant of that model for one window. Keys are `<prefix>:{<model>}:rate|inflight|epoch` (one hash
-slot per model for Cluster).
+        Rate: a sliding-window log (ZSET of start times), exact: no `window_s` span ever holds more than
+        `rpm` starts. In flight: a ZSET of leases token -> expiry, renewed every lease_s / 3 while the call
+        runs, so a killed worker's slot comes back within `lease_s` (30 s by default). After Redis lost its data
+    (a restart without persistence: the log of the last window is gone), the first process that notices holds
+    every grant of that model for one window. Keys are `<prefix>:{<model>}:rate|inflight|epoch` (one hash
+    slot per model for Cluster).
     """
 
-    def __init__(self, redis_client: redis.Redis, limits: Mapping[str, Limit], key_prefix: str = "hitline:rl",
-                 **options: Any) -> None:
+    def __init__(
+        self, redis_client: redis.Redis, limits: Mapping[str, Limit], key_prefix: str = "hitline:rl", **options: Any
+    ) -> None:
         super().__init__(limits, **options)
         self.redis = redis_client
         self.key_prefix = key_prefix
@@ -341,8 +351,15 @@ slot per model for Cluster).
     def _try_acquire(self, model: str, limit: Limit, token: str) -> _Attempt:
         # Redis server time unless a clock was injected (tests), so client clocks never matter
         now_us = round(self.clock.now() * 1e6) if self._injected_clock else ""
-        args = [limit.rpm, round(limit.held_window_s * 1e6), limit.max_in_flight, round(limit.lease_s * 1e6), token,
-                now_us, self._epochs.get(model, "")]
+        args = [
+            limit.rpm,
+            round(limit.held_window_s * 1e6),
+            limit.max_in_flight,
+            round(limit.lease_s * 1e6),
+            token,
+            now_us,
+            self._epochs.get(model, ""),
+        ]
         *numbers, epoch = self._acquire_script(keys=self.keys(model), args=args)
         self._epochs[model] = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
         granted, why, wait_us, now_us = (int(v) for v in numbers)
@@ -405,7 +422,8 @@ def build_limiter(settings: Settings | None = None, **options: Any) -> Limiter:
     settings = settings or get_settings()
     limits = load_limits(settings.limits_file)
     url = settings.redis_url or (
-        settings.broker_url if settings.broker_url.startswith(("redis://", "rediss://")) else "")
+        settings.broker_url if settings.broker_url.startswith(("redis://", "rediss://")) else ""
+    )
     if not url:
         return LocalLimiter(limits, **options)
     import redis  # only distributed mode needs the client

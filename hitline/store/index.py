@@ -21,17 +21,41 @@ import grpc
 from numpy.typing import ArrayLike
 from pymilvus import DataType, MilvusClient
 from pymilvus.client.types import Status
-from pymilvus.exceptions import (ConnectError, ConnectionNotExistException, ErrorCode, MilvusException,
-                                 MilvusUnavailableException)
+from pymilvus.exceptions import (
+    ConnectError,
+    ConnectionNotExistException,
+    ErrorCode,
+    MilvusException,
+    MilvusUnavailableException,
+)
 
 from hitline.domain.models import Hit, HitProduct
-from hitline.domain.retrieval import (FALLBACKS, OPEN_END, RRF_K, Retrieval, Scope, build_filter, fuse, quote,
-                                      scope_filter)
+from hitline.domain.retrieval import (
+    FALLBACKS,
+    OPEN_END,
+    RRF_K,
+    Retrieval,
+    Scope,
+    build_filter,
+    fuse,
+    quote,
+    scope_filter,
+)
 from hitline.domain.vectors import as_vector
 from hitline.errors import ConfigError, IndexUnavailable
 
-__all__ = ["HitIndex", "client_for", "unavailable", "row_key", "RRF_K", "FALLBACKS", "build_filter", "quote", "Retrieval",
-           "Scope"]
+__all__ = [
+    "HitIndex",
+    "client_for",
+    "unavailable",
+    "row_key",
+    "RRF_K",
+    "FALLBACKS",
+    "build_filter",
+    "quote",
+    "Retrieval",
+    "Scope",
+]
 
 log = logging.getLogger(__name__)
 # Milvus Lite's in-process gRPC server logs a traceback for every RPC it does not implement
@@ -46,13 +70,23 @@ _clients_lock = threading.Lock()
 # Milvus Lite runs in-process and is not safe for concurrent calls from our worker threads
 _call_lock = threading.RLock()
 
-VARCHAR = {"pk": 256, "catalog": 64, "product_id": 64, "category": 128, "color": 128, "style": 128,
-           "season": 64, "description": 4096, "image_path": 1024}
+VARCHAR = {
+    "pk": 256,
+    "catalog": 64,
+    "product_id": 64,
+    "category": 128,
+    "color": 128,
+    "style": 128,
+    "season": 64,
+    "description": 4096,
+    "image_path": 1024,
+}
 _SEARCH_FIELDS = ["product_id", "category", "sales_count", "description", "image_path"]
 
 # gRPC statuses that say "the server is not there (yet)", not "this request is wrong"
-_DOWN = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
-                   grpc.StatusCode.ABORTED})
+_DOWN = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED}
+)
 # pymilvus' code for "Fail connecting to server" (grpc_handler._wait_for_channel_ready, its reconnect)
 _CONNECT_FAILED = Status.CONNECT_FAILED
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -84,21 +118,35 @@ def unavailable(e: BaseException) -> bool:
 
 
 def _down(e: BaseException, wrapped: bool) -> bool:
-    if isinstance(e, (ConnectError, MilvusUnavailableException, ConnectionNotExistException,
-                      ConnectionError, TimeoutError, grpc.FutureTimeoutError)):
+    if isinstance(
+        e,
+        (
+            ConnectError,
+            MilvusUnavailableException,
+            ConnectionNotExistException,
+            ConnectionError,
+            TimeoutError,
+            grpc.FutureTimeoutError,
+        ),
+    ):
         return True
     if isinstance(e, grpc.RpcError):
         code = getattr(e, "code", None)
         return callable(code) and code() in _DOWN
     if isinstance(e, MilvusException):
-        return (e.code in _DOWN or e.code == ErrorCode.RATE_LIMIT or e.code == _CONNECT_FAILED
-                or (e.retriable and not e.is_input_error))
+        return (
+            e.code in _DOWN
+            or e.code == ErrorCode.RATE_LIMIT
+            or e.code == _CONNECT_FAILED
+            or (e.retriable and not e.is_input_error)
+        )
     return wrapped and isinstance(e, ValueError) and _from_grpc(e)
 
 
 def _mapped(fn: _F) -> _F:
     """The Milvus boundary: an unreachable Milvus leaves as IndexUnavailable (hitline's transient error);
     every other pymilvus error (a bad filter, a missing collection) passes unchanged."""
+
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -109,6 +157,7 @@ def _mapped(fn: _F) -> _F:
             if unavailable(e):
                 raise IndexUnavailable(f"Milvus unreachable: {type(e).__name__}: {e}") from e
             raise
+
     return call  # type: ignore[return-value]
 
 
@@ -140,8 +189,9 @@ def _and(*parts: str) -> str:
 
 
 class HitIndex:
-    def __init__(self, uri: str, collection: str, dim: int, embed_model: str,
-                 client: MilvusClient | None = None) -> None:
+    def __init__(
+        self, uri: str, collection: str, dim: int, embed_model: str, client: MilvusClient | None = None
+    ) -> None:
         self.uri, self.collection, self.dim, self.embed_model = uri, collection, dim, embed_model
         self.client = client or client_for(uri)
 
@@ -173,7 +223,8 @@ class HitIndex:
                         f"({meta.get('dim')}-d); this run embeds with {self.embed_model} ({self.dim}-d). "
                         "Mixing embedders in one collection is refused: set HITLINE_COLLECTION to another "
                         f"name (e.g. {self.collection}_{self.embed_model.split('/')[0]}) or drop it with "
-                        f"`hitline drop-collection {self.collection} --yes`.")
+                        f"`hitline drop-collection {self.collection} --yes`."
+                    )
                 if meta.get("layout") == LAYOUT:
                     return "exists"
                 log.info("collection %s has the unversioned layout: rebuilding it", self.collection)
@@ -209,29 +260,43 @@ class HitIndex:
         # FLAT: exact dense search; measured faster than HNSW under a selective filter (bench/)
         idx.add_index("dense", index_type="FLAT", metric_type="COSINE")
         idx.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
-        self.client.create_collection(self.collection, schema=schema, index_params=idx,
-                                      properties={META_KEY: meta})
+        self.client.create_collection(self.collection, schema=schema, index_params=idx, properties={META_KEY: meta})
 
     # --- writes -------------------------------------------------------------------------------
     @_mapped
-    def upsert(self, products: Sequence[HitProduct], dense: Sequence[ArrayLike],
-               sparse: Sequence[dict[int, float]], scope: Scope | None = None) -> int:
+    def upsert(
+        self,
+        products: Sequence[HitProduct],
+        dense: Sequence[ArrayLike],
+        sparse: Sequence[dict[int, float]],
+        scope: Scope | None = None,
+    ) -> int:
         """Write rows live from version scope.seq of scope.catalog on (default: catalog "" version 0,
         a catalog without versions)."""
         catalog, seq = (scope.catalog, int(scope.seq)) if scope is not None else ("", 0)
         rows = []
         for p, d, sp in zip(products, dense, sparse, strict=True):
-            rows.append({
-                "pk": row_key(catalog, seq, p.product_id), "catalog": catalog, "valid_from": seq,
-                "valid_to": OPEN_END, "product_id": p.product_id, "dense": _dense(d),
-                # Milvus rejects an all-zero sparse row; a hit whose text is out of vocabulary gets a tiny
-                # marker entry so it stays findable by the dense path
-                "sparse": sp or {0: 1e-6},
-                "category": p.category[: VARCHAR["category"]], "color": p.color[: VARCHAR["color"]],
-                "style": p.style[: VARCHAR["style"]], "season": p.season[: VARCHAR["season"]],
-                "description": p.description[: VARCHAR["description"] // 4],
-                "image_path": str(p.image_path), "sales_count": int(p.sales_count), "price": float(p.price),
-            })
+            rows.append(
+                {
+                    "pk": row_key(catalog, seq, p.product_id),
+                    "catalog": catalog,
+                    "valid_from": seq,
+                    "valid_to": OPEN_END,
+                    "product_id": p.product_id,
+                    "dense": _dense(d),
+                    # Milvus rejects an all-zero sparse row; a hit whose text is out of vocabulary gets a tiny
+                    # marker entry so it stays findable by the dense path
+                    "sparse": sp or {0: 1e-6},
+                    "category": p.category[: VARCHAR["category"]],
+                    "color": p.color[: VARCHAR["color"]],
+                    "style": p.style[: VARCHAR["style"]],
+                    "season": p.season[: VARCHAR["season"]],
+                    "description": p.description[: VARCHAR["description"] // 4],
+                    "image_path": str(p.image_path),
+                    "sales_count": int(p.sales_count),
+                    "price": float(p.price),
+                }
+            )
         if not rows:
             return 0
         with _call_lock:
@@ -244,7 +309,7 @@ class HitIndex:
         keys = list(keys)
         done = 0
         for i in range(0, len(keys), batch):
-            chunk = keys[i:i + batch]
+            chunk = keys[i : i + batch]
             expr = "pk in [" + ", ".join(quote(k) for k in chunk) + "]"
             with _call_lock:
                 self.client.load_collection(self.collection)  # a query needs it loaded (a new process)
@@ -285,16 +350,27 @@ class HitIndex:
 
     # --- search -------------------------------------------------------------------------------
     @_mapped
-    def search(self, dense: ArrayLike, sparse: dict[int, float], category: str, min_sales: int,
-               top_k: int, scope: Scope | None = None) -> Retrieval:
+    def search(
+        self,
+        dense: ArrayLike,
+        sparse: dict[int, float],
+        category: str,
+        min_sales: int,
+        top_k: int,
+        scope: Scope | None = None,
+    ) -> Retrieval:
         """Dense + sparse requests with the same filter, fused by RRF(k=60); widened step by step when
         the filter leaves fewer than top_k hits. Every step stays inside `scope` (the batch's catalog
         version): widening relaxes category and sales, never the version."""
         notes: list[str] = []
         if not sparse:
             notes.append("query text has no word in the catalog vocabulary: dense search only")
-        steps = {"category+sales": (category, min_sales), "category": (category, None),
-                 "sales": (None, min_sales), "any": (None, None)}
+        steps = {
+            "category+sales": (category, min_sales),
+            "category": (category, None),
+            "sales": (None, min_sales),
+            "any": (None, None),
+        }
         query = _dense(dense)
         within = scope_filter(scope)
         best: Retrieval | None = None
@@ -335,9 +411,15 @@ class HitIndex:
         entities: dict[Any, dict[str, Any]] = {}
         with _call_lock:
             for field_name, data, param in reqs:
-                res = self.client.search(self.collection, data=[data], anns_field=field_name,
-                                         search_params=param, limit=per_path, filter=expr,
-                                         output_fields=_SEARCH_FIELDS)[0]
+                res = self.client.search(
+                    self.collection,
+                    data=[data],
+                    anns_field=field_name,
+                    search_params=param,
+                    limit=per_path,
+                    filter=expr,
+                    output_fields=_SEARCH_FIELDS,
+                )[0]
                 ranks.append({})
                 for i, h in enumerate(res):
                     pid = h["entity"]["product_id"]
@@ -349,8 +431,17 @@ class HitIndex:
             d_rank = ranks[0].get(pid)
             s_rank = ranks[1].get(pid) if len(ranks) > 1 else None
             found = tuple(n for n, r in (("dense", d_rank), ("sparse", s_rank)) if r is not None)
-            hits.append(Hit(product_id=pid, score=score, image_path=ent["image_path"],
-                            category=ent["category"], sales_count=int(ent["sales_count"]),
-                            description=ent["description"], found_by=found, dense_rank=d_rank,
-                            sparse_rank=s_rank))
+            hits.append(
+                Hit(
+                    product_id=pid,
+                    score=score,
+                    image_path=ent["image_path"],
+                    category=ent["category"],
+                    sales_count=int(ent["sales_count"]),
+                    description=ent["description"],
+                    found_by=found,
+                    dense_rank=d_rank,
+                    sparse_rank=s_rank,
+                )
+            )
         return hits

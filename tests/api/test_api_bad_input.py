@@ -53,7 +53,7 @@ def _lying_zip() -> bytes:
     data = bytearray(data)
     data[18:26] = struct.pack("<II", 3, 3)
     cd = data.rfind(b"PK\x01\x02")
-    data[cd + 20:cd + 28] = struct.pack("<II", 3, 3)
+    data[cd + 20 : cd + 28] = struct.pack("<II", 3, 3)
     return bytes(data)
 
 
@@ -61,8 +61,7 @@ def test_paths_ids_and_cursors_out_of_range(client: TestClient) -> None:
     assert "NUL" in _sentence(client.get("/files/x/a%00b.png"), 400)
     assert "NUL" in _sentence(client.get("/batches/x%00/jobs"), 400)
     assert "NUL" in _sentence(client.get("/batches", params={"cursor": "a\x00"}), 400)
-    for path in (f"/jobs/{2**63}", f"/jobs/{2**64}/flatlay", f"/jobs/1/hits/{2**63}", f"/ui/jobs/{2**70}",
-                 "/jobs/-1"):
+    for path in (f"/jobs/{2**63}", f"/jobs/{2**64}/flatlay", f"/jobs/1/hits/{2**63}", f"/ui/jobs/{2**70}", "/jobs/-1"):
         assert client.get(path).status_code == 422, path
     _sentence(client.get(f"/jobs/{2**63}"), 422)
     assert "no job" in _sentence(client.get(f"/jobs/{2**63 - 1}"), 404)
@@ -82,43 +81,66 @@ def test_cursor_above_64_bits_is_a_sentence(client: TestClient, demo_data: tuple
 def test_request_fields_out_of_range(client: TestClient, demo_data: tuple[Path, Path]) -> None:
     catalog, new = demo_data
     base = {"catalog": str(catalog), "new": str(new)}
-    for field, value in (("budget_usd", "Infinity"), ("budget_usd", "NaN"), ("min_sales", 2**70),
-                         ("catalog", "/" + "a" * 5000), ("new", "/tmp/a\x00b"), ("presets", ["x" * 500])):
+    for field, value in (
+        ("budget_usd", "Infinity"),
+        ("budget_usd", "NaN"),
+        ("min_sales", 2**70),
+        ("catalog", "/" + "a" * 5000),
+        ("new", "/tmp/a\x00b"),
+        ("presets", ["x" * 500]),
+    ):
         assert field in _sentence(client.post("/batches", json={**base, field: value}), 422), field
-    r = client.post("/batches", content=b'{"catalog": "/x", "new": "/y", "budget_usd": Infinity}',
-                    headers={"Content-Type": "application/json"})
+    r = client.post(
+        "/batches",
+        content=b'{"catalog": "/x", "new": "/y", "budget_usd": Infinity}',
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code in (400, 422)
-    r = client.post("/batches", data={"catalog": "/" + "a" * 5000},
-                    files={"new_products": ("n.csv", b"new_id\n"), "images": ("i.zip", _zip([("a.jpg", b"x")]))})
+    r = client.post(
+        "/batches",
+        data={"catalog": "/" + "a" * 5000},
+        files={"new_products": ("n.csv", b"new_id\n"), "images": ("i.zip", _zip([("a.jpg", b"x")]))},
+    )
     assert "catalog" in _sentence(r, 422)
 
 
-@pytest.mark.parametrize("members, words", [
-    ([(".", b"x")], "not a file name"),
-    ([("a", b"x"), ("a/b.jpg", b"y")], "needs it to be a folder"),
-    ([("a.jpg", b"x"), ("a.jpg", b"y")], "twice"),
-    ([("x" * 256 + ".jpg", b"x")], "over 255 bytes"),
-    ([("d/" + "y" * 300, b"x")], "over 255 bytes"),
-])
-def test_zip_members_a_file_system_refuses(client: TestClient, demo_data: tuple[Path, Path], members: list,
-                                           words: str) -> None:
+@pytest.mark.parametrize(
+    "members, words",
+    [
+        ([(".", b"x")], "not a file name"),
+        ([("a", b"x"), ("a/b.jpg", b"y")], "needs it to be a folder"),
+        ([("a.jpg", b"x"), ("a.jpg", b"y")], "twice"),
+        ([("x" * 256 + ".jpg", b"x")], "over 255 bytes"),
+        ([("d/" + "y" * 300, b"x")], "over 255 bytes"),
+    ],
+)
+def test_zip_members_a_file_system_refuses(
+    client: TestClient, demo_data: tuple[Path, Path], members: list, words: str
+) -> None:
     catalog, _ = demo_data
-    r = client.post("/batches", data={"catalog": str(catalog)},
-                    files={"new_products": ("n.csv", b"new_id\n"), "images": ("i.zip", _zip(members))})
+    r = client.post(
+        "/batches",
+        data={"catalog": str(catalog)},
+        files={"new_products": ("n.csv", b"new_id\n"), "images": ("i.zip", _zip(members))},
+    )
     assert words in _sentence(r, 422)
 
 
 def test_a_zip_that_lies_about_its_sizes(client: TestClient, demo_data: tuple[Path, Path]) -> None:
     catalog, _ = demo_data
-    r = client.post("/batches", data={"catalog": str(catalog)},
-                    files={"new_products": ("n.csv", b"new_id\n"), "images": ("i.zip", _lying_zip())})
+    r = client.post(
+        "/batches",
+        data={"catalog": str(catalog)},
+        files={"new_products": ("n.csv", b"new_id\n"), "images": ("i.zip", _lying_zip())},
+    )
     assert "lies about" in _sentence(r, 422)
     uploads = Path(client.app.state.settings.data_dir) / "uploads"
     assert not list(uploads.glob("*.part")), "the partial unpack is removed at once"
 
 
-def test_twenty_concurrent_submissions_on_the_embedded_job_table(client: TestClient,
-                                                                 demo_data: tuple[Path, Path]) -> None:
+def test_twenty_concurrent_submissions_on_the_embedded_job_table(
+    client: TestClient, demo_data: tuple[Path, Path]
+) -> None:
     catalog, new = demo_data
     body = {"catalog": str(catalog), "new": str(new), "presets": ["thumbnail"]}
     with ThreadPoolExecutor(20) as pool:

@@ -36,9 +36,14 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 
 def _upload(client: TestClient, catalog: Path, rows: list[tuple[str, str]], files: dict[str, bytes]) -> str:
-    csv = "new_id,image_path,category,style,season,prompt_hint\n" + "".join(f"{i},{p},tshirt,basic,summer,x\n" for i, p in rows)
-    r = client.post("/batches", data={"catalog": str(catalog), "presets": "thumbnail"},
-                    files={"new_products": ("new_products.csv", csv.encode()), "images": ("i.zip", _zip(files))})
+    csv = "new_id,image_path,category,style,season,prompt_hint\n" + "".join(
+        f"{i},{p},tshirt,basic,summer,x\n" for i, p in rows
+    )
+    r = client.post(
+        "/batches",
+        data={"catalog": str(catalog), "presets": "thumbnail"},
+        files={"new_products": ("new_products.csv", csv.encode()), "images": ("i.zip", _zip(files))},
+    )
     assert r.status_code == 201, r.text
     return r.json()["batch_id"]
 
@@ -61,13 +66,22 @@ def _rewrite_row(client: TestClient, job_id: int, image_path: str) -> None:
         job.row = {**job.row, "image_path": image_path}
 
 
-def test_a_csv_naming_server_files_gets_none_of_them(client: TestClient, demo_data: tuple[Path, Path],
-                                                     hitline_env: Path) -> None:
+def test_a_csv_naming_server_files_gets_none_of_them(
+    client: TestClient, demo_data: tuple[Path, Path], hitline_env: Path
+) -> None:
     catalog, new = demo_data
     image = next(p for p in new.rglob("*.jpg"))
     db_file = hitline_env / "data" / "jobs.sqlite"
-    rows = [("env", ".env"), ("env_up", "../../../.env"), ("passwd", "/etc/passwd"), ("db", str(db_file)),
-            ("db_rel", "data/jobs.sqlite"), ("real", "real.jpg"), ("dup", "real.jpg"), ("dup", "real.jpg")]
+    rows = [
+        ("env", ".env"),
+        ("env_up", "../../../.env"),
+        ("passwd", "/etc/passwd"),
+        ("db", str(db_file)),
+        ("db_rel", "data/jobs.sqlite"),
+        ("real", "real.jpg"),
+        ("dup", "real.jpg"),
+        ("dup", "real.jpg"),
+    ]
     batch = _upload(client, catalog, rows, {"real.jpg": image.read_bytes()})
     jobs = _jobs(client, batch)
     assert jobs["real"]["state"] == "pending", sorted(jobs)
@@ -85,16 +99,17 @@ def test_a_csv_naming_server_files_gets_none_of_them(client: TestClient, demo_da
         _refused(client.get(f"/jobs/{real}/flatlay"), b"sk-or-secret", b"root:", b"SQLite format")
 
 
-def test_a_rejected_rows_path_is_never_opened(client: TestClient, demo_data: tuple[Path, Path],
-                                             tmp_path: Path) -> None:
+def test_a_rejected_rows_path_is_never_opened(client: TestClient, demo_data: tuple[Path, Path], tmp_path: Path) -> None:
     """Even a real image inside the batch's own folder: a rejected row keeps the CSV's words, unchecked."""
     catalog, new = demo_data
     folder = tmp_path / "new"
     folder.mkdir()
     image = folder / "a.jpg"
     image.write_bytes(next(new.rglob("*.jpg")).read_bytes())
-    (folder / "new_products.csv").write_text("new_id,image_path,category,style,season,prompt_hint\n"
-                                             f"ok,a.jpg,tshirt,basic,summer,x\nabs,{image},tshirt,basic,summer,x\n")
+    (folder / "new_products.csv").write_text(
+        "new_id,image_path,category,style,season,prompt_hint\n"
+        f"ok,a.jpg,tshirt,basic,summer,x\nabs,{image},tshirt,basic,summer,x\n"
+    )
     batch = client.post("/batches", json={"catalog": str(catalog), "new": str(folder)}).json()["batch_id"]
     jobs = _jobs(client, batch)
     assert jobs["abs"]["state"] == "failed" and jobs["ok"]["state"] == "pending"
@@ -123,8 +138,9 @@ def test_another_uploads_html_is_never_served(client: TestClient, demo_data: tup
     assert "only images" in r.json()["error"]["message"]
 
 
-def test_symlinks_out_of_a_batch_folder_are_followed_then_refused(client: TestClient, demo_data: tuple[Path, Path],
-                                                                  hitline_env: Path) -> None:
+def test_symlinks_out_of_a_batch_folder_are_followed_then_refused(
+    client: TestClient, demo_data: tuple[Path, Path], hitline_env: Path
+) -> None:
     catalog, new = demo_data
     image = next(p for p in new.rglob("*.jpg")).read_bytes()
     batch = _upload(client, catalog, [("a", "a.jpg")], {"a.jpg": image})
@@ -145,8 +161,9 @@ def test_symlinks_out_of_a_batch_folder_are_followed_then_refused(client: TestCl
     assert client.get(f"/files/{batch}/x.jpg").headers["content-type"] == "image/jpeg"
 
 
-def test_hit_images_come_only_from_the_batch_catalog(client: TestClient, demo_data: tuple[Path, Path],
-                                                     hitline_env: Path) -> None:
+def test_hit_images_come_only_from_the_batch_catalog(
+    client: TestClient, demo_data: tuple[Path, Path], hitline_env: Path
+) -> None:
     catalog, new = demo_data
     batch = client.post("/batches", json={"catalog": str(catalog), "new": str(new)}).json()["batch_id"]
     job = _jobs(client, batch)
@@ -155,8 +172,11 @@ def test_hit_images_come_only_from_the_batch_catalog(client: TestClient, demo_da
     with session_scope(client.app.state.settings.db_url()) as s:
         j = s.get(Job, jid)
         hit = {"product_id": "p", "score": 1.0, "found_by": ["dense"], "sales_count": 1}
-        j.result = {"retrieve": {"hits": [{**hit, "image_path": str(hit_image)},
-                                          {**hit, "image_path": str(hitline_env / ".env")}]}}
+        j.result = {
+            "retrieve": {
+                "hits": [{**hit, "image_path": str(hit_image)}, {**hit, "image_path": str(hitline_env / ".env")}]
+            }
+        }
     assert client.get(f"/jobs/{jid}/hits/0").headers["content-type"] == "image/jpeg"
     _refused(client.get(f"/jobs/{jid}/hits/1"), b"sk-or-secret")
 
@@ -165,9 +185,16 @@ def test_every_answer_says_nosniff_and_pages_have_a_policy(client: TestClient, d
     catalog, new = demo_data
     batch = client.post("/batches", json={"catalog": str(catalog), "new": str(new)}).json()["batch_id"]
     anon = TestClient(client.app)
-    for r in (client.get("/batches"), client.get("/batches/nope"), anon.get("/batches"), client.get("/healthz"),
-              anon.get("/ui/login"), client.get("/docs"), client.get("/openapi.json"),
-              client.get("/static/dashboard.js")):
+    for r in (
+        client.get("/batches"),
+        client.get("/batches/nope"),
+        anon.get("/batches"),
+        client.get("/healthz"),
+        anon.get("/ui/login"),
+        client.get("/docs"),
+        client.get("/openapi.json"),
+        client.get("/static/dashboard.js"),
+    ):
         assert r.headers["x-content-type-options"] == "nosniff", r.url
     for page in (anon.get("/ui/login"), client.get("/docs")):
         csp = page.headers["content-security-policy"]
@@ -177,8 +204,9 @@ def test_every_answer_says_nosniff_and_pages_have_a_policy(client: TestClient, d
     (out / "report.html").write_text("<html><body>report</body></html>")
     r = client.get(f"/files/{batch}/report.html")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    assert "sandbox" in r.headers["content-security-policy"] and "script-src" not in r.headers[
-        "content-security-policy"]
+    assert (
+        "sandbox" in r.headers["content-security-policy"] and "script-src" not in r.headers["content-security-policy"]
+    )
 
 
 def test_docs_work_offline(client: TestClient) -> None:
@@ -191,8 +219,9 @@ def test_docs_work_offline(client: TestClient) -> None:
     assert "<script>" not in page  # no inline script: the page's policy allows only this origin's files
 
 
-def test_a_finished_batch_has_its_report_whatever_door_it_came_through(client: TestClient,
-                                                                       demo_data: tuple[Path, Path]) -> None:
+def test_a_finished_batch_has_its_report_whatever_door_it_came_through(
+    client: TestClient, demo_data: tuple[Path, Path]
+) -> None:
     catalog, new = demo_data
     batch = client.post("/batches", json={"catalog": str(catalog), "new": str(new)}).json()["batch_id"]
     assert client.get(f"/files/{batch}/report.html").status_code == 404  # still running: no report yet

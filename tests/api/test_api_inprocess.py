@@ -39,9 +39,18 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 def test_every_endpoint_but_health_needs_a_valid_token(client: TestClient) -> None:
     anonymous = {"Authorization": ""}
-    for method, path in (("GET", "/batches"), ("GET", "/batches/x"), ("GET", "/batches/x/jobs"), ("GET", "/jobs/1"),
-                         ("POST", "/batches"), ("POST", "/batches/x/retry"), ("POST", "/batches/x/cancel"),
-                         ("POST", "/batches/x/resume"), ("GET", "/files/x/a.png"), ("GET", "/jobs/1/flatlay")):
+    for method, path in (
+        ("GET", "/batches"),
+        ("GET", "/batches/x"),
+        ("GET", "/batches/x/jobs"),
+        ("GET", "/jobs/1"),
+        ("POST", "/batches"),
+        ("POST", "/batches/x/retry"),
+        ("POST", "/batches/x/cancel"),
+        ("POST", "/batches/x/resume"),
+        ("GET", "/files/x/a.png"),
+        ("GET", "/jobs/1/flatlay"),
+    ):
         assert "hitline token create" in _error(client.request(method, path, headers=anonymous), 401), path
     r = client.get("/batches", headers={"Authorization": "Bearer hl_wrong"})
     assert "invalid or revoked token" in _error(r, 401)
@@ -58,8 +67,9 @@ def test_errors_are_json_a_person_can_act_on(client: TestClient) -> None:
     assert "not valid JSON" in _error(r, 400)
     assert "new: Field required" in _error(client.post("/batches", json={"catalog": "/x"}), 422)
     assert "top_k" in _error(client.post("/batches", json={"catalog": "/x", "new": "/y", "top_k": 0}), 422)
-    assert "catalog folder not found" in _error(client.post("/batches", json={"catalog": "/nonexistent", "new": "/y"}),
-                                                422)
+    assert "catalog folder not found" in _error(
+        client.post("/batches", json={"catalog": "/nonexistent", "new": "/y"}), 422
+    )
     assert "extra" in _error(client.post("/batches", json={"catalog": "/x", "new": "/y", "colour": 1}), 422).lower()
 
 
@@ -75,20 +85,34 @@ def test_oversized_bodies_are_refused_with_413(client: TestClient, demo_data: tu
     _error(r, 413)
     catalog, new = demo_data
     big = _zip({"a.bin": os.urandom(3_100_000)})  # incompressible: the request itself is too large
-    r = client.post("/batches", data={"catalog": str(catalog)},
-                    files={"new_products": ("new_products.csv", b"x"), "images": ("images.zip", big)})
+    r = client.post(
+        "/batches",
+        data={"catalog": str(catalog)},
+        files={"new_products": ("new_products.csv", b"x"), "images": ("images.zip", big)},
+    )
     assert "upload larger than" in _error(r, 413)
 
 
-def test_uploads_refuse_paths_outside_the_folder_and_zip_bombs(client: TestClient, demo_data: tuple[Path, Path]) -> None:
+def test_uploads_refuse_paths_outside_the_folder_and_zip_bombs(
+    client: TestClient, demo_data: tuple[Path, Path]
+) -> None:
     catalog, _ = demo_data
-    for files, message in (({"../evil.jpg": b"x"}, "points outside"), ({"/etc/x.jpg": b"x"}, "points outside"),
-                           ({"a.jpg": b"\0" * 3_100_000}, "unpacks to")):
-        r = client.post("/batches", data={"catalog": str(catalog)},
-                        files={"new_products": ("new_products.csv", b"new_id\n"), "images": ("i.zip", _zip(files))})
+    for files, message in (
+        ({"../evil.jpg": b"x"}, "points outside"),
+        ({"/etc/x.jpg": b"x"}, "points outside"),
+        ({"a.jpg": b"\0" * 3_100_000}, "unpacks to"),
+    ):
+        r = client.post(
+            "/batches",
+            data={"catalog": str(catalog)},
+            files={"new_products": ("new_products.csv", b"new_id\n"), "images": ("i.zip", _zip(files))},
+        )
         assert message in _error(r, 422)
-    r = client.post("/batches", data={"catalog": str(catalog)},
-                    files={"new_products": ("new_products.csv", b"new_id\n"), "images": ("i.zip", b"not a zip")})
+    r = client.post(
+        "/batches",
+        data={"catalog": str(catalog)},
+        files={"new_products": ("new_products.csv", b"new_id\n"), "images": ("i.zip", b"not a zip")},
+    )
     assert "not a zip" in _error(r, 422)
     r = client.post("/batches", data={"catalog": str(catalog)}, files={"new_products": ("n.csv", b"x")})
     assert "lacks images" in _error(r, 422)
@@ -106,8 +130,9 @@ def test_submit_by_json_and_by_upload_then_read_the_batch(client: TestClient, de
     assert b["counts"]["sku"] == {"pending": n_new} and b["status"] == "running"
     page = client.get(f"/batches/{sub['batch_id']}/jobs", params={"kind": "sku", "limit": 4}).json()
     assert len(page["jobs"]) == 4 and page["next_cursor"]
-    rest = client.get(f"/batches/{sub['batch_id']}/jobs",
-                      params={"kind": "sku", "limit": 100, "cursor": page["next_cursor"]}).json()
+    rest = client.get(
+        f"/batches/{sub['batch_id']}/jobs", params={"kind": "sku", "limit": 100, "cursor": page["next_cursor"]}
+    ).json()
     assert len(page["jobs"]) + len(rest["jobs"]) == n_new and rest["next_cursor"] is None
     job = client.get(page["jobs"][0]["url"]).json()
     assert job["state"] == "pending" and job["outputs"] == [] and job["flatlay_url"]
@@ -116,8 +141,11 @@ def test_submit_by_json_and_by_upload_then_read_the_batch(client: TestClient, de
     # the same new products as an upload: the CSV plus its images zipped with the same relative paths
     csv = (new / "new_products.csv").read_bytes()
     files = {str(p.relative_to(new)): p.read_bytes() for p in new.rglob("*") if p.is_file() and p.suffix != ".csv"}
-    r = client.post("/batches", data={"catalog": str(catalog), "presets": "thumbnail", "top_k": "2"},
-                    files={"new_products": ("new_products.csv", csv), "images": ("images.zip", _zip(files))})
+    r = client.post(
+        "/batches",
+        data={"catalog": str(catalog), "presets": "thumbnail", "top_k": "2"},
+        files={"new_products": ("new_products.csv", csv), "images": ("images.zip", _zip(files))},
+    )
     assert r.status_code == 201, r.text
     up = client.get(f"/batches/{r.json()['batch_id']}").json()
     assert up["progress"]["total"] == n_new and up["options"]["top_k"] == 2
@@ -156,17 +184,25 @@ def test_dashboard_login_sets_a_strict_httponly_cookie_and_needs_csrf(client: Te
 
 def test_openapi_documents_every_endpoint(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    for path in ("/batches", "/batches/{batch_id}", "/batches/{batch_id}/jobs", "/jobs/{job_id}",
-                 "/batches/{batch_id}/retry", "/batches/{batch_id}/cancel", "/batches/{batch_id}/resume",
-                 "/files/{batch_id}/{path}"):
+    for path in (
+        "/batches",
+        "/batches/{batch_id}",
+        "/batches/{batch_id}/jobs",
+        "/jobs/{job_id}",
+        "/batches/{batch_id}/retry",
+        "/batches/{batch_id}/cancel",
+        "/batches/{batch_id}/resume",
+        "/files/{batch_id}/{path}",
+    ):
         assert path in spec["paths"], path
     body = spec["paths"]["/batches"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(body)
     assert client.get("/docs").status_code == 200
 
 
-def test_idempotency_key_returns_the_same_batch_and_409_for_another_body(client: TestClient,
-                                                                          demo_data: tuple[Path, Path]) -> None:
+def test_idempotency_key_returns_the_same_batch_and_409_for_another_body(
+    client: TestClient, demo_data: tuple[Path, Path]
+) -> None:
     catalog, new = demo_data
     body = {"catalog": str(catalog), "new": str(new), "presets": ["thumbnail"]}
     first = client.post("/batches", json=body, headers={"Idempotency-Key": "order-42"})
@@ -204,8 +240,11 @@ def test_batch_and_job_show_input_checks_gate_and_render_plan(client: TestClient
     jobs = client.get(f"/batches/{rendered_batch}/jobs", params={"kind": "sku"}).json()["jobs"]
     job = client.get(jobs[0]["url"]).json()
     assert job["input_checks"]["downsized"] == {"amazon_main": "1K"} and job["input_checks"]["touches_frame"]
-    assert [c["name"] for c in job["input_checks"]["checks"]["amazon_main"]] == ["resolution", "background",
-                                                                                 "touches_frame"]
+    assert [c["name"] for c in job["input_checks"]["checks"]["amazon_main"]] == [
+        "resolution",
+        "background",
+        "touches_frame",
+    ]
     assert job["gate"] == {"passed": 2, "passed_after_rerender": 1, "needs_review": 1}
     assert job["render_plan"]["derived"] == {"thumbnail": "amazon_main"}
     outputs = {o["preset"]: o for o in job["outputs"]}
@@ -222,8 +261,9 @@ def test_batch_and_job_show_input_checks_gate_and_render_plan(client: TestClient
     assert {"low_res", "touches_frame", "downsized"} <= set(spec["InputCheckCounts"]["properties"])
 
 
-def test_the_dashboard_shows_the_quality_gate_input_checks_and_render_plan(client: TestClient,
-                                                                            rendered_batch: str) -> None:
+def test_the_dashboard_shows_the_quality_gate_input_checks_and_render_plan(
+    client: TestClient, rendered_batch: str
+) -> None:
     """What the API says of quality, the operator sees on the pages: the batch's gate outcomes, input
     checks and render-plan saving; per output whether it was resized from another preset and its verdict."""
     ui = TestClient(client.app)

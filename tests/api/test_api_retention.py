@@ -27,9 +27,14 @@ def _post(client: TestClient, catalog: Path, new: Path, **form: str):  # noqa: A
     with zipfile.ZipFile(buf, "w") as z:
         for p in new.rglob("*.jpg"):
             z.writestr(str(p.relative_to(new)), p.read_bytes())
-    return client.post("/batches", data={"catalog": str(catalog), **form},
-                       files={"new_products": ("new_products.csv", (new / "new_products.csv").read_bytes()),
-                              "images": ("i.zip", buf.getvalue())})
+    return client.post(
+        "/batches",
+        data={"catalog": str(catalog), **form},
+        files={
+            "new_products": ("new_products.csv", (new / "new_products.csv").read_bytes()),
+            "images": ("i.zip", buf.getvalue()),
+        },
+    )
 
 
 def test_refused_old_and_partial_uploads_are_removed(client: TestClient, demo_data: tuple[Path, Path]) -> None:

@@ -55,14 +55,22 @@ def test_json_batch_runs_to_done_and_serves_its_images(api_cluster, tmp_path: Pa
     assert requests.get(c.url + job["outputs"][0]["url"], timeout=10).status_code == 401  # images need a token too
 
 
-def test_provider_fault_fails_skus_then_retry_after_the_fault_finishes_them(api_cluster, fake_fault,  # noqa: ANN001
-                                                                            tmp_path: Path) -> None:
+def test_provider_fault_fails_skus_then_retry_after_the_fault_finishes_them(
+    api_cluster,
+    fake_fault,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
     c = api_cluster
     new = subset(c.new, tmp_path / "new", 4, corrupt=3)
     fake_fault(fail={"image": "402"})  # the render model answers "no credit" until switched off
-    r = c.post("/batches", data={"catalog": str(c.catalog)},
-               files={"new_products": ("new_products.csv", (new / "new_products.csv").read_bytes()),
-                      "images": ("images.zip", _zip_folder(new))})
+    r = c.post(
+        "/batches",
+        data={"catalog": str(c.catalog)},
+        files={
+            "new_products": ("new_products.csv", (new / "new_products.csv").read_bytes()),
+            "images": ("images.zip", _zip_folder(new)),
+        },
+    )
     assert r.status_code == 201, r.text
     batch_id = r.json()["batch_id"]
     b = c.wait_batch(batch_id)
@@ -85,8 +93,11 @@ def test_provider_fault_fails_skus_then_retry_after_the_fault_finishes_them(api_
     assert c.post(f"/batches/{batch_id}/retry", json={"stage": "render"}).json()["jobs"] == 0
 
 
-def test_cancel_stops_a_running_batch_and_keeps_what_was_paid(api_cluster, fake_fault,  # noqa: ANN001
-                                                              tmp_path: Path) -> None:
+def test_cancel_stops_a_running_batch_and_keeps_what_was_paid(
+    api_cluster,
+    fake_fault,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
     c = api_cluster
     new = subset(c.new, tmp_path / "new", 5)
     fake_fault(latency={"image": (1.0, 1.0)})  # renders slow enough to cancel in the middle
@@ -100,9 +111,15 @@ def test_cancel_stops_a_running_batch_and_keeps_what_was_paid(api_cluster, fake_
     assert set(counts) <= {"done", "cancelled"}, b
     engine = sqlalchemy.create_engine(c.db_url)
     with engine.connect() as conn:
-        charged = dict(conn.execute(sqlalchemy.text(
-            "SELECT j.state, count(*) FROM charge c JOIN job j ON j.id = c.job_id "
-            "WHERE c.batch_id = :b AND c.stage = 'render' GROUP BY j.state"), {"b": batch_id}).all())
+        charged = dict(
+            conn.execute(
+                sqlalchemy.text(
+                    "SELECT j.state, count(*) FROM charge c JOIN job j ON j.id = c.job_id "
+                    "WHERE c.batch_id = :b AND c.stage = 'render' GROUP BY j.state"
+                ),
+                {"b": batch_id},
+            ).all()
+        )
     engine.dispose()
     # every render that was paid for belongs to a finished SKU with its image
     assert set(charged) <= {"done"} and charged.get("done", 0) == counts.get("done", 0), (charged, counts)
@@ -139,8 +156,14 @@ def test_errors_from_the_server_process_are_json(api_cluster) -> None:  # noqa: 
         (c.post("/batches", data=b"{not json", headers={"Content-Type": "application/json"}), 400),
         (c.post("/batches", json={"catalog": "/nowhere", "new": "/nowhere"}), 422),
         (c.post("/batches/20000101-000000-abcdef/retry", json={}), 404),
-        (c.post("/batches", data={"catalog": str(c.catalog)},
-                files={"new_products": ("n.csv", b"x"), "images": ("i.zip", b"\0" * 5_100_000)}), 413),
+        (
+            c.post(
+                "/batches",
+                data={"catalog": str(c.catalog)},
+                files={"new_products": ("n.csv", b"x"), "images": ("i.zip", b"\0" * 5_100_000)},
+            ),
+            413,
+        ),
     ]
     for r, status in cases:
         assert r.status_code == status, (r.request.method, r.request.url, r.text)
@@ -156,8 +179,12 @@ def test_flower_beside_the_api_is_behind_basic_auth(api_cluster) -> None:  # noq
     r = requests.get(f"{flower}/api/workers?refresh=1", auth=auth, timeout=30)
     assert r.status_code == 200 and len(r.json()) == 1  # its API works with the credentials
     # the Celery contract through Flower's task API: retry_jobs reaches a worker and answers
-    r = requests.post(f"{flower}/api/task/send-task/hitline.retry_jobs", auth=auth, timeout=30,
-                      json={"args": [{"batch_id": "no-such-batch"}]})
+    r = requests.post(
+        f"{flower}/api/task/send-task/hitline.retry_jobs",
+        auth=auth,
+        timeout=30,
+        json={"args": [{"batch_id": "no-such-batch"}]},
+    )
     assert r.status_code == 200, r.text
     result: dict = {}
     for _ in range(60):

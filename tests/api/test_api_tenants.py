@@ -28,15 +28,30 @@ def world(rendered_batch: str, hitline_env: Path):  # noqa: ANN201
         other = control.create_token(s, "other", tenant="acme", role="operate")
         page = control.list_jobs(s, rendered_batch, control.JobFilter(kind="sku"))
         job = page.jobs[0]
-        s.add(Output(batch_id=rendered_batch, job_id=job.id, item_id=job.item_id, preset="thumbnail",
-                     path=str(hitline_env / "out" / rendered_batch / job.item_id / "thumbnail.png")))
+        s.add(
+            Output(
+                batch_id=rendered_batch,
+                job_id=job.id,
+                item_id=job.item_id,
+                preset="thumbnail",
+                path=str(hitline_env / "out" / rendered_batch / job.item_id / "thumbnail.png"),
+            )
+        )
         s.add(WebhookEndpoint(batch_id=rendered_batch, url="http://127.0.0.1:9/hook", events=["batch.finished"]))
         s.flush()
-        ids = {"batch_id": rendered_batch, "job_id": job.id, "output_id": s.query(Output.id).scalar(),
-               "endpoint_id": s.query(WebhookEndpoint.id).scalar(), "n": 0, "path": f"{job.item_id}/thumbnail.png",
-               # the catalog the batch's folder resolved to (hitline/jobs/catalogs.py)
-               "ref": s.query(CatalogVersion.catalog_id).join(Batch, Batch.catalog_version_id == CatalogVersion.id)
-               .filter(Batch.id == rendered_batch).scalar()}
+        ids = {
+            "batch_id": rendered_batch,
+            "job_id": job.id,
+            "output_id": s.query(Output.id).scalar(),
+            "endpoint_id": s.query(WebhookEndpoint.id).scalar(),
+            "n": 0,
+            "path": f"{job.item_id}/thumbnail.png",
+            # the catalog the batch's folder resolved to (hitline/jobs/catalogs.py)
+            "ref": s.query(CatalogVersion.catalog_id)
+            .join(Batch, Batch.catalog_version_id == CatalogVersion.id)
+            .filter(Batch.id == rendered_batch)
+            .scalar(),
+        }
     with TestClient(create_app(ctx.settings)) as c:
         yield c, mine, other, ids
 
@@ -66,8 +81,9 @@ def test_every_route_refuses_another_tenants_ids(world) -> None:  # noqa: ANN001
             body = _body(spec, op)
             takes_batch = any(p["name"] == "batch_id" for p in op.get("parameters", []))
             params = {"batch_id": ids["batch_id"]} if takes_batch and not names else {}
-            r = client.request(method.upper(), url, json=body, params=params,
-                               headers={"Authorization": f"Bearer {other}"})
+            r = client.request(
+                method.upper(), url, json=body, params=params, headers={"Authorization": f"Bearer {other}"}
+            )
             walked += 1
             # another tenant's id is answered like an unknown one; a route without an id in its path got
             # ?batch_id= (where it filters by it) or must not show the batch at all
@@ -76,17 +92,25 @@ def test_every_route_refuses_another_tenants_ids(world) -> None:  # noqa: ANN001
             else:
                 assert f'"{ids["batch_id"]}"' not in r.text, (method, path, r.text[:200])
             # and the owner reaches the same route (it is the tenant check that refused, not the ids)
-            mine_r = client.request(method.upper(), url, json=body, params=params,
-                                    headers={"Authorization": f"Bearer {mine}"})
+            mine_r = client.request(
+                method.upper(), url, json=body, params=params, headers={"Authorization": f"Bearer {mine}"}
+            )
             if names:
-                assert not re.search(r"no (batch|job|output|webhook endpoint) ", mine_r.text), (method, path,
-                                                                                              mine_r.text[:200])
+                assert not re.search(r"no (batch|job|output|webhook endpoint) ", mine_r.text), (
+                    method,
+                    path,
+                    mine_r.text[:200],
+                )
     assert walked == sum(len(ops) for ops in spec["paths"].values()) >= 20
     # the dashboard's pages too
     ui = TestClient(client.app)
     ui.post("/ui/login", data={"token": other})
     assert ids["batch_id"] not in ui.get("/ui/batches").text
-    for page in (f"/ui/batches/{ids['batch_id']}", f"/ui/jobs/{ids['job_id']}", f"/ui/batches/{ids['batch_id']}/review"):
+    for page in (
+        f"/ui/batches/{ids['batch_id']}",
+        f"/ui/jobs/{ids['job_id']}",
+        f"/ui/batches/{ids['batch_id']}/review",
+    ):
         assert ui.get(page).status_code == 404, page
 
 

@@ -31,25 +31,63 @@ def client_and_batch(hitline_env: Path, monkeypatch: pytest.MonkeyPatch):  # noq
     flat = hitline_env / "new" / "flat.jpg"
     flat.parent.mkdir(parents=True)
     Image.new("RGB", (600, 800), (250, 250, 250)).save(flat)
-    style = {"scene": "sunlit loft with a linen sofa", "lighting": "soft", "pose": "flat", "mood": "calm",
-             "prompt": "p", "palette": ["#1b2a5c"]}
+    style = {
+        "scene": "sunlit loft with a linen sofa",
+        "lighting": "soft",
+        "pose": "flat",
+        "mood": "calm",
+        "prompt": "p",
+        "palette": ["#1b2a5c"],
+    }
     with session_scope(rt.db_url) as s:
-        crud.create_batch(s, "E", catalog_dir=str(hitline_env), new_dir=str(flat.parent), out_dir=str(out),
-                          options={"presets": ["amazon_main", "shopify", "thumbnail"], "review": "all"},
-                          budget_usd=None, notes=[])
+        crud.create_batch(
+            s,
+            "E",
+            catalog_dir=str(hitline_env),
+            new_dir=str(flat.parent),
+            out_dir=str(out),
+            options={"presets": ["amazon_main", "shopify", "thumbnail"], "review": "all"},
+            budget_usd=None,
+            notes=[],
+        )
         for sku in ("TOP-1", "SKIRT-2"):
             outputs = []
             for preset, size in (("amazon_main", (1024, 1024)), ("shopify", (768, 1024)), ("thumbnail", (512, 512))):
                 p = out / "E" / sku / f"{preset}.png"
                 p.parent.mkdir(parents=True, exist_ok=True)
                 Image.new("RGB", size, (255, 255, 255)).save(p)
-                outputs.append({"preset": preset, "path": str(p), "width": size[0], "height": size[1], "cost_usd": 0.1,
-                                "key": preset, "quality": {"status": "passed"}})
-            j = crud.add_job(s, "E", "sku", sku, 0, {"new_id": sku, "image_path": str(flat), "category": "skirt",
-                                                     "style": "casual"}, "done", "done")
+                outputs.append(
+                    {
+                        "preset": preset,
+                        "path": str(p),
+                        "width": size[0],
+                        "height": size[1],
+                        "cost_usd": 0.1,
+                        "key": preset,
+                        "quality": {"status": "passed"},
+                    }
+                )
+            j = crud.add_job(
+                s,
+                "E",
+                "sku",
+                sku,
+                0,
+                {"new_id": sku, "image_path": str(flat), "category": "skirt", "style": "casual"},
+                "done",
+                "done",
+            )
             s.flush()
-            render = {"outputs": outputs, "provenance": {"flatlay_sha256": "abc", "references": [{"product_id": "H1",
-                      "sha256": "def"}], "prompt": "p", "model": "local/compositor", "model_version": "hitline 0.1"}}
+            render = {
+                "outputs": outputs,
+                "provenance": {
+                    "flatlay_sha256": "abc",
+                    "references": [{"product_id": "H1", "sha256": "def"}],
+                    "prompt": "p",
+                    "model": "local/compositor",
+                    "model_version": "hitline 0.1",
+                },
+            }
             j.result = {"analyze": {"style": style}, "render": render}
             record_outputs(s, "E", j.id, sku, render, {"review": "all"})
         tok = control.create_token(s, "exporter")
@@ -77,7 +115,9 @@ def test_amazon_shopify_and_folder_zips(client_and_batch) -> None:  # noqa: ANN0
     c, b = client_and_batch
     r = c.post(f"/batches/{b}/review", json={"decision": "approve", "review": "pending"})
     assert len(r.json()["changed"]) == 6
-    c.post(f"/batches/{b}/review", json={"decision": "reject", "sku": "SKIRT-2", "preset": "shopify", "note": "creased"})
+    c.post(
+        f"/batches/{b}/review", json={"decision": "reject", "sku": "SKIRT-2", "preset": "shopify", "note": "creased"}
+    )
 
     z = _zip(c.get(f"/batches/{b}/export", params={"for": "amazon"}))
     images = sorted(n for n in z.namelist() if n.endswith(".jpg"))
@@ -99,8 +139,13 @@ def test_amazon_shopify_and_folder_zips(client_and_batch) -> None:  # noqa: ANN0
     z = _zip(c.get(f"/batches/{b}/export", params={"for": "shopify"}))
     rows = list(csv.DictReader(io.StringIO(z.read("products.csv").decode())))
     assert list(rows[0]) == ["Handle", "Image Src", "Image Position", "Image Alt Text"]
-    assert [(r["Handle"], r["Image Position"]) for r in rows] == [("skirt-2", "1"), ("skirt-2", "2"), ("top-1", "1"),
-                                                                   ("top-1", "2"), ("top-1", "3")]
+    assert [(r["Handle"], r["Image Position"]) for r in rows] == [
+        ("skirt-2", "1"),
+        ("skirt-2", "2"),
+        ("top-1", "1"),
+        ("top-1", "2"),
+        ("top-1", "3"),
+    ]
     assert rows[0]["Image Src"] == f"https://cdn.example.com/shop/{b}/images/SKIRT-2-1.png"
     assert all(r["Image Src"].split(f"/{b}/", 1)[1] in z.namelist() for r in rows)
     assert rows[0]["Image Alt Text"] == "Casual skirt, navy, on a white background"
@@ -131,8 +176,10 @@ def test_the_cli_reviews_and_exports_the_same(client_and_batch, tmp_path: Path) 
     from hitline.cli import app
 
     _, b = client_and_batch
+
     def run(*a, **k):  # noqa: ANN002, ANN003, ANN202
         return CliRunner().invoke(*a, env={"COLUMNS": "160"}, terminal_width=160, **k)
+
     r = run(app, ["review", b, "--approve", "--state", "pending", "--preset", "amazon_main", "--by", "cli-user"])
     assert r.exit_code == 0 and "2 outputs approved" in r.output, r.output
     r = run(app, ["review", b, "--redo", "--sku", "TOP-1"])
@@ -142,7 +189,9 @@ def test_the_cli_reviews_and_exports_the_same(client_and_batch, tmp_path: Path) 
     dest = tmp_path / "amazon.zip"
     r = run(app, ["export", b, "--for", "amazon", "--out", str(dest)])
     assert r.exit_code == 0, r.output
-    assert sorted(n for n in zipfile.ZipFile(dest).namelist() if n.endswith(".jpg")) == ["SKIRT-2.MAIN.jpg",
-                                                                                        "TOP-1.MAIN.jpg"]
+    assert sorted(n for n in zipfile.ZipFile(dest).namelist() if n.endswith(".jpg")) == [
+        "SKIRT-2.MAIN.jpg",
+        "TOP-1.MAIN.jpg",
+    ]
     r = run(app, ["export", b, "--for", "ebay"])
     assert r.exit_code != 0 and "unknown marketplace" in r.output

@@ -49,7 +49,9 @@ def test_every_event_arrives_signed_through_500s_and_outages(api_cluster, tmp_pa
     new = subset(c.new, tmp_path / "new", 4, corrupt=3)
     receiver = None
     try:
-        batch_id = c.post("/batches", json={"catalog": str(c.catalog), "new": str(new), "review": "all"}).json()["batch_id"]
+        batch_id = c.post("/batches", json={"catalog": str(c.catalog), "new": str(new), "review": "all"}).json()[
+            "batch_id"
+        ]
         time.sleep(DOWN_S)  # the receiver is down: connection refused, backing off
         receiver = _receiver(port, log)
         c.wait_batch(batch_id)
@@ -85,7 +87,11 @@ def test_every_event_arrives_signed_through_500s_and_outages(api_cluster, tmp_pa
     ids = {i for i, _, _ in mine}
     assert ids == {d["event_id"] for d in deliveries}  # no event id lost
     by_id = {i: t for i, t, _ in mine}
-    assert Counter(by_id.values()) == {"job.failed": 1, "output.needs_review": 3, "output.approved": 3,
-                                       "batch.finished": 1}, by_id
+    assert Counter(by_id.values()) == {
+        "job.failed": 1,
+        "output.needs_review": 3,
+        "output.approved": 3,
+        "batch.finished": 1,
+    }, by_id
     assert {i for i, _, s in mine if s == 204} == ids  # and every one was accepted (2xx) at least once
     assert any(d["attempts"] > 1 for d in deliveries)  # refused ones were retried (backoff) under the same id

@@ -20,8 +20,12 @@ class Handler(BaseHTTPRequestHandler):
             _seen[0] += 1
             status = 500 if _seen[0] % 2 else 204
             with open(sys.argv[2], "a") as f:
-                f.write(json.dumps({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
-                                    "status": status}) + "\n")
+                f.write(
+                    json.dumps(
+                        {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body, "status": status}
+                    )
+                    + "\n"
+                )
         self.send_response(status)
         self.send_header("content-length", "0")
         self.end_headers()

@@ -17,8 +17,13 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.timeout(600
 # the README's screenshots: `HITLINE_SCREENSHOT_DIR=docs pytest tests/browser` refreshes them; a plain run
 # (CI) writes them to a temporary folder and leaves the checkout clean
 DOCS = Path(os.environ.get("HITLINE_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="hitline-screens-"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +38,12 @@ def browser():  # noqa: ANN201
         b.close()
 
 
-def test_login_watch_retry_a_reason_group_and_open_a_gallery(browser, api_cluster, fake_fault,  # noqa: ANN001
-                                                             tmp_path: Path) -> None:
+def test_login_watch_retry_a_reason_group_and_open_a_gallery(
+    browser,
+    api_cluster,
+    fake_fault,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
     from hitline_cluster import subset
 
     c = api_cluster
@@ -59,8 +68,11 @@ def test_login_watch_retry_a_reason_group_and_open_a_gallery(browser, api_cluste
     page.click(f"text={batch_id}")
     page.wait_for_url(f"**/ui/batches/{batch_id}")
     # the page follows the batch live: wait until every SKU has failed (3 renders refused, 1 corrupt image)
-    page.wait_for_function(f"""() => document.querySelector('[data-counts="{batch_id}"]').textContent
-                               .startsWith("0 done, 4 failed, 0 to go")""", timeout=120_000)
+    page.wait_for_function(
+        f"""() => document.querySelector('[data-counts="{batch_id}"]').textContent
+                               .startsWith("0 done, 4 failed, 0 to go")""",
+        timeout=120_000,
+    )
     group = page.locator("tr[data-reason-group]", has_text="402")
     group.wait_for()
     assert "3 SKUs" in group.inner_text() and "render" in group.inner_text()
@@ -71,8 +83,11 @@ def test_login_watch_retry_a_reason_group_and_open_a_gallery(browser, api_cluste
     group.locator("button", has_text="retry these").click()
     page.wait_for_selector("#toast.show", timeout=10_000)
     assert "re-enqueued 3 failed jobs" in page.inner_text("#toast")
-    page.wait_for_function(f"""() => document.querySelector('[data-counts="{batch_id}"]').textContent
-                               .startsWith("3 done, 1 failed, 0 to go")""", timeout=120_000)
+    page.wait_for_function(
+        f"""() => document.querySelector('[data-counts="{batch_id}"]').textContent
+                               .startsWith("3 done, 1 failed, 0 to go")""",
+        timeout=120_000,
+    )
     page.reload()  # the SKU table is server-rendered: show the finished states in the screenshot
     page.wait_for_selector("tr[data-reason-group]")
     page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)

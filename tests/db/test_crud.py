@@ -162,7 +162,8 @@ def _sum_of_charges(s, batch: str) -> float:  # noqa: ANN001
 
 @pytest.mark.parametrize("db", ["postgresql", "sqlite"])
 def test_the_running_total_is_the_sum_of_the_charges_and_the_budget_reads_only_it(
-        db: str, request: pytest.FixtureRequest, tmp_path) -> None:  # noqa: ANN001
+    db: str, request: pytest.FixtureRequest, tmp_path
+) -> None:  # noqa: ANN001
     """batch.spent_usd follows every charge write (a reservation, its settlement at another price, a
     dropped one, a recorded call, the same key again), and a reservation reads it instead of summing the
     batch's charges (a SUM grew with every SKU: 6.4 ms under the batch lock at 30,000 charges)."""
@@ -218,11 +219,21 @@ def test_the_migration_fills_the_running_total_of_existing_batches(pg_url: str) 
     eng = engine_for(pg_url)[0]
     with eng.begin() as c:
         for bid in ("old", "none"):
-            c.execute(sqlalchemy.text("INSERT INTO batch (id, created_at, catalog_dir, new_dir, out_dir, options, notes) "
-                                      "VALUES (:b, now(), 'c', 'n', 'o', '{}', '[]')"), {"b": bid})
+            c.execute(
+                sqlalchemy.text(
+                    "INSERT INTO batch (id, created_at, catalog_dir, new_dir, out_dir, options, notes) "
+                    "VALUES (:b, now(), 'c', 'n', 'o', '{}', '[]')"
+                ),
+                {"b": bid},
+            )
         for i, cost in enumerate((0.25, 0.039, 0.5)):
-            c.execute(sqlalchemy.text("INSERT INTO charge (batch_id, stage, key, model, cost_usd, state, created_at) "
-                                      "VALUES ('old', 'render', :k, 'm', :c, 'charged', now())"), {"k": f"k{i}", "c": cost})
+            c.execute(
+                sqlalchemy.text(
+                    "INSERT INTO charge (batch_id, stage, key, model, cost_usd, state, created_at) "
+                    "VALUES ('old', 'render', :k, 'm', :c, 'charged', now())"
+                ),
+                {"k": f"k{i}", "c": cost},
+            )
     command.upgrade(cfg, "head")
     with session_scope(pg_url) as s:
         assert crud.spent(s, "old") == pytest.approx(0.789)
@@ -250,7 +261,8 @@ def test_an_embedded_job_table_from_before_gets_the_new_columns(tmp_path) -> Non
 
 @pytest.mark.parametrize("db", ["postgresql", "sqlite"])
 def test_a_tenants_monthly_budget_holds_across_its_batches_and_resets_with_the_month(
-        db: str, request: pytest.FixtureRequest, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    db: str, request: pytest.FixtureRequest, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
     from datetime import datetime, timezone
 
     from hitline.jobs import control
@@ -265,8 +277,9 @@ def test_a_tenants_monthly_budget_holds_across_its_batches_and_resets_with_the_m
         crud.set_monthly_budget(s, "acme", 1.00)
         jobs = {}
         for bid, tenant in (("a1", "acme"), ("a2", "acme"), ("o1", "other")):
-            b = crud.create_batch(s, bid, catalog_dir="c", new_dir="n", out_dir="o", options={}, budget_usd=5.0,
-                                  notes=[])
+            b = crud.create_batch(
+                s, bid, catalog_dir="c", new_dir="n", out_dir="o", options={}, budget_usd=5.0, notes=[]
+            )
             b.tenant_id = tenant
             s.flush()
             jobs[bid] = crud.add_job(s, bid, "sku", "X", 1, {}, "render")
@@ -310,6 +323,8 @@ def test_a_tenants_monthly_budget_holds_across_its_batches_and_resets_with_the_m
     from hitline.errors import BudgetExceeded
     from hitline.jobs.stages import RenderBudget
 
-    jc = SimpleNamespace(batch=SimpleNamespace(id="a1", budget_usd=5.0), job_id=ids["a1"], rt=SimpleNamespace(db_url=url))
+    jc = SimpleNamespace(
+        batch=SimpleNamespace(id="a1", budget_usd=5.0), job_id=ids["a1"], rt=SimpleNamespace(db_url=url)
+    )
     with pytest.raises(BudgetExceeded, match=r"tenant acme's monthly budget \$1\.00 reached before square"):
         RenderBudget(jc, "m").reserve("k7", 0.20, "square", Path(tmp_path) / "x.png")

@@ -28,8 +28,11 @@ def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 def test_catalog_csv_shape(demo: tuple[Path, Path]) -> None:
     catalog, _ = demo
     header, rows = _rows(catalog / "products.csv")
-    assert header == PRODUCTS_HEADER == ["product_id", "image_path", "category", "color", "style", "season",
-                                         "sales_count", "description", "price"]
+    assert (
+        header
+        == PRODUCTS_HEADER
+        == ["product_id", "image_path", "category", "color", "style", "season", "sales_count", "description", "price"]
+    )
     assert len(rows) >= 40
     assert len({r["category"] for r in rows}) >= 6
     sales = [int(r["sales_count"]) for r in rows]
@@ -47,8 +50,12 @@ def test_catalog_csv_shape(demo: tuple[Path, Path]) -> None:
 def test_new_products_csv_shape(demo: tuple[Path, Path]) -> None:
     _, new = demo
     header, rows = _rows(new / "new_products.csv")
-    assert header[:len(NEW_HEADER)] == NEW_HEADER == ["new_id", "image_path", "category", "style", "season", "prompt_hint"]
-    assert header[len(NEW_HEADER):] == COPY_HEADER  # optional promo copy (headline, price per market)
+    assert (
+        header[: len(NEW_HEADER)]
+        == NEW_HEADER
+        == ["new_id", "image_path", "category", "style", "season", "prompt_hint"]
+    )
+    assert header[len(NEW_HEADER) :] == COPY_HEADER  # optional promo copy (headline, price per market)
     assert len(rows) >= 4
     for r in rows:
         with Image.open(new / r["image_path"]) as im:
@@ -72,8 +79,12 @@ def test_demo_is_deterministic_for_a_seed(tmp_path: Path, demo: tuple[Path, Path
 
 def test_flatlays_cut_out_cleanly(demo: tuple[Path, Path]) -> None:
     rng = np.random.default_rng(1)
-    for cat, style, colour in [("dress", "boho", "terracotta"), ("trousers", "minimalist", "navy"),
-                               ("bag", "boho", "rust"), ("tshirt", "streetwear", "red")]:
+    for cat, style, colour in [
+        ("dress", "boho", "terracotta"),
+        ("trousers", "minimalist", "navy"),
+        ("bag", "boho", "rust"),
+        ("tshirt", "streetwear", "red"),
+    ]:
         img, truth = draw_flatlay(_pick_spec(rng, cat, style, colour), rng)
         mask = product_mask(img)
         assert (mask & truth).sum() / (mask | truth).sum() > 0.9, (cat, style, colour)

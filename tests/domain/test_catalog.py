@@ -13,8 +13,7 @@ import pytest
 from conftest import SHARED_CATALOG
 from PIL import Image
 
-from hitline.domain.catalog import (MAX_IMAGE_PIXELS, check_image, load_catalog, load_new_products,
-                                    verify_image_data)
+from hitline.domain.catalog import MAX_IMAGE_PIXELS, check_image, load_catalog, load_new_products, verify_image_data
 from hitline.errors import InputError
 
 HIT_HEADER = ["product_id", "image_path", "category", "color", "style", "season", "sales_count", "description", "price"]
@@ -29,8 +28,17 @@ def save_image(path: Path, size: tuple[int, int] = (80, 96), fmt: str = "JPEG") 
 
 
 def hit_row(pid: str, **over: str) -> dict[str, str]:
-    row = dict(product_id=pid, image_path=f"images/{pid}.jpg", category="Dress", color="red", style="boho",
-               season="summer", sales_count="1500", description=f"Red boho dress {pid}", price="19.99")
+    row = dict(
+        product_id=pid,
+        image_path=f"images/{pid}.jpg",
+        category="Dress",
+        color="red",
+        style="boho",
+        season="summer",
+        sales_count="1500",
+        description=f"Red boho dress {pid}",
+        price="19.99",
+    )
     row.update(over)
     return row
 
@@ -66,6 +74,7 @@ def assert_fails_alone(folder: Path, reason: str, row: int = 2) -> None:
 
 # --- good data and formats --------------------------------------------------------------------------------
 
+
 def test_good_catalog_loads_with_resolved_paths_and_normalised_category(tmp_path: Path) -> None:
     folder = hit_catalog(tmp_path, hit_row("B", category="  Midi   DRESS "))
     save_image(tmp_path / "images/B.jpg")
@@ -80,9 +89,11 @@ def test_good_catalog_loads_with_resolved_paths_and_normalised_category(tmp_path
 def test_bom_crlf_quoted_commas_newlines_whitespace_extra_columns(tmp_path: Path) -> None:
     save_image(tmp_path / "images/A 1.jpg")
     save_image(tmp_path / "images/B.png", fmt="PNG")
-    text = (" Product_ID , image_path,category,color,style,season,sales_count,description,price,notes\r\n"
-            ' A1 , "images/A 1.jpg" , Dress ,red,boho,summer, "1,200" ,"Red dress, with ""bow""\r\nand lining",$19.99,x\r\n'
-            "B2,images/B.png,top,,,, 7 ,Blue top,\"19,99\",\r\n")
+    text = (
+        " Product_ID , image_path,category,color,style,season,sales_count,description,price,notes\r\n"
+        ' A1 , "images/A 1.jpg" , Dress ,red,boho,summer, "1,200" ,"Red dress, with ""bow""\r\nand lining",$19.99,x\r\n'
+        'B2,images/B.png,top,,,, 7 ,Blue top,"19,99",\r\n'
+    )
     (tmp_path / "products.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     loaded = load_catalog(tmp_path)
     assert loaded.errors == []
@@ -92,16 +103,29 @@ def test_bom_crlf_quoted_commas_newlines_whitespace_extra_columns(tmp_path: Path
     assert a.category == "dress" and b.sales_count == 7 and b.price == 19.99
 
 
-@pytest.mark.parametrize("text,value", [("1200", 1200), ("1,200", 1200), ("1 200", 1200), ("1200.0", 1200),
-                                        ("1,234,567.00", 1234567), ("0", 0)])
+@pytest.mark.parametrize(
+    "text,value",
+    [("1200", 1200), ("1,200", 1200), ("1 200", 1200), ("1200.0", 1200), ("1,234,567.00", 1234567), ("0", 0)],
+)
 def test_sales_count_formats_accepted(tmp_path: Path, text: str, value: int) -> None:
     save_image(tmp_path / "images/X.jpg")
     write_csv(tmp_path, "products.csv", HIT_HEADER, [hit_row("X", sales_count=text)])
     assert load_catalog(tmp_path).items[0].sales_count == value
 
 
-@pytest.mark.parametrize("text,value", [("19.99", 19.99), ("$19.99", 19.99), ("19,99", 19.99), ("€ 5", 5.0),
-                                        ("1,299.50", 1299.5), ("1,299", 1299.0), ("12.5 USD", 12.5), ("0", 0.0)])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("19.99", 19.99),
+        ("$19.99", 19.99),
+        ("19,99", 19.99),
+        ("€ 5", 5.0),
+        ("1,299.50", 1299.5),
+        ("1,299", 1299.0),
+        ("12.5 USD", 12.5),
+        ("0", 0.0),
+    ],
+)
 def test_price_formats_accepted(tmp_path: Path, text: str, value: float) -> None:
     save_image(tmp_path / "images/X.jpg")
     write_csv(tmp_path, "products.csv", HIT_HEADER, [hit_row("X", price=text)])
@@ -109,6 +133,7 @@ def test_price_formats_accepted(tmp_path: Path, text: str, value: float) -> None
 
 
 # --- file-level errors ------------------------------------------------------------------------------------
+
 
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="folder not found"):
@@ -130,9 +155,15 @@ def test_header_missing_columns_names_them_and_expected_header(tmp_path: Path) -
     assert "season, sales_count, price" in msg and ",".join(HIT_HEADER) in msg
 
 
-@pytest.mark.parametrize("content,match", [(b"", "is empty"), (b"\r\n\r\n", "is empty"),
-                                           ("product_id,x\n".encode("utf-16"), "not UTF-8"),
-                                           (",".join(HIT_HEADER + ["price"]).encode(), "duplicate column")])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"", "is empty"),
+        (b"\r\n\r\n", "is empty"),
+        ("product_id,x\n".encode("utf-16"), "not UTF-8"),
+        (",".join(HIT_HEADER + ["price"]).encode(), "duplicate column"),
+    ],
+)
 def test_unreadable_csv(tmp_path: Path, content: bytes, match: str) -> None:
     (tmp_path / "products.csv").write_bytes(content)
     with pytest.raises(InputError, match=match):
@@ -140,6 +171,7 @@ def test_unreadable_csv(tmp_path: Path, content: bytes, match: str) -> None:
 
 
 # --- bad rows: each fails alone -------------------------------------------------------------------------
+
 
 def test_malformed_row_wrong_field_count(tmp_path: Path) -> None:
     hit_catalog(tmp_path)
@@ -150,9 +182,17 @@ def test_malformed_row_wrong_field_count(tmp_path: Path) -> None:
     assert load_catalog(tmp_path).errors[0].raw["extra_1"] == "9.99"
 
 
-@pytest.mark.parametrize("pid,reason", [("", "product_id is empty"), ("   ", "product_id is empty"),
-                                        ("a b", "is not allowed"), ("../x", "is not allowed"),
-                                        ("-lead", "is not allowed"), ("x" * 65, "is not allowed")])
+@pytest.mark.parametrize(
+    "pid,reason",
+    [
+        ("", "product_id is empty"),
+        ("   ", "product_id is empty"),
+        ("a b", "is not allowed"),
+        ("../x", "is not allowed"),
+        ("-lead", "is not allowed"),
+        ("x" * 65, "is not allowed"),
+    ],
+)
 def test_bad_ids(tmp_path: Path, pid: str, reason: str) -> None:
     save_image(tmp_path / "images/ok.jpg")
     assert_fails_alone(hit_catalog(tmp_path, hit_row(pid, image_path="images/ok.jpg")), reason)
@@ -176,18 +216,21 @@ def test_duplicate_ids_fail_after_the_first_naming_it(tmp_path: Path) -> None:
     assert all("already used by row 2" in e.reason for e in loaded.errors)
 
 
-@pytest.mark.parametrize("over,reason", [
-    (dict(category="  "), "category is empty"),
-    (dict(description="", color="", style=" ", season=""), "empty text"),
-    (dict(sales_count="lots"), "is not a whole number"),
-    (dict(sales_count="1200.5"), "is not a whole number"),
-    (dict(sales_count="1.200"), "is not a whole number"),
-    (dict(sales_count="-3"), "is negative"),
-    (dict(sales_count=""), "sales_count is empty"),
-    (dict(price="cheap"), "price 'cheap' is not a number"),
-    (dict(price="-5"), "price '-5' is negative"),
-    (dict(price=""), "price is empty"),
-])
+@pytest.mark.parametrize(
+    "over,reason",
+    [
+        (dict(category="  "), "category is empty"),
+        (dict(description="", color="", style=" ", season=""), "empty text"),
+        (dict(sales_count="lots"), "is not a whole number"),
+        (dict(sales_count="1200.5"), "is not a whole number"),
+        (dict(sales_count="1.200"), "is not a whole number"),
+        (dict(sales_count="-3"), "is negative"),
+        (dict(sales_count=""), "sales_count is empty"),
+        (dict(price="cheap"), "price 'cheap' is not a number"),
+        (dict(price="-5"), "price '-5' is negative"),
+        (dict(price=""), "price is empty"),
+    ],
+)
 def test_bad_values(tmp_path: Path, over: dict[str, str], reason: str) -> None:
     assert_fails_alone(hit_catalog(tmp_path, hit_row("B", **over)), reason)
     assert load_catalog(tmp_path).errors[0].id == "B"
@@ -199,11 +242,16 @@ def test_description_may_be_empty_when_other_text_exists(tmp_path: Path) -> None
 
 
 def test_all_problems_of_a_row_are_reported(tmp_path: Path) -> None:
-    reason = load_catalog(hit_catalog(tmp_path, hit_row("B", price="x", sales_count="y", image_path="images/none.jpg"))).errors[0].reason
+    reason = (
+        load_catalog(hit_catalog(tmp_path, hit_row("B", price="x", sales_count="y", image_path="images/none.jpg")))
+        .errors[0]
+        .reason
+    )
     assert "sales_count" in reason and "price" in reason and "image file not found" in reason
 
 
 # --- images ------------------------------------------------------------------------------------------------
+
 
 def png_with_size(path: Path, width: int, height: int) -> Path:
     """A small valid PNG whose header claims another size (what a decompression bomb looks like up front)."""
@@ -249,16 +297,19 @@ def bad_image_case(tmp_path: Path, kind: str) -> str:
     return img.relative_to(tmp_path).as_posix()
 
 
-@pytest.mark.parametrize("kind,reason", [
-    ("not_image", "is not an image"),
-    ("png_named_jpg", "is named .jpg but contains PNG data"),
-    ("gif", "has extension '.gif'"),
-    ("small", "too small (63x500)"),
-    ("bomb", "too large (8000x7000"),
-    ("huge_bomb", "too large"),
-    ("symlink_out", "image path escapes the catalog folder"),
-    ("directory", "is not a file"),
-])
+@pytest.mark.parametrize(
+    "kind,reason",
+    [
+        ("not_image", "is not an image"),
+        ("png_named_jpg", "is named .jpg but contains PNG data"),
+        ("gif", "has extension '.gif'"),
+        ("small", "too small (63x500)"),
+        ("bomb", "too large (8000x7000"),
+        ("huge_bomb", "too large"),
+        ("symlink_out", "image path escapes the catalog folder"),
+        ("directory", "is not a file"),
+    ],
+)
 def test_bad_images(tmp_path: Path, kind: str, reason: str) -> None:
     path = bad_image_case(tmp_path, kind)
     assert_fails_alone(hit_catalog(tmp_path, hit_row("B", image_path=path)), reason)
@@ -290,14 +341,17 @@ def test_verify_image_data_names_a_vanished_file(tmp_path: Path) -> None:
         verify_image_data(tmp_path / "gone.jpg")
 
 
-@pytest.mark.parametrize("path,reason", [
-    ("", "image path is empty"),
-    ("/etc/passwd", "image path escapes the catalog folder"),
-    ("../outside.jpg", "image path escapes the catalog folder"),
-    ("images/../../outside.jpg", "image path escapes the catalog folder"),
-    ("C:\\photos\\B.jpg", "image path escapes the catalog folder"),
-    ("images/missing.jpg", "image file not found"),
-])
+@pytest.mark.parametrize(
+    "path,reason",
+    [
+        ("", "image path is empty"),
+        ("/etc/passwd", "image path escapes the catalog folder"),
+        ("../outside.jpg", "image path escapes the catalog folder"),
+        ("images/../../outside.jpg", "image path escapes the catalog folder"),
+        ("C:\\photos\\B.jpg", "image path escapes the catalog folder"),
+        ("images/missing.jpg", "image file not found"),
+    ],
+)
 def test_bad_image_paths(tmp_path: Path, path: str, reason: str) -> None:
     save_image(tmp_path.parent / "outside.jpg")
     assert_fails_alone(hit_catalog(tmp_path, hit_row("B", image_path=path)), reason)
@@ -313,14 +367,23 @@ def test_check_image_resolves_inside_paths_and_bare_names(tmp_path: Path) -> Non
 
 # --- new products share the row parser -------------------------------------------------------------------
 
+
 def test_new_products_load_and_fail_per_row(tmp_path: Path) -> None:
     for name in ("N01", "N02", "N03"):
         save_image(tmp_path / f"new_products/{name}.png", fmt="PNG")
-    rows = [dict(new_id="N01", image_path="new_products/N01.png", category=" Midi Dress", style="boho",
-                 season="summer", prompt_hint="beach"),
-            dict(new_id="N02", image_path="new_products/N02.png", category="", style="", season="", prompt_hint=""),
-            dict(new_id="N01", image_path="new_products/N03.png", category="top", style="", season="", prompt_hint=""),
-            dict(new_id="N03", image_path="new_products/N03.png", category="top", style="", season="", prompt_hint="")]
+    rows = [
+        dict(
+            new_id="N01",
+            image_path="new_products/N01.png",
+            category=" Midi Dress",
+            style="boho",
+            season="summer",
+            prompt_hint="beach",
+        ),
+        dict(new_id="N02", image_path="new_products/N02.png", category="", style="", season="", prompt_hint=""),
+        dict(new_id="N01", image_path="new_products/N03.png", category="top", style="", season="", prompt_hint=""),
+        dict(new_id="N03", image_path="new_products/N03.png", category="top", style="", season="", prompt_hint=""),
+    ]
     write_csv(tmp_path, "new_products.csv", NEW_HEADER, rows)
     loaded = load_new_products(tmp_path)
     assert [(n.new_id, n.category) for n in loaded.items] == [("N01", "midi dress"), ("N03", "top")]
@@ -337,6 +400,7 @@ def test_new_products_header_missing_column(tmp_path: Path) -> None:
 
 
 # --- the real sample catalog ------------------------------------------------------------------------------
+
 
 def test_real_hit_catalog_loads_14_items() -> None:
     if not REAL_CATALOG.is_dir():

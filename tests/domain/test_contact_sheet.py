@@ -27,8 +27,9 @@ def test_contact_sheet_labels_are_readable(ocr, tmp_path) -> None:  # noqa: ANN0
     presets = load_presets(["amazon_main", "shopify", "thumbnail", "banner"])
     product = Image.new("RGBA", (300, 400), (0, 0, 0, 0))
     product.paste((180, 60, 40, 255), (50, 50, 250, 350))
-    style = StyleAnalysis(scene="studio", lighting="soft", pose="centred", mood="calm", prompt="p",
-                          palette=["#dddddd", "#aaaaaa"])
+    style = StyleAnalysis(
+        scene="studio", lighting="soft", pose="centred", mood="calm", prompt="p", palette=["#dddddd", "#aaaaaa"]
+    )
     ref = Image.new("RGB", (600, 800), (200, 190, 180))
     outputs = [(p.name, compose(product, ref, style, p)) for p in presets]
     sheet = contact_sheet(Image.new("RGB", (600, 800), (240, 240, 240)), [ref, ref], outputs)

@@ -20,8 +20,17 @@ def dress(colour: tuple[int, int, int], size: tuple[int, int] = (600, 800), bg=(
     w, h = size
     im = Image.new("RGB", size, bg)
     d = ImageDraw.Draw(im)
-    d.polygon([(0.40 * w, 0.12 * h), (0.60 * w, 0.12 * h), (0.62 * w, 0.40 * h), (0.80 * w, 0.88 * h),
-               (0.20 * w, 0.88 * h), (0.38 * w, 0.40 * h)], fill=colour)
+    d.polygon(
+        [
+            (0.40 * w, 0.12 * h),
+            (0.60 * w, 0.12 * h),
+            (0.62 * w, 0.40 * h),
+            (0.80 * w, 0.88 * h),
+            (0.20 * w, 0.88 * h),
+            (0.38 * w, 0.40 * h),
+        ],
+        fill=colour,
+    )
     darker = tuple(int(c * 0.7) for c in colour)
     for i in range(6):  # pleats
         x = (0.30 + 0.08 * i) * w
@@ -51,8 +60,15 @@ def test_dim_norm_dtype_and_determinism():
     assert np.array_equal(v, describe(dress((200, 30, 40))))
 
 
-@pytest.mark.parametrize("img", [Image.new("RGB", (50, 50), (128, 128, 128)), Image.new("L", (3, 900), 0),
-                                 Image.new("RGBA", (300, 200), (0, 0, 0, 0)), Image.new("RGB", (1, 1), (255, 0, 0))])
+@pytest.mark.parametrize(
+    "img",
+    [
+        Image.new("RGB", (50, 50), (128, 128, 128)),
+        Image.new("L", (3, 900), 0),
+        Image.new("RGBA", (300, 200), (0, 0, 0, 0)),
+        Image.new("RGB", (1, 1), (255, 0, 0)),
+    ],
+)
 def test_degenerate_images_still_give_unit_vectors(img):
     v = describe(img)
     assert v.shape == (DIM,) and abs(float(np.linalg.norm(v)) - 1.0) < 1e-5 and np.isfinite(v).all()
@@ -77,9 +93,15 @@ def test_colour_and_shape_rank_correctly():
     blue = describe(dress((30, 60, 190)))
     red_trousers = describe(trousers((200, 30, 40)))
     blue_trousers = describe(trousers((30, 60, 190)))
-    ranked = sorted([("red_again", cos(red, red_again)), ("blue", cos(red, blue)),
-                     ("red_trousers", cos(red, red_trousers)), ("blue_trousers", cos(red, blue_trousers))],
-                    key=lambda kv: -kv[1])
+    ranked = sorted(
+        [
+            ("red_again", cos(red, red_again)),
+            ("blue", cos(red, blue)),
+            ("red_trousers", cos(red, red_trousers)),
+            ("blue_trousers", cos(red, blue_trousers)),
+        ],
+        key=lambda kv: -kv[1],
+    )
     assert ranked[0][0] == "red_again"
     assert ranked[-1][0] == "blue_trousers"  # different colour and different shape is furthest
     assert cos(red, red_again) > 0.95

@@ -20,18 +20,32 @@ from hitline.providers.base import ImageRenderer
 from hitline.providers.local.render import LocalRenderer
 
 REAL_PHOTOS = sorted((SHARED_CATALOG / "images").glob("*.jpg"))
-STYLE = StyleAnalysis(scene="studio", lighting="soft", pose="hung", mood="calm", prompt="p",
-                      palette=["#d8cfc4", "#333333"])
+STYLE = StyleAnalysis(
+    scene="studio", lighting="soft", pose="hung", mood="calm", prompt="p", palette=["#d8cfc4", "#333333"]
+)
 
 
-def _flatlay(colour: tuple[int, int, int] = (200, 60, 50), bg: tuple[int, int, int] = (236, 233, 228),
-             size: int = 640) -> tuple[Image.Image, np.ndarray]:
+def _flatlay(
+    colour: tuple[int, int, int] = (200, 60, 50), bg: tuple[int, int, int] = (236, 233, 228), size: int = 640
+) -> tuple[Image.Image, np.ndarray]:
     """A t-shirt-like polygon on a plain background, with its true mask."""
     img = Image.new("RGB", (size, size), bg)
     s = size / 800
-    pts = [(300 * s, 150 * s), (180 * s, 190 * s), (90 * s, 330 * s), (170 * s, 380 * s), (230 * s, 300 * s),
-           (230 * s, 680 * s), (570 * s, 680 * s), (570 * s, 300 * s), (630 * s, 380 * s), (710 * s, 330 * s),
-           (620 * s, 190 * s), (500 * s, 150 * s), (400 * s, 200 * s)]
+    pts = [
+        (300 * s, 150 * s),
+        (180 * s, 190 * s),
+        (90 * s, 330 * s),
+        (170 * s, 380 * s),
+        (230 * s, 300 * s),
+        (230 * s, 680 * s),
+        (570 * s, 680 * s),
+        (570 * s, 300 * s),
+        (630 * s, 380 * s),
+        (710 * s, 330 * s),
+        (620 * s, 190 * s),
+        (500 * s, 150 * s),
+        (400 * s, 200 * s),
+    ]
     ImageDraw.Draw(img).polygon(pts, fill=colour)
     truth = Image.new("L", img.size, 0)
     ImageDraw.Draw(truth).polygon(pts, fill=255)
@@ -74,9 +88,14 @@ def test_image_fingerprint_is_sha256_of_bytes(tmp_path: Path) -> None:
     assert image_fingerprint(f) == hashlib.sha256(b"hello").hexdigest()
 
 
-@pytest.mark.parametrize("colour,bg", [((200, 60, 50), (236, 233, 228)),   # red on off-white
-                                        ((30, 30, 34), (240, 240, 240)),    # black on white
-                                        ((246, 244, 238), (226, 218, 204))])  # white on cream
+@pytest.mark.parametrize(
+    "colour,bg",
+    [
+        ((200, 60, 50), (236, 233, 228)),  # red on off-white
+        ((30, 30, 34), (240, 240, 240)),  # black on white
+        ((246, 244, 238), (226, 218, 204)),
+    ],
+)  # white on cream
 def test_cutout_mask_matches_truth(colour: tuple[int, int, int], bg: tuple[int, int, int]) -> None:
     img, truth = _flatlay(colour, bg)
     mask = product_mask(img)

@@ -5,12 +5,25 @@ from __future__ import annotations
 
 import pytest
 
-from hitline.domain.promo_copy import (CopyError, format_price, parse_locales, parse_text_instructions,
-                                       resolve_copy, text_instructions)
+from hitline.domain.promo_copy import (
+    CopyError,
+    format_price,
+    parse_locales,
+    parse_text_instructions,
+    resolve_copy,
+    text_instructions,
+)
 from hitline.errors import InputError
 
-ROW = {"headline": "Crisp white tee", "price": "19.99", "currency": "USD", "headline_de": "Weißes T-Shirt",
-       "headline_ja": "定番の白Tシャツ", "price_ja": "2980", "currency_ja": "JPY"}
+ROW = {
+    "headline": "Crisp white tee",
+    "price": "19.99",
+    "currency": "USD",
+    "headline_de": "Weißes T-Shirt",
+    "headline_ja": "定番の白Tシャツ",
+    "price_ja": "2980",
+    "currency_ja": "JPY",
+}
 
 
 def test_locales_are_checked_and_normalised() -> None:
@@ -55,8 +68,12 @@ def test_a_missing_translation_is_refused_or_machine_translated_and_marked() -> 
 
 
 def test_the_words_in_a_render_prompt_round_trip() -> None:
-    prompt = "A studio photo.\n" + text_instructions({"headline": "Weißes T-Shirt", "price": "19,99\xa0€"},
-                                                      {"headline": (0.43, 0.1, 0.97, 0.58), "price": (0.43, 0.64, 0.8, 0.92)},
-                                                      "de-DE")
-    assert parse_text_instructions(prompt) == [("headline", "de-DE", (0.43, 0.1, 0.97, 0.58), "Weißes T-Shirt"),
-                                               ("price", "de-DE", (0.43, 0.64, 0.8, 0.92), "19,99\xa0€")]
+    prompt = "A studio photo.\n" + text_instructions(
+        {"headline": "Weißes T-Shirt", "price": "19,99\xa0€"},
+        {"headline": (0.43, 0.1, 0.97, 0.58), "price": (0.43, 0.64, 0.8, 0.92)},
+        "de-DE",
+    )
+    assert parse_text_instructions(prompt) == [
+        ("headline", "de-DE", (0.43, 0.1, 0.97, 0.58), "Weißes T-Shirt"),
+        ("price", "de-DE", (0.43, 0.64, 0.8, 0.92), "19,99\xa0€"),
+    ]

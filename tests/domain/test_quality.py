@@ -10,23 +10,55 @@ from PIL import Image, ImageDraw, ImageFont
 from hitline.domain.colour import ciede2000
 from hitline.domain.compose import compose
 from hitline.domain.models import Preset, StyleAnalysis
-from hitline.domain.quality import (MAX_UPSCALE, check_background, check_resolution, check_touching, failed, gate,
-                                    input_checks, resolve_preset)
+from hitline.domain.quality import (
+    MAX_UPSCALE,
+    check_background,
+    check_resolution,
+    check_touching,
+    failed,
+    gate,
+    input_checks,
+    resolve_preset,
+)
 
 STYLE = StyleAnalysis(scene="studio", lighting="soft", pose="flat", mood="calm", prompt="p", palette=["#d8cfc4"])
-AMAZON = Preset.build("amazon_main", "1:1", "1K", "white", low_res="fail",
-                      rules={"pure_white": True, "min_fill": 0.85, "no_text": True, "max_colour_delta": 10.0})
-BANNER = Preset.build("banner", "4:1", "1K", "scene",
-                      rules={"min_height_fill": 0.6, "no_text": True, "max_colour_delta": 12.0})
+AMAZON = Preset.build(
+    "amazon_main",
+    "1:1",
+    "1K",
+    "white",
+    low_res="fail",
+    rules={"pure_white": True, "min_fill": 0.85, "no_text": True, "max_colour_delta": 10.0},
+)
+BANNER = Preset.build(
+    "banner", "4:1", "1K", "scene", rules={"min_height_fill": 0.6, "no_text": True, "max_colour_delta": 12.0}
+)
 SHOPIFY_2K = Preset.build("shopify", "3:4", "2K", "scene", rules={"min_fill": 0.5})
 
 
-def _flatlay(size: tuple[int, int] = (480, 640), paper: tuple[int, int, int] = (246, 246, 244),
-             colour: tuple[int, int, int] = (190, 40, 50), margin: int = 80) -> tuple[Image.Image, np.ndarray]:
+def _flatlay(
+    size: tuple[int, int] = (480, 640),
+    paper: tuple[int, int, int] = (246, 246, 244),
+    colour: tuple[int, int, int] = (190, 40, 50),
+    margin: int = 80,
+) -> tuple[Image.Image, np.ndarray]:
     """A T-shirt polygon on paper with its exact mask."""
     w, h = size
-    pts = [(0.36, 0), (0.5, 0.08), (0.64, 0), (0.82, 0.05), (1.0, 0.25), (0.88, 0.38), (0.78, 0.3), (0.78, 1.0),
-           (0.22, 1.0), (0.22, 0.3), (0.12, 0.38), (0.0, 0.25), (0.18, 0.05)]
+    pts = [
+        (0.36, 0),
+        (0.5, 0.08),
+        (0.64, 0),
+        (0.82, 0.05),
+        (1.0, 0.25),
+        (0.88, 0.38),
+        (0.78, 0.3),
+        (0.78, 1.0),
+        (0.22, 1.0),
+        (0.22, 0.3),
+        (0.12, 0.38),
+        (0.0, 0.25),
+        (0.18, 0.05),
+    ]
     poly = [(margin + x * (w - 2 * margin), margin + y * (h - 2 * margin)) for x, y in pts]
     img = Image.new("RGB", size, paper)
     ImageDraw.Draw(img).polygon(poly, fill=colour)
@@ -46,8 +78,12 @@ def _product(flatlay: Image.Image, mask: np.ndarray) -> Image.Image:
 def case() -> dict:
     flat, mask = _flatlay()
     product = _product(flat, mask)
-    return {"flat": flat, "mask": mask, "amazon": compose(product, None, STYLE, AMAZON),
-            "banner": compose(product, None, STYLE, BANNER)}
+    return {
+        "flat": flat,
+        "mask": mask,
+        "amazon": compose(product, None, STYLE, AMAZON),
+        "banner": compose(product, None, STYLE, BANNER),
+    }
 
 
 def _names(checks) -> set[str]:  # noqa: ANN001
@@ -55,9 +91,14 @@ def _names(checks) -> set[str]:  # noqa: ANN001
 
 
 def test_ciede2000_matches_sharma_pairs() -> None:
-    pairs = [((50, 2.6772, -79.7751), (50, 0, -82.7485), 2.0425), ((50, 2.5, 0), (50, 0, -2.5), 4.3065),
-             ((50, 2.5, 0), (73, 25, -18), 27.1492), ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644),
-             ((90.8027, -2.0831, 1.441), (91.1528, -1.6435, 0.0447), 1.4441), ((2.0776, 0.0795, -1.135), (0.9033, -0.0636, -0.5514), 0.9082)]
+    pairs = [
+        ((50, 2.6772, -79.7751), (50, 0, -82.7485), 2.0425),
+        ((50, 2.5, 0), (50, 0, -2.5), 4.3065),
+        ((50, 2.5, 0), (73, 25, -18), 27.1492),
+        ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644),
+        ((90.8027, -2.0831, 1.441), (91.1528, -1.6435, 0.0447), 1.4441),
+        ((2.0776, 0.0795, -1.135), (0.9033, -0.0636, -0.5514), 0.9082),
+    ]
     got = ciede2000(np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
     assert np.allclose(got, [p[2] for p in pairs], atol=1e-4)
 

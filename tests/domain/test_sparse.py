@@ -78,10 +78,17 @@ def test_save_load_round_trip(vocab: TextVocabulary, tmp_path: Path):
 
 
 def test_version_is_stable_across_processes(vocab: TextVocabulary, tmp_path: Path):
-    code = "import sys, json; from hitline.domain.sparse import TextVocabulary; " \
-           "print(TextVocabulary.fit(json.loads(sys.argv[1])).version)"
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(TEXTS)], capture_output=True, text=True,
-                         check=True, env={"PYTHONHASHSEED": "123", "PATH": "", **_pythonpath()})
+    code = (
+        "import sys, json; from hitline.domain.sparse import TextVocabulary; "
+        "print(TextVocabulary.fit(json.loads(sys.argv[1])).version)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(TEXTS)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": "", **_pythonpath()},
+    )
     assert out.stdout.strip() == vocab.version
     assert re.fullmatch(r"[0-9a-f]{16}", vocab.version), vocab.version
 

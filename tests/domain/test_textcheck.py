@@ -29,7 +29,9 @@ def _boxes(banner) -> dict[str, tuple[int, int, int, int]]:  # noqa: ANN001
 
 
 def test_normalising_folds_case_width_and_whitespace_only() -> None:
-    assert normalise("￥2,980") == normalise("¥2,980") and normalise("Crisp  White\nTee") == normalise("crisp white tee")
+    assert normalise("￥2,980") == normalise("¥2,980") and normalise("Crisp  White\nTee") == normalise(
+        "crisp white tee"
+    )
     assert cer("19,99 €", "19,99\xa0€") == 0.0 and cer("Sommerkleid", "Sommerkleld") == pytest.approx(1 / 11)
 
 
@@ -59,6 +61,8 @@ def test_a_script_the_ocr_cannot_read_is_unverified_not_passed(banner) -> None: 
         verdict, reasons = status(readings)
         assert verdict == "unverified" and "text unverified" in reasons[0], locale
     # a Korean headline next to a price read back exactly is still unverified as a whole
-    mixed = [SlotReading("headline", "여름 원피스", "", 1.0, False, ("HANGUL",)),
-             SlotReading("price", "₩39,000", "₩39,000", 0.0, True)]
+    mixed = [
+        SlotReading("headline", "여름 원피스", "", 1.0, False, ("HANGUL",)),
+        SlotReading("price", "₩39,000", "₩39,000", 0.0, True),
+    ]
     assert status(mixed)[0] == "unverified"

@@ -18,8 +18,14 @@ def banner():  # noqa: ANN201
 
 
 def test_the_bundled_font_covers_latin_greek_cyrillic_and_cjk() -> None:
-    for text, locale in [("Größe € ß", "de-DE"), ("Καλοκαίρι", "el-GR"), ("Летнее платье", "ru-RU"),
-                         ("夏のワンピース", "ja-JP"), ("夏季连衣裙", "zh-CN"), ("여름 원피스", "ko-KR")]:
+    for text, locale in [
+        ("Größe € ß", "de-DE"),
+        ("Καλοκαίρι", "el-GR"),
+        ("Летнее платье", "ru-RU"),
+        ("夏のワンピース", "ja-JP"),
+        ("夏季连衣裙", "zh-CN"),
+        ("여름 원피스", "ko-KR"),
+    ]:
         assert missing_glyphs(text, locale) == [], locale
 
 

@@ -53,25 +53,28 @@ def _f32(values: list[float]) -> str:
     return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
 
 
-@pytest.mark.parametrize(("value", "says"), [
-    ({"f32": _f32([1.0, 2.0, 3.0]), "dim": 4}, r"holds 12 bytes, not the 4 x 4"),
-    ({"f32": _f32([1.0, 2.0])[:-1], "dim": 2}, r"not valid base64"),
-    ({"f32": "AAAAAA*=", "dim": 2}, r"not valid base64"),
-    ({"f32": _f32([1.0]), "dim": "1"}, r"dim must be a positive integer, not '1'"),
-    ({"f32": _f32([1.0]), "dim": True}, r"dim must be a positive integer"),
-    ({"f32": "", "dim": 0}, r"dim must be a positive integer, not 0"),
-    ({"f32": [1.0], "dim": 1}, r"f32 must be base64 text, not list"),
-    ({"f32": _f32([1.0])}, r"not \['f32'\]"),
-    ({"f16": _f32([1.0]), "dim": 1}, r"not \['dim', 'f16'\]"),
-    ("0.5,0.5", r"or a list of numbers, not str"),
-    (0.5, r"or a list of numbers, not float"),
-    (["a", "b"], r"list is not a usable vector"),
-    ([[1.0, 2.0], [3.0]], r"list is not a usable vector"),
-    ([[1.0, 2.0], [3.0, 4.0]], r"list is not a usable vector: .*shape \(2, 2\)"),
-    ([None, 1.0], r"list is not a usable vector: .*finite, not nan"),
-    ({"f32": _f32([1.0, float("inf")]), "dim": 2}, r"not a usable vector: .*finite, not inf"),
-    ([], r"list is not a usable vector: .*shape \(0,\)"),
-])
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ({"f32": _f32([1.0, 2.0, 3.0]), "dim": 4}, r"holds 12 bytes, not the 4 x 4"),
+        ({"f32": _f32([1.0, 2.0])[:-1], "dim": 2}, r"not valid base64"),
+        ({"f32": "AAAAAA*=", "dim": 2}, r"not valid base64"),
+        ({"f32": _f32([1.0]), "dim": "1"}, r"dim must be a positive integer, not '1'"),
+        ({"f32": _f32([1.0]), "dim": True}, r"dim must be a positive integer"),
+        ({"f32": "", "dim": 0}, r"dim must be a positive integer, not 0"),
+        ({"f32": [1.0], "dim": 1}, r"f32 must be base64 text, not list"),
+        ({"f32": _f32([1.0])}, r"not \['f32'\]"),
+        ({"f16": _f32([1.0]), "dim": 1}, r"not \['dim', 'f16'\]"),
+        ("0.5,0.5", r"or a list of numbers, not str"),
+        (0.5, r"or a list of numbers, not float"),
+        (["a", "b"], r"list is not a usable vector"),
+        ([[1.0, 2.0], [3.0]], r"list is not a usable vector"),
+        ([[1.0, 2.0], [3.0, 4.0]], r"list is not a usable vector: .*shape \(2, 2\)"),
+        ([None, 1.0], r"list is not a usable vector: .*finite, not nan"),
+        ({"f32": _f32([1.0, float("inf")]), "dim": 2}, r"not a usable vector: .*finite, not inf"),
+        ([], r"list is not a usable vector: .*shape \(0,\)"),
+    ],
+)
 def test_a_malformed_value_is_a_clear_input_error(value: object, says: str) -> None:
     with pytest.raises(InputError, match=says):
         decode_vector(value)

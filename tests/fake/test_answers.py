@@ -18,7 +18,7 @@ def _jpeg_uri(colour: tuple[int, int, int], size: tuple[int, int] = (64, 96), cu
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, "JPEG")
     data = buffer.getvalue()
-    return "data:image/jpeg;base64," + base64.b64encode(data[:len(data) - cut]).decode()
+    return "data:image/jpeg;base64," + base64.b64encode(data[: len(data) - cut]).decode()
 
 
 @pytest.fixture

@@ -31,9 +31,20 @@ def fake() -> Iterator[FakeServer]:
 
 @pytest.fixture(autouse=True)
 def fresh(fake: FakeServer) -> None:
-    fake.configure(script=[], rpm={}, retry_after_s=None, require_key=False, p_500=0.0, p_no_image=0.0,
-                   latency={"embeddings": (0, 0), "chat": (0, 0), "image": (0, 0)}, max_image_side=256,
-                   use_local_renderer=False, report_cost=True, fail={}, instant=False)
+    fake.configure(
+        script=[],
+        rpm={},
+        retry_after_s=None,
+        require_key=False,
+        p_500=0.0,
+        p_no_image=0.0,
+        latency={"embeddings": (0, 0), "chat": (0, 0), "image": (0, 0)},
+        max_image_side=256,
+        use_local_renderer=False,
+        report_cost=True,
+        fail={},
+        instant=False,
+    )
     fake.reset()
 
 
@@ -52,8 +63,13 @@ def _post(fake: FakeServer, path: str, body: Any, headers: dict[str, str] | None
 
 
 def _image_request(parts: list[dict[str, Any]], ratio: str = "3:4", size: str = "1K", **extra: Any) -> dict[str, Any]:
-    return {"model": NANO, "modalities": ["image", "text"], "image_config": {"aspect_ratio": ratio, "image_size": size},
-            "messages": [{"role": "user", "content": [*parts, {"type": "text", "text": "make it nice"}]}], **extra}
+    return {
+        "model": NANO,
+        "modalities": ["image", "text"],
+        "image_config": {"aspect_ratio": ratio, "image_size": size},
+        "messages": [{"role": "user", "content": [*parts, {"type": "text", "text": "make it nice"}]}],
+        **extra,
+    }
 
 
 def _png(body: dict[str, Any]) -> Image.Image:
@@ -96,23 +112,34 @@ def test_require_key_gives_401_with_an_error_body(fake: FakeServer) -> None:
     assert _post(fake, "/embeddings", {"model": EMBED, "input": "x"}).status_code == 200
 
 
-@pytest.mark.parametrize("path, body, message", [
-    ("/chat/completions", {"model": "acme/nope", "messages": [{"role": "user", "content": "hi"}]}, "not a valid model"),
-    ("/chat/completions", {"model": CHAT}, "'messages' is required"),
-    ("/chat/completions", {"model": CHAT, "messages": []}, "'messages' is required"),
-    ("/chat/completions", _image_request([_part((1, 2, 3))] * 15), "too many images: 15"),
-    ("/chat/completions", _image_request([], ratio="7:3"), "unsupported aspect_ratio '7:3'"),
-    ("/chat/completions", _image_request([], size="8K"), "unsupported image_size '8K'"),
-    ("/chat/completions", {**_image_request([]), "model": CHAT}, "does not support image output"),
-    ("/chat/completions", _image_request([{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]),
-     "base64 data URI"),
-    ("/embeddings", {"model": CHAT, "input": "x"}, "not a valid embedding model"),
-    ("/embeddings", {"model": EMBED, "input": []}, "non-empty list"),
-    ("/embeddings", {"model": EMBED, "input": [{"content": []}]}, "each input"),
-    ("/embeddings", {"model": EMBED, "input": "x", "encoding_format": "int8"}, "'encoding_format' must be"),
-])
-def test_invalid_requests_are_400_with_an_error_body(fake: FakeServer, path: str, body: dict[str, Any],
-                                                     message: str) -> None:
+@pytest.mark.parametrize(
+    "path, body, message",
+    [
+        (
+            "/chat/completions",
+            {"model": "acme/nope", "messages": [{"role": "user", "content": "hi"}]},
+            "not a valid model",
+        ),
+        ("/chat/completions", {"model": CHAT}, "'messages' is required"),
+        ("/chat/completions", {"model": CHAT, "messages": []}, "'messages' is required"),
+        ("/chat/completions", _image_request([_part((1, 2, 3))] * 15), "too many images: 15"),
+        ("/chat/completions", _image_request([], ratio="7:3"), "unsupported aspect_ratio '7:3'"),
+        ("/chat/completions", _image_request([], size="8K"), "unsupported image_size '8K'"),
+        ("/chat/completions", {**_image_request([]), "model": CHAT}, "does not support image output"),
+        (
+            "/chat/completions",
+            _image_request([{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]),
+            "base64 data URI",
+        ),
+        ("/embeddings", {"model": CHAT, "input": "x"}, "not a valid embedding model"),
+        ("/embeddings", {"model": EMBED, "input": []}, "non-empty list"),
+        ("/embeddings", {"model": EMBED, "input": [{"content": []}]}, "each input"),
+        ("/embeddings", {"model": EMBED, "input": "x", "encoding_format": "int8"}, "'encoding_format' must be"),
+    ],
+)
+def test_invalid_requests_are_400_with_an_error_body(
+    fake: FakeServer, path: str, body: dict[str, Any], message: str
+) -> None:
     response = _post(fake, path, body)
     assert response.status_code == 400
     error = response.json()["error"]
@@ -197,8 +224,15 @@ def test_analysis_follows_the_colours(fake: FakeServer) -> None:
     import json
 
     def mood(colour: tuple[int, int, int]) -> dict[str, Any]:
-        body = _post(fake, "/chat/completions", {"model": CHAT, "response_format": {"type": "json_object"},
-                                                 "messages": [{"role": "user", "content": [_part(colour)] * 2}]}).json()
+        body = _post(
+            fake,
+            "/chat/completions",
+            {
+                "model": CHAT,
+                "response_format": {"type": "json_object"},
+                "messages": [{"role": "user", "content": [_part(colour)] * 2}],
+            },
+        ).json()
         assert body["usage"]["prompt_tokens"] >= 2 * 258 and body["usage"]["cost"] > 0
         return json.loads(body["choices"][0]["message"]["content"])
 
@@ -208,13 +242,22 @@ def test_analysis_follows_the_colours(fake: FakeServer) -> None:
     assert warm["palette"][0] == "#dc7828" and len(warm["prompt"].split()) < 100
 
 
-@pytest.mark.parametrize("ratio, size, cap, expected", [
-    ("3:4", "1K", 256, (192, 256)), ("4:1", "2K", 256, (256, 64)), ("1:1", "512px", None, (512, 512)),
-    ("9:16", "1K", None, (576, 1024))])
-def test_images_are_real_pngs_of_the_requested_shape(fake: FakeServer, ratio: str, size: str, cap: int | None,
-                                                     expected: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    "ratio, size, cap, expected",
+    [
+        ("3:4", "1K", 256, (192, 256)),
+        ("4:1", "2K", 256, (256, 64)),
+        ("1:1", "512px", None, (512, 512)),
+        ("9:16", "1K", None, (576, 1024)),
+    ],
+)
+def test_images_are_real_pngs_of_the_requested_shape(
+    fake: FakeServer, ratio: str, size: str, cap: int | None, expected: tuple[int, int]
+) -> None:
     fake.configure(max_image_side=cap)
-    body = _post(fake, "/chat/completions", _image_request([_part((200, 0, 0)), _part((0, 0, 200))], ratio, size)).json()
+    body = _post(
+        fake, "/chat/completions", _image_request([_part((200, 0, 0)), _part((0, 0, 200))], ratio, size)
+    ).json()
     image = _png(body)
     assert image.size == expected
     centre = image.convert("RGB").getpixel((expected[0] // 2, expected[1] // 2))
@@ -234,7 +277,7 @@ def _jpeg_uri(colour: tuple[int, int, int], size: tuple[int, int] = (64, 96), cu
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, "JPEG")
     data = buffer.getvalue()
-    return "data:image/jpeg;base64," + base64.b64encode(data[:len(data) - cut]).decode()
+    return "data:image/jpeg;base64," + base64.b64encode(data[: len(data) - cut]).decode()
 
 
 def test_instant_mode_answers_a_plain_png_of_the_shape_and_still_checks_the_images(fake: FakeServer) -> None:
@@ -304,9 +347,27 @@ def test_the_callers_config_is_not_consumed() -> None:
 
 
 def test_cli_options_become_knobs() -> None:
-    host, port, config = parse_args(["--port", "9911", "--latency", "image=0.5:2", "--latency", "chat=0.1",
-                                     "--rpm", f"{NANO}=20", "--p-500", "0.1", "--p-no-image", "0.05",
-                                     "--require-key", "--max-image-side", "0", "--seed", "3"])
+    host, port, config = parse_args(
+        [
+            "--port",
+            "9911",
+            "--latency",
+            "image=0.5:2",
+            "--latency",
+            "chat=0.1",
+            "--rpm",
+            f"{NANO}=20",
+            "--p-500",
+            "0.1",
+            "--p-no-image",
+            "0.05",
+            "--require-key",
+            "--max-image-side",
+            "0",
+            "--seed",
+            "3",
+        ]
+    )
     assert (host, port) == ("127.0.0.1", 9911)
     assert config.latency["image"] == (0.5, 2.0) and config.latency["chat"] == (0.1, 0.1)
     assert config.rpm == {NANO: 20} and config.p_500 == 0.1 and config.p_no_image == 0.05

@@ -49,8 +49,9 @@ def _embedded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     calls: list[int] = []
     real = local_embed.LocalEmbedder.embed_images
-    monkeypatch.setattr(local_embed.LocalEmbedder, "embed_images",
-                        lambda self, paths: calls.append(len(paths)) or real(self, paths))
+    monkeypatch.setattr(
+        local_embed.LocalEmbedder, "embed_images", lambda self, paths: calls.append(len(paths)) or real(self, paths)
+    )
     return calls
 
 
@@ -86,7 +87,8 @@ def test_an_update_embeds_new_images_and_writes_changed_rows_only(catalog: Path,
 
 
 def test_a_running_batch_keeps_its_version_and_a_batch_on_an_indexed_catalog_starts_at_once(
-        catalog: Path, demo_data: tuple[Path, Path], hitline_env: Path) -> None:
+    catalog: Path, demo_data: tuple[Path, Path], hitline_env: Path
+) -> None:
     rt = get_runtime()
     first = submit_batch(rt, catalog, demo_data[1], hitline_env / "out", options=OPTIONS)
     assert sum(map(len, first.hit_chunks)) == 12  # a new catalog: indexed by this batch's catalog jobs

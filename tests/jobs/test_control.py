@@ -22,8 +22,16 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'jobs.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
     init_db(url)
     with session_scope(url) as s:
-        crud.create_batch(s, "B", catalog_dir="c", new_dir="n", out_dir="o", options={"presets": ["thumbnail"]},
-                          budget_usd=2.0, notes=[])
+        crud.create_batch(
+            s,
+            "B",
+            catalog_dir="c",
+            new_dir="n",
+            out_dir="o",
+            options={"presets": ["thumbnail"]},
+            budget_usd=2.0,
+            notes=[],
+        )
         for i in range(10):
             crud.add_job(s, "B", "sku", f"SKU{i:02d}", i, {}, "embed")
         crud.add_job(s, "B", "hit", "H1", 0, {}, "index", state="done")
@@ -53,8 +61,14 @@ def test_summary_counts_and_failures_grouped_by_reason(db: str) -> None:
     assert summ.by_state["hit"] == {"done": 1}
     assert summ.by_stage["sku"]["render"] == {"failed": 3}
     assert summ.budget_usd == 2.0 and summ.spent_usd == 0.0 and summ.open == 6
-    assert summ.failures[0] == {"reason": "provider 402: Insufficient credits", "stage": "render", "kind": "sku",
-                                "count": 3, "retryable": True, "example": "provider 402: Insufficient credits"}
+    assert summ.failures[0] == {
+        "reason": "provider 402: Insufficient credits",
+        "stage": "render",
+        "kind": "sku",
+        "count": 3,
+        "retryable": True,
+        "example": "provider 402: Insufficient credits",
+    }
     rejected = [f for f in summ.failures if f["reason"] == "row <n>: missing image_path"]
     assert rejected and rejected[0]["retryable"] is False
 
@@ -142,8 +156,9 @@ def test_tokens_store_only_a_hash(db: str) -> None:
 
 
 def test_reasons_that_differ_only_by_file_or_row_are_one_group_and_retry_together(db: str) -> None:
-    ids = [_fail(db, f"SKU0{i}", "embed", f"cannot read image NEW00{i}.jpg: cannot identify image file")
-           for i in range(4)]
+    ids = [
+        _fail(db, f"SKU0{i}", "embed", f"cannot read image NEW00{i}.jpg: cannot identify image file") for i in range(4)
+    ]
     _fail(db, "SKU05", "embed", "cannot read image x.png: 100%_ truncated")  # another group, LIKE-hostile
     with session_scope(db) as s:
         groups = {f["reason"]: f for f in control.summary(s, "B").failures}
@@ -164,9 +179,14 @@ def test_summary_counts_input_checks_gate_outcomes_and_the_render_plan(rendered_
         job = next(j for j in crud.jobs(s, rendered_batch) if j.item_id == "SKU0")
         facts = control.render_facts(job)
         waiting = control.render_facts(next(j for j in crud.jobs(s, rendered_batch) if j.item_id == "WAITING"))
-    assert q.input_checks.model_dump() == {"low_res": 7, "downsized": {"amazon_main": {"1K": 6}},
-                                           "failed": {"banner": 1}, "background": 1,
-                                           "background_presets": {"amazon_main": 1}, "touches_frame": 1}
+    assert q.input_checks.model_dump() == {
+        "low_res": 7,
+        "downsized": {"amazon_main": {"1K": 6}},
+        "failed": {"banner": 1},
+        "background": 1,
+        "background_presets": {"amazon_main": 1},
+        "touches_frame": 1,
+    }
     # 8 SKUs x 4 outputs, minus the failed banner; SKU0 has one of each outcome but passed twice
     assert q.gate == {"passed": 29, "passed_after_rerender": 1, "needs_review": 1}
     plan = q.render_plan
@@ -177,8 +197,10 @@ def test_summary_counts_input_checks_gate_outcomes_and_the_render_plan(rendered_
 
     assert "(8 resized)" in plan_text(plan) and plan_text(plan.model_copy(update={"derived": 0})) == ""
     # a provider without prices (local): the plan without a row of $0.000 figures
-    assert (plan_text(plan.model_copy(update={"naive_usd": 0.0, "cost_usd": 0.0}))
-            == "render plan: 24 renders for 32 outputs (8 resized)")
+    assert (
+        plan_text(plan.model_copy(update={"naive_usd": 0.0, "cost_usd": 0.0}))
+        == "render plan: 24 renders for 32 outputs (8 resized)"
+    )
     assert facts.input_checks.downsized == {"amazon_main": "1K"} and facts.input_checks.touches_frame
     assert facts.gate == {"passed": 2, "passed_after_rerender": 1, "needs_review": 1}
     assert facts.render_plan.derived == {"thumbnail": "amazon_main"} and waiting is None

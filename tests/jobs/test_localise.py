@@ -51,12 +51,14 @@ def _render(batch: str) -> dict:
 
 @pytest.mark.timeout(900)  # rapidocr on a shared 2-core machine: seconds per slot under load
 def test_overlay_words_in_each_locale_read_back_and_the_main_image_stays_text_free(
-        demo_data, hitline_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    demo_data, hitline_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
     monkeypatch.setenv("HITLINE_QUALITY_GATE", "1")
     reset_runtime()
     catalog, new = _one_sku(demo_data, tmp_path / "new", headline_ko="여름 티셔츠", price_ko="29000", currency_ko="KRW")
-    batch = _run(catalog, new, hitline_env / "out", "--presets", "amazon_main,banner",
-                 "--locales", "en-US,ko-KR,fr-FR")  # ja-JP/zh read back: tests/domain/test_textcheck.py
+    batch = _run(
+        catalog, new, hitline_env / "out", "--presets", "amazon_main,banner", "--locales", "en-US,ko-KR,fr-FR"
+    )  # ja-JP/zh read back: tests/domain/test_textcheck.py
     render = _render(batch)
     by = {(o["preset"], o.get("locale")): o for o in render["outputs"]}
     # amazon_main: one output for every locale, no words, its no-text rule passed
@@ -96,14 +98,29 @@ def _renders(fake) -> list[str]:  # noqa: ANN001
 
 def _model_run(fake, demo_data, tmp_path: Path, out: Path, *extra: str) -> dict:  # noqa: ANN001
     catalog, new = _one_sku(demo_data, tmp_path / out.name)
-    batch = _run(catalog, new, out, "--provider", "openrouter", "--openrouter-base-url", fake.base_url,
-                 "--presets", "banner", "--locales", "de-DE", "--text-mode", "model", *extra)
+    batch = _run(
+        catalog,
+        new,
+        out,
+        "--provider",
+        "openrouter",
+        "--openrouter-base-url",
+        fake.base_url,
+        "--presets",
+        "banner",
+        "--locales",
+        "de-DE",
+        "--text-mode",
+        "model",
+        *extra,
+    )
     return _render(batch)
 
 
 @pytest.mark.timeout(900)
-def test_model_mode_misread_is_rerendered_once_with_the_misread_quoted(fake, demo_data, hitline_env: Path,
-                                                                        tmp_path: Path) -> None:  # noqa: ANN001
+def test_model_mode_misread_is_rerendered_once_with_the_misread_quoted(
+    fake, demo_data, hitline_env: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
     fake.configure(misspell_text="first")  # the first render misspells, the re-render is right
     render = _model_run(fake, demo_data, tmp_path, hitline_env / "out")
     (o,) = render["outputs"]
@@ -118,8 +135,9 @@ def test_model_mode_misread_is_rerendered_once_with_the_misread_quoted(fake, dem
 
 
 @pytest.mark.timeout(900)
-def test_model_mode_misread_twice_goes_to_review_with_the_diff(fake, demo_data, hitline_env: Path,
-                                                               tmp_path: Path) -> None:  # noqa: ANN001
+def test_model_mode_misread_twice_goes_to_review_with_the_diff(
+    fake, demo_data, hitline_env: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
     fake.configure(misspell_text="always")
     render = _model_run(fake, demo_data, tmp_path, hitline_env / "out2")
     (o,) = render["outputs"]

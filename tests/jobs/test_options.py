@@ -23,8 +23,9 @@ def _presets(options: dict[str, object], out: Path) -> list[tuple[str, int, int]
     return [(p.name, p.width, p.height) for p in jc.presets]
 
 
-def test_workers_render_the_presets_the_batch_was_checked_against(hitline_env: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_render_the_presets_the_batch_was_checked_against(
+    hitline_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HITLINE_PRESETS_FILE", str(_presets_file(hitline_env / "submit.toml", "1K")))
     reset_runtime()
     options = batch_options(get_runtime().settings, presets=["thumbnail"])

@@ -78,8 +78,18 @@ def _renders(fake) -> int:  # noqa: ANN001
 
 
 def _api(fake, catalog: Path, new: Path, out: Path, *extra: str) -> str:  # noqa: ANN001
-    return _run(catalog, new, out, "--provider", "openrouter", "--openrouter-base-url", fake.base_url,
-                "--presets", "thumbnail", *extra)
+    return _run(
+        catalog,
+        new,
+        out,
+        "--provider",
+        "openrouter",
+        "--openrouter-base-url",
+        fake.base_url,
+        "--presets",
+        "thumbnail",
+        *extra,
+    )
 
 
 def test_failed_output_is_rerendered_once_with_the_reasons(fake, one_sku, hitline_env: Path) -> None:  # noqa: ANN001
@@ -145,8 +155,9 @@ def test_local_render_plan_after_the_input_checks(one_sku, hitline_env: Path, mo
     under its own preset's rules; the status summary counts the input checks and the gate."""
     from PIL import Image
 
-    batch, job, calls = _local_gated_run(one_sku, hitline_env / "out", monkeypatch,
-                                         "amazon_main,shopify,thumbnail,banner")
+    batch, job, calls = _local_gated_run(
+        one_sku, hitline_env / "out", monkeypatch, "amazon_main,shopify,thumbnail,banner"
+    )
     render = job.result["render"]
     assert render["inputs"]["downsized"] == {"amazon_main": "1K"}
     assert sorted(calls) == ["amazon_main@1K", "banner@2K", "shopify@2K"]
@@ -161,15 +172,17 @@ def test_local_render_plan_after_the_input_checks(one_sku, hitline_env: Path, mo
     assert "render plan: 3 renders for 4 outputs (1 resized)" in flat and "quality gate (outputs):" in flat
 
 
-def test_a_resized_output_that_fails_its_gate_is_rendered_on_its_own(one_sku, hitline_env: Path, monkeypatch,
-                                                                     tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_resized_output_that_fails_its_gate_is_rendered_on_its_own(
+    one_sku, hitline_env: Path, monkeypatch, tmp_path: Path
+) -> None:  # noqa: ANN001
     """A thumbnail whose rule the resized main image does not meet (the product spanning 95% of the frame):
     it is rendered on its own at 512 px, even by the local compositor (its own composition differs from a
     resize), and the record says it was resized first."""
     (tmp_path / "presets.toml").write_text(
         '[amazon_main]\naspect_ratio = "1:1"\nsize = "2K"\nbackground = "white"\n'
-        '[amazon_main.rules]\nmin_side = 1000\npure_white = true\nmin_fill = 0.85\n'
-        '[thumbnail]\naspect_ratio = "1:1"\nsize = "512px"\n[thumbnail.rules]\nmin_fill = 0.95\n')
+        "[amazon_main.rules]\nmin_side = 1000\npure_white = true\nmin_fill = 0.85\n"
+        '[thumbnail]\naspect_ratio = "1:1"\nsize = "512px"\n[thumbnail.rules]\nmin_fill = 0.95\n'
+    )
     monkeypatch.setenv("HITLINE_PRESETS_FILE", str(tmp_path / "presets.toml"))
     _, job, calls = _local_gated_run(one_sku, hitline_env / "out", monkeypatch, "amazon_main,thumbnail")
     thumb = next(o for o in job.result["render"]["outputs"] if o["preset"] == "thumbnail")
@@ -199,8 +212,9 @@ def test_a_judge_without_a_verdict_costs_no_render(fake, one_sku, hitline_env: P
 PRO_MODEL = "google/gemini-3-pro-image-preview"
 
 
-def test_escalate_pro_renders_a_twice_failed_output_once_more_and_charges_it(fake, one_sku, hitline_env: Path,
-                                                                            monkeypatch) -> None:  # noqa: ANN001
+def test_escalate_pro_renders_a_twice_failed_output_once_more_and_charges_it(
+    fake, one_sku, hitline_env: Path, monkeypatch
+) -> None:  # noqa: ANN001
     """--escalate pro: the first verdict and the re-render's fail, Nano Banana Pro renders it once (the
     tutorial's refinements in the prompt), its verdict passes; reserved, charged at its price, in the report."""
     monkeypatch.setenv("HITLINE_ESCALATE", "none")  # the CLI flag sets it: restored after the test

@@ -12,8 +12,15 @@ from pydantic import ValidationError
 from db import crud
 from db.session import init_db, session_scope
 from hitline.jobs.context import get_runtime
-from hitline.jobs.results import (AnalyzeResult, EmbedResult, IndexResult, RenderResult, RetrieveResult, StageResult,
-                                  read)
+from hitline.jobs.results import (
+    AnalyzeResult,
+    EmbedResult,
+    IndexResult,
+    RenderResult,
+    RetrieveResult,
+    StageResult,
+    read,
+)
 from hitline.jobs.runner import checked, run_step
 from hitline.jobs.stages import STAGES
 
@@ -22,37 +29,88 @@ from hitline.jobs.stages import STAGES
 MAIN_ROW = {
     "embed": {"key": "vec:local/descriptor-v2:3f2a", "cost_usd": 0.0},
     "index": {"collection": "hits_local_descriptor_v2", "catalog_rows": 48},
-    "retrieve": {"filter": 'category == "dress" and sales_count > 1500', "fallback": "category+sales",
-                 "notes": [], "hits": [{"product_id": "HIT0007", "score": 0.031, "image_path": "/c/images/7.jpg",
-                                        "category": "dress", "sales_count": 4100, "description": "linen dress",
-                                        "found_by": ["dense", "sparse"], "dense_rank": 1, "sparse_rank": 2}]},
-    "analyze": {"style": {"scene": "beach", "lighting": "golden hour", "pose": "walking", "mood": "calm",
-                          "prompt": "a linen dress on a beach", "palette": ["#f0e0c0"], "measurements": {},
-                          "warnings": []}, "cached": False, "cost_usd": 0.0},
-    "render": {"outputs": [{"preset": "thumbnail", "path": "/o/B/SKU1/thumbnail-ab12.png", "width": 512,
-                            "height": 512, "cost_usd": 0.0, "key": "ab12", "reused_from": None,
-                            "derived_from": None}],
-               "plan": {"renders": ["thumbnail"], "derived": {}, "cost_usd": 0.0, "naive_cost_usd": 0.0,
-                        "saving_usd": 0.0},
-               "digest": {"inputs": {"downsized": {}, "failed": [], "background": [], "touches_frame": False},
-                          "gate": {}, "plan": {"renders": 1, "derived": 0, "naive_usd": 0.0, "cost_usd": 0.0}},
-               "review": {"state": "approved"}},  # written by a later version: kept, not refused
+    "retrieve": {
+        "filter": 'category == "dress" and sales_count > 1500',
+        "fallback": "category+sales",
+        "notes": [],
+        "hits": [
+            {
+                "product_id": "HIT0007",
+                "score": 0.031,
+                "image_path": "/c/images/7.jpg",
+                "category": "dress",
+                "sales_count": 4100,
+                "description": "linen dress",
+                "found_by": ["dense", "sparse"],
+                "dense_rank": 1,
+                "sparse_rank": 2,
+            }
+        ],
+    },
+    "analyze": {
+        "style": {
+            "scene": "beach",
+            "lighting": "golden hour",
+            "pose": "walking",
+            "mood": "calm",
+            "prompt": "a linen dress on a beach",
+            "palette": ["#f0e0c0"],
+            "measurements": {},
+            "warnings": [],
+        },
+        "cached": False,
+        "cost_usd": 0.0,
+    },
+    "render": {
+        "outputs": [
+            {
+                "preset": "thumbnail",
+                "path": "/o/B/SKU1/thumbnail-ab12.png",
+                "width": 512,
+                "height": 512,
+                "cost_usd": 0.0,
+                "key": "ab12",
+                "reused_from": None,
+                "derived_from": None,
+            }
+        ],
+        "plan": {"renders": ["thumbnail"], "derived": {}, "cost_usd": 0.0, "naive_cost_usd": 0.0, "saving_usd": 0.0},
+        "digest": {
+            "inputs": {"downsized": {}, "failed": [], "background": [], "touches_frame": False},
+            "gate": {},
+            "plan": {"renders": 1, "derived": 0, "naive_usd": 0.0, "cost_usd": 0.0},
+        },
+        "review": {"state": "approved"},
+    },  # written by a later version: kept, not refused
 }
 
 
 def test_every_stage_declares_its_result_model() -> None:
     assert all(st.result is not StageResult for st in STAGES)
     declared = {st.name: st.result for st in STAGES if st.kind == "sku"}
-    assert {"embed": EmbedResult, "index": IndexResult, "retrieve": RetrieveResult, "analyze": AnalyzeResult,
-            "render": RenderResult}.items() <= declared.items()
+    assert {
+        "embed": EmbedResult,
+        "index": IndexResult,
+        "retrieve": RetrieveResult,
+        "analyze": AnalyzeResult,
+        "render": RenderResult,
+    }.items() <= declared.items()
 
 
 def test_rows_main_wrote_read_as_typed_results(hitline_env: Path) -> None:
     url = get_runtime().db_url
     init_db(url)
     with session_scope(url) as s:
-        crud.create_batch(s, "B", catalog_dir="c", new_dir="n", out_dir="o", options={"presets": ["thumbnail"]},
-                          budget_usd=None, notes=[])
+        crud.create_batch(
+            s,
+            "B",
+            catalog_dir="c",
+            new_dir="n",
+            out_dir="o",
+            options={"presets": ["thumbnail"]},
+            budget_usd=None,
+            notes=[],
+        )
         job = crud.add_job(s, "B", "sku", "SKU1", 1, {}, "done", "done")
         job.result = MAIN_ROW
         s.flush()
@@ -74,13 +132,22 @@ def test_a_result_that_does_not_fit_its_model_fails_the_job(hitline_env: Path) -
     url = get_runtime().db_url
     init_db(url)
     with session_scope(url) as s:
-        crud.create_batch(s, "B", catalog_dir="c", new_dir="n", out_dir="o", options={"presets": ["thumbnail"]},
-                          budget_usd=None, notes=[])
+        crud.create_batch(
+            s,
+            "B",
+            catalog_dir="c",
+            new_dir="n",
+            out_dir="o",
+            options={"presets": ["thumbnail"]},
+            budget_usd=None,
+            notes=[],
+        )
         job = crud.add_job(s, "B", "sku", "SKU1", 1, {}, "embed")
         s.flush()
         job_id = job.id
-    outcome = run_step(get_runtime(), job_id, "embed", lambda jc: {"cost_usd": 0.0}, ["embed", "render"],
-                       result=EmbedResult)
+    outcome = run_step(
+        get_runtime(), job_id, "embed", lambda jc: {"cost_usd": 0.0}, ["embed", "render"], result=EmbedResult
+    )
     assert outcome.status == "failed" and "key" in (outcome.reason or "")
     with session_scope(url) as s:
         job = crud.job(s, job_id)

@@ -18,9 +18,19 @@ def _batch(url: str, out: Path, *, review: str | None, n: int = 3) -> list[int]:
     init_db(url)
     ids = []
     with session_scope(url) as s:
-        crud.create_batch(s, "R", catalog_dir="c", new_dir="n", out_dir=str(out),
-                          options={"presets": ["amazon_main", "shopify", "thumbnail", "banner"],
-                                   **({"review": review} if review else {})}, budget_usd=None, notes=[])
+        crud.create_batch(
+            s,
+            "R",
+            catalog_dir="c",
+            new_dir="n",
+            out_dir=str(out),
+            options={
+                "presets": ["amazon_main", "shopify", "thumbnail", "banner"],
+                **({"review": review} if review else {}),
+            },
+            budget_usd=None,
+            notes=[],
+        )
         for i in range(n):
             j = crud.add_job(s, "R", "sku", f"SKU{i}", i, {}, "done", "done")
             s.flush()

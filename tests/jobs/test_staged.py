@@ -53,9 +53,29 @@ def fake(hitline_env: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
 
 
 def _run(fake, catalog: Path, new: Path, out: Path, *extra: str) -> str:  # noqa: ANN001
-    res = CliRunner().invoke(app, ["run", "--catalog", str(catalog), "--new", str(new), "--out", str(out),
-                                   "--provider", "openrouter", "--openrouter-base-url", fake.base_url,
-                                   "--presets", "thumbnail,live_stream", "--top-k", "10", "--min-sales", "0", *extra])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--catalog",
+            str(catalog),
+            "--new",
+            str(new),
+            "--out",
+            str(out),
+            "--provider",
+            "openrouter",
+            "--openrouter-base-url",
+            fake.base_url,
+            "--presets",
+            "thumbnail,live_stream",
+            "--top-k",
+            "10",
+            "--min-sales",
+            "0",
+            *extra,
+        ],
+    )
     assert res.exit_code == 0, res.output
     return re.search(r"batch (\S+):", res.output).group(1)
 
@@ -96,7 +116,6 @@ def test_staged_makes_one_plate_per_ratio_group_and_every_sku_reuses_it(fake, tw
     assert f"scene plate {next(iter(keys['thumbnail']))[:12]}" in report
 
 
-
 def test_direct_stays_the_default() -> None:
     from hitline.config import Settings
     from hitline.jobs.submit import batch_options
@@ -113,12 +132,28 @@ def test_staged_on_the_local_provider_composites_onto_one_plate(twins, hitline_e
     reset_runtime()
     calls: list[str] = []
     real_plate, real_place = LocalRenderer.render_plate, LocalRenderer.place
-    monkeypatch.setattr(LocalRenderer, "render_plate",
-                        lambda self, *a: calls.append("plate") or real_plate(self, *a))
+    monkeypatch.setattr(LocalRenderer, "render_plate", lambda self, *a: calls.append("plate") or real_plate(self, *a))
     monkeypatch.setattr(LocalRenderer, "place", lambda self, *a: calls.append("place") or real_place(self, *a))
     catalog, new = twins
-    res = CliRunner().invoke(app, ["run", "--catalog", str(catalog), "--new", str(new), "--out",
-                                   str(hitline_env / "out"), "--presets", "thumbnail", "--top-k", "10",
-                                   "--min-sales", "0", "--mode", "staged"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--catalog",
+            str(catalog),
+            "--new",
+            str(new),
+            "--out",
+            str(hitline_env / "out"),
+            "--presets",
+            "thumbnail",
+            "--top-k",
+            "10",
+            "--min-sales",
+            "0",
+            "--mode",
+            "staged",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert sorted(calls) == ["place", "place", "plate"]

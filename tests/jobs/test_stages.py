@@ -16,8 +16,13 @@ from hitline.jobs.context import get_runtime
 from hitline.jobs.sheets import draw_contact_sheet
 from hitline.jobs.submit import submit_batch
 
-OPTIONS = {"provider": "local", "top_k": 3, "min_sales": 1500, "presets": ["amazon_main", "thumbnail", "banner"],
-           "models": {}}
+OPTIONS = {
+    "provider": "local",
+    "top_k": 3,
+    "min_sales": 1500,
+    "presets": ["amazon_main", "thumbnail", "banner"],
+    "models": {},
+}
 
 
 def _small_copy(demo_data: tuple[Path, Path], dest: Path, n_new: int = 2) -> tuple[Path, Path]:
@@ -153,7 +158,9 @@ def test_a_truncated_image_is_never_sent_to_the_provider(tmp_path: Path, demo_da
             return Embedding(vectors=[[1.0, 0.0] for _ in images], cost_usd=0.01 * len(images))
 
     cache: dict[str, object] = {}
-    store = type("DictCache", (), {"get": lambda self, k: cache.get(k), "put": lambda self, k, v: cache.__setitem__(k, v)})()
+    store = type(
+        "DictCache", (), {"get": lambda self, k: cache.get(k), "put": lambda self, k, v: cache.__setitem__(k, v)}
+    )()
     embedder = BytesEmbedder()
     with pytest.raises(InputError, match="image 'cut.jpg' is corrupt or truncated"):
         line.embed_images(embedder, [good, cut], store)
@@ -209,12 +216,15 @@ def test_a_worker_without_the_batch_provider_fails_its_jobs_visibly(hitline_env:
         assert sku.status == "failed" and "HITLINE_OPENROUTER_API_KEY" in sku.reason
     with session_scope(rt.db_url) as s:
         jobs = crud.jobs(s, sub.batch_id, ids=chunk + sub.sku_jobs)
-    assert {j.state for j in jobs} == {"failed"}, [(j.kind, j.item_id, j.stage, j.state, j.error) for j in jobs if j.state != "failed"][:5]
+    assert {j.state for j in jobs} == {"failed"}, [
+        (j.kind, j.item_id, j.stage, j.state, j.error) for j in jobs if j.state != "failed"
+    ][:5]
     assert all("HITLINE_OPENROUTER_API_KEY" in j.error for j in jobs)
 
 
 def test_a_cache_of_plain_lists_from_an_earlier_version_gives_the_same_retrievals(
-        hitline_env: Path, demo_data: tuple[Path, Path], monkeypatch) -> None:  # noqa: ANN001
+    hitline_env: Path, demo_data: tuple[Path, Path], monkeypatch
+) -> None:  # noqa: ANN001
     """The embed, index and retrieve stages read vectors cached as plain JSON lists (hitline before compact
     vectors): nothing is embedded again and each SKU finds the same hits, scores and ranks."""
     from sqlalchemy import select, update
@@ -236,7 +246,9 @@ def test_a_cache_of_plain_lists_from_an_earlier_version_gives_the_same_retrieval
                 if st.run(rt, j).status != "done":
                     break
         with session_scope(rt.db_url) as s:
-            return {j.item_id: j.result["retrieve"] for j in crud.jobs(s, sub.batch_id, "sku") if "retrieve" in j.result}
+            return {
+                j.item_id: j.result["retrieve"] for j in crud.jobs(s, sub.batch_id, "sku") if "retrieve" in j.result
+            }
 
     compact = retrievals()
     assert len(compact) == 2
@@ -244,8 +256,9 @@ def test_a_cache_of_plain_lists_from_an_earlier_version_gives_the_same_retrieval
         entries = dict(s.execute(select(CacheEntry.key, CacheEntry.value).where(CacheEntry.key.like("emb:%"))).all())
         assert len(entries) > 40 and all(set(v) == {"f32", "dim"} for v in entries.values())
         for key, value in entries.items():  # what the earlier version wrote: [float(x) for x in vector]
-            s.execute(update(CacheEntry).where(CacheEntry.key == key).values(
-                value=[float(x) for x in decode_vector(value)]))
+            s.execute(
+                update(CacheEntry).where(CacheEntry.key == key).values(value=[float(x) for x in decode_vector(value)])
+            )
 
     def embedded_again(self, images):  # noqa: ANN001, ANN202
         raise AssertionError(f"embedded again: {images}")

@@ -63,6 +63,7 @@ class _Client:
     def __getattr__(self, name: str) -> Any:
         def call(*_a: Any, **_k: Any) -> Any:
             raise self.exc
+
         return call
 
 
@@ -83,8 +84,10 @@ DOWN = [
     pytest.param(MilvusException(9999, "server busy", retriable=True), id="server-retriable"),
     pytest.param(None, id="closed-channel"),
     # what a killed milvus-lite server gave (probed live): the reconnect's CONNECT_FAILED, its own cause
-    pytest.param(_looped(MilvusException(Status.CONNECT_FAILED, "Fail connecting to server on 127.0.0.1:1")),
-                 id="connect-failed-looped"),
+    pytest.param(
+        _looped(MilvusException(Status.CONNECT_FAILED, "Fail connecting to server on 127.0.0.1:1")),
+        id="connect-failed-looped",
+    ),
 ]
 
 
@@ -136,8 +139,16 @@ def test_the_runner_keeps_the_job_when_milvus_is_unreachable(hitline_env: Path) 
     url = get_runtime().db_url
     init_db(url)
     with session_scope(url) as s:
-        crud.create_batch(s, "B", catalog_dir="c", new_dir="n", out_dir="o", options={"presets": ["thumbnail"]},
-                          budget_usd=None, notes=[])
+        crud.create_batch(
+            s,
+            "B",
+            catalog_dir="c",
+            new_dir="n",
+            out_dir="o",
+            options={"presets": ["thumbnail"]},
+            budget_usd=None,
+            notes=[],
+        )
         job = crud.add_job(s, "B", "sku", "SKU1", 1, {}, "embed")
         s.flush()
         job_id = job.id

@@ -50,8 +50,21 @@ def _cli(catalog: Path, new: Path, out: Path) -> str:
         assert res.exit_code == 0, res.output
         return res.output
 
-    batch = re.search(r"batch (\S+):", run("run", "--catalog", str(catalog), "--new", str(new), "--out", str(out),
-                                          "--presets", "thumbnail", "--no-wait")).group(1)
+    batch = re.search(
+        r"batch (\S+):",
+        run(
+            "run",
+            "--catalog",
+            str(catalog),
+            "--new",
+            str(new),
+            "--out",
+            str(out),
+            "--presets",
+            "thumbnail",
+            "--no-wait",
+        ),
+    ).group(1)
     assert "waiting jobs stopped" in run("cancel", batch)
     assert "re-enqueued 0 chains" not in run("resume", batch, "--no-wait")
     return batch
@@ -105,14 +118,20 @@ def _finish(batch: str, timeout: float = 180.0) -> list[tuple[str, str, str, str
             time.sleep(0.2)
     with session_scope(rt.db_url) as s:
         assert s.get(Batch, batch).cancelled_at is None
-        rows = s.execute(select(Job.kind, Job.item_id, Job.stage, Job.state, Job.error)
-                         .where(Job.batch_id == batch).order_by(Job.kind, Job.item_id)).all()
+        rows = s.execute(
+            select(Job.kind, Job.item_id, Job.stage, Job.state, Job.error)
+            .where(Job.batch_id == batch)
+            .order_by(Job.kind, Job.item_id)
+        ).all()
     return [tuple(r) for r in rows]
 
 
 @pytest.mark.timeout(600)
-def test_submit_cancel_resume_gives_the_same_table_through_every_door(hitline_env: Path, demo_data,  # noqa: ANN001
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_submit_cancel_resume_gives_the_same_table_through_every_door(
+    hitline_env: Path,
+    demo_data,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     catalog = _subset(demo_data[0], hitline_env / "catalog", "products.csv", 8)
     new = _subset(demo_data[1], hitline_env / "new", "new_products.csv", 2)
     # a broker (the in-memory one, no worker): the CLI returns at once and `resume` sends instead of running

@@ -21,8 +21,9 @@ from hitline.providers.openrouter.client import OpenRouterClient
 from hitline.providers.openrouter.judge import OpenRouterJudge
 
 MODEL = "qwen/qwen3.5-397b-a17b"
-AMAZON = Preset.build("amazon_main", "1:1", "1K", "white",
-                      rules={"pure_white": True, "min_fill": 0.85, "max_colour_delta": 10.0})
+AMAZON = Preset.build(
+    "amazon_main", "1:1", "1K", "white", rules={"pure_white": True, "min_fill": 0.85, "max_colour_delta": 10.0}
+)
 STYLE = StyleAnalysis(scene="studio", lighting="soft", pose="flat", mood="calm", prompt="p")
 
 
@@ -76,8 +77,14 @@ def test_openrouter_judge_passes_a_good_output_and_costs_tokens(fake, images) ->
     assert isinstance(judge, OutputJudge)
     verdict = judge.judge(images["flat"], images["good"], AMAZON)
     assert verdict.passed and verdict.cost_usd > 0 and verdict.model == MODEL
-    assert {c["name"] for c in verdict.checks} == {"judge_same_garment", "judge_colour", "judge_pattern",
-                                                   "judge_artefacts", "judge_text", "judge_background"}
+    assert {c["name"] for c in verdict.checks} == {
+        "judge_same_garment",
+        "judge_colour",
+        "judge_pattern",
+        "judge_artefacts",
+        "judge_text",
+        "judge_background",
+    }
     sent = fake.stats()["recent"][-1]
     assert len(sent["images"]) == 2 and sent["response_format"] == {"type": "json_object"}
 

@@ -95,7 +95,7 @@ def test_warm_vs_cool(tmp_path: Path):
 def test_palette_is_measured_and_ordered(tmp_path: Path):
     s = analyze([photo(tmp_path / "r.png", (250, 250, 250), (200, 20, 30))], tmp_path).style
     assert 1 <= len(s.palette) <= 5 and all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in s.palette)
-    first = tuple(int(s.palette[0][i:i + 2], 16) for i in (1, 3, 5))
+    first = tuple(int(s.palette[0][i : i + 2], 16) for i in (1, 3, 5))
     assert min(first) > 230  # the white backdrop covers most of the frame: first
     assert any(int(c[1:3], 16) > 150 and int(c[3:5], 16) < 80 for c in s.palette)  # the red garment is there
     shares = [s.measurements[f"palette_share_{i}"] for i in range(len(s.palette))]
@@ -120,8 +120,10 @@ def test_prompt_stays_short_with_a_long_hint(tmp_path: Path):
 
 
 def test_deterministic(tmp_path: Path):
-    refs = [photo(tmp_path / "a.png", (246, 246, 244), (200, 30, 40)),
-            photo(tmp_path / "b.png", (30, 30, 30), (30, 60, 190), noise=10)]
+    refs = [
+        photo(tmp_path / "a.png", (246, 246, 244), (200, 30, 40)),
+        photo(tmp_path / "b.png", (30, 30, 30), (30, 60, 190), noise=10),
+    ]
     a, b = analyze(refs, tmp_path), analyze(refs, tmp_path)
     assert a.style == b.style and a.raw == b.raw
 
@@ -146,7 +148,16 @@ def test_bad_reference_is_skipped_not_fatal(tmp_path: Path):
     assert any("bad.jpg" in w for w in out.warnings)
 
 
-@pytest.mark.parametrize("lab,name", [((97, 0, 0), "white"), ((5, 0, 0), "black"), ((50, 70, 50), "red"),
-                                      ((25, 10, -40), "navy"), ((85, 2, 18), "cream"), ((60, -50, 40), "green")])
+@pytest.mark.parametrize(
+    "lab,name",
+    [
+        ((97, 0, 0), "white"),
+        ((5, 0, 0), "black"),
+        ((50, 70, 50), "red"),
+        ((25, 10, -40), "navy"),
+        ((85, 2, 18), "cream"),
+        ((60, -50, 40), "green"),
+    ],
+)
 def test_colour_names(lab, name):
     assert colour_name(*lab) == name

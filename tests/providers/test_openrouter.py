@@ -23,8 +23,12 @@ from hitline.errors import ConfigError, RateLimited, RetryableProviderError, Ter
 from hitline.fake.server import FakeServer, running_fake
 from hitline.fake.state import FakeConfig
 from hitline.domain.pricing import PriceTable
-from hitline.providers.openrouter.providers import (OpenRouterAnalyzer, OpenRouterEmbedder, OpenRouterRenderer,
-                                          extract_json_object)
+from hitline.providers.openrouter.providers import (
+    OpenRouterAnalyzer,
+    OpenRouterEmbedder,
+    OpenRouterRenderer,
+    extract_json_object,
+)
 from hitline.providers.openrouter.client import OpenRouterClient, parse_retry_after
 
 KEY = "sk-or-v1-TOPSECRET-0123456789abcdef"
@@ -32,10 +36,26 @@ EMBED = "nvidia/llama-nemotron-embed-vl-1b-v2"
 CHAT = "qwen/qwen3.5-397b-a17b"
 NANO = "google/gemini-3.1-flash-image-preview"
 RED, BLUE, GREEN = (210, 40, 40), (40, 60, 210), (40, 190, 60)
-CALM = dict(script=[], p_429=0.0, p_500=0.0, p_502=0.0, p_timeout=0.0, p_malformed=0.0, p_no_image=0.0,
-            p_bad_analysis=0.0, rpm={}, rpm_window_s=60.0, retry_after_s=None, hang_s=0.5, require_key=True,
-            api_key=KEY, images_in_content=False, max_image_side=256, use_local_renderer=False,
-            latency={"embeddings": (0, 0), "chat": (0, 0), "image": (0, 0)})
+CALM = dict(
+    script=[],
+    p_429=0.0,
+    p_500=0.0,
+    p_502=0.0,
+    p_timeout=0.0,
+    p_malformed=0.0,
+    p_no_image=0.0,
+    p_bad_analysis=0.0,
+    rpm={},
+    rpm_window_s=60.0,
+    retry_after_s=None,
+    hang_s=0.5,
+    require_key=True,
+    api_key=KEY,
+    images_in_content=False,
+    max_image_side=256,
+    use_local_renderer=False,
+    latency={"embeddings": (0, 0), "chat": (0, 0), "image": (0, 0)},
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +82,7 @@ def prices() -> PriceTable:
 
 def _photo(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (300, 400), noise: int = 0) -> Path:
     pixels = np.zeros((size[1], size[0], 3), dtype=np.int16) + np.array(colour, dtype=np.int16)
-    pixels[size[1] // 4: size[1] * 3 // 4, size[0] // 4: size[0] * 3 // 4] = 240  # a "garment" block
+    pixels[size[1] // 4 : size[1] * 3 // 4, size[0] // 4 : size[0] * 3 // 4] = 240  # a "garment" block
     if noise:
         pixels += np.random.default_rng(1).integers(-noise, noise + 1, pixels.shape, dtype=np.int16)
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
@@ -71,9 +91,12 @@ def _photo(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (30
 
 @pytest.fixture
 def photos(tmp_path: Path) -> dict[str, Path]:
-    return {"flatlay": _photo(tmp_path / "flatlay.png", RED), "blue": _photo(tmp_path / "blue.jpg", BLUE),
-            "green": _photo(tmp_path / "green.jpg", GREEN),
-            "red_noisy": _photo(tmp_path / "red_noisy.png", RED, noise=6)}
+    return {
+        "flatlay": _photo(tmp_path / "flatlay.png", RED),
+        "blue": _photo(tmp_path / "blue.jpg", BLUE),
+        "green": _photo(tmp_path / "green.jpg", GREEN),
+        "red_noisy": _photo(tmp_path / "red_noisy.png", RED, noise=6),
+    }
 
 
 @pytest.fixture
@@ -81,8 +104,13 @@ def product(photos: dict[str, Path]) -> NewProduct:
     return NewProduct("N1", photos["flatlay"], "dress", "boho", "summer", "red linen midi dress")
 
 
-STYLE = StyleAnalysis(scene="beach", lighting="golden hour", pose="walking", mood="carefree",
-                      prompt="Model walking on a beach at golden hour.")
+STYLE = StyleAnalysis(
+    scene="beach",
+    lighting="golden hour",
+    pose="walking",
+    mood="carefree",
+    prompt="Model walking on a beach at golden hour.",
+)
 
 
 def _call(client: OpenRouterClient, model: str = CHAT) -> dict[str, Any]:
@@ -94,10 +122,12 @@ def _recent(fake: FakeServer) -> list[dict[str, Any]]:
 
 
 # terminal errors ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("status, text", [("400", "bad request"), ("402", "no credit"), ("403", "moderation"),
-                                          ("404", "Not found")])
-def test_terminal_statuses_raise_with_the_providers_message(fake: FakeServer, client: OpenRouterClient,
-                                                            status: str, text: str) -> None:
+@pytest.mark.parametrize(
+    "status, text", [("400", "bad request"), ("402", "no credit"), ("403", "moderation"), ("404", "Not found")]
+)
+def test_terminal_statuses_raise_with_the_providers_message(
+    fake: FakeServer, client: OpenRouterClient, status: str, text: str
+) -> None:
     fake.configure(script=[status])
     with pytest.raises(TerminalProviderError, match=text) as info:
         _call(client)
@@ -143,10 +173,13 @@ def test_rpm_limit_answers_with_the_window_left(fake: FakeServer, client: OpenRo
     assert info.value.retry_after is not None and info.value.retry_after >= 59
 
 
-@pytest.mark.parametrize("fault, match", [("500", "provider error \\(500\\)"), ("502", "provider error \\(502\\)"),
-                                          ("malformed", "malformed")])
+@pytest.mark.parametrize(
+    "fault, match",
+    [("500", "provider error \\(500\\)"), ("502", "provider error \\(502\\)"), ("malformed", "malformed")],
+)
 def test_5xx_and_malformed_bodies_are_retryable_and_one_call_is_one_attempt(
-        fake: FakeServer, client: OpenRouterClient, fault: str, match: str) -> None:
+    fake: FakeServer, client: OpenRouterClient, fault: str, match: str
+) -> None:
     fake.configure(script=[fault])
     with pytest.raises(RetryableProviderError, match=match) as info:
         _call(client)
@@ -183,7 +216,9 @@ def test_connection_refused_is_retryable() -> None:
 
 def test_error_inside_a_200_body_is_mapped() -> None:
     body = {"error": {"code": 502, "message": "upstream died mid-generation"}}
-    client = OpenRouterClient("http://127.0.0.1:9/api/v1", SecretStr(KEY), session=_CannedSession(200, json.dumps(body)))
+    client = OpenRouterClient(
+        "http://127.0.0.1:9/api/v1", SecretStr(KEY), session=_CannedSession(200, json.dumps(body))
+    )
     with pytest.raises(RetryableProviderError, match="upstream died"):
         _call(client)
 
@@ -243,9 +278,14 @@ class _CannedSession(requests.Session):
         return response
 
 
-def test_key_is_masked_in_reprs_logs_errors_and_data(fake: FakeServer, client: OpenRouterClient, prices: PriceTable,
-                                                     caplog: pytest.LogCaptureFixture, photos: dict[str, Path],
-                                                     product: NewProduct) -> None:
+def test_key_is_masked_in_reprs_logs_errors_and_data(
+    fake: FakeServer,
+    client: OpenRouterClient,
+    prices: PriceTable,
+    caplog: pytest.LogCaptureFixture,
+    photos: dict[str, Path],
+    product: NewProduct,
+) -> None:
     caplog.set_level(logging.DEBUG)
     fake.configure(script=["500", "timeout", "malformed", "429"], retry_after_s=0.01, hang_s=0.05)
     errors = []
@@ -257,11 +297,23 @@ def test_key_is_masked_in_reprs_logs_errors_and_data(fake: FakeServer, client: O
     fake.configure(script=["401"])
     with pytest.raises(TerminalProviderError) as info:
         _call(client)
-    providers = [OpenRouterEmbedder(client, EMBED, 2048, prices), OpenRouterAnalyzer(client, CHAT, prices),
-                 OpenRouterRenderer(client, NANO, prices)]
+    providers = [
+        OpenRouterEmbedder(client, EMBED, 2048, prices),
+        OpenRouterAnalyzer(client, CHAT, prices),
+        OpenRouterRenderer(client, NANO, prices),
+    ]
     analysis = providers[1].analyze([photos["blue"]], product)
-    texts = [caplog.text, str(info.value), repr(info.value), repr(client), json.dumps(body), *map(repr, providers),
-             repr(analysis), str(vars(client)), *map(str, errors)]
+    texts = [
+        caplog.text,
+        str(info.value),
+        repr(info.value),
+        repr(client),
+        json.dumps(body),
+        *map(repr, providers),
+        repr(analysis),
+        str(vars(client)),
+        *map(str, errors),
+    ]
     for text in texts:
         assert KEY not in text
     assert "***" in repr(client)
@@ -275,7 +327,8 @@ def test_a_provider_echoing_the_key_is_scrubbed() -> None:
     assert KEY not in str(info.value) and "Bearer ***" in str(info.value)
     ok = json.dumps({"choices": [{"message": {"content": f"your key is {KEY}"}}]})
     body = OpenRouterClient("http://127.0.0.1:9/api/v1", SecretStr(KEY), session=_CannedSession(200, ok)).post(
-        "/chat/completions", {}, CHAT)
+        "/chat/completions", {}, CHAT
+    )
     assert KEY not in json.dumps(body)
 
 
@@ -284,8 +337,9 @@ def _cos(a: list[float], b: list[float]) -> float:
     return float(np.dot(a, b))
 
 
-def test_embeddings_are_2048_d_normalised_in_order_and_pixel_derived(fake: FakeServer, client: OpenRouterClient,
-                                                                     prices: PriceTable, photos: dict[str, Path]) -> None:
+def test_embeddings_are_2048_d_normalised_in_order_and_pixel_derived(
+    fake: FakeServer, client: OpenRouterClient, prices: PriceTable, photos: dict[str, Path]
+) -> None:
     embedder = OpenRouterEmbedder(client, EMBED, 2048, prices, batch_size=2)
     order = [photos["flatlay"], photos["blue"], photos["flatlay"], photos["red_noisy"], photos["green"]]
     result = embedder.embed_images(order)
@@ -300,8 +354,9 @@ def test_embeddings_are_2048_d_normalised_in_order_and_pixel_derived(fake: FakeS
     assert max(sent["w"], sent["h"]) <= 512
 
 
-def test_images_are_downscaled_to_512(tmp_path: Path, fake: FakeServer, client: OpenRouterClient,
-                                      prices: PriceTable) -> None:
+def test_images_are_downscaled_to_512(
+    tmp_path: Path, fake: FakeServer, client: OpenRouterClient, prices: PriceTable
+) -> None:
     big = _photo(tmp_path / "big.png", GREEN, size=(1600, 1200))
     OpenRouterEmbedder(client, EMBED, 2048, prices).embed_images([big])
     sent = _recent(fake)[0]["images"][0]
@@ -314,8 +369,9 @@ def test_text_embeddings(fake: FakeServer, client: OpenRouterClient, prices: Pri
     assert len(v) == 3 and np.array_equal(v[0], v[2]) and not np.array_equal(v[0], v[1])
 
 
-def test_dimension_mismatch_is_a_config_error(client: OpenRouterClient, prices: PriceTable,
-                                              photos: dict[str, Path]) -> None:
+def test_dimension_mismatch_is_a_config_error(
+    client: OpenRouterClient, prices: PriceTable, photos: dict[str, Path]
+) -> None:
     with pytest.raises(ConfigError, match="2048-d embeddings but 1024"):
         OpenRouterEmbedder(client, EMBED, 1024, prices).embed_images([photos["blue"]])
 
@@ -350,12 +406,15 @@ def test_embeddings_are_asked_for_as_base64_and_floats_are_read_too(prices: Pric
     assert np.allclose(vector, [0.6, 0.8], atol=1e-7)
 
 
-@pytest.mark.parametrize("answer, reason", [
-    ("AAAAAAAAAA==", "7 bytes of base64 embedding are not float32"),
-    ("not base64 at all!", "malformed embeddings"),
-    ([1.0, float("nan")], "non-finite"),
-    (_b64([1.0, float("inf")]), "non-finite"),
-])
+@pytest.mark.parametrize(
+    "answer, reason",
+    [
+        ("AAAAAAAAAA==", "7 bytes of base64 embedding are not float32"),
+        ("not base64 at all!", "malformed embeddings"),
+        ([1.0, float("nan")], "non-finite"),
+        (_b64([1.0, float("inf")]), "non-finite"),
+    ],
+)
 def test_a_malformed_embedding_is_retryable(prices: PriceTable, answer: Any, reason: str) -> None:
     body = json.dumps({"data": [{"index": 0, "embedding": answer}], "usage": {"cost": 0.0}})
     client = OpenRouterClient("http://127.0.0.1:9/api/v1", SecretStr(KEY), session=_CannedSession(200, body))
@@ -364,8 +423,9 @@ def test_a_malformed_embedding_is_retryable(prices: PriceTable, answer: Any, rea
 
 
 # analysis ----------------------------------------------------------------------------------------
-def test_analysis_request_shape_and_parsed_style(fake: FakeServer, client: OpenRouterClient, prices: PriceTable,
-                                                 photos: dict[str, Path], product: NewProduct) -> None:
+def test_analysis_request_shape_and_parsed_style(
+    fake: FakeServer, client: OpenRouterClient, prices: PriceTable, photos: dict[str, Path], product: NewProduct
+) -> None:
     big = _photo(photos["blue"].parent / "big_blue.png", BLUE, size=(1000, 1500))
     analysis = OpenRouterAnalyzer(client, CHAT, prices).analyze([big, photos["green"]], product)
     style = analysis.style
@@ -378,8 +438,9 @@ def test_analysis_request_shape_and_parsed_style(fake: FakeServer, client: OpenR
         assert word in sent["text"]
 
 
-def test_analysis_asks_again_then_parses(fake: FakeServer, client: OpenRouterClient, prices: PriceTable,
-                                         photos: dict[str, Path], product: NewProduct) -> None:
+def test_analysis_asks_again_then_parses(
+    fake: FakeServer, client: OpenRouterClient, prices: PriceTable, photos: dict[str, Path], product: NewProduct
+) -> None:
     fake.configure(script=["bad_analysis", "ok"])
     analysis = OpenRouterAnalyzer(client, CHAT, prices).analyze([photos["blue"]], product)
     assert analysis.style.scene != "unknown" and not analysis.warnings
@@ -387,8 +448,9 @@ def test_analysis_asks_again_then_parses(fake: FakeServer, client: OpenRouterCli
     assert "not a valid JSON object" in _recent(fake)[1]["text"]
 
 
-def test_analysis_falls_back_to_the_raw_text(fake: FakeServer, client: OpenRouterClient, prices: PriceTable,
-                                             photos: dict[str, Path], product: NewProduct) -> None:
+def test_analysis_falls_back_to_the_raw_text(
+    fake: FakeServer, client: OpenRouterClient, prices: PriceTable, photos: dict[str, Path], product: NewProduct
+) -> None:
     fake.configure(p_bad_analysis=1.0)
     analysis = OpenRouterAnalyzer(client, CHAT, prices, max_parse_retries=2).analyze([photos["blue"]], product)
     style = analysis.style
@@ -400,7 +462,7 @@ def test_analysis_falls_back_to_the_raw_text(fake: FakeServer, client: OpenRoute
 def test_extract_json_object_tolerates_fences_and_prose() -> None:
     assert extract_json_object('```json\n{"scene": "beach"}\n```') == {"scene": "beach"}
     assert extract_json_object('Here you go: {"a": {"b": 1}} hope it helps {"c": 2}') == {"a": {"b": 1}}
-    assert extract_json_object("{broken {\"ok\": true}") == {"ok": True}
+    assert extract_json_object('{broken {"ok": true}') == {"ok": True}
     assert extract_json_object("no json here") is None
     assert extract_json_object("[1, 2]") is None
 
@@ -412,8 +474,9 @@ def _size(data: bytes) -> tuple[int, int]:
         return image.size
 
 
-def test_render_request_shape(fake: FakeServer, client: OpenRouterClient, prices: PriceTable,
-                              photos: dict[str, Path], product: NewProduct) -> None:
+def test_render_request_shape(
+    fake: FakeServer, client: OpenRouterClient, prices: PriceTable, photos: dict[str, Path], product: NewProduct
+) -> None:
     references = [photos["blue"], photos["green"]] * 10  # 20: more than the model takes
     preset = Preset.build("amazon_main", "1:1", "2K", background="white")
     rendered = OpenRouterRenderer(client, NANO, prices).render(photos["flatlay"], references, STYLE, product, preset)
@@ -430,36 +493,54 @@ def test_render_request_shape(fake: FakeServer, client: OpenRouterClient, prices
     assert rendered.cost_usd == pytest.approx(0.101) and rendered.model == NANO
 
 
-@pytest.mark.parametrize("preset", [
-    Preset.build("thumbnail", "1:1", "512px"), Preset.build("shopify", "3:4", "2K"),
-    Preset.build("banner", "4:1", "2K"), Preset.build("strip", "1:8", "1K"),
-    Preset.build("pinned", "4:5", "1K", width=1000, height=1250)], ids=lambda p: p.name)
-def test_output_is_exactly_the_preset_size(fake: FakeServer, client: OpenRouterClient, prices: PriceTable,
-                                          photos: dict[str, Path], product: NewProduct, preset: Preset) -> None:
-    rendered = OpenRouterRenderer(client, NANO, prices).render(photos["flatlay"], [photos["blue"]], STYLE, product,
-                                                               preset)
+@pytest.mark.parametrize(
+    "preset",
+    [
+        Preset.build("thumbnail", "1:1", "512px"),
+        Preset.build("shopify", "3:4", "2K"),
+        Preset.build("banner", "4:1", "2K"),
+        Preset.build("strip", "1:8", "1K"),
+        Preset.build("pinned", "4:5", "1K", width=1000, height=1250),
+    ],
+    ids=lambda p: p.name,
+)
+def test_output_is_exactly_the_preset_size(
+    fake: FakeServer,
+    client: OpenRouterClient,
+    prices: PriceTable,
+    photos: dict[str, Path],
+    product: NewProduct,
+    preset: Preset,
+) -> None:
+    rendered = OpenRouterRenderer(client, NANO, prices).render(
+        photos["flatlay"], [photos["blue"]], STYLE, product, preset
+    )
     assert _size(rendered.data) == (preset.width, preset.height)
     assert "#FFFFFF" not in _recent(fake)[0]["text"]
 
 
-def test_images_in_content_parts_are_found(fake: FakeServer, client: OpenRouterClient, prices: PriceTable,
-                                           photos: dict[str, Path], product: NewProduct) -> None:
+def test_images_in_content_parts_are_found(
+    fake: FakeServer, client: OpenRouterClient, prices: PriceTable, photos: dict[str, Path], product: NewProduct
+) -> None:
     fake.configure(images_in_content=True)
     preset = Preset.build("thumbnail", "1:1", "512px")
     rendered = OpenRouterRenderer(client, NANO, prices).render(photos["flatlay"], [], STYLE, product, preset)
     assert _size(rendered.data) == (512, 512)
 
 
-def test_a_200_without_an_image_is_retryable(fake: FakeServer, client: OpenRouterClient, prices: PriceTable,
-                                             photos: dict[str, Path], product: NewProduct) -> None:
+def test_a_200_without_an_image_is_retryable(
+    fake: FakeServer, client: OpenRouterClient, prices: PriceTable, photos: dict[str, Path], product: NewProduct
+) -> None:
     fake.configure(script=["no_image"])
     with pytest.raises(RetryableProviderError, match="model returned no image"):
-        OpenRouterRenderer(client, NANO, prices).render(photos["flatlay"], [], STYLE, product,
-                                                        Preset.build("t", "1:1", "512px"))
+        OpenRouterRenderer(client, NANO, prices).render(
+            photos["flatlay"], [], STYLE, product, Preset.build("t", "1:1", "512px")
+        )
 
 
-def test_missing_price_fails_before_paying(fake: FakeServer, client: OpenRouterClient, photos: dict[str, Path],
-                                           product: NewProduct) -> None:
+def test_missing_price_fails_before_paying(
+    fake: FakeServer, client: OpenRouterClient, photos: dict[str, Path], product: NewProduct
+) -> None:
     renderer = OpenRouterRenderer(client, NANO, PriceTable(models={}))
     with pytest.raises(ConfigError):
         renderer.render(photos["flatlay"], [], STYLE, product, Preset.build("t", "1:1", "512px"))
@@ -470,8 +551,13 @@ def test_missing_price_fails_before_paying(fake: FakeServer, client: OpenRouterC
 def test_factory_builds_openrouter_providers_with_one_client(fake: FakeServer) -> None:
     from hitline.providers.factory import build_providers
 
-    settings = Settings(_env_file=None, provider="openrouter", openrouter_api_key=SecretStr(KEY),
-                        openrouter_base_url=fake.base_url, embed_batch_size=4)
+    settings = Settings(
+        _env_file=None,
+        provider="openrouter",
+        openrouter_api_key=SecretStr(KEY),
+        openrouter_base_url=fake.base_url,
+        embed_batch_size=4,
+    )
     providers = build_providers(settings, limiter=_RecordingLimiter())
     assert providers.embedder.client is providers.analyzer.client is providers.renderer.client  # type: ignore[attr-defined]
     assert providers.embedder.dim == 2048 and providers.embedder.batch_size == 4  # type: ignore[attr-defined]
@@ -489,11 +575,18 @@ def test_factory_needs_no_key_for_a_loopback_stand_in(fake: Any) -> None:
     from hitline.providers.factory import build_providers
 
     for url in (fake.base_url, "http://localhost:1/api/v1", "http://[::1]:1/api/v1"):
-        build_providers(Settings(_env_file=None, provider="openrouter", openrouter_api_key=None,
-                                 openrouter_base_url=url))
+        build_providers(
+            Settings(_env_file=None, provider="openrouter", openrouter_api_key=None, openrouter_base_url=url)
+        )
     with pytest.raises(ConfigError):
-        build_providers(Settings(_env_file=None, provider="openrouter", openrouter_api_key=None,
-                                 openrouter_base_url="http://10.0.0.1/api/v1"))
+        build_providers(
+            Settings(
+                _env_file=None,
+                provider="openrouter",
+                openrouter_api_key=None,
+                openrouter_base_url="http://10.0.0.1/api/v1",
+            )
+        )
 
 
 def test_factory_local_mode() -> None:

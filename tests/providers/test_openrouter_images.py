@@ -85,15 +85,19 @@ def test_a_truncated_jpeg_is_not_sent(tmp_path: Path) -> None:
         p.image_data_uri(cut, 512)
 
 
-def test_a_large_jpeg_is_decoded_at_a_reduced_scale_never_below_the_side_it_is_sent_at(tmp_path: Path,
-                                                                                        monkeypatch) -> None:  # noqa: ANN001
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_never_below_the_side_it_is_sent_at(
+    tmp_path: Path, monkeypatch
+) -> None:  # noqa: ANN001
     """A 3000 px phone photo sent at 512 px is decoded at 1/4 (750 px), not in full; the sent size and the
     EXIF rotation are those of a full decode."""
     p._encoded_data_uri.cache_clear()
     decoded: list[tuple[int, int]] = []
     real_resize = Image.Image.resize
-    monkeypatch.setattr(Image.Image, "resize",
-                        lambda self, size, *a, **k: (decoded.append(self.size), real_resize(self, size, *a, **k))[1])
+    monkeypatch.setattr(
+        Image.Image,
+        "resize",
+        lambda self, size, *a, **k: (decoded.append(self.size), real_resize(self, size, *a, **k))[1],
+    )
     photo = tmp_path / "phone.jpg"
     _jpeg(photo, (3000, 2000))
     assert Image.open(io.BytesIO(_sent(p.image_data_uri(photo, 512)))).size == (512, 341)
@@ -127,7 +131,7 @@ def test_the_embedders_own_decode_is_the_embed_stages_image_check(tmp_path: Path
     Image.effect_noise((300, 300), 80).convert("RGB").save(png, "PNG")
     data = bytearray(png.read_bytes())
     end = data.index(b"IEND") - 8  # the last 4 bytes before IEND's length: the IDAT chunk's CRC
-    data[end:end + 4] = bytes(b ^ 0xFF for b in data[end:end + 4])
+    data[end : end + 4] = bytes(b ^ 0xFF for b in data[end : end + 4])
     png.write_bytes(bytes(data))
     p.image_data_uri(png, 512)  # a plain decode does not read chunk CRCs: without check it would be sent
 

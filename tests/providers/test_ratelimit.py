@@ -26,6 +26,7 @@ PROCESSES = 4
 
 # ---------------------------------------------------------------- helpers (module level: spawn imports them)
 
+
 def _limits(**limit: Any) -> dict[str, Limit]:
     return {"default": Limit(rpm=1000, max_in_flight=1000), MODEL: Limit(**limit)}
 
@@ -50,8 +51,9 @@ def _threads(n: int, target: Callable[[], None]) -> None:
         t.join()
 
 
-def _hammer(barrier: Any, results: Any, prefix: str, limit: dict[str, Any], seconds: float, threads: int,
-            hold_s: float) -> None:
+def _hammer(
+    barrier: Any, results: Any, prefix: str, limit: dict[str, Any], seconds: float, threads: int, hold_s: float
+) -> None:
     """One worker process: `threads` threads acquire in a loop for `seconds`, reporting server grant times.
 
     While holding a slot each thread bumps a Redis counter, so the test sees true cross-process concurrency.
@@ -60,11 +62,13 @@ def _hammer(barrier: Any, results: Any, prefix: str, limit: dict[str, Any], seco
 
     client = redis.Redis.from_url(REDIS_URL)
     granted: list[float] = []
-    limiter = RedisLimiter(client, _limits(**limit), key_prefix=prefix,
-                           on_acquire=lambda model, at, waited: granted.append(at))
+    limiter = RedisLimiter(
+        client, _limits(**limit), key_prefix=prefix, on_acquire=lambda model, at, waited: granted.append(at)
+    )
     track = client.register_script(
         "local n = redis.call('INCR', KEYS[1]) "
-        "if n > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], n) end return n")
+        "if n > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], n) end return n"
+    )
     refused = [0]
     barrier.wait()
     stop = time.monotonic() + seconds
@@ -110,6 +114,7 @@ def _run_processes(target: Callable[..., None], *args: Any) -> list[Any]:
 
 # ---------------------------------------------------------------- fixtures
 
+
 @pytest.fixture
 def redis_client() -> Any:
     import redis
@@ -134,6 +139,7 @@ def prefix(redis_client: Any) -> Any:
 
 # ---------------------------------------------------------------- configuration
 
+
 def test_load_limits_inherit_default_and_override(tmp_path: Path) -> None:
     shipped = load_limits()
     assert shipped["google/gemini-3.1-flash-image-preview"].rpm == 20
@@ -142,7 +148,7 @@ def test_load_limits_inherit_default_and_override(tmp_path: Path) -> None:
     override.write_text('[default]\nrpm = 10\nmax_in_flight = 2\nlease_s = 30\n\n["a/b"]\nrpm = 5\n')
     limits = load_limits(override)
     assert limits["a/b"] == Limit(rpm=5, max_in_flight=2, lease_s=30)
-    override.write_text('[default]\nrpm = 10\nmax_in_flight = 2\nburst = 3\n')
+    override.write_text("[default]\nrpm = 10\nmax_in_flight = 2\nburst = 3\n")
     with pytest.raises(ConfigError, match="burst"):
         load_limits(override)
     override.write_text('["a/b"]\nrpm = 5\n')
@@ -164,14 +170,15 @@ RPM, WINDOW_S, RUN_S = 30, 2.0, 5.0
 
 @pytest.mark.distributed
 def test_processes_never_exceed_rpm_in_any_window_and_are_not_starved(redis_client: Any, prefix: str) -> None:
-    out = _run_processes(_hammer, prefix, {"rpm": RPM, "max_in_flight": 1000, "window_s": WINDOW_S},
-                         RUN_S, 8, 0.0)
+    out = _run_processes(_hammer, prefix, {"rpm": RPM, "max_in_flight": 1000, "window_s": WINDOW_S}, RUN_S, 8, 0.0)
     stamps = [t for granted, _ in out for t in granted]
     worst = _max_per_window(stamps, WINDOW_S)
     # every process got some: nobody is starved by the others
     per_process = [len(granted) for granted, _ in out]
-    print(f"\nrate: {len(stamps)} grants in {RUN_S} s, max {worst} per {WINDOW_S} s window (rpm {RPM}), "
-          f"per process {per_process}, refused {sum(r for _, r in out)}")
+    print(
+        f"\nrate: {len(stamps)} grants in {RUN_S} s, max {worst} per {WINDOW_S} s window (rpm {RPM}), "
+        f"per process {per_process}, refused {sum(r for _, r in out)}"
+    )
     assert worst <= RPM
     # a sliding log admits rpm at once, then rpm more each window: ceil(RUN_S / WINDOW_S) * RPM at most
     assert len(stamps) >= 0.9 * RPM * RUN_S / WINDOW_S
@@ -181,8 +188,7 @@ def test_processes_never_exceed_rpm_in_any_window_and_are_not_starved(redis_clie
 
 @pytest.mark.distributed
 def test_processes_never_exceed_max_in_flight(redis_client: Any, prefix: str) -> None:
-    out = _run_processes(_hammer, prefix, {"rpm": 100_000, "max_in_flight": 3, "window_s": WINDOW_S},
-                         2.5, 6, 0.02)
+    out = _run_processes(_hammer, prefix, {"rpm": 100_000, "max_in_flight": 3, "window_s": WINDOW_S}, 2.5, 6, 0.02)
     peak = int(redis_client.get(f"{prefix}:max"))
     grants = sum(len(granted) for granted, _ in out)
     print(f"\nin flight: peak {peak} (cap 3), {grants} grants of 20 ms in 2.5 s (ideal {3 * 2.5 / 0.02:.0f})")
@@ -191,8 +197,12 @@ def test_processes_never_exceed_max_in_flight(redis_client: Any, prefix: str) ->
     # slots are reused promptly, not after a long poll: a 100 ms poll would give at most 0.2 of the ideal;
     # a loaded machine (the suite runs 3 workers on 2 cores) gave 0.46-0.86 of it
     assert grants >= 0.3 * 3 * 2.5 / 0.02
-    assert redis_client.zcard(RedisLimiter(redis_client, _limits(rpm=1, max_in_flight=1),
-                                           key_prefix=prefix).keys(MODEL)[1]) == 0
+    assert (
+        redis_client.zcard(
+            RedisLimiter(redis_client, _limits(rpm=1, max_in_flight=1), key_prefix=prefix).keys(MODEL)[1]
+        )
+        == 0
+    )
 
 
 @pytest.mark.distributed
@@ -299,13 +309,15 @@ def test_redis_timeout_raises_rate_limited_with_retry_after(redis_client: Any, p
 
 # ---------------------------------------------------------------- LocalLimiter, threads
 
+
 def test_local_limiter_same_semantics_with_threads() -> None:
     limits = {**_limits(rpm=2, max_in_flight=10, window_s=2.0), "other/model": Limit(rpm=100, max_in_flight=1)}
     _timeout_and_release_semantics(LocalLimiter(limits))
 
     granted: list[float] = []
-    limiter = LocalLimiter(_limits(rpm=20, max_in_flight=3, window_s=1.0),
-                           on_acquire=lambda model, at, waited: granted.append(at))
+    limiter = LocalLimiter(
+        _limits(rpm=20, max_in_flight=3, window_s=1.0), on_acquire=lambda model, at, waited: granted.append(at)
+    )
     lock, now, peak = threading.Lock(), [0], [0]
     stop = time.monotonic() + 2.5
 
@@ -330,6 +342,7 @@ def test_local_limiter_same_semantics_with_threads() -> None:
 
 
 # ---------------------------------------------------------------- an injected clock: exact, no sleeping
+
 
 class ManualClock:
     """Time moves only when the limiter sleeps: the window arithmetic is checked to the microsecond."""
@@ -364,8 +377,9 @@ def test_window_holds_exactly_with_an_injected_clock(kind: str, request: pytest.
     if kind == "local":
         limiter = LocalLimiter(limits, clock=clock)
     else:
-        limiter = RedisLimiter(request.getfixturevalue("redis_client"), limits,
-                               key_prefix=request.getfixturevalue("prefix"), clock=clock)
+        limiter = RedisLimiter(
+            request.getfixturevalue("redis_client"), limits, key_prefix=request.getfixturevalue("prefix"), clock=clock
+        )
     times = _grants(limiter, clock, 6)
     # three at once, the next three exactly when the first ones leave the (held) window of 10.5 s
     assert times[:3] == [1000.0] * 3
@@ -379,8 +393,9 @@ def test_window_holds_exactly_with_an_injected_clock(kind: str, request: pytest.
 
 
 @pytest.mark.parametrize("first_after_the_loss", ["a process that saw the old log", "a new process"])
-def test_a_redis_that_lost_its_data_holds_grants_for_one_window(redis_client: Any, prefix: str,
-                                                                first_after_the_loss: str) -> None:
+def test_a_redis_that_lost_its_data_holds_grants_for_one_window(
+    redis_client: Any, prefix: str, first_after_the_loss: str
+) -> None:
     """A Redis restarted without persistence forgets the starts of the last window while the provider
     still counts them (the 2,000-SKU soak met 2 provider 429s right after its Redis restart). The first
     limiter that knew the old log holds every grant for one window; a limiter new to this Redis alone

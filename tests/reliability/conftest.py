@@ -19,14 +19,18 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from testkit.services import (BIN, FakeProvider, MilvusServer, PgCluster, RabbitVhost, RedisServer, Workers, stamp_id)
+from testkit.services import BIN, FakeProvider, MilvusServer, PgCluster, RabbitVhost, RedisServer, Workers, stamp_id
 
 RENDER_MODEL = "google/gemini-3.1-flash-image-preview"
 TERMINAL = ("done", "failed")
 SIDE = 320  # long side of the test images
 # short bounds so the suite stays fast; the shipped defaults are documented in README "Guarantees"
-FAST_RECOVERY = {"HITLINE_CLAIM_LEASE_S": "6", "HITLINE_HEARTBEAT_S": "1", "HITLINE_RECONCILE_EVERY_S": "2",
-                 "HITLINE_RECONCILE_GRACE_S": "4"}
+FAST_RECOVERY = {
+    "HITLINE_CLAIM_LEASE_S": "6",
+    "HITLINE_HEARTBEAT_S": "1",
+    "HITLINE_RECONCILE_EVERY_S": "2",
+    "HITLINE_RECONCILE_GRACE_S": "4",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -135,18 +139,22 @@ class Line:
     extra_logs: list[Any] = field(default_factory=list)
 
     # --- submitting and waiting ------------------------------------------------------------------
-    def submit(self, new: Path, presets: str = "thumbnail", out: Path | None = None,
-               idempotency_key: str | None = None) -> str:
+    def submit(
+        self, new: Path, presets: str = "thumbnail", out: Path | None = None, idempotency_key: str | None = None
+    ) -> str:
         """Submit through the public API (tasks.chains.submit) in its own process, as another service
         would; returns the batch id."""
         out = out or self.root / "out"
         key = repr(idempotency_key) if idempotency_key else "None"
         extra = f", idempotency_key={key}" if idempotency_key else ""
-        code = (f"from tasks.chains import submit\n"
-                f"s = submit({str(self.catalog)!r}, {str(new)!r}, {str(out)!r}, presets={presets.split(',')!r}{extra})\n"
-                f"print('BATCH', s.batch_id)\n")
-        res = subprocess.run([str(BIN / "python"), "-c", code], env=self.env, capture_output=True, text=True,
-                             timeout=300)
+        code = (
+            f"from tasks.chains import submit\n"
+            f"s = submit({str(self.catalog)!r}, {str(new)!r}, {str(out)!r}, presets={presets.split(',')!r}{extra})\n"
+            f"print('BATCH', s.batch_id)\n"
+        )
+        res = subprocess.run(
+            [str(BIN / "python"), "-c", code], env=self.env, capture_output=True, text=True, timeout=300
+        )
         assert res.returncode == 0, res.stdout + res.stderr
         return re.search(r"BATCH (\S+)", res.stdout).group(1)
 
@@ -178,9 +186,11 @@ class Line:
 
     def wait_terminal(self, batch: str, timeout: float) -> float:
         """Wait (bounded) until every job of the batch is done or failed; returns the seconds it took."""
+
         def finished() -> bool:
             rows = self.sql("SELECT state, count(*) FROM job WHERE batch_id = :b GROUP BY state", b=batch)
             return bool(rows) and all(st in TERMINAL for st, _ in rows)
+
         self._batch = batch
         return self.wait_until(f"every job of {batch} terminal", finished, timeout)
 
@@ -190,9 +200,16 @@ class Line:
         if batch:
             try:
                 parts.append(f"job states: {dict(self.states(batch))} hits: {dict(self.states(batch, 'hit'))}")
-                parts.append("open jobs: " + repr(self.sql(
-                    "SELECT id, stage, state, attempts, error, claimed_at FROM job WHERE batch_id = :b "
-                    "AND state NOT IN ('done', 'failed') ORDER BY id LIMIT 10", b=batch)))
+                parts.append(
+                    "open jobs: "
+                    + repr(
+                        self.sql(
+                            "SELECT id, stage, state, attempts, error, claimed_at FROM job WHERE batch_id = :b "
+                            "AND state NOT IN ('done', 'failed') ORDER BY id LIMIT 10",
+                            b=batch,
+                        )
+                    )
+                )
             except Exception as e:  # noqa: BLE001
                 parts.append(f"(job table unreachable: {e})")
         parts.append(self.workers.tails())
@@ -207,17 +224,28 @@ class Line:
     # --- what the provider saw ------------------------------------------------------------------
     def served_renders(self) -> Counter[tuple[str, str]]:
         """Renders the fake answered with an image, per (flat-lay hash, aspect:size): each one is paid."""
-        return Counter((r["input_sha"], f"{r['image_config'].get('aspect_ratio')}:{r['image_config'].get('image_size')}")
-                       for r in self.fake.records()
-                       if r["endpoint"] == "chat/completions" and "image" in (r.get("modalities") or [])
-                       and r["status"] == 200 and not r.get("fault"))
+        return Counter(
+            (r["input_sha"], f"{r['image_config'].get('aspect_ratio')}:{r['image_config'].get('image_size')}")
+            for r in self.fake.records()
+            if r["endpoint"] == "chat/completions"
+            and "image" in (r.get("modalities") or [])
+            and r["status"] == 200
+            and not r.get("fault")
+        )
 
     def render_charges(self, batch: str) -> list[tuple[Any, ...]]:
         return self.sql("SELECT key, state, cost_usd FROM charge WHERE batch_id = :b AND stage = 'render'", b=batch)
 
 
-def _line(tmp_path: Path, catalog: Path, pg: PgCluster, broker: str,
-          limits: str, fake_args: tuple[str, ...], env_extra: dict[str, str]) -> Iterator[Line]:
+def _line(
+    tmp_path: Path,
+    catalog: Path,
+    pg: PgCluster,
+    broker: str,
+    limits: str,
+    fake_args: tuple[str, ...],
+    env_extra: dict[str, str],
+) -> Iterator[Line]:
     root = tmp_path
     (root / "logs").mkdir(exist_ok=True)
     redis = RedisServer(root).start()
@@ -232,14 +260,22 @@ def _line(tmp_path: Path, catalog: Path, pg: PgCluster, broker: str,
         broker_url = redis.url(0)
     (root / "limits.toml").write_text(limits)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HITLINE_") or k.startswith("HITLINE_TEST_")}
-    env.update(HITLINE_BROKER_URL=broker_url, HITLINE_REDIS_URL=redis.url(1), HITLINE_DATABASE_URL=db_url,
-               HITLINE_MILVUS_URI=milvus.uri, HITLINE_DATA_DIR=str(root / "data"), HITLINE_PROVIDER="openrouter",
-               HITLINE_OPENROUTER_BASE_URL=fake.base_url, HITLINE_OPENROUTER_API_KEY="sk-or-v1-reliability",
-               HITLINE_OPENROUTER_TIMEOUT_S="3",
-               # delivery is under test here; the gate (OCR per output) is tested in tests/jobs/test_quality_gate.py
-               HITLINE_QUALITY_GATE="0",
-               HITLINE_LIMITS_FILE=str(root / "limits.toml"),
-               HITLINE_COLLECTION="rel_" + uuid.uuid4().hex[:8], **FAST_RECOVERY)
+    env.update(
+        HITLINE_BROKER_URL=broker_url,
+        HITLINE_REDIS_URL=redis.url(1),
+        HITLINE_DATABASE_URL=db_url,
+        HITLINE_MILVUS_URI=milvus.uri,
+        HITLINE_DATA_DIR=str(root / "data"),
+        HITLINE_PROVIDER="openrouter",
+        HITLINE_OPENROUTER_BASE_URL=fake.base_url,
+        HITLINE_OPENROUTER_API_KEY="sk-or-v1-reliability",
+        HITLINE_OPENROUTER_TIMEOUT_S="3",
+        # delivery is under test here; the gate (OCR per output) is tested in tests/jobs/test_quality_gate.py
+        HITLINE_QUALITY_GATE="0",
+        HITLINE_LIMITS_FILE=str(root / "limits.toml"),
+        HITLINE_COLLECTION="rel_" + uuid.uuid4().hex[:8],
+        **FAST_RECOVERY,
+    )
     env.update(env_extra)
     workers = Workers(env, root / "logs")
     line = Line(root, env, redis, pg, milvus, fake, workers, catalog, db_url)
@@ -259,10 +295,23 @@ def make_line(tmp_path: Path, small_catalog: Path, pg_cluster: PgCluster) -> Ite
     """make_line(broker="redis"|"amqp", render_rpm=..., window_s=..., fake_args=(...), env={...})."""
     gens: list[Iterator[Line]] = []
 
-    def make(broker: str = "redis", render_rpm: int = 1000, window_s: float = 2.0, in_flight: int = 4,
-             fake_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Line:
-        gen = _line(tmp_path, small_catalog, pg_cluster, broker, limits_toml(render_rpm, window_s, in_flight),
-                    fake_args, env or {})
+    def make(
+        broker: str = "redis",
+        render_rpm: int = 1000,
+        window_s: float = 2.0,
+        in_flight: int = 4,
+        fake_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> Line:
+        gen = _line(
+            tmp_path,
+            small_catalog,
+            pg_cluster,
+            broker,
+            limits_toml(render_rpm, window_s, in_flight),
+            fake_args,
+            env or {},
+        )
         gens.append(gen)
         return next(gen)
 
@@ -276,8 +325,10 @@ def make_line(tmp_path: Path, small_catalog: Path, pg_cluster: PgCluster) -> Ite
 
 def standard_workers(line: Line) -> dict[str, Any]:
     """The shape the README recommends: CPU-light stages on one worker, the paid calls on another."""
-    return {"front": line.workers.start("embed,index,retrieve,analyze", concurrency=4, name="front"),
-            "render": line.workers.start("render", concurrency=4, name="render")}
+    return {
+        "front": line.workers.start("embed,index,retrieve,analyze", concurrency=4, name="front"),
+        "render": line.workers.start("render", concurrency=4, name="render"),
+    }
 
 
 def check_no_double_render(line: Line, batch: str, n_skus: int, cut_mid_flight: int = 0) -> None:
@@ -287,7 +338,8 @@ def check_no_double_render(line: Line, batch: str, n_skus: int, cut_mid_flight: 
     served = line.served_renders()
     assert len(served) == n_skus, (len(served), n_skus)
     repeats = sum(n - 1 for n in served.values())
-    assert repeats <= cut_mid_flight, f"{repeats} renders paid twice (allowed {cut_mid_flight}): " \
-        f"{[k for k, n in served.items() if n > 1]}"
+    assert repeats <= cut_mid_flight, (
+        f"{repeats} renders paid twice (allowed {cut_mid_flight}): {[k for k, n in served.items() if n > 1]}"
+    )
     charges = line.render_charges(batch)
     assert len(charges) == n_skus and all(st == "charged" for _, st, _ in charges), charges

@@ -26,10 +26,19 @@ def _copy_catalog(src: Path, dest: Path, *, prefix: str, sales_add: int, extra: 
     dest.mkdir(parents=True)
     shutil.copytree(src / "images", dest / "images")
     rows = list(csv.DictReader(open(src / "products.csv", encoding="utf-8")))
-    out = [{**r, "product_id": prefix + r["product_id"], "sales_count": str(int(r["sales_count"]) + sales_add)}
-           for r in rows]
-    out += [{**rows[i], "product_id": f"{prefix}NEW{i}", "sales_count": "99999",
-             "description": "brand new " + rows[i]["description"]} for i in range(extra)]
+    out = [
+        {**r, "product_id": prefix + r["product_id"], "sales_count": str(int(r["sales_count"]) + sales_add)}
+        for r in rows
+    ]
+    out += [
+        {
+            **rows[i],
+            "product_id": f"{prefix}NEW{i}",
+            "sales_count": "99999",
+            "description": "brand new " + rows[i]["description"],
+        }
+        for i in range(extra)
+    ]
     with open(dest / "products.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -38,14 +47,18 @@ def _copy_catalog(src: Path, dest: Path, *, prefix: str, sales_add: int, extra: 
 
 
 def _rows(folder: Path) -> set[tuple[str, int, str]]:
-    return {(r["product_id"], int(r["sales_count"]), str((folder / r["image_path"]).resolve()))
-            for r in csv.DictReader(open(folder / "products.csv", encoding="utf-8"))}
+    return {
+        (r["product_id"], int(r["sales_count"]), str((folder / r["image_path"]).resolve()))
+        for r in csv.DictReader(open(folder / "products.csv", encoding="utf-8"))
+    }
 
 
 def _submit(line, catalog: Path, new: Path, out: Path) -> str:  # noqa: ANN001
-    code = (f"from tasks.chains import submit\n"
-            f"s = submit({str(catalog)!r}, {str(new)!r}, {str(out)!r}, presets=['thumbnail'])\n"
-            f"print('BATCH', s.batch_id)\n")
+    code = (
+        f"from tasks.chains import submit\n"
+        f"s = submit({str(catalog)!r}, {str(new)!r}, {str(out)!r}, presets=['thumbnail'])\n"
+        f"print('BATCH', s.batch_id)\n"
+    )
     res = subprocess.run([str(BIN / "python"), "-c", code], env=line.env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     return res.stdout.split("BATCH ")[1].split()[0]
@@ -76,16 +89,31 @@ def test_batches_retrieve_only_their_own_catalog_version(make_line, skus_factory
         batch_a = first.result()
     line.catalog = cat_a  # the fixture's default folder for later submissions
     # catalog A gets a new version while its batch runs
-    line.wait_until("batch A past its catalog", lambda: line.sql(
-        "SELECT count(*) FROM job WHERE batch_id = :b AND kind = 'sku' AND stage IN ('analyze', 'render', 'done')",
-        b=batch_a)[0][0] >= 1, 180)
-    name_a = line.sql("SELECT c.name FROM catalog c JOIN catalog_version v ON v.catalog_id = c.id "
-                      "JOIN batch b ON b.catalog_version_id = v.id WHERE b.id = :b", b=batch_a)[0][0]
+    line.wait_until(
+        "batch A past its catalog",
+        lambda: (
+            line.sql(
+                "SELECT count(*) FROM job WHERE batch_id = :b AND kind = 'sku' AND stage IN ('analyze', 'render', 'done')",
+                b=batch_a,
+            )[0][0]
+            >= 1
+        ),
+        180,
+    )
+    name_a = line.sql(
+        "SELECT c.name FROM catalog c JOIN catalog_version v ON v.catalog_id = c.id "
+        "JOIN batch b ON b.catalog_version_id = v.id WHERE b.id = :b",
+        b=batch_a,
+    )[0][0]
     # the worker is held still while the update runs, so batch A is certainly mid-way through it
     os.killpg(worker.pid, signal.SIGSTOP)
     try:
-        assert line.sql("SELECT count(*) FROM job WHERE batch_id = :b AND state NOT IN ('done', 'failed')",
-                        b=batch_a)[0][0] > 0, f"batch A finished before the update (the test proves nothing): {line.states(batch_a)}"
+        assert (
+            line.sql("SELECT count(*) FROM job WHERE batch_id = :b AND state NOT IN ('done', 'failed')", b=batch_a)[0][
+                0
+            ]
+            > 0
+        ), f"batch A finished before the update (the test proves nothing): {line.states(batch_a)}"
         updated = json.loads(_hitline(line, "catalog", "update", name_a, "--from", str(cat_a2), "--json"))
     finally:
         os.killpg(worker.pid, signal.SIGCONT)
@@ -104,12 +132,20 @@ def test_batches_retrieve_only_their_own_catalog_version(make_line, skus_factory
             for h in json.loads(f.read_text())["hits"]:
                 got = (h["product_id"], h["sales_count"], str(Path(h["image_path"]).resolve()))
                 assert got in expected[batch], f"{batch} retrieved {got}, not from its own catalog version"
-        assert line.states(batch) == {("done", "done"): 1 if batch == batch_a2 else N_SKUS}, \
-            line.sql("SELECT item_id, stage, error FROM job WHERE batch_id = :b AND state = 'failed'", b=batch)
-    assert batch_a2 and any(int(h["sales_count"]) >= 1000 for f in (root / "out_a2" / batch_a2).glob("*/retrieved.json")
-                            for h in json.loads(f.read_text())["hits"])
+        assert line.states(batch) == {("done", "done"): 1 if batch == batch_a2 else N_SKUS}, line.sql(
+            "SELECT item_id, stage, error FROM job WHERE batch_id = :b AND state = 'failed'", b=batch
+        )
+    assert batch_a2 and any(
+        int(h["sales_count"]) >= 1000
+        for f in (root / "out_a2" / batch_a2).glob("*/retrieved.json")
+        for h in json.loads(f.read_text())["hits"]
+    )
     # version 1 of A is dropped once no batch uses it (the next catalog operation collects it)
     _hitline(line, "catalog", "update", name_a, "--from", str(cat_a2))
-    states = dict(line.sql("SELECT v.seq, v.state FROM catalog_version v JOIN catalog c ON c.id = v.catalog_id "
-                           "WHERE c.name = :n", n=name_a))
+    states = dict(
+        line.sql(
+            "SELECT v.seq, v.state FROM catalog_version v JOIN catalog c ON c.id = v.catalog_id WHERE c.name = :n",
+            n=name_a,
+        )
+    )
     assert states == {1: "dropped", 2: "ready"}, states

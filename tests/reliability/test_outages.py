@@ -31,7 +31,7 @@ def _outputs_agree(line: Line, batch: str) -> None:
                 assert im.size == (o["width"], o["height"]), o
             listed.add(Path(o["path"]).resolve())
     on_disk = {p.resolve() for p in (line.root / "out" / batch).rglob("*.png") if p.name != "contact_sheet.png"}
-    assert on_disk == listed, (on_disk ^ listed)
+    assert on_disk == listed, on_disk ^ listed
 
 
 def test_redis_restart_loses_messages_and_reconciliation_resends_them(make_line, skus_factory) -> None:  # noqa: ANN001
@@ -72,8 +72,11 @@ def test_milvus_restart_is_retried(make_line, skus_factory) -> None:  # noqa: AN
     line = make_line(fake_args=("--latency", "chat=0.3:0.5", "--latency", "image=0.5:0.8"))
     _one_worker(line)
     batch = line.submit(skus_factory(N_SKUS))
-    line.wait_until("SKUs at retrieve", lambda: sum(n for (st, _), n in line.states(batch).items()
-                                                    if st in ("analyze", "render", "done")) >= 2, 180)
+    line.wait_until(
+        "SKUs at retrieve",
+        lambda: sum(n for (st, _), n in line.states(batch).items() if st in ("analyze", "render", "done")) >= 2,
+        180,
+    )
     before = line.states(batch)
     line.milvus.restart(down_s=3.0)
     restarted = time.monotonic()

@@ -38,8 +38,9 @@ def test_kill9_render_worker_mid_render(make_line, skus_factory, broker: str) ->
     killed_at = time.monotonic()
 
     # the leases held at the kill are gone within the lease (the victim's expire, the survivor's end)
-    freed = line.wait_until("leases of the kill freed", lambda: not (leases & set(limiter.zrange(inflight_key, 0, -1))),
-                            RATE_LEASE_S + 4)
+    freed = line.wait_until(
+        "leases of the kill freed", lambda: not (leases & set(limiter.zrange(inflight_key, 0, -1))), RATE_LEASE_S + 4
+    )
     line.wait_terminal(batch, RECOVERY_BOUND_S + 60)
     recovered = time.monotonic() - killed_at
     states = line.states(batch)
@@ -47,8 +48,12 @@ def test_kill9_render_worker_mid_render(make_line, skus_factory, broker: str) ->
     assert recovered <= RECOVERY_BOUND_S, f"batch took {recovered:.0f} s after the kill"
     # no render paid twice beyond the calls cut mid-flight: at most the victim's 2 threads' calls
     check_no_double_render(line, batch, N_SKUS, cut_mid_flight=2)
-    lost = line.sql("SELECT count(*) FROM attempt a JOIN job j ON j.id = a.job_id "
-                    "WHERE j.batch_id = :b AND a.outcome = 'lost'", b=batch)[0][0]
+    lost = line.sql(
+        "SELECT count(*) FROM attempt a JOIN job j ON j.id = a.job_id WHERE j.batch_id = :b AND a.outcome = 'lost'",
+        b=batch,
+    )[0][0]
     assert lost >= 1  # the table says what happened: the dead worker's attempts are marked lost
-    print(f"\n[{broker}] kill -9 with {running} renders running: leases freed after {freed:.1f} s, "
-          f"batch done {recovered:.1f} s after the kill (lease {FAST_RECOVERY['HITLINE_CLAIM_LEASE_S']} s)")
+    print(
+        f"\n[{broker}] kill -9 with {running} renders running: leases freed after {freed:.1f} s, "
+        f"batch done {recovered:.1f} s after the kill (lease {FAST_RECOVERY['HITLINE_CLAIM_LEASE_S']} s)"
+    )

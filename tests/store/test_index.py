@@ -12,8 +12,12 @@ HOSTILE = 'x" or "1"=="1'
 
 def _products(n: int) -> list[HitProduct]:
     cats = ["dress", "jacket", HOSTILE]
-    return [HitProduct(f"P{i:03d}", Path(f"/img/{i}.jpg"), cats[i % 3], "red", "boho", "summer",
-                       i * 200, f"product {i}", 10.0 + i) for i in range(n)]
+    return [
+        HitProduct(
+            f"P{i:03d}", Path(f"/img/{i}.jpg"), cats[i % 3], "red", "boho", "summer", i * 200, f"product {i}", 10.0 + i
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -82,8 +86,9 @@ def test_a_version_sees_its_own_rows_only(index: HitIndex) -> None:
     whatever the widening step, and closing a row hides it from later versions only."""
     rng = np.random.default_rng(3)
     a1 = _products(6)
-    b1 = [HitProduct(f"P{i:03d}", Path(f"/b/{i}.jpg"), "dress", "red", "boho", "summer", 9000, "b", 1.0)
-          for i in range(6)]
+    b1 = [
+        HitProduct(f"P{i:03d}", Path(f"/b/{i}.jpg"), "dress", "red", "boho", "summer", 9000, "b", 1.0) for i in range(6)
+    ]
     index.upsert(a1, [rng.random(8) for _ in a1], [{1: 1.0}] * 6, Scope("ca", 1))
     index.upsert(b1, [rng.random(8) for _ in b1], [{1: 1.0}] * 6, Scope("cb", 1))
     changed = [HitProduct("P000", Path("/a/new0.jpg"), "dress", "red", "boho", "summer", 7777, "a2", 1.0)]
@@ -117,10 +122,14 @@ def test_the_fusion_ranks_as_milvus_rrf_ranker(index: HitIndex) -> None:
         sparse = {int(k): 1.0 for k in rng.choice(7, size=2, replace=False)}
         expr = build_filter(None, int(rng.integers(0, 3000)))
         per_path = max(5 * 3, 10)
-        reqs = [AnnSearchRequest(data=[dense], anns_field="dense", param={"metric_type": "COSINE"}, limit=per_path,
-                                 expr=expr),
-                AnnSearchRequest(data=[sparse], anns_field="sparse", param={"metric_type": "IP"}, limit=per_path,
-                                 expr=expr)]
+        reqs = [
+            AnnSearchRequest(
+                data=[dense], anns_field="dense", param={"metric_type": "COSINE"}, limit=per_path, expr=expr
+            ),
+            AnnSearchRequest(
+                data=[sparse], anns_field="sparse", param={"metric_type": "IP"}, limit=per_path, expr=expr
+            ),
+        ]
         milvus = index.client.hybrid_search(index.collection, reqs, RRFRanker(RRF_K), limit=5)[0]
         ours = index._hybrid_once(dense, sparse, expr, 5)
         theirs = [((h.get("id") or h.get("pk")).rsplit(":", 1)[-1], round(float(h["distance"]), 6)) for h in milvus]

@@ -31,8 +31,13 @@ CLIENT = textwrap.dedent("""
 
 
 def _send(broker: str, name: str, payload: dict) -> dict:  # type: ignore[type-arg]
-    res = subprocess.run([sys.executable, "-I", "-c", CLIENT, broker, name, json.dumps(payload)],
-                         capture_output=True, text=True, timeout=180, cwd="/")
+    res = subprocess.run(
+        [sys.executable, "-I", "-c", CLIENT, broker, name, json.dumps(payload)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd="/",
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -46,8 +51,11 @@ def test_schema_files_are_the_models_schemas(name: str) -> None:
 @pytest.mark.distributed
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # may be the test that starts the shared cluster
-def test_send_task_submits_and_retries_from_a_celery_only_process(api_cluster, fake_fault,  # noqa: ANN001
-                                                                   tmp_path: Path) -> None:
+def test_send_task_submits_and_retries_from_a_celery_only_process(
+    api_cluster,
+    fake_fault,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
     from hitline_cluster import subset
 
     c = api_cluster

@@ -20,10 +20,12 @@ from testkit.services import RabbitVhost, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 1200  # more than two groups of tasks.publish.GROUP
-REF = 999_999  # the reference job, sent by Celery itself; the bulk jobs are 1_000_001.. (no id is a substring of another)
+REF = (
+    999_999  # the reference job, sent by Celery itself; the bulk jobs are 1_000_001.. (no id is a substring of another)
+)
 FIRST = 1_000_001
 
-SENDER = r'''
+SENDER = r"""
 import json, sys
 import redis.connection
 from hitline.jobs.context import get_runtime
@@ -51,7 +53,7 @@ with app.connection_for_read() as conn:
         messages.append({"headers": m.headers, "properties": m.properties, "body": m.decode(),
                          "content_type": m.content_type, "content_encoding": m.content_encoding})
 json.dump({"group": GROUP, "round_trips": len(trips), "messages": messages}, open(out, "w"))
-'''
+"""
 
 
 def _env(tmp_path: Path, broker: str) -> dict[str, str]:
@@ -61,8 +63,9 @@ def _env(tmp_path: Path, broker: str) -> dict[str, str]:
 
 
 def _run(script: str, args: list[str], env: dict[str, str]) -> None:
-    res = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
-                         timeout=300, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert res.returncode == 0, res.stderr[-3000:]
 
 
@@ -115,8 +118,13 @@ def test_bulk_send_is_one_message_per_sku_as_celery_sends_it(tmp_path: Path, bro
     _args, _kwargs, embed = reference["body"]
     # the five stages, then the contact sheet at the lowest priority (off the SKU's critical path)
     assert [reference["headers"]["task"], *(s["task"] for s in reversed(embed["chain"]))] == [
-        "hitline.embed", "hitline.index", "hitline.retrieve", "hitline.analyze", "hitline.render",
-        "hitline.contact_sheet"]
+        "hitline.embed",
+        "hitline.index",
+        "hitline.retrieve",
+        "hitline.analyze",
+        "hitline.render",
+        "hitline.contact_sheet",
+    ]
     assert embed["chain"][0]["options"]["priority"] == 9
     expected = _without_ids(reference, REF)
     task_ids = set()
@@ -194,12 +202,13 @@ def test_templated_publishes_are_celerys_own_but_for_the_ids(inside_a_task: bool
     assert len(ours.calls) == 6
     expected = _published(celery.calls, REF)
     for n, job in enumerate(range(FIRST, FIRST + 3)):
-        calls = ours.calls[2 * n:2 * n + 2]
+        calls = ours.calls[2 * n : 2 * n + 2]
         assert _published(calls, job) == expected
         headers, event = calls[0][1]["headers"], calls[1][0]
         assert event["uuid"] == headers["id"] and event["type"] == "task-sent"
         assert (headers["root_id"], headers["parent_id"]) == (
-            ("root-task", "parent-task") if inside_a_task else (headers["id"], None))
+            ("root-task", "parent-task") if inside_a_task else (headers["id"], None)
+        )
         assert event["root_id"] == headers["root_id"]
     # the queue and the event exchange are declared with the first message of a producer only
     assert [bool(kw.get("declare")) for _, kw in ours.calls] == [True, True, False, False, False, False]
@@ -207,7 +216,7 @@ def test_templated_publishes_are_celerys_own_but_for_the_ids(inside_a_task: bool
     assert clocks == sorted(set(clocks))  # the Lamport clock moves on with each event
 
 
-FAILING = r'''
+FAILING = r"""
 import json, sys
 import redis.client
 from sqlalchemy import select
@@ -256,7 +265,7 @@ send(rt, todo)  # `hitline resume B` once the broker is back
 json.dump({"group": GROUP, "ids": ids, "error": error, "flushes": flushes, "stamped": stamped,
            "after_failure": after_failure, "resumed": sorted(j for d in todo for j in d.job_ids),
            "after_resume": queued()}, open(out, "w"))
-'''
+"""
 
 
 def test_a_broker_failure_mid_submit_leaves_exactly_the_unsent_jobs_for_resume(tmp_path: Path) -> None:

@@ -52,7 +52,8 @@ def patched_work(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
 
 
 def test_provider_errors_retry_within_the_budget_then_the_task_fails_with_the_reason(
-        hitline_env: Path, patched_work) -> None:  # noqa: ANN001
+    hitline_env: Path, patched_work
+) -> None:  # noqa: ANN001
     job_id = _job("analyze")
     calls = []
 
@@ -112,8 +113,12 @@ def test_chain_goes_on_when_an_earlier_delivery_did_the_stage_and_stops_otherwis
 def test_chains_carry_ids_only_and_follow_the_registry() -> None:
     c = chain_for(Dispatch("b", "sku", "retrieve", (42,)))
     # a SKU chain ends with its contact sheet, at the lowest priority (off the critical path)
-    assert [s.task for s in c.tasks] == ["hitline.retrieve", "hitline.analyze", "hitline.render",
-                                         "hitline.contact_sheet"]
+    assert [s.task for s in c.tasks] == [
+        "hitline.retrieve",
+        "hitline.analyze",
+        "hitline.render",
+        "hitline.contact_sheet",
+    ]
     assert c.tasks[-1].options["priority"] == 9
     assert all(tuple(s.args) == (42,) and not s.kwargs for s in c.tasks)
     full = chain_for(Dispatch("b", "sku", "embed", (7,)))

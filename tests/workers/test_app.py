@@ -23,9 +23,21 @@ def private_redis(tmp_path: Path):  # noqa: ANN201
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import redis
 
     client = redis.Redis(port=port)
@@ -42,9 +54,11 @@ def private_redis(tmp_path: Path):  # noqa: ANN201
 
 def _queued(client, queue: str) -> dict[int, list[str]]:  # noqa: ANN001
     """Task names per priority in a Redis queue (kombu keeps priority p > 0 in the list "<queue>\x06\x16<p>")."""
-    return {p: [json.loads(raw)["headers"]["task"] for raw in client.lrange(q, 0, -1)]
-            for p, q in ((p, queue if p == 0 else f"{queue}\x06\x16{p}") for p in (0, 3, 6, 9))
-            if client.llen(q)}
+    return {
+        p: [json.loads(raw)["headers"]["task"] for raw in client.lrange(q, 0, -1)]
+        for p, q in ((p, queue if p == 0 else f"{queue}\x06\x16{p}") for p in (0, 3, 6, 9))
+        if client.llen(q)
+    }
 
 
 def test_every_stage_message_lands_on_its_own_queue_at_its_priority(private_redis) -> None:  # noqa: ANN001
@@ -97,7 +111,10 @@ def test_sending_to_an_undeclared_queue_fails_instead_of_creating_it() -> None:
     # the line's queues, and Celery's default queue for the contract tasks other services send by name
     assert {r["queue"] for r in ROUTES.values()} <= {*QUEUES, CONTRACT_QUEUE}
     # and webhook deliveries (tasks/webhooks.py), which every default worker must send
-    assert {n for n, r in ROUTES.items() if r["queue"] == CONTRACT_QUEUE} == {*CONTRACT_TASKS, "hitline.deliver_webhook"}
+    assert {n for n, r in ROUTES.items() if r["queue"] == CONTRACT_QUEUE} == {
+        *CONTRACT_TASKS,
+        "hitline.deliver_webhook",
+    }
     assert {q.name for q in app.conf.task_queues} == {*QUEUES, CONTRACT_QUEUE}
 
 

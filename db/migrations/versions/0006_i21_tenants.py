@@ -8,8 +8,8 @@ Revises: i25_review_webhooks
 import sqlalchemy as sa
 from alembic import op
 
-revision = 'i21_tenants'
-down_revision = 'i25_review_webhooks'
+revision = "i21_tenants"
+down_revision = "i25_review_webhooks"
 branch_labels = None
 depends_on = None
 

@@ -42,8 +42,12 @@ def _border_segments(p: Pixels, n: int = 4, fraction: float = 0.08) -> list[tupl
     h, w = p.lab.shape[:2]
     m = max(2, round(min(h, w) * fraction))
     out = []
-    for rows, cols, along in ((slice(0, m), slice(None), w), (slice(h - m, h), slice(None), w),
-                              (slice(m, h - m), slice(0, m), h - 2 * m), (slice(m, h - m), slice(w - m, w), h - 2 * m)):
+    for rows, cols, along in (
+        (slice(0, m), slice(None), w),
+        (slice(h - m, h), slice(None), w),
+        (slice(m, h - m), slice(0, m), h - 2 * m),
+        (slice(m, h - m), slice(w - m, w), h - 2 * m),
+    ):
         lab, mag = p.lab[rows, cols], p.magnitude[rows, cols]
         axis = 1 if along == w else 0
         for lab_part, mag_part in zip(np.array_split(lab, n, axis=axis), np.array_split(mag, n, axis=axis)):
@@ -149,8 +153,17 @@ def colour_name(L: float, a: float, b: float) -> str:
     hue = float(np.degrees(np.arctan2(b, a))) % 360.0
     if chroma < 30 and 40 <= hue < 100:  # low-chroma yellow-orange: the studio neutrals
         return "cream" if L > 82 else "beige" if L >= 55 else "camel" if L >= 40 else "brown"
-    names = [(20, "pink" if L > 60 else "red"), (50, "red" if L < 60 else "coral"), (75, "orange"),
-             (100, "yellow"), (160, "green"), (220, "teal"), (290, "blue"), (330, "purple"), (360, "pink")]
+    names = [
+        (20, "pink" if L > 60 else "red"),
+        (50, "red" if L < 60 else "coral"),
+        (75, "orange"),
+        (100, "yellow"),
+        (160, "green"),
+        (220, "teal"),
+        (290, "blue"),
+        (330, "purple"),
+        (360, "pink"),
+    ]
     hue_name = next(name for limit, name in names if hue < limit)
     if hue_name == "blue" and L < 35:
         return "navy"
@@ -255,8 +268,12 @@ def _prompt(product: NewProduct, scene: str, lighting: str, pose: str, mood: str
     hint = " ".join(product.prompt_hint.split())
     head = f"Marketplace promo photo of this {what}" + (f" for {season}" if season else "") + "."
     must = [head] + ([f"{hint}."] if hint else []) + ["Keep the garment's exact colour, pattern and details."]
-    optional = [f"Scene: {scene}.", f"Lighting: {lighting}.", f"Framing: {pose.split(', subject covers')[0]}.",
-                f"Mood: {mood}."]
+    optional = [
+        f"Scene: {scene}.",
+        f"Lighting: {lighting}.",
+        f"Framing: {pose.split(', subject covers')[0]}.",
+        f"Mood: {mood}.",
+    ]
     if colours:
         optional.append("Palette: " + ", ".join(dict.fromkeys(colours)) + ".")
     while optional and _words(" ".join(must[:2] + optional + must[2:])) > MAX_PROMPT_WORDS:
@@ -301,11 +318,20 @@ class LocalAnalyzer:
             m[f"palette_share_{i}"] = round(share, 4)
         keys = {_key(one) for one in per_image}
         if len(keys) > 1:
-            warnings.append(f"references disagree on brightness ({', '.join(sorted(keys))}); the median look is described")
+            warnings.append(
+                f"references disagree on brightness ({', '.join(sorted(keys))}); the median look is described"
+            )
         scene, lighting, pose, mood = _scene(m), _lighting(m), _pose(m), _mood(m)
-        return StyleAnalysis(scene=scene, lighting=lighting, pose=pose, mood=mood,
-                             prompt=_prompt(product, scene, lighting, pose, mood, names),
-                             palette=palette, measurements=m, warnings=warnings)
+        return StyleAnalysis(
+            scene=scene,
+            lighting=lighting,
+            pose=pose,
+            mood=mood,
+            prompt=_prompt(product, scene, lighting, pose, mood, names),
+            palette=palette,
+            measurements=m,
+            warnings=warnings,
+        )
 
     def _neutral(self, product: NewProduct, warnings: list[str]) -> StyleAnalysis:
         warnings.append("no usable reference images: neutral studio look from the product's own metadata")
@@ -322,6 +348,13 @@ class LocalAnalyzer:
         lighting = "soft, even, high-key light, neutral white balance"
         pose = "full-length, subject spans the frame height, centred, portrait frame"
         mood = "clean, timeless"
-        return StyleAnalysis(scene=scene, lighting=lighting, pose=pose, mood=mood,
-                             prompt=_prompt(product, scene, lighting, pose, mood, names),
-                             palette=palette, measurements=m, warnings=warnings)
+        return StyleAnalysis(
+            scene=scene,
+            lighting=lighting,
+            pose=pose,
+            mood=mood,
+            prompt=_prompt(product, scene, lighting, pose, mood, names),
+            palette=palette,
+            measurements=m,
+            warnings=warnings,
+        )

@@ -68,6 +68,15 @@ class LocalJudge:
             text = self._once(sha, "text", lambda: text_in_product(out, placed, finder))
             if timings is not None:
                 timings["no_text"] = timings.get("no_text", 0.0) + time.process_time() - t0
-        checks = gate(out, preset, flat, mask, text_finder=self.text_finder, placed=placed, text=text,
-                      flatlay_colour=colour, timings=timings)
+        checks = gate(
+            out,
+            preset,
+            flat,
+            mask,
+            text_finder=self.text_finder,
+            placed=placed,
+            text=text,
+            flatlay_colour=colour,
+            timings=timings,
+        )
         return Judgement(checks=[c.to_dict() for c in checks], cost_usd=0.0, model=self.model)

@@ -44,8 +44,9 @@ class LocalRenderer:
                 self._cutouts.popitem(last=False)
         return product
 
-    def render(self, flatlay: Path, references: Sequence[Path], style: StyleAnalysis,
-               product: NewProduct, preset: Preset) -> RenderedImage:
+    def render(
+        self, flatlay: Path, references: Sequence[Path], style: StyleAnalysis, product: NewProduct, preset: Preset
+    ) -> RenderedImage:
         cut = self._cutout(Path(flatlay))
         reference = load_image(references[0]) if references else None
         image, placed = compose_placed(cut, reference, style, preset)
@@ -62,8 +63,9 @@ class LocalRenderer:
         scene_plate(reference, style, preset).save(buf, format="PNG", compress_level=self._compress)
         return RenderedImage(data=buf.getvalue(), mime="image/png", cost_usd=0.0, model=self.model)
 
-    def place(self, plate: Path, flatlay: Path, style: StyleAnalysis, product: NewProduct,
-              preset: Preset) -> RenderedImage:
+    def place(
+        self, plate: Path, flatlay: Path, style: StyleAnalysis, product: NewProduct, preset: Preset
+    ) -> RenderedImage:
         """Staged mode: the compositor puts the cut-out product into the plate."""
         image, placed = compose_on_plate(self._cutout(Path(flatlay)), load_image(plate), style, preset)
         buf = io.BytesIO()

@@ -83,10 +83,19 @@ def session_for(base_url: str) -> requests.Session:
 class OpenRouterClient:
     """POSTs JSON to OpenRouter and returns the decoded body, or raises a hitline ProviderError."""
 
-    def __init__(self, base_url: str, api_key: SecretStr, timeout_s: float = 120.0,
-                 limiter: Limiter | None = None, session: requests.Session | None = None, *,
-                 connect_timeout_s: float = 10.0, rate_wait_max_s: float = 5.0,
-                 app_url: str = "https://github.com/hitline", app_title: str = "hitline") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr,
+        timeout_s: float = 120.0,
+        limiter: Limiter | None = None,
+        session: requests.Session | None = None,
+        *,
+        connect_timeout_s: float = 10.0,
+        rate_wait_max_s: float = 5.0,
+        app_url: str = "https://github.com/hitline",
+        app_title: str = "hitline",
+    ) -> None:
         if not isinstance(api_key, SecretStr):
             api_key = SecretStr(str(api_key))
         self.base_url = base_url.rstrip("/")
@@ -102,8 +111,12 @@ class OpenRouterClient:
         return f"OpenRouterClient(base_url={self.base_url!r}, api_key={_MASK!r}, timeout={self.timeout})"
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key.get_secret_value()}",
-                "Content-Type": "application/json", "Accept": "application/json", **self._app_headers}
+        return {
+            "Authorization": f"Bearer {self._api_key.get_secret_value()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **self._app_headers,
+        }
 
     def scrub(self, text: str) -> str:
         """`text` with the API key masked (providers sometimes echo what they were sent)."""
@@ -145,8 +158,9 @@ class OpenRouterClient:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise error_for_status(code, f"{model}: {message}", retry_after=retry_after)
         if not isinstance(body, dict):
-            raise RetryableProviderError(f"malformed response from {model}: not a JSON object "
-                                         f"({len(text)} bytes)", status=status)
+            raise RetryableProviderError(
+                f"malformed response from {model}: not a JSON object ({len(text)} bytes)", status=status
+            )
         return body
 
 

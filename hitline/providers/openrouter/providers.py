@@ -30,12 +30,20 @@ from hitline.providers.openrouter.client import OpenRouterClient
 
 T = TypeVar("T")
 
-__all__ = ["OpenRouterEmbedder", "OpenRouterAnalyzer", "OpenRouterRenderer", "image_data_uri", "ask_for_json",
-           "decode_data_uri", "fit_exact", "extract_json_object", "MAX_INPUT_IMAGES"]
+__all__ = [
+    "OpenRouterEmbedder",
+    "OpenRouterAnalyzer",
+    "OpenRouterRenderer",
+    "image_data_uri",
+    "ask_for_json",
+    "decode_data_uri",
+    "fit_exact",
+    "extract_json_object",
+    "MAX_INPUT_IMAGES",
+]
 
 MAX_INPUT_IMAGES = 14  # Nano Banana 2: 10 objects + 4 characters
-QUALITY_CONSTRAINTS = ("Clothing fits the body naturally, no exposed labels, no extra elements, "
-                       "product details sharp.")
+QUALITY_CONSTRAINTS = "Clothing fits the body naturally, no exposed labels, no extra elements, product details sharp."
 WHITE_BACKGROUND = "Pure white #FFFFFF background, product only."
 STYLE_KEYS = ("scene", "lighting", "pose", "mood")
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})$")
@@ -58,8 +66,19 @@ def image_data_uri(path: Path, max_side: int, quality: int = 90, *, check: bool 
 
 # what a plain JPEG carries besides pixels; anything else (EXIF with GPS, ICC, XMP, comments) is dropped
 # by re-encoding it, so such a file is never sent as it is
-_PLAIN_JPEG_INFO = frozenset({"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "adobe",
-                              "adobe_transform", "progressive", "progression"})
+_PLAIN_JPEG_INFO = frozenset(
+    {
+        "jfif",
+        "jfif_version",
+        "jfif_unit",
+        "jfif_density",
+        "dpi",
+        "adobe",
+        "adobe_transform",
+        "progressive",
+        "progression",
+    }
+)
 
 
 @functools.lru_cache(maxsize=64)  # ~64 x 0.3 MB at most; the key changes when the file does
@@ -129,8 +148,13 @@ def _draft_box(size: tuple[int, int], max_side: int) -> tuple[int, int]:
 
 
 def _sendable_as_is(opened: Image.Image, max_side: int) -> bool:
-    return (opened.format == "JPEG" and opened.mode == "RGB" and max(opened.size) <= max_side
-            and set(opened.info) <= _PLAIN_JPEG_INFO and not opened.getexif())
+    return (
+        opened.format == "JPEG"
+        and opened.mode == "RGB"
+        and max(opened.size) <= max_side
+        and set(opened.info) <= _PLAIN_JPEG_INFO
+        and not opened.getexif()
+    )
 
 
 def decode_data_uri(url: str) -> bytes:
@@ -188,8 +212,15 @@ def _message_text(message: Mapping[str, Any]) -> str:
 class OpenRouterEmbedder:
     """Image (and text) embeddings from `POST /embeddings`, L2-normalised, in input order."""
 
-    def __init__(self, client: OpenRouterClient, model: str, dim: int, prices: PriceTable | None = None,
-                 batch_size: int = 16, max_side: int = 512) -> None:
+    def __init__(
+        self,
+        client: OpenRouterClient,
+        model: str,
+        dim: int,
+        prices: PriceTable | None = None,
+        batch_size: int = 16,
+        max_side: int = 512,
+    ) -> None:
         if batch_size < 1:
             raise ConfigError("embed batch size must be at least 1")
         self.client, self.model, self.dim = client, model, int(dim)
@@ -214,11 +245,12 @@ class OpenRouterEmbedder:
         vectors: list[Vector] = []
         cost = 0.0
         for start in range(0, len(inputs), self.batch_size):
-            batch = inputs[start:start + self.batch_size]
+            batch = inputs[start : start + self.batch_size]
             # base64 float32 (OpenAI's and OpenRouter's `encoding_format`): a quarter of the bytes of JSON
             # floats and no float parsing; a server that ignores it answers floats, read as well
-            body = self.client.post("/embeddings", {"model": self.model, "input": batch, "encoding_format": "base64"},
-                                    self.model)
+            body = self.client.post(
+                "/embeddings", {"model": self.model, "input": batch, "encoding_format": "base64"}, self.model
+            )
             vectors.extend(self._vectors(body, len(batch)))
             cost += self.prices.token_cost(self.model, body.get("usage"))
         return Embedding(vectors=vectors, cost_usd=cost)
@@ -237,8 +269,10 @@ class OpenRouterEmbedder:
             raise RetryableProviderError(f"malformed embeddings from {self.model}: non-finite values")
         if matrix.ndim != 2 or matrix.shape[1] != self.dim:
             got = matrix.shape[1] if matrix.ndim == 2 else "ragged"
-            raise ConfigError(f"{self.model} returns {got}-d embeddings but {self.dim} are configured "
-                              f"(HITLINE_EMBED_DIM); the collection must be rebuilt for another dimension")
+            raise ConfigError(
+                f"{self.model} returns {got}-d embeddings but {self.dim} are configured "
+                f"(HITLINE_EMBED_DIM); the collection must be rebuilt for another dimension"
+            )
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix = matrix / np.where(norms == 0, 1.0, norms)
         return list(matrix.astype(np.float32))  # what the cache and Milvus keep
@@ -254,10 +288,13 @@ ANALYZE_SYSTEM = (
     "You are the art director of a fashion marketplace. You study photos of best-selling products and "
     "describe the visual style they share, so that a new product can be shot the same way. Answer with "
     "ONE JSON object and nothing else, with these keys: scene, lighting, pose, mood (short phrases), "
-    "palette (up to 6 hex colours like \"#a1b2c3\", most frequent first), prompt (an image-generation "
-    "prompt of under 100 words that recreates this look for the new product).")
-_REASK = ("That was not a valid JSON object. Reply with only the JSON object with keys scene, lighting, "
-          "pose, mood, palette, prompt.")
+    'palette (up to 6 hex colours like "#a1b2c3", most frequent first), prompt (an image-generation '
+    "prompt of under 100 words that recreates this look for the new product)."
+)
+_REASK = (
+    "That was not a valid JSON object. Reply with only the JSON object with keys scene, lighting, "
+    "pose, mood, palette, prompt."
+)
 
 
 def extract_json_object(text: str) -> dict[str, Any] | None:
@@ -274,8 +311,15 @@ def extract_json_object(text: str) -> dict[str, Any] | None:
     return None
 
 
-def ask_for_json(client: OpenRouterClient, model: str, prices: PriceTable, messages: list[dict[str, Any]],
-                 accept: Callable[[dict[str, Any]], T], reask: str, tries: int) -> tuple[T | None, float, str, str]:
+def ask_for_json(
+    client: OpenRouterClient,
+    model: str,
+    prices: PriceTable,
+    messages: list[dict[str, Any]],
+    accept: Callable[[dict[str, Any]], T],
+    reask: str,
+    tries: int,
+) -> tuple[T | None, float, str, str]:
     """Ask `model` for one JSON object, up to `tries` times: an answer with no JSON object, or one that
     `accept` refuses (ValueError, pydantic's ValidationError included), is asked again with `reask`.
     Returns (accepted value or None, the cost of every call, the last raw answer, the last refusal)."""
@@ -299,8 +343,9 @@ def ask_for_json(client: OpenRouterClient, model: str, prices: PriceTable, messa
 class OpenRouterAnalyzer:
     """Describes the shared look of the retrieved hits with a vision LLM (`POST /chat/completions`)."""
 
-    def __init__(self, client: OpenRouterClient, model: str, prices: PriceTable, max_parse_retries: int = 2,
-                 max_side: int = 768) -> None:
+    def __init__(
+        self, client: OpenRouterClient, model: str, prices: PriceTable, max_parse_retries: int = 2, max_side: int = 768
+    ) -> None:
         self.client, self.model, self.prices = client, model, prices
         self.max_parse_retries, self.max_side = max(0, max_parse_retries), max_side
 
@@ -310,38 +355,66 @@ class OpenRouterAnalyzer:
     def analyze(self, references: Sequence[Path], product: NewProduct) -> Analysis:
         parts: list[dict[str, Any]] = [_image_part(image_data_uri(Path(p), self.max_side)) for p in references]
         parts.append({"type": "text", "text": self._request_text(len(references), product)})
-        messages: list[dict[str, Any]] = [{"role": "system", "content": ANALYZE_SYSTEM},
-                                          {"role": "user", "content": parts}]
-        parsed, cost, raw, _ = ask_for_json(self.client, self.model, self.prices, messages, lambda v: v, _REASK,
-                                            self.max_parse_retries + 1)
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": ANALYZE_SYSTEM},
+            {"role": "user", "content": parts},
+        ]
+        parsed, cost, raw, _ = ask_for_json(
+            self.client, self.model, self.prices, messages, lambda v: v, _REASK, self.max_parse_retries + 1
+        )
         if parsed is not None:
             style = _style_from(parsed, raw)
             return Analysis(style=style, cost_usd=cost, raw=raw, warnings=list(style.warnings))
-        warning = (f"{self.model} gave no parseable JSON after {self.max_parse_retries + 1} tries; "
-                   f"its raw answer is used as the prompt")
-        style = StyleAnalysis(scene="unknown", lighting="unknown", pose="unknown", mood="unknown",
-                              prompt=_clip_words(raw.strip(), 100), warnings=[warning])
+        warning = (
+            f"{self.model} gave no parseable JSON after {self.max_parse_retries + 1} tries; "
+            f"its raw answer is used as the prompt"
+        )
+        style = StyleAnalysis(
+            scene="unknown",
+            lighting="unknown",
+            pose="unknown",
+            mood="unknown",
+            prompt=_clip_words(raw.strip(), 100),
+            warnings=[warning],
+        )
         return Analysis(style=style, cost_usd=cost, raw=raw, warnings=[warning])
 
     def translate(self, text: str, source: str, target: str) -> tuple[str, float]:
         """A shop headline in another locale (promo copy a merchant did not translate): (text, cost)."""
-        messages: list[dict[str, Any]] = [{"role": "user", "content": (
-            f"Translate this shop headline from {source} to {target} for a product banner. Keep it as short as "
-            f"the original, no quotes, no notes. Return the JSON object {{\"translation\": \"...\"}}.\n"
-            f"Headline: {text}")}]
-        parsed, cost, raw, problem = ask_for_json(self.client, self.model, self.prices, messages,
-                                                  lambda v: str(v["translation"]), _REASK, self.max_parse_retries + 1)
+        messages: list[dict[str, Any]] = [
+            {
+                "role": "user",
+                "content": (
+                    f"Translate this shop headline from {source} to {target} for a product banner. Keep it as short as "
+                    f'the original, no quotes, no notes. Return the JSON object {{"translation": "..."}}.\n'
+                    f"Headline: {text}"
+                ),
+            }
+        ]
+        parsed, cost, raw, problem = ask_for_json(
+            self.client,
+            self.model,
+            self.prices,
+            messages,
+            lambda v: str(v["translation"]),
+            _REASK,
+            self.max_parse_retries + 1,
+        )
         if not parsed:
-            raise TerminalProviderError(f"{self.model} gave no translation of {text!r} into {target} ({problem or raw[:80]})")
+            raise TerminalProviderError(
+                f"{self.model} gave no translation of {text!r} into {target} ({problem or raw[:80]})"
+            )
         return parsed, cost
 
     @staticmethod
     def _request_text(count: int, product: NewProduct) -> str:
-        return (f"The {count} images above are best-selling reference photos. The new product is a "
-                f"{product.category} (style: {product.style}; season: {product.season}). "
-                f"Merchant notes: {product.prompt_hint or 'none'}. Describe the shared style and return the "
-                f"JSON object {{scene, lighting, pose, mood, palette: [hex], prompt}}; the prompt must be "
-                f"under 100 words and describe the new product shot in this style.")
+        return (
+            f"The {count} images above are best-selling reference photos. The new product is a "
+            f"{product.category} (style: {product.style}; season: {product.season}). "
+            f"Merchant notes: {product.prompt_hint or 'none'}. Describe the shared style and return the "
+            f"JSON object {{scene, lighting, pose, mood, palette: [hex], prompt}}; the prompt must be "
+            f"under 100 words and describe the new product shot in this style."
+        )
 
 
 def _style_from(parsed: Mapping[str, Any], raw: str) -> StyleAnalysis:
@@ -360,8 +433,11 @@ def _style_from(parsed: Mapping[str, Any], raw: str) -> StyleAnalysis:
     if clipped != prompt.strip():
         warnings.append("analysis prompt clipped to 100 words")
     palette_in = parsed.get("palette")
-    palette = [_hex(c) for c in palette_in if isinstance(c, str) and _HEX.match(c.strip())] \
-        if isinstance(palette_in, list) else []
+    palette = (
+        [_hex(c) for c in palette_in if isinstance(c, str) and _HEX.match(c.strip())]
+        if isinstance(palette_in, list)
+        else []
+    )
     return StyleAnalysis(prompt=clipped, palette=palette, warnings=warnings, **fields)
 
 
@@ -379,8 +455,15 @@ def _clip_words(text: str, limit: int) -> str:
 class OpenRouterRenderer:
     """Renders the new product in the hits' style with an image model (`modalities: [text, image]`)."""
 
-    def __init__(self, client: OpenRouterClient, model: str, prices: PriceTable, max_references: int = 13,
-                 flatlay_max_side: int = 1536, reference_max_side: int = 1024) -> None:
+    def __init__(
+        self,
+        client: OpenRouterClient,
+        model: str,
+        prices: PriceTable,
+        max_references: int = 13,
+        flatlay_max_side: int = 1536,
+        reference_max_side: int = 1024,
+    ) -> None:
         self.client, self.model, self.prices = client, model, prices
         self.max_references = max(0, min(max_references, MAX_INPUT_IMAGES - 1))  # + the flat-lay
         self.flatlay_max_side, self.reference_max_side = flatlay_max_side, reference_max_side
@@ -388,11 +471,12 @@ class OpenRouterRenderer:
     def __repr__(self) -> str:
         return f"OpenRouterRenderer(model={self.model!r}, client={self.client!r})"
 
-    def render(self, flatlay: Path, references: Sequence[Path], style: StyleAnalysis,
-               product: NewProduct, preset: Preset) -> RenderedImage:
+    def render(
+        self, flatlay: Path, references: Sequence[Path], style: StyleAnalysis, product: NewProduct, preset: Preset
+    ) -> RenderedImage:
         cost = self.prices.image_cost(self.model, preset.size)  # fail on a missing price before paying
         notes: list[str] = []
-        used = list(references)[:self.max_references]
+        used = list(references)[: self.max_references]
         if len(used) < len(references):
             notes.append(f"used {len(used)} of {len(references)} references (model limit)")
         parts = [_image_part(image_data_uri(Path(flatlay), self.flatlay_max_side))]
@@ -413,31 +497,48 @@ class OpenRouterRenderer:
         """Staged mode: the scene plate alone, from the references (no product), one paid image."""
         from hitline.domain.staged import plate_prompt
 
-        parts = [_image_part(image_data_uri(Path(p), self.reference_max_side)) for p in list(references)[:self.max_references]]
-        parts.append({"type": "text", "text": "The images are style references only: match their scene, lighting "
-                      "and mood, not their products.\n" + plate_prompt(style, preset)})
+        parts = [
+            _image_part(image_data_uri(Path(p), self.reference_max_side))
+            for p in list(references)[: self.max_references]
+        ]
+        parts.append(
+            {
+                "type": "text",
+                "text": "The images are style references only: match their scene, lighting "
+                "and mood, not their products.\n" + plate_prompt(style, preset),
+            }
+        )
         return self._image_call(parts, preset)
 
-    def place(self, plate: Path, flatlay: Path, style: StyleAnalysis, product: NewProduct,
-              preset: Preset) -> RenderedImage:
+    def place(
+        self, plate: Path, flatlay: Path, style: StyleAnalysis, product: NewProduct, preset: Preset
+    ) -> RenderedImage:
         """Staged mode: an image edit call - the scene plate and the flat-lay, the product placed into the plate."""
         from hitline.domain.staged import STAGED_REFINEMENTS
 
-        text = ["Edit the first image (a scene plate): place the product of the second image (a flat-lay) into it, "
-                "worn by a model; keep the scene, its light and framing.", f"Pose: {style.pose}."]
+        text = [
+            "Edit the first image (a scene plate): place the product of the second image (a flat-lay) into it, "
+            "worn by a model; keep the scene, its light and framing.",
+            f"Pose: {style.pose}.",
+        ]
         if product.prompt_hint.strip():
             text.append(f"Product: {product.prompt_hint.strip()}")
         text += [STAGED_REFINEMENTS, QUALITY_CONSTRAINTS]
-        parts = [_image_part(image_data_uri(Path(plate), self.reference_max_side)),
-                 _image_part(image_data_uri(Path(flatlay), self.flatlay_max_side)),
-                 {"type": "text", "text": "\n".join(text)}]
+        parts = [
+            _image_part(image_data_uri(Path(plate), self.reference_max_side)),
+            _image_part(image_data_uri(Path(flatlay), self.flatlay_max_side)),
+            {"type": "text", "text": "\n".join(text)},
+        ]
         return self._image_call(parts, preset)
 
     def _image_call(self, parts: list[dict[str, Any]], preset: Preset) -> RenderedImage:
         cost = self.prices.image_cost(self.model, preset.size)  # fail on a missing price before paying
-        payload = {"model": self.model, "messages": [{"role": "user", "content": parts}],
-                   "modalities": ["text", "image"],
-                   "image_config": {"aspect_ratio": preset.aspect_ratio, "image_size": preset.size}}
+        payload = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": parts}],
+            "modalities": ["text", "image"],
+            "image_config": {"aspect_ratio": preset.aspect_ratio, "image_size": preset.size},
+        }
         body = self.client.post("/chat/completions", payload, self.model)
         png = fit_exact(self._image_bytes(_first_message(body, self.model)), preset.width, preset.height)
         return RenderedImage(data=png, mime="image/png", cost_usd=cost, model=self.model)
@@ -447,8 +548,10 @@ class OpenRouterRenderer:
         lines = [style.prompt.strip()]
         if product.prompt_hint.strip():
             lines.append(f"Product: {product.prompt_hint.strip()}")
-        lines.append("The first image is the product to show (a flat-lay); the other images are style "
-                     "references only: match their scene, lighting, pose and mood, not their products.")
+        lines.append(
+            "The first image is the product to show (a flat-lay); the other images are style "
+            "references only: match their scene, lighting, pose and mood, not their products."
+        )
         lines.append(QUALITY_CONSTRAINTS)
         if preset.background == "white":
             lines.append(WHITE_BACKGROUND)
