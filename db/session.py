@@ -6,13 +6,15 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, exc, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from db.models import Base
 
@@ -20,7 +22,7 @@ _lock = threading.Lock()
 _engines: dict[tuple[int, str], tuple[Engine, sessionmaker[Session]]] = {}
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # we issue BEGIN ourselves (below): pysqlite's deferred BEGIN lets a reader upgrade to a writer,
     # which SQLite answers with an immediate "database is locked" when another thread writes.
     # No journal_mode here: WAL is a property of the file, set once by _wal (a pooled connection that
@@ -54,12 +56,14 @@ def _wal(path: str) -> None:
 PING_IDLE_S = 5.0
 
 
-def _checked_in(_dbapi_conn, record) -> None:  # noqa: ANN001
+def _checked_in(_dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry) -> None:
     record.info["idle_since"] = time.monotonic()
 
 
-def _ping_if_idle(eng: Engine):  # noqa: ANN202
-    def checkout(dbapi_conn, record, _proxy) -> None:  # noqa: ANN001
+def _ping_if_idle(
+    eng: Engine,
+) -> Callable[[DBAPIConnection, ConnectionPoolEntry, PoolProxiedConnection], None]:
+    def checkout(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
         since = record.info.get("idle_since")
         if since is None or time.monotonic() - since < PING_IDLE_S:
             return
@@ -134,6 +138,14 @@ def _add_missing_columns(eng: Engine) -> None:
                             "UPDATE batch SET spent_usd = COALESCE((SELECT SUM(charge.cost_usd) "
                             "FROM charge WHERE charge.batch_id = batch.id), 0)"
                         )
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE/DELETE matched. Session.execute is typed as returning a Result; for a DML
+    statement it is a CursorResult (the one kind that has a rowcount), on a Session as on a Connection."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"no row count on a {type(result).__name__} (not an UPDATE/DELETE result)")
+    return result.rowcount
 
 
 @contextmanager

@@ -39,7 +39,8 @@ class Backdrop:
 
     @property
     def unlike(self) -> np.ndarray:
-        return (self.distance > self.tolerance) & ~self.frame
+        unlike: np.ndarray = (self.distance > self.tolerance) & ~self.frame
+        return unlike
 
 
 def _band(h: int, w: int) -> int:
@@ -76,7 +77,8 @@ def _fit_paper(lab: np.ndarray, sample: np.ndarray) -> np.ndarray:
 
     coef, *_ = np.linalg.lstsq(basis(ys.astype(np.float64), xs.astype(np.float64)), lab[ys, xs], rcond=None)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    return (basis(yy, xx) @ coef).astype(np.float32)
+    surface: np.ndarray = (basis(yy, xx) @ coef).astype(np.float32)
+    return surface
 
 
 def _distance(lab: np.ndarray, paper: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

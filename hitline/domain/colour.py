@@ -44,4 +44,5 @@ def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
     s_c = 1.0 + 0.045 * Cp_bar
     s_h = 1.0 + 0.015 * Cp_bar * t
     r_t = -np.sin(np.radians(2.0 * d_theta)) * r_c
-    return np.sqrt((dLp / s_l) ** 2 + (dCp / s_c) ** 2 + (dHp / s_h) ** 2 + r_t * (dCp / s_c) * (dHp / s_h))
+    de: np.ndarray = np.sqrt((dLp / s_l) ** 2 + (dCp / s_c) ** 2 + (dHp / s_h) ** 2 + r_t * (dCp / s_c) * (dHp / s_h))
+    return de

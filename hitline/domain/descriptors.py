@@ -102,7 +102,8 @@ def border_mask(shape: tuple[int, int], fraction: float = _BORDER_FRACTION) -> n
 
 
 def _border_median(lab: np.ndarray) -> np.ndarray:
-    return np.median(lab[border_mask(lab.shape[:2])], axis=0).astype(np.float32)
+    median: np.ndarray = np.median(lab[border_mask(lab.shape[:2])], axis=0).astype(np.float32)
+    return median
 
 
 def _grid_slices(h: int, w: int, n: int) -> list[tuple[slice, slice]]:
@@ -163,7 +164,8 @@ def _layout_block(p: Pixels) -> np.ndarray:
         L, a, b = p.lab[ys, xs].reshape(-1, 3).mean(axis=0)
         cells.extend([(L - 50.0) / 50.0, a / 40.0, b / 40.0])
     # fixed scale, not unit norm: a mid-grey frame is a real layout, not a zero to divide by
-    return np.clip(np.asarray(cells), -1.5, 1.5) / np.sqrt(_LAYOUT_GRID * _LAYOUT_GRID)
+    layout: np.ndarray = np.clip(np.asarray(cells), -1.5, 1.5) / np.sqrt(_LAYOUT_GRID * _LAYOUT_GRID)
+    return layout
 
 
 def _shape_block(p: Pixels) -> np.ndarray:
@@ -183,7 +185,8 @@ def _stats_block(p: Pixels) -> np.ndarray:
         (float(np.mean(p.magnitude > _EDGE_THRESHOLD)) - 0.1) / 0.1,
         float(np.log(p.aspect)) / 0.7,
     ]
-    return np.clip(np.asarray(stats), -2.0, 2.0) / np.sqrt(len(stats) * 2.0)
+    scaled: np.ndarray = np.clip(np.asarray(stats), -2.0, 2.0) / np.sqrt(len(stats) * 2.0)
+    return scaled
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -20,10 +20,9 @@ __all__ = ["load_image", "to_rgb", "file_sha256"]
 def load_image(path: Path | str) -> Image.Image:
     """Open an image file fully (EXIF rotation applied, alpha flattened on white) or raise InputError."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return to_rgb(im)
+        with Image.open(path) as opened:
+            opened.load()
+            return to_rgb(ImageOps.exif_transpose(opened))
     except FileNotFoundError:
         raise InputError(f"image not found: {path}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from sqlalchemy import update
 
 from db.models import Job, utcnow
-from db.session import session_scope
+from db.session import rowcount, session_scope
 
 __all__ = ["held_claims", "Heartbeat"]
 
@@ -56,13 +56,12 @@ class Heartbeat:
         with session_scope(self.db_url) as s:
             for stage in {st for _, st in held}:
                 ids = [j for j, st in held if st == stage]
-                n += (
+                n += rowcount(
                     s.execute(
                         update(Job)
                         .where(Job.id.in_(ids), Job.stage == stage, Job.state == "running")
                         .values(claimed_at=utcnow())
-                    ).rowcount
-                    or 0
+                    )
                 )
         return n
 

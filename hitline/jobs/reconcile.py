@@ -30,7 +30,7 @@ from typing import Callable
 from sqlalchemy import or_, select, update
 
 from db.models import Attempt, Job, utcnow
-from db.session import session_scope
+from db.session import rowcount, session_scope
 
 __all__ = ["LostJob", "reconcile"]
 
@@ -60,11 +60,13 @@ def reconcile(
         ).all()
         for job_id, batch_id, kind, stage, claimed_at in dead:
             # conditional on the claim we saw: a heartbeat that lands in between keeps the job
-            moved = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == "running", Job.claimed_at == claimed_at)
-                .values(state="pending", claimed_at=None, claimed_by=None, updated_at=now)
-            ).rowcount
+            moved = rowcount(
+                s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == "running", Job.claimed_at == claimed_at)
+                    .values(state="pending", claimed_at=None, claimed_by=None, updated_at=now)
+                )
+            )
             if moved:
                 s.execute(
                     update(Attempt)
