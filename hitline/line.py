@@ -14,7 +14,7 @@ from hitline.domain.catalog import verify_image_data
 from hitline.domain.images import file_sha256
 from hitline.domain.models import Hit, HitProduct, NewProduct, Preset, StyleAnalysis
 from hitline.domain.retrieval import Retrieval, Scope
-from hitline.domain.staged import STAGED_REFINEMENTS, plate_prompt  # noqa: F401 (re-exported)
+from hitline.domain.staged import STAGED_REFINEMENTS, plate_prompt
 from hitline.domain.vectors import Vector, as_vector, decode_vector, encode_vector
 from hitline.providers.base import Analysis, ImageEmbedder, ImageRenderer, Judgement, OutputJudge, StyleAnalyzer
 from hitline.domain.sparse import TextVocabulary
@@ -36,6 +36,8 @@ __all__ = [
     "derive_preset",
     "retrieved_record",
     "judge_output",
+    "plate_prompt",
+    "STAGED_REFINEMENTS",
 ]
 
 

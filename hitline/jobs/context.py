@@ -175,6 +175,22 @@ class JobContext:
         cls = HitProduct if self.kind == "hit" else NewProduct
         return cls(**{**self.row, "image_path": Path(self.row["image_path"])})
 
+    @property
+    def hit(self) -> HitProduct:
+        """A catalog job's product."""
+        p = self.product
+        if not isinstance(p, HitProduct):
+            raise TypeError(f"job {self.job_id} is a {self.kind} job, not a catalog hit")
+        return p
+
+    @property
+    def new_product(self) -> NewProduct:
+        """A SKU job's product."""
+        p = self.product
+        if not isinstance(p, NewProduct):
+            raise TypeError(f"job {self.job_id} is a {self.kind} job, not a new product")
+        return p
+
     @cached_property
     def image_sha(self) -> str:
         return file_sha256(self.product.image_path)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from db import crud
 from db.models import DEFAULT_TENANT, ApiToken, Attempt, Batch, Job, Tenant, utcnow
+from db.session import rowcount
 from hitline.errors import Conflict, InputError, NotFound
 from hitline.jobs.quality import OUTCOMES, digest
 from hitline.jobs.results import (
@@ -239,12 +240,12 @@ def summary(s: Session, batch_id: str, *, max_reasons: int = 50) -> BatchSummary
     # grouped by the reason with row numbers and file names taken out; a rejected row never ran (no
     # attempt): retrying it cannot help, the CSV must change
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
-    rows = s.execute(
+    failed = s.execute(
         select(Job.error, Job.stage, Job.kind, func.count(), func.max(Job.attempts))
         .where(Job.batch_id == batch_id, Job.state == FAILED)
         .group_by(Job.error, Job.stage, Job.kind)
     )
-    for err, stage, kind, n, attempts in rows:
+    for err, stage, kind, n, attempts in failed:
         g = groups.setdefault(
             (reason_group(err), stage, kind),
             {
@@ -317,13 +318,14 @@ def quality_summary(s: Session, batch_id: str) -> BatchQuality:
         plan.naive_usd += d.plan.naive_usd * n
         plan.cost_usd += d.plan.cost_usd * n
         if d.text:  # words on the pictures (hitline/jobs/localise.py)
-            t, saving = d.text, d.text.get("saving") or {}
-            words["mode"] = t["mode"]
+            t = d.text
+            words["mode"] = t.mode
             words["skus"] += n
-            words["refused"] += t["refused"] * n
-            words["machine_translated"] += t["machine_translated"] * n
-            for k in ("model_usd", "overlay_usd", "saving_usd"):
-                words[f"{k}_5_locales"] += saving.get(k, 0.0) * n
+            words["refused"] += t.refused * n
+            words["machine_translated"] += t.machine_translated * n
+            words["model_usd_5_locales"] += t.saving.model_usd * n
+            words["overlay_usd_5_locales"] += t.saving.overlay_usd * n
+            words["saving_usd_5_locales"] += t.saving.saving_usd * n
     plan.saving_usd = round(plan.naive_usd - plan.cost_usd, 6)
     plan.naive_usd, plan.cost_usd = round(plan.naive_usd, 6), round(plan.cost_usd, 6)
     plan.paid_usd = round(crud.spent(s, batch_id, stage=result_stage(RenderResult)), 6)
@@ -402,7 +404,7 @@ def retry_failed(s: Session, batch_id: str, flt: JobFilter = JobFilter()) -> lis
             .values(state="pending", error=None, claimed_at=None, claimed_by=None, enqueued_at=None)
             .execution_options(synchronize_session=False)
         )
-        if res.rowcount == 1:
+        if rowcount(res) == 1:
             won.append((kind, jid, stage))
     return dispatches_for(batch_id, won)
 
@@ -429,7 +431,7 @@ def cancel(s: Session, batch_id: str) -> int:
         .values(state=crud.CANCELLED, error="cancelled", claimed_at=None, claimed_by=None, enqueued_at=None)
         .execution_options(synchronize_session=False)
     )
-    return res.rowcount
+    return rowcount(res)
 
 
 def reopen(s: Session, batch_id: str) -> int:
@@ -444,7 +446,7 @@ def reopen(s: Session, batch_id: str) -> int:
         .values(state="pending", error=None, enqueued_at=None)
         .execution_options(synchronize_session=False)
     )
-    return res.rowcount
+    return rowcount(res)
 
 
 # --- API tokens ------------------------------------------------------------------------------------

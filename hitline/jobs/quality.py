@@ -61,7 +61,7 @@ class GateRun:
     jc: Any  # hitline.jobs.context.JobContext
     budget: Any  # hitline.jobs.stages.RenderBudget
     renderer: ImageRenderer
-    judge: OutputJudge
+    judge: OutputJudge | None  # the provider's (hitline.providers.factory.Providers.judge)
     refs: list[Path]
     style: StyleAnalysis
     ref_shas: list[str]
@@ -69,6 +69,10 @@ class GateRun:
 
     def verdict(self, preset: Preset, path: Path) -> Judgement:
         rt = self.jc.rt
+        if self.judge is None:
+            raise ConfigError(
+                "the quality gate is on but the provider has no judge (HITLINE_QUALITY_GATE=0 turns it off)"
+            )
         j, _ = line.judge_output(self.judge, self.jc.product.image_path, path, preset, rt.cache)
         if j.cost_usd > 0:  # every try's tokens: a run retried after no verdict asks (and pays) again
             key = f"judge:{self.jc.job_id}:{path.name}" + (f":{self.jc.attempt}" if self.jc.attempt else "")

@@ -11,6 +11,7 @@ from db.session import session_scope
 from hitline.jobs import badges
 from hitline.jobs.context import Runtime, load_batch
 from hitline.jobs.control import quality_summary
+from hitline.jobs.options import BatchOptions
 from hitline.jobs.results import AnalyzeResult, RenderOutput, RenderResult, RetrieveResult, read
 from hitline.jobs.sheets import draw_missing_sheets
 
@@ -26,7 +27,7 @@ def write_report(rt: Runtime, batch_id: str) -> Path:
         spent = crud.spent(s, batch_id)
         summary = quality_summary(s, batch_id)
         plan = summary.render_plan
-    info = {"options": b.options, "budget_usd": b.budget_usd}
+    opts = BatchOptions.of(b.options)
     base = b.out_dir / batch_id
     base.mkdir(parents=True, exist_ok=True)
     skus = [j for j in jobs if j.kind == "sku"]
@@ -42,9 +43,9 @@ section{{border-top:1px solid #ccc;padding:1em 0}} img{{max-height:260px;max-wid
 code{{background:#f4f4f4;padding:1px 4px}}{badges.CSS}</style></head><body>
 <h1>hitline batch {e(batch_id)}</h1>
 <p>{len(skus)} new SKUs: {sum(j.state == "done" for j in skus)} done, {sum(j.state == "failed" for j in skus)} failed,
-{sum(j.state == "budget_exceeded" for j in skus)} held by the budget. Provider <code>{e(str(info["options"].get("provider")))}</code>,
-top-k {e(str(info["options"].get("top_k")))}, min sales {e(str(info["options"].get("min_sales")))}.
-Total cost <b>${spent:.3f}</b>{f" of a ${info['budget_usd']:.2f} budget" if info["budget_usd"] is not None else ""}.</p>
+{sum(j.state == "budget_exceeded" for j in skus)} held by the budget. Provider <code>{e(opts.provider)}</code>,
+top-k {opts.top_k}, min sales {opts.min_sales}.
+Total cost <b>${spent:.3f}</b>{f" of a ${b.budget_usd:.2f} budget" if b.budget_usd is not None else ""}.</p>
 {badges.plan_saving(plan)}
 {badges.words_summary(summary.text)}
 {badges.batch_counts([r for r in (read(j, RenderResult) for j in skus) if r is not None])}"""

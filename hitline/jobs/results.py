@@ -34,6 +34,8 @@ __all__ = [
     "RenderPlan",
     "DigestInputs",
     "DigestPlan",
+    "TextSaving",
+    "DigestText",
     "Digest",
     "RenderResult",
     "InputFindings",
@@ -193,13 +195,32 @@ class DigestPlan(_Open):
     cost_usd: float = 0.0
 
 
+class TextSaving(_Open):
+    """What one SKU's words in 5 locales cost with the model writing them vs hitline's overlay
+    (hitline.jobs.localise.saving_for_locales)."""
+
+    model_usd: float = 0.0
+    overlay_usd: float = 0.0
+    saving_usd: float = 0.0
+
+
+class DigestText(_Open):
+    """One SKU's words on the pictures, counted (hitline.jobs.quality._text_digest)."""
+
+    mode: str | None = None
+    locales: int = 0
+    refused: int = 0
+    machine_translated: int = 0
+    saving: TextSaving = Field(default_factory=TextSaving)
+
+
 class Digest(_Open):
     """One SKU's render in a few low-cardinality fields, which the batch summary counts in SQL."""
 
     inputs: DigestInputs = Field(default_factory=DigestInputs)
     gate: dict[str, int] = Field(default_factory=dict)
     plan: DigestPlan = Field(default_factory=DigestPlan)
-    text: dict[str, JsonValue] | None = None  # hitline.jobs.quality._text_digest
+    text: DigestText | None = None
 
 
 class RenderResult(StageResult):

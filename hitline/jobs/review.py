@@ -20,11 +20,11 @@ from sqlalchemy import func, select, update
 
 from db import crud
 from db.models import Job, Output, ReviewDecision, utcnow
-from db.session import session_scope
+from db.session import rowcount, session_scope
 from hitline.errors import BudgetExceeded, InputError
 from hitline.jobs import webhooks
 from hitline.jobs.control import Conflict, NotFound, get_batch
-from hitline.jobs.results import AnalyzeResult, RetrieveResult, read
+from hitline.jobs.results import AnalyzeResult, RenderResult, RetrieveResult, read
 
 __all__ = [
     "STATES",
@@ -356,7 +356,7 @@ def rerender(rt: Any, output_id: int) -> str:
     from hitline.domain.models import Preset
     from hitline.jobs import quality
     from hitline.jobs.context import JobContext, load_batch
-    from hitline.jobs.stages import RenderBudget
+    from hitline.jobs.stages import RenderBudget, result_stage
 
     with session_scope(rt.db_url) as s:
         o = s.get(Output, output_id)
@@ -365,9 +365,13 @@ def rerender(rt: Any, output_id: int) -> str:
         final, state = o.review == "final", o.review
         draft_path = o.path
         job = s.get(Job, o.job_id)
+        if job is None:  # gone with its batch
+            return "nothing to redo"
         batch = load_batch(s, o.batch_id)
         take, note, name, prov = o.take, o.note or "", o.preset, dict(o.provenance or {})
-        jc = JobContext(rt, batch, job.id, job.kind, job.item_id, "render", dict(job.row or {}), dict(job.result or {}))
+        # the job as its outputs' stage sees it (the stage whose result is the RenderResult)
+        stage = result_stage(RenderResult)
+        jc = JobContext(rt, batch, job.id, job.kind, job.item_id, stage, dict(job.row or {}), dict(job.result or {}))
     renderer = jc.providers.renderer
     analysis, retrieved = read(jc.result, AnalyzeResult), read(jc.result, RetrieveResult)
     if analysis is None or retrieved is None:
@@ -442,22 +446,24 @@ def rerender(rt: Any, output_id: int) -> str:
             prov["final_of_draft"] = prov.pop("draft")
             prov["size"], prov["width"], prov["height"] = preset.size, preset.width, preset.height
         after = "approved" if final and gate != "needs_review" else "pending"
-        won = s.execute(
-            update(Output)
-            .where(Output.id == output_id, Output.review == state, Output.take == take)
-            .values(
-                take=take + 1,
-                path=str(path),
-                gate=gate,
-                reasons=reasons,
-                review=after,
-                cost_usd=Output.cost_usd + charged,
-                provenance=prov,
-                error=None,
-                updated_at=utcnow(),
+        won = rowcount(
+            s.execute(
+                update(Output)
+                .where(Output.id == output_id, Output.review == state, Output.take == take)
+                .values(
+                    take=take + 1,
+                    path=str(path),
+                    gate=gate,
+                    reasons=reasons,
+                    review=after,
+                    cost_usd=Output.cost_usd + charged,
+                    provenance=prov,
+                    error=None,
+                    updated_at=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         if won and after == "pending":
             _needs_review(s, batch.id, output_id, job.id, job.item_id, name, take + 1, reasons)
         elif won:

@@ -13,13 +13,13 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 from db import crud
 from db.session import connection_scope
 from hitline import line
 from hitline.domain.images import file_sha256
-from hitline.domain.models import Hit, HitProduct, Preset, StyleAnalysis
+from hitline.domain.models import Hit, NewProduct, Preset, RenderedImage, StyleAnalysis
 from hitline.domain.render_plan import plan_renders
 from hitline.domain.vectors import Vector
 from hitline.errors import BudgetExceeded, HitlineError, InputError, NotReady
@@ -37,6 +37,7 @@ from hitline.jobs.results import (
     read,
 )
 from hitline.jobs.runner import Outcome, run_chunk, run_step
+from hitline.providers.base import StagedRenderer
 
 __all__ = [
     "Stage",
@@ -104,14 +105,12 @@ def index_catalog(jobs: list[JobContext]) -> dict[int, dict[str, Any] | HitlineE
         else:
             items.append((jc, vec))
     if items:
-        products = [jc.product for jc, _ in items]
-        assert all(isinstance(p, HitProduct) for p in products)
         # live from the batch's catalog version on (the rows that version adds or changes)
         line.index_hits(
             index,
             jobs[0].vocabulary,
-            products,
-            [v for _, v in items],  # type: ignore[arg-type]
+            [jc.hit for jc, _ in items],
+            [v for _, v in items],
             catalogs.scope_of(batch.options),
         )
     for jc, _ in items:
@@ -176,8 +175,8 @@ def retrieve(jc: JobContext) -> dict[str, Any]:
     r = line.retrieve(
         jc.rt.index(jc.options),
         jc.vocabulary,
-        jc.product,
-        vec,  # type: ignore[arg-type]
+        jc.new_product,
+        vec,
         int(jc.options["top_k"]),
         int(jc.options["min_sales"]),
         catalogs.scope_of(jc.options),
@@ -239,10 +238,10 @@ def render(jc: JobContext) -> dict[str, Any]:
         localise.strip_text_presets(presets, jc.options), lambda size: jc.rt.prices.image_cost(renderer.model, size)
     )
     made: dict[str, dict[str, Any]] = {}
-    staged = jc.options.get("mode") == "staged" and hasattr(renderer, "place")
+    staged = renderer if jc.options.get("mode") == "staged" and isinstance(renderer, StagedRenderer) else None
     for preset in plan.renders:
-        if staged and preset.background != "white":  # a white preset has no scene to stage
-            made[preset.name] = _staged_output(jc, budget, renderer, refs, ref_shas, style, preset)
+        if staged is not None and preset.background != "white":  # a white preset has no scene to stage
+            made[preset.name] = _staged_output(jc, budget, staged, refs, ref_shas, style, preset)
         else:
             key = line.render_key(renderer.model, jc.image_sha, ref_shas, style, preset)
             dest = jc.out_dir / f"{preset.name}-{key[:12]}.png"
@@ -290,7 +289,7 @@ def render(jc: JobContext) -> dict[str, Any]:
 def _staged_output(
     jc: JobContext,
     budget: "RenderBudget",
-    renderer: Any,
+    renderer: StagedRenderer,
     refs: list[Path],
     ref_shas: list[str],
     style: StyleAnalysis,
@@ -316,13 +315,15 @@ def _staged_output(
 class _PlateCall:
     """The renderer's scene-plate call in the shape RenderBudget.render calls (no product in it)."""
 
-    inner: Any
+    inner: StagedRenderer
 
     @property
     def model(self) -> str:
         return self.inner.model
 
-    def render(self, flatlay: Path, references: list[Path], style: StyleAnalysis, product: Any, preset: Preset) -> Any:
+    def render(
+        self, flatlay: Path, references: Sequence[Path], style: StyleAnalysis, product: NewProduct, preset: Preset
+    ) -> RenderedImage:
         return self.inner.render_plate(references, style, preset)
 
 
@@ -330,14 +331,16 @@ class _PlateCall:
 class _PlaceCall:
     """The renderer's placement call (the plate + the flat-lay) in the shape RenderBudget.render calls."""
 
-    inner: Any
+    inner: StagedRenderer
     plate: Path
 
     @property
     def model(self) -> str:
         return self.inner.model
 
-    def render(self, flatlay: Path, references: list[Path], style: StyleAnalysis, product: Any, preset: Preset) -> Any:
+    def render(
+        self, flatlay: Path, references: Sequence[Path], style: StyleAnalysis, product: NewProduct, preset: Preset
+    ) -> RenderedImage:
         return self.inner.place(self.plate, flatlay, style, product, preset)
 
 

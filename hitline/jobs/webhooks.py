@@ -236,7 +236,7 @@ def dispatch_due(db_url: str, settings: Settings, *, limit: int = 500) -> list[i
     """Pending deliveries with no live message (next_at passed): each is leased (next_at moved
     webhook_lease_s on, a conditional UPDATE, so two senders never both take it) and returned for the
     caller to send as a delivery task. A message lost with a worker is found again when its lease ends."""
-    from db.session import session_scope
+    from db.session import rowcount, session_scope
 
     now = utcnow()
     lease = now + timedelta(seconds=settings.webhook_lease_s)
@@ -251,12 +251,14 @@ def dispatch_due(db_url: str, settings: Settings, *, limit: int = 500) -> list[i
             )
         )
         for i in ids:
-            if s.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id == i, WebhookDelivery.state == "pending", WebhookDelivery.next_at <= now)
-                .values(next_at=lease)
-                .execution_options(synchronize_session=False)
-            ).rowcount:
+            if rowcount(
+                s.execute(
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.id == i, WebhookDelivery.state == "pending", WebhookDelivery.next_at <= now)
+                    .values(next_at=lease)
+                    .execution_options(synchronize_session=False)
+                )
+            ):
                 taken.append(i)
     return taken
 
@@ -282,6 +284,8 @@ def deliver_one(db_url: str, settings: Settings, delivery_id: int, *, post: Any 
             return Attempted("gone")
         ev = s.get(WebhookEvent, d.event_id)
         ep = s.get(WebhookEndpoint, d.endpoint_id)
+        if ev is None or ep is None:  # deleted under us (their deliveries go with them: ON DELETE CASCADE)
+            return Attempted("gone")
         body = json.dumps(ev.payload, separators=(",", ":"), sort_keys=True)
         url, ep_id, eid = ep.url, ep.id, ev.id
     error = None
@@ -372,6 +376,8 @@ def redeliver(
         q = q.where(
             WebhookDelivery.endpoint_id.in_(select(WebhookEndpoint.id).where(WebhookEndpoint.tenant_id == tenant))
         )
-    return s.execute(
-        q.values(state="pending", attempts=0, next_at=utcnow()).execution_options(synchronize_session=False)
-    ).rowcount
+    from db.session import rowcount
+
+    return rowcount(
+        s.execute(q.values(state="pending", attempts=0, next_at=utcnow()).execution_options(synchronize_session=False))
+    )

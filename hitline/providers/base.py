@@ -9,7 +9,16 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 from hitline.domain.models import NewProduct, Preset, RenderedImage, StyleAnalysis
 from hitline.domain.vectors import Vector
 
-__all__ = ["Embedding", "Analysis", "Judgement", "ImageEmbedder", "StyleAnalyzer", "ImageRenderer", "OutputJudge"]
+__all__ = [
+    "Embedding",
+    "Analysis",
+    "Judgement",
+    "ImageEmbedder",
+    "StyleAnalyzer",
+    "ImageRenderer",
+    "StagedRenderer",
+    "OutputJudge",
+]
 
 
 @dataclass
@@ -70,6 +79,18 @@ class ImageRenderer(Protocol):
 
     def render(
         self, flatlay: Path, references: Sequence[Path], style: StyleAnalysis, product: NewProduct, preset: Preset
+    ) -> RenderedImage: ...
+
+
+@runtime_checkable
+class StagedRenderer(ImageRenderer, Protocol):
+    """A renderer that can also work in two steps (staged mode, hitline.domain.staged): the scene plate
+    from the references alone, then the product placed into it."""
+
+    def render_plate(self, references: Sequence[Path], style: StyleAnalysis, preset: Preset) -> RenderedImage: ...
+
+    def place(
+        self, plate: Path, flatlay: Path, style: StyleAnalysis, product: NewProduct, preset: Preset
     ) -> RenderedImage: ...
 
 

@@ -152,3 +152,36 @@ def test_a_result_that_does_not_fit_its_model_fails_the_job(hitline_env: Path) -
     with session_scope(url) as s:
         job = crud.job(s, job_id)
         assert (job.stage, job.state, job.result or {}) == ("embed", "failed", {})
+
+
+def test_the_words_on_the_pictures_sum_into_the_batch_summary(hitline_env: Path) -> None:
+    """Digest.text (hitline.jobs.quality._text_digest) read by field: per SKU what 5 locales cost."""
+    from hitline.jobs.control import quality_summary
+
+    url = get_runtime().db_url
+    init_db(url)
+    with session_scope(url) as s:
+        crud.create_batch(
+            s, "B", catalog_dir="c", new_dir="n", out_dir="o", options={"presets": []}, budget_usd=None, notes=[]
+        )
+        for i, (refused, mt, model_usd) in enumerate([(1, 2, 1.0), (0, 1, 3.0)]):
+            text = {
+                "mode": "overlay",
+                "locales": 5,
+                "refused": refused,
+                "machine_translated": mt,
+                "saving": {"locales": 5, "model_usd": model_usd, "overlay_usd": 0.5, "saving_usd": model_usd - 0.5},
+            }
+            job = crud.add_job(s, "B", "sku", f"SKU{i}", i, {}, "done", "done")
+            job.result = {"render": {**MAIN_ROW["render"], "digest": {**MAIN_ROW["render"]["digest"], "text": text}}}
+        s.flush()
+        words = quality_summary(s, "B").text
+    assert words == {
+        "mode": "overlay",
+        "skus": 2,
+        "refused": 1,
+        "machine_translated": 3,
+        "model_usd_5_locales_per_sku": 2.0,
+        "overlay_usd_5_locales_per_sku": 0.5,
+        "saving_usd_5_locales_per_sku": 1.5,
+    }
