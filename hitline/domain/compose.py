@@ -75,8 +75,9 @@ def _inpainted_reference(reference: Image.Image) -> np.ndarray:
             return _backdrops[key]
     arr = np.asarray(small)
     sal = subject_mask(small)
-    hole = (sal > 0.12).astype(np.uint8) * 255
+    hole: np.ndarray = (sal > 0.12).astype(np.uint8) * 255
     hole = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (17, 17)))
+    filled: np.ndarray
     if hole.mean() > 0.6 * 255:
         # the subject fills the frame: too little set left to inpaint from, keep only its light
         keep = hole == 0
@@ -134,7 +135,8 @@ def scene_backdrop(reference: Image.Image | None, style: StyleAnalysis, width: i
     yy, xx = np.mgrid[0 : size[1], 0 : size[0]].astype(np.float32)
     d = ((xx / size[0] - 0.5) ** 2 + (yy / size[1] - 0.45) ** 2) ** 0.5
     out = out * (1.0 - 0.12 * np.clip(d / 0.7, 0, 1) ** 2)[..., None]
-    return np.clip(out, 0, 1)
+    backdrop: np.ndarray = np.clip(out, 0, 1)
+    return backdrop
 
 
 def _light_side(backdrop: np.ndarray) -> float:

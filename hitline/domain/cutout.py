@@ -289,7 +289,7 @@ def cutout(img: Image.Image) -> Image.Image:
     pad = max(2, round(max(rgb.size) * 0.004))
     x0, x1 = max(0, xs.min() - pad), min(rgb.width, xs.max() + 1 + pad)
     y0, y1 = max(0, ys.min() - pad), min(rgb.height, ys.max() + 1 + pad)
-    alpha = mask[y0:y1, x0:x1].astype(np.float32) * 255.0
+    alpha: np.ndarray = mask[y0:y1, x0:x1].astype(np.float32) * 255.0
     # erode a hair before feathering so the background colour does not fringe the edge
     feather = max(0.8, max(rgb.size) / 1000.0)
     alpha = cv2.erode(alpha, np.ones((3, 3), np.uint8), iterations=max(1, round(max(rgb.size) / 500)))

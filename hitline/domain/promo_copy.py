@@ -72,13 +72,16 @@ class LocaleCopy:
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> "LocaleCopy":
+        texts, notes, cost = d["texts"], d.get("notes") or [], d.get("cost_usd") or 0.0
+        if not isinstance(texts, dict) or not isinstance(notes, list) or not isinstance(cost, (int, float)):
+            raise TypeError(f"not a LocaleCopy.to_dict(): {d!r}")
         return cls(
             str(d["locale"]),
-            dict(d["texts"]),
-            bool(d.get("machine_translated")),  # type: ignore[arg-type]
-            list(d.get("notes") or []),
-            float(d.get("cost_usd") or 0.0),
-        )  # type: ignore[arg-type]
+            {str(k): str(v) for k, v in texts.items()},
+            bool(d.get("machine_translated")),
+            [str(n) for n in notes],
+            float(cost),
+        )
 
 
 def parse_locale(tag: str) -> str:

@@ -134,7 +134,8 @@ def _paper_lab(lab: np.ndarray, mask: np.ndarray) -> np.ndarray:
     b = max(2, round(0.03 * min(mask.shape)))
     ring[:b], ring[-b:], ring[:, :b], ring[:, -b:] = True, True, True, True
     sample = ring & ~mask
-    return np.median(lab[sample if sample.any() else ~mask], axis=0)
+    paper: np.ndarray = np.median(lab[sample if sample.any() else ~mask], axis=0)
+    return paper
 
 
 def check_background(flatlay: Image.Image, mask: np.ndarray, preset: Preset) -> Check:
@@ -246,7 +247,8 @@ def garment_colour(image: Image.Image, mask: np.ndarray) -> np.ndarray:
     inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     use = inner if inner.sum() > 50 else mask
     lab = to_lab(np.asarray(image.convert("RGB")))
-    return np.median(lab[use], axis=0)
+    typical: np.ndarray = np.median(lab[use], axis=0)
+    return typical
 
 
 @contextmanager

@@ -221,7 +221,8 @@ def check_copy(texts: dict[str, str], preset: Preset, locale: str) -> dict[str, 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     c = rgb.astype(np.float64) / 255.0
     lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    return lin @ np.array([0.2126, 0.7152, 0.0722])
+    luminance: np.ndarray = lin @ np.array([0.2126, 0.7152, 0.0722])
+    return luminance
 
 
 def _contrast(a: float | np.ndarray, b: float | np.ndarray) -> Any:
