@@ -262,13 +262,15 @@ def run(
     ),
 ) -> None:
     """Run the line on your own catalog and new products."""
+    from hitline.jobs.submit import ESCALATIONS, MODES
+
     if mode:
-        if mode not in ("direct", "staged"):
-            raise typer.BadParameter(f"--mode must be direct or staged, not {mode!r}")
+        if mode not in MODES:
+            raise typer.BadParameter(f"--mode must be {' or '.join(MODES)}, not {mode!r}")
         os.environ["HITLINE_MODE"] = mode
     if escalate:
-        if escalate not in ("pro", "none"):
-            raise typer.BadParameter(f"--escalate must be pro or none, not {escalate!r}")
+        if escalate not in ESCALATIONS:
+            raise typer.BadParameter(f"--escalate must be {' or '.join(ESCALATIONS)}, not {escalate!r}")
         os.environ["HITLINE_ESCALATE"] = escalate
     _configure(provider, openrouter_base_url, None)
     _guard(

@@ -99,6 +99,8 @@ def submit(
     locales: list[str] | None = None,
     text_mode: str | None = None,
     missing_translation: str | None = None,
+    mode: str | None = None,
+    escalate: str | None = None,
 ) -> Submitted:
     """The Python entry point for other services: hitline.jobs.verbs.submit with this module's sender.
     Returns at once; progress is in the job table (`hitline status BATCH`)."""
@@ -118,4 +120,6 @@ def submit(
         locales=locales,
         text_mode=text_mode,
         missing_translation=missing_translation,
+        mode=mode,
+        escalate=escalate,
     )

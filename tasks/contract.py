@@ -67,6 +67,8 @@ def submit_batch(payload: dict[str, object], idempotency_key: str | None = None)
         locales=req.locales,
         text_mode=req.text_mode,
         missing_translation=req.missing_translation,
+        mode=req.mode,
+        escalate=req.escalate,
     ).batch_id
 
 

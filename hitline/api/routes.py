@@ -71,6 +71,8 @@ def _submit(settings: Settings, req: BatchRequest, idempotency_key: str | None, 
         locales=req.locales,
         text_mode=req.text_mode,
         missing_translation=req.missing_translation,
+        mode=req.mode,
+        escalate=req.escalate,
     )
     return schemas.Submitted(
         batch_id=sub.batch_id,
@@ -95,6 +97,8 @@ _UPLOAD_SCHEMA = {
         "locales": {"type": "string", "description": "comma-separated locales, e.g. en-US,de-DE"},
         "text_mode": {"type": "string", "enum": ["overlay", "model"]},
         "missing_translation": {"type": "string", "enum": ["refuse", "translate"]},
+        "mode": {"type": "string", "enum": ["direct", "staged"]},
+        "escalate": {"type": "string", "enum": ["pro", "none"]},
         "budget_usd": {"type": "number"},
     },
 }
@@ -180,7 +184,7 @@ async def _from_upload(request: Request, settings: Settings, tenant: str) -> Bat
     )
     fields = {
         k: form[k]
-        for k in ("top_k", "min_sales", "budget_usd", "text_mode", "missing_translation")
+        for k in ("top_k", "min_sales", "budget_usd", "text_mode", "missing_translation", "mode", "escalate")
         if form.get(k) not in (None, "")
     }
     locales = [p.strip() for p in str(form.get("locales") or "").split(",") if p.strip()]

@@ -91,6 +91,16 @@ class BatchRequest(BaseModel):
         description="a locale without a headline_<locale> column: refuse it for that SKU (default) or have "
         "the analysis model translate it (marked machine-translated)",
     )
+    mode: Literal["direct", "staged"] | None = Field(
+        None,
+        description="direct (default): one render per ratio group; staged: a scene plate per (references, "
+        "ratio group) made once per batch, the product placed into it",
+    )
+    escalate: Literal["pro", "none"] | None = Field(
+        None,
+        description='"pro": an output whose re-render still fails the gate is rendered once more by Nano '
+        'Banana Pro (reserved against the budget); "none" (default): it waits for review',
+    )
 
 
 class RetryFilter(BaseModel):

@@ -56,6 +56,10 @@ class Submitted:
     dispatches: list[Dispatch] = field(default_factory=list)
 
 
+MODES = ("direct", "staged")  # how a batch renders (hitline/jobs/stages.py); direct is the default
+ESCALATIONS = ("pro", "none")  # a twice-failed output rendered once more by the Pro model, or not
+
+
 def batch_options(
     settings: Settings,
     *,
@@ -67,12 +71,15 @@ def batch_options(
     locales: str | list[str] | None = None,
     text_mode: str | None = None,
     missing_translation: str | None = None,
+    mode: str | None = None,
+    escalate: str | None = None,
 ) -> dict[str, Any]:
     """Everything a worker needs to run a batch, stored on the batch row (never the API key). review:
     "all" = every output waits for a person; "gate" (default) = only those the quality gate sent.
     `locales` (e.g. "en-US,de-DE,ja-JP"): words on the pictures in each (the first is the language of
     the CSV's `headline`), text_mode overlay|model, missing_translation refuse|translate
-    (hitline/jobs/localise.py)."""
+    (hitline/jobs/localise.py). mode direct|staged and escalate pro|none: the batch's own choice, else
+    the settings' (HITLINE_MODE, HITLINE_ESCALATE)."""
     names = presets or list(settings.presets)
     # an unknown preset fails before anything is queued; the resolved presets are recorded: workers
     # render what the batch was checked against, whatever their own presets file says
@@ -80,6 +87,10 @@ def batch_options(
     if review not in (None, "gate", "all"):
         raise InputError(f"review {review!r} is not 'gate' or 'all'")
     text = text_options(settings.resolved_provider(), locales, text_mode, missing_translation)
+    if mode is not None and mode not in MODES:
+        raise InputError(f"mode must be {' or '.join(MODES)}, not {mode!r}")
+    if escalate is not None and escalate not in ESCALATIONS:
+        raise InputError(f"escalate must be {' or '.join(ESCALATIONS)}, not {escalate!r}")
     if draft is not None and draft not in ("512px", "1K"):
         raise InputError(f"draft size {draft!r} is not 512px or 1K")
     # drafts are approved by a person: a draft batch reviews every output
@@ -90,8 +101,8 @@ def batch_options(
         "min_sales": settings.min_sales if min_sales is None else min_sales,
         "presets": names,
         "preset_specs": [PresetSpec.of(p).model_dump(mode="json") for p in resolved],
-        "escalate": settings.escalate,
-        "mode": settings.mode,
+        "escalate": escalate or settings.escalate,
+        "mode": mode or settings.mode,
         "models": {
             "embed_model": settings.embed_model,
             "analyze_model": settings.analyze_model,

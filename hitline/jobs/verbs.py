@@ -60,6 +60,8 @@ def submit(
     locales: str | list[str] | None = None,
     text_mode: str | None = None,
     missing_translation: str | None = None,
+    mode: str | None = None,
+    escalate: str | None = None,
 ) -> Submitted:
     """Check the options, validate both CSVs, create every job (one transaction), then send the chains.
     The same idempotency key with the same request returns the same batch and sends nothing twice.
@@ -74,6 +76,8 @@ def submit(
         locales=locales,
         text_mode=text_mode,
         missing_translation=missing_translation,
+        mode=mode,
+        escalate=escalate,
     )
     sub = submit_batch(
         rt,
