@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import bindparam, case, delete, func, insert, select, text, update
+from sqlalchemy import Exists, Table, bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from db.models import Attempt, Batch, CacheEntry, Charge, Job, Tenant, utcnow
+from db.models import Attempt, Base, Batch, CacheEntry, Charge, Job, Tenant, utcnow
+from db.session import rowcount
 
 # what the line's hot functions run on: a Session, or a plain Connection (db.session.connection_scope)
 Db = Session | Connection
@@ -127,7 +128,15 @@ class Claim:
     batch: Any = None
 
 
-_JOB, _ATTEMPT, _CHARGE = Job.__table__, Attempt.__table__, Charge.__table__
+def _table(model: type[Base]) -> Table:
+    """A model's table, typed as one (DeclarativeBase declares __table__ as a FromClause)."""
+    t = model.__table__
+    if not isinstance(t, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a Table")
+    return t
+
+
+_JOB, _ATTEMPT, _CHARGE = _table(Job), _table(Attempt), _table(Charge)
 # built once: the claim and the record of every stage of every job run these (Core, bound parameters)
 _CLAIM = (
     update(_JOB)
@@ -316,7 +325,7 @@ def advance(s: Db, claimed: Claim, next_stage: str, result: dict[str, Any] | Non
 # --- cancel ----------------------------------------------------------------------------------------
 
 
-def _batch_cancelled():  # noqa: ANN202 - correlated to the job table in a Core UPDATE
+def _batch_cancelled() -> Exists:  # correlated to the job table in a Core UPDATE
     return select(Batch.id).where(Batch.id == _JOB.c.batch_id, Batch.cancelled_at.is_not(None)).exists()
 
 
@@ -358,7 +367,7 @@ _STOP_IF_CANCELLED = (
 
 def stop_if_cancelled(s: Db, job_id: int) -> bool:
     """A waiting job of a cancelled batch becomes `cancelled` (conditional: a running one finishes its stage)."""
-    return s.execute(_STOP_IF_CANCELLED, {"jid": job_id}).rowcount == 1
+    return rowcount(s.execute(_STOP_IF_CANCELLED, {"jid": job_id})) == 1
 
 
 def set_state(s: Session, job_id: int, stage: str, state: str, reason: str | None) -> None:
@@ -450,14 +459,14 @@ def latest_batch_id(s: Session) -> str | None:
 
 # the statements of every paid call, built once (a statement built per call cost more client CPU than it
 # took to run: SQLAlchemy memoizes a statement object's cache key, not a new one's)
-_BATCH_T = Batch.__table__
+_BATCH_T = _table(Batch)
 _SPENT = select(func.coalesce(func.sum(_CHARGE.c.cost_usd), 0.0)).where(_CHARGE.c.batch_id == bindparam("bid"))
 # the batch row, locked: concurrent reservations of a batch take turns; its running total comes with it
 _LOCK_BATCH = (
     select(_BATCH_T.c.spent_usd, _BATCH_T.c.tenant_id).where(_BATCH_T.c.id == bindparam("bid")).with_for_update()
 )
 # the batch's tenant, locked after the batch row (always in that order): its monthly budget and running month total
-_TENANT_T = Tenant.__table__
+_TENANT_T = _table(Tenant)
 _LOCK_TENANT = (
     select(_TENANT_T.c.monthly_budget_usd, _TENANT_T.c.month, _TENANT_T.c.month_spent_usd)
     .where(_TENANT_T.c.id == bindparam("tid"))
@@ -685,12 +694,14 @@ def charged(s: Db, batch_id: str, key: str) -> float:
 def _dialect_insert(dialect: str) -> Any:
     """INSERT with ON CONFLICT clauses, for the job table's two dialects."""
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:  # pragma: no cover - the job table is PostgreSQL or SQLite
-        raise NotImplementedError(f"upsert on {dialect}")
-    return dialect_insert
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    raise NotImplementedError(f"upsert on {dialect}")  # pragma: no cover - the job table is PostgreSQL or SQLite
 
 
 @dataclass(frozen=True)
@@ -737,7 +748,7 @@ def _statements(s: Db) -> _Upserts:
     return _upserts(_dialect(s))
 
 
-_CACHE = CacheEntry.__table__
+_CACHE = _table(CacheEntry)
 _CACHE_GET = select(_CACHE.c.value).where(_CACHE.c.key == bindparam("k"))
 
 

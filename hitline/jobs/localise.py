@@ -48,7 +48,7 @@ def text_options(options: dict[str, Any]) -> dict[str, Any] | None:
 
 def model_mode(options: dict[str, Any]) -> bool:
     text = text_options(options)
-    return bool(text) and text.get("mode") == "model"
+    return text is not None and text.get("mode") == "model"
 
 
 def carries_text(options: dict[str, Any], preset: Preset) -> bool:
@@ -70,9 +70,11 @@ def _translator(jc: Any) -> Any:
             return str(hit), 0.0
         out, cost = translate(text, source, target)
         jc.rt.cache.put(key, out)
-        if cost > 0:
+        if cost > 0:  # charged as the analysis model's (the stage whose result is the AnalyzeResult)
+            from hitline.jobs.stages import result_stage
+
             with connection_scope(jc.rt.db_url) as c:
-                crud.record_charge(c, jc.batch.id, jc.job_id, "analyze", key, analyzer.model, cost)
+                crud.record_charge(c, jc.batch.id, jc.job_id, result_stage(AnalyzeResult), key, analyzer.model, cost)
         return out, cost
 
     return cached
@@ -192,7 +194,7 @@ def _model(jc: Any, preset: Preset, copy: LocaleCopy, gate: Any, budget: Any) ->
     glyphs = {k: float(v.size) for k, v in layouts.items()}
     style = _earlier(jc, AnalyzeResult).style
     path, charged, key = _paid(jc, budget, _with_words(style, preset, copy), preset, copy.locale)
-    base = {
+    base: dict[str, Any] = {
         "preset": preset.name,
         "width": preset.width,
         "height": preset.height,
