@@ -90,7 +90,16 @@ def _engine() -> Any:
 
         from rapidocr import RapidOCR
 
-        _ocr = RapidOCR()
+        # the detector at the region's own scale (glyphs are already ~OCR_GLYPH_PX): its default ("min" side
+        # 736) blew a 250 px high slot up 3x, 5 s of a 10 s read; one thread, as hitline.domain.quality
+        _ocr = RapidOCR(
+            params={
+                "Det.limit_type": "max",
+                "Det.limit_side_len": _OCR_MAX_SIDE,
+                "EngineConfig.onnxruntime.intra_op_num_threads": 1,
+                "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            }
+        )
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
     return _ocr
 

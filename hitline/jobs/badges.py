@@ -24,7 +24,9 @@ CSS = (
     ".badge{display:inline-block;padding:1px 6px;border-radius:8px;font-size:.85em;color:#fff}"
     ".q-passed{background:#2a7}.q-passed_after_rerender{background:#58a}.q-needs_review{background:#c50}"
     ".q-unchecked{background:#999}.reasons{color:#a40;font-size:.85em;margin:0;max-width:320px}"
-    ".locales{display:flex;gap:8px;flex-wrap:wrap}.mt{background:#86a}.words{font-size:.85em;margin:0}"
+    ".locales{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:10px;align-items:start}"
+    ".locales>figure{display:block!important;margin:0;min-width:0}"
+    ".locales img{width:100%;height:auto;max-height:none;margin:0 0 4px 0;box-sizing:border-box}.mt{background:#86a}.words{font-size:.85em;margin:0}"
 )
 _LABEL = {
     "passed": "passed",

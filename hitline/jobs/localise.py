@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from db import crud
 from db.session import connection_scope
@@ -35,6 +35,7 @@ __all__ = [
     "localise",
     "saving_for_locales",
     "strip_text_presets",
+    "retake",
 ]
 
 SAVING_LOCALES = 5  # the batch summary's saving of overlay over model, per SKU, for this many locales
@@ -275,6 +276,66 @@ def localise(
         "failures": failures,
     }
     return outputs, record
+
+
+# a redo's render: (the style to render, a tag for the file name) -> (path, charged, content key)
+Paint = Callable[[StyleAnalysis, str], tuple[Path, float, str]]
+# the gate's verdict on a picture: (status, reasons)
+Judge = Callable[[Path], tuple[str, list[str]]]
+
+
+def retake(
+    jc: Any, preset: Preset, locale: str, style: StyleAnalysis, paint: Paint, judge: Judge | None
+) -> dict[str, Any]:
+    """A redo's new take of ONE localised output (`banner@de-DE`, hitline.jobs.review.rerender): the
+    locale's copy recorded at render time, the batch's text mode. overlay: the picture rendered again
+    without words (the reviewer's note in `style`), judged, then this locale typeset on it; model: the
+    picture rendered with the words in the prompt. Either way the words are read back (OCR); anything but
+    `verified` is needs_review with the reasons. CopyError when the copy was refused or no longer fits."""
+    text = text_options(jc.options) or {}
+    recorded = ((jc.result.get("render") or {}).get("text") or {}).get("copies", {}).get(locale)
+    if not recorded or "refused" in recorded:
+        why = (recorded or {}).get("refused", "no copy was recorded for it")
+        raise CopyError(f"{preset.name}@{locale} has no words to redo: {why}")
+    copy = LocaleCopy.from_dict(recorded)
+    layouts = check_copy(copy.texts, preset, copy.locale)  # refused before paying, as at render time
+    glyphs = {k: float(v.size) for k, v in layouts.items()}
+    mode = text.get("mode", "overlay")
+    if mode == "model":
+        path, charged, key = paint(_with_words(style, preset, copy), copy.locale)
+        gate, reasons = judge(path) if judge else ("unchecked", [])
+        facts: dict[str, Any] = {}
+        base_path = None
+    else:
+        base_path, charged, base_key = paint(style, "")
+        gate, reasons = judge(base_path) if judge else ("unchecked", [])
+        key = hashlib.sha256(
+            json.dumps([base_key, TYPESET_VERSION, copy.locale, copy.texts], sort_keys=True).encode()
+        ).hexdigest()
+        path = jc.out_dir / f"{preset.name}-{copy.locale}-{key[:12]}.png"
+        image, facts = draw_slots(load_image(base_path), layouts)
+        if not path.exists():
+            tmp = path.with_suffix(".part")
+            image.save(tmp, format="PNG", compress_level=3)
+            tmp.replace(path)
+    check = _read_back(path, copy, preset, glyphs, judge is not None)
+    if check["status"] not in ("verified", "unchecked"):
+        gate, reasons = "needs_review", [*reasons, *check["reasons"]]
+    return {
+        "path": path,
+        "charged": charged,
+        "key": key,
+        "gate": gate,
+        "reasons": reasons,
+        "text": {
+            "mode": mode,
+            "locale": copy.locale,
+            "texts": dict(copy.texts),
+            **({"text_base": str(base_path)} if base_path else {}),
+            **({"slots": facts} if facts else {}),
+            **check,
+        },
+    }
 
 
 def saving_for_locales(

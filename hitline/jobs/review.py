@@ -354,7 +354,8 @@ def rerender(rt: Any, output_id: int) -> str:
     from hitline import line
     from hitline.domain.images import file_sha256
     from hitline.domain.models import Preset
-    from hitline.jobs import quality
+    from hitline.domain.promo_copy import CopyError
+    from hitline.jobs import localise, quality
     from hitline.jobs.context import JobContext, load_batch
     from hitline.jobs.stages import RenderBudget, result_stage
 
@@ -389,24 +390,18 @@ def rerender(rt: Any, output_id: int) -> str:
     else:
         style = style.model_copy(update={"prompt": f"{style.prompt}\nReviewer's note for this take: {note}"})
     ref_shas = [file_sha256(p) for p in refs]
-    if "@" in name:
-        return redo_failed(
-            rt,
-            output_id,
-            take,
-            f"{name} carries words in one locale: a redo of a localised output "
-            "is not supported yet; fix the copy and submit the SKU again",
-        )
-    base = next((p for p in jc.presets if p.name == name), None)
+    # a localised output (banner@de-DE): that one (preset, locale) again, its words re-typeset or re-written
+    preset_name, _, locale = name.partition("@")
+    base = next((p for p in jc.presets if p.name == preset_name), None)
     if base is None:
-        return redo_failed(rt, output_id, take, f"preset {name} is no longer in the batch's presets")
+        return redo_failed(rt, output_id, take, f"preset {preset_name} is no longer in the batch's presets")
     preset = base
     if final:
         preset = (
             base
             if base.size == prov["draft"]["final_size"]
             else Preset.build(
-                name,
+                preset_name,
                 base.aspect_ratio,
                 prov["draft"]["final_size"],
                 base.background,
@@ -416,20 +411,35 @@ def rerender(rt: Any, output_id: int) -> str:
         )
     elif prov.get("size") and prov["size"] != base.size:  # downsized by the input checks: the same size again
         preset = Preset.build(
-            name, base.aspect_ratio, prov["size"], base.background, low_res=base.low_res, rules=dict(base.rules)
+            preset_name, base.aspect_ratio, prov["size"], base.background, low_res=base.low_res, rules=dict(base.rules)
         )
-    key = line.render_key(renderer.model, jc.image_sha, ref_shas, style, preset)
-    dest = jc.out_dir / f"{name}-{key[:12]}.png"
+    preset = dataclasses.replace(preset, slots=base.slots)  # slot boxes are shares of the frame: any size
     budget = RenderBudget(jc, renderer.model)
-    try:
+
+    def paint(style: Any, tag: str) -> tuple[Path, float, str]:
+        key = line.render_key(renderer.model, jc.image_sha, ref_shas, style, preset)
+        dest = jc.out_dir / f"{preset_name}{'-' + tag if tag else ''}-{key[:12]}.png"
         path, charged, _ = budget.render(renderer, refs, style, preset, key, dest)
+        return Path(path), charged, key
+
+    def judge(path: Path) -> tuple[str, list[str]]:
+        run = quality.GateRun(jc, budget, renderer, jc.providers.judge, refs, style, ref_shas)
+        verdict = run.verdict(preset, path)
+        return ("passed" if verdict.passed else "needs_review"), list(verdict.reasons)
+
+    words: dict[str, Any] = {}
+    try:
+        if locale:
+            made = localise.retake(jc, preset, locale, style, paint, judge if rt.settings.quality_gate else None)
+            path, charged, key, gate, reasons = (made[k] for k in ("path", "charged", "key", "gate", "reasons"))
+            words = {"locale": locale, "text": made["text"]}
+        else:
+            path, charged, key = paint(style, "")
+            gate, reasons = judge(path) if rt.settings.quality_gate else ("unchecked", [])
     except BudgetExceeded as e:
         return redo_failed(rt, output_id, take, f"new take not rendered: {e}")
-    gate, reasons = "unchecked", []
-    if rt.settings.quality_gate:
-        run = quality.GateRun(jc, budget, renderer, jc.providers.judge, refs, style, ref_shas)
-        verdict = run.verdict(preset, Path(path))
-        gate, reasons = ("passed" if verdict.passed else "needs_review"), list(verdict.reasons)
+    except CopyError as e:
+        return redo_failed(rt, output_id, take, f"new take not rendered: {e}")
     with session_scope(rt.db_url) as s:
         prov.setdefault("takes", []).append(
             {
@@ -439,6 +449,7 @@ def rerender(rt: Any, output_id: int) -> str:
                 "gate": gate,
                 "note": None if final else note,
                 "prompt": style.prompt,
+                **words,
                 **({"final": True, "draft_path": draft_path} if final else {}),
             }
         )

@@ -53,9 +53,14 @@ def test_words_that_differ_from_the_copy_are_a_misread(banner) -> None:  # noqa:
 
 def test_a_script_the_ocr_cannot_read_is_unverified_not_passed(banner) -> None:  # noqa: ANN001
     def no_ocr(region: Image.Image) -> str:
-        raise AssertionError("Hangul and Cyrillic are not OCR'd: the bundled models read neither")
+        raise AssertionError("Hangul, Cyrillic, Arabic and Hebrew are not OCR'd: the bundled models read none")
 
-    for locale, texts in [("ko-KR", {"headline": "여름 원피스"}), ("ru-RU", {"headline": "Летнее платье"})]:
+    for locale, texts in [
+        ("ko-KR", {"headline": "여름 원피스"}),
+        ("ru-RU", {"headline": "Летнее платье"}),
+        ("ar-EG", {"headline": "فستان صيفي"}),
+        ("he-IL", {"headline": "שמלת קיץ"}),
+    ]:
         img, glyphs = _typeset(banner, texts, locale)
         readings = check_slots(img, texts, _boxes(banner), glyphs, reader=no_ocr)
         verdict, reasons = status(readings)
