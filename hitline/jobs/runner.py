@@ -16,7 +16,7 @@ from db.session import connection_scope, session_scope
 from hitline.errors import BudgetExceeded, HitlineError, NotReady, RetryableProviderError, TransientError
 from hitline.jobs.context import JobContext, Runtime, claimed_batch, load_batch
 from hitline.jobs.heartbeat import held_claims
-from hitline.jobs.results import StageResult
+from hitline.jobs.results import RenderResult, StageResult
 
 __all__ = ["Outcome", "run_step", "run_chunk", "fail_jobs", "is_transient", "next_stage"]
 
@@ -136,9 +136,13 @@ def run_step(
 
 def _finished(c: Any, jc: JobContext, result: dict[str, Any]) -> None:
     from hitline.jobs import review, webhooks
+    from hitline.jobs.stages import result_stage
 
-    if jc.kind == "sku" and jc.stage == "render":
-        review.record_outputs(c, jc.batch.id, jc.job_id, jc.item_id, result, jc.options)
+    if jc.kind == "sku":  # its outputs: the render stage's result, written now (the last stage) or before
+        render_stage = result_stage(RenderResult)
+        render = result if jc.stage == render_stage else jc.result.get(render_stage)
+        if render is not None:
+            review.record_outputs(c, jc.batch.id, jc.job_id, jc.item_id, render, jc.options)
     webhooks.batch_finished_if_done(c, jc.batch.id)
 
 

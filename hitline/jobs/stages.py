@@ -86,7 +86,10 @@ def embed_catalog(jobs: list[JobContext]) -> dict[int, dict[str, Any] | HitlineE
     for jc in ok:
         results[jc.job_id] = {"key": line.embed_key(embedder.model, jc.image_sha), "cost_usd": cost / len(ok)}
     if cost > 0 and ok:
-        _record_cost(rt, ok[0], "embed", f"embed-chunk:{min(jc.job_id for jc in jobs)}", embedder.model, cost)
+        first = ok[0]
+        _record_cost(
+            rt, first, first.stage, f"{first.stage}-chunk:{min(jc.job_id for jc in jobs)}", embedder.model, cost
+        )
     return results
 
 
@@ -150,7 +153,7 @@ def embed(jc: JobContext) -> dict[str, Any]:
     embedder = jc.providers.embedder
     _, cost = line.embed_images(embedder, [jc.product.image_path], jc.rt.cache, [jc.image_sha])
     if cost > 0:
-        _record_cost(jc.rt, jc, "embed", f"embed:{jc.job_id}", embedder.model, cost)
+        _record_cost(jc.rt, jc, jc.stage, f"{jc.stage}:{jc.job_id}", embedder.model, cost)
     return {"key": line.embed_key(embedder.model, jc.image_sha), "cost_usd": cost}
 
 
@@ -207,9 +210,9 @@ def analyze(jc: JobContext) -> dict[str, Any]:
         for h in _earlier(jc, RetrieveResult).hits
     ]
     analyzer = jc.providers.analyzer
-    analysis, cached = line.analyze(analyzer, hits, jc.product, jc.rt.cache)  # type: ignore[arg-type]
+    analysis, cached = line.analyze(analyzer, hits, jc.new_product, jc.rt.cache)
     if analysis.cost_usd > 0:
-        _record_cost(jc.rt, jc, "analyze", f"analyze:{jc.job_id}", analyzer.model, analysis.cost_usd)
+        _record_cost(jc.rt, jc, jc.stage, f"{jc.stage}:{jc.job_id}", analyzer.model, analysis.cost_usd)
     _write_json(jc.out_dir / "style.json", analysis.style.model_dump())
     return {"style": analysis.style.model_dump(), "cached": cached, "cost_usd": analysis.cost_usd}
 
@@ -404,7 +407,7 @@ class RenderBudget:
         another job is rendering the same image."""
         b = self.jc.batch
         with connection_scope(self.jc.rt.db_url) as c:
-            verdict = crud.reserve(c, b.id, self.jc.job_id, "render", key, self.model, price, b.budget_usd)
+            verdict = crud.reserve(c, b.id, self.jc.job_id, self.jc.stage, key, self.model, price, b.budget_usd)
         if verdict == "over":
             raise BudgetExceeded(
                 f"budget ${b.budget_usd:.2f} reached before {preset} (${price:.3f}); resume with a higher --budget"
@@ -548,9 +551,9 @@ CATALOG_LINE: tuple[Stage, ...] = (
 )
 STAGES: tuple[Stage, ...] = CATALOG_LINE + SKU_LINE
 QUEUES: tuple[str, ...] = tuple(dict.fromkeys(st.queue for st in SKU_LINE + CATALOG_LINE))
-# the queue of the stage that writes a SKU's outputs: its contact sheet and redo takes run there (the
-# workers that have the renderer), after the SKU's own work (lower priority)
-OUTPUT_QUEUE: str = SKU_LINE[-1].queue
+# the queue of the stage that writes a SKU's outputs (its result is the RenderResult): its contact sheet
+# and redo takes run there (the workers that have the renderer), after the SKU's own work (lower priority)
+OUTPUT_QUEUE: str = next(st.queue for st in SKU_LINE if st.result is RenderResult)
 
 
 def line_of(kind: str) -> tuple[Stage, ...]:

@@ -185,3 +185,26 @@ def test_the_words_on_the_pictures_sum_into_the_batch_summary(hitline_env: Path)
         "overlay_usd_5_locales_per_sku": 0.5,
         "saving_usd_5_locales_per_sku": 1.5,
     }
+
+
+def test_outputs_are_recorded_when_the_render_stage_is_not_the_last(hitline_env: Path) -> None:
+    """A stage added after render (the registry plus its work): the SKU's outputs are still recorded for
+    review when it finishes, from the render stage's result (looked up by its model, not by name)."""
+    from sqlalchemy import select
+
+    from db.models import Output
+
+    url = get_runtime().db_url
+    init_db(url)
+    with session_scope(url) as s:
+        crud.create_batch(
+            s, "B", catalog_dir="c", new_dir="n", out_dir="o", options={"presets": []}, budget_usd=None, notes=[]
+        )
+        job = crud.add_job(s, "B", "sku", "SKU1", 1, {}, "tag")
+        job.result = {"render": MAIN_ROW["render"]}
+        s.flush()
+        job_id = job.id
+    outcome = run_step(get_runtime(), job_id, "tag", lambda jc: {}, ["render", "tag"])
+    assert outcome.status == "done"
+    with session_scope(url) as s:
+        assert [o.preset for o in s.scalars(select(Output).where(Output.job_id == job_id))] == ["thumbnail"]
