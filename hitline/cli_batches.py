@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 console = Console()
-tenant_app = typer.Typer(no_args_is_help=True, help="Tenants: their monthly budgets.")
+tenant_app = typer.Typer(no_args_is_help=True, help="Tenants: create one, set its monthly budget.")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for `hitline serve` (only a hash is stored).")
 
 
@@ -413,6 +413,23 @@ def token_create(
             f"token for {name!r}: shown once, only its hash is stored. Use it as "
             "`Authorization: Bearer <token>` or to log in to the dashboard."
         )
+
+    _guard(run)
+
+
+@tenant_app.command("create")
+def tenant_create(tenant: str) -> None:
+    """Make a tenant (tokens, batches and the Celery contract's submissions name it); nothing when it exists."""
+    _configure()
+
+    def run() -> None:
+        from db.session import session_scope
+        from hitline.jobs import control
+        from hitline.jobs.context import get_runtime
+
+        with session_scope(get_runtime().db_url) as s:
+            control.ensure_tenant(s, tenant)
+        console.print(f"tenant {tenant}", markup=False)
 
     _guard(run)
 

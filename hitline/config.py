@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     # HTTP API / dashboard (`hitline serve`)
     # where batches submitted over HTTP write their outputs; empty = <data_dir>/out
     api_out_dir: Path | None = None
-    # folders a JSON submission may name (catalog, new products); empty = any folder the server can read
+    # folders a caller over HTTP or the Celery contract may name (catalog, new products), besides its own
+    # tenant's uploads (hitline.jobs.shared); empty (the default) = uploads and its catalogs by name only
     api_shared_dirs: list[Path] = Field(default_factory=list)
     api_max_body_bytes: int = 1_000_000  # JSON bodies
     api_max_upload_bytes: int = 200_000_000  # a multipart upload (CSV + zip), and the zip's unpacked size

@@ -1,7 +1,8 @@
 """The Celery contract for services that do not speak HTTP: tasks any Celery client sends by name.
 
-    app.send_task("hitline.submit_batch", args=[{"catalog": "/shared/hits", "new": "/shared/new"}])
-        -> the batch id (docs/contract/submit_batch.schema.json)
+    app.send_task("hitline.submit_batch", args=[{"catalog": "/shared/hits", "new": "/shared/new", "tenant": "acme"}])
+        -> the batch id (docs/contract/submit_batch.schema.json; tenant defaults to "default" and must
+        exist; the folders must be under HITLINE_API_SHARED_DIRS, as over HTTP: hitline.jobs.shared)
     app.send_task("hitline.retry_jobs", args=[{"batch_id": "...", "reason": "402"}])
         -> how many failed jobs were re-enqueued (docs/contract/retry_jobs.schema.json)
     app.send_task("hitline.cancel_batch", args=[{"batch_id": "..."}]) -> how many waiting jobs stopped
@@ -22,9 +23,11 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from hitline.errors import InputError
-from hitline.jobs import verbs
+from db.session import session_scope
+from hitline.jobs import control, verbs
 from hitline.jobs.context import get_runtime
-from hitline.jobs.requests import BatchRef, BatchRequest, ResumeRequest, RetryRequest
+from hitline.jobs.requests import BatchRef, ResumeRequest, RetryRequest, SubmitBatchRequest
+from hitline.jobs.shared import check_shared
 from tasks.chains import send
 from workers.app import app
 
@@ -49,8 +52,12 @@ def _parse(model: type[M], payload: object) -> M:
 @app.task(name=SUBMIT_BATCH, ignore_result=False)
 def submit_batch(payload: dict[str, object], idempotency_key: str | None = None) -> str:
     """A redelivered message (acks_late) with a key creates no second batch; send one key per request."""
-    req = _parse(BatchRequest, payload)
+    req = _parse(SubmitBatchRequest, payload)
     rt = get_runtime()
+    with session_scope(rt.db_url) as s:
+        control.require_tenant(s, req.tenant)
+    # the HTTP API's rule: only folders under HITLINE_API_SHARED_DIRS or the tenant's uploads, or its catalog
+    check_shared(rt.settings, req.tenant, catalog=req.catalog, new=req.new)
     return verbs.submit(
         rt,
         req.catalog,
@@ -62,6 +69,7 @@ def submit_batch(payload: dict[str, object], idempotency_key: str | None = None)
         presets=req.presets,
         budget_usd=req.budget_usd,
         idempotency_key=idempotency_key,
+        tenant=req.tenant,
         review=req.review,
         draft=req.draft,
         locales=req.locales,

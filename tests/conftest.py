@@ -38,9 +38,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa
         report.longrepr = f"skipped in CI, which counts as a failure: {reason}"
 
 
+def shared_dirs_env(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """HITLINE_API_SHARED_DIRS for tests that name folders over HTTP or the Celery contract: this run's
+    temporary folders (demo data, each test's tmp_path). Unset, a server shares nothing but uploads."""
+    import json
+
+    return json.dumps([str(tmp_path_factory.getbasetemp().resolve())])
+
+
 @pytest.fixture
-def hitline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Embedded mode in a fresh data dir: SQLite job table + Milvus Lite file under tmp_path."""
+def hitline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Embedded mode in a fresh data dir: SQLite job table + Milvus Lite file under tmp_path. The API may
+    be handed this run's temporary folders (HITLINE_API_SHARED_DIRS; a test of the default deletes it)."""
     from hitline.jobs.context import reset_runtime
 
     for k in list(os.environ):
@@ -52,6 +61,7 @@ def hitline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # turns it on where it is under test
     monkeypatch.setenv("HITLINE_QUALITY_GATE", "0")
     monkeypatch.setenv("HITLINE_COLLECTION", "hits_" + tmp_path.name.replace("-", "_")[:40])
+    monkeypatch.setenv("HITLINE_API_SHARED_DIRS", shared_dirs_env(tmp_path_factory))
     reset_runtime()
     yield tmp_path
     # the CLI writes its flags into os.environ (as a user's shell would): keep them out of later tests
@@ -98,7 +108,9 @@ def api_cluster(tmp_path_factory: pytest.TempPathFactory, demo_data: tuple[Path,
     if problem:
         pytest.skip(problem)
     catalog, new = demo_data
-    cluster = hitline_cluster.start(tmp_path_factory.mktemp("api-cluster"), catalog, new)
+    cluster = hitline_cluster.start(
+        tmp_path_factory.mktemp("api-cluster"), catalog, new, shared_dirs=shared_dirs_env(tmp_path_factory)
+    )
     try:
         yield cluster
     finally:

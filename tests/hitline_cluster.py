@@ -108,7 +108,7 @@ class Cluster:
         return "\n".join(f"--- {p.name}\n" + p.read_text()[-3000:] for p in sorted(self.logs.iterdir()))
 
 
-def start(tmp: Path, catalog: Path, new: Path) -> Cluster:
+def start(tmp: Path, catalog: Path, new: Path, *, shared_dirs: str = "[]") -> Cluster:
     import redis
     import sqlalchemy
 
@@ -145,6 +145,8 @@ def start(tmp: Path, catalog: Path, new: Path) -> Cluster:
         HITLINE_API_MAX_UPLOAD_BYTES="5000000",
         HITLINE_FLOWER_URL=f"http://127.0.0.1:{flower_port}",
         HITLINE_COLLECTION="hits_api_tests",
+        # the folders the tests name over HTTP and the Celery contract (unset: uploads only)
+        HITLINE_API_SHARED_DIRS=shared_dirs,
         # webhooks: fast backoff for tests/api/test_webhooks.py's flaky receiver (seconds, not minutes)
         HITLINE_WEBHOOK_KEY="api-tests-webhook-key",
         HITLINE_WEBHOOK_BACKOFF_S="0.3",

@@ -21,6 +21,7 @@ from hitline.jobs import control, verbs
 from hitline.jobs.context import get_runtime
 from hitline.jobs.requests import BatchRequest, RetryFilter
 from hitline.jobs.results import RetrieveResult, read
+from hitline.jobs.shared import check_shared, uploads_root
 from tasks.chains import send
 
 ERRORS = {
@@ -38,19 +39,6 @@ Filter = Annotated[str | None, Query(max_length=1000)]
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", max_length=200, description="same key + same body = the same batch")
 ]
-
-
-def _check_shared(settings: Settings, *folders: str) -> None:
-    roots = [r.resolve() for r in settings.api_shared_dirs]
-    if not roots:
-        return
-    for f in folders:
-        p = Path(f).resolve()
-        if not any(p == r or r in p.parents for r in roots):
-            raise InputError(
-                f"{f} is not under a shared folder this server accepts "
-                f"({', '.join(map(str, roots))}; HITLINE_API_SHARED_DIRS)"
-            )
 
 
 def _submit(settings: Settings, req: BatchRequest, idempotency_key: str | None, tenant: str) -> schemas.Submitted:
@@ -136,7 +124,8 @@ async def submit_batch(
             req = BatchRequest.model_validate_json(await request.body())
         except ValidationError as e:
             raise RequestValidationError(e.errors()) from None
-    _check_shared(settings, req.catalog, req.new)
+    # the same rule as the Celery contract's: shared folders, the tenant's uploads, or its catalog by name
+    await run_in_threadpool(check_shared, settings, tenant, catalog=req.catalog, new=req.new)
     try:
         sub = await run_in_threadpool(_submit, settings, req, idempotency_key, tenant)
     except HitlineError:
@@ -172,12 +161,12 @@ async def _from_upload(request: Request, settings: Settings, tenant: str) -> Bat
     if any(isinstance(v, str) for v in files.values()):
         raise InputError("new_products and images must be files (multipart file parts)")
     csv_bytes, zip_bytes = await files["new_products"].read(), await files["images"].read()
-    _check_shared(settings, str(form["catalog"]))
+    await run_in_threadpool(check_shared, settings, tenant, catalog=str(form["catalog"]))
     # each tenant's uploads in its own folder; old ones and crashed partial unpacks go first
     await run_in_threadpool(prune, settings.data_dir.resolve() / "uploads", settings.upload_retention_days)
     folder = await run_in_threadpool(
         store_upload,
-        settings.data_dir.resolve() / "uploads" / tenant,
+        uploads_root(settings, tenant),
         csv_bytes,
         zip_bytes,
         settings.api_max_upload_bytes,
@@ -369,7 +358,7 @@ def add_catalog(
     from hitline.jobs import catalogs
     from hitline.jobs.submit import batch_options
 
-    _check_shared(settings, body.folder)
+    check_shared(settings, tenant, folder=body.folder)
     if not Path(body.folder).is_dir():
         raise InputError(f"{body.folder} is not a folder this server can read")
     rt = _catalogs_runtime()

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 # the job layer's models, reused as they are: what a stage writes is what the API shows
 from hitline.domain.models import StyleAnalysis
+from hitline.jobs.requests import MAX_PATH, Text
 from hitline.jobs.results import BatchQuality, CheckRecord, InputFindings, RenderPlan
 
 
@@ -231,8 +232,10 @@ class DeliveryOut(BaseModel):
 
 
 class CatalogRequest(BaseModel):
-    folder: str = Field(min_length=1, description="folder on shared storage with products.csv and the images")
-    name: str | None = Field(
+    folder: Text = Field(
+        min_length=1, max_length=MAX_PATH, description="folder on shared storage with products.csv and the images"
+    )
+    name: Text | None = Field(
         None,
         max_length=128,
         description="catalog name (default: the folder's name); an existing name gets a new version",

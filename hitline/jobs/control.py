@@ -57,6 +57,7 @@ __all__ = [
     "batch_tenant",
     "DEFAULT_TENANT",
     "ensure_tenant",
+    "require_tenant",
     "can",
     "ROLES",
     "create_token",
@@ -470,6 +471,19 @@ def ensure_tenant(s: Session, tenant: str) -> Tenant:
         row = Tenant(id=tenant)
         s.add(row)
         s.flush()
+    return row
+
+
+def require_tenant(s: Session, tenant: str) -> Tenant:
+    """An existing tenant (the default one is made on first use, as everywhere in embedded mode); another
+    name is an InputError saying how a server's admin makes it."""
+    if tenant == DEFAULT_TENANT:
+        return ensure_tenant(s, tenant)
+    row = s.get(Tenant, tenant)
+    if row is None:
+        raise InputError(
+            f"no tenant {tenant[:80]!r} on this server: its admin makes one with `hitline tenant create {tenant[:80]}`"
+        )
     return row
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchRequest",
+    "SubmitBatchRequest",
     "RetryFilter",
     "RetryRequest",
     "BatchRef",
@@ -100,6 +101,22 @@ class BatchRequest(BaseModel):
         None,
         description='"pro": an output whose re-render still fails the gate is rendered once more by Nano '
         'Banana Pro (reserved against the budget); "none" (default): it waits for review',
+    )
+
+
+class SubmitBatchRequest(BatchRequest):
+    """The Celery contract's submission: a batch request and the tenant it is submitted for (the HTTP API
+    takes the tenant from the caller's token instead)."""
+
+    model_config = ConfigDict(extra="forbid", title="hitline.submit_batch")
+
+    tenant: str = Field(
+        "default",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the tenant the batch belongs to; it must exist (`hitline tenant create T`). Its catalog "
+        "and new products must be under HITLINE_API_SHARED_DIRS or its uploads, as over HTTP",
     )
 
 
@@ -194,7 +211,7 @@ class ResumeRequest(BaseModel):
 
 # file name under docs/contract/ -> model
 SCHEMAS: dict[str, type[BaseModel]] = {
-    "submit_batch.schema.json": BatchRequest,
+    "submit_batch.schema.json": SubmitBatchRequest,
     "retry_jobs.schema.json": RetryRequest,
     "cancel_batch.schema.json": BatchRef,
     "resume_batch.schema.json": ResumeRequest,

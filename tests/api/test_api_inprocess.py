@@ -67,7 +67,11 @@ def test_errors_are_json_a_person_can_act_on(client: TestClient) -> None:
     assert "not valid JSON" in _error(r, 400)
     assert "new: Field required" in _error(client.post("/batches", json={"catalog": "/x"}), 422)
     assert "top_k" in _error(client.post("/batches", json={"catalog": "/x", "new": "/y", "top_k": 0}), 422)
+    shared = Path(client.app.state.settings.data_dir)  # under the tests' HITLINE_API_SHARED_DIRS
     assert "catalog folder not found" in _error(
+        client.post("/batches", json={"catalog": str(shared / "nonexistent"), "new": str(shared / "y")}), 422
+    )
+    assert "catalog: /nonexistent is not under a folder this server shares" in _error(
         client.post("/batches", json={"catalog": "/nonexistent", "new": "/y"}), 422
     )
     assert "extra" in _error(client.post("/batches", json={"catalog": "/x", "new": "/y", "colour": 1}), 422).lower()
