@@ -54,7 +54,9 @@ def test_the_api_records_mode_and_escalate_and_refuses_others(
     assert (options["mode"], options["escalate"]) == ("direct", "none")  # the settings' defaults
 
 
-def test_the_contract_passes_mode_and_escalate_and_refuses_others(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_contract_passes_mode_and_escalate_and_refuses_others(
+    hitline_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from hitline.jobs import verbs
     from tasks import contract
 
@@ -68,8 +70,12 @@ def test_the_contract_passes_mode_and_escalate_and_refuses_others(monkeypatch: p
         return Sub()
 
     monkeypatch.setattr(verbs, "submit", fake_submit)
-    monkeypatch.setattr(contract, "get_runtime", lambda: type("Rt", (), {"settings": get_runtime().settings})())
-    payload = {"catalog": "/c", "new": "/n"}
+    rt = get_runtime()
+    monkeypatch.setattr(
+        contract, "get_runtime", lambda: type("Rt", (), {"settings": rt.settings, "db_url": rt.db_url})()
+    )
+    # folders under the tests' HITLINE_API_SHARED_DIRS (the contract checks them as the API does)
+    payload = {"catalog": str(hitline_env / "c"), "new": str(hitline_env / "n")}
     assert contract.submit_batch.run({**payload, "mode": "staged", "escalate": "pro"}) == "b1"
     assert (seen["mode"], seen["escalate"]) == ("staged", "pro")
     for field, value in (("mode", "fast"), ("escalate", "max")):
