@@ -48,6 +48,7 @@ __all__ = [
     "HitIndex",
     "client_for",
     "unavailable",
+    "not_loaded",
     "row_key",
     "RRF_K",
     "FALLBACKS",
@@ -89,6 +90,9 @@ _DOWN = frozenset(
 )
 # pymilvus' code for "Fail connecting to server" (grpc_handler._wait_for_channel_ready, its reconnect)
 _CONNECT_FAILED = Status.CONNECT_FAILED
+# Milvus' status codes (pkg/util/merr) for a collection that is there but not (fully) loaded for search:
+# ErrCollectionNotLoaded (Milvus Lite: "in state 'released'") and ErrCollectionNotFullyLoaded
+_NOT_LOADED = frozenset({101, 103})
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -141,6 +145,11 @@ def _down(e: BaseException, wrapped: bool) -> bool:
             or (e.retriable and not e.is_input_error)
         )
     return wrapped and isinstance(e, ValueError) and _from_grpc(e)
+
+
+def not_loaded(e: MilvusException) -> bool:
+    """The collection exists but is not loaded for search (released by a restart): by status code."""
+    return e.code in _NOT_LOADED
 
 
 def _mapped(fn: _F) -> _F:
@@ -393,8 +402,8 @@ class HitIndex:
             return self._hybrid_once(dense, sparse, expr, top_k)
         except MilvusException as e:
             # a restarted server (milvus-lite, or a Milvus standalone that lost its query node) comes back
-            # with the collection released: load it again instead of failing the SKU
-            if "released" not in str(e) and "not loaded" not in str(e):
+            # with the collection released: load it again instead of failing the SKU (by status code)
+            if not not_loaded(e):
                 raise
             with _call_lock:
                 self.client.load_collection(self.collection)

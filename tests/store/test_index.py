@@ -2,8 +2,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pymilvus.exceptions import MilvusException
 
-from hitline.domain.models import HitProduct
+from hitline.domain.models import Hit, HitProduct
 from hitline.errors import ConfigError
 from hitline.store.index import HitIndex, Scope, build_filter, quote
 
@@ -135,3 +136,27 @@ def test_the_fusion_ranks_as_milvus_rrf_ranker(index: HitIndex) -> None:
         theirs = [((h.get("id") or h.get("pk")).rsplit(":", 1)[-1], round(float(h["distance"]), 6)) for h in milvus]
         assert [(h.product_id, round(h.score, 6)) for h in ours] == theirs
         assert all(h.found_by for h in ours)
+
+
+def test_a_released_collection_is_loaded_again_by_status_code(index: HitIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    """_hybrid reloads on Milvus' 'collection not loaded' codes (101/103), whatever the message says, and
+    lets any other error through even when its text mentions 'released' or 'not loaded'."""
+    index.client.release_collection("hits")  # as a restarted Milvus Lite comes back: code 101
+    assert len(index.search(np.ones(8), {1: 1.0}, "dress", 0, 3).hits) == 3
+
+    real = HitIndex._hybrid_once
+    raised: list[MilvusException] = []
+
+    def once(self: HitIndex, dense: list[float], sparse: dict[int, float], expr: str, top_k: int) -> list[Hit]:
+        if raised:
+            return real(self, dense, sparse, expr, top_k)
+        raised.append(err)
+        raise err
+
+    monkeypatch.setattr(HitIndex, "_hybrid_once", once)
+    err = MilvusException(code=101, message="query node gone")
+    assert len(index.search(np.ones(8), {1: 1.0}, "dress", 0, 3).hits) == 3
+    raised.clear()
+    err = MilvusException(code=1, message="segment released: not loaded (a different failure)")
+    with pytest.raises(MilvusException, match="a different failure"):
+        index.search(np.ones(8), {1: 1.0}, "dress", 0, 3)
