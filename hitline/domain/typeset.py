@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
@@ -104,7 +104,14 @@ def _font(face: int, size: int) -> ImageFont.FreeTypeFont:
     return font
 
 
-def _shaping(language: str, direction: str) -> dict[str, str]:
+class _Shaping(TypedDict, total=False):
+    """Pillow's text keywords (ImageDraw.text, FreeTypeFont.getlength)."""
+
+    language: str
+    direction: str
+
+
+def _shaping(language: str, direction: str) -> _Shaping:
     """Pillow's text keywords: language always; the base direction only with raqm (the basic layout has none)."""
     if features.check("raqm"):
         return {"language": language, "direction": direction}
