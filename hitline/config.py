@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     limits_file: Path | None = None
 
     worker_concurrency: int = 4
+    # fair sharing between batches (hitline/domain/fairness.py): a SKU's messages carry a priority from its
+    # position in its batch, so a small batch is not queued behind a big one's thousands (Redis broker;
+    # HITLINE_FAIR_SHARING=0: first come, first served)
+    fair_sharing: bool = True
     # automatic reconciliation (hitline/jobs/reconcile.py, run by every worker): a running stage renews
     # its claim every heartbeat_s; a claim silent for claim_lease_s is a dead worker's and is taken back;
     # a pending job untouched for reconcile_grace_s with no message in the (Redis) broker is re-sent.

@@ -19,13 +19,14 @@ from typing import Any, Iterable
 from celery.signals import worker_ready, worker_shutdown
 
 from hitline.config import Settings, get_settings
+from hitline.domain.fairness import PRIORITY_STEPS
 from hitline.jobs.reconcile import LostJob, reconcile
 
 __all__ = ["broker_in_flight", "run_once", "start"]
 
 log = logging.getLogger("hitline.reconciler")
 
-_PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: "<queue>\x06\x16<priority>" for priorities 3, 6, 9
+_PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: "<queue>\x06\x16<priority>" for priorities > 0
 _LOCK_ID = 727275
 
 
@@ -61,7 +62,9 @@ def broker_in_flight(broker_url: str, queues: Iterable[str]) -> set[int] | None:
         ids: set[int] = set()
         pipe = client.pipeline(transaction=False)
         for q in queues:
-            for name in (q, *(f"{q}{_PRIORITY_SEP}{p}" for p in (3, 6, 9))):
+            # every priority level (hitline/domain/fairness.py): a message at a level not read here would
+            # look lost and be sent twice
+            for name in (q, *(f"{q}{_PRIORITY_SEP}{p}" for p in PRIORITY_STEPS if p > 0)):
                 pipe.lrange(name, 0, -1)
         pipe.hvals("unacked")
         for chunk in pipe.execute():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from celery import Task
 
+from hitline.domain.fairness import SHEET_PRIORITY
 from hitline.jobs.context import get_runtime
 from hitline.jobs.sheets import draw_contact_sheet
 from hitline.jobs.stages import OUTPUT_QUEUE
@@ -13,7 +14,7 @@ from workers.app import app
 
 __all__ = ["contact_sheet", "SHEET_PRIORITY", "SHEET_QUEUE"]
 
-SHEET_PRIORITY = 9  # kombu's Redis transport: 0 is served first, 9 last
+# SHEET_PRIORITY (9): kombu's Redis transport serves 0 first, 9 last (hitline/domain/fairness.py)
 SHEET_QUEUE = OUTPUT_QUEUE  # the workers that wrote the outputs; no queue of its own for workers to forget
 
 

@@ -9,6 +9,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from hitline.config import Settings, get_settings
+from hitline.domain.fairness import PRIORITY_STEPS
 from hitline.errors import UnroutedTask
 from hitline.jobs.stages import OUTPUT_QUEUE, QUEUES, STAGES
 
@@ -26,14 +27,16 @@ ROUTES["hitline.redo_output"] = {"queue": OUTPUT_QUEUE}
 ROUTES["hitline.deliver_webhook"] = {"queue": CONTRACT_QUEUE}
 
 
-def _transport_options(broker_url: str) -> dict[str, float]:
+def _transport_options(broker_url: str) -> dict[str, Any]:
     if not broker_url or broker_url.startswith("memory"):
         # the in-memory broker polls its queues once a second by default: a 1 s stall between stages
         # (bench/bench_pipeline.py); 50 ms costs nothing in-process
         return {"polling_interval": 0.05}
     # Redis: an unacked message of a dead worker comes back after this; longer than any render.
-    # Sooner than that, `hitline resume` finds the job from the table.
-    return {"visibility_timeout": 3600}
+    # Sooner than that, `hitline resume` finds the job from the table. Every priority a message may have
+    # is a level of its own (kombu's default [0, 3, 6, 9] would merge fair sharing's levels,
+    # hitline/domain/fairness.py); senders and workers must agree on these steps.
+    return {"visibility_timeout": 3600, "priority_steps": list(PRIORITY_STEPS)}
 
 
 def survive_redis_restarts() -> None:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Literal, Sequence
 from db import crud
 from db.session import connection_scope
 from hitline import line
+from hitline.domain import fairness
 from hitline.domain.images import file_sha256
 from hitline.domain.models import Hit, NewProduct, Preset, RenderedImage, StyleAnalysis
 from hitline.domain.render_plan import plan_renders
@@ -515,10 +516,11 @@ class Stage:
 
     @property
     def priority(self) -> int:
-        """Its messages' priority on Redis (0 is served first, the contact sheet's 9 last): every SKU of a
-        batch waits on the catalog in its index stage, so catalog work, its retries included, goes before
-        the SKUs' instead of behind thousands of them in the same queue (RabbitMQ queues: FIFO)."""
-        return 0 if self.kind == "hit" else 3
+        """Its messages' routed priority on Redis (0 is served first, the contact sheet's 9 last): every SKU
+        of a batch waits on the catalog in its index stage, so catalog work, its retries included, goes
+        before the SKUs' instead of behind thousands of them in the same queue (RabbitMQ queues: FIFO).
+        A SKU chain sent by tasks.chains carries its own priority instead (hitline/domain/fairness.py)."""
+        return fairness.CATALOG_PRIORITY if self.kind == "hit" else fairness.DEFAULT_SKU_PRIORITY
 
     @property
     def task_name(self) -> str:

@@ -24,7 +24,7 @@ def test_resume_leaves_queued_jobs_alone_and_sends_the_lost(hitline_env: Path, d
     import tasks.chains as chains
 
     sent = []
-    monkeypatch.setattr(chains, "publish", lambda sender, d: sent.append(d))
+    monkeypatch.setattr(chains, "publish", lambda sender, d, priority=None: sent.append(d))
     rt = get_runtime()
     sub = _submit(demo_data, hitline_env / "out")
     chains.send(rt, sub.dispatches)
@@ -49,7 +49,7 @@ def test_a_refused_enqueue_names_the_batch_and_resume_finishes_it(hitline_env: P
 
     sent = []
 
-    def flaky(sender, d):  # noqa: ANN001, ANN202
+    def flaky(sender, d, priority=None):  # noqa: ANN001, ANN202
         if len(sent) == 3:
             raise OperationalError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
         sent.append(d)

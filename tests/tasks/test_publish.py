@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from hitline.domain.fairness import sku_priority
 from testkit.services import RabbitVhost, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,11 +71,14 @@ def _run(script: str, args: list[str], env: dict[str, str]) -> None:
 
 
 def _without_ids(m: dict[str, Any], job: int) -> str:
-    """The message with its task id, job id and transport-assigned fields taken out: what must be the
-    same for every chain of a kind, whoever built it."""
+    """The message with its task id, job id, fair-sharing priority and transport-assigned fields taken
+    out: what must be the same for every chain of a kind, whoever built it."""
     m = json.loads(json.dumps(m))
-    for transport_field in ("delivery_tag", "delivery_info"):
+    for transport_field in ("delivery_tag", "delivery_info", "priority"):
         m["properties"].pop(transport_field, None)
+    for step in m["body"][2]["chain"] or []:
+        if step["task"] != "hitline.contact_sheet":
+            step["options"].pop("priority", None)
     return json.dumps(m, sort_keys=True).replace(m["headers"]["id"], "<task id>").replace(str(job), "<job>")
 
 
@@ -130,6 +134,10 @@ def test_bulk_send_is_one_message_per_sku_as_celery_sends_it(tmp_path: Path, bro
     task_ids = set()
     for job, (m,) in by_job.items():
         assert _without_ids(m, job) == expected, job
+        # fair sharing: the n-th SKU of the batch, at its priority on every stage of its chain (the sheet at 9)
+        prio = sku_priority(job - FIRST)
+        assert m["properties"]["priority"] == prio, job
+        assert [s["options"]["priority"] for s in m["body"][2]["chain"]] == [9, prio, prio, prio, prio], job
         assert m["headers"]["root_id"] == m["headers"]["id"] == m["properties"]["correlation_id"]
         task_ids.add(m["headers"]["id"])
     assert len(task_ids) == N  # a task id of its own for each message
