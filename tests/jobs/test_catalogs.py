@@ -133,3 +133,35 @@ def test_a_batch_can_name_a_catalog_and_an_unknown_name_is_a_clear_error(catalog
     assert sub.hit_chunks == []
     with pytest.raises(InputError, match="no catalog 'autumn'"):
         catalogs.get_catalog(rt, "autumn")
+
+
+def test_a_folder_whose_products_csv_is_unchanged_is_not_read_again(
+    catalog: Path, demo_data: tuple[Path, Path], hitline_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Submission on an indexed catalog costs the same for 1,000 or 100,000 products: an unchanged
+    products.csv (same bytes) pins the version it made without reading and validating every row again."""
+    from hitline.jobs import submit as submit_module
+
+    rt = get_runtime()
+    rows = _rows(catalog)
+    _write(catalog, [*rows, {**rows[0], "product_id": "BAD", "sales_count": "lots"}])  # one rejected row
+    catalogs.add_or_update(rt, catalog, OPTIONS)
+    reads: list[Path] = []
+    real = submit_module.load_catalog
+    monkeypatch.setattr(submit_module, "load_catalog", lambda folder: reads.append(folder) or real(folder))
+    first = submit_batch(rt, catalog, demo_data[1], hitline_env / "o1", options=OPTIONS)
+    assert reads == [] and first.hit_chunks == [] and first.rejected == 1
+    assert catalog_indexed(rt, first.batch_id)["version"] == 1
+    with session_scope(rt.db_url) as s:  # the rejected catalog row is still the batch's failed job
+        bad = s.query(Job).filter(Job.batch_id == first.batch_id, Job.kind == "hit").one()
+        assert (bad.item_id, bad.state) == ("BAD", "failed") and "row 13" in (bad.error or "")
+    # a changed products.csv is read again and makes a new version, which the next batch reuses unread
+    rows[1]["sales_count"] = "99999"
+    _write(catalog, [*rows, {**rows[0], "product_id": "BAD", "sales_count": "lots"}])
+    second = submit_batch(rt, catalog, demo_data[1], hitline_env / "o2", options=OPTIONS)
+    assert reads == [catalog] and sum(map(len, second.hit_chunks)) == 1
+    third = submit_batch(rt, catalog, demo_data[1], hitline_env / "o3", options=OPTIONS)
+    assert reads == [catalog] and third.hit_chunks == []
+    with session_scope(rt.db_url) as s:
+        pinned = {b: s.get(Batch, b).catalog_version_id for b in (first.batch_id, second.batch_id, third.batch_id)}
+    assert pinned[first.batch_id] != pinned[second.batch_id] == pinned[third.batch_id]
