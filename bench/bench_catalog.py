@@ -7,6 +7,10 @@ of its products changed, then search catalog A's new version with the category +
 Reported: build time of a catalog, update time (partition key: write 1% + close 1% + flush; per-version
 collection: a whole new collection), search p50/p95, peak RSS. Ratios against the partition-key design,
 measured in the same run. Usage: bench_catalog.py [--rows N] [--queries Q] [--json PATH]
+
+`--startup 1000,100000`: issue 22 item 3 instead, a batch on an already indexed catalog, timed from submit
+to its first SKU past retrieve, per catalog size, with and without the unchanged-folder shortcut
+(hitline.jobs.catalogs.unchanged_version); see run_startup.
 """
 
 from __future__ import annotations
@@ -115,13 +119,139 @@ def run_design(design: str, n: int, queries: int) -> dict:
     return out
 
 
+def _big_catalog(dest: Path, n: int) -> Path:
+    """The demo catalog grown to n products: rows cycle through the demo's 48 (ids, sales counts and
+    descriptions made unique), each pointing at one of the demo's images."""
+    import csv
+
+    from hitline.demo.sampledata import generate_demo
+
+    catalog, _new = generate_demo(dest / "demo")
+    with open(catalog / "products.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    with open(catalog / "products.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for i in range(n):
+            r = rows[i % len(rows)]
+            w.writerow(
+                {
+                    **r,
+                    "product_id": f"P{i:07d}",
+                    "sales_count": str(int(r["sales_count"]) + i % 1000),
+                    "description": f"{r['description']} Lot {i}.",
+                }
+            )
+    return catalog
+
+
+def run_startup(n: int, reps: int) -> dict:
+    """Embedded line (SQLite job table, Milvus Lite, local provider) in this process: a catalog of n
+    products indexed once (`hitline catalog add`), then `reps` batches of the demo's 6 new SKUs on it, each
+    timed from submit to its first SKU past retrieve (submit_batch + that SKU's embed, index, retrieve),
+    with the unchanged-folder shortcut (after) and without it (before: the whole products.csv read and
+    validated again)."""
+    import os
+
+    d = Path(tempfile.mkdtemp(prefix="bench_catalog_start_"))
+    os.environ.update(HITLINE_DATA_DIR=str(d / "data"), HITLINE_PROVIDER="local", HITLINE_QUALITY_GATE="0")
+    from hitline.jobs import catalogs
+    from hitline.jobs.context import get_runtime
+    from hitline.jobs.stages import SKU_LINE
+    from hitline.jobs.submit import submit_batch
+
+    catalog = _big_catalog(d, n)
+    new = d / "demo" / "new"
+    options = {"provider": "local", "top_k": 3, "min_sales": 0, "presets": ["thumbnail"], "models": {}}
+    rt = get_runtime()
+    t = time.perf_counter()
+    catalogs.add_or_update(rt, catalog, options, name="big")
+    out: dict = {"products": n, "index_s": time.perf_counter() - t}
+    real = catalogs.unchanged_version
+    # the first batch loads the embedder and opens the collection: not timed
+    for mode in ("warm", *("before", "after") * reps):
+        catalogs.unchanged_version = real if mode != "before" else (lambda *a, **k: None)  # type: ignore[assignment]
+        t0, c0 = time.perf_counter(), time.process_time()
+        sub = submit_batch(rt, catalog, new, d / "out", options=options)
+        t1, c1 = time.perf_counter(), time.process_time()
+        assert sub.hit_chunks == []  # the catalog is indexed: no catalog work
+        for st in SKU_LINE[:3]:  # embed, index (the catalog barrier), retrieve
+            outcome = st.run(rt, sub.sku_jobs[0])
+            assert outcome.status == "done", outcome
+        t2, c2 = time.perf_counter(), time.process_time()
+        out.setdefault(mode, []).append(
+            {
+                "submit_s": t1 - t0,
+                "first_retrieved_s": t2 - t0,
+                "submit_cpu_s": c1 - c0,
+                "first_retrieved_cpu_s": c2 - c0,
+            }
+        )
+    catalogs.unchanged_version = real  # type: ignore[assignment]
+    for mode in ("before", "after"):
+        for k in ("submit_s", "first_retrieved_s", "submit_cpu_s", "first_retrieved_cpu_s"):
+            out[f"{mode}_{k}"] = statistics.median(r[k] for r in out[mode])
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main_startup(sizes: list[int], reps: int, json_path: Path | None) -> None:
+    results = []
+    for n in sizes:
+        res = subprocess.run(
+            [sys.executable, __file__, "--one-startup", str(n), "--reps", str(reps)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    print("seconds (wall / CPU of the process), medians; first = submit -> first SKU past retrieve")
+    print(
+        f"{'products':>9}{'index s':>9}{'submit before':>16}{'submit after':>16}{'first before':>16}{'first after':>16}"
+    )
+    for r in results:
+        cells = [
+            f"{r[f'{m}_{k}_s']:.2f}/{r[f'{m}_{k}_cpu_s']:.2f}"
+            for k, m in (
+                ("submit", "before"),
+                ("submit", "after"),
+                ("first_retrieved", "before"),
+                ("first_retrieved", "after"),
+            )
+        ]
+        print(f"{r['products']:>9}{r['index_s']:>9.1f}" + "".join(f"{c:>16}" for c in cells))
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        for unit in ("_s", "_cpu_s"):
+            print(
+                f"{b['products']} vs {a['products']} products, submit -> first SKU past retrieve ({unit[1:-2] or 'wall'}): "
+                f"before {b['before_first_retrieved' + unit] / a['before_first_retrieved' + unit]:.2f}x, "
+                f"after {b['after_first_retrieved' + unit] / a['after_first_retrieved' + unit]:.2f}x"
+            )
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=10_000, help="products per catalog")
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--startup",
+        default=None,
+        help="instead: submit -> first SKU past retrieve on indexed catalogs of these sizes, e.g. 1000,100000",
+    )
+    ap.add_argument("--reps", type=int, default=2, help="--startup: before/after pairs per size")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--one-startup", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one_startup:
+        print(json.dumps(run_startup(args.one_startup, args.reps)))
+        return
+    if args.startup:
+        main_startup([int(x) for x in args.startup.split(",")], args.reps, args.json)
+        return
     if args.one:
         print(json.dumps(run_design(args.one, args.rows, args.queries)))
         return
