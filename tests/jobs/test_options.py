@@ -37,3 +37,73 @@ def test_workers_render_the_presets_the_batch_was_checked_against(
     # a batch submitted before the presets were recorded: the worker's file, as before
     old = {k: v for k, v in options.items() if k != "preset_specs"}
     assert _presets(old, hitline_env) == [("thumbnail", 512, 512)]
+
+
+def _small_demo(demo_data: tuple[Path, Path], dest: Path, n_hits: int = 8, n_new: int = 2) -> tuple[Path, Path]:
+    import csv
+    import shutil
+
+    catalog, new = demo_data
+    cat2, new2 = dest / "catalog", dest / "new"
+    shutil.copytree(catalog, cat2)
+    shutil.copytree(new, new2)
+    for path, n in ((cat2 / "products.csv", n_hits), (new2 / "new_products.csv", n_new)):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows[:n])
+    return cat2, new2
+
+
+def test_two_workers_with_other_presets_files_render_the_batch_at_its_sizes(
+    hitline_env: Path, demo_data: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Submitted against a 1K thumbnail; the SKUs' render stages then run on two "workers" whose own
+    presets files say 512px and 2K: both render 1024 x 1024, the size the batch was checked against."""
+    from PIL import Image
+
+    from db import crud
+    from db.session import session_scope
+    from hitline.jobs.stages import CATALOG_LINE, SKU_LINE
+    from hitline.jobs.submit import submit_batch
+
+    catalog, new = _small_demo(demo_data, hitline_env)
+    monkeypatch.setenv("HITLINE_PRESETS_FILE", str(_presets_file(hitline_env / "submit.toml", "1K")))
+    reset_runtime()
+    rt = get_runtime()
+    options = batch_options(rt.settings, presets=["thumbnail"], min_sales=0)
+    sub = submit_batch(rt, catalog, new, hitline_env / "out", options=options)
+    assert len(sub.sku_jobs) == 2
+    for chunk in sub.hit_chunks:
+        for st in CATALOG_LINE:
+            st.run(rt, sub.batch_id, chunk)
+    *before, render = SKU_LINE
+    for job_id in sub.sku_jobs:
+        for st in before:
+            assert st.run(rt, job_id).status == "done"
+    for job_id, size in zip(sub.sku_jobs, ("512px", "2K"), strict=True):  # each SKU's render on its own worker
+        monkeypatch.setenv("HITLINE_PRESETS_FILE", str(_presets_file(hitline_env / f"worker-{size}.toml", size)))
+        reset_runtime()
+        assert render.run(get_runtime(), job_id).status == "done"
+    with session_scope(rt.db_url) as s:
+        outputs = [o for j in crud.jobs(s, sub.batch_id, "sku") for o in j.result["render"]["outputs"]]
+    assert len(outputs) == 2
+    for o in outputs:
+        with Image.open(o["path"]) as im:
+            assert (o["width"], o["height"], im.size) == (1024, 1024, (1024, 1024))
+
+
+def test_the_recorded_presets_are_the_resolved_ones_after_the_job_tables_json(hitline_env: Path) -> None:
+    """Every field of a resolved preset (sizes, background, low_res, rules, text slots) survives the batch
+    row's JSON: the worker's Preset equals the one submission checked."""
+    import json
+
+    from hitline.domain.imaging import load_presets
+
+    names = ["amazon_main", "banner", "thumbnail"]
+    options = json.loads(json.dumps(batch_options(get_runtime().settings, presets=names)))
+    recorded = BatchOptions.of(options).resolved_presets()
+    assert recorded == load_presets(names)
+    assert recorded is not None and [s.name for s in recorded[1].slots] == ["headline", "price"]
