@@ -145,6 +145,25 @@ def test_text_is_caught(case: dict) -> None:
     assert any("SALE" in t for t in next(c for c in checks if c.name == "no_text").measured)
 
 
+def test_words_pass_only_in_the_text_slots_of_a_preset_that_has_them(case: dict) -> None:
+    import dataclasses
+
+    from hitline.domain.imaging import load_presets
+    from hitline.domain.typeset import _font, check_copy, draw_slots
+
+    slotted = dataclasses.replace(BANNER, slots=load_presets(["banner"])[0].slots)  # the shipped slots, at 1K
+    copy = check_copy({"headline": "Crisp white tee", "price": "$19.99"}, slotted, "en-US")
+    worded, _ = draw_slots(case["banner"], copy)
+    assert "no_text" not in _names(gate(worded, slotted, case["flat"], case["mask"]))  # its words, its slots
+    # the same picture judged as a preset without slots: words anywhere fail it
+    assert "no_text" in _names(gate(worded, BANNER, case["flat"], case["mask"]))
+    # words outside the slots (over the product's side of the banner) fail the preset that has slots
+    stray = worded.copy()
+    ImageDraw.Draw(stray).text((20, 200), "SALE 50% OFF", fill=(20, 20, 20), font=_font(-1, 36))
+    found = next(c for c in gate(stray, slotted, case["flat"], case["mask"]) if c.name == "no_text")
+    assert not found.passed and any("SALE" in t for t in found.measured), found.measured
+
+
 def test_wrong_colour_is_caught(case: dict) -> None:
     r, g, b = case["amazon"].split()
     bad = Image.merge("RGB", (b, g, r))  # red garment turned blue; white stays white
