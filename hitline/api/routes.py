@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi import Path as PathParam
@@ -21,7 +21,7 @@ from hitline.jobs import control, verbs
 from hitline.jobs.context import get_runtime
 from hitline.jobs.requests import BatchRequest, RetryFilter
 from hitline.jobs.results import RetrieveResult, read
-from hitline.jobs.shared import check_shared, uploads_root
+from hitline.jobs.shared import catalog_uploads_root, check_shared, uploads_root
 from tasks.chains import send
 
 ERRORS = {
@@ -345,29 +345,92 @@ def _catalogs_runtime():  # noqa: ANN202
     return get_runtime()
 
 
+_CATALOG_UPLOAD_SCHEMA = {
+    "type": "object",
+    "required": ["products", "images"],
+    "properties": {
+        "products": {"type": "string", "format": "binary", "description": "products.csv"},
+        "images": {"type": "string", "format": "binary", "description": "a zip of the images (paths as in image_path)"},
+        "name": {
+            "type": "string",
+            "maxLength": 128,
+            "description": "catalog name; an existing name gets a new version",
+        },
+    },
+}
+
+
 @router.post(
     "/catalogs",
     status_code=201,
     response_model=schemas.CatalogOut,
     tags=["catalogs"],
-    summary="Add a hit catalog folder, or a new version of it (indexed before the answer)",
+    summary="Add a hit catalog (a shared folder, or an upload), or a new version of it (indexed before the answer)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": schemas.CatalogRequest.model_json_schema()},
+                "multipart/form-data": {"schema": _CATALOG_UPLOAD_SCHEMA},
+            },
+        }
+    },
 )
-def add_catalog(
-    body: schemas.CatalogRequest, response: Response, settings: SettingsDep, tenant: TenantDep
+async def add_catalog(
+    request: Request, response: Response, settings: SettingsDep, tenant: TenantDep
 ) -> schemas.CatalogOut:
-    from hitline.jobs import catalogs
-    from hitline.jobs.submit import batch_options
-
-    check_shared(settings, tenant, folder=body.folder)
-    if not Path(body.folder).is_dir():
-        raise InputError(f"{body.folder} is not a folder this server can read")
-    rt = _catalogs_runtime()
-    f = catalogs.facts(
-        catalogs.add_or_update(rt, Path(body.folder), batch_options(rt.settings), name=body.name, tenant=tenant)
-    )
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        body = await _catalog_upload(request, settings, tenant)
+    else:
+        try:
+            body = schemas.CatalogRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise RequestValidationError(e.errors()) from None
+        await run_in_threadpool(check_shared, settings, tenant, folder=body.folder)
+    f = await run_in_threadpool(_add_catalog, body, tenant)
     if f["reused"]:
         response.status_code = 200  # the same content was indexed already: nothing written
     return schemas.CatalogOut.model_validate(f)
+
+
+def _add_catalog(body: schemas.CatalogRequest, tenant: str) -> dict[str, Any]:
+    from hitline.jobs import catalogs
+    from hitline.jobs.submit import batch_options
+
+    if not Path(body.folder).is_dir():
+        raise InputError(f"{body.folder} is not a folder this server can read")
+    rt = _catalogs_runtime()
+    return catalogs.facts(
+        catalogs.add_or_update(rt, Path(body.folder), batch_options(rt.settings), name=body.name, tenant=tenant)
+    )
+
+
+async def _catalog_upload(request: Request, settings: Settings, tenant: str) -> schemas.CatalogRequest:
+    """A catalog sent as products.csv + a zip of its images: unpacked under the tenant's catalog uploads
+    (hitline.jobs.shared.catalog_uploads_root; the same bytes again land in the same folder)."""
+    form = await request.form(max_part_size=settings.api_max_upload_bytes)
+    missing = [k for k in ("products", "images") if k not in form]
+    if missing:
+        raise InputError(f"the upload lacks {', '.join(missing)}: send products (products.csv) and images (a zip)")
+    files = {k: form[k] for k in ("products", "images")}
+    if any(isinstance(v, str) for v in files.values()):
+        raise InputError("products and images must be files (multipart file parts)")
+    csv_bytes, zip_bytes = await files["products"].read(), await files["images"].read()
+    folder = await run_in_threadpool(
+        store_upload,
+        catalog_uploads_root(settings, tenant),
+        csv_bytes,
+        zip_bytes,
+        settings.api_max_upload_bytes,
+        "products.csv",
+    )
+    name = form.get("name")
+    try:
+        return schemas.CatalogRequest.model_validate(
+            {"folder": str(folder), "name": str(name) if name not in (None, "") else None}
+        )
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from None
 
 
 @router.get(

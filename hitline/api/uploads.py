@@ -24,11 +24,14 @@ MAX_NAME_BYTES = 255  # one path component (ext4, xfs, APFS)
 MAX_PATH_CHARS = 1024
 
 
-def store_upload(root: Path, csv_bytes: bytes, zip_bytes: bytes, max_unpacked: int) -> Path:
-    """Write new_products.csv and the zip's files under root/<hash>/ and return that folder."""
+def store_upload(
+    root: Path, csv_bytes: bytes, zip_bytes: bytes, max_unpacked: int, csv_name: str = "new_products.csv"
+) -> Path:
+    """Write the CSV (new_products.csv, or a catalog's products.csv) and the zip's files under root/<hash>/
+    and return that folder."""
     digest = hashlib.sha256(hashlib.sha256(csv_bytes).digest() + hashlib.sha256(zip_bytes).digest()).hexdigest()
     dest = root / digest[:32]
-    if (dest / "new_products.csv").exists():
+    if (dest / csv_name).exists():
         return dest
     try:
         archive = zipfile.ZipFile(io.BytesIO(zip_bytes))
@@ -67,7 +70,7 @@ def store_upload(root: Path, csv_bytes: bytes, zip_bytes: bytes, max_unpacked: i
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise InputError(f"zip member {m.filename!r} cannot be written ({e.strerror or e}): rename it") from None
-    (tmp / "new_products.csv").write_bytes(csv_bytes)
+    (tmp / csv_name).write_bytes(csv_bytes)
     try:
         tmp.rename(dest)
     except OSError:  # a concurrent identical upload won the rename: same bytes, keep theirs

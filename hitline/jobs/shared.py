@@ -19,12 +19,18 @@ from db.session import session_scope
 from hitline.config import Settings
 from hitline.errors import InputError
 
-__all__ = ["uploads_root", "shared_roots", "check_shared"]
+__all__ = ["uploads_root", "catalog_uploads_root", "shared_roots", "check_shared"]
 
 
 def uploads_root(settings: Settings, tenant: str) -> Path:
     """Where the tenant's multipart uploads are unpacked (one folder per upload)."""
     return settings.data_dir.resolve() / "uploads" / tenant
+
+
+def catalog_uploads_root(settings: Settings, tenant: str) -> Path:
+    """Where catalogs uploaded to POST /catalogs are unpacked (one folder per upload). Not pruned with the
+    batch uploads: a catalog version's hits are read from its folder for as long as a batch pins it."""
+    return settings.data_dir.resolve() / "catalogs" / tenant
 
 
 def shared_roots(settings: Settings, tenant: str) -> list[Path]:

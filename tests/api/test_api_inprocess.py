@@ -316,3 +316,42 @@ def test_catalogs_are_added_once_listed_and_shown(client: TestClient, hitline_en
     assert client.get(f"/catalogs/{body['id']}").json()["name"] == "spring"
     assert "hitline catalog list" in _error(client.get("/catalogs/autumn"), 404)
     assert "not a folder" in _error(client.post("/catalogs", json={"folder": str(hitline_env / "nope")}), 422)
+
+
+def test_a_catalog_can_be_uploaded_and_a_batch_names_it(client: TestClient, hitline_env: Path, demo_data) -> None:  # noqa: ANN001
+    """POST /catalogs multipart (products.csv + a zip of the images), as batches are uploaded: unpacked under
+    the tenant's catalog uploads (not pruned with batch uploads), indexed, the same bytes again reused."""
+    import csv
+
+    rows = list(csv.DictReader(open(demo_data[0] / "products.csv", encoding="utf-8")))[:4]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    files = {
+        "products": ("products.csv", buf.getvalue().encode()),
+        "images": ("images.zip", _zip({r["image_path"]: (demo_data[0] / r["image_path"]).read_bytes() for r in rows})),
+    }
+    r = client.post("/catalogs", files=files, data={"name": "uploaded"})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["name"] == "uploaded" and (body["version"]["seq"], body["version"]["written"]) == (1, 4)
+    assert Path(body["source_dir"]).parent == (hitline_env / "data" / "catalogs" / "default").resolve()
+    again = client.post("/catalogs", files=files, data={"name": "uploaded"})
+    assert again.status_code == 200 and again.json()["reused"]
+    # a batch names it (its folder is the server's own, not under a shared folder)
+    new = demo_data[1]
+    images = {str(p.relative_to(new)): p.read_bytes() for p in new.rglob("*") if p.is_file() and p.suffix != ".csv"}
+    ok = client.post(
+        "/batches",
+        files={
+            "new_products": ("new_products.csv", (new / "new_products.csv").read_bytes()),
+            "images": ("i.zip", _zip(images)),
+        },
+        data={"catalog": "uploaded", "presets": "thumbnail"},
+    )
+    assert ok.status_code == 201, ok.text
+    # bad uploads are sentences, not 500s
+    assert "lacks images" in _error(client.post("/catalogs", files={"products": files["products"]}), 422)
+    evil = {**files, "images": ("e.zip", _zip({"../evil.jpg": b"x"}))}
+    assert "outside the upload" in _error(client.post("/catalogs", files=evil), 422)
