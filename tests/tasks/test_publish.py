@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from hitline.domain.fairness import sku_priority
+from hitline.jobs.stages import SKU_LINE
 from testkit.services import RabbitVhost, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,13 +121,9 @@ def test_bulk_send_is_one_message_per_sku_as_celery_sends_it(tmp_path: Path, bro
     assert all(len(ms) == 1 for ms in by_job.values())
     (reference,) = by_job.pop(REF)
     _args, _kwargs, embed = reference["body"]
-    # the five stages, then the contact sheet at the lowest priority (off the SKU's critical path)
+    # the registry's stages, then the contact sheet at the lowest priority (off the SKU's critical path)
     assert [reference["headers"]["task"], *(s["task"] for s in reversed(embed["chain"]))] == [
-        "hitline.embed",
-        "hitline.index",
-        "hitline.retrieve",
-        "hitline.analyze",
-        "hitline.render",
+        *(st.task_name for st in SKU_LINE),
         "hitline.contact_sheet",
     ]
     assert embed["chain"][0]["options"]["priority"] == 9
