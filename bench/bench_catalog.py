@@ -192,6 +192,9 @@ def run_startup(n: int, reps: int) -> dict:
         for k in ("submit_s", "first_retrieved_s", "submit_cpu_s", "first_retrieved_cpu_s"):
             out[f"{mode}_{k}"] = statistics.median(r[k] for r in out[mode])
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import shutil
+
+    shutil.rmtree(d, ignore_errors=True)
     return out
 
 
@@ -205,6 +208,7 @@ def main_startup(sizes: list[int], reps: int, json_path: Path | None) -> None:
             check=True,
         )
         results.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), flush=True)
     print("seconds (wall / CPU of the process), medians; first = submit -> first SKU past retrieve")
     print(
         f"{'products':>9}{'index s':>9}{'submit before':>16}{'submit after':>16}{'first before':>16}{'first after':>16}"
