@@ -3,10 +3,11 @@ run), charge, cache."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -111,10 +112,20 @@ class Batch(Base):
 
 class Job(Base):
     __tablename__ = "job"
-    # the index: the API lists a batch's jobs by state and pages through them by id (migration 0003)
+    # the indexes: the API lists a batch's jobs by state and pages through them by id (migration 0003);
+    # a batch's summary counts jobs by kind/stage/state and groups render digests from indexes alone,
+    # without reading 100,000 job rows (migration i21_job_digest, bench/bench_api.py)
     __table_args__ = (
         UniqueConstraint("batch_id", "kind", "item_id"),
         Index("ix_job_batch_state_id", "batch_id", "state", "id"),
+        Index("ix_job_batch_counts", "batch_id", "kind", "stage", "state"),
+        Index(
+            "ix_job_batch_digest",
+            "batch_id",
+            "digest",
+            postgresql_where=text("digest IS NOT NULL"),
+            sqlite_where=text("digest IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -129,6 +140,10 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # per-stage results
+    # a stage result's "digest" (the render stage's, hitline.jobs.quality.digest) as compact JSON, derived
+    # from `result` on every write (crud.advance; result_digest below for the ORM): the batch summary groups
+    # these from an index instead of parsing every job's result
+    digest: Mapped[str | None] = mapped_column(Text, nullable=True)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # the Celery task id holding the claim: a redelivery or retry of that same message may take it back
@@ -155,7 +170,11 @@ class Charge(Base):
     """One paid call. The key (content hash + options) makes a redelivered task pay once."""
 
     __tablename__ = "charge"
-    __table_args__ = (UniqueConstraint("batch_id", "key"),)
+    # the second: what one stage of a batch cost (the summary's render spend) summed from the index alone
+    __table_args__ = (
+        UniqueConstraint("batch_id", "key"),
+        Index("ix_charge_batch_stage_cost", "batch_id", "stage", "cost_usd"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     batch_id: Mapped[str] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), index=True)
@@ -287,3 +306,20 @@ class WebhookDelivery(Base):
     next_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+def result_digest(result: dict[str, Any] | None) -> str | None:
+    """The digest a job's results carry - the last stage result with a "digest" key (the render stage's) -
+    as compact JSON with sorted keys, for job.digest; None without one."""
+    for stage_result in reversed(list((result or {}).values())):
+        if isinstance(stage_result, dict) and stage_result.get("digest") is not None:
+            return json.dumps(stage_result["digest"], sort_keys=True, separators=(",", ":"))
+    return None
+
+
+@event.listens_for(Job, "before_insert")
+@event.listens_for(Job, "before_update")
+def _keep_digest(_mapper: Any, _conn: Any, job: Job) -> None:
+    """A job written through the ORM keeps job.digest in step with its result (crud.advance, a Core
+    UPDATE, sets it itself)."""
+    job.digest = result_digest(job.result)

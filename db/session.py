@@ -104,6 +104,7 @@ def init_db(url: str) -> None:
     if eng.dialect.name != "postgresql":
         Base.metadata.create_all(eng)
         _add_missing_columns(eng)
+        _per_tenant_idempotency(eng)
         return
     from alembic import command
     from alembic.config import Config
@@ -121,8 +122,9 @@ def init_db(url: str) -> None:
 
 def _add_missing_columns(eng: Engine) -> None:
     """An embedded job table made by an earlier version: create_all makes missing tables, not the columns
-    later migrations added to existing ones (e.g. 0004's batch.spent_usd). Those are all nullable or have
-    a server default, so SQLite can add them in place; a table's charges are summed into spent_usd."""
+    later migrations added to existing ones (e.g. 0004's batch.spent_usd), nor their new indexes. Those
+    columns are all nullable or have a server default, so SQLite can add them in place; a table's charges
+    are summed into spent_usd, the render results' digests copied into job.digest."""
     from sqlalchemy import inspect
     from sqlalchemy.schema import CreateColumn
 
@@ -138,6 +140,54 @@ def _add_missing_columns(eng: Engine) -> None:
                             "UPDATE batch SET spent_usd = COALESCE((SELECT SUM(charge.cost_usd) "
                             "FROM charge WHERE charge.batch_id = batch.id), 0)"
                         )
+                    if (table.name, col.name) == ("job", "digest"):  # as migration i21_job_digest
+                        conn.exec_driver_sql(
+                            "UPDATE job SET digest = json_extract(result, '$.render.digest') "
+                            "WHERE kind = 'sku' AND json_extract(result, '$.render.digest') IS NOT NULL"
+                        )
+            for index in table.indexes:  # create_all makes an existing table's new indexes no more than columns
+                index.create(conn, checkfirst=True)
+
+
+def _per_tenant_idempotency(eng: Engine) -> None:
+    """An embedded file made before tenants has UNIQUE (idempotency_key) on batch, so a second tenant's
+    batch with a key another tenant used fails to insert. SQLite cannot drop a table constraint: the
+    table is rebuilt with the current definition (UNIQUE (tenant_id, idempotency_key)), rows copied, in
+    one transaction with foreign keys off (dropping batch must not cascade to its jobs), as
+    https://sqlite.org/lang_altertable.html#otheralter describes; migration i21_tenants on PostgreSQL."""
+    from sqlalchemy import MetaData, inspect
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    with eng.connect() as conn:
+        uniques = inspect(conn).get_unique_constraints("batch")
+    if not any(u["column_names"] == ["idempotency_key"] for u in uniques):
+        return
+    table = Base.metadata.tables["batch"]
+    new = table.to_metadata(MetaData(), name="batch_rebuilt")
+    cols = ", ".join(f'"{c.name}"' for c in table.columns)
+    raw = eng.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute("PRAGMA foreign_keys=OFF")  # outside a transaction, or it does nothing
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            cur.execute(str(CreateTable(new).compile(eng)))  # the table alone: its indexes after the rename
+            cur.execute(f"INSERT INTO batch_rebuilt ({cols}) SELECT {cols} FROM batch")
+            cur.execute("DROP TABLE batch")
+            cur.execute("ALTER TABLE batch_rebuilt RENAME TO batch")
+            for index in table.indexes:
+                cur.execute(str(CreateIndex(index).compile(eng)))
+            problems = cur.execute("PRAGMA foreign_key_check").fetchall()
+            if problems:
+                raise RuntimeError(f"rebuilding batch left foreign keys that point nowhere: {problems[:5]}")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        finally:
+            cur.execute("PRAGMA foreign_keys=ON")
+    finally:
+        raw.close()
 
 
 def rowcount(result: Result[Any]) -> int:

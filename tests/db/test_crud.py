@@ -324,7 +324,7 @@ def test_a_tenants_monthly_budget_holds_across_its_batches_and_resets_with_the_m
     from hitline.jobs.stages import RenderBudget
 
     jc = SimpleNamespace(
-        batch=SimpleNamespace(id="a1", budget_usd=5.0), job_id=ids["a1"], rt=SimpleNamespace(db_url=url)
+        batch=SimpleNamespace(id="a1", budget_usd=5.0), job_id=ids["a1"], stage="render", rt=SimpleNamespace(db_url=url)
     )
     with pytest.raises(BudgetExceeded, match=r"tenant acme's monthly budget \$1\.00 reached before square"):
         RenderBudget(jc, "m").reserve("k7", 0.20, "square", Path(tmp_path) / "x.png")
