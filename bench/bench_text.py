@@ -286,6 +286,7 @@ def merge(opts: argparse.Namespace) -> None:
     misreads = [m for r in runs for m in r["misreads"]]
     refused = [m for r in runs for m in r.get("refused", [])]
     skus = sum(int(r.get("skus_done") or 0) for r in runs)
+    opts.merge = [str(p) for p in opts.merge]
     for loc, s in summary.items():
         print(loc, s)
     write_results(
