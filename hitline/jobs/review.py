@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from db import crud
 from db.models import Job, Output, ReviewDecision, utcnow
@@ -25,6 +26,10 @@ from hitline.errors import BudgetExceeded, InputError
 from hitline.jobs import webhooks
 from hitline.jobs.control import Conflict, NotFound, get_batch
 from hitline.jobs.results import AnalyzeResult, RenderResult, RetrieveResult, read
+
+if TYPE_CHECKING:  # the job layer's runtime and prices (context is imported at call time here)
+    from hitline.domain.pricing import PriceTable
+    from hitline.jobs.context import Runtime
 
 __all__ = [
     "STATES",
@@ -166,7 +171,7 @@ def list_outputs(
     return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
 
 
-def _drafts(s: Any, output_ids: list[int]) -> set[int]:
+def _drafts(s: Session, output_ids: list[int]) -> set[int]:
     """The outputs whose current take is a draft (its final not rendered yet)."""
     if not output_ids:
         return set()
@@ -177,7 +182,7 @@ def _drafts(s: Any, output_ids: list[int]) -> set[int]:
     }
 
 
-def draft_summary(s: Any, batch_id: str, prices: Any) -> dict[str, Any] | None:
+def draft_summary(s: Session, batch_id: str, prices: PriceTable) -> dict[str, Any] | None:
     """What drafting saved: drafts rendered, finals rendered for approved drafts, and the finals not paid
     for (rejected drafts) at list price. None for a batch without drafts."""
     from hitline.jobs.context import load_batch
@@ -216,7 +221,7 @@ def draft_summary(s: Any, batch_id: str, prices: Any) -> dict[str, Any] | None:
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in out.items()}
 
 
-def review_counts(s: Any, batch_id: str) -> dict[str, int]:
+def review_counts(s: Session, batch_id: str) -> dict[str, int]:
     counts = {k: 0 for k in STATES}
     for state, n in s.execute(
         select(Output.review, func.count()).where(Output.batch_id == batch_id).group_by(Output.review)
@@ -225,7 +230,7 @@ def review_counts(s: Any, batch_id: str) -> dict[str, int]:
     return counts
 
 
-def decisions_of(s: Any, output_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+def decisions_of(s: Session, output_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = {i: [] for i in output_ids}
     if not output_ids:
         return out
@@ -258,7 +263,7 @@ class Decided:
         return f"{len(self.changed)} outputs {verb}{extra}"
 
 
-def decide(s: Any, batch_id: str, flt: OutputFilter, decision: str, *, by: str, note: str | None = None) -> Decided:
+def decide(s: Session, batch_id: str, flt: OutputFilter, decision: str, *, by: str, note: str | None = None) -> Decided:
     """Approve, reject or redo the batch's outputs that match. A take being rendered (redo) is left alone;
     so is an output already in the asked state. Each change is conditional on the state read, so two
     reviewers deciding at once record one decision each, the later one winning."""
@@ -292,19 +297,21 @@ def decide(s: Any, batch_id: str, flt: OutputFilter, decision: str, *, by: str, 
             out.skipped += 1
             continue
         final = state == "approved" and oid in drafts
-        won = s.execute(
-            update(Output)
-            .where(Output.id == oid, Output.review == current, Output.take == take)
-            .values(
-                review="final" if final else state,
-                note=note,
-                reviewed_by=by,
-                reviewed_at=now,
-                error=None,
-                updated_at=now,
+        won = rowcount(
+            s.execute(
+                update(Output)
+                .where(Output.id == oid, Output.review == current, Output.take == take)
+                .values(
+                    review="final" if final else state,
+                    note=note,
+                    reviewed_by=by,
+                    reviewed_at=now,
+                    error=None,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         if not won:
             out.skipped += 1
             continue
@@ -345,7 +352,7 @@ def review(
 # --- a redo's new take (run by tasks.review.redo) ----------------------------------------------------
 
 
-def rerender(rt: Any, output_id: int) -> str:
+def rerender(rt: Runtime, output_id: int) -> str:
     """Render the next take of an output in `redo`: the reviewer's note added to the prompt, reserved
     against the batch budget and charged like any render, judged by the gate, then pending again. Or, for
     an approved draft (`final`), its final take: at the preset's own size with the draft as one more
@@ -495,7 +502,7 @@ def rerender(rt: Any, output_id: int) -> str:
     return f"take {take + 1} of output {output_id}: {gate}" if won else "another delivery wrote this take"
 
 
-def redo_failed(rt: Any, output_id: int, take: int, reason: str) -> str:
+def redo_failed(rt: Runtime, output_id: int, take: int, reason: str) -> str:
     """The new take could not be made (budget, provider gave up): back to pending with the reason shown."""
     with session_scope(rt.db_url) as s:
         s.execute(
