@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 
 from db import crud
-from db.crud import Claim
+from db.crud import Claim, Db
 from db.models import Batch
 from db.session import connection_scope, init_db
 from hitline.config import Settings, get_settings
@@ -128,7 +128,7 @@ _BATCH = select(Batch.id, Batch.options, Batch.out_dir, Batch.budget_usd, Batch.
 )
 
 
-def load_batch(s: Any, batch_id: str) -> BatchInfo:
+def load_batch(s: Db, batch_id: str) -> BatchInfo:
     """Read on every claim (a resume may raise the budget while workers run); one plain SELECT."""
     b = s.execute(_BATCH, {"bid": batch_id}).first()
     if b is None:
@@ -136,7 +136,7 @@ def load_batch(s: Any, batch_id: str) -> BatchInfo:
     return BatchInfo.of(b)
 
 
-def claimed_batch(s: Any, claimed: Claim) -> BatchInfo:
+def claimed_batch(s: Db, claimed: Claim) -> BatchInfo:
     """The claimed job's batch: read with the claim (PostgreSQL), else now."""
     return BatchInfo.of(claimed.batch) if claimed.batch is not None else load_batch(s, claimed.batch_id)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from db import crud
 from db.models import Job, Output
@@ -107,7 +108,7 @@ def _safe(sku: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", sku) or "product"
 
 
-def plan_export(s: Any, settings: Settings, batch_id: str, marketplace: str) -> ExportPlan:
+def plan_export(s: Session, settings: Settings, batch_id: str, marketplace: str) -> ExportPlan:
     """What the export holds, or one sentence why it cannot be made."""
     if marketplace not in MARKETPLACES:
         raise InputError(f"unknown marketplace {marketplace!r}: export --for amazon, shopify or folder")
