@@ -8,7 +8,8 @@ Each SKU is run twice in the same process, in turn: `before` judges every output
 before issue 26 (each scene output segmented again with u2netp, text read on every whole output,
 the flat-lay's colour measured per output) and `after` as the LocalJudge does now (the placement
 mask the compositor wrote into the PNG, text read once per cut-out in the product's box, the flat-lay
-measured once). Verdicts of both are compared check by check. CPU seconds are process CPU (every
+measured once). Verdicts of both are compared check by check on the checks both make (`after` adds
+the checks that judge against the placement; any of those failing on these good outputs is listed). CPU seconds are process CPU (every
 thread: onnxruntime's included), measured with time.process_time.
 """
 
@@ -161,8 +162,14 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
             for p in got["before"]:
-                if got["before"][p] != got["after"][p]:
-                    differ.append(f"{flat.stem}/{p}: {got['before'][p]} vs {got['after'][p]}")
+                # the checks both judges make (`after` also has the checks that need the placement)
+                before = dict(got["before"][p])
+                after = {k: v for k, v in got["after"][p] if k in before}
+                if before != after:
+                    differ.append(f"{flat.stem}/{p}: {before} vs {after}")
+                new_failed = [k for k, v in got["after"][p] if k not in before and not v]
+                if new_failed:
+                    differ.append(f"{flat.stem}/{p}: a check only `after` makes failed: {new_failed}")
     n = len(flats)
     keys = sorted(set(per_mode["before"]) | set(per_mode["after"]), key=lambda k: (k.startswith("gate"), k))
     print(f"CPU seconds per SKU ({n} SKUs, presets {opts.presets}; load average {load0:.1f})")

@@ -73,8 +73,9 @@ def inject(fault: str, image: Image.Image, placed: np.ndarray, preset: Preset) -
 
 
 def outputs(photo: Image.Image, truth: np.ndarray, preset: Preset, reference: Image.Image | None):
-    """(label, image) pairs: 'good' and one per fault."""
+    """(label, image, placement) triples: 'good' and one per fault; the placement is where the compositor
+    put the product (what the product should be: the faults came after it, as leftovers do)."""
     good, placed = compose_placed(exact_cutout(photo, truth), reference, STYLE, preset)
-    yield "good", good
+    yield "good", good, placed
     for fault in FAULTS:
-        yield fault, inject(fault, good, placed, preset)
+        yield fault, inject(fault, good, placed, preset), placed

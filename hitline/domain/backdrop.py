@@ -76,8 +76,13 @@ def _fit_paper(lab: np.ndarray, sample: np.ndarray) -> np.ndarray:
         return np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=-1)
 
     coef, *_ = np.linalg.lstsq(basis(ys.astype(np.float64), xs.astype(np.float64)), lab[ys, xs], rcond=None)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    surface: np.ndarray = (basis(yy, xx) @ coef).astype(np.float32)
+    # the surface term by term over a row and a column (broadcast), not a (h, w, 6) basis: same values
+    y = (np.arange(h, dtype=np.float64) / h - 0.5)[:, None, None]
+    x = (np.arange(w, dtype=np.float64) / w - 0.5)[None, :, None]
+    c = coef.astype(np.float64)
+    surface: np.ndarray = (c[0] + x * c[1] + y * c[2] + (x * x) * c[3] + (y * y) * c[4] + (x * y) * c[5]).astype(
+        np.float32
+    )
     return surface
 
 

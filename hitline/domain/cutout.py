@@ -33,9 +33,18 @@ def _rembg_session() -> Any:
     if _session is None:
         with _session_lock:
             if _session is None:
+                import onnxruntime as ort
                 from rembg import new_session
 
-                _session = new_session("u2netp")
+                session = new_session("u2netp")
+                # one thread: onnxruntime's pool spins while it waits (more CPU for the same mask), and a
+                # worker already runs SKUs side by side
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+                session.inner_session = ort.InferenceSession(
+                    session.inner_session._model_path, providers=["CPUExecutionProvider"], sess_options=opts
+                )
+                _session = session
     return _session
 
 

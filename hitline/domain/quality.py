@@ -33,6 +33,9 @@ __all__ = [
     "TextFinder",
     "garment_colour",
     "text_in_product",
+    "foreign_content",
+    "product_fidelity",
+    "blockiness",
 ]
 
 MAX_UPSCALE = 2.0  # the product's pixels may be enlarged this much; beyond it the output is a smudge
@@ -40,6 +43,8 @@ OFF_WHITE_DELTA = 8.0  # CIEDE2000 of the flat-lay's paper from white beyond whi
 TOUCH_SHARE = 0.02  # product on this share of a side's edge pixels touches that side
 _NEAR_WHITE = 250  # on a white output, a pixel with any channel below this is product (or shadow)
 _OCR_SIDE = 768  # text a shopper can read survives this downscale; OCR is the slow check
+_PRODUCT_TEXT_SIDE = 512  # a product's box is read at the size a shopper sees a product in a listing
+_COLOUR_SIDE = 512  # a garment's median colour does not need more pixels than this
 _OCR_MIN_SCORE = 0.6
 
 TextFinder = Callable[[Image.Image], list[tuple[str, float]]]
@@ -244,6 +249,11 @@ def garment_colour(image: Image.Image, mask: np.ndarray) -> np.ndarray:
     if box is not None:
         x0, y0, x1, y1 = max(0, box[0] - 3), max(0, box[1] - 3), box[2] + 3, box[3] + 3
         image, mask = image.crop((x0, y0, min(image.width, x1), min(image.height, y1))), mask[y0:y1, x0:x1]
+    s = _COLOUR_SIDE / max(image.size)
+    if s < 1.0:  # the median of a few hundred thousand pixels is the median of millions
+        size = (max(1, round(image.width * s)), max(1, round(image.height * s)))
+        image = image.resize(size, Image.Resampling.BOX)
+        mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
     inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     use = inner if inner.sum() > 50 else mask
     lab = to_lab(np.asarray(image.convert("RGB")))
@@ -266,7 +276,7 @@ def _timed(timings: dict[str, float] | None, name: str) -> Iterator[None]:
 
 def text_in_product(output: Image.Image, mask: np.ndarray, text_finder: TextFinder) -> list[tuple[str, float]]:
     """Text in the product's box of an output: where a compositor's output can carry text from the photo
-    (its backdrop is a blurred, emptied set). The box is read at most _OCR_SIDE on its long side, the
+    (its backdrop is a blurred, emptied set). The box is read at most _PRODUCT_TEXT_SIDE on its long side, the
     size a shopper sees a product at, not the whole frame shrunk."""
     box = _bbox(mask)
     if box is None:
@@ -275,6 +285,7 @@ def text_in_product(output: Image.Image, mask: np.ndarray, text_finder: TextFind
     crop = output.crop(
         (max(0, box[0] - pad), max(0, box[1] - pad), min(output.width, box[2] + pad), min(output.height, box[3] + pad))
     )
+    crop.thumbnail((_PRODUCT_TEXT_SIDE, _PRODUCT_TEXT_SIDE), Image.Resampling.BILINEAR)
     return text_finder(crop)
 
 
@@ -288,6 +299,116 @@ def _without_slots(image: Image.Image, preset: Preset) -> Image.Image:
         region = np.asarray(out.crop(box)).reshape(-1, 3)
         out.paste(tuple(int(v) for v in np.median(region, axis=0)), box)
     return out
+
+
+# the checks that see what a shopper sees (issue 26) ------------------------------------------
+_SEE_SIDE = 512  # the new checks look at an output with its short side at this: a listing's size
+FOREIGN_LIMIT = 0.25  # foreign edge pixels outside the product, per pixel of the frame's short side
+FOREIGN_EDGE = 10.0  # grey levels per pixel: the compositor's backdrop is blurred, its shadow soft
+FOREIGN_RIDGE = 18.0  # a thin line this much off its surroundings (a frame line, a hair of paper)
+FIDELITY_LIMIT = 0.002  # share of the product's pixels unlike the flat-lay's garment
+FIDELITY_SLACK = 3  # px at a shopper's size: the product may sit this far off where the flat-lay says
+FIDELITY_DELTA = 20.0  # grey levels: a pixel this far off the flat-lay (light matched) is not the garment
+SHARP_LIMIT = 0.85  # the product's fine detail against the flat-lay's at the same size
+PLAIN_DETAIL = 1.0  # grey levels of fine detail below which a fabric is plain (sharpness not judged)
+BLOCK_LIMIT = 1.8  # steps peaking on the 8x8 grid this much more often than off it: JPEG blocks
+
+
+def _grey(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L"), dtype=np.float32)
+
+
+def _seen(output: Image.Image, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The output's grey levels and the product mask at a shopper's size (short side _SEE_SIDE)."""
+    w, h = output.size
+    s = min(1.0, _SEE_SIDE / min(w, h))
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    grey = _grey(output)
+    if s < 1.0:
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_LINEAR) > 0
+    return grey, mask
+
+
+def foreign_content(output: Image.Image, mask: np.ndarray, preset: Preset) -> float:
+    """How much sharp structure lies outside the product: frame lines, props, scraps of paper, a product
+    running off the frame. The backdrop a compositor builds is blurred and its shadow soft, white is
+    flat: an edge or a thin line there is something that is not the product. Measured as edge pixels
+    per pixel of the frame's short side (a frame line around the product scores ~4)."""
+    grey, prod = _seen(output, mask)
+    h, w = grey.shape
+    k = max(3, round(0.012 * min(h, w))) * 2 + 1
+    near = cv2.dilate(prod.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))).astype(bool)
+    away = ~near
+    away[:2], away[-2:], away[:, :2], away[:, -2:] = False, False, False, False
+    for slot in preset.slots:  # the preset's own words are typeset there later, not foreign
+        x0, y0, x1, y1 = slot.pixels(w, h)
+        away[y0:y1, x0:x1] = False
+    if not away.any():
+        return 0.0
+    soft = cv2.GaussianBlur(grey, (0, 0), 1.0)
+    edge = np.hypot(cv2.Sobel(soft, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(soft, cv2.CV_32F, 0, 1, ksize=3)) / 8.0
+    ridge = np.abs(grey - cv2.medianBlur(grey.astype(np.uint8), 5).astype(np.float32))
+    foreign = (edge > FOREIGN_EDGE) | (ridge > FOREIGN_RIDGE)
+    if preset.background == "white":  # white is exactly white: any pixel off it away from the product
+        foreign |= grey < _NEAR_WHITE
+    hits: np.ndarray = away & foreign
+    return float(hits.sum()) / float(min(h, w))
+
+
+def product_fidelity(
+    output: Image.Image, mask: np.ndarray, flatlay: Image.Image, flatlay_mask: np.ndarray
+) -> tuple[float, float] | None:
+    """The product in the output against the flat-lay's garment brought to the same box and light:
+    (share of the product's pixels unlike the garment, fine detail kept). Whatever was painted over the
+    product (a watermark, a cast shadow, a scrap) is unlike it; a blurred output keeps little detail.
+    None when either mask is empty."""
+    box, fbox = _bbox(mask), _bbox(flatlay_mask)
+    if box is None or fbox is None:
+        return None
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    s = min(1.0, _SEE_SIDE / max(bw, bh))
+    size = (max(8, round(bw * s)), max(8, round(bh * s)))
+    out = cv2.resize(_grey(output.crop(box)), size, interpolation=cv2.INTER_AREA)
+    flat = cv2.resize(_grey(flatlay.crop(fbox)), size, interpolation=cv2.INTER_AREA)
+
+    def fit(m: np.ndarray, b: tuple[int, int, int, int]) -> np.ndarray:
+        crop = m[b[1] : b[3], b[0] : b[2]].astype(np.uint8)
+        return cv2.resize(crop, size, interpolation=cv2.INTER_NEAREST) > 0
+
+    both = cv2.erode((fit(mask, box) & fit(flatlay_mask, fbox)).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    if both.sum() < 50:
+        return None
+    gain = float(np.median(out[both])) / max(1.0, float(np.median(flat[both])))
+    a, b = cv2.GaussianBlur(out, (0, 0), 1.0), cv2.GaussianBlur(flat * gain, (0, 0), 1.0)
+    # the two boxes are found apart (the cut-out's feathered edge, rounding): a pixel or two of slack
+    near = np.ones((FIDELITY_SLACK, FIDELITY_SLACK), np.uint8)
+    lo, hi = cv2.erode(b, near), cv2.dilate(b, near)
+    unlike = (((a < lo - FIDELITY_DELTA) | (a > hi + FIDELITY_DELTA)) & both).astype(np.uint8)
+    unlike = cv2.morphologyEx(unlike, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+
+    def detail(g: np.ndarray) -> float:
+        return float(np.abs(g - cv2.GaussianBlur(g, (0, 0), 1.5))[both].mean())
+
+    plain = detail(flat * gain)  # a plain fabric has no fine detail to lose: nothing to compare
+    return float(unlike.sum()) / float(both.sum()), detail(out) / plain if plain >= PLAIN_DETAIL else 1.0
+
+
+def blockiness(output: Image.Image) -> float:
+    """JPEG's 8x8 grid: how much more often a step between two pixels is a local peak (larger than the
+    steps either side) where it crosses a block edge than elsewhere (about 1 without JPEG). Texture
+    peaks everywhere alike, flat areas nowhere; compression puts the peaks on the grid."""
+    grey = _grey(output)
+
+    def peaks(lines: np.ndarray) -> tuple[float, float]:
+        steps = np.abs(np.diff(lines, axis=1))
+        mid = steps[:, 1:-1]
+        peak = (mid > steps[:, :-2] + 1.0) & (mid > steps[:, 2:] + 1.0)
+        edge = (np.arange(1, steps.shape[1] - 1) % 8) == 7
+        return float(peak[:, edge].mean()), float(peak[:, ~edge].mean())
+
+    (a, b), (c, d) = peaks(grey[::2]), peaks(grey[:, ::2].T)  # every other line is plenty to see a grid
+    return (a + c) / max(1e-4, b + d)
 
 
 def gate(
@@ -371,10 +492,11 @@ def gate(
         )
     if preset.rule("pure_white"):
         t0 = time.process_time()
-        halo = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
-        rgb = np.asarray(output.convert("RGB"))
-        background = ~halo
-        share = float((rgb[background] == 255).all(axis=1).mean()) if background.any() else 0.0
+        halo = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8))
+        white = cv2.inRange(np.asarray(output.convert("RGB")), (255, 255, 255), (255, 255, 255))
+        background = int(halo.size - cv2.countNonZero(halo))
+        white_bg = cv2.countNonZero(cv2.bitwise_and(white, white, mask=(halo == 0).astype(np.uint8)))
+        share = white_bg / background if background else 0.0
         checks.append(
             Check(
                 "pure_white",
@@ -434,6 +556,7 @@ def gate(
                 else f"text found in the output: {', '.join(repr(t) for t, _ in found[:5])}",
             )
         )
+    checks.extend(_shopper_checks(output, preset, flatlay, flatlay_mask, placed if placed is mask else None, timings))
     if preset.rule("max_colour_delta") is not None and box is not None and flatlay_mask.any():
         with _timed(timings, "colour"):
             reference = flatlay_colour if flatlay_colour is not None else garment_colour(flatlay, flatlay_mask)
@@ -447,6 +570,79 @@ def gate(
                 limit,
                 f"garment colour ΔE00 {delta:.1f} from the flat-lay"
                 + ("" if delta <= limit else f" (at most {limit:g})"),
+            )
+        )
+    return checks
+
+
+def _shopper_checks(
+    output: Image.Image,
+    preset: Preset,
+    flatlay: Image.Image,
+    flatlay_mask: np.ndarray,
+    placed: np.ndarray | None,
+    timings: dict[str, float] | None,
+) -> list[Check]:
+    """What a shopper sees beyond the rules: JPEG blocks on any output; on a compositor's output, judged
+    against where the product was placed (what the product should be), anything else in the picture
+    (frame lines, scraps, props, the product off the frame) and the product unlike or blurrier than the
+    flat-lay's garment (a mark or shadow painted over it, a soft render)."""
+    checks = []
+    with _timed(timings, "compression"):
+        blocks = blockiness(output)
+    checks.append(
+        Check(
+            "compression",
+            blocks <= BLOCK_LIMIT,
+            round(blocks, 2),
+            BLOCK_LIMIT,
+            "no JPEG blocks"
+            if blocks <= BLOCK_LIMIT
+            else f"JPEG blocks: steps peak on the 8x8 grid {blocks:.1f}x as often as off it (at most {BLOCK_LIMIT:g}x)",
+        )
+    )
+    if placed is None or not placed.any():
+        return checks  # where the product should be is not known: the other checks judge what was found
+    with _timed(timings, "clean_background"):
+        foreign = foreign_content(output, placed, preset)
+    checks.append(
+        Check(
+            "clean_background",
+            foreign <= FOREIGN_LIMIT,
+            round(foreign, 2),
+            FOREIGN_LIMIT,
+            "nothing but the product and its set"
+            if foreign <= FOREIGN_LIMIT
+            else f"something besides the product in the picture: sharp edges or lines away from it ({foreign:.1f} "
+            f"px per px of the frame, at most {FOREIGN_LIMIT:g}): a frame line, a scrap of the photo, a prop, or "
+            f"the product running off the frame",
+        )
+    )
+    with _timed(timings, "matches_product"):
+        fidelity = product_fidelity(output, placed, flatlay, flatlay_mask)
+    if fidelity is not None:
+        unlike, detail = fidelity
+        checks.append(
+            Check(
+                "matches_product",
+                unlike <= FIDELITY_LIMIT,
+                round(unlike, 4),
+                FIDELITY_LIMIT,
+                "the product looks as in the flat-lay"
+                if unlike <= FIDELITY_LIMIT
+                else f"{unlike:.1%} of the product is unlike the flat-lay's garment (at most {FIDELITY_LIMIT:.1%}): "
+                f"a mark, shadow or scrap over it, or the product moved",
+            )
+        )
+        checks.append(
+            Check(
+                "sharp",
+                detail >= SHARP_LIMIT,
+                round(detail, 2),
+                SHARP_LIMIT,
+                "the product is as sharp as in the flat-lay"
+                if detail >= SHARP_LIMIT
+                else f"the product is blurred: {detail:.0%} of the flat-lay's fine detail (needs {SHARP_LIMIT:.0%})",
             )
         )
     return checks

@@ -3,12 +3,14 @@ output made to fail one check is caught by that check. CIEDE2000 against the pub
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from hitline.domain.colour import ciede2000
-from hitline.domain.compose import compose
+from hitline.domain.compose import compose, compose_placed
 from hitline.domain.models import Preset, StyleAnalysis
 from hitline.domain.quality import (
     MAX_UPSCALE,
@@ -105,7 +107,7 @@ def test_ciede2000_matches_sharma_pairs() -> None:
 
 def test_good_amazon_output_passes_every_check(case: dict) -> None:
     checks = gate(case["amazon"], AMAZON, case["flat"], case["mask"])
-    assert {c.name for c in checks} == {"size", "silhouette", "pure_white", "fill", "no_text", "colour"}
+    assert {c.name for c in checks} == {"size", "silhouette", "pure_white", "fill", "no_text", "colour", "compression"}
     assert not failed(checks), [c.message for c in failed(checks)]
 
 
@@ -239,3 +241,108 @@ def _has_font() -> bool:
         return True
     except OSError:
         return False
+
+
+# the checks that see what a shopper sees, against where the compositor placed the product ---------
+SHOPIFY = Preset.build("shopify", "3:4", "1K", "scene", rules={"min_fill": 0.5, "max_colour_delta": 12.0})
+
+
+def _textured_flatlay() -> tuple[Image.Image, np.ndarray]:
+    """The T-shirt in a grainy weave (fine detail the sharpness check can lose) on paper."""
+    flat, mask = _flatlay(colour=(60, 90, 160))
+    arr = np.asarray(flat).astype(np.int16)
+    grain = np.random.default_rng(7).normal(0, 16, (arr.shape[0] // 2 + 1, arr.shape[1] // 2 + 1))
+    weave = np.kron(grain, np.ones((2, 2)))[: arr.shape[0], : arr.shape[1], None].astype(np.int16)
+    arr = np.where(mask[..., None], np.clip(arr + weave, 0, 255), arr)
+    return Image.fromarray(arr.astype(np.uint8)), mask
+
+
+@pytest.fixture(scope="module")
+def placed_case() -> dict:
+    flat, mask = _textured_flatlay()
+    product = _product(flat, mask)
+    out = {"flat": flat, "mask": mask}
+    for name, preset in (("amazon", AMAZON), ("shopify", SHOPIFY)):
+        out[name], out[f"{name}_placed"] = compose_placed(product, None, STYLE, preset)
+    return out
+
+
+def _judge(case: dict, image: Image.Image, which: str) -> set[str]:
+    preset = AMAZON if which == "amazon" else SHOPIFY
+    return _names(gate(image, preset, case["flat"], case["mask"], text_finder=None, placed=case[f"{which}_placed"]))
+
+
+def _product_box(case: dict, which: str) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(case[f"{which}_placed"])
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+@pytest.mark.parametrize("which", ["amazon", "shopify"])
+def test_a_good_compositor_output_passes_the_shopper_checks(placed_case: dict, which: str) -> None:
+    preset = AMAZON if which == "amazon" else SHOPIFY
+    checks = gate(
+        placed_case[which],
+        preset,
+        placed_case["flat"],
+        placed_case["mask"],
+        text_finder=None,
+        placed=placed_case[f"{which}_placed"],
+    )
+    assert {"clean_background", "matches_product", "sharp", "compression"} <= {c.name for c in checks}
+    assert not failed(checks), [c.message for c in failed(checks)]
+
+
+@pytest.mark.parametrize("which", ["amazon", "shopify"])
+def test_a_frame_line_around_the_product_is_caught(placed_case: dict, which: str) -> None:
+    bad = placed_case[which].copy()
+    x0, y0, x1, y1 = _product_box(placed_case, which)
+    ImageDraw.Draw(bad).rectangle([x0 - 14, y0 - 14, x1 + 14, y1 + 14], outline=(150, 150, 150), width=2)
+    names = _judge(placed_case, bad, which)
+    assert "clean_background" in names
+    assert names <= {"clean_background", "pure_white"}  # nothing else is wrong with the picture
+
+
+def test_a_scrap_of_the_photos_paper_beside_the_product_is_caught(placed_case: dict) -> None:
+    bad = placed_case["shopify"].copy()
+    x0, y0, x1, y1 = _product_box(placed_case, "shopify")
+    ImageDraw.Draw(bad).rectangle([x1 + 10, y1 - 80, x1 + 50, y1 - 50], fill=(236, 235, 230))
+    assert _judge(placed_case, bad, "shopify") == {"clean_background"}
+
+
+def test_a_prop_beside_the_product_is_caught(placed_case: dict) -> None:
+    bad = placed_case["shopify"].copy()
+    x0, y0, x1, y1 = _product_box(placed_case, "shopify")
+    ImageDraw.Draw(bad).ellipse([x0 - 60, y0, x0 - 10, y0 + 25], fill=(30, 30, 35))
+    assert _judge(placed_case, bad, "shopify") == {"clean_background"}
+
+
+def test_a_product_running_off_the_frame_is_caught_against_its_placement(placed_case: dict) -> None:
+    good = placed_case["shopify"]
+    bad = Image.new("RGB", good.size, good.getpixel((1, good.height // 2)))
+    bad.paste(good, (good.width // 3, 0))  # the picture slid right: the product off the frame
+    names = _judge(placed_case, bad, "shopify")
+    assert "silhouette" not in names  # the placement says it was placed whole: the segmenting check is blind
+    assert {"clean_background", "matches_product"} <= names
+
+
+def test_a_mark_or_shadow_painted_over_the_product_is_caught(placed_case: dict) -> None:
+    bad = placed_case["amazon"].copy()
+    x0, y0, x1, y1 = _product_box(placed_case, "amazon")
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2 + 100
+    ImageDraw.Draw(bad).rectangle([cx - 60, cy - 12, cx + 60, cy + 12], fill=(235, 235, 235))
+    assert _judge(placed_case, bad, "amazon") == {"matches_product"}
+
+
+def test_a_blurred_output_is_caught(placed_case: dict) -> None:
+    bad = placed_case["shopify"].filter(ImageFilter.GaussianBlur(3))
+    assert _judge(placed_case, bad, "shopify") == {"sharp"}
+
+
+@pytest.mark.parametrize("which", ["amazon", "shopify"])
+def test_jpeg_blocks_are_caught(placed_case: dict, which: str) -> None:
+    buf = io.BytesIO()
+    placed_case[which].save(buf, "JPEG", quality=70)
+    bad = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    names = _judge(placed_case, bad, which)
+    assert "compression" in names
+    assert names <= {"compression", "pure_white"}

@@ -50,8 +50,8 @@ class LocalJudge:
         return value
 
     def judge(self, flatlay: Path, output: Path, preset: Preset, timings: dict[str, float] | None = None) -> Judgement:
-        flat = load_image(flatlay)
         sha = file_sha256(flatlay)
+        flat = self._once(sha, "image", lambda: load_image(flatlay))  # four outputs, one flat-lay
         mask = self._once(sha, "mask", lambda: product_mask(flat))
         colour = self._once(sha, "colour", lambda: garment_colour(flat, mask)) if mask.any() else None
         try:
