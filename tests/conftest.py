@@ -47,12 +47,6 @@ def shared_dirs_env(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def shared_dirs(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """shared_dirs_env() for a test that starts its own server."""
-    return shared_dirs_env(tmp_path_factory)
-
-
-@pytest.fixture
 def hitline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Embedded mode in a fresh data dir: SQLite job table + Milvus Lite file under tmp_path. The API may
     be handed this run's temporary folders (HITLINE_API_SHARED_DIRS; a test of the default deletes it)."""

@@ -98,3 +98,39 @@ def test_an_old_embedded_file_gets_idempotency_keys_per_tenant(tmp_path) -> None
         assert {b.id for b in s.scalars(sqlalchemy.select(Batch))} == {"b-old", "b-acme"}
     names = {i["name"] for i in sqlalchemy.inspect(engine_for(url)[0]).get_indexes("job")}
     assert {"ix_job_batch_counts", "ix_job_batch_digest"} <= names  # new indexes on an existing table
+
+
+def test_pooled_sqlite_connections_never_switch_the_journal_mode(tmp_path) -> None:  # noqa: ANN001
+    """Issue 21: 15 of 20 concurrent submissions failed in embedded mode while every new pooled connection
+    ran PRAGMA journal_mode=WAL (switching the journal needs the file to itself; 20 connections switching
+    a fresh file at once get "database is locked" - seen once in 20 tries with plain sqlite3 here - or a
+    disk I/O error). WAL is set once per file before the pool connects (db.session._wal)."""
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import event, text
+
+    path = tmp_path / "jobs.sqlite"
+    fresh = sqlite3.connect(path)
+    fresh.execute("CREATE TABLE t (n INTEGER)")  # a file in the default rollback-journal mode
+    fresh.close()
+    eng, _ = engine_for(f"sqlite:///{path}")
+    seen: list[str] = []  # list.append is atomic: the connections' threads share it
+
+    def trace(dbapi_conn, _record) -> None:  # noqa: ANN001 - first of the connect hooks: sees what they run
+        dbapi_conn.set_trace_callback(seen.append)
+
+    event.listen(eng, "connect", trace, insert=True)
+
+    def write(i: int) -> None:
+        with eng.connect() as conn:  # new pooled connections at once (the pool + its overflow: 15)
+            conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": i})
+            conn.commit()
+
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(write, range(20)))
+    ran = list(seen)
+    assert ran and not [sql for sql in ran if "journal_mode" in sql.lower()], ran
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 20
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"  # set once, by _wal
