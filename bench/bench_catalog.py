@@ -157,6 +157,7 @@ def run_startup(n: int, reps: int) -> dict:
     os.environ.update(HITLINE_DATA_DIR=str(d / "data"), HITLINE_PROVIDER="local", HITLINE_QUALITY_GATE="0")
     from hitline.jobs import catalogs
     from hitline.jobs.context import get_runtime
+    from hitline.jobs.options import BatchOptions
     from hitline.jobs.stages import SKU_LINE
     from hitline.jobs.submit import submit_batch
 
@@ -165,7 +166,7 @@ def run_startup(n: int, reps: int) -> dict:
     options = {"provider": "local", "top_k": 3, "min_sales": 0, "presets": ["thumbnail"], "models": {}}
     rt = get_runtime()
     t = time.perf_counter()
-    catalogs.add_or_update(rt, catalog, options, name="big")
+    catalogs.add_or_update(rt, catalog, BatchOptions.of(options), name="big")
     out: dict = {"products": n, "index_s": time.perf_counter() - t}
     real = catalogs.unchanged_version
     # the first batch loads the embedder and opens the collection: not timed

@@ -38,10 +38,11 @@ def _build(folder: Path, name: Optional[str], as_json: bool) -> None:
     def run() -> None:
         from hitline.jobs import catalogs
         from hitline.jobs.context import get_runtime
+        from hitline.jobs.options import BatchOptions
         from hitline.jobs.submit import batch_options
 
         rt = get_runtime()
-        f = catalogs.facts(catalogs.add_or_update(rt, folder, batch_options(rt.settings), name=name))
+        f = catalogs.facts(catalogs.add_or_update(rt, folder, BatchOptions.of(batch_options(rt.settings)), name=name))
         if as_json:
             print(json.dumps(f, indent=2))
         else:

@@ -395,13 +395,16 @@ async def add_catalog(
 
 def _add_catalog(body: schemas.CatalogRequest, tenant: str) -> dict[str, Any]:
     from hitline.jobs import catalogs
+    from hitline.jobs.options import BatchOptions
     from hitline.jobs.submit import batch_options
 
     if not Path(body.folder).is_dir():
         raise InputError(f"{body.folder} is not a folder this server can read")
     rt = _catalogs_runtime()
     return catalogs.facts(
-        catalogs.add_or_update(rt, Path(body.folder), batch_options(rt.settings), name=body.name, tenant=tenant)
+        catalogs.add_or_update(
+            rt, Path(body.folder), BatchOptions.of(batch_options(rt.settings)), name=body.name, tenant=tenant
+        )
     )
 
 

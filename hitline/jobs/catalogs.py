@@ -34,6 +34,7 @@ from hitline.domain.models import HitProduct
 from hitline.domain.retrieval import Scope
 from hitline.domain.sparse import TextVocabulary
 from hitline.errors import InputError
+from hitline.jobs.options import BatchOptions
 from hitline.jobs.context import Runtime
 
 __all__ = [
@@ -90,10 +91,10 @@ def row_hash(p: HitProduct) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def scope_of(options: dict[str, Any]) -> Scope | None:
+def scope_of(options: BatchOptions) -> Scope | None:
     """The catalog version a batch retrieves from (stored in its options at submission)."""
-    pinned = options.get("catalog")
-    return Scope(pinned["id"], int(pinned["seq"])) if pinned else None
+    pinned = options.catalog
+    return Scope(pinned.id, pinned.seq) if pinned else None
 
 
 # --- resolving and planning ---------------------------------------------------------------------------
@@ -396,7 +397,7 @@ class CatalogFacts:
     rejected: int = 0
 
 
-def build_now(rt: Runtime, plan: Plan, options: dict[str, Any], catalog_id: str) -> None:
+def build_now(rt: Runtime, plan: Plan, options: BatchOptions, catalog_id: str) -> None:
     """Embed (cache first) and write a planned version's rows in this process, then finish it."""
     providers = rt.providers(options)
     index = rt.index(options)
@@ -411,7 +412,7 @@ def build_now(rt: Runtime, plan: Plan, options: dict[str, Any], catalog_id: str)
 
 
 def add_or_update(
-    rt: Runtime, folder: Path, options: dict[str, Any], *, name: str | None = None, tenant: str = DEFAULT_TENANT
+    rt: Runtime, folder: Path, options: BatchOptions, *, name: str | None = None, tenant: str = DEFAULT_TENANT
 ) -> CatalogFacts:
     """`hitline catalog add|update` and POST /catalogs: read the folder, plan its version and build it now."""
     fingerprint = csv_fingerprint(folder)

@@ -78,11 +78,11 @@ class Runtime:
             self._presets[key] = load_presets(names, self.settings.presets_file)
         return list(self._presets[key])
 
-    def providers(self, options: dict[str, Any]) -> Providers:
+    def providers(self, options: BatchOptions) -> Providers:
         """The providers a batch asked for, built from this process's own settings (its key, its base
         URL): a worker that cannot serve the batch's provider raises ConfigError, failing the job visibly."""
-        kind = options.get("provider", "local")
-        models = options.get("models", {})
+        kind = options.provider
+        models = options.models
         key = f"{kind}:{sorted(models.items())}"
         with self._lock:
             if key not in self._providers:
@@ -90,7 +90,7 @@ class Runtime:
                 self._providers[key] = build_providers(s, limiter=self.limiter if kind == "openrouter" else None)
             return self._providers[key]
 
-    def index(self, options: dict[str, Any]) -> HitIndex:
+    def index(self, options: BatchOptions) -> HitIndex:
         emb = self.providers(options).embedder
         name = self.settings.collection_for(emb.model)
         with self._lock:
@@ -113,14 +113,14 @@ class Runtime:
 @dataclass(frozen=True)
 class BatchInfo:
     id: str
-    options: dict[str, Any]
+    options: BatchOptions
     out_dir: Path
     budget_usd: float | None
     vocab_version: str | None
 
     @classmethod
     def of(cls, b: Any) -> BatchInfo:  # a Batch or a row of its columns
-        return cls(b.id, dict(b.options), Path(b.out_dir), b.budget_usd, b.vocab_version)
+        return cls(b.id, BatchOptions.read(b.options), Path(b.out_dir), b.budget_usd, b.vocab_version)
 
 
 _BATCH = select(Batch.id, Batch.options, Batch.out_dir, Batch.budget_usd, Batch.vocab_version).where(
@@ -167,7 +167,7 @@ class JobContext:
         return self.attempt + 1 >= self.rt.settings.provider_attempts
 
     @property
-    def options(self) -> dict[str, Any]:
+    def options(self) -> BatchOptions:
         return self.batch.options
 
     @cached_property
@@ -208,8 +208,8 @@ class JobContext:
     def presets(self) -> list[Preset]:
         """The presets recorded with the batch at submission (hitline.jobs.options); a batch from before
         they were recorded: this worker's presets file."""
-        recorded = BatchOptions.of(self.options).resolved_presets()
-        return recorded if recorded is not None else self.rt.presets(self.options["presets"])
+        recorded = self.options.resolved_presets()
+        return recorded if recorded is not None else self.rt.presets(self.options.presets)
 
     @property
     def vocabulary(self) -> TextVocabulary:

@@ -27,6 +27,7 @@ from db import crud
 from db.models import Job, Output
 from hitline.config import Settings
 from hitline.errors import InputError
+from hitline.jobs.options import BatchOptions
 from hitline.jobs.control import Conflict, get_batch
 from hitline.jobs.results import AnalyzeResult, read
 from hitline.jobs.review import decisions_of
@@ -130,7 +131,8 @@ def plan_export(s: Session, settings: Settings, batch_id: str, marketplace: str)
             "a Shopify CSV needs the images' public address: set HITLINE_PUBLIC_BASE_URL to where "
             "the zip's images/ folder will be served"
         )
-    reviewed = (b.options or {}).get("review") == "all"
+    opts = BatchOptions.read(b.options)
+    reviewed = opts.review == "all"
     # with review: what a person approved; without: what needs no person (the gate passed it) or was approved
     wanted = ("approved",) if reviewed else ("approved", "none")
     rows = list(
@@ -146,7 +148,7 @@ def plan_export(s: Session, settings: Settings, batch_id: str, marketplace: str)
             f"batch {batch_id} has no {'approved' if reviewed else 'approved or passed'} output to "
             f"export: approve some first (`hitline review {batch_id} --approve ...`)"
         )
-    order = list((b.options or {}).get("presets") or [])
+    order = list(opts.presets)
     history = decisions_of(s, [o.id for o, _, _ in rows])
     plan = ExportPlan(batch_id, marketplace, [], public_base_url=settings.public_base_url.rstrip("/"))
     by_sku: dict[str, list[tuple[Output, dict[str, Any], dict[str, Any]]]] = {}

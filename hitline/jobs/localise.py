@@ -25,6 +25,7 @@ from hitline.domain.promo_copy import CopyError, LocaleCopy, resolve_copy, text_
 from hitline.domain.textcheck import check_slots, status
 from hitline.domain.typeset import TYPESET_VERSION, check_copy, draw_slots
 from hitline.errors import BudgetExceeded, InputError
+from hitline.jobs.options import BatchOptions, TextOptions
 from hitline.jobs.results import AnalyzeResult, R, RetrieveResult, read
 
 __all__ = [
@@ -41,18 +42,17 @@ __all__ = [
 SAVING_LOCALES = 5  # the batch summary's saving of overlay over model, per SKU, for this many locales
 
 
-def text_options(options: dict[str, Any]) -> dict[str, Any] | None:
+def text_options(options: BatchOptions) -> TextOptions | None:
     """The batch's text options, None when it names no locales (no words on any picture)."""
-    text = options.get("text")
-    return text if text and text.get("locales") else None
+    return options.locales()
 
 
-def model_mode(options: dict[str, Any]) -> bool:
+def model_mode(options: BatchOptions) -> bool:
     text = text_options(options)
-    return text is not None and text.get("mode") == "model"
+    return text is not None and text.mode == "model"
 
 
-def carries_text(options: dict[str, Any], preset: Preset) -> bool:
+def carries_text(options: BatchOptions, preset: Preset) -> bool:
     return text_options(options) is not None and bool(preset.slots)
 
 
@@ -83,16 +83,14 @@ def _translator(jc: Any) -> Any:
 
 def locale_copies(jc: Any, presets: Sequence[Preset]) -> dict[str, LocaleCopy | str]:
     """Each locale's copy for this SKU, or the sentence saying why that locale is refused."""
-    text = text_options(jc.options) or {}
-    locales: list[str] = text.get("locales", [])
+    text = text_options(jc.options) or TextOptions()
+    locales = text.locales
     slots = sorted({s.name for p in presets for s in p.slots})
-    translate = _translator(jc) if text.get("missing_translation") == "translate" else None
+    translate = _translator(jc) if text.missing_translation == "translate" else None
     out: dict[str, LocaleCopy | str] = {}
     for loc in locales:
         try:
-            out[loc] = resolve_copy(
-                jc.product.copy, loc, locales[0], slots, text.get("missing_translation", "refuse"), translate
-            )
+            out[loc] = resolve_copy(jc.product.copy, loc, locales[0], slots, text.missing_translation, translate)
         except CopyError as exc:
             out[loc] = str(exc)
     return out
@@ -244,7 +242,11 @@ def _model(jc: Any, preset: Preset, copy: LocaleCopy, gate: Any, budget: Any) ->
 
 
 def localise(
-    jc: Any, presets: Sequence[Preset], made: dict[str, dict[str, Any]], gate: Any, budget: Any
+    jc: Any,
+    presets: Sequence[Preset],
+    made: dict[str, dict[str, Any]],
+    gate: Any,
+    budget: Any,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The SKU's outputs in preset order (a text preset as one output per locale) and the text record:
     each locale's copy and each refused (preset, locale) with its sentence."""
@@ -263,15 +265,15 @@ def localise(
                 failures.append({"preset": p.name, "locale": loc, "reason": copy})
                 continue
             try:
-                if text["mode"] == "model":
+                if text.mode == "model":
                     outputs.append(_model(jc, p, copy, gate, budget))
                 else:
                     outputs.append(_overlay(jc, p, made[p.name], copy, gate is not None))
             except CopyError as exc:
                 failures.append({"preset": p.name, "locale": loc, "reason": str(exc)})
     record = {
-        "locales": list(text["locales"]),
-        "mode": text["mode"],
+        "locales": list(text.locales),
+        "mode": text.mode,
         "copies": {loc: (c.to_dict() if isinstance(c, LocaleCopy) else {"refused": c}) for loc, c in copies.items()},
         "failures": failures,
     }
@@ -292,7 +294,7 @@ def retake(
     without words (the reviewer's note in `style`), judged, then this locale typeset on it; model: the
     picture rendered with the words in the prompt. Either way the words are read back (OCR); anything but
     `verified` is needs_review with the reasons. CopyError when the copy was refused or no longer fits."""
-    text = text_options(jc.options) or {}
+    text = text_options(jc.options) or TextOptions()
     recorded = ((jc.result.get("render") or {}).get("text") or {}).get("copies", {}).get(locale)
     if not recorded or "refused" in recorded:
         why = (recorded or {}).get("refused", "no copy was recorded for it")
@@ -300,7 +302,7 @@ def retake(
     copy = LocaleCopy.from_dict(recorded)
     layouts = check_copy(copy.texts, preset, copy.locale)  # refused before paying, as at render time
     glyphs = {k: float(v.size) for k, v in layouts.items()}
-    mode = text.get("mode", "overlay")
+    mode = text.mode
     if mode == "model":
         path, charged, key = paint(_with_words(style, preset, copy), copy.locale)
         gate, reasons = judge(path) if judge else ("unchecked", [])
@@ -355,7 +357,7 @@ def saving_for_locales(
     }
 
 
-def strip_text_presets(presets: Sequence[Preset], options: dict[str, Any]) -> list[Preset]:
+def strip_text_presets(presets: Sequence[Preset], options: BatchOptions) -> list[Preset]:
     """What the render plan renders: in model mode the text presets are rendered per locale instead."""
     if not model_mode(options):
         return list(presets)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from hitline.domain.models import Preset
 
-__all__ = ["PresetSpec", "BatchOptions"]
+__all__ = ["PresetSpec", "TextOptions", "CatalogPin", "BatchOptions"]
 
 
 class PresetSpec(BaseModel):
@@ -63,7 +63,30 @@ class PresetSpec(BaseModel):
         )
 
 
+class TextOptions(BaseModel):
+    """The batch's words (hitline/jobs/localise.py): locales (the first is the CSV headline's), overlay or
+    model, what to do with a missing translation."""
+
+    model_config = ConfigDict(extra="allow")
+
+    locales: list[str] = Field(default_factory=list)
+    mode: str = "overlay"
+    missing_translation: str = "refuse"
+
+
+class CatalogPin(BaseModel):
+    """The catalog version a batch retrieves from, pinned at submission."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    seq: int
+    version_id: int | None = None
+
+
 class BatchOptions(BaseModel):
+    """Read once from the batch row (`read`), then passed typed to the runtime, providers and stages."""
+
     model_config = ConfigDict(extra="allow")
 
     provider: str = "local"
@@ -72,10 +95,32 @@ class BatchOptions(BaseModel):
     presets: list[str] = Field(default_factory=list)
     preset_specs: list[PresetSpec] | None = Field(None, description="the presets resolved at submission")
     models: dict[str, str] = Field(default_factory=dict)
+    review: str | None = None  # "all": every output waits for a person; "gate"/None: the quality gate's
+    draft: str | None = None  # "512px" | "1K": drafts first, finals on approval
+    escalate: str | None = None  # "pro" | "none"
+    mode: str | None = None  # "direct" | "staged"
+    text: TextOptions | None = None
+    catalog: CatalogPin | None = None
 
     @classmethod
     def of(cls, options: Mapping[str, object]) -> BatchOptions:
         return cls.model_validate(options)
+
+    @classmethod
+    def read(cls, raw: object) -> BatchOptions:
+        """The tolerant reader for a batch row's JSON: rows written by any earlier version read (missing
+        keys take the defaults above, unknown keys are kept; a NULL column reads as the defaults)."""
+        if isinstance(raw, cls):
+            return raw
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise TypeError(f"batch options are a JSON object, not {type(raw).__name__}")
+        return cls.model_validate(raw)
+
+    def locales(self) -> TextOptions | None:
+        """The batch's text options, None when it names no locales (no words on any picture)."""
+        return self.text if self.text is not None and self.text.locales else None
 
     def resolved_presets(self) -> list[Preset] | None:
         """The presets the batch was checked against; None for a batch that did not record them."""

@@ -27,7 +27,7 @@ def write_report(rt: Runtime, batch_id: str) -> Path:
         spent = crud.spent(s, batch_id)
         summary = quality_summary(s, batch_id)
         plan = summary.render_plan
-    opts = BatchOptions.of(b.options)
+    opts = BatchOptions.read(b.options)
     base = b.out_dir / batch_id
     base.mkdir(parents=True, exist_ok=True)
     skus = [j for j in jobs if j.kind == "sku"]

@@ -24,6 +24,7 @@ from db.models import Job, Output, ReviewDecision, utcnow
 from db.session import rowcount, session_scope
 from hitline.errors import BudgetExceeded, InputError
 from hitline.jobs import webhooks
+from hitline.jobs.options import BatchOptions
 from hitline.jobs.control import Conflict, NotFound, get_batch
 from hitline.jobs.results import AnalyzeResult, RenderResult, RetrieveResult, read
 
@@ -80,11 +81,11 @@ class OutputFilter:
 
 
 def record_outputs(
-    s: Any, batch_id: str, job_id: int, item_id: str, render: dict[str, Any], options: dict[str, Any]
+    s: Any, batch_id: str, job_id: int, item_id: str, render: dict[str, Any], options: BatchOptions
 ) -> int:
     """The rows of a SKU's kept outputs, written in the transaction that finishes its render stage (a
     redelivered stage writes none twice). Pending ones raise output.needs_review. Returns rows written."""
-    review_all = options.get("review") == "all"
+    review_all = options.review == "all"
     made = dict(render.get("provenance") or {})
     drafted = made.pop("draft", None) or {}
     ins = crud._dialect_insert(crud._dialect(s))
@@ -187,19 +188,11 @@ def draft_summary(s: Session, batch_id: str, prices: PriceTable) -> dict[str, An
     for (rejected drafts) at list price. None for a batch without drafts."""
     from hitline.jobs.context import load_batch
 
-    b = load_batch(s, batch_id)
-    if not b.options.get("draft"):
+    draft_size = load_batch(s, batch_id).options.draft
+    if not draft_size:
         return None
-    out = {
-        "draft_size": b.options["draft"],
-        "drafts": 0,
-        "finals": 0,
-        "rejected": 0,
-        "waiting": 0,
-        "draft_usd": 0.0,
-        "final_usd": 0.0,
-        "finals_not_paid_usd": 0.0,
-    }
+    n = {"drafts": 0, "finals": 0, "rejected": 0, "waiting": 0}
+    usd = {"draft_usd": 0.0, "final_usd": 0.0, "finals_not_paid_usd": 0.0}
     for review, prov, _cost in s.execute(
         select(Output.review, Output.provenance, Output.cost_usd).where(Output.batch_id == batch_id)
     ):
@@ -208,17 +201,17 @@ def draft_summary(s: Session, batch_id: str, prices: PriceTable) -> dict[str, An
         if not draft:
             continue
         takes = prov.get("takes") or []
-        out["drafts"] += 1
-        out["draft_usd"] += sum(t.get("cost_usd", 0.0) for t in takes if not t.get("final"))
+        n["drafts"] += 1
+        usd["draft_usd"] += sum(t.get("cost_usd", 0.0) for t in takes if not t.get("final"))
         if prov.get("final_of_draft"):
-            out["finals"] += 1
-            out["final_usd"] += sum(t.get("cost_usd", 0.0) for t in takes if t.get("final"))
+            n["finals"] += 1
+            usd["final_usd"] += sum(t.get("cost_usd", 0.0) for t in takes if t.get("final"))
         elif review == "rejected":
-            out["rejected"] += 1
-            out["finals_not_paid_usd"] += prices.image_cost(prov.get("model", "local/"), draft["final_size"])
+            n["rejected"] += 1
+            usd["finals_not_paid_usd"] += prices.image_cost(prov.get("model", "local/"), draft["final_size"])
         else:
-            out["waiting"] += 1
-    return {k: round(v, 6) if isinstance(v, float) else v for k, v in out.items()}
+            n["waiting"] += 1
+    return {"draft_size": draft_size, **n, **{k: round(v, 6) for k, v in usd.items()}}
 
 
 def review_counts(s: Session, batch_id: str) -> dict[str, int]:

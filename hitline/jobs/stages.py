@@ -25,6 +25,7 @@ from hitline.domain.render_plan import plan_renders
 from hitline.domain.vectors import Vector
 from hitline.errors import BudgetExceeded, HitlineError, InputError, NotReady
 from hitline.jobs import catalogs, localise, quality
+from hitline.jobs.options import BatchOptions
 from hitline.jobs.context import JobContext, Runtime, load_batch
 from hitline.jobs.results import (
     AnalyzeResult,
@@ -122,7 +123,7 @@ def index_catalog(jobs: list[JobContext]) -> dict[int, dict[str, Any] | HitlineE
     return results
 
 
-def catalog_indexed(rt: Runtime, batch_id: str, options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def catalog_indexed(rt: Runtime, batch_id: str, options: BatchOptions | None = None) -> dict[str, Any] | None:
     """The batch's pinned catalog version once it is searchable ({"rows": n, ...}), None while it is being
     built (by this batch's catalog jobs or another batch's). The first caller to see a version's rows all
     written finishes it (hitline.jobs.catalogs.finish_version); after that this reads one cached flag."""
@@ -133,13 +134,13 @@ def catalog_indexed(rt: Runtime, batch_id: str, options: dict[str, Any] | None =
     if options is None:
         with connection_scope(rt.db_url) as c:
             options = load_batch(c, batch_id).options
-    pinned = options.get("catalog")
-    if not pinned:
+    pinned = options.catalog
+    if pinned is None or pinned.version_id is None:
         raise InputError(
             f"batch {batch_id} names no catalog version (made before catalogs were versioned): submit it again"
         )
     index = rt.index(options)
-    done = catalogs.finish_version(rt, int(pinned["version_id"]), index)
+    done = catalogs.finish_version(rt, pinned.version_id, index)
     if done is None:
         return None
     facts = {**done, "rows": done["catalog_rows"]}
@@ -181,8 +182,8 @@ def retrieve(jc: JobContext) -> dict[str, Any]:
         jc.vocabulary,
         jc.new_product,
         vec,
-        int(jc.options["top_k"]),
-        int(jc.options["min_sales"]),
+        jc.options.top_k,
+        jc.options.min_sales,
         catalogs.scope_of(jc.options),
     )
     if not r.hits:
@@ -231,9 +232,9 @@ def render(jc: JobContext) -> dict[str, Any]:
     presets, inputs, gate = jc.presets, None, None
     if jc.rt.settings.quality_gate:  # hitline/jobs/quality.py: input checks, then a judge per output
         presets, inputs = quality.check_inputs(jc.product.image_path, presets)
-        escalation = jc.providers.escalation if jc.options.get("escalate") == "pro" else None
+        escalation = jc.providers.escalation if jc.options.escalate == "pro" else None
         gate = quality.GateRun(jc, budget, renderer, jc.providers.judge, refs, style, ref_shas, escalation)
-    presets, finals = draft_presets(presets, jc.options.get("draft"))
+    presets, finals = draft_presets(presets, jc.options.draft)
     if finals:
         gate = None  # a draft is judged by a person; its final take by the gate (hitline.jobs.review.rerender)
     # planned after the input checks: a preset they downsize or fail changes its ratio group's source
@@ -242,7 +243,7 @@ def render(jc: JobContext) -> dict[str, Any]:
         localise.strip_text_presets(presets, jc.options), lambda size: jc.rt.prices.image_cost(renderer.model, size)
     )
     made: dict[str, dict[str, Any]] = {}
-    staged = renderer if jc.options.get("mode") == "staged" and isinstance(renderer, StagedRenderer) else None
+    staged = renderer if jc.options.mode == "staged" and isinstance(renderer, StagedRenderer) else None
     for preset in plan.renders:
         if staged is not None and preset.background != "white":  # a white preset has no scene to stage
             made[preset.name] = _staged_output(jc, budget, staged, refs, ref_shas, style, preset)
@@ -273,7 +274,7 @@ def render(jc: JobContext) -> dict[str, Any]:
         "prompt": style.prompt,
         "model": renderer.model,
         "model_version": getattr(renderer, "version", None) or _hitline_version(),
-        **({"draft": {"size": jc.options["draft"], "finals": finals}} if finals else {}),
+        **({"draft": {"size": jc.options.draft, "finals": finals}} if finals else {}),
     }
     # the contact sheet is drawn after the SKU is done (hitline/jobs/sheets.py): not on its critical path
     result = {
@@ -283,7 +284,7 @@ def render(jc: JobContext) -> dict[str, Any]:
         **({"inputs": inputs} if inputs is not None else {}),
     }
     if text:
-        list_price = jc.options.get("models", {}).get("render_model", renderer.model)  # Nano Banana 2 for local too
+        list_price = jc.options.models.get("render_model", renderer.model)  # Nano Banana 2 for local too
         cost = lambda size: jc.rt.prices.image_cost(list_price, size)  # noqa: E731
         text["saving"] = localise.saving_for_locales(presets, cost, plan_renders(presets, cost).cost_usd)
         result["text"] = text

@@ -25,7 +25,7 @@ from hitline.domain.promo_copy import MISSING_TRANSLATION, TEXT_MODES, parse_loc
 from hitline.errors import IdempotencyConflict, InputError
 from hitline.jobs import catalogs, webhooks
 from hitline.jobs.context import Runtime
-from hitline.jobs.options import PresetSpec
+from hitline.jobs.options import BatchOptions, PresetSpec
 from hitline.jobs.stages import CATALOG_LINE, first_stage
 from hitline.line import fit_vocabulary
 
@@ -181,7 +181,7 @@ def submit_batch(
         if earlier is not None:
             return earlier
     new = load_new_products(new_dir)
-    index = rt.index(options)
+    index = rt.index(BatchOptions.read(options))
     index.ensure()
     embed_model = index.embed_model
     # a folder whose products.csv is the one its catalog's latest version was made from is not read again:

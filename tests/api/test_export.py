@@ -21,6 +21,7 @@ def client_and_batch(hitline_env: Path, monkeypatch: pytest.MonkeyPatch):  # noq
     from hitline.api.app import create_app
     from hitline.jobs import control
     from hitline.jobs.context import get_runtime, reset_runtime
+    from hitline.jobs.options import BatchOptions
     from hitline.jobs.review import record_outputs
 
     monkeypatch.setenv("HITLINE_PUBLIC_BASE_URL", "https://cdn.example.com/shop/")
@@ -89,7 +90,7 @@ def client_and_batch(hitline_env: Path, monkeypatch: pytest.MonkeyPatch):  # noq
                 },
             }
             j.result = {"analyze": {"style": style}, "render": render}
-            record_outputs(s, "E", j.id, sku, render, {"review": "all"})
+            record_outputs(s, "E", j.id, sku, render, BatchOptions(review="all"))
         tok = control.create_token(s, "exporter")
     client = TestClient(create_app())
     client.headers["Authorization"] = f"Bearer {tok}"

@@ -24,6 +24,7 @@ def seed_review_batch(c, n: int = N) -> str:  # noqa: ANN001
 
     from db import crud
     from db.session import session_scope
+    from hitline.jobs.options import BatchOptions
     from hitline.jobs.review import record_outputs
 
     batch_id = "rv-" + uuid.uuid4().hex[:8]
@@ -115,7 +116,7 @@ def seed_review_batch(c, n: int = N) -> str:  # noqa: ANN001
                 },
             }
             j.result = {"retrieve": {"hits": hits}, "analyze": {"style": style}, "render": render}
-            record_outputs(s, batch_id, j.id, sku, render, options)
+            record_outputs(s, batch_id, j.id, sku, render, BatchOptions.read(options))
     return batch_id
 
 

@@ -17,10 +17,12 @@ from hitline.domain.retrieval import Scope
 from hitline.errors import InputError
 from hitline.jobs import catalogs
 from hitline.jobs.context import get_runtime
+from hitline.jobs.options import BatchOptions
 from hitline.jobs.stages import SKU_LINE, catalog_indexed
 from hitline.jobs.submit import submit_batch
 
 OPTIONS = {"provider": "local", "top_k": 3, "min_sales": 0, "presets": ["thumbnail"], "models": {}}
+TYPED = BatchOptions.of(OPTIONS)
 
 
 def _rows(folder: Path) -> list[dict[str, str]]:
@@ -58,9 +60,9 @@ def _embedded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_an_update_embeds_new_images_and_writes_changed_rows_only(catalog: Path, monkeypatch) -> None:  # noqa: ANN001
     rt = get_runtime()
     embedded = _embedded(monkeypatch)
-    first = catalogs.facts(catalogs.add_or_update(rt, catalog, OPTIONS, name="shop"))
+    first = catalogs.facts(catalogs.add_or_update(rt, catalog, TYPED, name="shop"))
     assert first["version"]["seq"] == 1 and first["version"]["written"] == 12 and sum(embedded) == 12
-    again = catalogs.facts(catalogs.add_or_update(rt, catalog, OPTIONS, name="shop"))
+    again = catalogs.facts(catalogs.add_or_update(rt, catalog, TYPED, name="shop"))
     assert again["reused"] and again["version"]["seq"] == 1 and sum(embedded) == 12
     rows = _rows(catalog)
     old_sales = rows[1]["sales_count"]
@@ -71,12 +73,12 @@ def test_an_update_embeds_new_images_and_writes_changed_rows_only(catalog: Path,
     Path(catalog / "images" / "new-hit.jpg").write_bytes((catalog / "images" / "new-hit.jpg").read_bytes() + b"\0")
     rows.append({**rows[4], "product_id": "NEW-HIT", "image_path": "images/new-hit.jpg"})  # a new image
     _write(catalog, rows)
-    second = catalogs.facts(catalogs.add_or_update(rt, catalog, OPTIONS, name="shop"))
+    second = catalogs.facts(catalogs.add_or_update(rt, catalog, TYPED, name="shop"))
     v = second["version"]
     assert (v["seq"], v["products"], v["written"], v["closed"]) == (2, 12, 3, 3)
     assert sum(embedded) == 13  # the new image only: the others come from the cache
     assert v["vocab_version"] != first["version"]["vocab_version"]  # the vocabulary is versioned with it
-    index = rt.index(OPTIONS)
+    index = rt.index(TYPED)
     cat_id = second["id"]
     # version 1 was dropped (no batch uses it); version 2 sees exactly its own rows
     assert index.count(Scope(cat_id, 2)) == 12 and index.count(Scope(cat_id, 1)) != 12
@@ -107,7 +109,7 @@ def test_a_running_batch_keeps_its_version_and_a_batch_on_an_indexed_catalog_sta
     for r in rows:
         r["sales_count"] = str(int(r["sales_count"]) + 7)
     _write(catalog, rows)
-    catalogs.add_or_update(rt, catalog, OPTIONS)
+    catalogs.add_or_update(rt, catalog, TYPED)
     job = second.sku_jobs[0]
     for st in SKU_LINE[:3]:  # embed, index, retrieve
         assert st.run(rt, job).status == "done"
@@ -120,7 +122,7 @@ def test_a_running_batch_keeps_its_version_and_a_batch_on_an_indexed_catalog_sta
     # once no open batch pins version 1, the next catalog operation drops it
     with session_scope(rt.db_url) as s:
         s.query(Job).filter(Job.batch_id.in_([first.batch_id, second.batch_id])).update({"state": "done"})
-    catalogs.add_or_update(rt, catalog, OPTIONS)
+    catalogs.add_or_update(rt, catalog, TYPED)
     with session_scope(rt.db_url) as s:
         assert {v.seq: v.state for v in s.query(CatalogVersion)} == {1: "dropped", 2: "ready"}
         assert s.get(Batch, second.batch_id).catalog_version_id is not None
@@ -128,7 +130,7 @@ def test_a_running_batch_keeps_its_version_and_a_batch_on_an_indexed_catalog_sta
 
 def test_a_batch_can_name_a_catalog_and_an_unknown_name_is_a_clear_error(catalog: Path, demo_data, hitline_env) -> None:  # noqa: ANN001
     rt = get_runtime()
-    catalogs.add_or_update(rt, catalog, OPTIONS, name="spring")
+    catalogs.add_or_update(rt, catalog, TYPED, name="spring")
     sub = submit_batch(rt, Path("spring"), demo_data[1], hitline_env / "out", options=OPTIONS)
     assert sub.hit_chunks == []
     with pytest.raises(InputError, match="no catalog 'autumn'"):
@@ -145,7 +147,7 @@ def test_a_folder_whose_products_csv_is_unchanged_is_not_read_again(
     rt = get_runtime()
     rows = _rows(catalog)
     _write(catalog, [*rows, {**rows[0], "product_id": "BAD", "sales_count": "lots"}])  # one rejected row
-    catalogs.add_or_update(rt, catalog, OPTIONS)
+    catalogs.add_or_update(rt, catalog, TYPED)
     reads: list[Path] = []
     real = submit_module.load_catalog
     monkeypatch.setattr(submit_module, "load_catalog", lambda folder: reads.append(folder) or real(folder))

@@ -19,7 +19,9 @@ def _presets_file(path: Path, size: str) -> Path:
 
 
 def _presets(options: dict[str, object], out: Path) -> list[tuple[str, int, int]]:
-    jc = JobContext(get_runtime(), BatchInfo("B", options, out, None, None), 1, "sku", "SKU1", "render", {}, {})
+    jc = JobContext(
+        get_runtime(), BatchInfo("B", BatchOptions.read(options), out, None, None), 1, "sku", "SKU1", "render", {}, {}
+    )
     return [(p.name, p.width, p.height) for p in jc.presets]
 
 
@@ -107,3 +109,75 @@ def test_the_recorded_presets_are_the_resolved_ones_after_the_job_tables_json(hi
     recorded = BatchOptions.of(options).resolved_presets()
     assert recorded == load_presets(names)
     assert recorded is not None and [s.name for s in recorded[1].slots] == ["headline", "price"]
+
+
+# a batch row's options as older main wrote them (hitline/jobs/submit.py at 26c68da, 2026-11-26): no
+# preset_specs, mode, escalate, text or catalog pin; no escalate_model
+_OLD_ROW = {
+    "provider": "local",
+    "top_k": 2,
+    "min_sales": 1,
+    "presets": ["thumbnail"],
+    "models": {"embed_model": "local/clip", "analyze_model": "local/a", "render_model": "local/r"},
+}
+
+
+def test_a_batch_row_written_by_older_main_reads_as_typed_options(hitline_env: Path) -> None:
+    """The tolerant reader (BatchOptions.read, on every load of a batch row): an old row reads with the
+    defaults, unknown keys are kept, and the stages behave as they did for it (the worker's presets file,
+    direct mode, no escalation, no words; no catalog pin is a sentence, not a KeyError)."""
+    from db import crud
+    from db.session import session_scope
+    from hitline.domain.retrieval import Scope
+    from hitline.errors import InputError
+    from hitline.jobs import catalogs, localise
+    from hitline.jobs.context import load_batch
+    from hitline.jobs.review import draft_summary
+    from hitline.jobs.stages import catalog_indexed
+
+    rt = get_runtime()
+    later = {
+        **_OLD_ROW,
+        "review": "all",
+        "draft": "512px",
+        "mode": "staged",
+        "escalate": "pro",
+        "text": {"locales": ["en-US", "de-DE"], "mode": "overlay", "missing_translation": "refuse"},
+        "catalog": {"id": "cat1", "seq": 3, "version_id": 7},
+        "a_key_from_a_later_version": {"x": 1},
+    }
+    with session_scope(rt.db_url) as s:
+        for bid, options in (("OLD", {**_OLD_ROW, "unknown_old_key": 5}), ("LATER", later)):
+            crud.create_batch(
+                s,
+                bid,
+                catalog_dir="c",
+                new_dir="n",
+                out_dir=str(hitline_env),
+                options=options,
+                budget_usd=None,
+                notes=[],
+            )
+    with session_scope(rt.db_url) as s:
+        old, new = load_batch(s, "OLD").options, load_batch(s, "LATER").options
+        assert draft_summary(s, "OLD", rt.prices) is None
+    assert isinstance(old, BatchOptions)
+    assert (old.provider, old.top_k, old.min_sales, old.presets) == ("local", 2, 1, ["thumbnail"])
+    assert (old.preset_specs, old.mode, old.escalate, old.review, old.draft, old.text, old.catalog) == (None,) * 7
+    assert old.models["render_model"] == "local/r" and old.model_extra == {"unknown_old_key": 5}
+    assert localise.text_options(old) is None and catalogs.scope_of(old) is None
+    jc = JobContext(rt, BatchInfo("OLD", old, hitline_env, None, None), 1, "sku", "SKU1", "render", {}, {})
+    assert [(p.name, p.width) for p in jc.presets] == [("thumbnail", rt.presets(["thumbnail"])[0].width)]
+    with pytest.raises(InputError, match="names no catalog version"):
+        catalog_indexed(rt, "OLD")
+    # a row with every key this version knows reads typed, extras kept
+    assert (new.review, new.draft, new.mode, new.escalate) == ("all", "512px", "staged", "pro")
+    text = localise.text_options(new)
+    assert text is not None and (text.locales, text.mode, text.missing_translation) == (
+        ["en-US", "de-DE"],
+        "overlay",
+        "refuse",
+    )
+    assert catalogs.scope_of(new) == Scope("cat1", 3) and new.catalog is not None and new.catalog.version_id == 7
+    assert new.model_extra == {"a_key_from_a_later_version": {"x": 1}}
+    assert BatchOptions.read(None) == BatchOptions()

@@ -13,6 +13,7 @@ from conftest import render_result
 def _batch(url: str, out: Path, *, review: str | None, n: int = 3) -> list[int]:
     from db import crud
     from db.session import init_db, session_scope
+    from hitline.jobs.options import BatchOptions
     from hitline.jobs.review import record_outputs
 
     init_db(url)
@@ -36,9 +37,9 @@ def _batch(url: str, out: Path, *, review: str | None, n: int = 3) -> list[int]:
             s.flush()
             r = render_result(out=out, statuses=("passed", "passed", "passed", "needs_review"))
             j.result = {"render": r}
-            assert record_outputs(s, "R", j.id, j.item_id, r, {"review": review} if review else {}) == 4
+            assert record_outputs(s, "R", j.id, j.item_id, r, BatchOptions(review=review)) == 4
             # the same stage finishing twice (a redelivery) writes nothing again
-            assert record_outputs(s, "R", j.id, j.item_id, r, {}) == 0
+            assert record_outputs(s, "R", j.id, j.item_id, r, BatchOptions()) == 0
             ids.append(j.id)
     return ids
 
