@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import Field
 
 from hitline.api import present, schemas
 from hitline.api.deps import SessionDep, SettingsDep, TenantDep, TokenDep, tenant_scope
@@ -180,8 +181,11 @@ def redeliver(
     s: SessionDep,
     _t: TokenDep,
     tenant: TenantDep,
-    batch_id: str | None = None,
-    delivery_id: Annotated[list[int] | None, Query()] = None,
+    batch_id: Annotated[str | None, Query(max_length=64)] = None,
+    # ids past 64 bits are no delivery's (a 422, not the database's OverflowError)
+    delivery_id: Annotated[
+        list[Annotated[int, Field(ge=1, le=control.MAX_ID)]] | None, Query(max_length=10_000)
+    ] = None,
 ) -> schemas.Enqueued:
     n = webhooks.redeliver(s, batch_id=batch_id, delivery_ids=delivery_id, tenant=tenant)
     s.commit()
