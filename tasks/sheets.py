@@ -41,6 +41,6 @@ def _report_if_last(job_id: int) -> None:
     try:
         with session_scope(rt.db_url) as s:
             batch_id = s.get(Job, job_id).batch_id
-        report_when_finished(rt, batch_id)
+        report_when_finished(rt, batch_id, wait_for_sheets=True)
     except Exception:  # noqa: BLE001 - logged; the API writes it on demand otherwise
         logging.getLogger(__name__).exception("report of the batch of job %s not written", job_id)

@@ -18,7 +18,7 @@ from hitline.domain.imaging import contact_sheet
 from hitline.jobs.context import Runtime, load_batch
 from hitline.jobs.results import RenderResult, RetrieveResult, read
 
-__all__ = ["SHEET_NAME", "sheet_path", "draw_sheet", "draw_contact_sheet", "draw_missing_sheets"]
+__all__ = ["SHEET_NAME", "sheet_path", "draw_sheet", "draw_contact_sheet", "draw_missing_sheets", "missing_sheets"]
 
 SHEET_NAME = "contact_sheet.png"
 
@@ -27,11 +27,23 @@ def sheet_path(out_dir: Path, batch_id: str, item_id: str) -> Path:
     return out_dir / batch_id / item_id / SHEET_NAME
 
 
+def _has_sheet(job: Job) -> bool:
+    """Whether the job gets a sheet: a done SKU with outputs and the hits it took the look from."""
+    render, retrieved = read(job, RenderResult), read(job, RetrieveResult)
+    return job.kind == "sku" and job.state == "done" and bool(render and render.outputs) and retrieved is not None
+
+
+def missing_sheets(jobs: list[Job], out_dir: Path) -> int:
+    """How many of the jobs should have a sheet and have none yet (their sheet tasks are still queued)."""
+    return sum(_has_sheet(j) and not sheet_path(out_dir, j.batch_id, j.item_id).exists() for j in jobs)
+
+
 def draw_sheet(job: Job, out_dir: Path) -> Path | None:
     """The sheet of a rendered SKU job (drawn now unless it exists); None when the job has no outputs."""
-    render, retrieved = read(job, RenderResult), read(job, RetrieveResult)
-    if job.kind != "sku" or job.state != "done" or render is None or not render.outputs or retrieved is None:
+    if not _has_sheet(job):
         return None
+    render, retrieved = read(job, RenderResult), read(job, RetrieveResult)
+    assert render is not None and retrieved is not None  # _has_sheet
     dest = sheet_path(out_dir, job.batch_id, job.item_id)
     if dest.exists():
         return dest
@@ -63,12 +75,6 @@ def draw_missing_sheets(jobs: list[Job], out_dir: Path) -> int:
     or nobody consumed them). Returns how many were drawn."""
     drawn = 0
     for job in jobs:
-        render = read(job, RenderResult)
-        if (
-            render is not None
-            and render.outputs
-            and job.state == "done"
-            and not sheet_path(out_dir, job.batch_id, job.item_id).exists()
-        ):
+        if _has_sheet(job) and not sheet_path(out_dir, job.batch_id, job.item_id).exists():
             drawn += draw_sheet(job, out_dir) is not None
     return drawn

@@ -13,6 +13,7 @@ from db.session import session_scope
 from hitline.store.index import FALLBACKS
 from hitline.jobs.stages import CATALOG_LINE, SKU_LINE
 from hitline.jobs.context import get_runtime
+from hitline.jobs.report import report_when_finished
 from hitline.jobs.sheets import draw_contact_sheet
 from hitline.jobs.submit import submit_batch
 
@@ -117,6 +118,10 @@ def test_line_as_plain_functions(hitline_env: Path, demo_data: tuple[Path, Path]
     assert "is not an image" in bad["BAD-NOTIMG"]
     trunc = next(j for j in skus if j.item_id == "BAD-TRUNC")
     assert trunc.stage == "embed" and "image 'cut.jpg' is corrupt or truncated" in trunc.error
+    # a sheet task (wait_for_sheets) leaves the report to the task of the last sheet still to be drawn,
+    # instead of drawing every other SKU's sheet itself; the API/CLI path (the default) draws what is missing
+    assert report_when_finished(ctx, sub.batch_id, wait_for_sheets=True) is None
+    assert not any((out / sub.batch_id / j.item_id / "contact_sheet.png").exists() for j in good)
     for j in good:
         r = j.result
         assert len(r["retrieve"]["hits"]) == 3
@@ -135,6 +140,7 @@ def test_line_as_plain_functions(hitline_env: Path, demo_data: tuple[Path, Path]
         stamp = sheet.stat().st_mtime_ns
         assert draw_contact_sheet(ctx, j.id) == sheet and sheet.stat().st_mtime_ns == stamp  # drawn once
     assert draw_contact_sheet(ctx, trunc.id) is None  # a failed SKU has nothing to show
+    assert report_when_finished(ctx, sub.batch_id, wait_for_sheets=True) == out / sub.batch_id / "report.html"
 
 
 def test_a_truncated_image_is_never_sent_to_the_provider(tmp_path: Path, demo_data: tuple[Path, Path]) -> None:
