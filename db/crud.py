@@ -125,7 +125,7 @@ class Claim:
     started_at: datetime
     # the batch's id, options, out_dir, budget_usd and vocab_version, read in the claim's own statement
     # (PostgreSQL); None where the caller reads the batch itself
-    batch: Any = None
+    batch: BatchRow | None = None
 
 
 def _table(model: type[Base]) -> Table:
@@ -239,7 +239,7 @@ def claim(s: Db, job_id: int, stage: str, token: str | None = None, stale_after_
             row.attempts,
             row.attempt_id,
             now,
-            batch=_BatchRow(row.batch_id, row.options, row.out_dir, row.budget_usd, row.vocab_version),
+            batch=BatchRow(row.batch_id, row.options, row.out_dir, row.budget_usd, row.vocab_version),
         )
     row = s.execute(_CLAIM, params).first()
     if row is None:
@@ -266,11 +266,11 @@ def claim(s: Db, job_id: int, stage: str, token: str | None = None, stale_after_
 
 
 @dataclass(frozen=True)
-class _BatchRow:
+class BatchRow:
     """The batch columns a claim reads (what a SELECT of them returns)."""
 
     id: str
-    options: Any
+    options: object  # the JSON as stored; hitline.jobs.options.BatchOptions.read types it
     out_dir: str
     budget_usd: float | None
     vocab_version: str | None

@@ -7,13 +7,18 @@ import os
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, ContextManager, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hitline.errors import HitlineError, TransientError
+
+if TYPE_CHECKING:  # imported lazily at run time (the CLI starts fast)
+    from hitline.config import Settings
+    from hitline.jobs.context import Runtime
+    from hitline.jobs.submit import Dispatch
 
 app = typer.Typer(
     add_completion=False,
@@ -99,7 +104,7 @@ class _Sender:
     def __init__(self, worker: ExitStack, embedded: bool) -> None:
         self.worker, self.start = worker, embedded
 
-    def __call__(self, rt: Any, dispatches: list[Any], /) -> int:
+    def __call__(self, rt: Runtime, dispatches: list[Dispatch], /) -> int:
         from tasks.chains import send
 
         if self.start:
@@ -108,7 +113,7 @@ class _Sender:
         return send(rt, dispatches)
 
 
-def _embedded_worker(settings):  # noqa: ANN001, ANN202
+def _embedded_worker(settings: Settings) -> ContextManager[object]:
     from workers.embedded import embedded_worker
 
     return embedded_worker(settings.worker_concurrency)

@@ -10,10 +10,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Row, bindparam, select
 
 from db import crud
-from db.crud import Claim, Db
+from db.crud import BatchRow, Claim, Db
 from db.models import Batch
 from db.session import connection_scope, init_db
 from hitline.config import Settings, get_settings
@@ -119,7 +119,8 @@ class BatchInfo:
     vocab_version: str | None
 
     @classmethod
-    def of(cls, b: Any) -> BatchInfo:  # a Batch or a row of its columns
+    def of(cls, b: BatchRow | Row[tuple[str, dict[str, Any], str, float | None, str | None]]) -> BatchInfo:
+        """From the claim's batch columns or a SELECT of them (_BATCH)."""
         return cls(b.id, BatchOptions.read(b.options), Path(b.out_dir), b.budget_usd, b.vocab_version)
 
 

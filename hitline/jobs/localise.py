@@ -21,10 +21,12 @@ from db.session import connection_scope
 from hitline import line
 from hitline.domain.images import load_image
 from hitline.domain.models import Preset, StyleAnalysis
-from hitline.domain.promo_copy import CopyError, LocaleCopy, resolve_copy, text_instructions
+from hitline.domain.promo_copy import CopyError, LocaleCopy, Translator, resolve_copy, text_instructions
 from hitline.domain.textcheck import check_slots, status
 from hitline.domain.typeset import TYPESET_VERSION, check_copy, draw_slots
 from hitline.errors import BudgetExceeded, InputError
+from hitline.jobs.context import JobContext
+from hitline.jobs.quality import GateRun, RenderReservations
 from hitline.jobs.options import BatchOptions, TextOptions
 from hitline.jobs.results import AnalyzeResult, R, RetrieveResult, read
 
@@ -56,7 +58,7 @@ def carries_text(options: BatchOptions, preset: Preset) -> bool:
     return text_options(options) is not None and bool(preset.slots)
 
 
-def _translator(jc: Any) -> Any:
+def _translator(jc: JobContext) -> Translator | None:
     """The analysis model's translate(text, source, target) -> (text, cost), cached in the job table so a
     redelivered task does not pay twice; None when the analysis provider cannot translate."""
     analyzer = jc.providers.analyzer
@@ -81,7 +83,7 @@ def _translator(jc: Any) -> Any:
     return cached
 
 
-def locale_copies(jc: Any, presets: Sequence[Preset]) -> dict[str, LocaleCopy | str]:
+def locale_copies(jc: JobContext, presets: Sequence[Preset]) -> dict[str, LocaleCopy | str]:
     """Each locale's copy for this SKU, or the sentence saying why that locale is refused."""
     text = text_options(jc.options) or TextOptions()
     locales = text.locales
@@ -90,7 +92,7 @@ def locale_copies(jc: Any, presets: Sequence[Preset]) -> dict[str, LocaleCopy | 
     out: dict[str, LocaleCopy | str] = {}
     for loc in locales:
         try:
-            out[loc] = resolve_copy(jc.product.copy, loc, locales[0], slots, text.missing_translation, translate)
+            out[loc] = resolve_copy(jc.new_product.copy, loc, locales[0], slots, text.missing_translation, translate)
         except CopyError as exc:
             out[loc] = str(exc)
     return out
@@ -146,7 +148,7 @@ def _record(
     return out
 
 
-def _overlay(jc: Any, preset: Preset, base: dict[str, Any], copy: LocaleCopy, gate_on: bool) -> dict[str, Any]:
+def _overlay(jc: JobContext, preset: Preset, base: dict[str, Any], copy: LocaleCopy, gate_on: bool) -> dict[str, Any]:
     layouts = check_copy(copy.texts, preset, copy.locale)  # CopyError before anything is drawn
     key = hashlib.sha256(
         json.dumps([base["key"], TYPESET_VERSION, copy.locale, copy.texts], sort_keys=True).encode()
@@ -161,7 +163,9 @@ def _overlay(jc: Any, preset: Preset, base: dict[str, Any], copy: LocaleCopy, ga
     return _record({**base, "text_base": base["path"]}, preset, copy, "overlay", dest, key, check, {"slots": facts})
 
 
-def _paid(jc: Any, budget: Any, style: StyleAnalysis, preset: Preset, tag: str) -> tuple[Path, float, str]:
+def _paid(
+    jc: JobContext, budget: RenderReservations, style: StyleAnalysis, preset: Preset, tag: str
+) -> tuple[Path, float, str]:
     """One paid render (reserved against the budget first; the same image paid earlier in the batch is
     reused): (path, charged, key)."""
     renderer = jc.providers.renderer
@@ -174,7 +178,7 @@ def _paid(jc: Any, budget: Any, style: StyleAnalysis, preset: Preset, tag: str) 
     if reused is not None:
         return dest, 0.0, key
     try:
-        path, cost, fresh = line.render_preset(renderer, jc.product, refs, style, preset, dest)
+        path, cost, fresh = line.render_preset(renderer, jc.new_product, refs, style, preset, dest)
     except BaseException:
         budget.release(key)
         raise
@@ -186,7 +190,9 @@ def _with_words(style: StyleAnalysis, preset: Preset, copy: LocaleCopy, misread:
     return style.model_copy(update={"prompt": f"{style.prompt}\n{words}{misread}"})
 
 
-def _model(jc: Any, preset: Preset, copy: LocaleCopy, gate: Any, budget: Any) -> dict[str, Any]:
+def _model(
+    jc: JobContext, preset: Preset, copy: LocaleCopy, gate: GateRun | None, budget: RenderReservations
+) -> dict[str, Any]:
     """The image model writes this locale's words; read back; a misread is re-rendered once with what
     was misread quoted in the prompt, then goes to review with the diff."""
     layouts = check_copy(copy.texts, preset, copy.locale)  # too long / no readable size: refused before paying
@@ -242,11 +248,11 @@ def _model(jc: Any, preset: Preset, copy: LocaleCopy, gate: Any, budget: Any) ->
 
 
 def localise(
-    jc: Any,
+    jc: JobContext,
     presets: Sequence[Preset],
     made: dict[str, dict[str, Any]],
-    gate: Any,
-    budget: Any,
+    gate: GateRun | None,
+    budget: RenderReservations,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The SKU's outputs in preset order (a text preset as one output per locale) and the text record:
     each locale's copy and each refused (preset, locale) with its sentence."""
@@ -287,7 +293,7 @@ Judge = Callable[[Path], tuple[str, list[str]]]
 
 
 def retake(
-    jc: Any, preset: Preset, locale: str, style: StyleAnalysis, paint: Paint, judge: Judge | None
+    jc: JobContext, preset: Preset, locale: str, style: StyleAnalysis, paint: Paint, judge: Judge | None
 ) -> dict[str, Any]:
     """A redo's new take of ONE localised output (`banner@de-DE`, hitline.jobs.review.rerender): the
     locale's copy recorded at render time, the batch's text mode. overlay: the picture rendered again
@@ -341,7 +347,7 @@ def retake(
 
 
 def saving_for_locales(
-    presets: Sequence[Preset], image_cost: Any, plan_cost: float, locales: int = SAVING_LOCALES
+    presets: Sequence[Preset], image_cost: Callable[[str], float], plan_cost: float, locales: int = SAVING_LOCALES
 ) -> dict[str, float]:
     """Per SKU for `locales` locales: model mode pays every text preset once per locale on top of the
     text-free renders; overlay pays the render plan once."""
@@ -364,7 +370,7 @@ def strip_text_presets(presets: Sequence[Preset], options: BatchOptions) -> list
     return [p for p in presets if not p.slots]
 
 
-def _earlier(jc: Any, model: type[R]) -> R:
+def _earlier(jc: JobContext, model: type[R]) -> R:
     """The result of an earlier stage of this job (hitline.jobs.results.read), which the chain ran first."""
     found = read(jc.result, model)
     if found is None:

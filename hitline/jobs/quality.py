@@ -11,15 +11,16 @@ The render stage calls these (see hitline/jobs/stages.py render):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from db import crud
 from db.session import connection_scope
 from hitline import line
 from hitline.domain.models import Preset, StyleAnalysis
 from hitline.errors import BudgetExceeded, ConfigError, RetryableProviderError
+from hitline.jobs.context import JobContext
 from hitline.jobs.results import PlanSaving
 from hitline.providers.base import ImageRenderer, Judgement, OutputJudge
 
@@ -53,13 +54,27 @@ def check_inputs(flatlay: Path, presets: Sequence[Preset]) -> tuple[list[Preset]
     return keep, record
 
 
+class RenderReservations(Protocol):
+    """A SKU's paid renders reserved against the batch budget (hitline.jobs.stages.RenderBudget)."""
+
+    def reserve(self, key: str, price: float, preset: str, dest: Path) -> str | None: ...
+
+    def release(self, key: str) -> None: ...
+
+    def settle(self, key: str, cost: float | None, dest: Path) -> float: ...
+
+    def for_model(self, model: str) -> RenderReservations:
+        """The same bookkeeping, charged as another model (an escalated render)."""
+        ...
+
+
 @dataclass
 class GateRun:
     """What one SKU's gate needs: the job, its render budget bookkeeping (hitline.jobs.stages.RenderBudget),
     the renderer and judge, and the render inputs."""
 
-    jc: Any  # hitline.jobs.context.JobContext
-    budget: Any  # hitline.jobs.stages.RenderBudget
+    jc: JobContext
+    budget: RenderReservations  # hitline.jobs.stages.RenderBudget
     renderer: ImageRenderer
     judge: OutputJudge | None  # the provider's (hitline.providers.factory.Providers.judge)
     refs: list[Path]
@@ -81,7 +96,7 @@ class GateRun:
         return j
 
     def paid_render(
-        self, renderer: ImageRenderer, budget: Any, style: StyleAnalysis, preset: Preset
+        self, renderer: ImageRenderer, budget: RenderReservations, style: StyleAnalysis, preset: Preset
     ) -> tuple[Path, float, str]:
         """One render reserved against the batch budget (raises BudgetExceeded) and settled: (path, what
         it was charged, its content key). The same image paid for by another SKU is reused at no charge."""
@@ -91,7 +106,7 @@ class GateRun:
         if reused is not None:
             return dest, 0.0, key
         try:
-            path, cost, fresh = line.render_preset(renderer, self.jc.product, self.refs, style, preset, dest)
+            path, cost, fresh = line.render_preset(renderer, self.jc.new_product, self.refs, style, preset, dest)
         except BaseException:
             budget.release(key)
             raise
@@ -210,7 +225,7 @@ def _escalate(run: GateRun, preset: Preset, record: dict[str, Any], failed_again
             preset.name, preset.aspect_ratio, "1K", preset.background, low_res=preset.low_res, rules=dict(preset.rules)
         )
     try:
-        path, cost, key = run.paid_render(run.escalation, replace(run.budget, model=model), style, sized)
+        path, cost, key = run.paid_render(run.escalation, run.budget.for_model(model), style, sized)
     except BudgetExceeded as exc:
         q["escalated"] = {"model": model, "skipped": str(exc), "cost_usd": 0.0}
         return

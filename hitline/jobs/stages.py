@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -447,7 +447,7 @@ class RenderBudget:
         if reused_from is not None:
             return dest, 0.0, reused_from
         try:
-            path, cost, fresh = line.render_preset(renderer, self.jc.product, refs, style, preset, dest)  # type: ignore[arg-type]
+            path, cost, fresh = line.render_preset(renderer, self.jc.new_product, refs, style, preset, dest)
         except BaseException:
             self.release(key)
             raise
@@ -456,6 +456,9 @@ class RenderBudget:
     def release(self, key: str) -> None:
         with connection_scope(self.jc.rt.db_url) as c:
             crud.settle(c, self.jc.batch.id, key, keep=False)
+
+    def for_model(self, model: str) -> RenderBudget:
+        return replace(self, model=model)
 
     def settle(self, key: str, cost: float | None, dest: Path) -> float:
         """Settle a render (cost given when it was made now) and return what this image was charged."""

@@ -22,12 +22,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable, Mapping, Protocol, TypedDict
 from urllib.parse import urlsplit
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from db import crud
+from db.crud import Db
 from db.models import WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
 from hitline.config import Settings
 from hitline.errors import InputError
@@ -105,7 +107,7 @@ class Registered:
 
 
 def register(
-    s: Any,
+    s: Session,
     settings: Settings,
     url: str,
     *,
@@ -129,7 +131,7 @@ def register(
     return Registered(row.id, url, batch_id, chosen, secret_for(settings, row.id))
 
 
-def endpoints(s: Any, batch_id: str | None = None, tenant: str | None = None) -> list[WebhookEndpoint]:
+def endpoints(s: Session, batch_id: str | None = None, tenant: str | None = None) -> list[WebhookEndpoint]:
     q = select(WebhookEndpoint).where(WebhookEndpoint.disabled_at.is_(None)).order_by(WebhookEndpoint.id)
     if tenant is not None:
         q = q.where(WebhookEndpoint.tenant_id == tenant)
@@ -138,7 +140,7 @@ def endpoints(s: Any, batch_id: str | None = None, tenant: str | None = None) ->
     return list(s.scalars(q))
 
 
-def remove(s: Any, endpoint_id: int) -> None:
+def remove(s: Session, endpoint_id: int) -> None:
     from hitline.jobs.control import NotFound
 
     row = s.get(WebhookEndpoint, endpoint_id)
@@ -147,7 +149,7 @@ def remove(s: Any, endpoint_id: int) -> None:
     row.disabled_at = utcnow()
 
 
-def _listening(s: Any, batch_id: str, type_: str) -> list[int]:
+def _listening(s: Db, batch_id: str, type_: str) -> list[int]:
     """The live endpoints that want this batch's events of this type: the batch's own, and those for every
     batch of the batch's tenant."""
     from db.models import Batch
@@ -168,7 +170,7 @@ def _listening(s: Any, batch_id: str, type_: str) -> list[int]:
     ]
 
 
-def emit(s: Any, batch_id: str, type_: str, subject: str, data: dict[str, Any]) -> str | None:
+def emit(s: Db, batch_id: str, type_: str, subject: str, data: Mapping[str, object]) -> str | None:
     """Write an event and a delivery per endpoint listening for it, in the caller's transaction. Nothing
     is written when no endpoint listens (no outbox rows for batches nobody watches). Returns the id."""
     eps = _listening(s, batch_id, type_)
@@ -192,7 +194,7 @@ def emit(s: Any, batch_id: str, type_: str, subject: str, data: dict[str, Any]) 
     return eid
 
 
-def batch_finished_if_done(s: Any, batch_id: str) -> str | None:
+def batch_finished_if_done(s: Db, batch_id: str) -> str | None:
     """batch.finished once no job of the batch is open; the subject holds the final counts, so a batch
     finished again after a retry is a new event and the same finish seen twice is one."""
     from db.models import Batch, Job
@@ -270,14 +272,40 @@ class Attempted:
     error: str | None = None
 
 
-def deliver_one(db_url: str, settings: Settings, delivery_id: int, *, post: Any = None) -> Attempted:
+class _Response(Protocol):
+    @property
+    def status_code(self) -> int: ...
+
+
+class Post(Protocol):
+    """What deliver_one POSTs with (httpx.post; a test's fake)."""
+
+    def __call__(self, url: str, *, content: bytes, headers: dict[str, str], timeout: float) -> _Response: ...
+
+
+class DeliveryRow(TypedDict):
+    """One delivery as `hitline webhook deliveries` and GET /webhooks/deliveries list it."""
+
+    id: int
+    event_id: str
+    type: str
+    batch_id: str
+    url: str
+    state: str
+    attempts: int
+    last_error: str | None
+    next_at: datetime
+    delivered_at: datetime | None
+
+
+def deliver_one(db_url: str, settings: Settings, delivery_id: int, *, post: Post | None = None) -> Attempted:
     """One attempt of one delivery: POST the signed event; 2xx = delivered, anything else (refused, reset,
     timeout, 5xx, 4xx) counts a failure, backs off, and after `webhook_attempts` failures the delivery is
     dead (`hitline webhook redeliver`). A delivery already delivered or dead is left alone."""
     from db.session import session_scope
     import httpx
 
-    post = post or httpx.post
+    send: Post = post or httpx.post
     with session_scope(db_url) as s:
         d = s.get(WebhookDelivery, delivery_id)
         if d is None or d.state != "pending":
@@ -290,7 +318,7 @@ def deliver_one(db_url: str, settings: Settings, delivery_id: int, *, post: Any 
         url, ep_id, eid = ep.url, ep.id, ev.id
     error = None
     try:
-        resp = post(
+        resp = send(
             url,
             content=body.encode(),
             headers=sign(secret_for(settings, ep_id), eid, utcnow(), body),
@@ -319,8 +347,8 @@ def deliver_one(db_url: str, settings: Settings, delivery_id: int, *, post: Any 
 
 
 def deliveries(
-    s: Any, *, batch_id: str | None = None, state: str | None = None, limit: int = 200, tenant: str | None = None
-) -> list[dict[str, Any]]:
+    s: Session, *, batch_id: str | None = None, state: str | None = None, limit: int = 200, tenant: str | None = None
+) -> list[DeliveryRow]:
     q = (
         select(WebhookDelivery, WebhookEvent.type, WebhookEvent.batch_id, WebhookEndpoint.url)
         .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
@@ -335,23 +363,23 @@ def deliveries(
     if state:
         q = q.where(WebhookDelivery.state == state)
     return [
-        {
-            "id": d.id,
-            "event_id": d.event_id,
-            "type": t,
-            "batch_id": b,
-            "url": u,
-            "state": d.state,
-            "attempts": d.attempts,
-            "last_error": d.last_error,
-            "next_at": d.next_at,
-            "delivered_at": d.delivered_at,
-        }
+        DeliveryRow(
+            id=d.id,
+            event_id=d.event_id,
+            type=t,
+            batch_id=b,
+            url=u,
+            state=d.state,
+            attempts=d.attempts,
+            last_error=d.last_error,
+            next_at=d.next_at,
+            delivered_at=d.delivered_at,
+        )
         for d, t, b, u in s.execute(q)
     ]
 
 
-def delivery_counts(s: Any, batch_id: str) -> dict[str, int]:
+def delivery_counts(s: Db, batch_id: str) -> dict[str, int]:
     """A batch's deliveries per state (pending, delivered, dead); empty when nothing was ever sent."""
     return dict(
         s.execute(
@@ -364,7 +392,7 @@ def delivery_counts(s: Any, batch_id: str) -> dict[str, int]:
 
 
 def redeliver(
-    s: Any, *, batch_id: str | None = None, delivery_ids: Iterable[int] | None = None, tenant: str | None = None
+    s: Session, *, batch_id: str | None = None, delivery_ids: Iterable[int] | None = None, tenant: str | None = None
 ) -> int:
     """Dead deliveries (of a batch, or these ids) back to pending, due now, with a fresh attempt count."""
     q = update(WebhookDelivery).where(WebhookDelivery.state == "dead")
