@@ -3,10 +3,13 @@
     app.send_task("hitline.submit_batch", args=[{"catalog": "/shared/hits", "new": "/shared/new", "tenant": "acme"}])
         -> the batch id (docs/contract/submit_batch.schema.json; tenant defaults to "default" and must
         exist; the folders must be under HITLINE_API_SHARED_DIRS, as over HTTP: hitline.jobs.shared)
-    app.send_task("hitline.retry_jobs", args=[{"batch_id": "...", "reason": "402"}])
+    app.send_task("hitline.retry_jobs", args=[{"batch_id": "...", "reason": "402", "tenant": "acme"}])
         -> how many failed jobs were re-enqueued (docs/contract/retry_jobs.schema.json)
     app.send_task("hitline.cancel_batch", args=[{"batch_id": "..."}]) -> how many waiting jobs stopped
     app.send_task("hitline.resume_batch", args=[{"batch_id": "..."}]) -> how many jobs were re-enqueued
+
+retry, cancel and resume act for a tenant too ("tenant", default "default"): another tenant's batch is
+"no batch ... in tenant ...", as the HTTP API answers 404.
 
 Each task is one call of hitline.jobs.verbs (the same verbs the CLI and the HTTP API call).
 
@@ -25,7 +28,8 @@ from pydantic import BaseModel, ValidationError
 from hitline.errors import InputError
 from db.session import session_scope
 from hitline.jobs import control, verbs
-from hitline.jobs.context import get_runtime
+from db.models import Batch
+from hitline.jobs.context import Runtime, get_runtime
 from hitline.jobs.requests import BatchRef, ResumeRequest, RetryRequest, SubmitBatchRequest
 from hitline.jobs.shared import check_shared
 from tasks.chains import send
@@ -80,21 +84,33 @@ def submit_batch(payload: dict[str, object], idempotency_key: str | None = None)
     ).batch_id
 
 
+def _own(batch_id: str, tenant: str) -> Runtime:
+    """The runtime, once the batch is the tenant's: another tenant's batch is not found, as over HTTP."""
+    rt = get_runtime()
+    with session_scope(rt.db_url) as s:
+        control.require_tenant(s, tenant)
+        batch = s.get(Batch, batch_id)
+        if batch is None or batch.tenant_id != tenant:
+            raise InputError(f"no batch {batch_id[:64]!r} in tenant {tenant!r}")
+    return rt
+
+
 @app.task(name=RETRY_JOBS, ignore_result=False)
 def retry_jobs(payload: dict[str, object]) -> int:
     """How many failed jobs were re-enqueued."""
     req = _parse(RetryRequest, payload)
-    return verbs.retry(get_runtime(), req.batch_id, req.to_filter(), send=send).jobs
+    return verbs.retry(_own(req.batch_id, req.tenant), req.batch_id, req.to_filter(), send=send).jobs
 
 
 @app.task(name=CANCEL_BATCH, ignore_result=False)
 def cancel_batch(payload: dict[str, object]) -> int:
     """How many waiting jobs were stopped."""
-    return verbs.cancel(get_runtime(), _parse(BatchRef, payload).batch_id).jobs
+    req = _parse(BatchRef, payload)
+    return verbs.cancel(_own(req.batch_id, req.tenant), req.batch_id).jobs
 
 
 @app.task(name=RESUME_BATCH, ignore_result=False)
 def resume_batch(payload: dict[str, object]) -> int:
     """How many jobs were re-enqueued (a cancelled batch is reopened first)."""
     req = _parse(ResumeRequest, payload)
-    return verbs.resume(get_runtime(), req.batch_id, send=send, budget_usd=req.budget_usd).jobs
+    return verbs.resume(_own(req.batch_id, req.tenant), req.batch_id, send=send, budget_usd=req.budget_usd).jobs

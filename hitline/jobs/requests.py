@@ -104,17 +104,22 @@ class BatchRequest(BaseModel):
     )
 
 
+TenantName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+_ACTS_IN = (
+    "the tenant the caller acts for (the HTTP API takes it from the token); a batch of another tenant is not found"
+)
+
+
 class SubmitBatchRequest(BatchRequest):
     """The Celery contract's submission: a batch request and the tenant it is submitted for (the HTTP API
     takes the tenant from the caller's token instead)."""
 
     model_config = ConfigDict(extra="forbid", title="hitline.submit_batch")
 
-    tenant: str = Field(
+    tenant: TenantName = Field(
         "default",
-        min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="the tenant the batch belongs to; it must exist (`hitline tenant create T`). Its catalog "
         "and new products must be under HITLINE_API_SHARED_DIRS or its uploads, as over HTTP",
     )
@@ -192,18 +197,21 @@ class RetryRequest(RetryFilter):
     model_config = ConfigDict(extra="forbid", title="hitline.retry_jobs")
 
     batch_id: Text = Field(min_length=1, max_length=64, description="the batch whose failed jobs to retry")
+    tenant: TenantName = Field("default", description=_ACTS_IN)
 
 
 class BatchRef(BaseModel):
     model_config = ConfigDict(extra="forbid", title="hitline.cancel_batch")
 
     batch_id: Text = Field(min_length=1, max_length=64, description="the batch to cancel")
+    tenant: TenantName = Field("default", description=_ACTS_IN)
 
 
 class ResumeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", title="hitline.resume_batch")
 
     batch_id: Text = Field(min_length=1, max_length=64, description="the batch to resume (a cancelled one is reopened)")
+    tenant: TenantName = Field("default", description=_ACTS_IN)
     budget_usd: float | None = Field(
         None, ge=0, le=1e9, allow_inf_nan=False, description="a new USD budget (releases renders held by the old)"
     )

@@ -131,3 +131,21 @@ def test_shared_dirs_are_resolved_and_bound_the_contract_by_tenant(
     plain = _contract_submit(payload)
     with session_scope(get_runtime().db_url) as s:
         assert (s.get(Batch, acme).tenant_id, s.get(Batch, plain).tenant_id) == ("acme", "default")
+
+    # retry, cancel and resume act for a tenant too: another tenant's batch is not found, nothing changes
+    from tasks import contract
+
+    verbs = (contract.retry_jobs, contract.cancel_batch, contract.resume_batch)
+    with session_scope(get_runtime().db_url) as s:
+        before = s.get(Batch, acme).cancelled_at
+    for task in verbs:
+        with pytest.raises(InputError, match=f"no batch '{acme}' in tenant 'default'"):
+            task({"batch_id": acme})  # the default tenant may not touch acme's batch
+        with pytest.raises(InputError, match=f"no batch '{plain}' in tenant 'acme'"):
+            task({"batch_id": plain, "tenant": "acme"})
+        with pytest.raises(InputError, match="no tenant 'nobody'"):
+            task({"batch_id": acme, "tenant": "nobody"})
+    with session_scope(get_runtime().db_url) as s:
+        assert s.get(Batch, acme).cancelled_at == before
+    assert contract.cancel_batch({"batch_id": acme, "tenant": "acme"}) >= 0  # its own tenant may
+    assert contract.resume_batch({"batch_id": acme, "tenant": "acme"}) >= 0
