@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from sqlalchemy import Exists, Table, bindparam, case, delete, func, insert, select, text, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
 
 from db.models import Attempt, Base, Batch, CacheEntry, Charge, Job, Tenant, result_digest, utcnow
@@ -228,19 +228,8 @@ def claim(s: Db, job_id: int, stage: str, token: str | None = None, stale_after_
         if row is None:
             stop_if_cancelled(s, job_id)
             return None
-        return Claim(
-            row.id,
-            row.batch_id,
-            row.kind,
-            row.item_id,
-            row.stage,
-            dict(row.row or {}),
-            dict(row.result or {}),
-            row.attempts,
-            row.attempt_id,
-            now,
-            batch=BatchRow(row.batch_id, row.options, row.out_dir, row.budget_usd, row.vocab_version),
-        )
+        batch = BatchRow(row.batch_id, row.options, row.out_dir, row.budget_usd, row.vocab_version)
+        return _claimed(row, row.attempt_id, now, batch)
     row = s.execute(_CLAIM, params).first()
     if row is None:
         stop_if_cancelled(s, job_id)
@@ -251,6 +240,11 @@ def claim(s: Db, job_id: int, stage: str, token: str | None = None, stale_after_
     attempt_id = s.execute(
         _OPEN_ATTEMPT, {"job_id": job_id, "stage": stage, "started_at": now, "outcome": "running"}
     ).scalar_one()
+    return _claimed(row, attempt_id, now)
+
+
+def _claimed(row: Row[Any], attempt_id: int, now: datetime, batch: BatchRow | None = None) -> Claim:
+    """The Claim of a claimed job row (the claim statement's RETURNING, PostgreSQL or SQLite)."""
     return Claim(
         row.id,
         row.batch_id,
@@ -262,6 +256,7 @@ def claim(s: Db, job_id: int, stage: str, token: str | None = None, stale_after_
         row.attempts,
         attempt_id,
         now,
+        batch=batch,
     )
 
 

@@ -271,6 +271,7 @@ class _Schema(Generic[T]):
     fields: dict[str, Callable[[str, Path], object]]  # column (= dataclass attribute) -> parser, id excluded
     text_columns: tuple[str, ...]  # all empty = a row with nothing to search or describe by
     build: Callable[..., T]
+    folder_kind: str  # how a message names the folder: "catalog folder", "new products folder"
 
     @property
     def header(self) -> tuple[str, ...]:
@@ -292,6 +293,7 @@ HIT_SCHEMA = _Schema[HitProduct](
     },
     ("description", "color", "style", "season"),
     HitProduct,
+    "catalog folder",
 )
 NEW_SCHEMA = _Schema[NewProduct](
     "new_products.csv",
@@ -299,7 +301,14 @@ NEW_SCHEMA = _Schema[NewProduct](
     {"image_path": _image, "category": _category, "style": _text, "season": _text, "prompt_hint": _text},
     ("category", "style", "season", "prompt_hint"),
     NewProduct,
+    "new products folder",
 )
+
+
+def require_folder(folder: Path, kind: str = "catalog folder") -> None:
+    """The one sentence for a folder that is not there ("catalog folder not found: ...")."""
+    if not Path(folder).is_dir():
+        raise InputError(f"{kind} not found: {folder}")
 
 
 def load_catalog(folder: Path) -> Loaded[HitProduct]:
@@ -314,8 +323,7 @@ def load_new_products(folder: Path) -> Loaded[NewProduct]:
 
 def _read_rows(folder: Path, schema: _Schema[T]) -> tuple[Path, list[str], list[tuple[int, list[str]]]]:
     expected = ",".join(schema.header)
-    if not folder.is_dir():
-        raise InputError(f"catalog folder not found: {folder}")
+    require_folder(folder, schema.folder_kind)
     source = folder / schema.csv_name
     if not source.is_file():
         raise InputError(f"{source} not found: put a {schema.csv_name} with header {expected} in {folder}")

@@ -18,7 +18,7 @@ from db import crud
 from db.models import DEFAULT_TENANT, Batch, Job
 from db.session import session_scope
 from hitline.config import Settings
-from hitline.domain.catalog import Loaded, load_catalog, load_new_products
+from hitline.domain.catalog import Loaded, load_catalog, load_new_products, require_folder
 from hitline.domain.imaging import load_presets
 from hitline.domain.models import HitProduct, NewProduct
 from hitline.domain.promo_copy import MISSING_TRANSLATION, TEXT_MODES, parse_locales
@@ -175,8 +175,8 @@ def submit_batch(
     catalog_dir, new_dir, out_dir = Path(catalog_dir), Path(new_dir), Path(out_dir)
     if not catalog_dir.is_dir():  # a catalog's name or id (`hitline catalog list`) stands for its folder
         catalog_dir = catalogs.folder_of(rt, str(catalog_dir), tenant) or catalog_dir
-    if not catalog_dir.is_dir():  # said first, before the new products (the catalog is read later, or not at all)
-        raise InputError(f"catalog folder not found: {catalog_dir}")
+    # said first, before the new products (the catalog is read later, or not at all)
+    require_folder(catalog_dir, "catalog folder")
     digest = request_hash(catalog_dir, new_dir, out_dir, options, budget_usd) if idempotency_key else None
     if idempotency_key:
         earlier = _earlier(rt, idempotency_key, digest, tenant)

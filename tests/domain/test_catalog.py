@@ -136,8 +136,11 @@ def test_price_formats_accepted(tmp_path: Path, text: str, value: float) -> None
 
 
 def test_missing_folder(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="folder not found"):
+    """Each folder is named for what it is: a missing new-products folder is not a 'catalog folder'."""
+    with pytest.raises(InputError, match="^catalog folder not found"):
         load_catalog(tmp_path / "nope")
+    with pytest.raises(InputError, match="^new products folder not found"):
+        load_new_products(tmp_path / "nope")
 
 
 def test_missing_csv(tmp_path: Path) -> None:
